@@ -11,11 +11,13 @@ Units are in the field names: ``_kw`` kilowatts, ``_kwh`` kilowatt-hours, ``_a``
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 Phase = Literal["L1", "L2", "L3"]
 PHASES: tuple[Phase, ...] = ("L1", "L2", "L3")
@@ -161,32 +163,42 @@ class SiteConfig(_Frozen):
     pv: PVSystem | None = None
     tariff: Tariff = Tariff()
 
+    @field_validator("timezone")
+    @classmethod
+    def _check_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown IANA time zone {value!r} (e.g. 'Europe/Amsterdam')") from None
+        return value
+
     @model_validator(mode="after")
     def _check_tree(self) -> SiteConfig:
         ids = [n.id for n in self.nodes]
-        dup = {i for i in ids if ids.count(i) > 1}
+        dup = sorted(i for i, k in Counter(ids).items() if k > 1)
         if dup:
-            raise ValueError(f"duplicate node ids: {sorted(dup)}")
+            raise ValueError(f"nodes: duplicate node id(s) {dup}")
         known = set(ids)
         parent = {n.id: n.parent for n in self.nodes}
-        for n in self.nodes:
+        for j, n in enumerate(self.nodes):
             if n.parent is not None and n.parent not in known:
-                raise ValueError(f"node {n.id!r} has unknown parent {n.parent!r}")
-        for start in ids:
-            seen = {start}
+                raise ValueError(f"nodes[{j}] (id {n.id!r}).parent: unknown parent node {n.parent!r}")
+        for j, start in enumerate(ids):
+            seen = [start]
             cur = parent[start]
             while cur is not None:
                 if cur in seen:
-                    raise ValueError(f"the limit tree has a cycle through node {cur!r}")
-                seen.add(cur)
+                    loop = " -> ".join([*seen[seen.index(cur) :], cur])
+                    raise ValueError(f"nodes[{j}] (id {start!r}).parent: the limit tree has a cycle: {loop}")
+                seen.append(cur)
                 cur = parent[cur]
         cids = [c.id for c in self.chargers]
-        cdup = {i for i in cids if cids.count(i) > 1}
+        cdup = sorted(i for i, k in Counter(cids).items() if k > 1)
         if cdup:
-            raise ValueError(f"duplicate charger ids: {sorted(cdup)}")
-        for c in self.chargers:
+            raise ValueError(f"chargers: duplicate charger id(s) {cdup}")
+        for i, c in enumerate(self.chargers):
             if c.node not in known:
-                raise ValueError(f"charger {c.id!r} hangs on unknown node {c.node!r}")
+                raise ValueError(f"chargers[{i}] (id {c.id!r}).node: unknown limit node {c.node!r}")
         return self
 
     @property
@@ -211,12 +223,38 @@ class SiteConfig(_Frozen):
         return tuple(out)
 
 
-def format_validation_error(err: ValidationError, source: str) -> str:
-    lines = [f"{source}: invalid configuration"]
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "<root>"
-        lines.append(f"  {loc}: {e['msg']}")
-    return "\n".join(lines)
+def _field_path(loc: tuple[int | str, ...], data: object) -> str:
+    """``('chargers', 3, 'max_current_a')`` -> ``chargers[3] (id 'c4').max_current_a``."""
+    out = ""
+    node = data
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+            node = node[part] if isinstance(node, list | tuple) and 0 <= part < len(node) else None
+            if isinstance(node, dict) and "id" in node:
+                out += f" (id {node['id']!r})"
+        else:
+            out += f".{part}" if out else part
+            node = node.get(part) if isinstance(node, dict) else None
+    return out or "<site>"
+
+
+def format_validation_error(err: ValidationError, source: str, data: object = None) -> str:
+    """One line: ``FILE: FIELD: why`` for each problem, joined by ``; ``."""
+    parts = []
+    errors = err.errors()
+    for e in errors:
+        shadowed = e["type"] == "too_short" and any(
+            len(o["loc"]) > len(e["loc"]) and o["loc"][: len(e["loc"])] == e["loc"] for o in errors
+        )
+        if shadowed:  # "tuple too short" only because its items failed: the item errors say why
+            continue
+        msg = str(e["msg"]).removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field (check the spelling)"
+        loc = tuple(e["loc"])
+        parts.append(f"{_field_path(loc, data)}: {msg}" if loc else msg)
+    return f"{source}: " + "; ".join(parts)
 
 
 def site_from_dict(data: object, source: str = "<dict>") -> SiteConfig:
@@ -228,7 +266,7 @@ def site_from_dict(data: object, source: str = "<dict>") -> SiteConfig:
     try:
         return SiteConfig.model_validate(data)
     except ValidationError as err:
-        raise ConfigError(format_validation_error(err, source)) from None
+        raise ConfigError(format_validation_error(err, source, data)) from None
 
 
 def load_site(path: str | Path) -> SiteConfig:
@@ -241,7 +279,9 @@ def load_site(path: str | Path) -> SiteConfig:
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise ConfigError(f"{p}: not valid YAML: {err}") from None
+        where = getattr(err, "problem_mark", None)
+        line = f" at line {where.line + 1}" if where is not None else ""
+        raise ConfigError(f"{p}: not valid YAML{line}: {getattr(err, 'problem', None) or err}") from None
     return site_from_dict(data, str(p))
 
 

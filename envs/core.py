@@ -120,7 +120,9 @@ class SiteArrays:
             node_ids=node_ids,
             rated_kw=np.array([c.rated_power_kw for c in site.chargers]),
             min_kw=np.array([c.min_power_kw for c in site.chargers]),
-            max_discharge_kw=np.array([c.max_discharge_kw if c.bidirectional else 0.0 for c in site.chargers]),
+            max_discharge_kw=np.array(
+                [c.max_discharge_kw if c.bidirectional else 0.0 for c in site.chargers]
+            ),
             bidirectional=np.array([c.bidirectional for c in site.chargers]),
             efficiency=np.array([c.efficiency for c in site.chargers]),
             kw_per_a=kw_per_a,
@@ -128,7 +130,9 @@ class SiteArrays:
             phase_a_per_kw=phase_a_per_kw,
             node_parent=node_parent,
             node_limit_kw=np.array([nd.max_power_kw for nd in site.nodes]),
-            node_limit_a=np.array([np.inf if nd.max_current_a is None else nd.max_current_a for nd in site.nodes]),
+            node_limit_a=np.array(
+                [np.inf if nd.max_current_a is None else nd.max_current_a for nd in site.nodes]
+            ),
             membership=membership,
             node_depth=depth,
             import_limit_kw=site.grid.import_limit_kw,

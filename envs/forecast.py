@@ -30,7 +30,8 @@ class BoundForecast(Protocol):
 class ForecastProvider(Protocol):
     """Something that can be bound to a scenario's time series (validated frame, regular index)."""
 
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def bind(self, timeseries: pd.DataFrame) -> BoundForecast: ...
 
