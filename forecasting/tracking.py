@@ -1,0 +1,89 @@
+"""MLflow logging of backtests: parameters, metrics and a plot of forecast against truth.
+
+The tracking store is ``MLFLOW_TRACKING_URI`` when set, else a SQLite file ``.evdlm/mlflow.db`` in the
+working directory with artifacts under ``.evdlm/mlartifacts``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+from forecasting.backtest import BacktestConfig, BacktestReport, plot_backtest
+
+EXPERIMENT = "evdlm-forecasting"
+
+
+def default_tracking_uri(workdir: str | Path | None = None) -> str:
+    """``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<workdir>/.evdlm/mlflow.db``."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    folder = Path.cwd() if workdir is None else Path(workdir)
+    return f"sqlite:///{(folder / '.evdlm' / 'mlflow.db').resolve()}"
+
+
+def _experiment_id(name: str, artifact_root: Path | None) -> str:
+    import mlflow
+
+    exp = mlflow.get_experiment_by_name(name)
+    if exp is not None:
+        return str(exp.experiment_id)
+    location = None if artifact_root is None else artifact_root.resolve().as_uri()
+    return str(mlflow.create_experiment(name, artifact_location=location))
+
+
+def log_backtests(
+    reports: list[BacktestReport],
+    params: dict[str, str | int | float],
+    config: BacktestConfig,
+    run_name: str,
+    tracking_uri: str | None = None,
+) -> str:
+    """Log one run with the reports' metrics (prefixed by series name) and plots; returns the run id."""
+    import mlflow
+
+    uri = default_tracking_uri() if tracking_uri is None else tracking_uri
+    artifact_root = None
+    if uri.startswith("sqlite:///") and "MLFLOW_TRACKING_URI" not in os.environ and tracking_uri is None:
+        db = Path(uri.removeprefix("sqlite:///"))
+        db.parent.mkdir(parents=True, exist_ok=True)
+        artifact_root = db.parent / "mlartifacts"
+    elif uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    exp_id = _experiment_id(EXPERIMENT, artifact_root)
+    with mlflow.start_run(experiment_id=exp_id, run_name=run_name) as run:
+        mlflow.log_params(
+            {
+                **params,
+                "horizon_steps": config.horizon_steps or "1 day",
+                "origin_every_steps": config.origin_every_steps or "6 h",
+                "initial_train_days": config.initial_train_days,
+                "refit_every_days": config.refit_every_days,
+                "max_train_days": str(config.max_train_days),
+            }
+        )
+        with tempfile.TemporaryDirectory() as tmp:
+            for rep in reports:
+                mlflow.log_metrics(report_metrics(rep))
+                png = plot_backtest(rep.result, Path(tmp) / f"{rep.result.series}_{rep.result.model}.png")
+                mlflow.log_artifact(str(png), artifact_path="plots")
+        return str(run.info.run_id)
+
+
+def report_metrics(rep: BacktestReport) -> dict[str, float]:
+    """Flat metric names, e.g. ``base_load_kw.mae``, ``base_load_kw.skill_vs_seasonal_naive_day``."""
+    s = rep.result.series
+    m = rep.metrics
+    out = {f"{s}.mae": m.mae, f"{s}.rmse": m.rmse, f"{s}.bias": m.bias, f"{s}.n": float(m.n)}
+    for level, loss in m.pinball:
+        out[f"{s}.pinball_p{round(level * 100):02d}"] = loss
+    if m.coverage is not None:
+        out[f"{s}.coverage"] = m.coverage
+    for name, _ in rep.references:
+        out[f"{s}.skill_vs_{name}"] = rep.skill(name)
+    if rep.result.fit_seconds:
+        out[f"{s}.fit_seconds_mean"] = float(sum(rep.result.fit_seconds) / len(rep.result.fit_seconds))
+    return out
