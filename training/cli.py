@@ -1,14 +1,188 @@
-"""``evdlm run``, ``evdlm evaluate``, ``evdlm train``, ``evdlm tune``."""
+"""``evdlm run``, ``evdlm evaluate``, ``evdlm train``, ``evdlm tune``.
+
+Each command is a thin wrapper over an importable function; heavy imports stay inside the commands so
+``evdlm --help`` stays fast.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 import typer
+
+if TYPE_CHECKING:
+    from training.evaluate import EvaluationReport
+
+_TABLE_COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("policy", "policy", "{}"),
+    ("cost_total", "cost", "{:.1f}"),
+    ("cost_energy", "energy", "{:.1f}"),
+    ("cost_demand_charge", "demand", "{:.1f}"),
+    ("export_revenue", "export", "{:.1f}"),
+    ("cost_degradation", "degr.", "{:.1f}"),
+    ("cost_missing_energy", "missing", "{:.1f}"),
+    ("peak_import_kw", "peak kW", "{:.1f}"),
+    ("energy_delivered_pct", "delivered %", "{:.2f}"),
+    ("evs_short", "EVs short", "{}"),
+    ("evs_short_kwh", "short kWh", "{:.1f}"),
+    ("violations", "violations", "{}"),
+    ("pv_self_consumption_pct", "PV self %", "{:.1f}"),
+    ("v2g_exported_kwh", "V2G kWh", "{:.1f}"),
+    ("decision_ms_p50", "ms p50", "{:.2f}"),
+    ("decision_ms_p99", "ms p99", "{:.2f}"),
+    ("gap_to_optimum_pct", "gap %", "{:+.1f}"),
+)
+
+
+def print_report(report: EvaluationReport) -> None:
+    """One rich table per scenario (means over seeds)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console = Console(width=max(console.width, 190))
+    frame = report.frame()
+    for scenario in report.scenarios():
+        sub = frame[frame["scenario"] == scenario]
+        seeds = sorted(sub["seed"].unique())
+        mean = sub.groupby("policy", sort=False).mean(numeric_only=True).reset_index()
+        title = f"{scenario}" + (f" (mean of seeds {seeds})" if len(seeds) > 1 else "")
+        table = Table(title=title, title_justify="left")
+        for _, header, _ in _TABLE_COLUMNS:
+            table.add_column(header, justify="left" if header == "policy" else "right")
+        for _, r in mean.iterrows():
+            cells = []
+            for col, _, fmt in _TABLE_COLUMNS:
+                v = r[col]
+                cells.append("-" if v is None or (isinstance(v, float) and v != v) else fmt.format(v))
+            table.add_row(*cells)
+        console.print(table)
+
+
+def _parse_list(values: list[str] | None) -> list[str]:
+    out: list[str] = []
+    for v in values or []:
+        out.extend(p.strip() for p in v.split(",") if p.strip())
+    return out
 
 
 def register(app: typer.Typer) -> None:
     """Add the training and evaluation commands to the root app."""
 
     @app.command()
-    def run() -> None:
-        """The main job on embedded defaults (grows as evdlm grows)."""
-        typer.echo("evdlm: nothing to run yet")
+    def evaluate(
+        scenario: list[Path] = typer.Option(
+            ..., "--scenario", "-s", help="scenario folder(s); repeat the option"
+        ),
+        policies: list[str] = typer.Option(
+            None,
+            "--policies",
+            "-p",
+            help="comma-separated policy names, paths or MLflow model URIs (default: all non-learned ones)",
+        ),
+        seeds: list[str] = typer.Option(None, "--seeds", help="comma-separated seeds (default: 0)"),
+        out: Path | None = typer.Option(None, "--out", help="also write the rows as JSON here"),
+        tracking_uri: str | None = typer.Option(
+            None,
+            "--tracking-uri",
+            help="MLflow tracking URI (default: MLFLOW_TRACKING_URI or .evdlm/mlflow.db)",
+        ),
+        no_tracking: bool = typer.Option(False, "--no-tracking", help="do not log to MLflow"),
+        use_ray: bool = typer.Option(
+            False, "--ray", help="run scenario x policy x seed in parallel through Ray"
+        ),
+        ray_address: str | None = typer.Option(None, "--ray-address", help="an existing Ray cluster"),
+        horizon: int = typer.Option(96, "--horizon", help="forecast steps given to the policies"),
+        step: str | None = typer.Option(None, "--step", help="resample scenarios to this step, e.g. 15min"),
+    ) -> None:
+        """Score policies on scenarios through the same environment and cost code; a table per scenario."""
+        from agents.registry import NON_LEARNED, UnknownPolicyError
+        from envs.config import ConfigError
+        from training.evaluate import EnvOptions
+        from training.evaluate import evaluate as run_evaluation
+
+        names = _parse_list(policies) or list(NON_LEARNED)
+        seed_list = [int(s) for s in _parse_list(seeds)] or [0]
+        try:
+            report = run_evaluation(
+                names,
+                [str(s) for s in scenario],
+                seed_list,
+                options=EnvOptions(forecast_horizon=horizon, step=step),
+                progress=True,
+                use_ray=use_ray or ray_address is not None,
+                ray_address=ray_address,
+            )
+        except (UnknownPolicyError, ConfigError) as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(2) from None
+        _finish(
+            report, out, tracking_uri, no_tracking, {"policies": ",".join(names), "seeds": str(seed_list)}
+        )
+
+    @app.command()
+    def run(
+        chargers: int = typer.Option(10, help="chargers of the generated depot"),
+        days: int = typer.Option(2, help="days of the generated depot scenario"),
+        seed: int = typer.Option(0, help="generator seed"),
+        tracking_uri: str | None = typer.Option(None, "--tracking-uri", help="MLflow tracking URI"),
+        out: Path | None = typer.Option(None, "--out", help="also write the rows as JSON here"),
+    ) -> None:
+        """Generate a small depot scenario and compare every non-learned policy on it."""
+        from agents.registry import NON_LEARNED
+        from envs.generate import generate_scenario
+        from training.evaluate import evaluate as run_evaluation
+
+        scenario = generate_scenario("depot", chargers=chargers, days=days, seed=seed)
+        typer.echo(
+            f"scenario {scenario.name}: {chargers} chargers, {days} days, {len(scenario.sessions)} sessions"
+        )
+        report = run_evaluation(list(NON_LEARNED), [scenario], progress=True)
+        _finish(report, out, tracking_uri, False, {"policies": ",".join(NON_LEARNED), "generator": "depot"})
+
+    # ---- learned policies (training/train.py, training/tune.py)
+    @app.command()
+    def train(
+        config: Path = typer.Option(..., "--config", "-c", help="e.g. configs/train/v2g.yaml"),
+        tracking_uri: str | None = typer.Option(None, "--tracking-uri", help="MLflow tracking URI"),
+        resume: Path | None = typer.Option(None, "--resume", help="continue from a checkpoint .zip"),
+        out_dir: Path | None = typer.Option(None, "--out-dir", help="run folder (default: .evdlm/runs/...)"),
+    ) -> None:
+        """Train a learned policy (stable-baselines3), evaluate it on held-out scenarios, register it."""
+        from training.train import train_command
+
+        train_command(config, tracking_uri=tracking_uri, resume=resume, out_dir=out_dir)
+
+    @app.command()
+    def tune(
+        config: Path = typer.Option(..., "--config", "-c", help="training config with a tune section"),
+        tracking_uri: str | None = typer.Option(None, "--tracking-uri", help="MLflow tracking URI"),
+        ray_address: str | None = typer.Option(None, "--ray-address", help="an existing Ray cluster"),
+    ) -> None:
+        """Hyperparameter search with Ray Tune and ASHA; each trial an MLflow run, the best registered."""
+        from training.tune import tune_command
+
+        tune_command(config, tracking_uri=tracking_uri, ray_address=ray_address)
+
+
+def _finish(
+    report: EvaluationReport,
+    out: Path | None,
+    tracking_uri: str | None,
+    no_tracking: bool,
+    params: dict[str, str],
+) -> None:
+    print_report(report)
+    if out is not None:
+        report.to_json(out)
+        typer.echo(f"rows written to {out}")
+    if not no_tracking:
+        from training.tracking import log_evaluation
+
+        logged = log_evaluation(report, tracking_uri=tracking_uri, params=params)
+        typer.echo(
+            f"MLflow: run {logged.parent_run_id} (experiment {logged.experiment_id})"
+            f" at {logged.tracking_uri}\n"
+            f"  view with: mlflow ui --backend-store-uri {logged.tracking_uri}"
+        )

@@ -1,0 +1,143 @@
+"""Model predictive control: a receding-horizon site LP re-solved every step.
+
+Each step the MPC reads the snapshot (which EVs are plugged in, what each still needs, when it leaves,
+the battery's SoC, the billing-period peak so far) and the forecast window that came with it (from a
+pluggable provider: perfect, noisy or the fitted :mod:`forecasting` models), solves the site LP of
+:mod:`agents.lp` over the next ``H`` steps and applies the first step. Future arrivals are unknown to it.
+
+The LP's structure is fixed (one slot per charger over the whole horizon, zero bounds where no EV is
+plugged in), so it is built once and every later step only changes bounds and costs: HiGHS re-solves
+the same model warm from the previous basis.
+
+Horizon effects: an EV leaving after the horizon must get within the horizon what it could not get at
+full power after it (``hedge`` times its rate); the demand charge is divided by the number of horizons
+left in the billing period (a peak is paid once, energy savings accrue every day); energy left in the
+battery at the horizon end is valued at the window's median import price times the efficiency.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from agents.base import Decision
+from agents.lp import LPData, LPError, SiteLP
+from agents.optimum import off_or_minimum
+from envs.core import SiteArrays, Snapshot
+from envs.scenario import Scenario
+
+
+class ModelPredictiveControl:
+    """Receding-horizon LP over the next ``horizon`` steps (at most the snapshot's forecast window)."""
+
+    name = "mpc"
+
+    def __init__(self, horizon: int = 96, hedge: float = 0.9) -> None:
+        if horizon < 1:
+            raise ValueError("horizon must be at least 1 step")
+        self.horizon = horizon
+        self.hedge = hedge
+        self._site: SiteArrays | None = None
+        self._lp: SiteLP | None = None
+        self._episode_end: pd.Timestamp | None = None
+        self.solve_s: list[float] = []
+
+    def reset(self, site: SiteArrays, scenario: Scenario | None = None) -> None:
+        self._site = site
+        self._lp = None
+        self.solve_s = []
+        self._episode_end = scenario.end if scenario is not None else None
+
+    def _structure(self, site: SiteArrays, H: int, dt_h: float) -> SiteLP:
+        if self._lp is None or self._lp.T != H or abs(self._lp.dt_h - dt_h) > 1e-12:
+            n = site.n
+            self._lp = SiteLP(
+                site,
+                site.config.tariff,
+                H,
+                dt_h,
+                slot_charger=np.arange(n),
+                slot_start=np.zeros(n, dtype=np.int64),
+                slot_stop=np.full(n, H, dtype=np.int64),
+                slot_v2g=site.bidirectional.copy(),
+                pv_curtailable=site.config.pv.curtailable if site.config.pv is not None else True,
+            )
+        return self._lp
+
+    def _horizons_left(self, snapshot: Snapshot, horizon_h: float) -> float:
+        site = self._site
+        assert site is not None
+        now = pd.Timestamp(snapshot.timestamp, tz="UTC")
+        ends: list[float] = []
+        if site.config.tariff.billing_period == "month":
+            local = now.tz_convert(site.config.timezone)
+            month_end = (
+                (local.tz_localize(None).to_period("M") + 1).to_timestamp().tz_localize(site.config.timezone)
+            )
+            ends.append((month_end - now).total_seconds() / 3600.0)
+        if self._episode_end is not None:
+            ends.append((self._episode_end - now).total_seconds() / 3600.0)
+        left_h = min(ends) if ends else horizon_h
+        return max(left_h / horizon_h, 1.0)
+
+    def act(self, snapshot: Snapshot) -> Decision:
+        site = self._site
+        if site is None:
+            raise RuntimeError("mpc: call reset(site) before act()")
+        st = snapshot.state
+        fc = snapshot.forecast
+        dt = float(st.dt_h)
+        H = max(1, min(self.horizon, fc.horizon))
+        lp = self._structure(site, H, dt)
+        base = np.asarray(fc.base_load_kw[:H], dtype=float).copy()
+        pv = np.asarray(fc.pv_kw[:H], dtype=float).copy()
+        imp = np.asarray(fc.import_price_per_kwh[:H], dtype=float).copy()
+        exp = np.asarray(fc.export_price_per_kwh[:H], dtype=float).copy()
+        base[0], pv[0] = float(np.asarray(st.base_load_kw)), float(np.asarray(st.pv_kw))
+        imp[0], exp[0] = snapshot.import_price_per_kwh, snapshot.export_price_per_kwh
+
+        present = np.asarray(st.ev_present, dtype=bool)
+        need = np.where(present, np.maximum(np.asarray(st.energy_needed_kwh, dtype=float), 0.0), 0.0)
+        rate = np.where(present, np.minimum(site.rated_kw, np.asarray(st.ev_max_charge_kw, dtype=float)), 0.0)
+        steps_left = np.where(present, np.round(np.asarray(st.time_left_h, dtype=float) / dt), 0).astype(
+            np.int64
+        )
+        after = np.maximum(steps_left - H, 0)
+        need_in = np.maximum(need - self.hedge * rate * site.efficiency * dt * after, 0.0)
+        dis = np.where(
+            present, np.minimum(site.max_discharge_kw, np.asarray(st.ev_max_discharge_kw, dtype=float)), 0.0
+        )
+        tariff = site.config.tariff
+        data = LPData(
+            base_load_kw=base,
+            pv_kw=pv,
+            import_price_per_kwh=imp,
+            export_price_per_kwh=exp,
+            need_kwh=need_in,
+            max_charge_kw=rate,
+            active_stop=np.minimum(steps_left, H),
+            room_kwh=np.where(present, np.asarray(st.energy_room_kwh, dtype=float), 0.0),
+            dischargeable_kwh=np.where(present, np.asarray(st.energy_dischargeable_kwh, dtype=float), 0.0),
+            max_discharge_kw=dis,
+            peak_floor_kw=np.array([float(snapshot.peak_import_kw)]),
+            battery_initial_kwh=float(np.asarray(st.battery_soc_kwh)),
+            terminal_battery_value_per_kwh=float(np.median(imp)) * site.battery_efficiency,
+            demand_charge_per_kw=tariff.demand_charge_per_kw / self._horizons_left(snapshot, H * dt),
+        )
+        first = lp.x_step == 0
+        try:
+            sol = lp.solve_min_current(data, passes=2, warm=True, columns=first)
+        except LPError:
+            sol = lp.solve_min_current(data, passes=2, warm=False, columns=first)
+        self.solve_s.append(sol.solve_s)
+        plan_kw = sol.charger_kw[:, 0]
+        last = present & (steps_left <= 1)
+        battery_kw = float(sol.battery_kw[0])
+        peak_kw = max(
+            float(sol.peak_kw[0]) if len(sol.peak_kw) else site.import_limit_kw, sol.site_import_kw[0]
+        )
+        headroom = peak_kw - base[0] + pv[0] - battery_kw
+        kw = off_or_minimum(
+            plan_kw, plan_kw, site.min_kw, headroom, protect=last, need_kw=need / (site.efficiency * dt)
+        )
+        return Decision(kw, battery_kw)

@@ -1,0 +1,203 @@
+"""The perfect-foresight optimum: one LP over the whole scenario, the physical limit no online policy beats.
+
+In :meth:`PerfectForesightOptimum.reset` the scenario is compiled exactly as the environment compiles it
+(:func:`envs.sim.compile_episode`: the same step rounding of arrivals and departures, the same requests,
+rooms and V2G floors) and the site LP of :mod:`agents.lp` is solved once with HiGHS: the same cost model
+(energy, export revenue, the demand charge on each billing period's peak, the missing-energy penalty,
+degradation) and the same constraints as the environment, except the minimum-current rule, which is
+relaxed (a charger may be scheduled below its minimum current; the projection pauses such requests on
+replay, so the replayed cost can sit slightly above the LP's).
+
+An EV still plugged in when the scenario ends is asked for the share of its request that falls inside the
+scenario (pro-rated by time), so the optimum neither ignores it nor over-serves it.
+
+:meth:`act` replays the schedule of the snapshot's step; where the simulation has fallen behind the plan
+(a request paused, rounding) it adds what is needed to catch up over the EV's remaining stay.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from agents.base import Decision
+from agents.lp import LPData, LPSolution, SiteLP
+from envs.core import BoolArray, FloatArray, SiteArrays, Snapshot
+from envs.scenario import Scenario
+
+
+class PerfectForesightOptimum:
+    """Solve once per scenario, then replay. Needs the scenario in :meth:`reset` (simulation only)."""
+
+    name = "optimum"
+
+    def __init__(self, time_limit_s: float | None = None) -> None:
+        self.time_limit_s = time_limit_s
+        self.solution: LPSolution | None = None
+        self.build_s = 0.0
+        self._site: SiteArrays | None = None
+        self._planned_need: FloatArray | None = None
+
+    def reset(self, site: SiteArrays, scenario: Scenario | None = None) -> None:
+        if scenario is None:
+            raise ValueError("optimum: the perfect-foresight optimum needs the scenario (simulation only)")
+        t0 = time.perf_counter()
+        lp, data, slots = build_scenario_lp(site, scenario)
+        self.build_s = time.perf_counter() - t0
+        if lp.sizes["x"] > 150 * max(lp.T, 1):
+            # many chargers over few steps: primal simplex beats HiGHS's default dual here (1,000 x 1 day)
+            lp.highs_options["simplex_strategy"] = 4
+        self.solution = lp.solve(data, time_limit_s=self.time_limit_s)
+        self._site = site
+        # energy the plan still has to deliver to each charger's EV at the start of every step
+        T = lp.T
+        into = (
+            np.where(
+                self.solution.charger_kw > 0,
+                self.solution.charger_kw * site.efficiency[:, None],
+                self.solution.charger_kw / site.efficiency[:, None],
+            )
+            * lp.dt_h
+        )
+        planned = np.zeros((site.n, T + 1))
+        for k in range(lp.K):
+            c, a, d = int(slots.charger[k]), int(slots.start[k]), int(slots.stop[k])
+            seg = into[c, a:d]
+            planned[c, a:d] = np.maximum(data.need_kwh[k] - np.concatenate([[0.0], np.cumsum(seg)[:-1]]), 0.0)
+        self._planned_need = planned
+
+    @property
+    def solve_s(self) -> float:
+        """Solve time of the LP, s."""
+        return 0.0 if self.solution is None else self.solution.solve_s
+
+    def act(self, snapshot: Snapshot) -> Decision:
+        if self.solution is None or self._site is None or self._planned_need is None:
+            raise RuntimeError("optimum: call reset(site, scenario) before act()")
+        site = self._site
+        t = min(snapshot.step_index, self.solution.charger_kw.shape[1] - 1)
+        plan_kw = self.solution.charger_kw[:, t]
+        st = snapshot.state
+        dt = float(st.dt_h)
+        eff = site.efficiency
+        need = np.asarray(st.energy_needed_kwh, dtype=float)
+        present = np.asarray(st.ev_present, bool)
+        # follow the plan's energy, not just its power: what the plan delivers this step plus what the
+        # simulation is behind (or minus what it is ahead), then off-or-minimum by rounding (sigma-delta),
+        # so the minimum-current rule the LP relaxed costs little
+        behind_kwh = need - self._planned_need[:, t]
+        target_kw = np.maximum(plan_kw, 0.0) + behind_kwh / (eff * dt)
+        kw = np.where(plan_kw < 0, plan_kw, np.maximum(target_kw, 0.0))
+        kw = np.where(present, kw, 0.0)
+        battery_kw = float(self.solution.battery_kw[t])
+        kw = off_or_minimum(plan_kw, kw, site.min_kw, need_kw=need / (eff * dt))
+        return Decision(kw, battery_kw)
+
+
+def off_or_minimum(
+    plan_kw: FloatArray,
+    target_kw: FloatArray,
+    min_kw: FloatArray,
+    headroom_kw: float = np.inf,
+    protect: BoolArray | None = None,
+    need_kw: FloatArray | None = None,
+) -> FloatArray:
+    """Turn an LP schedule (which relaxed the minimum current) into requests a charger can follow.
+
+    Charging targets below the minimum go to the minimum from half of it, else to 0 (the error is carried
+    to later steps by the caller's energy tracking). Where rounding up and catching up would take the
+    chargers' total above ``headroom_kw`` (the planned peak), the chargers that went furthest above the plan
+    fall back to it (or to 0 when the plan is below their minimum) until it fits; ``protect`` chargers
+    (EVs in their last step) are left alone and rounded up, never down. Charging never exceeds
+    ``need_kw`` (what the EV still needs over the step) when given.
+    """
+    kw = np.asarray(target_kw, dtype=float).copy()
+    small = (kw > 0) & (kw < min_kw)
+    up = kw >= 0.5 * min_kw
+    if protect is not None:
+        up |= protect  # an EV in its last step gets its minimum rather than nothing
+    kw = np.where(small, np.where(up, min_kw, 0.0), kw)
+    excess = float(kw.sum()) - headroom_kw
+    if excess > 1e-9:
+        fallback = np.where(plan_kw >= min_kw, plan_kw, np.minimum(plan_kw, 0.0))
+        gain = kw - fallback
+        cand = gain > 1e-9
+        if protect is not None:
+            cand &= ~protect
+        idx = np.flatnonzero(cand)
+        idx = idx[np.argsort(-gain[idx], kind="stable")]
+        before = np.cumsum(gain[idx]) - gain[idx]
+        cut = idx[before < excess]
+        kw[cut] = fallback[cut]
+    if need_kw is not None:
+        kw = np.where(kw > 0, np.minimum(kw, need_kw), kw)
+    return kw
+
+
+class _Slots:
+    def __init__(self, charger: np.ndarray, start: np.ndarray, stop: np.ndarray) -> None:
+        self.charger = charger
+        self.start = start
+        self.stop = stop
+
+
+def build_scenario_lp(site: SiteArrays, scenario: Scenario) -> tuple[SiteLP, LPData, _Slots]:
+    """The site LP of a whole scenario with the environment's discretisation, and its data."""
+    from envs.sim import compile_episode
+
+    ep = compile_episode(scenario, site, horizon=0)
+    T = ep.n_steps
+    ses = ep.sessions
+    occupied = ep.slot_session[:T]  # (T, n)
+    steps, chargers = np.nonzero(occupied >= 0)
+    sess = occupied[steps, chargers]
+    K = ses.size
+    start = np.full(K, T, dtype=np.int64)
+    stop = np.zeros(K, dtype=np.int64)
+    charger = np.zeros(K, dtype=np.int64)
+    np.minimum.at(start, sess, steps)
+    np.maximum.at(stop, sess, steps + 1)
+    charger[sess] = chargers
+    seen = np.zeros(K, dtype=bool)
+    seen[sess] = True
+    keep = np.flatnonzero(seen)
+    start, stop, charger = start[keep], stop[keep], charger[keep]
+    request = ses.request_kwh[keep]
+    departure = ses.departure_step[keep]
+    # EVs still plugged in at the end: the share of the request that falls inside the scenario
+    stay = np.maximum(departure - ses.arrival_step[keep], 1)
+    inside = np.where(departure > T, (T - ses.arrival_step[keep]) / stay, 1.0)
+    need = request * np.clip(inside, 0.0, 1.0)
+    max_charge = np.minimum(site.rated_kw[charger], ses.max_charge_kw[keep])
+    res = site.resolution_kw[charger]
+    max_charge = np.floor(max_charge / res + 1e-9) * res  # what a charger on its grid actually draws
+    max_dis = ses.max_discharge_kw[keep]
+    v2g = max_dis > 0
+    period = np.cumsum(ep.new_period[:T]) - 1
+    lp = SiteLP(
+        site,
+        scenario.site.tariff,
+        T,
+        ep.dt_h,
+        charger,
+        start,
+        stop,
+        slot_v2g=v2g,
+        period=period,
+        pv_curtailable=scenario.site.pv.curtailable if scenario.site.pv is not None else True,
+    )
+    data = LPData(
+        base_load_kw=ep.base_load_kw[:T],
+        pv_kw=ep.pv_kw[:T],
+        import_price_per_kwh=ep.import_price_per_kwh[:T],
+        export_price_per_kwh=ep.export_price_per_kwh[:T],
+        need_kwh=need,
+        max_charge_kw=max_charge,
+        active_stop=stop,
+        room_kwh=np.maximum(ses.room_kwh[keep], need),
+        dischargeable_kwh=ses.dischargeable_kwh[keep],
+        max_discharge_kw=max_dis,
+        battery_initial_kwh=site.battery_initial_kwh,
+    )
+    return lp, data, _Slots(charger, start, stop)

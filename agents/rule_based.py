@@ -1,0 +1,345 @@
+"""The rule-based DLM: the operator's dependable default and the live fallback.
+
+No learning and no solver: a handful of vectorised rules over the snapshot, fast enough to run every
+second for 1,000 chargers. Each step it
+
+1. **keeps every deadline** (laxity): an EV that could no longer finish at a conservative fraction
+   ``hedge`` of its full power later gets what it *must* have now, first, within the hard limits, least
+   laxity first;
+2. **uses PV surplus first**: surplus the site would export is offered to every EV that still needs energy;
+3. **schedules by price** (time-based): an EV also charges now when now is among the cheapest steps of its
+   remaining stay (from the price forecast) that it needs, counting the power it can expect to get when
+   the site is shared, so flexible energy goes to cheap hours when the deadline allows;
+4. **shaves the peak**: all charging beyond what deadlines force stays under a billing-period peak
+   target. The target starts at the level that minimises demand charge plus the energy cost of the
+   present EVs (deadline-feasible "valley filling" of the forecast net load, priced by the forecast) and is
+   raised only when forced charging pushes the import above it (then the new peak is the target);
+5. **discharges** the stationary battery and, where the session allows V2G, EVs only in expensive hours
+   (price above the cheapest recharge price in the window divided by the round-trip efficiency, plus
+   degradation) and only so much that every EV can still reach its departure energy at full power; the
+   battery also shaves import above the target and charges from PV surplus and in the cheapest hours.
+
+Every request still goes through the safety projection.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from agents.allocate import Resources, charge_caps_kw, fair_fill, greedy_fill, resource_use, site_headroom_kw
+from agents.base import Decision
+from envs.core import FloatArray, SiteArrays, Snapshot
+from envs.scenario import Scenario
+
+_LEVELS = 48
+
+
+class RuleBasedDLM:
+    """Deadline-aware, price-aware, peak-shaving rule-based allocator.
+
+    Arguments:
+        hedge: fraction of its full power an EV is assumed to get in future steps when deciding what it
+            must charge now (lower = earlier, safer, dearer).
+        v2g: allow V2G discharge of EVs whose session allows it.
+        use_battery: operate the stationary battery.
+        period_scaling: weigh the window's energy cost by the windows left in the billing period when
+            choosing the peak target (a peak is paid once per period, energy every day).
+        target_margin: the energy due by each deadline must fit in this fraction of the room under the
+            peak target (lower = a higher, safer target).
+    """
+
+    name = "rule_based"
+
+    def __init__(
+        self,
+        hedge: float = 0.9,
+        v2g: bool = True,
+        use_battery: bool = True,
+        period_scaling: bool = True,
+        target_margin: float = 0.85,
+    ) -> None:
+        if not 0 < hedge <= 1:
+            raise ValueError("hedge must lie in (0, 1]")
+        self.hedge = hedge
+        self.v2g = v2g
+        self.use_battery = use_battery
+        self.period_scaling = period_scaling
+        self.target_margin = target_margin
+        self._site: SiteArrays | None = None
+        self._res: Resources | None = None
+        self._episode_end: pd.Timestamp | None = None
+
+    def reset(self, site: SiteArrays, scenario: Scenario | None = None) -> None:
+        self._site = site
+        self._res = Resources.from_site(site)
+        self._episode_end = scenario.end if scenario is not None else None
+
+    # ------------------------------------------------------------------ helpers
+
+    def _period_left_h(self, snapshot: Snapshot, horizon_h: float) -> float:
+        """Hours left in the billing period (and the episode, when known), at least the forecast horizon."""
+        site = self._site
+        assert site is not None
+        now = pd.Timestamp(snapshot.timestamp, tz="UTC")
+        ends: list[float] = []
+        if site.config.tariff.billing_period == "month":
+            tz = site.config.timezone
+            month_end = (
+                (now.tz_convert(tz).tz_localize(None).to_period("M") + 1).to_timestamp().tz_localize(tz)
+            )
+            ends.append((month_end - now).total_seconds() / 3600.0)
+        if self._episode_end is not None:
+            ends.append((self._episode_end - now).total_seconds() / 3600.0)
+        left = min(ends) if ends else horizon_h
+        return max(left, horizon_h)
+
+    # ------------------------------------------------------------------ policy
+
+    def act(self, snapshot: Snapshot) -> Decision:
+        site, res = self._site, self._res
+        if site is None or res is None:
+            raise RuntimeError("rule_based: call reset(site) before act()")
+        st = snapshot.state
+        fc = snapshot.forecast
+        dt = float(st.dt_h)
+        base_now = float(np.asarray(st.base_load_kw))
+        pv_now = float(np.asarray(st.pv_kw))
+        H = max(fc.horizon, 1)
+        net_h = np.asarray(fc.base_load_kw, dtype=float) - np.asarray(fc.pv_kw, dtype=float)
+        net_h[0] = base_now - pv_now
+        imp_h = np.asarray(fc.import_price_per_kwh, dtype=float).copy()
+        exp_h = np.asarray(fc.export_price_per_kwh, dtype=float).copy()
+        imp_h[0], exp_h[0] = snapshot.import_price_per_kwh, snapshot.export_price_per_kwh
+        # marginal price of charging: what surplus PV would earn exported, else the import price
+        price_h = np.where(net_h < 0, exp_h, imp_h)
+
+        caps = charge_caps_kw(site, st)
+        need = np.maximum(np.asarray(st.energy_needed_kwh, dtype=float), 0.0)
+        present = np.asarray(st.ev_present, dtype=bool)
+        eff = site.efficiency
+        rate = np.minimum(site.rated_kw, np.asarray(st.ev_max_charge_kw, dtype=float))
+        rate = np.where(present, rate, 0.0)
+        steps_left = np.maximum(np.floor(np.asarray(st.time_left_h, dtype=float) / dt + 1e-6), 1).astype(
+            np.int64
+        )
+        active = present & (caps > 0) & (need > 1e-9)
+        idx = np.flatnonzero(active)
+
+        # ---- 4. peak target (demand charge): the cheapest deadline-feasible level, never below the peak
+        peak_so_far = float(snapshot.peak_import_kw)
+        target = self._peak_target(site, snapshot, need, eff, steps_left, active, net_h, price_h, peak_so_far)
+        expect_kw = self._expected_kw(need, rate, steps_left, active, net_h, target, H)
+
+        # ---- 1. deadlines: what must be charged now, assuming later only a hedged share of its full power
+        step_kwh = rate * eff * dt
+        future_kwh = self.hedge * step_kwh * (steps_left - 1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            must = np.where(active, np.maximum(need - future_kwh, 0.0) / np.maximum(eff * dt, 1e-12), 0.0)
+            laxity = np.where(rate > 0, steps_left - need / np.maximum(step_kwh, 1e-12), np.inf)
+        must = np.minimum(must, caps)
+        order = idx[np.argsort(laxity[idx], kind="stable")]
+        hard = res.limits(site_headroom_kw(site, st))
+        a_must = greedy_fill(res.coef, hard, must, order)
+        forced_import = base_now - pv_now + float(a_must.sum())
+        target = max(target, forced_import)
+
+        # ---- 2 + 3. PV surplus and cheap hours, under the target
+        rem_caps = np.maximum(caps - a_must, 0.0)
+        soft = np.maximum(
+            res.limits(site_headroom_kw(site, st, cap_kw=target)) - resource_use(res.coef, a_must), 0.0
+        )
+        hard_left = np.maximum(hard - resource_use(res.coef, a_must), 0.0)
+        soft = np.minimum(soft, hard_left)
+        surplus = max(pv_now - base_now - float(a_must.sum()), 0.0)
+        a_pv = np.zeros(site.n)
+        if surplus > 0 and len(idx):
+            pv_lim = soft.copy()
+            pv_lim[-1] = min(pv_lim[-1], surplus)
+            a_pv = fair_fill(res.coef, pv_lim, np.where(active, rem_caps, 0.0))
+            rem_caps -= a_pv
+            soft = np.maximum(soft - resource_use(res.coef, a_pv), 0.0)
+        want = self._cheap_now(need, rate, expect_kw, eff, dt, steps_left, active, price_h, H)
+        want = np.minimum(want, rem_caps)
+        a_cheap = greedy_fill(res.coef, soft, want, order, site.min_kw)
+        charger_kw = a_must + a_pv + a_cheap
+        # optional charging the fills left below the minimum goes off (what deadlines force stays: the
+        # projection lifts it to the minimum where there is room)
+        low = (
+            (charger_kw > 0) & (charger_kw < site.min_kw - 1e-9) & (charger_kw < caps - 1e-9) & (a_must <= 0)
+        )
+        charger_kw[low] = 0.0
+
+        import_kw = base_now - pv_now + float(charger_kw.sum())
+        cheapest = float(imp_h.min())
+        # ---- 5. V2G in expensive hours, only from EVs that keep their departure energy
+        if self.v2g and site.bidirectional.any():
+            v2g_kw = self._v2g(site, snapshot, charger_kw, need, rate, eff, dt, steps_left, imp_h, import_kw)
+            charger_kw = charger_kw - v2g_kw
+            import_kw -= float(v2g_kw.sum())
+        battery_kw = 0.0
+        if self.use_battery and site.has_battery:
+            battery_kw = self._battery(site, snapshot, import_kw, target, imp_h, price_h, cheapest)
+        return Decision(charger_kw, battery_kw)
+
+    # ------------------------------------------------------------------ the rules
+
+    def _peak_target(
+        self,
+        site: SiteArrays,
+        snapshot: Snapshot,
+        need: FloatArray,
+        eff: FloatArray,
+        steps_left: np.ndarray,
+        active: np.ndarray,
+        net_h: FloatArray,
+        price_h: FloatArray,
+        peak_so_far: float,
+    ) -> float:
+        """The import level to stay under: the cheapest of a grid of levels that still lets every present
+        EV finish (cumulative energy by deadline under the forecast net load), counting the demand charge
+        once and the window's energy cost once per window left in the billing period."""
+        tariff = site.config.tariff
+        H = len(net_h)
+        dt = float(snapshot.state.dt_h)
+        grid_kwh = np.where(active, need / eff, 0.0)
+        deadline = np.minimum(steps_left, H) - 1
+        share = np.where(steps_left > H, H / np.maximum(steps_left, 1), 1.0)
+        due = np.cumsum(np.bincount(deadline[active], weights=(grid_kwh * share)[active], minlength=H)[:H])
+        if due[-1] <= 1e-9:
+            return peak_so_far
+        lo = max(peak_so_far, float(net_h.min()), 0.0)
+        hi = site.import_limit_kw
+        if hi <= lo:
+            return peak_so_far
+        levels = np.linspace(lo, hi, _LEVELS)
+        room = np.maximum(levels[:, None] - net_h[None, :], 0.0) * dt  # (G, H) kWh per step under each level
+        feasible = (self.target_margin * np.cumsum(room, axis=1) >= due[None, :] - 1e-6).all(axis=1)
+        if not feasible.any():
+            return hi
+        if tariff.demand_charge_per_kw <= 0:
+            return hi
+        order = np.argsort(price_h, kind="stable")
+        room_sorted = room[:, order]
+        before = np.cumsum(room_sorted, axis=1) - room_sorted
+        take = np.clip(due[-1] - before, 0.0, room_sorted)
+        energy_cost = take @ price_h[order]
+        windows = self._period_left_h(snapshot, H * dt) / (H * dt) if self.period_scaling else 1.0
+        cost = tariff.demand_charge_per_kw * np.maximum(levels - peak_so_far, 0.0) + windows * energy_cost
+        cost = np.where(feasible, cost, np.inf)
+        return float(levels[int(np.argmin(cost))])
+
+    @staticmethod
+    def _expected_kw(
+        need: FloatArray,
+        rate: FloatArray,
+        steps_left: np.ndarray,
+        active: np.ndarray,
+        net_h: FloatArray,
+        target: float,
+        H: int,
+    ) -> FloatArray:
+        """The power each EV can expect on average for the rest of its stay: its rate, or, when the site
+        is crowded, its need-weighted share of the average room under the target over its stay."""
+        room_h = np.maximum(target - net_h, 0.0)
+        mean_room = np.cumsum(room_h) / np.arange(1, H + 1)
+        stay = np.minimum(steps_left, H)
+        total_need = float(need[active].sum())
+        share = need / total_need if total_need > 0 else np.zeros_like(need)
+        share_kw = mean_room[stay - 1] * share
+        return np.where(active, np.maximum(np.minimum(rate, share_kw), 1e-6), 0.0)
+
+    @staticmethod
+    def _cheap_now(
+        need: FloatArray,
+        rate: FloatArray,
+        expect_kw: FloatArray,
+        eff: FloatArray,
+        dt: float,
+        steps_left: np.ndarray,
+        active: np.ndarray,
+        price_h: FloatArray,
+        H: int,
+    ) -> FloatArray:
+        """Power each EV wants now because now is among the cheapest steps of its stay that it needs
+        (counted at the power it can expect)."""
+        stay = np.minimum(steps_left, H)
+        steps_needed = np.ceil(need / (np.maximum(expect_kw, 1e-6) * eff * dt) - 1e-9)
+        cheaper = np.concatenate([[0], np.cumsum(price_h[1:] < price_h[0] - 1e-12)])  # (H,)
+        n_cheaper = cheaper[stay - 1].astype(float)
+        beyond = steps_left > H
+        if beyond.any() and H > 1:
+            n_cheaper = np.where(beyond, n_cheaper * (steps_left - 1) / (H - 1), n_cheaper)
+        return np.where(active & (n_cheaper < steps_needed), rate, 0.0)
+
+    def _v2g(
+        self,
+        site: SiteArrays,
+        snapshot: Snapshot,
+        charger_kw: FloatArray,
+        need: FloatArray,
+        rate: FloatArray,
+        eff: FloatArray,
+        dt: float,
+        steps_left: np.ndarray,
+        imp_h: FloatArray,
+        import_kw: float,
+    ) -> FloatArray:
+        """Discharge power per EV (>= 0) for V2G in an expensive hour."""
+        st = snapshot.state
+        tariff = site.config.tariff
+        dis_max = np.minimum(site.max_discharge_kw, np.asarray(st.ev_max_discharge_kw, dtype=float))
+        stay = np.minimum(steps_left, len(imp_h))
+        # cheapest import price before each EV leaves (its recharge price)
+        run_min = np.minimum.accumulate(imp_h)
+        recharge = run_min[stay - 1]
+        value_now = snapshot.import_price_per_kwh if import_kw > 0 else snapshot.export_price_per_kwh
+        worth = value_now * eff * eff > recharge + tariff.ev_degradation_per_kwh
+        # energy it can give and still make its departure energy at (hedged) full power later
+        spare_kwh = self.hedge * rate * eff * dt * (steps_left - 1) - need
+        dis_kw = np.minimum(dis_max, np.maximum(spare_kwh, 0.0) * eff / dt)
+        dis_kw = np.minimum(dis_kw, np.asarray(st.energy_dischargeable_kwh, dtype=float) * eff / dt)
+        ok = np.asarray(st.ev_present, bool) & worth & (charger_kw <= 0) & (steps_left > 1)
+        dis_kw = np.where(ok, np.maximum(dis_kw, 0.0), 0.0)
+        export_pays = snapshot.export_price_per_kwh * eff * eff > recharge + tariff.ev_degradation_per_kwh
+        if not (export_pays & (dis_kw > 0)).any():
+            # exporting does not pay: discharge at most what the site imports
+            total = float(dis_kw.sum())
+            if total > max(import_kw, 0.0) and total > 0:
+                dis_kw *= max(import_kw, 0.0) / total
+        small = dis_kw < site.min_kw - 1e-9
+        return np.where(small, 0.0, dis_kw)
+
+    def _battery(
+        self,
+        site: SiteArrays,
+        snapshot: Snapshot,
+        import_kw: float,
+        target: float,
+        imp_h: FloatArray,
+        price_h: FloatArray,
+        cheapest: float,
+    ) -> float:
+        """Battery kW (+ charge): shave above the target, discharge in expensive hours, charge from PV
+        surplus and in the cheapest hours under the target."""
+        st = snapshot.state
+        dt = float(st.dt_h)
+        eta = site.battery_efficiency
+        tariff = site.config.tariff
+        soc = float(np.asarray(st.battery_soc_kwh))
+        can_dis = max(min(site.battery_max_discharge_kw, (soc - site.battery_soc_min_kwh) * eta / dt), 0.0)
+        can_chg = max(min(site.battery_max_charge_kw, (site.battery_soc_max_kwh - soc) / (eta * dt)), 0.0)
+        price = snapshot.import_price_per_kwh
+        if import_kw > target:
+            return -min(can_dis, import_kw - target)
+        if import_kw < 0:  # surplus would be exported: store it if that beats exporting
+            if snapshot.export_price_per_kwh < price_h.max() * eta * eta:
+                return min(can_chg, -import_kw)
+            return 0.0
+        if price * eta * eta > cheapest + tariff.battery_degradation_per_kwh and price >= np.quantile(
+            imp_h, 0.75
+        ):
+            return -min(can_dis, import_kw)
+        if price <= np.quantile(imp_h, 0.25):
+            return min(can_chg, max(target - import_kw, 0.0))
+        return 0.0

@@ -1,0 +1,164 @@
+"""Evaluation: metrics through the env, the JSON rows, MLflow runs with plots, the CLI, Ray (opt-in)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from envs.generate import generate_scenario
+from envs.scenario import Scenario, save_scenario
+from training.evaluate import EnvOptions, EvaluationReport, evaluate, run_episode, with_gaps
+from training.tracking import resolve_tracking
+
+REQUIRED_KEYS = {
+    "scenario",
+    "policy",
+    "cost_total",
+    "peak_import_kw",
+    "energy_delivered_pct",
+    "violations",
+    "gap_to_optimum_pct",
+}
+
+
+@pytest.fixture(scope="module")
+def depot() -> Scenario:
+    return generate_scenario("depot", chargers=4, days=2, seed=3)
+
+
+@pytest.fixture(scope="module")
+def report(depot: Scenario) -> EvaluationReport:
+    return evaluate(
+        ["uncontrolled", "edf", "rule_based", "optimum"], [depot], options=EnvOptions(forecast_horizon=48)
+    )
+
+
+def test_every_policy_is_scored_by_the_same_env_and_stays_within_limits(report: EvaluationReport) -> None:
+    frame = report.frame()
+    assert list(frame["policy"]) == ["uncontrolled", "edf", "rule_based", "optimum"]
+    assert (frame["violations"] == 0).all()
+    parts = frame["cost_energy"] - frame["export_revenue"] + frame["cost_demand_charge"]
+    parts += frame["cost_missing_energy"] + frame["cost_degradation"]
+    np.testing.assert_allclose(parts, frame["cost_total"], rtol=1e-9)
+    opt = report.row(frame["scenario"][0], "optimum")
+    assert opt.gap_to_optimum_pct == 0.0
+    unc = report.row(frame["scenario"][0], "uncontrolled")
+    # uncontrolled charging sets a higher peak than the optimum and so pays more
+    assert unc.peak_import_kw > opt.peak_import_kw
+    assert unc.gap_to_optimum_pct is not None and unc.gap_to_optimum_pct > 0
+    for r in report.rows:
+        assert 0.0 <= r.energy_delivered_pct <= 100.0 + 1e-9
+        assert r.energy_delivered_kwh <= r.energy_asked_kwh + 1e-9
+        assert r.decision_ms_p99 >= r.decision_ms_p50 >= 0.0
+        assert 0.0 <= r.pv_self_consumption_pct <= 100.0 + 1e-9
+
+
+def test_traces_match_the_rows(report: EvaluationReport) -> None:
+    for r in report.rows:
+        trace = report.traces[(r.scenario, r.policy, r.seed)]
+        assert len(trace.site_import_kw) == r.n_steps
+        assert trace.site_import_kw.max() == pytest.approx(r.peak_import_kw)
+
+
+def test_run_episode_is_deterministic_and_matches_evaluate(depot: Scenario, report: EvaluationReport) -> None:
+    again = run_episode("edf", depot, 0, EnvOptions(forecast_horizon=48)).row
+    first = report.row(depot.name, "edf")
+    assert again.cost_total == first.cost_total
+    assert again.peak_import_kw == first.peak_import_kw
+
+
+def test_gap_is_relative_to_the_optimum_of_the_same_scenario_and_seed(report: EvaluationReport) -> None:
+    rows = with_gaps(report.rows)
+    opt = next(r for r in rows if r.policy == "optimum")
+    for r in rows:
+        assert r.gap_to_optimum_pct == pytest.approx(
+            100 * (r.cost_total - opt.cost_total) / abs(opt.cost_total)
+        )
+
+
+def test_json_rows_have_the_documented_keys(report: EvaluationReport, tmp_path: Path) -> None:
+    rows = json.loads(report.to_json(tmp_path / "out.json").read_text())
+    assert len(rows) == 4
+    for row in rows:
+        assert REQUIRED_KEYS <= set(row)
+
+
+def test_default_tracking_store_is_sqlite_in_the_project_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    loc = resolve_tracking(project_dir=tmp_path)
+    assert loc.tracking_uri == f"sqlite:///{tmp_path / '.evdlm' / 'mlflow.db'}"
+    assert loc.artifact_location is not None and loc.artifact_location.endswith(".evdlm/mlartifacts")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
+    assert resolve_tracking(project_dir=tmp_path).tracking_uri == "http://127.0.0.1:5999"
+    assert resolve_tracking("file:///x", project_dir=tmp_path).tracking_uri == "file:///x"
+
+
+def test_cli_evaluate_writes_json_and_logs_runs_with_plots(depot: Scenario, tmp_path: Path) -> None:
+    import mlflow
+
+    from evdlm.cli import app
+
+    folder = save_scenario(depot, tmp_path / "depot")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    out = tmp_path / "rows.json"
+    result = CliRunner().invoke(
+        app,
+        [
+            "evaluate",
+            "--scenario",
+            str(folder),
+            "--policies",
+            "edf,optimum",
+            "--out",
+            str(out),
+            "--tracking-uri",
+            uri,
+        ],
+        env={"MLFLOW_TRACKING_URI": ""},
+    )
+    assert result.exit_code == 0, result.output
+    assert "edf" in result.output and "MLflow: run" in result.output
+    rows = json.loads(out.read_text())
+    assert [r["policy"] for r in rows] == ["edf", "optimum"]
+    client = mlflow.tracking.MlflowClient(tracking_uri=uri)
+    exp = client.get_experiment_by_name("evdlm-evaluation")
+    assert exp is not None
+    runs = client.search_runs([exp.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and len(children) == 2
+    assert {c.data.params["policy"] for c in children} == {"edf", "optimum"}
+    assert all("cost_total" in c.data.metrics for c in children)
+    parent_files = {f.path for f in client.list_artifacts(parents[0].info.run_id)}
+    assert {"evaluation.csv", "evaluation.json", "plots"} <= parent_files
+    plots = [f.path for f in client.list_artifacts(parents[0].info.run_id, "plots")]
+    assert any(p.endswith(".png") for p in plots)
+    child_plots = client.list_artifacts(children[0].info.run_id, "plots")
+    assert child_plots and child_plots[0].path.endswith(".png")
+
+
+def test_cli_rejects_an_unknown_policy(depot: Scenario, tmp_path: Path) -> None:
+    from evdlm.cli import app
+
+    folder = save_scenario(depot, tmp_path / "depot")
+    result = CliRunner().invoke(app, ["evaluate", "-s", str(folder), "-p", "nope", "--no-tracking"])
+    assert result.exit_code == 2
+    assert "unknown policy 'nope'" in result.output
+
+
+@pytest.mark.skipif(not os.environ.get("EVDLM_SLOW_TESTS"), reason="starts Ray; set EVDLM_SLOW_TESTS=1")
+def test_ray_gives_the_same_results_as_serial(depot: Scenario) -> None:
+    opts = EnvOptions(forecast_horizon=48)
+    serial = evaluate(["edf", "rule_based"], [depot], seeds=[0, 1], options=opts)
+    parallel = evaluate(["edf", "rule_based"], [depot], seeds=[0, 1], options=opts, use_ray=True)
+    for a, b in zip(serial.rows, parallel.rows, strict=True):
+        assert (a.scenario, a.policy, a.seed) == (b.scenario, b.policy, b.seed)
+        assert a.cost_total == b.cost_total
+        assert a.peak_import_kw == b.peak_import_kw

@@ -1,0 +1,274 @@
+"""Learned policies: config, snapshot observations, the training pipeline, MLflow round trip, site checks.
+
+One tiny training run (``configs/train/smoke.yaml``: a few hundred steps on a 4-charger depot) is shared by
+the pipeline tests through a module fixture; MLflow points at ``tmp_path``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agents.learned import (
+    LearnedPolicy,
+    ObservationSpec,
+    SiteMismatchError,
+    SnapshotControlEnv,
+    SnapshotObserver,
+    learned_loader,
+)
+from envs.config import ConfigError
+from envs.core import SiteArrays
+from envs.env import ChargingSiteEnv
+from envs.generate import generate_scenario
+from training.rl_config import (
+    PPOSpec,
+    SACSpec,
+    TrainConfig,
+    config_from_dict,
+    load_train_config,
+    shipped_config,
+)
+from training.train import TrainResult
+
+SMOKE = shipped_config("smoke")
+
+
+# --------------------------------------------------------------------------- config
+
+
+def test_shipped_configs_load() -> None:
+    for name in ("peak_shaving", "v2g", "smoke"):
+        cfg = load_train_config(shipped_config(name))
+        assert cfg.name == name
+        assert all(s < cfg.env.train_seed_offset for s in cfg.evaluation.seeds)
+    v2g = load_train_config(shipped_config("v2g"))
+    assert v2g.env.generator.v2g and v2g.env.allow_discharge
+
+
+def test_config_error_names_file_and_field(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nalgorithm:\n  name: PPO\n  learning_rate: -1\n")
+    with pytest.raises(ConfigError) as err:
+        load_train_config(bad)
+    text = str(err.value)
+    assert str(bad) in text and "algorithm.PPO.learning_rate" in text
+
+
+def test_config_rejects_unknown_field_and_training_seed_clash() -> None:
+    with pytest.raises(ConfigError, match="nonsense"):
+        config_from_dict({"name": "x", "training": {"nonsense": 1}}, "cfg.yaml")
+    with pytest.raises(ConfigError, match="not held out"):
+        config_from_dict({"name": "x", "env": {"train_seed_offset": 5}, "evaluation": {"seeds": [7]}})
+
+
+def test_algorithm_is_selectable_and_overrides_validate() -> None:
+    cfg = config_from_dict({"name": "x", "algorithm": {"name": "SAC", "batch_size": 64}})
+    assert isinstance(cfg.algorithm, SACSpec) and cfg.algorithm.batch_size == 64
+    ppo = TrainConfig(name="y")
+    assert isinstance(ppo.algorithm, PPOSpec)
+    lr = ppo.with_overrides({"algorithm.learning_rate": 1e-4}).algorithm.learning_rate
+    assert lr == pytest.approx(1e-4)
+    with pytest.raises(ValueError, match="unknown config field"):
+        ppo.with_overrides({"algorithm.nope": 1})
+    with pytest.raises(ConfigError):
+        ppo.with_overrides({"algorithm.learning_rate": -3.0})
+
+
+# --------------------------------------------------------------------------- observation and action
+
+
+def _env(chargers: int = 5, battery: bool = False, v2g: bool = False) -> ChargingSiteEnv:
+    return ChargingSiteEnv(
+        generator={
+            "kind": "depot",
+            "chargers": chargers,
+            "days": 2,
+            "seed": 3,
+            "battery": battery,
+            "v2g": v2g,
+        },
+        step="1h",
+        forecast_horizon=6,
+    )
+
+
+@pytest.mark.parametrize(("battery", "v2g"), [(False, False), (True, True)])
+def test_snapshot_observation_equals_env_observation(battery: bool, v2g: bool) -> None:
+    """The observer reuses the env's observation code: identical except the SoC a snapshot lacks."""
+    env = _env(battery=battery, v2g=v2g)
+    obs, _ = env.reset(seed=0)
+    observer = SnapshotObserver(env.site, ObservationSpec(horizon=6))
+    assert observer.layout.names() == env.layout.names()
+    soc = np.array([name.startswith("soc[") for name in env.layout.names()])
+    rng = np.random.default_rng(0)
+    done, steps = False, 0
+    while not done:
+        mine = observer.observe(env.snapshot()).obs
+        assert mine.dtype == np.float32 and env.observation_space.contains(mine)
+        np.testing.assert_array_equal(mine[~soc], obs[~soc])
+        obs, _, done, _, _ = env.step(rng.uniform(-1, 1, env.action_space.shape))
+        steps += 1
+    assert steps == env.episode.n_steps
+
+
+def test_residual_action_zero_is_the_rule_based_dlm() -> None:
+    """An untrained residual policy is the rule-based DLM, told the episode end like in evaluation."""
+    from agents.rule_based import RuleBasedDLM
+
+    scenario = generate_scenario("depot", chargers=5, days=2, seed=4, step="1h", demand_charge_per_kw=10.0)
+    wrapped = SnapshotControlEnv(
+        ChargingSiteEnv(scenario=scenario, step=None, forecast_horizon=6),
+        "residual",
+        allow_discharge=False,
+        residual_scale=0.5,
+    )
+    plain = ChargingSiteEnv(scenario=scenario, step=None, forecast_horizon=6)
+    wrapped.reset(seed=1)
+    plain.reset(seed=1)
+    rule = RuleBasedDLM(v2g=False)
+    rule.reset(plain.site, scenario)
+    total_wrapped = total_plain = 0.0
+    done = False
+    while not done:
+        _, r1, done, _, info1 = wrapped.step(np.zeros(wrapped.adapter.act_dim, dtype=np.float32))
+        d = rule.act(plain.snapshot())
+        _, r2, _, _, info2 = plain.step_kw(d.charger_kw, d.battery_kw)
+        np.testing.assert_allclose(info1["charger_power_kw"], info2["charger_power_kw"])
+        total_wrapped += r1
+        total_plain += r2
+    assert total_wrapped == pytest.approx(total_plain)
+    assert total_wrapped < 0  # charging costs something
+
+
+# --------------------------------------------------------------------------- the pipeline
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> TrainResult:
+    from training.train import train
+
+    root = tmp_path_factory.mktemp("rl")
+    cfg = load_train_config(SMOKE)
+    result = train(cfg, out_dir=root / "out", tracking_uri=f"sqlite:///{root / 'mlflow.db'}")
+    return result
+
+
+def test_training_ends_with_a_registered_model(trained: TrainResult) -> None:
+    from mlflow.tracking import MlflowClient
+
+    assert trained.model_uri == "models:/evdlm-smoke/1"
+    assert trained.timesteps >= 128
+    client = MlflowClient(trained.tracking_uri)
+    version = client.get_model_version("evdlm-smoke", "1")
+    assert version.run_id == trained.run_id
+    run = client.get_run(trained.run_id)
+    assert run.data.params["algorithm.name"] == "PPO"
+    assert "eval/gap_to_optimum_pct" in run.data.metrics
+    history = client.get_metric_history(trained.run_id, "eval/cost_total")
+    assert [m.step for m in history] == [p.timesteps for p in trained.evaluations]
+    assert any(k.startswith("train/") or k.startswith("rollout/") for k in run.data.metrics)
+    # evaluated untrained, then every 64 steps, beside the baselines on the same held-out scenario
+    assert [p.timesteps for p in trained.evaluations] == [0, 64, 128]
+    assert trained.selected is not None
+    assert trained.selected.cost_total == min(p.cost_total for p in trained.evaluations)
+    final = trained.final
+    assert final.violations == 0
+    assert final.optimum_cost is not None and final.rule_based_cost is not None
+    assert final.cost_total >= final.optimum_cost - 1e-6 * abs(final.optimum_cost)
+    assert (trained.out_dir / "checkpoints").is_dir()
+
+
+def test_loading_by_uri_gives_identical_actions(trained: TrainResult) -> None:
+    import mlflow
+
+    from training.mlflow_model import load_learned_policy
+
+    mlflow.set_tracking_uri(trained.tracking_uri)
+    local = LearnedPolicy.from_bundle(trained.bundle_dir)
+    by_name = load_learned_policy(trained.model_uri)
+    by_run = learned_loader(trained.run_model_uri)
+    assert by_run is not None
+    rng = np.random.default_rng(0)
+    obs = rng.uniform(-1, 1, (16, local.meta.obs_dim)).astype(np.float32)
+    expected = local.predict_observation(obs)
+    np.testing.assert_array_equal(by_name.predict_observation(obs), expected)
+    np.testing.assert_array_equal(by_run.predict_observation(obs), expected)
+    # the pyfunc flavour gives the same actions for raw observations
+    pyfunc = mlflow.pyfunc.load_model(trained.model_uri)
+    np.testing.assert_array_equal(np.asarray(pyfunc.predict(obs)), expected)
+    # and on snapshots: the same decisions step by step
+    cfg = load_train_config(SMOKE)
+    scenario = generate_scenario("depot", chargers=4, days=1, seed=1, step="1h", demand_charge_per_kw=10.0)
+    env = ChargingSiteEnv(scenario=scenario, step=None, forecast_horizon=8)
+    env.reset(seed=0)
+    site = env.site
+    local.reset(site, scenario)
+    by_name.reset(site, scenario)
+    assert cfg.env.generator.chargers == site.n
+    done = False
+    while not done:
+        snap = env.snapshot()
+        a, b = local.act(snap), by_name.act(snap)
+        np.testing.assert_array_equal(a.charger_kw, b.charger_kw)
+        _, _, done, _, _ = env.step_kw(a.charger_kw, a.battery_kw)
+
+
+def test_evaluation_with_the_learned_policy(trained: TrainResult) -> None:
+    from training.evaluate import evaluate
+
+    scenario = generate_scenario("depot", chargers=4, days=1, seed=2, step="1h", demand_charge_per_kw=10.0)
+    spec = str(trained.bundle_dir)  # named by its path, as on the command line
+    report = evaluate([spec, "rule_based", "optimum"], [scenario])
+    rows = {r.policy: r for r in report.rows}
+    assert set(rows) == {spec, "rule_based", "optimum"}
+    mine = rows[spec]
+    assert mine.violations == 0
+    assert mine.n_steps == 24
+    assert mine.energy_delivered_pct > 90.0
+    assert mine.cost_total >= rows["optimum"].cost_total - 1e-6
+    assert mine.gap_to_optimum_pct is not None and mine.gap_to_optimum_pct >= -1e-6
+
+
+def test_mismatched_site_is_refused(trained: TrainResult) -> None:
+    policy = LearnedPolicy.from_bundle(trained.bundle_dir)
+    bigger = SiteArrays.from_config(generate_scenario("depot", chargers=6, days=1, seed=1, step="1h").site)
+    with pytest.raises(SiteMismatchError, match="4 chargers"):
+        policy.reset(bigger)
+    with_battery = generate_scenario("depot", chargers=4, days=1, seed=1, step="1h", battery=True)
+    with pytest.raises(SiteMismatchError, match="battery"):
+        policy.reset(SiteArrays.from_config(with_battery.site))
+    with pytest.raises(SiteMismatchError, match="entries"):
+        policy.predict_observation(np.zeros(policy.meta.obs_dim + 1, dtype=np.float32))
+    # the same kind of site with other limits (another seed) is fine
+    policy.reset(
+        SiteArrays.from_config(generate_scenario("depot", chargers=4, days=1, seed=9, step="1h").site)
+    )
+
+
+def test_registry_resolves_learned_specs(trained: TrainResult) -> None:
+    from agents.registry import UnknownPolicyError, load_policy
+
+    policy = load_policy(str(trained.bundle_dir))
+    assert isinstance(policy, LearnedPolicy) and policy.name == "smoke"
+    with pytest.raises(UnknownPolicyError):
+        load_policy(str(trained.out_dir / "no-such-policy"))
+
+
+def test_resume_from_checkpoint(trained: TrainResult, tmp_path: Path) -> None:
+    from training.train import train
+
+    ckpts = sorted((trained.out_dir / "checkpoints").glob("ckpt_*_steps.zip"))
+    assert ckpts, "training wrote no checkpoint"
+    first = min(ckpts, key=lambda p: int(p.stem.split("_")[1]))
+    cfg = load_train_config(SMOKE).with_overrides(
+        {"training.total_timesteps": 192, "evaluation.every_steps": None, "tracking.log_plots": False}
+    )
+    resumed = train(
+        cfg, out_dir=tmp_path / "out", tracking_uri=trained.tracking_uri, resume_from=first, register=False
+    )
+    assert resumed.timesteps == 192
+    assert resumed.model_uri.startswith("runs:/")
+    assert [p.timesteps for p in resumed.evaluations] == [192]

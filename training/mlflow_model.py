@@ -1,0 +1,140 @@
+"""The trained policy as an MLflow model: logged with its normalisation statistics and site, registered.
+
+A learned policy is saved as a *bundle* folder (:mod:`agents.learned`: the SB3 model, the VecNormalize
+statistics, the site configuration it was trained for and ``policy.json`` with the observation layout
+fingerprint). :func:`log_policy` logs that bundle as an ``mlflow.pyfunc`` model and registers it, so that
+``models:/<name>/<version>`` and ``runs:/<run_id>/policy`` load it back anywhere: as a pyfunc model that
+maps raw observations to actions (the signature says their shapes), or, through
+:func:`load_learned_policy`, as a :class:`~agents.learned.LearnedPolicy` acting on snapshots.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+from mlflow.models import ModelSignature
+from mlflow.pyfunc import PythonModel, PythonModelContext
+from mlflow.types import Schema, TensorSpec
+
+from agents.learned import BUNDLE_META, LearnedPolicy
+
+ARTIFACT_NAME = "policy"
+"""name of the MLflow model inside its run: ``runs:/<run_id>/policy``"""
+_REQUIREMENTS = ("stable-baselines3", "torch", "numpy", "pandas", "gymnasium", "pydantic", "pyyaml")
+
+
+class EvdlmPolicyModel(PythonModel):
+    """pyfunc model: raw (unnormalised) observations ``(B, obs_dim)`` -> actions ``(B, act_dim)``.
+
+    The input may be a float array, a DataFrame whose columns are the observation in order, or a mapping
+    with the array under ``"observation"``.
+    """
+
+    def __init__(self) -> None:
+        self._policy: LearnedPolicy | None = None
+
+    def load_context(self, context: PythonModelContext) -> None:
+        self._policy = LearnedPolicy.from_bundle(context.artifacts["bundle"])
+
+    @property
+    def policy(self) -> LearnedPolicy:
+        if self._policy is None:
+            raise RuntimeError("the model is not loaded (load it with mlflow.pyfunc.load_model)")
+        return self._policy
+
+    def predict(self, context, model_input, params=None):
+        # untyped on purpose: MLflow reads type hints here as a schema, the signature already gives one
+        if isinstance(model_input, dict):
+            model_input = model_input["observation"]
+        obs = model_input.to_numpy() if isinstance(model_input, pd.DataFrame) else np.asarray(model_input)
+        return self.policy.predict_observation(obs.astype(np.float32))
+
+
+@dataclass(frozen=True)
+class LoggedPolicy:
+    """Where a logged policy landed."""
+
+    run_model_uri: str
+    """``runs:/<run_id>/policy``"""
+    registered_model_uri: str | None
+    """``models:/<name>/<version>`` (None when not registered)"""
+    name: str | None
+    version: str | None
+
+
+def _pip_requirements() -> list[str]:
+    out = []
+    for dist in _REQUIREMENTS:
+        try:
+            out.append(f"{dist}=={metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            out.append(dist)
+    return out
+
+
+def log_policy(bundle_dir: str | Path, registered_model_name: str | None = None) -> LoggedPolicy:
+    """Log a policy bundle as a pyfunc model in the active MLflow run and register it under the name.
+
+    Needs an active run (``mlflow.start_run``). Requirements are pinned to the versions installed here,
+    so logging does not spend time inferring them.
+    """
+    run = mlflow.active_run()
+    if run is None:
+        raise RuntimeError("log_policy needs an active MLflow run")
+    policy = LearnedPolicy.from_bundle(bundle_dir)
+    meta = policy.meta
+    signature = ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, meta.obs_dim))]),
+        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, meta.act_dim))]),
+    )
+    with warnings.catch_warnings():
+        # MLflow nags about type hints, input examples and cloudpickle; the signature covers the schema
+        warnings.simplefilter("ignore", UserWarning)
+        info = mlflow.pyfunc.log_model(
+            name=ARTIFACT_NAME,
+            python_model=EvdlmPolicyModel(),
+            artifacts={"bundle": str(bundle_dir)},
+            signature=signature,
+            pip_requirements=_pip_requirements(),
+            registered_model_name=registered_model_name,
+            metadata={"evdlm": meta.to_json_dict()},
+        )
+    version = info.registered_model_version
+    run_uri = f"runs:/{run.info.run_id}/{ARTIFACT_NAME}"
+    if registered_model_name is None or version is None:
+        return LoggedPolicy(run_uri, None, None, None)
+    return LoggedPolicy(
+        run_uri, f"models:/{registered_model_name}/{version}", registered_model_name, str(version)
+    )
+
+
+def is_model_uri(spec: str) -> bool:
+    """True for MLflow model URIs (``models:/...``, ``runs:/...``)."""
+    return spec.startswith(("models:/", "runs:/"))
+
+
+def load_learned_policy(spec: str | Path) -> LearnedPolicy:
+    """A :class:`LearnedPolicy` from an MLflow URI, an MLflow model folder or a bundle folder."""
+    text = str(spec)
+    if not is_model_uri(text):
+        path = Path(text)
+        if (path / BUNDLE_META).exists():
+            return LearnedPolicy.from_bundle(path)
+        if not (path / "MLmodel").exists():
+            raise FileNotFoundError(
+                f"{path}: not a learned policy (expected a bundle with {BUNDLE_META}, an MLflow model "
+                "folder, or a models:/ or runs:/ URI)"
+            )
+    model = mlflow.pyfunc.load_model(text)
+    python_model = model.unwrap_python_model()
+    if not isinstance(python_model, EvdlmPolicyModel):
+        raise TypeError(
+            f"{text}: is an MLflow model, but not an evdlm policy ({type(python_model).__name__})"
+        )
+    return python_model.policy

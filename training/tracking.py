@@ -1,0 +1,125 @@
+"""MLflow helpers: where runs go, and logging an evaluation as a parent run with a child per policy.
+
+With no configuration MLflow uses a SQLite store inside the project folder (the working directory):
+``.evdlm/mlflow.db`` with artifacts in ``.evdlm/mlartifacts``. ``--tracking-uri`` or the
+``MLFLOW_TRACKING_URI`` environment variable point it elsewhere (a server, another file store). Then
+``mlflow ui --backend-store-uri sqlite:///.evdlm/mlflow.db`` shows the runs with their plots.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from training.evaluate import EvaluationReport
+
+PROJECT_DIR_NAME = ".evdlm"
+DEFAULT_EXPERIMENT = "evdlm-evaluation"
+
+
+@dataclass(frozen=True)
+class TrackingLocation:
+    """Where MLflow writes: the tracking URI and, for the local default, the artifact folder."""
+
+    tracking_uri: str
+    artifact_location: str | None
+
+    def describe(self) -> str:
+        return self.tracking_uri
+
+
+def resolve_tracking(
+    tracking_uri: str | None = None, project_dir: str | Path | None = None
+) -> TrackingLocation:
+    """The explicit URI, else ``MLFLOW_TRACKING_URI``, else the SQLite store under ``.evdlm``."""
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return TrackingLocation(uri, None)
+    root = Path(project_dir) if project_dir is not None else Path.cwd()
+    folder = root / PROJECT_DIR_NAME
+    folder.mkdir(parents=True, exist_ok=True)
+    artifacts = folder / "mlartifacts"
+    artifacts.mkdir(parents=True, exist_ok=True)
+    return TrackingLocation(f"sqlite:///{(folder / 'mlflow.db').resolve()}", artifacts.resolve().as_uri())
+
+
+def _experiment_id(location: TrackingLocation, name: str) -> str:
+    import mlflow
+
+    client = mlflow.tracking.MlflowClient(tracking_uri=location.tracking_uri)
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return str(found.experiment_id)
+    return str(client.create_experiment(name, artifact_location=location.artifact_location))
+
+
+@dataclass(frozen=True)
+class LoggedEvaluation:
+    tracking_uri: str
+    experiment_id: str
+    parent_run_id: str
+    child_run_ids: tuple[str, ...]
+
+
+_ROW_PARAMS = ("scenario", "policy", "seed", "n_steps")
+
+
+def log_evaluation(
+    report: EvaluationReport,
+    tracking_uri: str | None = None,
+    experiment: str = DEFAULT_EXPERIMENT,
+    run_name: str = "evaluate",
+    params: dict[str, str] | None = None,
+    plots: bool = True,
+) -> LoggedEvaluation:
+    """Log a report: one parent run (params, the table as CSV/JSON, the comparison chart), and a child
+    run per scenario x policy x seed (params, metrics, the import-vs-limit plot)."""
+    import mlflow
+
+    from training import plots as plot_mod
+
+    location = resolve_tracking(tracking_uri)
+    mlflow.set_tracking_uri(location.tracking_uri)
+    exp_id = _experiment_id(location, experiment)
+    children: list[str] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        with mlflow.start_run(experiment_id=exp_id, run_name=run_name) as parent:
+            mlflow.log_params({**(params or {}), "scenarios": ",".join(report.scenarios())})
+            frame = report.frame()
+            frame.to_csv(out / "evaluation.csv", index=False)
+            report.to_json(out / "evaluation.json")
+            mlflow.log_artifact(str(out / "evaluation.csv"))
+            mlflow.log_artifact(str(out / "evaluation.json"))
+            if plots:
+                for scenario in report.scenarios():
+                    path = plot_mod.comparison_chart(report, scenario, out / f"compare_{_safe(scenario)}.png")
+                    mlflow.log_artifact(str(path), artifact_path="plots")
+            for row in report.rows:
+                name = f"{row.scenario}/{row.policy}/seed{row.seed}"
+                with mlflow.start_run(experiment_id=exp_id, run_name=name, nested=True) as child:
+                    d = row.as_dict()
+                    mlflow.log_params({k: d[k] for k in _ROW_PARAMS})
+                    metrics = {
+                        k: float(v)
+                        for k, v in d.items()
+                        if k not in _ROW_PARAMS and isinstance(v, int | float) and v is not None
+                    }
+                    mlflow.log_metrics(metrics)
+                    trace = report.traces.get((row.scenario, row.policy, row.seed))
+                    if plots and trace is not None:
+                        png = plot_mod.import_plot(
+                            trace, f"{row.scenario} - {row.policy}", out / f"import_{_safe(name)}.png"
+                        )
+                        mlflow.log_artifact(str(png), artifact_path="plots")
+                    children.append(child.info.run_id)
+            parent_id = parent.info.run_id
+    return LoggedEvaluation(location.tracking_uri, exp_id, parent_id, tuple(children))
+
+
+def _safe(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)

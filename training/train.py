@@ -1,0 +1,805 @@
+"""Train a learned DLM policy with stable-baselines3: ``train(config) -> TrainResult``.
+
+The agent trains on :class:`envs.env.ChargingSiteEnv` seen through :class:`agents.learned.SnapshotControlEnv`
+(a new generated scenario per episode, on the site the policy is for), ``n_envs`` copies in a
+``DummyVecEnv`` or ``SubprocVecEnv``, with observation (and reward) normalisation by ``VecNormalize``.
+Every ``evaluation.every_steps`` the current policy runs on held-out generated scenarios (seeds never used
+in training) through :func:`training.evaluate.evaluate`, beside the rule-based DLM and the optimum, which
+are evaluated once. Everything goes to one MLflow run: the config as params, SB3's learning curves, the
+held-out metrics against training steps and wall time, the curve of the cost gap to the optimum (PNG),
+the final table, and the policy as a registered ``mlflow.pyfunc`` model (:mod:`training.mlflow_model`).
+
+Checkpoints (model + VecNormalize statistics) are written every ``training.checkpoint_every_steps``;
+``train(config, resume_from=CHECKPOINT.zip)`` continues from one. Runs are deterministic given the
+config's seed as far as torch allows on CPU (one torch thread, seeded SB3, seeded envs).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
+
+import numpy as np
+
+from agents.learned import LearnedPolicy, ObservationSpec, PolicyMeta, SnapshotControlEnv, detached_statistics
+from envs.forecast import ForecastProvider, NoisyForecast, PerfectForecast
+from envs.scenario import Scenario
+from training.rl_config import ForecastSpec, PPOSpec, SACSpec, TD3Spec, TrainConfig
+
+if TYPE_CHECKING:
+    import gymnasium as gym
+    from stable_baselines3.common.base_class import BaseAlgorithm
+    from stable_baselines3.common.vec_env import VecEnv, VecNormalize
+
+    from training.evaluate import EvalRow, EvaluationReport
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+STATE_DIR_NAME = ".evdlm"
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class EvalPoint:
+    """The policy on the held-out scenarios at one point of training (sums over scenarios)."""
+
+    timesteps: int
+    wall_s: float
+    """training wall time so far, s (evaluation time excluded)"""
+    cost_total: float
+    optimum_cost: float | None
+    rule_based_cost: float | None
+    gap_to_optimum_pct: float | None
+    """100 * (cost - optimum) / |optimum|"""
+    rule_based_gap_to_optimum_pct: float | None
+    gap_to_rule_based_pct: float | None
+    """negative = cheaper than the rule-based DLM"""
+    energy_delivered_pct: float
+    evs_short: int
+    violations: int
+    v2g_exported_kwh: float
+
+    def metrics(self) -> dict[str, float]:
+        """Numeric fields for MLflow (None left out)."""
+        return {k: float(v) for k, v in asdict(self).items() if v is not None}
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """What a training run produced."""
+
+    config: TrainConfig
+    run_id: str
+    tracking_uri: str
+    experiment_id: str
+    run_model_uri: str
+    """``runs:/<run_id>/policy``"""
+    model_uri: str
+    """``models:/<name>/<version>`` in the model registry"""
+    bundle_dir: Path
+    """the saved policy bundle (:class:`agents.learned.LearnedPolicy`)"""
+    out_dir: Path
+    timesteps: int
+    wall_s: float
+    evaluations: tuple[EvalPoint, ...] = field(default_factory=tuple)
+    selected: EvalPoint | None = None
+    """the evaluation of the registered policy (the best one with ``evaluation.keep_best``)"""
+
+    @property
+    def final(self) -> EvalPoint:
+        """The evaluation at the end of training."""
+        if not self.evaluations:
+            raise ValueError("the run has no evaluation")
+        return self.evaluations[-1]
+
+
+# --------------------------------------------------------------------------- tracking
+
+
+def tracking_location(tracking_uri: str | None = None) -> tuple[str, str | None]:
+    """``(tracking URI, artifact root for new experiments)``: the project's default store
+    (:func:`training.tracking.resolve_tracking`), or the given URI with artifacts beside a sqlite file."""
+    from training.tracking import resolve_tracking
+
+    loc = resolve_tracking(tracking_uri)
+    if loc.artifact_location is not None:
+        return loc.tracking_uri, loc.artifact_location
+    m = re.match(r"^sqlite:///(.+)$", loc.tracking_uri)
+    if m is None:
+        return loc.tracking_uri, None  # a server decides where artifacts go
+    return loc.tracking_uri, (Path(m.group(1)).resolve().parent / "mlartifacts").as_uri()
+
+
+def ensure_experiment(name: str, tracking_uri: str, artifact_root: str | None) -> str:
+    """The id of experiment ``name``, created (artifacts under ``artifact_root``) if missing."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return str(exp.experiment_id)
+    location = None if artifact_root is None else f"{artifact_root}/{name}"
+    return str(client.create_experiment(name, artifact_location=location))
+
+
+# --------------------------------------------------------------------------- environment
+
+
+def forecast_provider(spec: ForecastSpec) -> ForecastProvider:
+    """The forecast provider the observation's window comes from."""
+    # (cast: the frozen providers' read-only ``name`` does not satisfy the protocol's settable one)
+    if spec.provider == "perfect":
+        return cast("ForecastProvider", PerfectForecast())
+    if spec.provider == "noisy":
+        noisy = NoisyForecast(error=spec.error, error_growth_per_step=spec.error_growth_per_step)
+        return cast("ForecastProvider", noisy)
+    from envs.config import ConfigError
+
+    raise ConfigError(
+        "env.forecast.provider: 'model' needs a fitted forecasting provider, which this build does not ship "
+        "yet; use 'perfect' or 'noisy'"
+    )
+
+
+def make_env(config: TrainConfig, site_seed: int | None = None) -> SnapshotControlEnv:
+    """One training env: generated scenarios on the site of ``site_seed`` (default: the training offset),
+    a new scenario per episode (seeds ``site_seed + k``), seen as a learned policy sees it."""
+    from envs.env import ChargingSiteEnv, GeneratorSpec
+
+    g = config.env.generator
+    seed = config.env.train_seed_offset if site_seed is None else site_seed
+    gen = GeneratorSpec(
+        kind=g.kind,
+        chargers=g.chargers,
+        days=g.days,
+        seed=seed,
+        v2g=g.v2g,
+        pv=g.pv,
+        battery=g.battery,
+        demand_charge_per_kw=g.demand_charge_per_kw,
+    )
+    env = ChargingSiteEnv(
+        generator=gen,
+        step=g.step,
+        forecast=forecast_provider(config.env.forecast),
+        forecast_horizon=config.env.forecast.horizon_steps,
+        action_mode="continuous",
+        allow_discharge=config.env.allow_discharge,
+    )
+    return SnapshotControlEnv(
+        env, config.env.action_mode, config.env.allow_discharge, config.env.residual_scale
+    )
+
+
+def _env_thunk(config: TrainConfig) -> Callable[[], gym.Env[Any, Any]]:
+    def thunk() -> gym.Env[Any, Any]:
+        from stable_baselines3.common.monitor import Monitor
+
+        return Monitor(make_env(config))
+
+    return thunk
+
+
+def build_vec_env(config: TrainConfig) -> VecEnv:
+    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
+
+    thunks = [_env_thunk(config) for _ in range(config.training.n_envs)]
+    if config.training.vec_env == "subproc" and len(thunks) > 1:
+        return SubprocVecEnv(thunks, start_method="spawn")
+    return DummyVecEnv(thunks)
+
+
+def build_model(config: TrainConfig, venv: VecEnv, seed: int) -> BaseAlgorithm:
+    """The SB3 algorithm the config names, on ``venv``."""
+    from stable_baselines3 import PPO, SAC, TD3
+    from stable_baselines3.common.noise import NormalActionNoise
+
+    a = config.algorithm
+    common: dict[str, Any] = {
+        "learning_rate": a.learning_rate,
+        "gamma": a.gamma,
+        "seed": seed,
+        "device": a.device,
+        "verbose": 0,
+    }
+    arch = list(a.net_arch)
+    if isinstance(a, PPOSpec):
+        return PPO(
+            "MlpPolicy",
+            venv,
+            n_steps=a.n_steps,
+            batch_size=a.batch_size,
+            n_epochs=a.n_epochs,
+            gae_lambda=a.gae_lambda,
+            clip_range=a.clip_range,
+            ent_coef=a.ent_coef,
+            vf_coef=a.vf_coef,
+            max_grad_norm=a.max_grad_norm,
+            policy_kwargs={"net_arch": {"pi": arch, "vf": arch}, "log_std_init": a.log_std_init},
+            **common,
+        )
+    if isinstance(a, SACSpec):
+        return SAC(
+            "MlpPolicy",
+            venv,
+            buffer_size=a.buffer_size,
+            batch_size=a.batch_size,
+            learning_starts=a.learning_starts,
+            tau=a.tau,
+            train_freq=a.train_freq,
+            gradient_steps=a.gradient_steps,
+            ent_coef=a.ent_coef,
+            policy_kwargs={"net_arch": arch},
+            **common,
+        )
+    assert isinstance(a, TD3Spec)
+    n_act = int(np.prod(venv.action_space.shape or (1,)))
+    return TD3(
+        "MlpPolicy",
+        venv,
+        buffer_size=a.buffer_size,
+        batch_size=a.batch_size,
+        learning_starts=a.learning_starts,
+        tau=a.tau,
+        train_freq=a.train_freq,
+        gradient_steps=a.gradient_steps,
+        action_noise=NormalActionNoise(np.zeros(n_act), a.action_noise_std * np.ones(n_act)),
+        policy_kwargs={"net_arch": arch},
+        **common,
+    )
+
+
+def policy_meta(config: TrainConfig, site_env: SnapshotControlEnv, timesteps: int) -> PolicyMeta:
+    e = site_env.site_env
+    spec = ObservationSpec(e.config.forecast_horizon, e.config.price_scale_per_kwh, e.config.time_scale_h)
+    return PolicyMeta.describe(
+        name=config.name,
+        algorithm=config.algorithm.name,
+        site=e.site,
+        spec=spec,
+        mode=config.env.action_mode,
+        allow_discharge=config.env.allow_discharge,
+        residual_scale=config.env.residual_scale,
+        trained_timesteps=timesteps,
+    )
+
+
+# --------------------------------------------------------------------------- held-out evaluation
+
+
+def held_out_scenarios(config: TrainConfig) -> list[Scenario]:
+    """The generated evaluation scenarios (seeds below ``env.train_seed_offset``: never trained on)."""
+    from envs.generate import generate_scenario
+
+    g = config.env.generator
+    out = []
+    for seed in config.evaluation.seeds:
+        kwargs = g.generate_kwargs(seed)
+        kwargs["days"] = config.eval_days
+        out.append(generate_scenario(**kwargs))
+    return out
+
+
+def summarise(
+    rows: Sequence[EvalRow], policy: str, baseline_rows: Sequence[EvalRow], timesteps: int, wall_s: float
+) -> EvalPoint:
+    """Sum one policy's rows over the scenarios and compare with the baselines on the same scenarios."""
+    mine = [r for r in rows if r.policy == policy]
+    if not mine:
+        raise ValueError(f"no evaluation rows for policy {policy!r}")
+    keys = {(r.scenario, r.seed) for r in mine}
+
+    def total(name: str) -> float | None:
+        sel = [r.cost_total for r in baseline_rows if r.policy == name and (r.scenario, r.seed) in keys]
+        return float(sum(sel)) if len(sel) == len(keys) else None
+
+    cost = float(sum(r.cost_total for r in mine))
+    opt, rule = total("optimum"), total("rule_based")
+
+    def gap(a: float | None, b: float | None) -> float | None:
+        return None if a is None or b is None else 100.0 * (a - b) / max(abs(b), 1e-9)
+
+    asked = sum(r.energy_asked_kwh for r in mine)
+    delivered = sum(r.energy_delivered_kwh for r in mine)
+    return EvalPoint(
+        timesteps=timesteps,
+        wall_s=wall_s,
+        cost_total=cost,
+        optimum_cost=opt,
+        rule_based_cost=rule,
+        gap_to_optimum_pct=gap(cost, opt),
+        rule_based_gap_to_optimum_pct=gap(rule, opt),
+        gap_to_rule_based_pct=gap(cost, rule),
+        energy_delivered_pct=100.0 * delivered / asked if asked > 0 else 100.0,
+        evs_short=int(sum(r.evs_short for r in mine)),
+        violations=int(sum(r.violations for r in mine)),
+        v2g_exported_kwh=float(sum(r.v2g_exported_kwh for r in mine)),
+    )
+
+
+class HeldOutEvaluator:
+    """Runs policies on the held-out scenarios; the baselines once, the learned policy on demand."""
+
+    def __init__(self, config: TrainConfig) -> None:
+        from training.evaluate import DEFAULT_HORIZON, EnvOptions
+
+        self.config = config
+        self.scenarios = held_out_scenarios(config)
+        self.options = EnvOptions(
+            forecast=forecast_provider(config.env.forecast),
+            forecast_horizon=max(DEFAULT_HORIZON, config.env.forecast.horizon_steps),
+            step=config.env.generator.step,
+        )
+        self._baselines: list[EvalRow] | None = None
+
+    def baselines(self) -> list[EvalRow]:
+        from training.evaluate import evaluate
+
+        if self._baselines is None:
+            names = list(self.config.evaluation.baselines)
+            self._baselines = evaluate(names, self.scenarios, options=self.options).rows if names else []
+        return self._baselines
+
+    def report(self, policy: LearnedPolicy) -> EvaluationReport:
+        from training.evaluate import EvaluationReport, evaluate, with_gaps
+
+        mine = evaluate([policy], self.scenarios, options=self.options)
+        out = EvaluationReport()
+        out.rows = with_gaps([*self.baselines(), *mine.rows])
+        out.traces = dict(mine.traces)
+        return out
+
+    def point(
+        self, policy: LearnedPolicy, timesteps: int, wall_s: float
+    ) -> tuple[EvalPoint, EvaluationReport]:
+        report = self.report(policy)
+        return summarise(report.rows, policy.name, self.baselines(), timesteps, wall_s), report
+
+
+# --------------------------------------------------------------------------- callbacks
+
+
+def _mlflow_writer(client: Any, run_id: str) -> Any:
+    """An SB3 logger output that sends every scalar it logs to the MLflow run (the learning curves)."""
+    from mlflow.entities import Metric
+    from stable_baselines3.common.logger import KVWriter
+
+    class MlflowOutputFormat(KVWriter):
+        def write(
+            self, key_values: dict[str, Any], key_excluded: dict[str, tuple[str, ...]], step: int = 0
+        ) -> None:
+            now = int(time.time() * 1000)
+            metrics = [
+                Metric(key, float(value), now, int(step))
+                for key, value in key_values.items()
+                if isinstance(value, int | float | np.integer | np.floating)
+                and not isinstance(value, bool)
+                and "mlflow" not in key_excluded.get(key, ())
+                and np.isfinite(float(value))
+            ]
+            if metrics:
+                client.log_batch(run_id, metrics=metrics)
+
+        def close(self) -> None:
+            pass
+
+    return MlflowOutputFormat()
+
+
+def _callbacks(
+    config: TrainConfig,
+    evaluator: HeldOutEvaluator | None,
+    on_eval: Callable[[EvalPoint, LearnedPolicy, EvaluationReport], None],
+    make_policy: Callable[[BaseAlgorithm, VecNormalize | None, int], LearnedPolicy],
+    clock: _Clock,
+    checkpoint_dir: Path,
+    start_timesteps: int,
+) -> list[Any]:
+    from stable_baselines3.common.callbacks import BaseCallback, CheckpointCallback
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    class PeriodicEvaluation(BaseCallback):
+        """Evaluates the current policy on the held-out scenarios every ``every`` env steps."""
+
+        def __init__(self, every: int) -> None:
+            super().__init__()
+            self.every = every
+            self.next_at = (start_timesteps // every + 1) * every
+
+        def _on_step(self) -> bool:
+            if evaluator is None or self.num_timesteps < self.next_at:
+                return True
+            self.next_at = (self.num_timesteps // self.every + 1) * self.every
+            venv = self.model.get_env()
+            stats = venv if isinstance(venv, VecNormalize) else None
+            with clock.paused():
+                policy = make_policy(self.model, stats, self.num_timesteps)
+                point, report = evaluator.point(policy, self.num_timesteps, clock())
+                on_eval(point, policy, report)
+            return True
+
+    class TimeBudget(BaseCallback):
+        """Stops training after ``minutes`` of wall time (evaluation excluded)."""
+
+        def __init__(self, minutes: float) -> None:
+            super().__init__()
+            self.limit_s = minutes * 60.0
+
+        def _on_step(self) -> bool:
+            return clock() < self.limit_s
+
+    out: list[Any] = []
+    every = config.evaluation.every_steps
+    if every is not None:
+        out.append(PeriodicEvaluation(every))
+    if config.training.max_minutes is not None:
+        out.append(TimeBudget(config.training.max_minutes))
+    ck = config.training.checkpoint_every_steps
+    if ck is not None:
+        freq = max(ck // config.training.n_envs, 1)
+        out.append(CheckpointCallback(freq, str(checkpoint_dir), name_prefix="ckpt", save_vecnormalize=True))
+    return out
+
+
+class _Clock:
+    """Training wall time, with what runs inside :meth:`paused` (evaluation) taken out."""
+
+    def __init__(self) -> None:
+        self.start = time.perf_counter()
+        self.paused_s = 0.0
+
+    def __call__(self) -> float:
+        return time.perf_counter() - self.start - self.paused_s
+
+    def restart(self) -> None:
+        self.start = time.perf_counter()
+        self.paused_s = 0.0
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.paused_s += time.perf_counter() - t0
+
+
+def checkpoint_stats_path(checkpoint: Path) -> Path:
+    """The VecNormalize file SB3's CheckpointCallback writes beside ``ckpt_<N>_steps.zip``."""
+    m = re.match(r"^(?P<prefix>.+)_(?P<steps>\d+)_steps\.zip$", checkpoint.name)
+    if m is None:
+        raise ValueError(f"{checkpoint}: not a checkpoint written by training (<prefix>_<N>_steps.zip)")
+    return checkpoint.with_name(f"{m['prefix']}_vecnormalize_{m['steps']}_steps.pkl")
+
+
+# --------------------------------------------------------------------------- the run
+
+
+def train(
+    config: TrainConfig,
+    *,
+    out_dir: str | Path | None = None,
+    tracking_uri: str | None = None,
+    resume_from: str | Path | None = None,
+    progress: bool = False,
+    report: Callable[[EvalPoint], None] | None = None,
+    register: bool = True,
+    parent_run_id: str | None = None,
+) -> TrainResult:
+    """Train, evaluate on held-out scenarios, log everything to MLflow and register the policy.
+
+    ``report`` is called with every held-out evaluation (Ray Tune reports through it). ``resume_from`` is
+    a checkpoint ``.zip`` written by an earlier run; training continues up to
+    ``training.total_timesteps``.
+    """
+    import mlflow
+    import torch
+    from mlflow.tracking import MlflowClient
+    from stable_baselines3.common.logger import Logger
+    from stable_baselines3.common.utils import set_random_seed
+    from stable_baselines3.common.vec_env import VecNormalize
+
+    from training.mlflow_model import log_policy
+
+    torch.set_num_threads(config.training.torch_threads)
+    set_random_seed(config.seed)
+    uri, root = tracking_location(tracking_uri)
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri)
+    experiment_id = ensure_experiment(config.tracking.experiment, uri, root)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out = (
+        Path(out_dir)
+        if out_dir is not None
+        else PROJECT_DIR / STATE_DIR_NAME / "runs" / f"{config.name}-{stamp}"
+    )
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoint_dir = out / "checkpoints"
+
+    venv: VecEnv = build_vec_env(config)
+    probe = make_env(config)
+    site_config = probe.site_env.site.config
+    t_cfg = config.training
+    if resume_from is not None:
+        ckpt = Path(resume_from)
+        stats_path = checkpoint_stats_path(ckpt)
+        if t_cfg.normalize_obs or t_cfg.normalize_reward:
+            venv = VecNormalize.load(str(stats_path), venv)
+            venv.training = True
+        from agents.learned import _algorithm_class
+
+        model = _algorithm_class(config.algorithm.name).load(ckpt, env=venv, device="cpu")
+        model.set_random_seed(config.seed)
+    else:
+        if t_cfg.normalize_obs or t_cfg.normalize_reward:
+            venv = VecNormalize(
+                venv,
+                norm_obs=t_cfg.normalize_obs,
+                norm_reward=t_cfg.normalize_reward,
+                clip_obs=t_cfg.clip_obs,
+                gamma=config.algorithm.gamma,
+            )
+        model = build_model(config, venv, config.seed)
+    start_steps = int(model.num_timesteps)
+
+    def make_policy(m: BaseAlgorithm, stats: VecNormalize | None, steps: int) -> LearnedPolicy:
+        frozen = detached_statistics(stats) if stats is not None and stats.norm_obs else None
+        return LearnedPolicy(m, policy_meta(config, probe, steps), frozen, site_config)
+
+    evaluator = HeldOutEvaluator(config)
+    clock = _Clock()
+    points: list[EvalPoint] = []
+    run_name = f"train-{config.name}"
+    tags = {"evdlm.kind": "train", "evdlm.config": config.name}
+    if resume_from is not None:
+        tags["evdlm.resumed_from"] = str(resume_from)
+    with mlflow.start_run(
+        experiment_id=experiment_id,
+        run_name=run_name,
+        tags=tags,
+        nested=parent_run_id is not None,
+        parent_run_id=parent_run_id,
+    ) as run:
+        run_id = run.info.run_id
+        mlflow.log_params(config.flat_params())
+        model.set_logger(Logger(folder=None, output_formats=[_mlflow_writer(client, run_id)]))
+
+        best: list[tuple[EvalPoint, Path, EvaluationReport]] = []
+
+        def on_eval(point: EvalPoint, policy: LearnedPolicy, rep: EvaluationReport) -> None:
+            points.append(point)
+            client.log_batch(run_id, metrics=_metrics(point, "eval/", point.timesteps))
+            if config.evaluation.keep_best and (not best or point.cost_total < best[0][0].cost_total):
+                best[:] = [(point, policy.save_bundle(out / "best"), rep)]
+            if report is not None:
+                report(point)
+
+        evaluator.baselines()  # once, before the clock starts
+        callbacks = _callbacks(config, evaluator, on_eval, make_policy, clock, checkpoint_dir, start_steps)
+        clock.restart()
+        if config.evaluation.at_start and resume_from is None:
+            with clock.paused():
+                stats0 = venv if isinstance(venv, VecNormalize) else None
+                initial = make_policy(model, stats0, start_steps)
+                point0, report0 = evaluator.point(initial, start_steps, 0.0)
+                on_eval(point0, initial, report0)
+        remaining = max(t_cfg.total_timesteps - start_steps, 0)
+        if remaining > 0:
+            model.learn(
+                total_timesteps=remaining,
+                callback=callbacks,
+                reset_num_timesteps=resume_from is None,
+                progress_bar=progress,
+            )
+        wall_s = clock()
+        steps = int(model.num_timesteps)
+        stats = venv if isinstance(venv, VecNormalize) else None
+        final = make_policy(model, stats, steps)
+        bundle = final.save_bundle(out / "policy")
+        if not points or points[-1].timesteps != steps:
+            point, rep = evaluator.point(final, steps, wall_s)
+            on_eval(point, final, rep)
+        else:
+            rep = evaluator.report(final)
+        selected = points[-1]
+        if best and best[0][0].cost_total < selected.cost_total:
+            selected, bundle, rep = best[0]
+        _log_artifacts(config, points, rep, out)
+        mlflow.log_metrics({"train/wall_s": wall_s, "train/timesteps": float(steps)})
+        client.log_batch(run_id, metrics=_metrics(selected, "selected/", selected.timesteps))
+        mlflow.set_tag("evdlm.selected_timesteps", str(selected.timesteps))
+        logged = log_policy(bundle, config.registered_model_name if register else None)
+        venv.close()
+    return TrainResult(
+        config=config,
+        run_id=run_id,
+        tracking_uri=uri,
+        experiment_id=experiment_id,
+        run_model_uri=logged.run_model_uri,
+        model_uri=logged.registered_model_uri or logged.run_model_uri,
+        bundle_dir=bundle,
+        out_dir=out,
+        timesteps=steps,
+        wall_s=wall_s,
+        evaluations=tuple(points),
+        selected=selected,
+    )
+
+
+def _metrics(point: EvalPoint, prefix: str, step: int) -> list[Any]:
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    return [Metric(f"{prefix}{k}", v, now, step) for k, v in point.metrics().items()]
+
+
+def _log_artifacts(
+    config: TrainConfig, points: Sequence[EvalPoint], rep: EvaluationReport, out: Path
+) -> None:
+    """The config, the held-out table and the curve of the gap to the optimum against training time."""
+    import mlflow
+    import yaml
+
+    cfg_path = out / "config.yaml"
+    cfg_path.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    table = out / "evaluation.csv"
+    rep.frame().to_csv(table, index=False)
+    curve = out / "learning_curve.csv"
+    import pandas as pd
+
+    pd.DataFrame([asdict(p) for p in points]).to_csv(curve, index=False)
+    for p in (cfg_path, table, curve):
+        mlflow.log_artifact(str(p))
+    if not config.tracking.log_plots:
+        return
+    from training.plots import comparison_chart, import_plot
+
+    plots = out / "plots"
+    plots.mkdir(exist_ok=True)
+    if points:
+        mlflow.log_artifact(
+            str(plot_gap_curve(points, plots / "gap_vs_time.png", title=config.name)), "plots"
+        )
+    for k, scenario in enumerate(rep.scenarios()):
+        mlflow.log_artifact(str(comparison_chart(rep, scenario, plots / f"comparison_{k}.png")), "plots")
+    for (scenario, policy, seed), trace in rep.traces.items():
+        png = import_plot(trace, f"{policy} on {scenario}", plots / f"import_{policy}_{scenario}_{seed}.png")
+        mlflow.log_artifact(str(png), "plots")
+
+
+def plot_gap_curve(points: Sequence[EvalPoint], path: Path, title: str = "") -> Path:
+    """Cost gap to the optimum (%) against training wall time, with the rule-based DLM's gap for reference."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    xs = [p.wall_s / 60.0 for p in points]
+    ys = [np.nan if p.gap_to_optimum_pct is None else p.gap_to_optimum_pct for p in points]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(xs, ys, marker="o", label="learned policy")
+    rule = next(
+        (p.rule_based_gap_to_optimum_pct for p in points if p.rule_based_gap_to_optimum_pct is not None), None
+    )
+    if rule is not None:
+        ax.axhline(rule, color="tab:red", linestyle="--", label="rule-based DLM")
+    ax.set_xlabel("training wall time (min)")
+    ax.set_ylabel("cost gap to optimum (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# --------------------------------------------------------------------------- the short demo
+
+
+def quick_demo(
+    minutes: float = 2.0,
+    chargers: int = 10,
+    eval_days: int = 2,
+    tracking_uri: str | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """``make run``'s learned part: a short PPO run of the peak-shaving config on a small depot.
+
+    Trains for ``minutes`` (wall time) on generated weeks of a ``chargers``-charger depot, evaluates on a
+    held-out ``eval_days`` scenario beside the rule-based DLM and the optimum, and registers the model as
+    ``evdlm-demo``. The registered policy controls any generated depot of ``chargers`` chargers (15-minute
+    steps), e.g. ``evaluate(["rule_based", result.model_uri], [generate_scenario("depot", chargers)])``.
+    Print :func:`describe_result` for a summary.
+    """
+    from training.rl_config import load_train_config, shipped_config
+
+    base = load_train_config(shipped_config("peak_shaving"))
+    config = base.with_overrides(
+        {
+            "name": "demo",
+            "env.generator.chargers": chargers,
+            "training.max_minutes": minutes,
+            "training.total_timesteps": 10_000_000,
+            "training.n_envs": 2,
+            "training.checkpoint_every_steps": None,
+            "evaluation.every_steps": None,
+            "evaluation.seeds": (1,),
+            "evaluation.days": eval_days,
+            "tracking.registered_model": "evdlm-demo",
+        }
+    )
+    return train(config, tracking_uri=tracking_uri, progress=progress)
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def describe_result(result: TrainResult) -> str:
+    """A short human summary: held-out figures of the registered policy and where everything is."""
+    p = result.selected or result.final
+
+    def pct(x: float | None) -> str:
+        return "n/a" if x is None else f"{x:+.2f} %"
+
+    lines = [
+        f"trained {result.config.name}: {result.timesteps} steps in {result.wall_s / 60:.1f} min "
+        f"(registered policy from step {p.timesteps})",
+        f"  held-out cost {p.cost_total:.2f}, gap to optimum {pct(p.gap_to_optimum_pct)} "
+        f"(rule-based DLM {pct(p.rule_based_gap_to_optimum_pct)}), "
+        f"vs rule-based {pct(p.gap_to_rule_based_pct)}",
+        f"  energy delivered {p.energy_delivered_pct:.2f} %, violations {p.violations}, "
+        f"V2G {p.v2g_exported_kwh:.1f} kWh",
+        f"  model: {result.model_uri}  (run {result.run_id})",
+        f"  bundle: {result.bundle_dir}",
+        f"  MLflow: {result.tracking_uri}  -> mlflow ui --backend-store-uri {result.tracking_uri}",
+    ]
+    return "\n".join(lines)
+
+
+def train_command(
+    config_path: Path,
+    *,
+    tracking_uri: str | None = None,
+    resume: Path | None = None,
+    out_dir: Path | None = None,
+) -> TrainResult:
+    """``evdlm train``: load the config (errors name file and field), train with a progress bar, print."""
+    import typer
+
+    from envs.config import ConfigError
+    from training.rl_config import load_train_config
+
+    try:
+        config = load_train_config(config_path)
+    except ConfigError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(2) from None
+    result = train(config, out_dir=out_dir, tracking_uri=tracking_uri, resume_from=resume, progress=True)
+    typer.echo(describe_result(result))
+    return result
+
+
+__all__ = [
+    "EvalPoint",
+    "HeldOutEvaluator",
+    "TrainResult",
+    "build_model",
+    "build_vec_env",
+    "describe_result",
+    "ensure_experiment",
+    "held_out_scenarios",
+    "make_env",
+    "plot_gap_curve",
+    "quick_demo",
+    "summarise",
+    "tracking_location",
+    "train",
+    "train_command",
+]
