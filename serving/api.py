@@ -1,0 +1,175 @@
+"""The operator HTTP API (aiohttp), served by the same process as the central system.
+
+Routes (all JSON unless said): ``GET /health`` (no auth), ``GET /api/state`` (live site, see
+:meth:`serving.service.Service.state`), ``GET /api/decisions?limit=N``, ``GET /api/transactions``,
+``GET /api/events`` (server-sent events: the state after every cycle), ``GET /metrics`` (Prometheus text)
+and ``POST /api/meter`` (site meter push: ``{"import_kw": float, "pv_kw": float?}``).
+
+Operator authentication: when a token is configured, every route but ``/health`` needs
+``Authorization: Bearer <token>`` (or HTTP Basic with the token as password). :func:`build_app` returns the
+aiohttp application so further pages (the dashboard) mount on it behind the same middleware.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import hmac
+import json
+import math
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+if TYPE_CHECKING:
+    from serving.service import Service
+
+SERVICE_KEY: web.AppKey[Service] = web.AppKey("service")
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+OPEN_PATHS = frozenset({"/health"})
+
+
+def token_ok(header: str | None, token: str) -> bool:
+    if not header:
+        return False
+    if header.startswith("Bearer "):
+        return hmac.compare_digest(header[7:].strip().encode(), token.encode())
+    if header.startswith("Basic "):
+        try:
+            _, _, password = base64.b64decode(header[6:].strip()).decode().partition(":")
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+        return hmac.compare_digest(password.encode(), token.encode())
+    return False
+
+
+def operator_auth(token: str | None) -> Middleware:
+    """Middleware: every path but :data:`OPEN_PATHS` needs the operator token (when one is set)."""
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if token is not None and request.path not in OPEN_PATHS:
+            if not token_ok(request.headers.get("Authorization"), token):
+                raise web.HTTPUnauthorized(headers={"WWW-Authenticate": 'Basic realm="evdlm operator"'})
+        return await handler(request)
+
+    return middleware
+
+
+def _json(data: object, status: int = 200) -> web.Response:
+    return web.json_response(data, status=status, dumps=lambda d: json.dumps(d, default=_default))
+
+
+def _default(o: object) -> object:
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    return str(o)
+
+
+async def health(request: web.Request) -> web.Response:
+    svc = request.app[SERVICE_KEY]
+    last = svc.last
+    age = None if last is None else time.time() - last.time.timestamp()
+    stalled = age is not None and age > 3 * svc.cfg.control_interval_s + 5
+    body = {
+        "status": "stalled" if stalled else "ok",
+        "cycle": svc.cycle,
+        "last_cycle_age_s": age,
+        "stations_connected": sum(s.connected for s in svc.live.stations.values()),
+        "stations_configured": len(svc.live.stations),
+    }
+    return _json(body, status=503 if stalled else 200)
+
+
+async def state(request: web.Request) -> web.Response:
+    return _json(request.app[SERVICE_KEY].state())
+
+
+async def decisions(request: web.Request) -> web.Response:
+    svc = request.app[SERVICE_KEY]
+    try:
+        limit = max(1, min(int(request.query.get("limit", "50")), 1000))
+    except ValueError:
+        raise web.HTTPBadRequest(text="limit must be an integer") from None
+    return _json(await svc.store.run(svc.store.store.decisions, limit))
+
+
+async def transactions(request: web.Request) -> web.Response:
+    svc = request.app[SERVICE_KEY]
+    return _json(await svc.store.run(svc.store.store.transactions, 200))
+
+
+async def metrics(request: web.Request) -> web.Response:
+    text = request.app[SERVICE_KEY].metrics.render()
+    return web.Response(text=text, content_type="text/plain", charset="utf-8")
+
+
+async def meter_push(request: web.Request) -> web.Response:
+    svc = request.app[SERVICE_KEY]
+    if svc.cfg.meter.source != "http":
+        raise web.HTTPConflict(text="the site meter source is not 'http'")
+    try:
+        body = await request.json()
+        import_kw = float(body["import_kw"])
+        pv = body.get("pv_kw")
+        pv_kw = None if pv is None else float(pv)
+    except (ValueError, KeyError, TypeError):
+        raise web.HTTPBadRequest(text='expected {"import_kw": float, "pv_kw": float?}') from None
+    if not math.isfinite(import_kw) or (pv_kw is not None and not math.isfinite(pv_kw)):
+        raise web.HTTPBadRequest(text="non-finite reading")
+    svc.on_site_meter(import_kw, pv_kw)
+    return _json({"accepted": True})
+
+
+async def events(request: web.Request) -> web.StreamResponse:
+    svc = request.app[SERVICE_KEY]
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+    await resp.prepare(request)
+    q = svc.subscribe()
+    try:
+        await resp.write(f"data: {json.dumps(svc.state(), default=_default)}\n\n".encode())
+        while True:
+            try:
+                item = await asyncio.wait_for(q.get(), timeout=15.0)
+            except TimeoutError:
+                await resp.write(b": keep-alive\n\n")
+                continue
+            await resp.write(f"data: {json.dumps(item, default=_default)}\n\n".encode())
+    except (ConnectionResetError, asyncio.CancelledError):
+        pass
+    finally:
+        svc.unsubscribe(q)
+    return resp
+
+
+def build_app(service: Service) -> web.Application:
+    """The operator application; add routes to it before :func:`start_http` to extend the API."""
+    app = web.Application(middlewares=[operator_auth(service.operator_token)])
+    app[SERVICE_KEY] = service
+    app.router.add_get("/health", health)
+    app.router.add_get("/api/state", state)
+    app.router.add_get("/api/decisions", decisions)
+    app.router.add_get("/api/transactions", transactions)
+    app.router.add_get("/api/events", events)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_post("/api/meter", meter_push)
+    return app
+
+
+async def start_http(service: Service, app: web.Application | None = None) -> tuple[web.AppRunner, int]:
+    """Start the operator API on ``http_host:http_port``; returns the runner and the bound port."""
+    runner = web.AppRunner(app or build_app(service), handle_signals=False, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, service.cfg.http_host, service.cfg.http_port, shutdown_timeout=0.5)
+    await site.start()
+    port = 0
+    server = site._server
+    if server is not None:
+        with contextlib.suppress(AttributeError, IndexError):
+            port = int(server.sockets[0].getsockname()[1])  # type: ignore[attr-defined]
+    return runner, port

@@ -1,0 +1,249 @@
+"""Typed configuration of the live service (``evdlm serve``).
+
+A serving YAML names the site file, the OCPP stations and how their connectors map to the site's chargers,
+the control loop's timing, the site meter, the database and the listening addresses. Station passwords are
+never in the YAML: they come from a secrets file (``station_id: password`` per line, YAML) or from the
+environment (``EVDLM_OCPP_PASSWORD_<STATION_ID>``, the id upper-cased with non-alphanumerics as ``_``).
+
+Connector mapping: a station's ``connectors`` table maps an OCPP connector id (1.6) or EVSE id (2.0.1) to a
+charger id of the site. Without a table, charger ``<station>-<k>`` is connector ``k`` of station
+``<station>`` (so charger ``CP001-1`` is connector 1 of station ``CP001``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from envs.config import ConfigError, SiteConfig, format_validation_error
+
+PASSWORD_ENV_PREFIX = "EVDLM_OCPP_PASSWORD_"
+OPERATOR_TOKEN_ENV = "EVDLM_OPERATOR_TOKEN"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class StationConfig(_Frozen):
+    """One OCPP charging station; ``connectors`` maps connector/EVSE id -> site charger id."""
+
+    id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.:\-]+$")
+    connectors: dict[int, str] = Field(default_factory=dict)
+
+
+class MeterConfig(_Frozen):
+    """Where the site meter (net grid import, and PV where present) is read.
+
+    ``station``: MeterValues on connector 0 (1.6) / EVSE 0 (2.0.1) of ``station_id``
+    (``Power.Active.Import`` minus ``Power.Active.Export``, W). ``http``: readings POSTed to the operator
+    API at ``/api/meter``. ``modbus``: holding registers of a Modbus TCP energy meter, IEEE-754 float32
+    big-endian, in W times ``scale``. ``none``: no site meter; the controller estimates import from the
+    chargers' own measurements plus ``assumed_base_load_kw`` (and counts the meter as fresh).
+    """
+
+    source: Literal["station", "http", "modbus", "none"] = "none"
+    station_id: str | None = None
+    host: str = "127.0.0.1"
+    port: int = Field(default=502, gt=0, lt=65536)
+    unit_id: int = Field(default=1, ge=0, le=247)
+    import_register: int = Field(default=0, ge=0, description="register of net import power (float32, W)")
+    pv_register: int | None = Field(default=None, ge=0, description="register of PV power (float32, W)")
+    scale: float = Field(default=1.0, gt=0, description="multiplier turning the register value into W")
+    poll_interval_s: float = Field(default=1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> MeterConfig:
+        if self.source == "station" and not self.station_id:
+            raise ValueError("meter source 'station' needs station_id")
+        return self
+
+
+class TLSConfig(_Frozen):
+    """OCPP security profile 2: TLS with the server certificate (PEM) and key."""
+
+    cert_file: Path
+    key_file: Path
+
+
+class ServingConfig(_Frozen):
+    """Everything ``evdlm serve`` needs besides the policy and the secrets."""
+
+    site: Path = Field(description="site YAML, relative to the serving YAML")
+    stations: tuple[StationConfig, ...] = Field(min_length=1)
+    control_interval_s: float = Field(default=10.0, gt=0)
+    policy_budget_s: float = Field(default=0.5, gt=0, description="time budget of the policy per cycle")
+    meter: MeterConfig = MeterConfig()
+    meter_timeout_s: float = Field(default=30.0, gt=0, description="site meter older than this is stale")
+    station_meter_timeout_s: float = Field(
+        default=60.0, gt=0, description="a charger measurement older than this counts as unknown"
+    )
+    assumed_base_load_kw: float = Field(
+        default=0.0, ge=0, description="non-EV load assumed when there is no site meter, kW"
+    )
+    failsafe_base_load_kw: float = Field(
+        default=0.0, ge=0, description="non-EV load reserved when computing the static safe share, kW"
+    )
+    deadband_a: float = Field(default=0.5, ge=0, description="resend an A profile only beyond this change")
+    deadband_w: float = Field(default=300.0, ge=0, description="resend a W profile only beyond this change")
+    offender_tolerance_kw: float = Field(
+        default=0.5, ge=0, description="drawing more than limit + this (and +10 %) flags a station"
+    )
+    default_session_energy_kwh: float = Field(
+        default=20.0, gt=0, description="energy assumed asked by an EV that does not say (OCPP 1.6)"
+    )
+    default_dwell_h: float = Field(default=8.0, gt=0, description="stay assumed when no departure is known")
+    import_price_per_kwh: float = 0.25
+    export_price_per_kwh: float = 0.05
+    forecast_horizon_steps: int = Field(default=96, gt=0)
+    heartbeat_interval_s: int = Field(default=300, gt=0)
+    ocpp_host: str = "127.0.0.1"
+    ocpp_port: int = Field(default=9000, ge=0, lt=65536)
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8080, ge=0, lt=65536)
+    dashboard_port: int | None = Field(
+        default=None, ge=0, lt=65536, description="operator dashboard on http_host (None: off)"
+    )
+    tls: TLSConfig | None = None
+    require_auth: bool = Field(default=True, description="OCPP security profile >= 1 (HTTP Basic auth)")
+    secrets_file: Path | None = Field(default=None, description="YAML 'station_id: password' (not in git)")
+    database_url: str = "sqlite:///.evdlm/serving.db"
+    response_timeout_s: float = Field(default=10.0, gt=0, description="wait for a station's answer")
+
+    @model_validator(mode="after")
+    def _check(self) -> ServingConfig:
+        ids = [s.id for s in self.stations]
+        dup = {i for i in ids if ids.count(i) > 1}
+        if dup:
+            raise ValueError(f"duplicate station ids: {sorted(dup)}")
+        return self
+
+
+def load_serving_config(path: str | Path) -> ServingConfig:
+    """Load a serving YAML; ``site``, ``secrets_file`` and TLS paths are resolved against its folder."""
+    p = Path(path)
+    try:
+        data = yaml.safe_load(p.read_text())
+    except OSError as err:
+        raise ConfigError(f"{p}: cannot read: {err.strerror}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{p}: not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: expected a mapping at the top level")
+    for key in ("password", "passwords"):
+        if key in data:
+            raise ConfigError(f"{p}: field {key!r}: passwords never go in the YAML; use secrets_file or env")
+    try:
+        cfg = ServingConfig.model_validate(data)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, str(p))) from None
+    return resolve_paths(cfg, p.parent)
+
+
+def resolve_paths(cfg: ServingConfig, base: Path) -> ServingConfig:
+    """Make relative file paths of ``cfg`` relative to ``base``."""
+
+    def fix(q: Path) -> Path:
+        return q if q.is_absolute() else base / q
+
+    update: dict[str, object] = {"site": fix(cfg.site)}
+    if cfg.secrets_file is not None:
+        update["secrets_file"] = fix(cfg.secrets_file)
+    if cfg.tls is not None:
+        update["tls"] = TLSConfig(cert_file=fix(cfg.tls.cert_file), key_file=fix(cfg.tls.key_file))
+    return cfg.model_copy(update=update)
+
+
+# --------------------------------------------------------------------------- connector mapping
+
+_SUFFIX = re.compile(r"^(?P<station>.+)-(?P<k>\d+)$")
+
+
+def connector_map(cfg: ServingConfig, site: SiteConfig) -> dict[tuple[str, int], str]:
+    """``(station id, connector id) -> charger id`` for every configured station; validated both ways.
+
+    Raises :class:`ConfigError` when a table names an unknown charger, a charger is claimed twice, or a
+    station has no connector at all.
+    """
+    known = set(site.charger_ids)
+    station_ids = {s.id for s in cfg.stations}
+    out: dict[tuple[str, int], str] = {}
+    claimed: dict[str, tuple[str, int]] = {}
+    for st in cfg.stations:
+        table = dict(st.connectors)
+        if not table:
+            for cid in site.charger_ids:
+                m = _SUFFIX.match(cid)
+                if m and m.group("station") == st.id:
+                    table[int(m.group("k"))] = cid
+        if not table and not (cfg.meter.source == "station" and cfg.meter.station_id == st.id):
+            raise ConfigError(f"station {st.id!r}: no connector maps to a charger (set 'connectors')")
+        for k, cid in sorted(table.items()):
+            if k < 1:
+                raise ConfigError(f"station {st.id!r}: connector ids start at 1 (got {k})")
+            if cid not in known:
+                raise ConfigError(f"station {st.id!r}: connector {k} maps to unknown charger {cid!r}")
+            if cid in claimed:
+                raise ConfigError(f"charger {cid!r} is mapped twice: {claimed[cid]} and {(st.id, k)}")
+            claimed[cid] = (st.id, k)
+            out[(st.id, k)] = cid
+    if cfg.meter.source == "station" and cfg.meter.station_id not in station_ids:
+        raise ConfigError(f"meter station {cfg.meter.station_id!r} is not among the stations")
+    return out
+
+
+# --------------------------------------------------------------------------- secrets
+
+
+def password_env_name(station_id: str) -> str:
+    return PASSWORD_ENV_PREFIX + re.sub(r"[^A-Za-z0-9]", "_", station_id).upper()
+
+
+def load_passwords(cfg: ServingConfig, environ: dict[str, str] | None = None) -> dict[str, str]:
+    """Station passwords from the secrets file, overridden by ``EVDLM_OCPP_PASSWORD_<ID>`` variables.
+
+    Stations without a password cannot connect while ``require_auth`` is on.
+    """
+    env = dict(os.environ) if environ is None else environ
+    out: dict[str, str] = {}
+    if cfg.secrets_file is not None:
+        try:
+            data = yaml.safe_load(Path(cfg.secrets_file).read_text())
+        except OSError as err:
+            raise ConfigError(f"{cfg.secrets_file}: cannot read: {err.strerror}") from None
+        except yaml.YAMLError as err:
+            raise ConfigError(f"{cfg.secrets_file}: not valid YAML: {err}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{cfg.secrets_file}: expected 'station_id: password' lines")
+        stations = data.get("stations", data)
+        if not isinstance(stations, dict):
+            raise ConfigError(f"{cfg.secrets_file}: field 'stations': expected a mapping")
+        for k, v in stations.items():
+            if k == "operator_token":
+                continue
+            out[str(k)] = str(v)
+    for st in cfg.stations:
+        value = env.get(password_env_name(st.id))
+        if value:
+            out[st.id] = value
+    return out
+
+
+def load_operator_token(cfg: ServingConfig, environ: dict[str, str] | None = None) -> str | None:
+    """The operator API bearer token: ``EVDLM_OPERATOR_TOKEN`` or ``operator_token`` in the secrets file.
+
+    None means the operator API is open (acceptable only on 127.0.0.1).
+    """
+    env = dict(os.environ) if environ is None else environ
+    if env.get(OPERATOR_TOKEN_ENV):
+        return env[OPERATOR_TOKEN_ENV]
+    if cfg.secrets_file is not None and Path(cfg.secrets_file).exists():
+        data = yaml.safe_load(Path(cfg.secrets_file).read_text())
+        if isinstance(data, dict) and data.get("operator_token"):
+            return str(data["operator_token"])
+    return None

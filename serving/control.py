@@ -1,0 +1,312 @@
+"""Deciding one control cycle: policy within a time budget, fallback, safety projection, deadband.
+
+Reading, deciding and writing are apart (as in evcc's site loop): the service reads the live state into a
+frozen :class:`~envs.core.Snapshot`, :class:`Controller` turns it into feasible per-charger limits, and the
+service writes charging profiles. Every allocation, the policy's or the fallback's, goes through
+:func:`envs.projection.project`; serving never re-implements a limit.
+
+Fallback order: the policy (learned or configured) -> the rule-based DLM -> the static safe share. The
+policy loses the cycle when it raises, returns a wrong shape or a non-finite value, misses its time
+budget, or could not be loaded. With a stale site meter the limits are capped at the static safe share
+(no headroom for increases).
+
+Chargers the central system does not control this cycle (a station measured above its limit) enter the
+decision as :class:`FixedLoad`: their measured draw is an uncontrollable load on their slot, taken off
+every row they are in (node kW, node phase currents, the site) by :func:`fixed_load_view`, so the same
+projection gives the rest of their node, phase and site less.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from agents.base import Decision, Policy
+from envs.core import BoolArray, FloatArray, SiteArrays, SiteState, Snapshot
+from envs.projection import ProjectionPlan, ProjectionResult, project
+
+LOG = logging.getLogger("evdlm.serving")
+
+RateUnit = Literal["A", "W"]
+
+
+def safe_static_share_kw(site: SiteArrays, base_load_kw: float = 0.0) -> FloatArray:
+    """Per-charger kW that is feasible with every charger occupied and drawing it at once.
+
+    The projection of "everyone at full rating" with all EVs present, unbounded needs, no PV and
+    ``base_load_kw`` of other load: whatever the projection returns is feasible by construction. Chargers
+    it switches off (below the minimum current) get 0 (they cannot charge without the central system).
+    """
+    n = site.n
+    state = SiteState(
+        ev_present=np.ones(n, dtype=bool),
+        ev_max_charge_kw=np.full(n, np.inf),
+        ev_max_discharge_kw=np.zeros(n),
+        energy_needed_kwh=np.full(n, 1e6),
+        energy_room_kwh=np.full(n, 1e6),
+        energy_dischargeable_kwh=np.zeros(n),
+        time_left_h=np.full(n, 1e3),
+        base_load_kw=base_load_kw,
+        pv_kw=0.0,
+        dt_h=1.0,
+    )
+    res = project(site, state, site.rated_kw.copy(), 0.0)
+    return np.maximum(np.asarray(res.charger_kw, dtype=float), 0.0)
+
+
+@dataclass(frozen=True)
+class FixedLoad:
+    """Chargers whose draw the central system cannot set this cycle (flagged offenders)."""
+
+    mask: BoolArray
+    """(n,) True for a charger whose measured draw is taken as given"""
+    draw_kw: FloatArray
+    """(n,) its measured power, kW (0 elsewhere)"""
+    hold_kw: FloatArray
+    """(n,) the limit it keeps being told (its last limit), kW (0 elsewhere)"""
+
+    @classmethod
+    def none(cls, n: int) -> FixedLoad:
+        return cls(np.zeros(n, dtype=bool), np.zeros(n), np.zeros(n))
+
+    @property
+    def any(self) -> bool:
+        return bool(self.mask.any())
+
+
+def fixed_load_view(
+    plan: ProjectionPlan, state: SiteState, fixed: FixedLoad | None
+) -> tuple[ProjectionPlan, SiteState]:
+    """The projection's view of the site with ``fixed`` chargers drawing their measured power regardless.
+
+    A fixed charger is no controllable EV for the projection (its box is ``[0, 0]``); its draw is taken
+    off every row it is in: each node row's limit (kW and phase current, through the plan's own row
+    weights) loses ``w . draw`` (never below 0), and the site row loses it through the base load. Whatever
+    the projection then returns for the others keeps every node, phase and the site within its limit with
+    the fixed draws on top. No limit is re-implemented: the rows, their weights and the water-filling are
+    the projection's.
+    """
+    if fixed is None or not fixed.any:
+        return plan, state
+    n = plan.n
+    coords = np.zeros((1, n + 1))
+    coords[0, :n] = np.where(fixed.mask, np.maximum(fixed.draw_kw, 0.0), 0.0)
+    taken = plan.rows(coords)[0, :-1]  # node rows only; the last column is the site row
+    view_plan = dataclasses.replace(plan, row_limit=np.maximum(plan.row_limit - taken, 0.0))
+    present = np.asarray(state.ev_present, dtype=bool) & ~fixed.mask
+    view_state = dataclasses.replace(
+        state,
+        ev_present=present,
+        ev_max_charge_kw=np.where(present, state.ev_max_charge_kw, 0.0),
+        base_load_kw=float(state.base_load_kw) + float(coords[0, :n].sum()),
+    )
+    return view_plan, view_state
+
+
+@dataclass(frozen=True)
+class CycleOutcome:
+    """The result of one decision: feasible limits and how they were reached."""
+
+    limits_kw: FloatArray
+    """(n,) charging limit per charger, kW (0 where no transaction runs)"""
+    policy: str
+    """name of whoever decided: the policy, the fallback or 'static'"""
+    fallback_reason: str | None
+    meter_stale: bool
+    projection: ProjectionResult
+    planned_import_kw: float
+    """net import the plan expects: base load + limits (fixed chargers at their measured draw) - PV"""
+    assumed_kw: FloatArray
+    """(n,) what the plan expects each charger to draw: its limit, or the measured draw of a fixed one"""
+
+
+def _check_decision(decision: object, n: int) -> tuple[FloatArray, float] | str:
+    """The decision's arrays, or why they are unusable."""
+    if not isinstance(decision, Decision):
+        return "not_a_decision"
+    kw = np.asarray(decision.charger_kw, dtype=float)
+    if kw.shape != (n,):
+        return "bad_shape"
+    if not np.all(np.isfinite(kw)) or not math.isfinite(float(decision.battery_kw)):
+        return "non_finite"
+    return kw, float(decision.battery_kw)
+
+
+class Controller:
+    """Turns a snapshot into feasible limits; holds the policy, the fallback and the safe share.
+
+    The policy runs on its own worker thread under ``budget_s``; a policy still busy from a late cycle is
+    not called again until it returns (the fallback decides meanwhile). The cycle waits for it without
+    yielding to the event loop: a decision is one critical section (read -> policy -> projection ->
+    profiles queued) that no OCPP handler interleaves with, bounded by the budget; messages arriving
+    meanwhile wait in the socket buffers. The projection plan is built once per site.
+    """
+
+    def __init__(
+        self,
+        site: SiteArrays,
+        policy: Policy | None,
+        fallback: Policy | None,
+        safe_share_kw: FloatArray,
+        budget_s: float,
+        policy_error: str | None = None,
+    ) -> None:
+        self.site = site
+        self.plan = ProjectionPlan.from_site(site)
+        self.policy = policy
+        self.fallback = fallback
+        self.safe_share_kw = safe_share_kw
+        self.budget_s = budget_s
+        self.policy_error = policy_error
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evdlm-policy")
+        self._pending: Future[Decision] | None = None
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def _run_policy(self, snapshot: Snapshot) -> tuple[FloatArray, float] | str:
+        if self.policy is None:
+            return self.policy_error or "no_policy"
+        if self._pending is not None and not self._pending.done():
+            return "busy"
+        policy = self.policy
+        fut = self._pool.submit(policy.act, snapshot)
+        self._pending = fut
+        try:
+            decision = fut.result(timeout=self.budget_s)
+        except FutureTimeout:
+            return "timeout"
+        except Exception as err:
+            LOG.warning("policy %s raised %s: %s", policy.name, type(err).__name__, err)
+            return "raised"
+        return _check_decision(decision, self.site.n)
+
+    def _run_fallback(self, snapshot: Snapshot) -> tuple[FloatArray, float, str] | None:
+        if self.fallback is None:
+            return None
+        try:
+            checked = _check_decision(self.fallback.act(snapshot), self.site.n)
+        except Exception as err:
+            LOG.error("fallback %s raised %s: %s", self.fallback.name, type(err).__name__, err)
+            return None
+        if isinstance(checked, str):
+            LOG.error("fallback %s returned an unusable decision: %s", self.fallback.name, checked)
+            return None
+        return checked[0], checked[1], self.fallback.name
+
+    def view(self, state: SiteState, fixed: FixedLoad | None) -> tuple[ProjectionPlan, SiteState]:
+        """The projection plan and state with ``fixed`` chargers as uncontrollable loads."""
+        return fixed_load_view(self.plan, state, fixed)
+
+    async def decide(
+        self, snapshot: Snapshot, meter_stale: bool, fixed: FixedLoad | None = None
+    ) -> CycleOutcome:
+        """Feasible limits for ``snapshot``; ``fixed`` chargers keep their ``hold_kw`` and their measured
+        draw is reserved on every node, phase and the site (see :func:`fixed_load_view`)."""
+        state = snapshot.state
+        present: BoolArray = np.asarray(state.ev_present, dtype=bool)
+        reason: str | None = None
+        got = self._run_policy(snapshot)
+        if isinstance(got, str):
+            reason = got
+            fb = self._run_fallback(snapshot)
+            if fb is None:
+                request, battery, name = np.where(present, self.safe_share_kw, 0.0), 0.0, "static"
+            else:
+                request, battery = fb[0], fb[1]
+                name = fb[2]
+            LOG.info("cycle %d decided by %s (policy lost: %s)", snapshot.step_index, name, reason)
+        else:
+            request, battery = got
+            assert self.policy is not None
+            name = self.policy.name
+        plan, view_state = self.view(state, fixed)
+        if fixed is not None and fixed.any:
+            request = np.where(fixed.mask, 0.0, request)
+        res = project(self.site, view_state, request, battery, plan=plan)
+        limits = np.where(present, np.maximum(np.asarray(res.charger_kw, dtype=float), 0.0), 0.0)
+        assumed = limits
+        if fixed is not None and fixed.any:
+            limits = np.where(fixed.mask & present, fixed.hold_kw, limits)
+            assumed = np.where(fixed.mask & present, fixed.draw_kw, limits)
+        if meter_stale:
+            limits = np.minimum(limits, self.safe_share_kw)
+            assumed = np.where(fixed.mask, assumed, limits) if fixed is not None else limits
+        planned = float(
+            np.asarray(self.site.site_import_kw(assumed, state.base_load_kw, state.pv_kw, res.battery_kw))
+        )
+        return CycleOutcome(limits, name, reason, meter_stale, res, planned, assumed)
+
+
+# --------------------------------------------------------------------------- writing: units and deadband
+
+
+def limit_in_unit(site: SiteArrays, i: int, kw: float) -> float:
+    """kW -> the charger's profile unit (A per phase or W), rounded down to one decimal (never above)."""
+    charger = site.config.chargers[i]
+    value = kw / float(site.kw_per_a[i]) if charger.rate_unit == "A" else kw * 1000.0
+    return math.floor(max(value, 0.0) * 10.0 + 1e-9) / 10.0
+
+
+def unit_to_kw(site: SiteArrays, i: int, value: float) -> float:
+    charger = site.config.chargers[i]
+    return value * float(site.kw_per_a[i]) if charger.rate_unit == "A" else value / 1000.0
+
+
+def amps_mask(site: SiteArrays) -> BoolArray:
+    """(n,) True where a charger's profiles are in A (else W)."""
+    return np.array([c.rate_unit == "A" for c in site.config.chargers], dtype=bool)
+
+
+def limits_in_unit(site: SiteArrays, kw: FloatArray, amps: BoolArray | None = None) -> FloatArray:
+    """:func:`limit_in_unit` over every charger at once: ``(n,)`` kW -> ``(n,)`` A or W, one decimal down."""
+    amps = amps_mask(site) if amps is None else amps
+    kw_per_a = np.asarray(site.kw_per_a, dtype=float)
+    value = np.where(amps, kw / np.where(amps, kw_per_a, 1.0), kw * 1000.0)
+    return np.floor(np.maximum(value, 0.0) * 10.0 + 1e-9) / 10.0
+
+
+def select_updates(
+    site: SiteArrays,
+    state: SiteState,
+    new_kw: FloatArray,
+    sent_value: list[float | None],
+    active: BoolArray,
+    deadband_a: float,
+    deadband_w: float,
+    feasible: Callable[[FloatArray], bool] | None = None,
+    plan: ProjectionPlan | None = None,
+) -> list[int]:
+    """Indices of the chargers whose profile must be (re)sent this cycle.
+
+    A limit is resent when it changed by more than the deadband (in its unit), was never sent, or - when
+    keeping the old limits would not be feasible (judged by the projection, with ``plan`` where given) -
+    whenever it goes down. Vectorised over the chargers.
+    """
+    amps = amps_mask(site)
+    new_value = limits_in_unit(site, np.asarray(new_kw, dtype=float), amps)
+    old = np.array([np.nan if v is None else float(v) for v in sent_value])
+    band = np.where(amps, deadband_a, deadband_w)
+    active = np.asarray(active, dtype=bool)
+    never = np.isnan(old)
+    moved = active & (never | (np.abs(new_value - np.where(never, 0.0, old)) > band))
+    old_kw = np.where(amps, old * np.asarray(site.kw_per_a, dtype=float), old / 1000.0)
+    kept = np.where(moved, new_kw, np.where(active & ~never, old_kw, 0.0))
+    if feasible is None:
+
+        def feasible(x: FloatArray) -> bool:
+            res = project(site, state, x, 0.0, plan=plan)
+            return bool(np.all(np.asarray(res.charger_kw) >= x - site.resolution_kw - 1e-6))
+
+    out = moved
+    if not feasible(kept):
+        out = moved | (active & ~never & (new_value < np.where(never, np.inf, old)))
+    return [int(i) for i in np.flatnonzero(out)]

@@ -1,0 +1,355 @@
+"""The OCPP side of the central system: handshake checks and message handlers for 1.6J and 2.0.1.
+
+Handlers only update the live state (:mod:`serving.live`) and persist through the service's store; they
+never decide limits. Frames that are not valid OCPP never close a connection: a parseable Call gets a
+CallError, anything else is logged, counted and dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hmac
+import json
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from http import HTTPStatus
+from typing import TYPE_CHECKING, Any
+
+from ocpp.charge_point import ChargePoint as _BaseChargePoint
+from ocpp.exceptions import FormatViolationError, OCPPError, ProtocolError
+from ocpp.messages import Call, CallError, MessageType
+from ocpp.routing import on
+from ocpp.v16 import ChargePoint as ChargePoint16
+from ocpp.v16 import call_result as result16
+from ocpp.v16.enums import Action as Action16
+from ocpp.v201 import ChargePoint as ChargePoint201
+from ocpp.v201 import call_result as result201
+from ocpp.v201.enums import Action as Action201
+from websockets.asyncio.server import ServerConnection
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from serving.profiles import Version
+
+if TYPE_CHECKING:
+    from serving.service import Service
+
+LOG = logging.getLogger("evdlm.serving.ocpp")
+SUBPROTOCOLS = ("ocpp2.0.1", "ocpp1.6")
+VERSION_OF = {"ocpp1.6": "1.6", "ocpp2.0.1": "2.0.1"}
+
+
+def station_id_from_path(path: str) -> str:
+    """The station id is the last segment of the websocket path (``/ocpp/CP001`` -> ``CP001``)."""
+    return path.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+
+
+def parse_basic_auth(header: str | None) -> tuple[str, str] | None:
+    if not header or not header.lower().startswith("basic "):
+        return None
+    try:
+        raw = base64.b64decode(header[6:].strip(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+    user, sep, password = raw.partition(":")
+    return (user, password) if sep else None
+
+
+def make_process_request(
+    known: set[str], passwords: dict[str, str], require_auth: bool, on_refused: Callable[[str], None]
+) -> Callable[[ServerConnection, Request], Response | None]:
+    """websockets ``process_request``: unknown station -> 404, bad credentials -> 401 (at the handshake)."""
+
+    def refuse(conn: ServerConnection, status: HTTPStatus, why: str) -> Response:
+        on_refused(why)
+        resp = conn.respond(status, f"{status.phrase}\n")
+        if status == HTTPStatus.UNAUTHORIZED:
+            resp.headers["WWW-Authenticate"] = 'Basic realm="evdlm", charset="UTF-8"'
+        return resp
+
+    def process_request(conn: ServerConnection, request: Request) -> Response | None:
+        sid = station_id_from_path(request.path)
+        if sid not in known:
+            LOG.warning("refused unknown station %r", sid)
+            return refuse(conn, HTTPStatus.NOT_FOUND, "unknown_station")
+        if not require_auth:
+            return None
+        creds = parse_basic_auth(Headers(request.headers).get("Authorization"))
+        expected = passwords.get(sid)
+        if creds is None or expected is None:
+            LOG.warning("refused station %r: no or malformed credentials", sid)
+            return refuse(conn, HTTPStatus.UNAUTHORIZED, "no_credentials")
+        user, password = creds
+        ok_user = hmac.compare_digest(user.encode(), sid.encode())
+        ok_pw = hmac.compare_digest(password.encode(), expected.encode())
+        if not (ok_user and ok_pw):
+            LOG.warning("refused station %r: wrong credentials", sid)
+            return refuse(conn, HTTPStatus.UNAUTHORIZED, "bad_credentials")
+        return None
+
+    return process_request
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+def parse_time(text: str | None) -> datetime | None:
+    if not text:
+        return None
+    try:
+        t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
+
+
+def sampled_values(meter_value: list[dict[str, Any]]) -> tuple[float | None, float | None, float | None]:
+    """``(import power W, export power W, import energy register Wh)`` from OCPP meter values.
+
+    Accepts both versions' shapes (1.6 values are strings, 2.0.1 numbers; units W/kW, Wh/kWh). Only
+    whole-connector values count (per-phase values are ignored).
+    """
+    p_imp: float | None = None
+    p_exp: float | None = None
+    e_imp: float | None = None
+    for mv in meter_value or []:
+        for sv in mv.get("sampled_value", []) or []:
+            if sv.get("phase"):
+                continue
+            measurand = sv.get("measurand", "Energy.Active.Import.Register")
+            unit = sv.get("unit") or (sv.get("unit_of_measure") or {}).get("unit")
+            multiplier = 10 ** int((sv.get("unit_of_measure") or {}).get("multiplier", 0) or 0)
+            try:
+                value = float(sv["value"]) * multiplier
+            except (KeyError, TypeError, ValueError):
+                continue
+            if unit in ("kW", "kWh"):
+                value *= 1000.0
+            if measurand == "Power.Active.Import":
+                p_imp = value
+            elif measurand == "Power.Active.Export":
+                p_exp = value
+            elif measurand == "Energy.Active.Import.Register":
+                e_imp = value
+    return p_imp, p_exp, e_imp
+
+
+class _Robust(_BaseChargePoint):
+    """Message loop that survives any frame: bad JSON is dropped, bad Calls get a CallError."""
+
+    service: Service
+    version: Version
+
+    async def start(self) -> None:
+        while True:
+            try:
+                message = await self._connection.recv()
+            except ConnectionClosed:
+                return
+            try:
+                await self.route_message(message)
+            except ConnectionClosed:
+                return
+            except Exception as err:  # never let one frame end the connection
+                LOG.exception("%s: unhandled error on a frame: %s", self.id, err)
+                self.service.metrics.inc("messages_total", action="?", outcome="internal_error")
+
+    async def route_message(self, raw_msg: Any) -> None:
+        metrics = self.service.metrics
+        try:
+            msg = json.loads(raw_msg)
+        except (TypeError, ValueError):
+            LOG.warning("%s: dropped a frame that is not JSON", self.id)
+            metrics.inc("messages_total", action="?", outcome="malformed")
+            return
+        if not isinstance(msg, list) or not msg or msg[0] not in (2, 3, 4) or isinstance(msg[0], bool):
+            LOG.warning("%s: dropped a frame that is not an OCPP message", self.id)
+            metrics.inc("messages_total", action="?", outcome="malformed")
+            return
+        if msg[0] == MessageType.Call:
+            well_formed = (
+                len(msg) == 4
+                and isinstance(msg[1], str)
+                and isinstance(msg[2], str)
+                and isinstance(msg[3], dict)
+            )
+            if not well_formed:
+                metrics.inc("messages_total", action="?", outcome="malformed")
+                if len(msg) >= 2 and isinstance(msg[1], str):
+                    err = ProtocolError(details={"cause": "a Call is [2, id, action, {payload}]"})
+                    await self._send(Call(msg[1], "?", {}).create_call_error(err).to_json())
+                return
+            action = msg[2]
+            try:
+                await self._handle_call(Call(msg[1], action, msg[3]))
+            except OCPPError as error:
+                metrics.inc("messages_total", action=_safe_label(action), outcome="call_error")
+                await self._send(Call(msg[1], action, msg[3]).create_call_error(error).to_json())
+                return
+            metrics.inc("messages_total", action=_safe_label(action), outcome="ok")
+            return
+        if len(msg) < 3 or not isinstance(msg[1], str):
+            metrics.inc("messages_total", action="?", outcome="malformed")
+            return
+        await super().route_message(raw_msg)
+
+
+def _safe_label(action: str) -> str:
+    return action if action.isidentifier() and len(action) <= 40 else "?"
+
+
+class Station16(_Robust, ChargePoint16):
+    """OCPP 1.6J handlers of one connected station."""
+
+    def __init__(self, station_id: str, connection: Any, service: Service) -> None:
+        super().__init__(station_id, connection, response_timeout=service.cfg.response_timeout_s)
+        self.service = service
+        self.version: Version = "1.6"
+
+    @on(Action16.boot_notification)
+    async def on_boot(self, charge_point_vendor: str, charge_point_model: str, **_: Any) -> Any:
+        await self.service.on_boot(self.id, self.version, charge_point_vendor, charge_point_model)
+        return result16.BootNotification(
+            current_time=_now_iso(), interval=self.service.cfg.heartbeat_interval_s, status="Accepted"
+        )
+
+    @on(Action16.heartbeat)
+    def on_heartbeat(self, **_: Any) -> Any:
+        self.service.on_seen(self.id)
+        return result16.Heartbeat(current_time=_now_iso())
+
+    @on(Action16.status_notification)
+    def on_status(self, connector_id: int, status: str, **_: Any) -> Any:
+        self.service.on_status(self.id, connector_id, status)
+        return result16.StatusNotification()
+
+    @on(Action16.authorize)
+    def on_authorize(self, id_tag: str, **_: Any) -> Any:
+        self.service.on_seen(self.id)
+        return result16.Authorize(id_tag_info={"status": "Accepted"})
+
+    @on(Action16.start_transaction)
+    async def on_start(
+        self, connector_id: int, id_tag: str, meter_start: int, timestamp: str, **_: Any
+    ) -> Any:
+        tx = await self.service.on_transaction_started(
+            self.id, connector_id, None, id_tag, float(meter_start), parse_time(timestamp)
+        )
+        if tx is None:
+            return result16.StartTransaction(transaction_id=0, id_tag_info={"status": "Invalid"})
+        return result16.StartTransaction(transaction_id=int(tx), id_tag_info={"status": "Accepted"})
+
+    @on(Action16.stop_transaction)
+    async def on_stop(
+        self, meter_stop: int, timestamp: str, transaction_id: int, reason: str | None = None, **_: Any
+    ) -> Any:
+        await self.service.on_transaction_ended(
+            self.id, str(transaction_id), float(meter_stop), parse_time(timestamp), reason
+        )
+        return result16.StopTransaction(id_tag_info={"status": "Accepted"})
+
+    @on(Action16.meter_values)
+    def on_meter_values(self, connector_id: int, meter_value: list[dict[str, Any]], **_: Any) -> Any:
+        self.service.on_meter_values(self.id, connector_id, meter_value)
+        return result16.MeterValues()
+
+
+class Station201(_Robust, ChargePoint201):
+    """OCPP 2.0.1 handlers of one connected station (EVSE ids play the role of 1.6 connector ids)."""
+
+    def __init__(self, station_id: str, connection: Any, service: Service) -> None:
+        super().__init__(station_id, connection, response_timeout=service.cfg.response_timeout_s)
+        self.service = service
+        self.version: Version = "2.0.1"
+
+    @on(Action201.boot_notification)
+    async def on_boot(self, charging_station: dict[str, Any], reason: str, **_: Any) -> Any:
+        await self.service.on_boot(
+            self.id, self.version, charging_station.get("vendor_name"), charging_station.get("model")
+        )
+        return result201.BootNotification(
+            current_time=_now_iso(), interval=self.service.cfg.heartbeat_interval_s, status="Accepted"
+        )
+
+    @on(Action201.heartbeat)
+    def on_heartbeat(self, **_: Any) -> Any:
+        self.service.on_seen(self.id)
+        return result201.Heartbeat(current_time=_now_iso())
+
+    @on(Action201.status_notification)
+    def on_status(self, evse_id: int, connector_status: str, **_: Any) -> Any:
+        self.service.on_status(self.id, evse_id, connector_status)
+        return result201.StatusNotification()
+
+    @on(Action201.authorize)
+    def on_authorize(self, id_token: dict[str, Any], **_: Any) -> Any:
+        self.service.on_seen(self.id)
+        return result201.Authorize(id_token_info={"status": "Accepted"})
+
+    @on(Action201.transaction_event)
+    async def on_transaction_event(
+        self,
+        event_type: str,
+        timestamp: str,
+        transaction_info: dict[str, Any],
+        meter_value: list[dict[str, Any]] | None = None,
+        evse: dict[str, Any] | None = None,
+        id_token: dict[str, Any] | None = None,
+        **_: Any,
+    ) -> Any:
+        svc = self.service
+        tx_id = str(transaction_info["transaction_id"])
+        energy_wh = sampled_values(meter_value or [])[2]
+        when = parse_time(timestamp)
+        if event_type == "Ended":
+            await svc.on_transaction_ended(
+                self.id, tx_id, energy_wh, when, transaction_info.get("stopped_reason")
+            )
+            return result201.TransactionEvent()
+        known = svc.live.by_tx.get((self.id, tx_id))
+        if known is None:
+            if evse is None:
+                # an Updated event for a transaction we never saw, without its EVSE: nothing to map
+                return result201.TransactionEvent()
+            tag = (id_token or {}).get("id_token")
+            await svc.on_transaction_started(
+                self.id, int(evse["id"]), tx_id, tag, energy_wh if energy_wh is not None else 0.0, when
+            )
+            known = svc.live.by_tx.get((self.id, tx_id))
+        if known is not None and meter_value:
+            svc.on_meter_values(self.id, known.connector_id, meter_value)
+        return result201.TransactionEvent(id_token_info={"status": "Accepted"} if id_token else None)
+
+    @on(Action201.notify_ev_charging_needs)
+    def on_charging_needs(self, charging_needs: dict[str, Any], evse_id: int, **_: Any) -> Any:
+        self.service.on_charging_needs(self.id, evse_id, charging_needs)
+        return result201.NotifyEVChargingNeeds(status="Accepted")
+
+    @on(Action201.meter_values)
+    def on_meter_values(self, evse_id: int, meter_value: list[dict[str, Any]], **_: Any) -> Any:
+        self.service.on_meter_values(self.id, evse_id, meter_value)
+        return result201.MeterValues()
+
+
+def call_error_frame(unique_id: str, error: OCPPError) -> str:
+    return CallError(unique_id, error.code, error.description, error.details).to_json()
+
+
+__all__ = [
+    "SUBPROTOCOLS",
+    "VERSION_OF",
+    "FormatViolationError",
+    "Station16",
+    "Station201",
+    "asyncio",
+    "call_error_frame",
+    "make_process_request",
+    "parse_basic_auth",
+    "sampled_values",
+    "station_id_from_path",
+]

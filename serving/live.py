@@ -1,0 +1,255 @@
+"""Live state of the site as the central system sees it, and the frozen snapshot the policy acts on.
+
+Mutable per-connector and per-station records are updated only by the OCPP handlers and the control loop
+(one event loop, no threads). :func:`build_snapshot` freezes them into the same
+:class:`~envs.core.Snapshot` the simulation produces, so a policy cannot tell live from simulated.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+
+from envs.core import FloatArray, ForecastWindow, SiteArrays, SiteState, Snapshot
+from serving.config import ServingConfig
+
+BIG_ENERGY_KWH = 1e6
+BIG_TIME_H = 1e3
+
+
+@dataclass
+class ConnectorLive:
+    """One connector (= one site charger) of a station."""
+
+    charger_id: str
+    station_id: str
+    connector_id: int
+    index: int
+    status: str = "Unknown"
+    tx_pk: int | None = None
+    ocpp_tx_id: str | None = None
+    id_tag: str | None = None
+    tx_start: datetime | None = None
+    meter_start_wh: float = 0.0
+    meter_last_wh: float = 0.0
+    power_kw: float | None = None
+    power_at: float = -np.inf
+    """monotonic time of the last power measurement"""
+    energy_asked_kwh: float | None = None
+    departure: datetime | None = None
+    ev_max_kw: float | None = None
+    limit_kw: float | None = None
+    """last limit sent and accepted for the running transaction, kW"""
+    limit_value: float | None = None
+    """the same in the unit of the profile (A or W)"""
+    limit_sent_at: float = -np.inf
+    offender: bool = False
+    offender_cycles: int = 0
+    offender_since: float = -np.inf
+    """monotonic time the current offender flag was raised"""
+
+    @property
+    def active(self) -> bool:
+        return self.tx_pk is not None
+
+    @property
+    def delivered_kwh(self) -> float:
+        return max(0.0, (self.meter_last_wh - self.meter_start_wh) / 1000.0)
+
+    def clear_transaction(self) -> None:
+        self.tx_pk = None
+        self.ocpp_tx_id = None
+        self.id_tag = None
+        self.tx_start = None
+        self.energy_asked_kwh = None
+        self.departure = None
+        self.ev_max_kw = None
+        self.limit_kw = None
+        self.limit_value = None
+        self.limit_sent_at = -np.inf
+        self.offender = False
+        self.offender_cycles = 0
+        self.offender_since = -np.inf
+
+
+@dataclass
+class StationLive:
+    id: str
+    connectors: dict[int, ConnectorLive]
+    ocpp_version: str | None = None
+    connected: bool = False
+    booted: bool = False
+    vendor: str | None = None
+    model: str | None = None
+    failsafe: str | None = None
+    """profile purpose installed as the failsafe (None until accepted)"""
+    last_seen: float = -np.inf
+
+
+@dataclass
+class SiteMeterReading:
+    import_kw: float
+    pv_kw: float | None
+    at: float
+    """monotonic time"""
+
+
+@dataclass
+class LiveSite:
+    """Everything the service knows now; one per service."""
+
+    site: SiteArrays
+    stations: dict[str, StationLive]
+    connectors: list[ConnectorLive]
+    """in site charger order"""
+    meter: SiteMeterReading | None = None
+    peak_import_kw: float = 0.0
+    by_tx: dict[tuple[str, str], ConnectorLive] = field(default_factory=dict)
+
+    @classmethod
+    def build(cls, site: SiteArrays, mapping: dict[tuple[str, int], str], station_ids: list[str]) -> LiveSite:
+        index = {cid: i for i, cid in enumerate(site.charger_ids)}
+        conns: list[ConnectorLive | None] = [None] * site.n
+        stations = {sid: StationLive(sid, {}) for sid in station_ids}
+        for (sid, k), cid in mapping.items():
+            c = ConnectorLive(charger_id=cid, station_id=sid, connector_id=k, index=index[cid])
+            conns[index[cid]] = c
+            stations[sid].connectors[k] = c
+        missing = [site.charger_ids[i] for i, c in enumerate(conns) if c is None]
+        out = [c for c in conns if c is not None]
+        if missing:
+            # chargers no station serves are simply never active
+            for cid in missing:
+                out.insert(index[cid], ConnectorLive(cid, "", 0, index[cid]))
+        return cls(site=site, stations=stations, connectors=out)
+
+    def connector(self, station_id: str, connector_id: int) -> ConnectorLive | None:
+        st = self.stations.get(station_id)
+        return None if st is None else st.connectors.get(connector_id)
+
+    def active_mask(self) -> np.ndarray:
+        return np.array([c.active for c in self.connectors], dtype=bool)
+
+    def measured_kw(self, now: float, max_age_s: float) -> FloatArray:
+        """(n,) last measured power of each active connector (NaN where unknown or too old)."""
+        out = np.full(self.site.n, np.nan)
+        for c in self.connectors:
+            if c.active and c.power_kw is not None and now - c.power_at <= max_age_s:
+                out[c.index] = c.power_kw
+        return out
+
+
+@dataclass(frozen=True)
+class SnapshotInfo:
+    """What :func:`build_snapshot` assumed, for the decision log."""
+
+    meter_stale: bool
+    site_import_kw: float | None
+    """measured net import (None without a fresh meter)"""
+    base_load_kw: float
+    """non-EV load used in the snapshot, kW (including the closed-loop correction)"""
+    pv_kw: float
+    offender_overdraw_kw: float
+
+
+def build_snapshot(
+    live: LiveSite,
+    cfg: ServingConfig,
+    cycle: int,
+    cap_kw: FloatArray,
+    now_mono: float | None = None,
+    now_utc: datetime | None = None,
+    correction_kw: float = 0.0,
+) -> tuple[Snapshot, SnapshotInfo]:
+    """Freeze the live state into a :class:`Snapshot`.
+
+    Base load is estimated from the site meter as ``import + pv - sum(measured chargers)``, plus
+    ``correction_kw``: the load the last allocation did not explain (chargers drawing more than their
+    limit, measured at the site meter), so the next allocation takes the excess off the others. Without a
+    fresh meter (older than ``meter_timeout_s``) the base load is the configured reserve and
+    ``meter_stale`` is set. ``cap_kw`` (n,) caps what each EV can take (e.g. the station's failsafe
+    maximum profile). The overdraw of flagged offenders is reported in the info.
+    """
+    site = live.site
+    mono = time.monotonic() if now_mono is None else now_mono
+    utc = datetime.now(UTC) if now_utc is None else now_utc
+    n = site.n
+    present = live.active_mask()
+    measured = live.measured_kw(mono, cfg.station_meter_timeout_s)
+    ev_max = np.full(n, np.inf)
+    need = np.zeros(n)
+    time_left = np.zeros(n)
+    overdraw = 0.0
+    for c in live.connectors:
+        if not c.active:
+            continue
+        i = c.index
+        if c.ev_max_kw is not None and c.ev_max_kw > 0:
+            ev_max[i] = c.ev_max_kw
+        asked = c.energy_asked_kwh if c.energy_asked_kwh is not None else cfg.default_session_energy_kwh
+        need[i] = max(0.0, asked - c.delivered_kwh)
+        if c.departure is not None:
+            time_left[i] = max((c.departure - utc).total_seconds() / 3600.0, 0.0)
+        else:
+            start = c.tx_start or utc
+            stay_h = (utc - start).total_seconds() / 3600.0
+            time_left[i] = max(cfg.default_dwell_h - stay_h, cfg.control_interval_s / 3600.0)
+        if c.offender and c.limit_kw is not None and np.isfinite(measured[i]):
+            overdraw += max(0.0, float(measured[i]) - c.limit_kw)
+    ev_max = np.minimum(ev_max, cap_kw)
+    meter = live.meter
+    source_none = cfg.meter.source == "none"
+    fresh = meter is not None and mono - meter.at <= cfg.meter_timeout_s
+    measured_sum = float(np.nansum(np.where(present, measured, 0.0)))
+    if source_none:
+        pv = 0.0
+        base = cfg.assumed_base_load_kw
+        site_import: float | None = base + measured_sum
+        stale = False
+    elif fresh:
+        assert meter is not None
+        pv = meter.pv_kw or 0.0
+        base = max(0.0, meter.import_kw + pv - measured_sum)
+        site_import = meter.import_kw
+        stale = False
+    else:
+        pv = 0.0
+        base = cfg.failsafe_base_load_kw
+        site_import = None
+        stale = True
+    base_eff = base + max(correction_kw, 0.0)
+    dt_h = cfg.control_interval_s / 3600.0
+    state = SiteState(
+        ev_present=present,
+        ev_max_charge_kw=np.where(present, ev_max, 0.0),
+        ev_max_discharge_kw=np.zeros(n),
+        energy_needed_kwh=need,
+        energy_room_kwh=need.copy(),
+        energy_dischargeable_kwh=np.zeros(n),
+        time_left_h=time_left,
+        base_load_kw=base_eff,
+        pv_kw=pv,
+        dt_h=dt_h,
+    )
+    h = cfg.forecast_horizon_steps
+    forecast = ForecastWindow(
+        base_load_kw=np.full(h, base_eff),
+        pv_kw=np.full(h, pv),
+        import_price_per_kwh=np.full(h, cfg.import_price_per_kwh),
+        export_price_per_kwh=np.full(h, cfg.export_price_per_kwh),
+    )
+    if site_import is not None:
+        live.peak_import_kw = max(live.peak_import_kw, site_import)
+    snap = Snapshot(
+        state=state,
+        timestamp=np.datetime64(utc.replace(tzinfo=None), "s"),
+        step_index=cycle,
+        import_price_per_kwh=cfg.import_price_per_kwh,
+        export_price_per_kwh=cfg.export_price_per_kwh,
+        forecast=forecast,
+        peak_import_kw=live.peak_import_kw,
+    )
+    return snap, SnapshotInfo(stale, site_import, base_eff, pv, overdraw)

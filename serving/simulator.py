@@ -1,0 +1,744 @@
+"""A simulated site: OCPP 1.6J / 2.0.1 stations (client side of the ``ocpp`` package) replaying a scenario.
+
+Each station connects to the central system with its password, boots, and for every session of the
+scenario on its connectors starts a transaction at arrival (accelerated time: ``speed`` simulated seconds
+per wall second), draws the power its profiles allow - the minimum of the station maximum profile, the
+transaction profile (or the TxDefault profile when there is none), the charger rating, the EV's own limit
+and what the EV still needs (OCPP 1.6 section 3.13) - reports MeterValues, and stops at departure.
+Messages a station would send while disconnected are dropped (and counted). The physical site (base
+load + chargers - PV from the scenario) is checked against the import limit and every node's limit at
+every tick.
+
+Misbehaviour for fault tests: ``ignore_profiles`` (draws its full rating), ``drop_off`` (disconnects
+for a while), ``garbage`` (sends malformed frames now and then).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import ssl
+import time
+import zlib
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from ocpp.routing import on
+from ocpp.v16 import ChargePoint as CP16
+from ocpp.v16 import call as call16
+from ocpp.v16 import call_result as result16
+from ocpp.v16.enums import Action as Action16
+from ocpp.v201 import ChargePoint as CP201
+from ocpp.v201 import call as call201
+from ocpp.v201 import call_result as result201
+from ocpp.v201.enums import Action as Action201
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.typing import Subprotocol
+
+from envs.core import SiteArrays
+from envs.scenario import Scenario
+
+LOG = logging.getLogger("evdlm.simulator")
+Version = Literal["1.6", "2.0.1"]
+GARBAGE_FRAMES = (
+    "this is not json",
+    "[2,",
+    '{"not": "a list"}',
+    '[2, "g1"]',
+    '[2, "g2", "NoSuchAction", {}]',
+    '[2, "g3", "Heartbeat", {"unexpected": 1}]',
+    '[2, "g4", "StatusNotification", {"connectorId": "one"}]',
+    "[7, 1, 2]",
+)
+
+
+@dataclass
+class SimOptions:
+    speed: float = 60.0
+    """simulated seconds per wall second"""
+    tick_s: float = 0.1
+    """wall seconds between physics updates"""
+    meter_interval_s: float = 10.0
+    """wall seconds between MeterValues of a charging connector"""
+    version: Version | Literal["mixed"] = "1.6"
+    ignore_profiles: frozenset[str] = frozenset()
+    drop_off: dict[str, tuple[float, float]] = field(default_factory=dict)
+    """station -> (wall s after start, wall s offline)"""
+    garbage: frozenset[str] = frozenset()
+    meter_push_url: str | None = None
+    operator_token: str | None = None
+    passwords: dict[str, str] = field(default_factory=dict)
+    duration_s: float | None = None
+    """stop after this many wall seconds (default: after the last departure)"""
+    ssl_context: ssl.SSLContext | None = None
+    response_timeout_s: float = 10.0
+    warmup_s: float = 1.0
+    """wall seconds for the stations to connect and boot before simulated time starts"""
+
+
+@dataclass
+class SimConnector:
+    charger: int
+    station: str
+    connector_id: int
+    sessions: list[dict[str, Any]]
+    session: dict[str, Any] | None = None
+    tx_id: str | None = None
+    starting: bool = False
+    delivered_kwh: float = 0.0
+    register_wh: float = 0.0
+    power_kw: float = 0.0
+    seq_no: int = 0
+
+
+@dataclass
+class SimReport:
+    """What the simulated site saw. Violations are ticks where the physical site exceeded a limit."""
+
+    energy_asked_kwh: dict[str, float]
+    energy_delivered_kwh: dict[str, float]
+    import_limit_kw: float
+    max_site_import_kw: float
+    violation_ticks: int
+    node_violation_ticks: int
+    max_excess_kw: float
+    longest_violation_s: float
+    ticks: int
+    calls_sent: int
+    calls_answered: int
+    calls_failed: int
+    """calls that timed out or got a CallError"""
+    calls_cancelled: int
+    """calls still in flight when the run ended"""
+    messages_dropped_offline: int
+    profiles_received: int
+    garbage_sent: int
+    connected_at_end: int
+    stations: int
+    last_violation_utc: str | None = None
+    """wall-clock time (ISO, UTC) of the last tick with the site or a node above its limit"""
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items()}
+
+
+def station_layout(
+    site: SiteArrays, mapping: dict[tuple[str, int], str] | None
+) -> dict[tuple[str, int], str]:
+    """``(station, connector) -> charger``: the given mapping, or ``<station>-<k>`` from the charger ids."""
+    if mapping:
+        return dict(mapping)
+    out: dict[tuple[str, int], str] = {}
+    for cid in site.charger_ids:
+        head, _, tail = cid.rpartition("-")
+        if head and tail.isdigit():
+            out[(head, int(tail))] = cid
+        else:
+            out[(cid, 1)] = cid
+    return out
+
+
+def _auth_header(station: str, password: str | None) -> dict[str, str]:
+    if password is None:
+        return {}
+    token = base64.b64encode(f"{station}:{password}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+def _now_iso() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+class _Profiles:
+    """Installed profiles of one station: purpose/connector -> limit in kW (converted at receipt)."""
+
+    def __init__(self) -> None:
+        self.max_kw: float | None = None
+        self.tx_default_kw: dict[int, float] = {}
+        self.tx_kw: dict[int, tuple[str | None, float]] = {}
+        self.received = 0
+
+
+class _SimCP16(CP16):
+    sim: SiteSimulator
+    station: str
+
+    @on(Action16.set_charging_profile)
+    def on_set_profile(self, connector_id: int, cs_charging_profiles: dict[str, Any], **_: Any) -> Any:
+        ok = self.sim.install_profile(self.station, connector_id, cs_charging_profiles, "1.6")
+        return result16.SetChargingProfile(status="Accepted" if ok else "Rejected")
+
+    @on(Action16.clear_charging_profile)
+    def on_clear(self, **_: Any) -> Any:
+        return result16.ClearChargingProfile(status="Accepted")
+
+
+class _SimCP201(CP201):
+    sim: SiteSimulator
+    station: str
+
+    @on(Action201.set_charging_profile)
+    def on_set_profile(self, evse_id: int, charging_profile: dict[str, Any], **_: Any) -> Any:
+        ok = self.sim.install_profile(self.station, evse_id, charging_profile, "2.0.1")
+        return result201.SetChargingProfile(status="Accepted" if ok else "Rejected")
+
+    @on(Action201.clear_charging_profile)
+    def on_clear(self, **_: Any) -> Any:
+        return result201.ClearChargingProfile(status="Accepted")
+
+
+class SiteSimulator:
+    """Runs every station of a scenario against a central system at ``csms_url`` (``ws://host:port``)."""
+
+    def __init__(
+        self,
+        scenario: Scenario,
+        csms_url: str,
+        options: SimOptions | None = None,
+        mapping: dict[tuple[str, int], str] | None = None,
+        sim_start: pd.Timestamp | None = None,
+    ) -> None:
+        self.scenario = scenario
+        self.site = SiteArrays.from_config(scenario.site)
+        self.url = csms_url.rstrip("/")
+        self.opt = options or SimOptions()
+        layout = station_layout(self.site, mapping)
+        index = {cid: i for i, cid in enumerate(self.site.charger_ids)}
+        sessions = scenario.sessions.sort_values("arrival")
+        by_charger: dict[str, list[dict[Any, Any]]] = {}
+        for row in sessions.to_dict("records"):
+            by_charger.setdefault(str(row["charger_id"]), []).append(row)
+        self.connectors: dict[tuple[str, int], SimConnector] = {}
+        self.stations: dict[str, list[SimConnector]] = {}
+        for (sid, k), cid in sorted(layout.items()):
+            c = SimConnector(index[cid], sid, k, by_charger.get(cid, []))
+            self.connectors[(sid, k)] = c
+            self.stations.setdefault(sid, []).append(c)
+        names = sorted(self.stations)
+        self.version: dict[str, Version] = {}
+        for j, sid in enumerate(names):
+            v = self.opt.version
+            self.version[sid] = ("1.6" if j % 2 == 0 else "2.0.1") if v == "mixed" else v
+        self.profiles = {sid: _Profiles() for sid in names}
+        self.cps: dict[str, _SimCP16 | _SimCP201] = {}
+        self.booted: set[str] = set()
+        self.queues: dict[str, asyncio.Queue[tuple[str, SimConnector]]] = {s: asyncio.Queue() for s in names}
+        self.sim_start = sim_start if sim_start is not None else scenario.start
+        first = sessions["arrival"].min() if len(sessions) else scenario.start
+        self.sim_start = max(self.sim_start, pd.Timestamp(first) - pd.Timedelta(seconds=1))
+        self.last_departure = sessions["departure"].max() if len(sessions) else scenario.start
+        ts = scenario.timeseries
+        self._ts_index = ts.index
+        self._base = ts["base_load_kw"].to_numpy(float)
+        self._pv = ts["pv_kw"].to_numpy(float)
+        self._wall0 = 0.0
+        self.asked: dict[str, float] = {
+            str(r["session_id"]): float(r["energy_kwh"]) for r in sessions.to_dict("records")
+        }
+        self.delivered: dict[str, float] = dict.fromkeys(self.asked, 0.0)
+        self.calls_sent = self.calls_answered = self.calls_failed = self.calls_cancelled = 0
+        self.dropped = 0
+        self.garbage_sent = 0
+        self.violation_ticks = self.node_violation_ticks = 0
+        self.max_import = -np.inf
+        self.max_excess = 0.0
+        self.longest_violation_s = 0.0
+        self._violation_since: float | None = None
+        self.last_violation_at = -np.inf
+        """monotonic time of the last tick with the site import above its limit"""
+        self.last_node_violation_at = -np.inf
+        """monotonic time of the last tick with a node above its kW limit"""
+        self.ticks = 0
+        self._running = True
+
+    # ------------------------------------------------------------------ time
+
+    def sim_now(self) -> pd.Timestamp:
+        return self.sim_start + pd.Timedelta(seconds=(time.monotonic() - self._wall0) * self.opt.speed)
+
+    def wall_of(self, t: pd.Timestamp) -> datetime:
+        ahead_s = (t - self.sim_now()).total_seconds() / self.opt.speed
+        return datetime.now(UTC) + timedelta(seconds=ahead_s)
+
+    def _series_at(self, t: pd.Timestamp) -> tuple[float, float]:
+        k = int(np.clip(self._ts_index.searchsorted(t, side="right") - 1, 0, len(self._base) - 1))
+        return float(self._base[k]), float(self._pv[k])
+
+    # ------------------------------------------------------------------ profiles
+
+    def _to_kw(self, station: str, connector_id: int, unit: str, limit: float) -> float:
+        conns = self.stations[station]
+        c = next((x for x in conns if x.connector_id == connector_id), conns[0])
+        return limit * float(self.site.kw_per_a[c.charger]) if unit == "A" else limit / 1000.0
+
+    def install_profile(self, station: str, connector_id: int, profile: dict[str, Any], version: str) -> bool:
+        prof = self.profiles[station]
+        prof.received += 1
+        purpose = profile["charging_profile_purpose"]
+        schedule = profile["charging_schedule"]
+        if version == "2.0.1":
+            schedule = schedule[0]
+        period = schedule["charging_schedule_period"][0]
+        kw = self._to_kw(station, connector_id, schedule["charging_rate_unit"], float(period["limit"]))
+        if purpose in ("ChargePointMaxProfile", "ChargingStationMaxProfile"):
+            if connector_id != 0:
+                return False
+            prof.max_kw = kw
+        elif purpose == "TxDefaultProfile":
+            targets = (
+                [c.connector_id for c in self.stations[station]] if connector_id == 0 else [connector_id]
+            )
+            for k in targets:
+                prof.tx_default_kw[k] = kw
+        elif purpose == "TxProfile":
+            c = self.connectors.get((station, connector_id))
+            tx = profile.get("transaction_id")
+            if c is None or c.tx_id is None or (tx is not None and str(tx) != c.tx_id):
+                return False
+            prof.tx_kw[connector_id] = (c.tx_id, kw)
+        else:
+            return False
+        return True
+
+    def allowed_kw(self, station: str) -> dict[int, float]:
+        """Per connector of ``station``: what its profiles allow now, kW (inf without a profile)."""
+        prof = self.profiles[station]
+        out: dict[int, float] = {}
+        for c in self.stations[station]:
+            lim = np.inf
+            tx = prof.tx_kw.get(c.connector_id)
+            if tx is not None and tx[0] == c.tx_id:
+                lim = tx[1]
+            elif c.connector_id in prof.tx_default_kw:
+                lim = prof.tx_default_kw[c.connector_id]
+            out[c.connector_id] = lim
+        return out
+
+    # ------------------------------------------------------------------ physics
+
+    def _tick(self, dt_h: float) -> None:
+        now = self.sim_now()
+        site = self.site
+        power = np.zeros(site.n)
+        for sid, conns in self.stations.items():
+            allowed = self.allowed_kw(sid)
+            ignore = sid in self.opt.ignore_profiles
+            draws: list[tuple[SimConnector, float]] = []
+            for c in conns:
+                if c.session is None and c.sessions and now >= c.sessions[0]["arrival"]:
+                    c.session = c.sessions.pop(0)
+                    c.delivered_kwh = 0.0
+                    self._emit(sid, "arrive", c)
+                s = c.session
+                if s is None:
+                    continue
+                if now >= s["departure"]:
+                    if c.tx_id is not None:
+                        self._emit(sid, "depart", c)
+                    c.session = None
+                    c.power_kw = 0.0
+                    continue
+                if c.tx_id is None:
+                    continue
+                ev_max = float(s["max_power_kw"]) if np.isfinite(s["max_power_kw"]) else np.inf
+                eff = float(site.efficiency[c.charger])
+                need = max(float(s["energy_kwh"]) - c.delivered_kwh, 0.0)
+                p = min(float(site.rated_kw[c.charger]), ev_max, need / (eff * dt_h) if dt_h > 0 else np.inf)
+                if not ignore:
+                    p = min(p, allowed[c.connector_id])
+                draws.append((c, max(p, 0.0)))
+            prof = self.profiles[sid]
+            total = sum(p for _, p in draws)
+            scale = 1.0
+            if not ignore and prof.max_kw is not None and total > prof.max_kw:
+                scale = prof.max_kw / total
+            for c, p in draws:
+                c.power_kw = p * scale
+                s = c.session
+                assert s is not None
+                eff = float(site.efficiency[c.charger])
+                c.delivered_kwh += c.power_kw * dt_h * eff
+                c.register_wh += c.power_kw * dt_h * 1000.0
+                self.delivered[str(s["session_id"])] = c.delivered_kwh
+                power[c.charger] = c.power_kw
+        base, pv = self._series_at(now)
+        imp = float(site.site_import_kw(power, base, pv))
+        self.max_import = max(self.max_import, imp)
+        excess = imp - site.import_limit_kw
+        node_excess = np.abs(site.node_power_kw(power)) - site.node_limit_kw
+        self.ticks += 1
+        wall = time.monotonic()
+        over = excess > 1e-3 or bool(np.any(node_excess > 1e-3))
+        if excess > 1e-3:
+            self.violation_ticks += 1
+            self.last_violation_at = wall
+        if np.any(node_excess > 1e-3):
+            self.node_violation_ticks += 1
+            self.last_node_violation_at = wall
+        self.max_excess = max(self.max_excess, excess, float(node_excess.max(initial=0.0)))
+        if over:
+            if self._violation_since is None:
+                self._violation_since = wall
+            self.longest_violation_s = max(self.longest_violation_s, wall - self._violation_since)
+        else:
+            self._violation_since = None
+        self.site_import_kw = imp
+        self.pv_kw = pv
+
+    def _emit(self, sid: str, kind: str, c: SimConnector) -> None:
+        if sid in self.cps:
+            self.queues[sid].put_nowait((kind, c))
+        elif kind == "depart":
+            # offline: the transaction ends locally; its stop message is dropped
+            self.dropped += 1
+            c.tx_id = None
+        else:
+            self.dropped += 1
+
+    # ------------------------------------------------------------------ messaging
+
+    async def _call(self, cp: _SimCP16 | _SimCP201, payload: Any) -> Any:
+        self.calls_sent += 1
+        try:
+            res = await cp.call(payload, suppress=False)
+        except asyncio.CancelledError:
+            self.calls_cancelled += 1  # in flight when the run ended
+            raise
+        except Exception as err:
+            self.calls_failed += 1
+            LOG.debug("%s: %s failed: %s", cp.id, type(payload).__name__, err)
+            return None
+        self.calls_answered += 1
+        return res
+
+    async def _handle_event(self, cp: _SimCP16 | _SimCP201, kind: str, c: SimConnector) -> None:
+        v = self.version[c.station]
+        if kind == "arrive":
+            s = c.session
+            if s is None:
+                return
+            tag = f"TAG-{s['session_id']}"[:20]
+            if v == "1.6":
+                await self._call(cp, call16.StatusNotification(c.connector_id, "NoError", "Preparing"))
+                res = await self._call(
+                    cp,
+                    call16.StartTransaction(
+                        connector_id=c.connector_id,
+                        id_tag=tag,
+                        meter_start=int(c.register_wh),
+                        timestamp=_now_iso(),
+                    ),
+                )
+                if res is not None and res.id_tag_info.get("status") == "Accepted" and c.session is s:
+                    c.tx_id = str(res.transaction_id)
+                await self._call(cp, call16.StatusNotification(c.connector_id, "NoError", "Charging"))
+            else:
+                tx = f"{c.station}-{c.connector_id}-{s['session_id']}"[:36]
+                c.seq_no += 1
+                res = await self._call(
+                    cp,
+                    call201.TransactionEvent(
+                        event_type="Started",
+                        timestamp=_now_iso(),
+                        trigger_reason="CablePluggedIn",
+                        seq_no=c.seq_no,
+                        transaction_info={"transaction_id": tx, "charging_state": "Charging"},
+                        evse={"id": c.connector_id, "connector_id": 1},
+                        id_token={"id_token": tag, "type": "Central"},
+                        meter_value=[self._meter_value201(c, include_power=False)],
+                    ),
+                )
+                if res is not None and c.session is s:
+                    c.tx_id = tx
+                    ev_max = float(s["max_power_kw"]) if np.isfinite(s["max_power_kw"]) else None
+                    ac: dict[str, Any] = {
+                        "energy_amount": int(float(s["energy_kwh"]) * 1000),
+                        "ev_min_current": 6,
+                        "ev_max_current": int(
+                            (ev_max or float(self.site.rated_kw[c.charger]))
+                            / float(self.site.kw_per_a[c.charger])
+                        ),
+                        "ev_max_voltage": 400,
+                    }
+                    await self._call(
+                        cp,
+                        call201.NotifyEVChargingNeeds(
+                            evse_id=c.connector_id,
+                            charging_needs={
+                                "requested_energy_transfer": "AC_three_phase",
+                                "departure_time": self.wall_of(s["departure"])
+                                .isoformat()
+                                .replace("+00:00", "Z"),
+                                "ac_charging_parameters": ac,
+                            },
+                        ),
+                    )
+        elif kind == "depart":
+            ending = c.tx_id
+            c.tx_id = None
+            c.power_kw = 0.0
+            if ending is None:
+                return
+            if v == "1.6":
+                await self._call(
+                    cp,
+                    call16.StopTransaction(
+                        meter_stop=int(c.register_wh),
+                        timestamp=_now_iso(),
+                        transaction_id=int(ending),
+                        reason="EVDisconnected",
+                    ),
+                )
+                await self._call(cp, call16.StatusNotification(c.connector_id, "NoError", "Available"))
+            else:
+                c.seq_no += 1
+                await self._call(
+                    cp,
+                    call201.TransactionEvent(
+                        event_type="Ended",
+                        timestamp=_now_iso(),
+                        trigger_reason="EVCommunicationLost",
+                        seq_no=c.seq_no,
+                        transaction_info={"transaction_id": ending, "stopped_reason": "EVDisconnected"},
+                        meter_value=[self._meter_value201(c, include_power=False)],
+                    ),
+                )
+        elif kind == "meter" and c.tx_id is not None:
+            if v == "1.6":
+                await self._call(
+                    cp,
+                    call16.MeterValues(
+                        connector_id=c.connector_id,
+                        transaction_id=int(c.tx_id),
+                        meter_value=[
+                            {
+                                "timestamp": _now_iso(),
+                                "sampled_value": [
+                                    {
+                                        "value": f"{c.power_kw * 1000:.1f}",
+                                        "measurand": "Power.Active.Import",
+                                        "unit": "W",
+                                    },
+                                    {
+                                        "value": f"{c.register_wh:.1f}",
+                                        "measurand": "Energy.Active.Import.Register",
+                                        "unit": "Wh",
+                                    },
+                                ],
+                            }
+                        ],
+                    ),
+                )
+            else:
+                c.seq_no += 1
+                await self._call(
+                    cp,
+                    call201.TransactionEvent(
+                        event_type="Updated",
+                        timestamp=_now_iso(),
+                        trigger_reason="MeterValuePeriodic",
+                        seq_no=c.seq_no,
+                        transaction_info={"transaction_id": c.tx_id},
+                        meter_value=[self._meter_value201(c)],
+                    ),
+                )
+
+    def _meter_value201(self, c: SimConnector, include_power: bool = True) -> dict[str, Any]:
+        values: list[dict[str, Any]] = [
+            {
+                "value": round(c.register_wh, 1),
+                "measurand": "Energy.Active.Import.Register",
+                "unit_of_measure": {"unit": "Wh"},
+            }
+        ]
+        if include_power:
+            values.insert(
+                0,
+                {
+                    "value": round(c.power_kw * 1000, 1),
+                    "measurand": "Power.Active.Import",
+                    "unit_of_measure": {"unit": "W"},
+                },
+            )
+        return {"timestamp": _now_iso(), "sampled_value": values}
+
+    async def _boot(self, cp: _SimCP16 | _SimCP201, sid: str) -> None:
+        if self.version[sid] == "1.6":
+            await self._call(
+                cp, call16.BootNotification(charge_point_model="SimCP", charge_point_vendor="evdlm")
+            )
+            for c in self.stations[sid]:
+                status = "Charging" if c.tx_id else "Available"
+                await self._call(cp, call16.StatusNotification(c.connector_id, "NoError", status))
+        else:
+            await self._call(
+                cp,
+                call201.BootNotification(
+                    charging_station={"model": "SimCS", "vendor_name": "evdlm"}, reason="PowerUp"
+                ),
+            )
+            for c in self.stations[sid]:
+                status = "Occupied" if c.tx_id else "Available"
+                await self._call(
+                    cp,
+                    call201.StatusNotification(
+                        timestamp=_now_iso(), connector_status=status, evse_id=c.connector_id, connector_id=1
+                    ),
+                )
+
+    async def _station(self, sid: str) -> None:
+        v = self.version[sid]
+        sub = "ocpp1.6" if v == "1.6" else "ocpp2.0.1"
+        headers = _auth_header(sid, self.opt.passwords.get(sid))
+        drop = self.opt.drop_off.get(sid)
+        next_meter = time.monotonic() + self.opt.meter_interval_s * (zlib.crc32(sid.encode()) % 97) / 97.0
+        next_garbage = time.monotonic() + 0.5
+        while self._running:
+            try:
+                ws: ClientConnection = await connect(
+                    f"{self.url}/{sid}",
+                    subprotocols=[Subprotocol(sub)],
+                    additional_headers=headers,
+                    ssl=self.opt.ssl_context,
+                    open_timeout=10,
+                    ping_interval=None,
+                    compression=None,
+                )
+            except Exception as err:
+                LOG.debug("%s: connect failed: %s", sid, err)
+                await asyncio.sleep(0.5)
+                continue
+            cp: _SimCP16 | _SimCP201 = (_SimCP16 if v == "1.6" else _SimCP201)(
+                sid, ws, response_timeout=self.opt.response_timeout_s
+            )
+            cp.sim, cp.station = self, sid
+            reader = asyncio.create_task(cp.start())
+            self.cps[sid] = cp
+            try:
+                await self._boot(cp, sid)
+                self.booted.add(sid)
+                while self._running and not reader.done():
+                    now = time.monotonic()
+                    if drop is not None and now - self._wall0 >= drop[0]:
+                        LOG.info("%s drops off for %.1f s", sid, drop[1])
+                        drop = None
+                        self.cps.pop(sid, None)
+                        await ws.close()
+                        await asyncio.sleep(self.opt.drop_off[sid][1])
+                        break
+                    if now >= next_meter:
+                        next_meter = now + self.opt.meter_interval_s
+                        for c in self.stations[sid]:
+                            if c.tx_id is not None:
+                                self.queues[sid].put_nowait(("meter", c))
+                    if sid in self.opt.garbage and now >= next_garbage:
+                        next_garbage = now + 1.0
+                        await ws.send(GARBAGE_FRAMES[self.garbage_sent % len(GARBAGE_FRAMES)])
+                        self.garbage_sent += 1
+                    try:
+                        kind, c = await asyncio.wait_for(self.queues[sid].get(), timeout=0.1)
+                    except TimeoutError:
+                        continue
+                    await self._handle_event(cp, kind, c)
+            except Exception as err:
+                LOG.debug("%s: connection lost: %s", sid, err)
+            finally:
+                if self.cps.get(sid) is cp:
+                    self.cps.pop(sid, None)
+                reader.cancel()
+                with contextlib.suppress(BaseException):
+                    await reader
+                with contextlib.suppress(Exception):
+                    await ws.close()
+            # drain what piled up while we were away: those messages are lost
+            while not self.queues[sid].empty():
+                self.queues[sid].get_nowait()
+                self.dropped += 1
+            if self._running:
+                await asyncio.sleep(0.2)
+
+    async def _meter_push(self) -> None:
+        import aiohttp
+
+        assert self.opt.meter_push_url is not None
+        headers = {}
+        if self.opt.operator_token:
+            headers["Authorization"] = f"Bearer {self.opt.operator_token}"
+        async with aiohttp.ClientSession(headers=headers) as http:
+            while self._running:
+                body = {
+                    "import_kw": round(getattr(self, "site_import_kw", 0.0), 4),
+                    "pv_kw": getattr(self, "pv_kw", 0.0),
+                }
+                with contextlib.suppress(Exception):
+                    async with http.post(self.opt.meter_push_url, data=json.dumps(body)) as resp:
+                        await resp.read()
+                await asyncio.sleep(min(1.0, self.opt.meter_interval_s))
+
+    async def run(self) -> SimReport:
+        """Run until the last departure (or ``duration_s``) and report."""
+        self._wall0 = time.monotonic() + 1e9  # the clock starts after the warm-up
+        tasks = [asyncio.create_task(self._station(sid)) for sid in self.stations]
+        if self.opt.meter_push_url:
+            tasks.append(asyncio.create_task(self._meter_push()))
+        deadline = time.monotonic() + max(self.opt.warmup_s, 0.0) + 30.0
+        while time.monotonic() < deadline and (
+            len(self.booted) < len(self.stations) or any(p.received == 0 for p in self.profiles.values())
+        ):
+            await asyncio.sleep(0.05)  # every station connected, booted and given its failsafe
+        await asyncio.sleep(self.opt.warmup_s)
+        self._wall0 = time.monotonic()
+        self._tick(0.0)
+        end_wall = (
+            self.opt.duration_s
+            if self.opt.duration_s is not None
+            else (self.last_departure - self.sim_start).total_seconds() / self.opt.speed + 1.0
+        )
+        last = time.monotonic()
+        try:
+            while time.monotonic() - self._wall0 < end_wall:
+                await asyncio.sleep(self.opt.tick_s)
+                now = time.monotonic()
+                self._tick((now - last) * self.opt.speed / 3600.0)
+                last = now
+        finally:
+            connected = len(self.cps)
+            self._running = False
+            for t in tasks:
+                t.cancel()
+            for t in tasks:
+                with contextlib.suppress(BaseException):
+                    await t
+        return SimReport(
+            energy_asked_kwh=self.asked,
+            energy_delivered_kwh={k: round(v, 4) for k, v in self.delivered.items()},
+            import_limit_kw=self.site.import_limit_kw,
+            max_site_import_kw=float(self.max_import),
+            violation_ticks=self.violation_ticks,
+            node_violation_ticks=self.node_violation_ticks,
+            max_excess_kw=float(self.max_excess),
+            longest_violation_s=self.longest_violation_s,
+            ticks=self.ticks,
+            calls_sent=self.calls_sent,
+            calls_answered=self.calls_answered,
+            calls_failed=self.calls_failed,
+            calls_cancelled=self.calls_cancelled,
+            messages_dropped_offline=self.dropped,
+            profiles_received=sum(p.received for p in self.profiles.values()),
+            garbage_sent=self.garbage_sent,
+            connected_at_end=connected,
+            stations=len(self.stations),
+            last_violation_utc=self._utc_of(max(self.last_violation_at, self.last_node_violation_at)),
+        )
+
+    @staticmethod
+    def _utc_of(mono: float) -> str | None:
+        if not np.isfinite(mono):
+            return None
+        return (datetime.now(UTC) - timedelta(seconds=time.monotonic() - mono)).isoformat()
