@@ -302,34 +302,50 @@ class ActionMapper:
         """(B,) battery request from its action entry (zeros without a battery)."""
         if not self.has_battery:
             return np.zeros(a.shape[0])
-        ab = np.clip(a[:, self.n], -1.0, 1.0)
+        ab = np.minimum(np.maximum(a[:, self.n], -1.0), 1.0)  # np.clip(.., -1, 1)
         low = self.site.battery_max_discharge_kw if self.allow_discharge else 0.0
         return np.where(ab >= 0, ab * self.site.battery_max_charge_kw, ab * low)
 
     def request(
         self, state: SiteState, lo_kw: FloatArray, hi_kw: FloatArray, a: FloatArray
     ) -> tuple[FloatArray, FloatArray]:
-        ac = np.clip(a[:, : self.n], -1.0, 1.0)
+        ac = np.maximum(a[:, : self.n], -1.0)
+        np.minimum(ac, 1.0, out=ac)  # np.clip(.., -1, 1)
         return np.where(ac >= 0, ac * hi_kw, -ac * lo_kw), self.battery_kw(a)
 
     def project(
-        self, state: SiteState, lo_kw: FloatArray, hi_kw: FloatArray, a: FloatArray
+        self,
+        state: SiteState,
+        lo_kw: FloatArray,
+        hi_kw: FloatArray,
+        a: FloatArray,
+        *,
+        box: projection.ChargerBox | None = None,
     ) -> ProjectionResult:
+        """``box``: :func:`envs.projection.charger_box` of ``state`` when the caller has it (it is then not
+        computed again inside the projection)."""
         if self.mode == "priority":
             res = projection.priority_fill(
-                self.site, state, a[:, : self.n], self.allow_discharge, plan=self.plan
+                self.site, state, a[:, : self.n], self.allow_discharge, plan=self.plan, box=box
             )
             if self.has_battery:
-                res = projection.project(self.site, state, res.charger_kw, self.battery_kw(a), plan=self.plan)
+                res = projection.project(
+                    self.site, state, res.charger_kw, self.battery_kw(a), plan=self.plan, box=box
+                )
             return res
         charger_kw, battery_kw = self.request(state, lo_kw, hi_kw, a)
-        return self.project_kw(state, charger_kw, battery_kw)
+        return self.project_kw(state, charger_kw, battery_kw, box=box)
 
     def project_kw(
-        self, state: SiteState, charger_kw: FloatArray, battery_kw: FloatArray
+        self,
+        state: SiteState,
+        charger_kw: FloatArray,
+        battery_kw: FloatArray,
+        *,
+        box: projection.ChargerBox | None = None,
     ) -> ProjectionResult:
         """Project a kW request ``(B, n)``, ``(B,)`` (the path of every action and of ``step_kw``)."""
-        return projection.project(self.site, state, charger_kw, battery_kw, plan=self.plan)
+        return projection.project(self.site, state, charger_kw, battery_kw, plan=self.plan, box=box)
 
 
 def unbatched_state(state: SiteState, b: int = 0) -> SiteState:
@@ -444,6 +460,7 @@ class ChargingSiteEnv(gym.Env[np.ndarray, np.ndarray]):
         self._state: SiteState | None = None
         self._lo = np.zeros((1, self.site.n))
         self._hi = np.zeros((1, self.site.n))
+        self._box: projection.ChargerBox | None = None
         self._import_limit = float(self.site.import_limit_kw)
 
     # ------------------------------------------------------------------ gymnasium API
@@ -471,7 +488,7 @@ class ChargingSiteEnv(gym.Env[np.ndarray, np.ndarray]):
         a = np.asarray(action, dtype=float).reshape(1, -1)
         if a.shape[1] != self._action_size:
             raise ValueError(f"action must have {self._action_size} entries, got {a.shape[1]}")
-        return self._advance(self._mapper.project(state, self._lo, self._hi, a))
+        return self._advance(self._mapper.project(state, self._lo, self._hi, a, box=self._box))
 
     def step_kw(
         self, charger_kw: FloatArray | Sequence[float], battery_kw: float = 0.0
@@ -488,7 +505,7 @@ class ChargingSiteEnv(gym.Env[np.ndarray, np.ndarray]):
         b = float(battery_kw) if self.site.has_battery else 0.0
         if not self.config.allow_discharge:
             b = max(b, 0.0)
-        return self._advance(self._mapper.project_kw(state, req, np.array([b])))
+        return self._advance(self._mapper.project_kw(state, req, np.array([b]), box=self._box))
 
     def snapshot(self) -> Snapshot:
         """The current step as a :class:`~envs.core.Snapshot` (what rule-based and MPC policies act on)."""
@@ -530,7 +547,9 @@ class ChargingSiteEnv(gym.Env[np.ndarray, np.ndarray]):
     def _observe(self) -> None:
         state = self._sim.state()
         self._state = state
-        self._lo, self._hi = projection.charger_bounds(self.site, state)
+        box = projection.charger_box(self.site, state)  # once per step: the action mapping and the projection
+        self._box = box
+        self._lo, self._hi = box.lo_kw, box.hi_kw
         self.layout.write(self._obs, self._sim, state, self._hi)
 
     def _advance(self, result: ProjectionResult) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:

@@ -209,7 +209,8 @@ class ObservationLayout:
         np.add(soc, sim.soc_base, out=view[:, 4], casting="same_kind")
         np.multiply(hi_kw, self._inv_rated, out=view[:, 5], casting="same_kind")
         view[:, 6] = sim.v2g
-        np.clip(view, self._charger_low32, self._charger_high32, out=view)
+        np.maximum(view, self._charger_low32, out=view)  # np.clip(view, low, high), minus its overhead
+        np.minimum(view, self._charger_high32, out=view)
         pos = self.charger_size
         out[:, pos] = np.minimum(sim.peak_so_far_kw() / self.power_scale_kw, RATIO_BOUND)
         if self.has_battery:

@@ -408,8 +408,10 @@ class BatchSim:
         self._dt_over_eff = self.dt_h / site.efficiency
         self.present = np.zeros((B, n), dtype=bool)
         self.session = np.full((B, n), -1, dtype=np.int64)
-        for name in _SLOT_FLOATS:
-            setattr(self, name, np.zeros((B, n)))
+        # the per-slot floats are views of one stacked array, so that a departure clears them in one write
+        self._slot_floats = np.zeros((len(_SLOT_FLOATS), B, n))
+        for k, name in enumerate(_SLOT_FLOATS):
+            setattr(self, name, self._slot_floats[k])
         # per-row site state (B,)
         self.t = np.zeros(B, dtype=np.int64)
         self.n_steps = np.ones(B, dtype=np.int64)
@@ -456,6 +458,7 @@ class BatchSim:
             self._slot = _grown(self._slot, t_cap, 1, -1)
             self._static_obs = _grown(self._static_obs, t_cap, 1, 0.0)
             self._t_cap = t_cap
+            self._row_base = self._rows * t_cap
         if s_cap > self._s_cap:
             self._s_request = _grown(self._s_request, s_cap, 1, 0.0)
             self._s_room = _grown(self._s_room, s_cap, 1, 0.0)
@@ -513,8 +516,7 @@ class BatchSim:
     def _clear(self, rows: IntArray, cols: IntArray) -> None:
         self.present[rows, cols] = False
         self.session[rows, cols] = -1
-        for name in _SLOT_FLOATS:
-            getattr(self, name)[rows, cols] = 0.0
+        self._slot_floats[:, rows, cols] = 0.0  # every name of _SLOT_FLOATS
 
     def _arrive(self, rows: IntArray, cols: IntArray, sess: IntArray) -> None:
         site = self.site
@@ -555,25 +557,32 @@ class BatchSim:
         """(B, n) EV state of charge where the battery is known, -1 where unknown, 0 where no EV."""
         return self.soc_base + self.net_kwh * self.inv_battery
 
+    def _at(self, t: IntArray) -> IntArray:
+        """Flat indices of step ``t[b]`` of each row in the stacked ``(B, T_cap, ...)`` arrays (a ``take``
+        with them is the gather ``a[rows, t]`` at a fraction of its cost)."""
+        return self._row_base + t
+
     def base_load_kw(self) -> FloatArray:
-        return self._base[self._rows, self.t]
+        return self._base.take(self._at(self.t))
 
     def pv_kw(self) -> FloatArray:
-        return self._pv[self._rows, self.t]
+        return self._pv.take(self._at(self.t))
 
     def import_price_per_kwh(self) -> FloatArray:
-        return self._price_in[self._rows, self.t]
+        return self._price_in.take(self._at(self.t))
 
     def export_price_per_kwh(self) -> FloatArray:
-        return self._price_out[self._rows, self.t]
+        return self._price_out.take(self._at(self.t))
 
     def peak_so_far_kw(self) -> FloatArray:
         """(B,) billing-period peak import before the current step (0 when the step opens a new period)."""
-        return np.where(self._new_period[self._rows, self.t], 0.0, self.peak_kw)
+        return np.where(self._new_period.take(self._at(self.t)), 0.0, self.peak_kw)
 
     def static_obs(self) -> NDArray[np.float32]:
         """(B, static_obs_size) the precomputed observation block of the current step."""
-        return self._static_obs[self._rows, self.t]
+        block = self._static_obs
+        flat = block.reshape(self.batch * self._t_cap, block.shape[2])
+        return flat.take(self._at(self.t), axis=0)
 
     def state(self) -> SiteState:
         """The batched :class:`SiteState` of the current step (arrays ``(B, n)``, site values ``(B,)``).
@@ -586,6 +595,7 @@ class BatchSim:
         np.maximum(dis, 0.0, out=dis)
         dis *= self.v2g
         t = self.t
+        at = self._at(t)
         return SiteState(
             ev_present=self.present.copy(),
             ev_max_charge_kw=self.ev_max_charge_kw.copy(),
@@ -594,8 +604,8 @@ class BatchSim:
             energy_room_kwh=np.maximum(self.room0_kwh - net, 0.0),
             energy_dischargeable_kwh=dis,
             time_left_h=self.time_left_h(),
-            base_load_kw=self._base[self._rows, t],
-            pv_kw=self._pv[self._rows, t],
+            base_load_kw=self._base.take(at),
+            pv_kw=self._pv.take(at),
             battery_soc_kwh=self.battery_soc_kwh.copy(),
             dt_h=self.dt_h,
             priority=self.priority.copy(),
@@ -616,7 +626,6 @@ class BatchSim:
         site_import = result.site_import_kw
         if p.shape != (B, self.site.n) or np.shape(pb) != (B,) or np.shape(site_import) != (B,):
             raise ValueError("apply() needs a batched projection result: (B, n) and (B,) arrays")
-        rows = self._rows
 
         # EV energy books
         charge = np.maximum(p, 0.0)
@@ -640,8 +649,10 @@ class BatchSim:
         self.battery_kw_last = np.array(pb, dtype=float)
 
         # departures at the end of this step, then arrivals for the next one
-        occ_now = self._slot[rows, t]
-        occ_next = self._slot[rows, t + 1]
+        at = self._at(t)
+        slots = self._slot.reshape(B * self._t_cap, self.site.n)
+        occ_now = slots.take(at, axis=0)
+        occ_next = slots.take(at + 1, axis=0)
         changed = occ_now != occ_next
         missing = np.zeros(B)
         departures = np.zeros(B, dtype=np.int64)
@@ -661,12 +672,12 @@ class BatchSim:
                 self._arrive(r, c, occ_next[r, c].astype(np.int64))
 
         # billing-period peak and the step's cost
-        peak_before = np.where(self._new_period[rows, t], 0.0, self.peak_kw)
+        peak_before = np.where(self._new_period.take(at), 0.0, self.peak_kw)
         cost = step_cost(
             self.tariff,
             site_import,
-            self._price_in[rows, t],
-            self._price_out[rows, t],
+            self._price_in.take(at),
+            self._price_out.take(at),
             peak_before,
             self.dt_h,
             ev_discharged_kwh=ev_out,

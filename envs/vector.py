@@ -90,6 +90,7 @@ class ChargingSiteVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
         self._ready = False
         self._lo = np.zeros((num_envs, self.site.n))
         self._hi = np.zeros((num_envs, self.site.n))
+        self._box: projection.ChargerBox | None = None
 
     @property
     def sim(self) -> BatchSim:
@@ -134,7 +135,7 @@ class ChargingSiteVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
         size = self.site.n + int(self.site.has_battery)
         if a.shape[1] != size:
             raise ValueError(f"actions must be ({self.num_envs}, {size})")
-        result = self._mapper.project(self._state, self._lo, self._hi, a)
+        result = self._mapper.project(self._state, self._lo, self._hi, a, box=self._box)
         out = self._sim.apply(result)
         self._episode_return += out.reward
         self._episode_len += 1
@@ -183,7 +184,9 @@ class ChargingSiteVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
     def _observe(self) -> None:
         state = self._sim.state()
         self._state = state
-        self._lo, self._hi = projection.charger_bounds(self.site, state)
+        box = projection.charger_box(self.site, state)  # once per step: the action mapping and the projection
+        self._box = box
+        self._lo, self._hi = box.lo_kw, box.hi_kw
         self.layout.write(self._obs, self._sim, state, self._hi)
 
     def _infos(self, out: StepOutcome) -> dict[str, Any]:
