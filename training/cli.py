@@ -125,11 +125,15 @@ def register(app: typer.Typer) -> None:
     def run(
         chargers: int = typer.Option(10, help="chargers of the generated depot"),
         days: int = typer.Option(2, help="days of the generated depot scenario"),
-        seed: int = typer.Option(0, help="generator seed"),
+        seed: int = typer.Option(0, help="generator seed (training uses seeds >= 10000, never this one)"),
+        train_minutes: float = typer.Option(
+            2.0, "--train-minutes", help="minutes of PPO training before the comparison (0: skip training)"
+        ),
         tracking_uri: str | None = typer.Option(None, "--tracking-uri", help="MLflow tracking URI"),
         out: Path | None = typer.Option(None, "--out", help="also write the rows as JSON here"),
     ) -> None:
-        """Generate a small depot scenario and compare every non-learned policy on it."""
+        """The whole story on embedded defaults: generate a depot, train a short PPO policy, then compare
+        it with every baseline, the rule-based DLM, MPC and the perfect-foresight optimum."""
         from agents.registry import NON_LEARNED
         from envs.generate import generate_scenario
         from training.evaluate import evaluate as run_evaluation
@@ -138,8 +142,16 @@ def register(app: typer.Typer) -> None:
         typer.echo(
             f"scenario {scenario.name}: {chargers} chargers, {days} days, {len(scenario.sessions)} sessions"
         )
-        report = run_evaluation(list(NON_LEARNED), [scenario], progress=True)
-        _finish(report, out, tracking_uri, False, {"policies": ",".join(NON_LEARNED), "generator": "depot"})
+        policies: list[str] = list(NON_LEARNED)
+        if train_minutes > 0:
+            from training.train import describe_result, quick_demo
+
+            typer.echo(f"training a PPO policy for {train_minutes:g} min on generated depot weeks ...")
+            result = quick_demo(minutes=train_minutes, chargers=chargers, tracking_uri=tracking_uri)
+            typer.echo(describe_result(result))
+            policies.append(result.model_uri)
+        report = run_evaluation(policies, [scenario], progress=True)
+        _finish(report, out, tracking_uri, False, {"policies": ",".join(policies), "generator": "depot"})
 
     # ---- learned policies (training/train.py, training/tune.py)
     @app.command()
