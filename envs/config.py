@@ -269,20 +269,24 @@ def site_from_dict(data: object, source: str = "<dict>") -> SiteConfig:
         raise ConfigError(format_validation_error(err, source, data)) from None
 
 
-def load_site(path: str | Path) -> SiteConfig:
-    """Load a site YAML file into a validated, frozen :class:`SiteConfig`."""
+def read_yaml(path: str | Path) -> object:
+    """Parse a YAML file; unreadable or bad YAML is a :class:`ConfigError` naming the file and line."""
     p = Path(path)
     try:
         text = p.read_text()
     except OSError as err:
         raise ConfigError(f"{p}: cannot read: {err.strerror}") from None
     try:
-        data = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as err:
         where = getattr(err, "problem_mark", None)
         line = f" at line {where.line + 1}" if where is not None else ""
         raise ConfigError(f"{p}: not valid YAML{line}: {getattr(err, 'problem', None) or err}") from None
-    return site_from_dict(data, str(p))
+
+
+def load_site(path: str | Path) -> SiteConfig:
+    """Load a site YAML file into a validated, frozen :class:`SiteConfig`."""
+    return site_from_dict(read_yaml(path), str(path))
 
 
 def dump_site(site: SiteConfig, path: str | Path) -> None:

@@ -37,9 +37,8 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-import yaml
 
-from envs.config import ConfigError, SiteConfig, load_site
+from envs.config import ConfigError, SiteConfig, load_site, read_yaml
 from envs.scenario import (
     MAX_EV_POWER_KW,
     MAX_SESSION_ENERGY_KWH,
@@ -258,12 +257,7 @@ def read_charger_map(path: str | Path, site: SiteConfig) -> dict[str, str]:
     """A mapping file: CSV with columns ``source,charger`` or YAML ``{source: charger}``."""
     p = Path(path)
     if p.suffix.lower() in (".yaml", ".yml"):
-        try:
-            data = yaml.safe_load(p.read_text())
-        except OSError as err:
-            raise ConfigError(f"{p}: cannot read: {err.strerror}") from None
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{p}: not valid YAML: {err}") from None
+        data = read_yaml(p)
         if not isinstance(data, dict):
             raise ConfigError(f"{p}: expected a mapping 'source charger: site charger'")
         pairs = [(str(k), str(v), f"key {k!r}") for k, v in data.items()]

@@ -17,10 +17,9 @@ import re
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from envs.config import ConfigError, SiteConfig, format_validation_error
+from envs.config import ConfigError, SiteConfig, format_validation_error, read_yaml
 
 PASSWORD_ENV_PREFIX = "EVDLM_OCPP_PASSWORD_"
 OPERATOR_TOKEN_ENV = "EVDLM_OPERATOR_TOKEN"
@@ -127,12 +126,7 @@ class ServingConfig(_Frozen):
 def load_serving_config(path: str | Path) -> ServingConfig:
     """Load a serving YAML; ``site``, ``secrets_file`` and TLS paths are resolved against its folder."""
     p = Path(path)
-    try:
-        data = yaml.safe_load(p.read_text())
-    except OSError as err:
-        raise ConfigError(f"{p}: cannot read: {err.strerror}") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{p}: not valid YAML: {err}") from None
+    data = read_yaml(p)
     if not isinstance(data, dict):
         raise ConfigError(f"{p}: expected a mapping at the top level")
     for key in ("password", "passwords"):
@@ -212,12 +206,7 @@ def load_passwords(cfg: ServingConfig, environ: dict[str, str] | None = None) ->
     env = dict(os.environ) if environ is None else environ
     out: dict[str, str] = {}
     if cfg.secrets_file is not None:
-        try:
-            data = yaml.safe_load(Path(cfg.secrets_file).read_text())
-        except OSError as err:
-            raise ConfigError(f"{cfg.secrets_file}: cannot read: {err.strerror}") from None
-        except yaml.YAMLError as err:
-            raise ConfigError(f"{cfg.secrets_file}: not valid YAML: {err}") from None
+        data = read_yaml(cfg.secrets_file)
         if not isinstance(data, dict):
             raise ConfigError(f"{cfg.secrets_file}: expected 'station_id: password' lines")
         stations = data.get("stations", data)
@@ -243,7 +232,7 @@ def load_operator_token(cfg: ServingConfig, environ: dict[str, str] | None = Non
     if env.get(OPERATOR_TOKEN_ENV):
         return env[OPERATOR_TOKEN_ENV]
     if cfg.secrets_file is not None and Path(cfg.secrets_file).exists():
-        data = yaml.safe_load(Path(cfg.secrets_file).read_text())
+        data = read_yaml(cfg.secrets_file)
         if isinstance(data, dict) and data.get("operator_token"):
             return str(data["operator_token"])
     return None
