@@ -82,6 +82,10 @@ def register(app: typer.Typer) -> None:
             int | None, typer.Option(help="serve the operator dashboard on this port (same auth)")
         ] = None,
         database_url: Annotated[str | None, typer.Option(help="override the database URL")] = None,
+        forecaster: Annotated[
+            Path | None,
+            typer.Option(help="fitted forecaster from 'evdlm forecast fit' (overrides forecast.model)"),
+        ] = None,
         log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING")] = "INFO",
     ) -> None:
         """Run the live DLM: OCPP 1.6J/2.0.1 central system, control loop, operator API."""
@@ -89,7 +93,9 @@ def register(app: typer.Typer) -> None:
         import logging
         import signal
 
-        from envs.config import ConfigError, load_site
+        from pydantic import ValidationError
+
+        from envs.config import ConfigError, format_validation_error, load_site
         from serving.config import load_operator_token, load_passwords, load_serving_config
         from serving.service import Service, load_policy
 
@@ -115,11 +121,20 @@ def register(app: typer.Typer) -> None:
                 update["dashboard_port"] = dashboard_port
             if database_url is not None:
                 update["database_url"] = database_url
+            if forecaster is not None:
+                from serving.config import ForecastConfig
+
+                base = cfg.forecast if cfg.forecast is not None else ForecastConfig()
+                update["forecast"] = base.model_copy(update={"model": forecaster})
             cfg = cfg.model_copy(update=update)
+            # revalidate: the window length depends on the forecast and the control interval
+            cfg = type(cfg).model_validate(cfg.model_dump(by_alias=True))
             passwords = load_passwords(cfg)
             token = load_operator_token(cfg)
         except (ConfigError, OSError) as err:
             raise _fail(str(err)) from None
+        except ValidationError as err:
+            raise _fail(format_validation_error(err, str(config or site))) from None
         if not cfg.require_auth:
             logging.getLogger("evdlm.serving").warning(
                 "OCPP authentication is OFF (no secrets): any configured station id can connect"
@@ -127,14 +142,27 @@ def register(app: typer.Typer) -> None:
         pol, why = load_policy(policy)
 
         async def main() -> None:
-            svc = Service(cfg, site_cfg, pol, passwords, policy_error=why, operator_token=token,
-                          failsafe_mode=failsafe.value)  # fmt: skip
+            try:
+                svc = Service(cfg, site_cfg, pol, passwords, policy_error=why, operator_token=token,
+                              failsafe_mode=failsafe.value)  # fmt: skip
+            except (ConfigError, OSError) as err:
+                raise _fail(str(err)) from None
             await svc.start()
             typer.echo(
                 f"evdlm serving {site_cfg.name}: OCPP ws{'s' if cfg.tls else ''}://{cfg.ocpp_host}:{svc.ocpp_port}/"
                 f"<station>, API http://{cfg.http_host}:{svc.http_port}/api/state, policy "
                 f"{pol.name if pol else 'fallback only (' + str(why) + ')'}"
             )
+            if svc.forecast is not None:
+                fc = svc.forecast
+                model = "model" if fc.model is not None else f"persistence ({fc.fallback_reason})"
+                sources = [("csv", fc.prices.has_csv), ("time-of-use", fc.prices.has_time_of_use)]
+                prices = " > ".join([name for name, on in sources if on] + ["flat"])
+                step_min = fc.step.total_seconds() / 60
+                typer.echo(
+                    f"forecast: {model}, {fc.horizon_steps} x {step_min:g} min ahead, refreshed every "
+                    f"{fc.settings.refresh_every_s:g} s; prices: {prices}"
+                )
             if cfg.dashboard_port is not None:
                 typer.echo(f"dashboard http://{cfg.http_host}:{svc.dashboard_port}/dashboard/")
             stop = asyncio.Event()

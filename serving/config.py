@@ -12,16 +12,20 @@ charger id of the site. Without a table, charger ``<station>-<k>`` is connector 
 
 from __future__ import annotations
 
+import math
 import os
 import re
+from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from envs.config import ConfigError, SiteConfig, format_validation_error, read_yaml
 
 PASSWORD_ENV_PREFIX = "EVDLM_OCPP_PASSWORD_"
+MAX_WINDOW_STEPS = 100_000
+"""most control intervals a snapshot's forecast window may hold (horizon / control interval)"""
 OPERATOR_TOKEN_ENV = "EVDLM_OPERATOR_TOKEN"
 
 
@@ -63,6 +67,107 @@ class MeterConfig(_Frozen):
         return self
 
 
+def _parse_duration(value: object) -> object:
+    """``"15min"``, ``"1h"``, ``"PT15M"`` or seconds -> :class:`timedelta` (pydantic validates the rest)."""
+    if isinstance(value, str):
+        import pandas as pd
+
+        try:
+            return pd.Timedelta(value).to_pytimedelta()
+        except ValueError:
+            return value  # pydantic reports it
+    return value
+
+
+class ForecastConfig(_Frozen):
+    """The base-load and PV forecast in the live snapshot (``forecast:`` in the serving YAML).
+
+    ``model`` is a fitted forecaster saved by ``evdlm forecast fit`` (joblib); without one (or while it
+    cannot forecast yet) the window is a persistence of the current measurement. The service keeps a
+    rolling history of the measured base load and PV on a grid of ``step`` (the model's step when a model
+    is given), refreshes the model's forecast every ``refresh_every_s`` off the control loop, and each
+    cycle reads the cached forecast shifted to now. The window covers ``horizon_steps * step``, on the
+    control loop's grid (one value per ``control_interval_s``, the snapshot's ``dt_h``).
+    """
+
+    model: Path | None = Field(default=None, description="fitted forecaster (joblib), relative to the YAML")
+    horizon_steps: int = Field(default=96, gt=0, description="forecast horizon in steps of `step`")
+    step: timedelta | None = Field(default=None, description="history/forecast step (default: the model's)")
+    refresh_every_s: float = Field(default=900.0, gt=0, description="seconds between model forecasts")
+    min_history_steps: int = Field(
+        default=4, ge=1, description="steps of measured history before the model is used (else persistence)"
+    )
+    history_days: float | None = Field(
+        default=None, gt=0, description="rolling history kept, days (default: what the model reads, >= 1)"
+    )
+
+    @field_validator("step", mode="before")
+    @classmethod
+    def _step(cls, value: object) -> object:
+        return _parse_duration(value)
+
+    @model_validator(mode="after")
+    def _check(self) -> ForecastConfig:
+        if self.step is not None:
+            if self.step <= timedelta(0) or timedelta(days=1) % self.step != timedelta(0):
+                raise ValueError(f"step {self.step} must be positive and divide a day")
+        return self
+
+    @property
+    def step_or_default(self) -> timedelta:
+        return self.step if self.step is not None else timedelta(minutes=15)
+
+    @property
+    def horizon(self) -> timedelta:
+        return self.horizon_steps * self.step_or_default
+
+
+class TimeOfUsePeriod(_Frozen):
+    """One period of a daily time-of-use table: the prices from local time ``from`` to the next period."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    start: str = Field(alias="from", pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="local HH:MM")
+    import_price_per_kwh: float
+    export_price_per_kwh: float
+
+    @property
+    def minute_of_day(self) -> int:
+        hh, mm = self.start.split(":")
+        return int(hh) * 60 + int(mm)
+
+
+class PricesConfig(_Frozen):
+    """The tariff the policies see now and over the horizon (``prices:`` in the serving YAML).
+
+    ``csv``: columns ``timestamp`` (ISO 8601 with a UTC offset), ``import_price_per_kwh`` and
+    ``export_price_per_kwh`` (a scenario's ``timeseries.csv`` works); each row holds from its timestamp to
+    the next. ``time_of_use``: a daily table in the site's local time (``timezone`` overrides it), the
+    last period running through midnight into the first. Where the CSV does not cover a time the table
+    applies, else the flat ``import_price_per_kwh`` / ``export_price_per_kwh`` of the serving config.
+    """
+
+    csv: Path | None = None
+    time_of_use: tuple[TimeOfUsePeriod, ...] = ()
+    timezone: str | None = Field(default=None, description="time zone of the table (default: the site's)")
+
+    @model_validator(mode="after")
+    def _check(self) -> PricesConfig:
+        if self.csv is None and not self.time_of_use:
+            raise ValueError("prices: give csv, time_of_use or both")
+        starts = [p.minute_of_day for p in self.time_of_use]
+        if len(set(starts)) != len(starts):
+            raise ValueError("time_of_use: two periods start at the same time")
+        if self.timezone is not None:
+            from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+            try:
+                ZoneInfo(self.timezone)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"unknown time zone {self.timezone!r}") from None
+        return self
+
+
 class TLSConfig(_Frozen):
     """OCPP security profile 2: TLS with the server certificate (PEM) and key."""
 
@@ -99,7 +204,11 @@ class ServingConfig(_Frozen):
     default_dwell_h: float = Field(default=8.0, gt=0, description="stay assumed when no departure is known")
     import_price_per_kwh: float = 0.25
     export_price_per_kwh: float = 0.05
-    forecast_horizon_steps: int = Field(default=96, gt=0)
+    forecast_horizon_steps: int = Field(
+        default=96, gt=0, description="window length in control intervals without forecast/prices"
+    )
+    forecast: ForecastConfig | None = None
+    prices: PricesConfig | None = None
     heartbeat_interval_s: int = Field(default=300, gt=0)
     ocpp_host: str = "127.0.0.1"
     ocpp_port: int = Field(default=9000, ge=0, lt=65536)
@@ -120,7 +229,28 @@ class ServingConfig(_Frozen):
         dup = {i for i in ids if ids.count(i) > 1}
         if dup:
             raise ValueError(f"duplicate station ids: {sorted(dup)}")
+        if self.planning is not None:
+            steps = window_steps(self.planning.horizon, self.control_interval_s)
+            if steps > MAX_WINDOW_STEPS:
+                raise ValueError(
+                    f"the forecast horizon {self.planning.horizon} holds {steps} control intervals of "
+                    f"{self.control_interval_s} s (at most {MAX_WINDOW_STEPS}): shorten "
+                    "forecast.horizon_steps"
+                )
         return self
+
+    @property
+    def planning(self) -> ForecastConfig | None:
+        """The forecast settings in force: ``forecast``, or its defaults (24 h) when only ``prices`` is set;
+        None when neither is (then the window is ``forecast_horizon_steps`` flat control intervals)."""
+        if self.forecast is not None:
+            return self.forecast
+        return ForecastConfig() if self.prices is not None else None
+
+
+def window_steps(horizon: timedelta, control_interval_s: float) -> int:
+    """Control intervals in a forecast window covering ``horizon`` (at least 1)."""
+    return max(1, math.ceil(horizon.total_seconds() / control_interval_s - 1e-9))
 
 
 def load_serving_config(path: str | Path) -> ServingConfig:
@@ -150,6 +280,10 @@ def resolve_paths(cfg: ServingConfig, base: Path) -> ServingConfig:
         update["secrets_file"] = fix(cfg.secrets_file)
     if cfg.tls is not None:
         update["tls"] = TLSConfig(cert_file=fix(cfg.tls.cert_file), key_file=fix(cfg.tls.key_file))
+    if cfg.forecast is not None and cfg.forecast.model is not None:
+        update["forecast"] = cfg.forecast.model_copy(update={"model": fix(cfg.forecast.model)})
+    if cfg.prices is not None and cfg.prices.csv is not None:
+        update["prices"] = cfg.prices.model_copy(update={"csv": fix(cfg.prices.csv)})
     return cfg.model_copy(update=update)
 
 

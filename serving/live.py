@@ -10,11 +10,15 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from envs.core import FloatArray, ForecastWindow, SiteArrays, SiteState, Snapshot
 from serving.config import ServingConfig
+
+if TYPE_CHECKING:
+    from serving.forecast import LiveForecast
 
 BIG_ENERGY_KWH = 1e6
 BIG_TIME_H = 1e3
@@ -153,6 +157,12 @@ class SnapshotInfo:
     """non-EV load used in the snapshot, kW (including the closed-loop correction)"""
     pv_kw: float
     offender_overdraw_kw: float
+    measured_base_load_kw: float | None = None
+    """base load measured this cycle (import + PV - measured chargers), None without a fresh site meter"""
+    measured_pv_kw: float | None = None
+    """PV the site meter reported this cycle (None where it reports none or is stale)"""
+    forecast_source: str = "flat"
+    """where the window's future came from: ``flat`` (no forecast configured), ``model`` or ``persistence``"""
 
 
 def build_snapshot(
@@ -163,6 +173,7 @@ def build_snapshot(
     now_mono: float | None = None,
     now_utc: datetime | None = None,
     correction_kw: float = 0.0,
+    forecast: LiveForecast | None = None,
 ) -> tuple[Snapshot, SnapshotInfo]:
     """Freeze the live state into a :class:`Snapshot`.
 
@@ -172,6 +183,11 @@ def build_snapshot(
     fresh meter (older than ``meter_timeout_s``) the base load is the configured reserve and
     ``meter_stale`` is set. ``cap_kw`` (n,) caps what each EV can take (e.g. the station's failsafe
     maximum profile). The overdraw of flagged offenders is reported in the info.
+
+    Without ``forecast`` the window is ``forecast_horizon_steps`` control intervals of the current base
+    load, PV and the flat configured prices; with it, the window and the prices now come from
+    :meth:`serving.forecast.LiveForecast.window` (the cached model forecast shifted to now, on the control
+    grid, and the tariff series).
     """
     site = live.site
     mono = time.monotonic() if now_mono is None else now_mono
@@ -204,6 +220,8 @@ def build_snapshot(
     source_none = cfg.meter.source == "none"
     fresh = meter is not None and mono - meter.at <= cfg.meter_timeout_s
     measured_sum = float(np.nansum(np.where(present, measured, 0.0)))
+    measured_base: float | None = None
+    measured_pv: float | None = None
     if source_none:
         pv = 0.0
         base = cfg.assumed_base_load_kw
@@ -215,6 +233,7 @@ def build_snapshot(
         base = max(0.0, meter.import_kw + pv - measured_sum)
         site_import = meter.import_kw
         stale = False
+        measured_base, measured_pv = base, meter.pv_kw
     else:
         pv = 0.0
         base = cfg.failsafe_base_load_kw
@@ -234,22 +253,28 @@ def build_snapshot(
         pv_kw=pv,
         dt_h=dt_h,
     )
-    h = cfg.forecast_horizon_steps
-    forecast = ForecastWindow(
-        base_load_kw=np.full(h, base_eff),
-        pv_kw=np.full(h, pv),
-        import_price_per_kwh=np.full(h, cfg.import_price_per_kwh),
-        export_price_per_kwh=np.full(h, cfg.export_price_per_kwh),
-    )
+    if forecast is None:
+        h = cfg.forecast_horizon_steps
+        window = ForecastWindow(
+            base_load_kw=np.full(h, base_eff),
+            pv_kw=np.full(h, pv),
+            import_price_per_kwh=np.full(h, cfg.import_price_per_kwh),
+            export_price_per_kwh=np.full(h, cfg.export_price_per_kwh),
+        )
+        source = "flat"
+    else:
+        window, source = forecast.window(utc, base_eff, pv)
+    import_price, export_price = float(window.import_price_per_kwh[0]), float(window.export_price_per_kwh[0])
     if site_import is not None:
         live.peak_import_kw = max(live.peak_import_kw, site_import)
     snap = Snapshot(
         state=state,
         timestamp=np.datetime64(utc.replace(tzinfo=None), "s"),
         step_index=cycle,
-        import_price_per_kwh=cfg.import_price_per_kwh,
-        export_price_per_kwh=cfg.export_price_per_kwh,
-        forecast=forecast,
+        import_price_per_kwh=import_price,
+        export_price_per_kwh=export_price,
+        forecast=window,
         peak_import_kw=live.peak_import_kw,
     )
-    return snap, SnapshotInfo(stale, site_import, base_eff, pv, overdraw)
+    info = SnapshotInfo(stale, site_import, base_eff, pv, overdraw, measured_base, measured_pv, source)
+    return snap, info

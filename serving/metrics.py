@@ -68,6 +68,9 @@ class Metrics:
             "site_import_kw": "measured net site import, kW",
             "import_limit_kw": "site import limit, kW",
             "loop_latency_seconds": "control loop latency, read to profiles queued",
+            "forecast_refreshes_total": "forecast refreshes, by outcome (model or why it fell back)",
+            "forecast_fallbacks_total": "forecast refreshes that fell back to persistence, by reason",
+            "forecast_cycles_total": "control cycles by where the forecast window came from",
         }
     )
 

@@ -17,7 +17,7 @@ import ssl
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -46,12 +46,19 @@ from serving.csms import (
     sampled_values,
     station_id_from_path,
 )
+from serving.forecast import HistoryStep, LiveForecast, load_forecaster
 from serving.live import ConnectorLive, LiveSite, SiteMeterReading, StationLive, build_snapshot
 from serving.metrics import Metrics
 from serving.profiles import Purpose, set_charging_profile
 from serving.store import AsyncStore, DecisionRecord, MeterSample, Store
 
+if TYPE_CHECKING:
+    from forecasting.provider import SiteForecaster
+
 LOG = logging.getLogger("evdlm.serving")
+
+HISTORY_SOURCE = "base_load"
+"""meter-reading source of the persisted per-step base load / PV history (the forecast's input)"""
 
 FailsafeMode = Literal["max", "tx_default"]
 
@@ -83,6 +90,7 @@ class Service:
         policy_error: str | None = None,
         operator_token: str | None = None,
         failsafe_mode: FailsafeMode = "max",
+        forecaster: SiteForecaster | None = None,
     ) -> None:
         self.cfg = cfg
         self.site = SiteArrays.from_config(site)
@@ -91,6 +99,7 @@ class Service:
         self.operator_token = operator_token
         self.failsafe_mode: FailsafeMode = failsafe_mode
         self.metrics = Metrics()
+        self.forecast = self._make_forecast(cfg, site, forecaster)
         self.live = LiveSite.build(self.site, self.mapping, [s.id for s in cfg.stations])
         if fallback is None:
             fallback = default_fallback()
@@ -125,11 +134,38 @@ class Service:
         self._dashboard_runner: Any = None
         self.dashboard_port = 0
 
+    def _make_forecast(
+        self, cfg: ServingConfig, site: SiteConfig, model: SiteForecaster | None
+    ) -> LiveForecast | None:
+        """The forecast window and prices, when configured. A model that cannot be loaded (or whose step
+        disagrees with ``forecast.step``) is not fatal: the window is a persistence, and that is counted."""
+        if cfg.planning is None:
+            return None
+        error: str | None = None
+        path = cfg.forecast.model if cfg.forecast is not None else None
+        if model is None and path is not None:
+            try:
+                model = load_forecaster(path)
+            except Exception as err:
+                LOG.error("forecaster %s cannot be loaded (%s); the forecast is a persistence", path, err)
+                error = "load_failed"
+        if model is not None and cfg.forecast is not None and cfg.forecast.step is not None:
+            if abs(model.step - cfg.forecast.step).total_seconds() > 1e-9:
+                LOG.error(
+                    "forecaster step %s differs from forecast.step %s; the forecast is a persistence",
+                    model.step, cfg.forecast.step,
+                )  # fmt: skip
+                model, error = None, "load_failed"
+        if error is not None:
+            self.metrics.inc("forecast_fallbacks_total", reason=error)
+        return LiveForecast(cfg, site.timezone, model, error)
+
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self, http: bool = True, loop: bool = True) -> None:
         await self._resume_transactions()
         await self._resume_peak()
+        await self._resume_history()
         ssl_ctx = None
         if self.cfg.tls is not None:
             ssl_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -165,6 +201,8 @@ class Service:
             self._spawn(ModbusMeter(self.cfg.meter, self.on_site_meter).run())
         if loop:
             self._loop_task = asyncio.create_task(self._control_loop())
+            if self.forecast is not None and self.forecast.model is not None:
+                self._spawn(self._forecast_loop())
         LOG.info(
             "serving %s: OCPP on %s:%d%s, HTTP on %s:%d",
             self.site.config.name,
@@ -224,6 +262,19 @@ class Service:
         n = sum(c.active for c in self.live.connectors)
         if n:
             LOG.info("resumed %d running transaction(s)", n)
+
+    async def _resume_history(self) -> None:
+        """Reload the measured base-load / PV history of the forecast (kept across restarts)."""
+        fc = self.forecast
+        if fc is None:
+            return
+        maxlen = fc.history.max_steps
+        since = datetime.now(UTC) - fc.step.to_pytimedelta() * maxlen
+        rows = await self.store.run(self.store.store.recent_meter_samples, HISTORY_SOURCE, since)
+        steps = [HistoryStep(r.time, r.power_kw, r.pv_kw) for r in rows if r.power_kw is not None]
+        n = fc.history.seed(steps)
+        if n:
+            LOG.info("resumed %d step(s) of measured base-load history for the forecast", n)
 
     async def _resume_peak(self) -> None:
         now = datetime.now(UTC)
@@ -467,6 +518,65 @@ class Service:
         self.metrics.set("site_import_kw", import_kw)
         self._meter_buffer.append(MeterSample(datetime.now(UTC), "site", None, import_kw, None, pv_kw))
 
+    # ------------------------------------------------------------------ forecast refresh
+
+    async def refresh_forecast(self, now: datetime | None = None) -> str:
+        """Run the model's forecast from the current step on a worker thread and cache it for the cycles.
+
+        Returns ``model`` when installed; otherwise the window falls back to persistence and the reason
+        (``insufficient_history``, ``error``, ``load_failed``/``no_model`` without a model) is returned,
+        logged and counted in ``forecast_fallbacks_total``. Never raises for a model problem.
+        """
+        from forecasting.history import InsufficientHistoryError
+
+        fc = self.forecast
+        if fc is None:
+            return "off"
+        if fc.model is None:
+            return fc.fallback_reason or "no_model"
+        utc = datetime.now(UTC) if now is None else now
+        origin = fc.origin(utc)
+        history = fc.history_frame(origin)  # a copy, taken on the event loop
+        try:
+            run = await asyncio.to_thread(fc.compute, origin, history)
+        except InsufficientHistoryError as err:
+            outcome = "insufficient_history"
+            LOG.info("forecast from %s: persistence (%s)", origin, err)
+        except Exception as err:
+            outcome = "error"
+            LOG.warning("forecast from %s failed (%s: %s); persistence", origin, type(err).__name__, err)
+        else:
+            fc.install(run)
+            self.metrics.inc("forecast_refreshes_total", outcome="model")
+            LOG.debug("forecast from %s with %d steps of history", origin, run.history_steps)
+            return "model"
+        fc.fall_back(outcome)
+        self.metrics.inc("forecast_refreshes_total", outcome=outcome)
+        self.metrics.inc("forecast_fallbacks_total", reason=outcome)
+        return outcome
+
+    async def _forecast_loop(self) -> None:
+        """Refresh the forecast every ``refresh_every_s``; while it falls back, retry as soon as the
+        history has a new step."""
+        fc = self.forecast
+        assert fc is not None
+        period = fc.settings.refresh_every_s
+        poll = min(period, self.cfg.control_interval_s)
+        while True:
+            try:
+                outcome = await self.refresh_forecast()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                LOG.exception("forecast refresh failed")
+                outcome = "error"
+            due = time.monotonic() + period
+            seen = fc.history.completed_total
+            while (left := due - time.monotonic()) > 0:
+                await asyncio.sleep(min(poll, left))
+                if outcome != "model" and fc.history.completed_total != seen:
+                    break
+
     # ------------------------------------------------------------------ control loop
 
     async def _control_loop(self) -> None:
@@ -550,9 +660,17 @@ class Service:
         self._flag_offenders(now)
         fixed = self._fixed_load()
         self._update_correction(fixed)
+        utc = datetime.now(UTC)
         snapshot, info = build_snapshot(
-            self.live, self.cfg, self.cycle, self.cap_kw(), now, correction_kw=self.correction_kw
+            self.live, self.cfg, self.cycle, self.cap_kw(), now, utc, self.correction_kw, self.forecast
         )
+        if self.forecast is not None:
+            done = self.forecast.observe(utc, info.measured_base_load_kw, info.measured_pv_kw)
+            if done is not None:
+                self._meter_buffer.append(
+                    MeterSample(done.start, HISTORY_SOURCE, None, done.base_load_kw, None, done.pv_kw)
+                )
+            self.metrics.inc("forecast_cycles_total", source=info.forecast_source)
         outcome = await self.controller.decide(snapshot, info.meter_stale, fixed)
         if outcome.fallback_reason is not None:
             self.metrics.inc("fallbacks_total", reason=outcome.fallback_reason)
@@ -802,6 +920,24 @@ class Service:
                 for s in self.live.stations.values()
             ],
             "chargers": chargers,
+            "forecast": self._forecast_state(),
+        }
+
+    def _forecast_state(self) -> dict[str, Any] | None:
+        fc = self.forecast
+        if fc is None:
+            return None
+        run = fc.run
+        return {
+            "model": fc.model is not None,
+            "source": "model" if run is not None else "persistence",
+            "fallback_reason": fc.fallback_reason,
+            "origin": None if run is None else run.origin.isoformat(),
+            "step_s": fc.step.total_seconds(),
+            "horizon_steps": fc.horizon_steps,
+            "window_steps": fc.window_steps,
+            "history_steps": len(fc.history),
+            "fallbacks": self.metrics.count("forecast_fallbacks_total"),
         }
 
 

@@ -366,6 +366,19 @@ class Store:
                 q = q.where(MeterReadingRow.source == source)
             return int(s.scalar(q) or 0)
 
+    def recent_meter_samples(self, source: str, since: datetime) -> list[MeterSample]:
+        """Readings of ``source`` at or after ``since``, oldest first (the forecast's persisted history)."""
+        with self._sessions() as s:
+            rows = s.scalars(
+                select(MeterReadingRow)
+                .where(MeterReadingRow.source == source, MeterReadingRow.time >= since)
+                .order_by(MeterReadingRow.time)
+            ).all()
+            return [
+                MeterSample(_utc(r.time) or since, r.source, r.charger_id, r.power_kw, r.energy_wh, r.pv_kw)
+                for r in rows
+            ]
+
     def peak_site_import_since(self, since: datetime) -> float:
         with self._sessions() as s:
             v = s.scalar(
