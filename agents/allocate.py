@@ -19,6 +19,7 @@ Allocations are requests; every policy's output still goes through :func:`envs.p
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeAlias
 
 import numpy as np
 import scipy.sparse as sp
@@ -41,6 +42,8 @@ class Resources:
     """(n, R) sparse: a charger sits on a few resources"""
     static_limit: FloatArray
     """(R - 1,) limits of the tree resources (kW or A); the site column's limit is given per step"""
+    entries: tuple[IntArray, IntArray, FloatArray]
+    """the nonzero entries of ``coef`` (charger, resource, use per kW), charger-major"""
 
     @classmethod
     def from_site(cls, site: SiteArrays) -> Resources:
@@ -59,7 +62,13 @@ class Resources:
                         cols.append(amps)
                         limits.append(float(site.node_limit_a[j]))
         cols.append(np.ones(site.n))
-        return cls(coef=sp.csr_matrix(np.stack(cols, axis=1)), static_limit=np.array(limits, dtype=float))
+        coef = sp.csr_matrix(np.stack(cols, axis=1))
+        return cls(coef=coef, static_limit=np.array(limits, dtype=float), entries=_entries(coef))
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(n, R) like ``coef``, so the fills take a :class:`Resources` (and its cached entries) directly."""
+        return (int(self.coef.shape[0]), int(self.coef.shape[1]))
 
     def limits(self, site_headroom_kw: float) -> FloatArray:
         """All limits with the grid connection's headroom for this step."""
@@ -85,13 +94,23 @@ def charge_caps_kw(site: SiteArrays, state: SiteState) -> FloatArray:
     return np.maximum(np.minimum(np.asarray(hi, dtype=float), need_kw), 0.0)
 
 
-def resource_use(coef: FloatArray | sp.csr_matrix, kw: FloatArray) -> FloatArray:
+Coef: TypeAlias = FloatArray | sp.csr_matrix | Resources
+"""resource use per kW: a dense or sparse ``(n, R)`` matrix, or a site's :class:`Resources`"""
+
+
+def resource_use(coef: Coef, kw: FloatArray) -> FloatArray:
     """(R,) use of each resource by an allocation ``kw`` (n,)."""
+    if isinstance(coef, Resources):
+        ei, er, ec = coef.entries
+        use = np.bincount(er, weights=np.asarray(kw, dtype=float)[ei] * ec, minlength=coef.shape[1])
+        return np.asarray(use, dtype=float)
     return np.asarray(coef.T @ np.asarray(kw, dtype=float)).ravel()
 
 
-def _entries(coef: FloatArray | sp.csr_matrix) -> tuple[IntArray, IntArray, FloatArray]:
+def _entries(coef: Coef) -> tuple[IntArray, IntArray, FloatArray]:
     """The nonzero entries of a coefficient matrix (dense or sparse): charger, resource, use per kW."""
+    if isinstance(coef, Resources):
+        return coef.entries
     if isinstance(coef, sp.spmatrix | sp.sparray):
         coo = sp.coo_matrix(coef)
         return coo.row.astype(np.int64), coo.col.astype(np.int64), np.asarray(coo.data, dtype=float)
@@ -100,7 +119,7 @@ def _entries(coef: FloatArray | sp.csr_matrix) -> tuple[IntArray, IntArray, Floa
 
 
 def greedy_fill(
-    coef: FloatArray | sp.csr_matrix,
+    coef: Coef,
     limit: FloatArray,
     want_kw: FloatArray,
     order: IntArray,
@@ -120,16 +139,16 @@ def greedy_fill(
         return alloc
     pos = np.full(n, -1, dtype=np.int64)
     pos[order] = np.arange(len(order))
+    rem_want = np.zeros(n)
+    rem_want[order] = np.maximum(np.asarray(want_kw, dtype=float)[order], 0.0)
     ei, er, ec = _entries(coef)
-    keep = pos[ei] >= 0
+    keep = (pos[ei] >= 0) & (rem_want[ei] > 0)  # chargers that want nothing take nothing
     ei, er, ec = ei[keep], er[keep], ec[keep]
-    srt = np.lexsort((pos[ei], er))  # by resource, then by serving order
+    srt = np.argsort(er * n + pos[ei])  # by resource, then by serving order (unique keys)
     ei, er, ec = ei[srt], er[srt], ec[srt]
     starts = np.flatnonzero(np.r_[True, er[1:] != er[:-1]]) if len(er) else np.zeros(0, dtype=np.int64)
     group_start = np.repeat(starts, np.diff(np.r_[starts, len(er)]))
     rem_limit = np.asarray(limit, dtype=float).copy()
-    rem_want = np.zeros(n)
-    rem_want[order] = np.maximum(np.asarray(want_kw, dtype=float)[order], 0.0)
     got = np.zeros(n)
     mins = None if min_kw is None else np.asarray(min_kw, dtype=float)
     for _ in range(passes):
@@ -154,7 +173,7 @@ def greedy_fill(
 
 
 def fair_fill(
-    coef: FloatArray | sp.csr_matrix,
+    coef: Coef,
     limit: FloatArray,
     want_kw: FloatArray,
     weight: FloatArray | None = None,
@@ -190,7 +209,7 @@ def fair_fill(
 
 
 def admit_minimum(
-    coef: FloatArray | sp.csr_matrix,
+    coef: Coef,
     limit: FloatArray,
     want_kw: FloatArray,
     min_kw: FloatArray,
@@ -204,7 +223,7 @@ def admit_minimum(
 
 
 def fair_with_minimum(
-    coef: FloatArray | sp.csr_matrix,
+    coef: Coef,
     limit: FloatArray,
     want_kw: FloatArray,
     min_kw: FloatArray,

@@ -200,7 +200,7 @@ class SortKeyPolicy(_AllocatorPolicy):
         active = np.flatnonzero(caps > 0)
         order = self._order(site, state, caps, active)
         limits = res.limits(site_headroom_kw(site, state))
-        return Decision(greedy_fill(res.coef, limits, caps, order, site.min_kw))
+        return Decision(greedy_fill(res, limits, caps, order, site.min_kw))
 
 
 class RoundRobin(SortKeyPolicy):
@@ -225,7 +225,7 @@ class RoundRobin(SortKeyPolicy):
         active = np.flatnonzero(caps > 0)
         order = self._order(site, state, caps, active)
         limits = res.limits(site_headroom_kw(site, state))
-        alloc = greedy_fill(res.coef, limits, caps, order, site.min_kw)
+        alloc = greedy_fill(res, limits, caps, order, site.min_kw)
         short = order[alloc[order] < caps[order] - 1e-9]
         if len(short):
             self._start = int(short[0])

@@ -437,7 +437,7 @@ class SiteLP:
         lo, hi, cost, rlo, rhi = self._bounds_and_costs(data)
         xs = slice(self.col["x"], self.col["x"] + self.sizes["x"])
         if x_on is not None:
-            lo[xs] = np.where(x_on, np.minimum(self.site.min_kw[self.x_charger], hi[xs]), lo[xs])
+            lo[xs] = np.where(x_on, np.minimum(self.min_x_kw(data), hi[xs]), lo[xs])
         if x_off is not None:
             hi[xs] = np.where(x_off, 0.0, hi[xs])
             lo[xs] = np.where(x_off, 0.0, lo[xs])
@@ -483,6 +483,12 @@ class SiteLP:
         self.last_x = x[self.col["x"] : self.col["x"] + self.sizes["x"]].copy()
         return self._solution(x, cost, solve_s)
 
+    def min_x_kw(self, data: LPData) -> FloatArray:
+        """The least power each charging column may have when on: the charger's minimum, or the EV's own
+        limit where that is lower (the safety projection holds such a charger to what the EV takes)."""
+        rate = np.asarray(data.max_charge_kw, dtype=float)[self.x_slot]
+        return np.minimum(self.site.min_kw[self.x_charger], rate)
+
     def solve_min_current(
         self,
         data: LPData,
@@ -497,7 +503,7 @@ class SiteLP:
         first step). Returns the last solution; its ``solve_s`` is the total."""
         sol = self.solve(data, warm=warm, time_limit_s=time_limit_s)
         total = sol.solve_s
-        min_x = self.site.min_kw[self.x_charger]
+        min_x = self.min_x_kw(data)
         eff_dt = self._eff_x * self.dt_h
         need = np.maximum(np.asarray(data.need_kwh, dtype=float), 0.0)
         off = np.zeros(self.sizes["x"], dtype=bool)

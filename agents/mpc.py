@@ -137,7 +137,9 @@ class ModelPredictiveControl:
             float(sol.peak_kw[0]) if len(sol.peak_kw) else site.import_limit_kw, sol.site_import_kw[0]
         )
         headroom = peak_kw - base[0] + pv[0] - battery_kw
-        kw = off_or_minimum(
-            plan_kw, plan_kw, site.min_kw, headroom, protect=last, need_kw=need / (site.efficiency * dt)
-        )
+        need_kw = need / (site.efficiency * dt)
+        # a charger may run below its minimum where the EV takes less (its own limit, or all it needs), as
+        # the safety projection allows: such a plan is kept, not switched off
+        min_kw = np.minimum(site.min_kw, np.where(present, rate, site.min_kw))
+        kw = off_or_minimum(plan_kw, plan_kw, min_kw, headroom, protect=last, need_kw=need_kw)
         return Decision(kw, battery_kw)

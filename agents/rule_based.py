@@ -24,15 +24,51 @@ Every request still goes through the safety projection.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
 from agents.allocate import Resources, charge_caps_kw, fair_fill, greedy_fill, resource_use, site_headroom_kw
 from agents.base import Decision
-from envs.core import FloatArray, SiteArrays, Snapshot
+from envs.core import BoolArray, FloatArray, IntArray, SiteArrays, Snapshot
 from envs.scenario import Scenario
 
 _LEVELS = 48
+
+
+@dataclass(frozen=True, eq=False)
+class _Deadlines:
+    """What deadlines force, per present EV that still needs energy (``idx``) and per departure step ``k``
+    among them (``ks``): the grid-side energy each must have had by step ``k``, i.e. what it could not get
+    after ``k`` at its hedged full power."""
+
+    idx: IntArray
+    pos: IntArray
+    """(n,) position of each charger in ``idx``, -1 where not active"""
+    steps: IntArray
+    """(a,) steps to departure"""
+    ks: IntArray
+    """(K,) distinct departure steps (the shortfall through a resource peaks at one of them)"""
+    by_k: FloatArray
+    """(a, K) kWh each EV must have by step ``k``"""
+    own_kwh: FloatArray
+    """(a,) kWh each EV must have now (``k = 1``)"""
+    site_kwh: FloatArray
+    """(K,) the sum over EVs of ``by_k``"""
+
+    @classmethod
+    def of(
+        cls, need_grid_kwh: FloatArray, later_step_kwh: FloatArray, steps_left: IntArray, active: BoolArray
+    ) -> _Deadlines:
+        idx = np.flatnonzero(active)
+        pos = np.full(len(active), -1, dtype=np.int64)
+        pos[idx] = np.arange(len(idx))
+        g, later, sl = need_grid_kwh[idx], later_step_kwh[idx], steps_left[idx]
+        ks = np.unique(sl)
+        by_k = np.maximum(g[:, None] - later[:, None] * np.maximum(sl[:, None] - ks[None, :], 0), 0.0)
+        own = np.maximum(g - later * (sl - 1), 0.0)
+        return cls(idx, pos, sl, ks, by_k, own, by_k.sum(axis=0))
 
 
 class RuleBasedDLM:
@@ -47,6 +83,9 @@ class RuleBasedDLM:
             choosing the peak target (a peak is paid once per period, energy every day).
         target_margin: the energy due by each deadline must fit in this fraction of the room under the
             peak target (lower = a higher, safer target).
+        node_margin: the energy deadlines force through a node of the limit tree (or through the connection
+            under the peak target) must fit in this fraction of its capacity in the later steps; the rest
+            is charged now (lower = earlier, safer).
     """
 
     name = "rule_based"
@@ -57,7 +96,8 @@ class RuleBasedDLM:
         v2g: bool = True,
         use_battery: bool = True,
         period_scaling: bool = True,
-        target_margin: float = 0.85,
+        target_margin: float = 0.95,
+        node_margin: float = 0.9,
     ) -> None:
         if not 0 < hedge <= 1:
             raise ValueError("hedge must lie in (0, 1]")
@@ -66,14 +106,17 @@ class RuleBasedDLM:
         self.use_battery = use_battery
         self.period_scaling = period_scaling
         self.target_margin = target_margin
+        self.node_margin = node_margin
         self._site: SiteArrays | None = None
         self._res: Resources | None = None
         self._episode_end: pd.Timestamp | None = None
+        self._month_end: np.datetime64 | None = None
 
     def reset(self, site: SiteArrays, scenario: Scenario | None = None) -> None:
         self._site = site
         self._res = Resources.from_site(site)
         self._episode_end = scenario.end if scenario is not None else None
+        self._month_end = None
 
     # ------------------------------------------------------------------ helpers
 
@@ -81,16 +124,24 @@ class RuleBasedDLM:
         """Hours left in the billing period (and the episode, when known), at least the forecast horizon."""
         site = self._site
         assert site is not None
-        now = pd.Timestamp(snapshot.timestamp, tz="UTC")
+        now = snapshot.timestamp.astype("datetime64[s]")
         ends: list[float] = []
         if site.config.tariff.billing_period == "month":
-            tz = site.config.timezone
-            month_end = (
-                (now.tz_convert(tz).tz_localize(None).to_period("M") + 1).to_timestamp().tz_localize(tz)
-            )
-            ends.append((month_end - now).total_seconds() / 3600.0)
+            if (
+                self._month_end is None
+                or now >= self._month_end
+                or now < self._month_end - np.timedelta64(32, "D")
+            ):  # computed once per month, not every step
+                tz = site.config.timezone
+                local = pd.Timestamp(now, tz="UTC").tz_convert(tz).tz_localize(None)
+                end = (local.to_period("M") + 1).to_timestamp().tz_localize(tz).tz_convert("UTC")
+                self._month_end = end.tz_localize(None).to_datetime64().astype("datetime64[s]")
+            ends.append(float((self._month_end - now) / np.timedelta64(1, "s")) / 3600.0)
         if self._episode_end is not None:
-            ends.append((self._episode_end - now).total_seconds() / 3600.0)
+            end_s = (
+                self._episode_end.tz_convert("UTC").tz_localize(None).to_datetime64().astype("datetime64[s]")
+            )
+            ends.append(float((end_s - now) / np.timedelta64(1, "s")) / 3600.0)
         left = min(ends) if ends else horizon_h
         return max(left, horizon_h)
 
@@ -126,42 +177,45 @@ class RuleBasedDLM:
         active = present & (caps > 0) & (need > 1e-9)
         idx = np.flatnonzero(active)
 
+        dl = _Deadlines.of(need / eff, self.hedge * rate * dt, steps_left, active)
+
         # ---- 4. peak target (demand charge): the cheapest deadline-feasible level, never below the peak
         peak_so_far = float(snapshot.peak_import_kw)
-        target = self._peak_target(site, snapshot, need, eff, steps_left, active, net_h, price_h, peak_so_far)
+        target = self._peak_target(
+            site, snapshot, need, eff, steps_left, active, net_h, price_h, peak_so_far, dl
+        )
         expect_kw = self._expected_kw(need, rate, steps_left, active, net_h, target, H)
 
-        # ---- 1. deadlines: what must be charged now, assuming later only a hedged share of its full power
+        # ---- 1. deadlines: what must be charged now so that every EV, and every node of the limit tree
+        # and the connection under the peak target, can still deliver what deadlines force through it
         step_kwh = rate * eff * dt
-        future_kwh = self.hedge * step_kwh * (steps_left - 1)
         with np.errstate(divide="ignore", invalid="ignore"):
-            must = np.where(active, np.maximum(need - future_kwh, 0.0) / np.maximum(eff * dt, 1e-12), 0.0)
             laxity = np.where(rate > 0, steps_left - need / np.maximum(step_kwh, 1e-12), np.inf)
-        must = np.minimum(must, caps)
+        must = self._forced_kw(res, dl, caps, self._room_kwh(net_h, target, dt, dl.ks)[1], dt)
         order = idx[np.argsort(laxity[idx], kind="stable")]
         hard = res.limits(site_headroom_kw(site, st))
-        a_must = greedy_fill(res.coef, hard, must, order)
+        a_must = greedy_fill(res, hard, must, order)
         forced_import = base_now - pv_now + float(a_must.sum())
         target = max(target, forced_import)
 
         # ---- 2 + 3. PV surplus and cheap hours, under the target
         rem_caps = np.maximum(caps - a_must, 0.0)
         soft = np.maximum(
-            res.limits(site_headroom_kw(site, st, cap_kw=target)) - resource_use(res.coef, a_must), 0.0
+            res.limits(site_headroom_kw(site, st, cap_kw=target)) - resource_use(res, a_must), 0.0
         )
-        hard_left = np.maximum(hard - resource_use(res.coef, a_must), 0.0)
+        hard_left = np.maximum(hard - resource_use(res, a_must), 0.0)
         soft = np.minimum(soft, hard_left)
         surplus = max(pv_now - base_now - float(a_must.sum()), 0.0)
         a_pv = np.zeros(site.n)
         if surplus > 0 and len(idx):
             pv_lim = soft.copy()
             pv_lim[-1] = min(pv_lim[-1], surplus)
-            a_pv = fair_fill(res.coef, pv_lim, np.where(active, rem_caps, 0.0))
+            a_pv = fair_fill(res, pv_lim, np.where(active, rem_caps, 0.0))
             rem_caps -= a_pv
-            soft = np.maximum(soft - resource_use(res.coef, a_pv), 0.0)
+            soft = np.maximum(soft - resource_use(res, a_pv), 0.0)
         want = self._cheap_now(need, rate, expect_kw, eff, dt, steps_left, active, price_h, H)
         want = np.minimum(want, rem_caps)
-        a_cheap = greedy_fill(res.coef, soft, want, order, site.min_kw)
+        a_cheap = greedy_fill(res, soft, want, order, site.min_kw)
         charger_kw = a_must + a_pv + a_cheap
         # optional charging the fills left below the minimum goes off (what deadlines force stays: the
         # projection lifts it to the minimum where there is room)
@@ -195,6 +249,7 @@ class RuleBasedDLM:
         net_h: FloatArray,
         price_h: FloatArray,
         peak_so_far: float,
+        dl: _Deadlines,
     ) -> float:
         """The import level to stay under: the cheapest of a grid of levels that still lets every present
         EV finish (cumulative energy by deadline under the forecast net load), counting the demand charge
@@ -214,7 +269,8 @@ class RuleBasedDLM:
             return peak_so_far
         levels = np.linspace(lo, hi, _LEVELS)
         room = np.maximum(levels[:, None] - net_h[None, :], 0.0) * dt  # (G, H) kWh per step under each level
-        feasible = (self.target_margin * np.cumsum(room, axis=1) >= due[None, :] - 1e-6).all(axis=1)
+        # feasible: what deadlines force by each departure step fits under the level (times the margin)
+        feasible = (self._room_kwh(net_h, levels, dt, dl.ks)[0] >= dl.site_kwh[None, :] - 1e-6).all(axis=1)
         if not feasible.any():
             return hi
         if tariff.demand_charge_per_kw <= 0:
@@ -228,6 +284,72 @@ class RuleBasedDLM:
         cost = tariff.demand_charge_per_kw * np.maximum(levels - peak_so_far, 0.0) + windows * energy_cost
         cost = np.where(feasible, cost, np.inf)
         return float(levels[int(np.argmin(cost))])
+
+    def _room_kwh(
+        self, net_h: FloatArray, level: float | FloatArray, dt: float, ks: IntArray
+    ) -> tuple[FloatArray, FloatArray]:
+        """Room under import ``level`` (scalar or ``(G,)``) times ``target_margin``, summed over the first
+        ``k`` steps (from now) and over the ``k - 1`` steps after now, for each ``k`` of ``ks``; past the
+        forecast horizon the window's mean room per step is assumed. Shapes ``(K,)`` or ``(G, K)``."""
+        lv = np.asarray(level, dtype=float)[..., None]
+        H = net_h.shape[-1]
+        room = np.maximum(lv - net_h, 0.0) * (dt * self.target_margin)  # (..., H)
+        cum = np.concatenate([np.zeros(lv.shape), np.cumsum(room, axis=-1)], axis=-1)  # (..., H + 1)
+        mean = cum[..., -1:] / H
+        kk = np.minimum(ks, H)
+        beyond = np.maximum(ks - H, 0)
+        with_now = cum[..., kk] + beyond * mean
+        return with_now, with_now - room[..., :1]
+
+    def _forced_kw(
+        self, res: Resources, dl: _Deadlines, caps: FloatArray, site_room_kwh: FloatArray, dt: float
+    ) -> FloatArray:
+        """What deadlines force now (kW per charger).
+
+        Each EV that could not finish at ``hedge`` of its full power in its later steps must charge the
+        difference now. That is not enough where EVs share a node of the limit tree (or the connection
+        under the peak target): for every resource and every departure step ``k`` among the present EVs,
+        the energy the EVs below it must have by step ``k`` (what they cannot get after ``k`` at hedged
+        full power) has to fit through the resource in the ``k - 1`` later steps at ``node_margin`` of its
+        limit (the connection: under the peak target, ``site_room_kwh``); what does not fit must flow now,
+        and goes to the EVs below the resource that leave first.
+        """
+        n = len(caps)
+        forced = np.zeros(n)
+        idx = dl.idx
+        if len(idx) == 0:
+            return forced
+        forced[idx] = np.minimum(dl.own_kwh / dt, caps[idx])
+        ei, er, ec = res.entries
+        keep = dl.pos[ei] >= 0
+        ei, er, ec = ei[keep], er[keep], ec[keep]
+        pe = dl.pos[ei]
+        R = len(res.static_limit) + 1
+        # (R, K) energy forced through each resource by each departure step, minus the room after now
+        short = np.asarray(res.coef[idx].T @ dl.by_k)
+        short[:-1] -= (self.node_margin * res.static_limit * dt)[:, None] * (dl.ks - 1)[None, :]
+        short[-1] -= site_room_kwh
+        k_star = np.argmax(short, axis=1)
+        need_now = np.max(short, axis=1) / dt  # (R,) resource units that must flow now
+        # hand each resource's shortfall to its EVs that leave first, twice (a parent sees its children's)
+        srt = np.lexsort((dl.steps[pe], er))
+        ei, er, ec, pe = ei[srt], er[srt], ec[srt], pe[srt]
+        useful_kw = np.minimum(caps[ei], dl.by_k[pe, k_star[er]] / dt)
+        for _ in range(2):
+            deficit = need_now - np.bincount(er, weights=forced[ei] * ec, minlength=R)
+            on = deficit[er] > 1e-9
+            if not on.any():
+                break
+            e_i, e_r, e_c = ei[on], er[on], ec[on]
+            extra = np.maximum(useful_kw[on] - forced[e_i], 0.0) * e_c
+            cs = np.cumsum(extra)
+            first = np.flatnonzero(np.r_[True, e_r[1:] != e_r[:-1]])
+            start = np.repeat(cs[first] - extra[first], np.diff(np.r_[first, len(e_r)]))
+            take = np.clip(deficit[e_r] - (cs - extra - start), 0.0, extra) / e_c
+            add = np.zeros(n)
+            np.maximum.at(add, e_i, take)
+            forced += add
+        return np.minimum(forced, caps)
 
     @staticmethod
     def _expected_kw(

@@ -314,3 +314,27 @@ def test_rule_based_v2g_only_where_the_ev_still_makes_its_departure_energy() -> 
     assert d.charger_kw[1] >= 0
     out_kwh = -d.charger_kw[0] * 0.25 / 1.0
     assert 5.0 + out_kwh <= 11.0 * 1.0 * (8.0 - 0.25) + 1e-9
+
+
+def test_rule_based_reserves_what_deadlines_force_through_a_shared_node() -> None:
+    # EVs 0 and 1 sit on feeder f1 (11 kW) and both leave in 1 h needing 5 kWh each: alone, each could
+    # wait for the cheap steps, but together 10 kWh must pass 11 kW in 4 steps, so charging starts now
+    prices = [0.4, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]
+    tight = make_site(n=4, import_kw=40.0, feeder_kw=11.0)
+    state = make_state(tight, [5.0, 5.0, -1.0, -1.0], [1.0, 1.0, 0.0, 0.0])
+    d = run_policy("rule_based", tight, make_snapshot(state, prices, peak_kw=40.0))
+    # 10 kWh minus 90 % of the node's 3 later steps (7.425 kWh) must flow now: 10.3 kW
+    assert 10.3 - 1e-6 <= float(d.charger_kw[:2].sum()) <= 11.0 + 1e-6
+    wide = make_site(n=4, import_kw=40.0, feeder_kw=100.0)
+    d_wide = run_policy("rule_based", wide, make_snapshot(state, prices, peak_kw=40.0))
+    np.testing.assert_allclose(d_wide.charger_kw, 0.0)  # without the shared node it waits for cheap hours
+
+
+def test_rule_based_starts_early_when_evs_leave_together_under_the_peak_target() -> None:
+    # the same two EVs behind an 11 kW connection: what the later steps under the target cannot carry
+    # (95 % of 3 steps at 11 kW = 7.84 kWh of the 10 kWh) is charged now
+    site = make_site(n=4, import_kw=11.0, feeder_kw=100.0)
+    state = make_state(site, [5.0, 5.0, -1.0, -1.0], [1.0, 1.0, 0.0, 0.0])
+    prices = [0.4, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]
+    d = run_policy("rule_based", site, make_snapshot(state, prices, peak_kw=11.0))
+    assert 8.6 <= float(d.charger_kw.sum()) <= 11.0 + 1e-6

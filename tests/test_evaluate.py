@@ -162,3 +162,64 @@ def test_ray_gives_the_same_results_as_serial(depot: Scenario) -> None:
         assert (a.scenario, a.policy, a.seed) == (b.scenario, b.policy, b.seed)
         assert a.cost_total == b.cost_total
         assert a.peak_import_kw == b.peak_import_kw
+
+
+def test_forecast_specs_name_the_providers(tmp_path: Path) -> None:
+    from envs.forecast import NoisyForecast, PerfectForecast
+    from training.evaluate import ForecastSpecError, forecast_provider
+
+    assert isinstance(forecast_provider("perfect"), PerfectForecast)
+    noisy = forecast_provider("noisy:0.2")
+    assert isinstance(noisy, NoisyForecast) and noisy.error == 0.2
+    for bad in ("oracle", "noisy:much", f"model:{tmp_path / 'missing.joblib'}", "perfect:1"):
+        with pytest.raises(ForecastSpecError):
+            forecast_provider(bad)
+    not_a_forecaster = tmp_path / "other.joblib"
+    import joblib
+
+    joblib.dump({"a": 1}, not_a_forecaster)
+    with pytest.raises(ForecastSpecError, match="not a fitted SiteForecaster"):
+        forecast_provider(f"model:{not_a_forecaster}")
+
+
+def test_mpc_runs_through_evaluation_on_fitted_forecasts(tmp_path: Path) -> None:
+    """Issue 5: the environment and the MPC run on a fitted forecaster (``evdlm forecast fit``'s file)."""
+    from evdlm.cli import app
+    from forecasting.models import GBRParams
+    from forecasting.provider import ModelForecast, SiteForecaster
+    from training.evaluate import forecast_provider
+
+    history = generate_scenario("workplace", chargers=4, days=8, seed=21)
+    fast = GBRParams(max_iter=8, max_rows=3_000, origin_stride_steps=8)
+    path = SiteForecaster.fit_scenario(history, "gbr", fast, columns=("base_load_kw", "pv_kw")).save(
+        tmp_path / "forecaster.joblib"
+    )
+    scenario = generate_scenario("workplace", chargers=4, days=1, seed=22)
+    provider = forecast_provider(f"model:{path}")
+    assert isinstance(provider, ModelForecast)
+    # what the policies see is the model's forecast, not the truth (the current step is measured)
+    ts = scenario.timeseries
+    window = provider.bind(ts).window(40, 16)
+    assert window.base_load_kw[0] == ts["base_load_kw"].iloc[40]
+    assert not np.allclose(window.base_load_kw[1:], ts["base_load_kw"].to_numpy()[41:56])
+
+    fitted = evaluate(
+        ["mpc", "rule_based"], [scenario], options=EnvOptions(forecast=provider, forecast_horizon=16)
+    )
+    truth = evaluate(["mpc"], [scenario], options=EnvOptions(forecast_horizon=16))
+    for r in fitted.rows:
+        assert r.violations == 0
+        assert r.energy_delivered_pct > 95.0
+    mpc_fitted, mpc_truth = fitted.row(scenario.name, "mpc"), truth.row(scenario.name, "mpc")
+    assert mpc_fitted.cost_total != mpc_truth.cost_total  # the forecasts reached the MPC
+
+    folder = save_scenario(scenario, tmp_path / "workplace")
+    out = tmp_path / "rows.json"
+    args = ["evaluate", "-s", str(folder), "-p", "mpc", "--horizon", "16", "--no-tracking", "--out", str(out)]
+    result = CliRunner().invoke(app, [*args, "--forecast", f"model:{path}"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(out.read_text())
+    assert rows[0]["policy"] == "mpc"
+    assert rows[0]["cost_total"] == pytest.approx(mpc_fitted.cost_total, rel=1e-9)
+    bad = CliRunner().invoke(app, [*args, "--forecast", "oracle"])
+    assert bad.exit_code == 2 and "unknown forecast 'oracle'" in bad.output

@@ -54,7 +54,7 @@ def print_report(report: EvaluationReport) -> None:
         for _, r in mean.iterrows():
             cells = []
             for col, _, fmt in _TABLE_COLUMNS:
-                v = r[col]
+                v = r.get(col)  # a column of Nones (no optimum, no gap) is not averaged
                 cells.append("-" if v is None or (isinstance(v, float) and v != v) else fmt.format(v))
             table.add_row(*cells)
         console.print(table)
@@ -95,21 +95,32 @@ def register(app: typer.Typer) -> None:
         ray_address: str | None = typer.Option(None, "--ray-address", help="an existing Ray cluster"),
         horizon: int = typer.Option(96, "--horizon", help="forecast steps given to the policies"),
         step: str | None = typer.Option(None, "--step", help="resample scenarios to this step, e.g. 15min"),
+        forecast: str = typer.Option(
+            "perfect",
+            "--forecast",
+            help="forecasts given to the policies: perfect, noisy, noisy:ERROR, or model:PATH (a fitted "
+            "forecaster from evdlm forecast fit)",
+        ),
     ) -> None:
         """Score policies on scenarios through the same environment and cost code; a table per scenario."""
         from agents.registry import NON_LEARNED, UnknownPolicyError
         from envs.config import ConfigError
-        from training.evaluate import EnvOptions
+        from training.evaluate import EnvOptions, ForecastSpecError, forecast_provider
         from training.evaluate import evaluate as run_evaluation
 
         names = _parse_list(policies) or list(NON_LEARNED)
         seed_list = [int(s) for s in _parse_list(seeds)] or [0]
         try:
+            provider = forecast_provider(forecast)
+        except ForecastSpecError as err:
+            typer.echo(f"error: {err}", err=True)
+            raise typer.Exit(2) from None
+        try:
             report = run_evaluation(
                 names,
                 [str(s) for s in scenario],
                 seed_list,
-                options=EnvOptions(forecast_horizon=horizon, step=step),
+                options=EnvOptions(forecast=provider, forecast_horizon=horizon, step=step),
                 progress=True,
                 use_ray=use_ray or ray_address is not None,
                 ray_address=ray_address,
@@ -118,7 +129,11 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"error: {err}", err=True)
             raise typer.Exit(2) from None
         _finish(
-            report, out, tracking_uri, no_tracking, {"policies": ",".join(names), "seeds": str(seed_list)}
+            report,
+            out,
+            tracking_uri,
+            no_tracking,
+            {"policies": ",".join(names), "seeds": str(seed_list), "forecast": forecast},
         )
 
     @app.command()

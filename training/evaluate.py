@@ -148,6 +148,39 @@ class EnvOptions:
     """resample scenarios to this step (None: their own)"""
 
 
+class ForecastSpecError(ValueError):
+    """A ``--forecast`` spec that names no known provider or a file that holds no fitted forecaster."""
+
+
+def forecast_provider(spec: str) -> ForecastProvider:
+    """The forecast provider named by ``spec``: ``perfect`` (the truth), ``noisy`` or ``noisy:ERROR`` (the
+    truth with relative error ``ERROR`` one step ahead, growing with lead time), or ``model:PATH`` (a fitted
+    forecaster saved by ``evdlm forecast fit``, :class:`forecasting.provider.ModelForecast`)."""
+    from envs.forecast import NoisyForecast
+
+    kind, _, arg = spec.strip().partition(":")
+    if kind == "perfect" and not arg:
+        return PerfectForecast()
+    if kind == "noisy":
+        try:
+            return NoisyForecast(error=float(arg)) if arg else NoisyForecast()
+        except ValueError:
+            raise ForecastSpecError(f"forecast {spec!r}: the error of noisy:ERROR must be a number") from None
+    if kind == "model" and arg:
+        from forecasting.provider import ModelForecast
+
+        path = Path(arg)
+        if not path.is_file():
+            raise ForecastSpecError(f"forecast {spec!r}: no such file {path}")
+        try:
+            return ModelForecast.load(path)
+        except (TypeError, ValueError) as err:
+            raise ForecastSpecError(f"forecast {spec!r}: {err}") from None
+    raise ForecastSpecError(
+        f"unknown forecast {spec!r}: use perfect, noisy, noisy:ERROR or model:PATH (from evdlm forecast fit)"
+    )
+
+
 def prepare_scenario(scenario: Scenario | str | Path, step: str | None = None) -> Scenario:
     sc = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
     if step is not None and pd.Timedelta(step) != sc.step:
