@@ -302,8 +302,9 @@ def _sessions(
     deliverable = 0.95 * np.minimum(rated[charger], ev_max_kw) * eff[charger] * np.maximum(dwell_h, 0.0)
     room = (target_soc - 0.05) * battery_kwh
     energy = np.floor(np.minimum(arr_rows[:, 3], np.minimum(deliverable, room)) * 1000.0) / 1000.0
-    arrival_soc = np.round(target_soc - energy / battery_kwh, 4)
-    departure_soc = np.round(np.minimum(arrival_soc + energy / battery_kwh, 1.0), 4)
+    # arrival SoC rounded down and departure SoC up, so the room the battery has always holds the request
+    arrival_soc = np.maximum(np.floor((target_soc - energy / battery_kwh) * 1e4) / 1e4, 0.0)
+    departure_soc = np.minimum(np.ceil((arrival_soc + energy / battery_kwh) * 1e4) / 1e4, 1.0)
     v2g_share = {"depot": 0.8, "workplace": 0.6, "residential": 0.6, "public": 0.0}[kind]
     v2g = bidi[charger] & (rng.random(len(rows)) < v2g_share)
     return _Sessions(
