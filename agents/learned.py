@@ -8,8 +8,10 @@ live service treat it alike. Three pieces, shared by training and acting so that
   snapshot to it. A snapshot does not carry the EVs' state of charge, so that feature reads "unknown".
 * :class:`ActionAdapter` turns the agent's action into a :class:`~agents.base.Decision`:
   ``residual`` (the default) adds a per-charger kW correction (and one for the stationary battery) to the
-  rule-based DLM's decision; ``priority`` and ``continuous`` map the action with the env's own
-  :class:`envs.env.ActionMapper`. The decision then goes through the safety projection as always.
+  rule-based DLM's decision; ``setpoint`` sets a few site-level numbers (the import level, the V2G share)
+  that a fixed deadline-first rule fills (:class:`SetpointAllocator`); ``priority`` and ``continuous`` map
+  the action with the env's own :class:`envs.env.ActionMapper`. The decision then goes through the
+  safety projection as always.
 * :class:`SnapshotControlEnv` wraps :class:`envs.env.ChargingSiteEnv` so that the agent trains on exactly
   these observations and decisions.
 
@@ -50,12 +52,14 @@ if TYPE_CHECKING:
     from envs.env import ChargingSiteEnv
     from envs.sim import BatchSim, Episode
 
-ActionMode = Literal["residual", "priority", "continuous"]
+ActionMode = Literal["residual", "priority", "continuous", "setpoint", "rule_setpoint"]
 BUNDLE_META = "policy.json"
 MODEL_FILE = "model.zip"
 VECNORM_FILE = "vecnormalize.pkl"
 SITE_FILE = "site.yaml"
 BUNDLE_FORMAT = 1
+_RESET_TRIES = 5
+"""scenarios a training env may draw at one reset before a generator error is raised"""
 
 
 class SiteMismatchError(ValueError):
@@ -91,8 +95,14 @@ def layout_for(site: SiteArrays, spec: ObservationSpec) -> ObservationLayout:
     )
 
 
-def action_dim(site: SiteArrays) -> int:
-    """One entry per charger, plus one for the stationary battery if the site has one."""
+def action_dim(site: SiteArrays, mode: ActionMode = "residual") -> int:
+    """Per-charger modes: one entry per charger, plus one for the stationary battery if the site has one.
+    ``setpoint``: two site-level entries (the import level), one for V2G where a charger is bidirectional,
+    one for the battery where there is one (see :class:`SetpointAllocator`)."""
+    if mode == "setpoint":
+        return 2 + int(bool(np.asarray(site.bidirectional).any())) + int(site.has_battery)
+    if mode == "rule_setpoint":
+        return 1 + int(bool(np.asarray(site.bidirectional).any()))
     return site.n + int(site.has_battery)
 
 
@@ -260,6 +270,247 @@ class _EpisodeEnd:
     end: pd.Timestamp
 
 
+@dataclass(frozen=True, eq=False)
+class _EVTerms:
+    need_kwh: FloatArray
+    steps_left: np.ndarray
+    active: np.ndarray
+    must_kw: FloatArray
+    """what the deadline forces now (finishing at ``hedge`` of full power later)"""
+    laxity: FloatArray
+    """steps of slack (inf where no EV needs energy)"""
+
+
+class SetpointAllocator:
+    """The ``setpoint`` action: a few site-level numbers, the allocation below them a fixed rule.
+
+    The agent does not set each charger; it sets the site's *import level* for this step, and the rule
+    fills it. Much smaller than a per-charger action, so it learns in minutes, and it is the lever that
+    matters for a demand charge (the billing-period peak) and for time-of-use prices. Each step:
+
+    1. **deadlines**: every EV gets what it must have now to still finish at ``hedge`` of its full power
+       later (as the rule-based DLM), whatever the level;
+    2. **level**: ``L0`` is the lowest import level (kW) under which every present EV still finishes by its
+       deadline on the forecast net load, with ``margin`` to spare ("valley filling"). Entry 1 scales it,
+       ``L1 = L0 * (1 + 0.5 a1)``; entry 0 lifts it toward the billing-period peak so far (which costs no
+       more demand charge): ``level = L1 + (a0 + 1) / 2 * max(peak - L1, 0)``. The room between the
+       forecast net load now and the level goes to the EVs with the least laxity first;
+    3. **V2G** (entry 2, bidirectional sites): only when discharging pays after the round trip and the
+       degradation cost (price now times efficiency squared above the cheapest import price in the window
+       plus ``ev_degradation_per_kwh``), EVs that are not charging give ``(a2 + 1) / 2`` of the site's
+       import, most slack first, never exporting (the export price never pays for the round trip) and
+       never below what their departure needs (the projection's bound);
+    4. **battery** (last entry, sites with one): ``a * max charge`` (``a >= 0``) or ``a * max discharge``.
+
+    ``allow_discharge=False`` turns 3 off and keeps the battery from discharging: the same trained policy
+    without discharge, to measure what V2G adds. The decision goes through the safety projection.
+    """
+
+    def __init__(
+        self,
+        site: SiteArrays,
+        allow_discharge: bool = True,
+        hedge: float = 0.9,
+        margin: float = 0.85,
+        v2g_hedge: float = 0.5,
+        v2g_min_gain_per_kwh: float = 0.08,
+    ) -> None:
+        self.site = site
+        self.allow_discharge = allow_discharge
+        self.hedge = hedge
+        self.margin = margin
+        self.v2g_hedge = v2g_hedge
+        self.v2g_min_gain_per_kwh = v2g_min_gain_per_kwh
+        self.has_v2g = bool(np.asarray(site.bidirectional).any())
+
+    def min_level_kw(
+        self,
+        need_kwh: FloatArray,
+        steps_left: np.ndarray,
+        active: np.ndarray,
+        net_kw: FloatArray,
+        dt_h: float,
+    ) -> float:
+        """The lowest site import level (kW) under which the present EVs' energy due by each deadline fits
+        (with ``margin``) in the room above the forecast net load ``net_kw`` (H,); 0 when nothing is due."""
+        site = self.site
+        H = len(net_kw)
+        grid_kwh = np.where(active, need_kwh / site.efficiency, 0.0)
+        deadline = np.minimum(steps_left, H) - 1
+        share = np.where(steps_left > H, H / np.maximum(steps_left, 1), 1.0)
+        due = np.cumsum(np.bincount(deadline[active], weights=(grid_kwh * share)[active], minlength=H)[:H])
+        if due[-1] <= 1e-9:
+            return 0.0
+        lo = max(float(net_kw.min()), 0.0)
+        hi = float(site.import_limit_kw)
+        if hi <= lo:
+            return hi
+        levels = np.linspace(lo, hi, 64)
+        room = np.maximum(levels[:, None] - net_kw[None, :], 0.0) * dt_h
+        feasible = (self.margin * np.cumsum(room, axis=1) >= due[None, :] - 1e-6).all(axis=1)
+        return float(levels[int(np.argmax(feasible))]) if feasible.any() else hi
+
+    def ev_terms(self, snapshot: Snapshot, hi_kw: FloatArray) -> _EVTerms:
+        """Per-charger need, steps left, activity, deadline-forced kW and laxity of a snapshot."""
+        site = self.site
+        st = snapshot.state
+        dt = float(st.dt_h)
+        eff = site.efficiency
+        present = np.asarray(st.ev_present, dtype=bool)
+        need = np.maximum(np.asarray(st.energy_needed_kwh, dtype=float), 0.0)
+        rate = np.where(present, np.minimum(site.rated_kw, np.asarray(st.ev_max_charge_kw, dtype=float)), 0.0)
+        steps_left = np.maximum(np.floor(np.asarray(st.time_left_h, dtype=float) / dt + 1e-6), 1).astype(
+            np.int64
+        )
+        active = present & (hi_kw > 0) & (need > 1e-9)
+        step_kwh = rate * eff * dt
+        must = np.where(
+            active, np.maximum(need - self.hedge * step_kwh * (steps_left - 1), 0.0) / (eff * dt), 0.0
+        )
+        with np.errstate(divide="ignore", invalid="ignore"):
+            laxity = np.where(active, steps_left - need / np.maximum(step_kwh, 1e-12), np.inf)
+        return _EVTerms(need, steps_left, active, np.minimum(must, hi_kw), laxity)
+
+    @staticmethod
+    def fill_kw(budget_kw: float, room_kw: FloatArray, laxity: FloatArray) -> FloatArray:
+        """``budget_kw`` spread over ``room_kw`` (per charger), least laxity first."""
+        order = np.argsort(laxity, kind="stable")
+        before = np.cumsum(room_kw[order]) - room_kw[order]
+        out = np.zeros(len(room_kw))
+        out[order] = np.clip(budget_kw - before, 0.0, room_kw[order])
+        return out
+
+    def decide(self, snapshot: Snapshot, observed: Observed, a: FloatArray) -> Decision:
+        site = self.site
+        st = snapshot.state
+        dt = float(st.dt_h)
+        lo_kw, hi_kw = observed.lo_kw[0], observed.hi_kw[0]
+        ev = self.ev_terms(snapshot, hi_kw)
+        need, steps_left, active, must, laxity = ev.need_kwh, ev.steps_left, ev.active, ev.must_kw, ev.laxity
+
+        fc = snapshot.forecast
+        net_now = float(np.asarray(st.base_load_kw)) - float(np.asarray(st.pv_kw))
+        net_h = np.asarray(fc.base_load_kw, dtype=float) - np.asarray(fc.pv_kw, dtype=float)
+        net_h[0] = net_now
+        level1 = max(self.min_level_kw(need, steps_left, active, net_h, dt) * (1.0 + 0.5 * a[1]), 0.0)
+        level = level1 + 0.5 * (a[0] + 1.0) * max(float(snapshot.peak_import_kw) - level1, 0.0)
+        budget = max(level - net_now - float(must.sum()), 0.0)
+        charger_kw = must + self.fill_kw(budget, np.where(active, hi_kw - must, 0.0), laxity)
+
+        if self.has_v2g and self.allow_discharge:
+            charger_kw = charger_kw - self.v2g_kw(
+                snapshot, charger_kw, lo_kw, laxity, net_now, 0.5 * (a[2] + 1), level
+            )
+        battery_kw = 0.0
+        if site.has_battery:
+            ab = float(a[-1])
+            low = site.battery_max_discharge_kw if self.allow_discharge else 0.0
+            battery_kw = ab * site.battery_max_charge_kw if ab >= 0 else ab * low
+        return Decision(charger_kw, battery_kw)
+
+    def v2g_kw(
+        self,
+        snapshot: Snapshot,
+        charger_kw: FloatArray,
+        lo_kw: FloatArray,
+        laxity: FloatArray,
+        net_now_kw: float,
+        fraction: float,
+        level_kw: float,
+    ) -> FloatArray:
+        """Discharge per EV (>= 0 kW): ``fraction`` of the site import, when the round trip pays."""
+        site = self.site
+        import_kw = net_now_kw + float(charger_kw.sum())
+        prices = np.asarray(snapshot.forecast.import_price_per_kwh, dtype=float)
+        eta2 = float(np.mean(site.efficiency)) ** 2
+        gain = (
+            snapshot.import_price_per_kwh * eta2
+            - float(prices.min())
+            - site.config.tariff.ev_degradation_per_kwh
+        )
+        out = np.zeros(site.n)
+        if gain < self.v2g_min_gain_per_kwh or import_kw <= 0 or fraction <= 0:
+            return out
+        # what each EV can give and still finish at ``v2g_hedge`` of its full power: the recharge spreads
+        # over the rest of its stay instead of raising the peak
+        st = snapshot.state
+        dt = float(st.dt_h)
+        present = np.asarray(st.ev_present, dtype=bool)
+        rate = np.where(present, np.minimum(site.rated_kw, np.asarray(st.ev_max_charge_kw, dtype=float)), 0.0)
+        steps_left = np.maximum(np.floor(np.asarray(st.time_left_h, dtype=float) / dt + 1e-6), 1)
+        need = np.maximum(np.asarray(st.energy_needed_kwh, dtype=float), 0.0)
+        spare_kwh = self.v2g_hedge * rate * site.efficiency * dt * (steps_left - 1) - need
+        spare_kw = np.maximum(spare_kwh, 0.0) * site.efficiency / dt
+        can = np.where((charger_kw <= 0) & (lo_kw < 0), np.minimum(-lo_kw, spare_kw), 0.0)
+        order = np.argsort(-np.where(np.isfinite(laxity), laxity, 1e9), kind="stable")
+        before = np.cumsum(can[order]) - can[order]
+        out[order] = np.clip(fraction * import_kw - before, 0.0, can[order])
+        out = np.where(out < site.min_kw - 1e-9, 0.0, out)
+        if not out.any():
+            return out
+        # the recharge must fit under the level already paid for: shrink the discharge until the lowest
+        # deadline-feasible level with the extra energy stays at or below max(level, peak so far)
+        net_h = np.asarray(snapshot.forecast.base_load_kw, dtype=float) - np.asarray(
+            snapshot.forecast.pv_kw, dtype=float
+        )
+        net_h[0] = net_now_kw
+        active = present & (np.maximum(need, 0.0) + out > 1e-9)
+        paid_kw = max(level_kw, float(snapshot.peak_import_kw))
+        scale, lo_s, hi_s = 1.0, 0.0, 1.0
+        for _ in range(6):
+            extra_kwh = scale * out * dt / site.efficiency
+            if self.min_level_kw(need + extra_kwh, steps_left.astype(np.int64), active, net_h, dt) <= paid_kw:
+                lo_s = scale
+            else:
+                hi_s = scale
+            scale = lo_s if hi_s - lo_s < 1e-3 else 0.5 * (lo_s + hi_s)
+        out = lo_s * out
+        return np.where(out < site.min_kw - 1e-9, 0.0, out)
+
+
+class RuleSetpoint:
+    """The ``rule_setpoint`` action: site-level corrections of the rule-based DLM's decision.
+
+    The rule-based DLM decides; entry 0 lifts its site import toward the billing-period peak so far
+    (which costs no further demand charge): ``max(a0, 0) * (peak - import)`` kW more for the EVs with the
+    least laxity, worth it in cheap hours before dear ones. (No cut below the rule-based DLM: its
+    deadline and node reserve is what keeps EVs on time; cutting into it raised later peaks.) On
+    bidirectional sites V2G is the agent's, not the base's (the base runs without
+    V2G): EVs give ``(a1 + 1) / 2`` of the site import as in :class:`SetpointAllocator` (only where the
+    round trip pays, never exporting, the recharge under the level already paid). Without V2G the zero
+    action *is* the rule-based DLM, so learning starts from it.
+    """
+
+    def __init__(self, site: SiteArrays, allow_discharge: bool = True) -> None:
+        self.site = site
+        self.allow_discharge = allow_discharge
+        # V2G is the agent's (entry 1, gated as in :class:`SetpointAllocator`), not the base's
+        self.base = RuleBasedDLM(v2g=False, use_battery=True)
+        self.rule = SetpointAllocator(site, allow_discharge)
+
+    def reset(self, episode_end: pd.Timestamp | None) -> None:
+        known = None if episode_end is None else cast("Scenario", _EpisodeEnd(episode_end))
+        self.base.reset(self.site, known)
+
+    def decide(self, snapshot: Snapshot, observed: Observed, a: FloatArray) -> Decision:
+        base = self.base.act(snapshot)
+        kw = np.asarray(base.charger_kw, dtype=float).copy()
+        lo_kw, hi_kw = observed.lo_kw[0], observed.hi_kw[0]
+        ev = self.rule.ev_terms(snapshot, hi_kw)
+        st = snapshot.state
+        net_now = float(np.asarray(st.base_load_kw)) - float(np.asarray(st.pv_kw))
+        import_kw = net_now + float(kw.sum()) + float(base.battery_kw)
+        peak = float(snapshot.peak_import_kw)
+        if a[0] > 0:
+            room = np.where(ev.active & (kw >= 0), np.maximum(hi_kw - kw, 0.0), 0.0)
+            kw = kw + self.rule.fill_kw(float(a[0]) * max(peak - import_kw, 0.0), room, ev.laxity)
+        if self.rule.has_v2g and self.allow_discharge:
+            level = net_now + float(kw.sum())
+            share = 0.5 * (float(a[1]) + 1.0)
+            kw = kw - self.rule.v2g_kw(snapshot, kw, lo_kw, ev.laxity, net_now, share, level)
+        return Decision(kw, float(base.battery_kw))
+
+
 class ActionAdapter:
     """Turns a normalised action ``(act_dim,)`` in ``[-1, 1]`` into a :class:`Decision` (see module doc).
 
@@ -276,9 +527,11 @@ class ActionAdapter:
         self.mode = mode
         self.allow_discharge = allow_discharge
         self.residual_scale = residual_scale
-        self.act_dim = action_dim(site)
+        self.act_dim = action_dim(site, mode)
         self._mapper = ActionMapper(site, "priority" if mode == "priority" else "continuous", allow_discharge)
         self._base = RuleBasedDLM(v2g=allow_discharge, use_battery=True) if mode == "residual" else None
+        self._setpoint = SetpointAllocator(site, allow_discharge) if mode == "setpoint" else None
+        self._rule_setpoint = RuleSetpoint(site, allow_discharge) if mode == "rule_setpoint" else None
 
     def reset(self, episode_end: pd.Timestamp | None = None) -> None:
         """Start of an episode; ``episode_end`` (tz-aware), when known, tells the rule-based base how long
@@ -286,12 +539,18 @@ class ActionAdapter:
         if self._base is not None:
             known = None if episode_end is None else cast("Scenario", _EpisodeEnd(episode_end))
             self._base.reset(self.site, known)
+        if self._rule_setpoint is not None:
+            self._rule_setpoint.reset(episode_end)
 
     def decide(self, snapshot: Snapshot, observed: Observed, action: FloatArray) -> Decision:
         a = np.clip(np.asarray(action, dtype=float).reshape(1, -1), -1.0, 1.0)
         if a.shape[1] != self.act_dim:
             raise ValueError(f"action must have {self.act_dim} entries, got {a.shape[1]}")
         site = self.site
+        if self._setpoint is not None:
+            return self._setpoint.decide(snapshot, observed, a[0])
+        if self._rule_setpoint is not None:
+            return self._rule_setpoint.decide(snapshot, observed, a[0])
         if self._base is not None:
             base = self._base.act(snapshot)
             request_kw = np.asarray(base.charger_kw, dtype=float) + a[0, : site.n] * (
@@ -319,6 +578,11 @@ class SnapshotControlEnv(gym.Wrapper[np.ndarray, np.ndarray, np.ndarray, np.ndar
     Observations are built from ``env.snapshot()`` and actions become kW requests stepped with
     ``env.step_kw`` (projected there), so training sees exactly what :class:`LearnedPolicy` sees when it
     acts on snapshots in evaluation or serving. Reward, termination and ``info`` are the env's.
+
+    ``observation_horizon`` (default: the env's forecast horizon, at most that) is the forecast window the
+    agent observes; the rule inside the action (``residual``, ``setpoint``) reads the env's whole window, so
+    give the env the window evaluation gives policies (:data:`training.evaluate.DEFAULT_HORIZON`) for the
+    agent to train on the rule it will act with.
     """
 
     def __init__(
@@ -327,11 +591,18 @@ class SnapshotControlEnv(gym.Wrapper[np.ndarray, np.ndarray, np.ndarray, np.ndar
         mode: ActionMode,
         allow_discharge: bool = True,
         residual_scale: float = 0.5,
+        observation_horizon: int | None = None,
     ) -> None:
         super().__init__(env)
         self.site_env = env
+        horizon = env.config.forecast_horizon if observation_horizon is None else observation_horizon
+        if not 1 <= horizon <= env.config.forecast_horizon:
+            raise ValueError(
+                f"observation_horizon {horizon} must lie in [1, {env.config.forecast_horizon}] "
+                "(the env's forecast window)"
+            )
         spec = ObservationSpec(
-            horizon=env.config.forecast_horizon,
+            horizon=horizon,
             price_scale_per_kwh=env.config.price_scale_per_kwh,
             time_scale_h=env.config.time_scale_h,
         )
@@ -341,11 +612,23 @@ class SnapshotControlEnv(gym.Wrapper[np.ndarray, np.ndarray, np.ndarray, np.ndar
         self.action_space = spaces.Box(-1.0, 1.0, shape=(self.adapter.act_dim,), dtype=np.float32)
         self._snapshot: Snapshot | None = None
         self._observed: Observed | None = None
+        self.skipped_scenarios = 0
+        """generated scenarios that failed validation and were skipped at reset"""
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[np.ndarray, dict[str, Any]]:
-        _, info = self.site_env.reset(seed=seed, options=options)
+        from envs.config import ConfigError
+
+        for attempt in range(_RESET_TRIES):
+            try:  # a retry draws the next scenario seed from the env's generator (seeded on the first try)
+                _, info = self.site_env.reset(seed=seed if attempt == 0 else None, options=options)
+                break
+            except ConfigError:
+                # a generated scenario that fails validation is skipped (and counted), not fatal to a run
+                if attempt == _RESET_TRIES - 1 or self.site_env.config.generator is None:
+                    raise
+                self.skipped_scenarios += 1
         end = self.site_env.episode.timestamps[-1]  # the window end, UTC
         self.adapter.reset(pd.Timestamp(end).tz_localize("UTC"))
         return self._observe(), info
@@ -425,7 +708,7 @@ class PolicyMeta:
         trained_timesteps: int = 0,
     ) -> PolicyMeta:
         layout = layout_for(site, spec)
-        act = action_dim(site)
+        act = action_dim(site, mode)
         return cls(
             name=name,
             algorithm=algorithm,
@@ -554,7 +837,7 @@ class LearnedPolicy:
                 f"{site.config.name!r} has {site.n}"
             )
         layout = layout_for(site, m.observation)
-        fp = layout_fingerprint(layout, m.action_mode, action_dim(site))
+        fp = layout_fingerprint(layout, m.action_mode, action_dim(site, m.action_mode))
         if fp != m.layout_fingerprint:
             why = []
             if site.has_battery != m.has_battery:

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from envs.config import ConfigError, format_validation_error
 
-ActionMode = Literal["residual", "priority", "continuous"]
+ActionMode = Literal["residual", "priority", "continuous", "setpoint", "rule_setpoint"]
 ForecastKind = Literal["perfect", "noisy", "model"]
 SiteKind = Literal["depot", "workplace", "residential", "public"]
 Baseline = Literal["rule_based", "optimum"]
@@ -62,12 +62,26 @@ class GeneratorSpec(_Frozen):
 
 
 class ForecastSpec(_Frozen):
-    """The forecast window in the observation."""
+    """The forecast window in the observation (and in the rule inside the action).
+
+    ``perfect``: the scenario's own series; ``noisy``: those with a growing relative error; ``model``: a
+    forecaster fitted by ``evdlm forecast fit --out FILE`` (:class:`forecasting.provider.ModelForecast`),
+    loaded from ``model_path`` (relative paths from the working directory).
+    """
 
     provider: ForecastKind = "perfect"
     horizon_steps: int = Field(default=16, ge=1, le=672)
     error: float = Field(default=0.1, ge=0, le=2, description="noisy provider: relative error one step ahead")
     error_growth_per_step: float = Field(default=0.01, ge=0, le=1)
+    model_path: str | None = Field(default=None, description="model provider: the fitted forecaster (joblib)")
+
+    @model_validator(mode="after")
+    def _check_model(self) -> ForecastSpec:
+        if self.provider == "model" and not self.model_path:
+            raise ValueError(
+                "provider 'model' needs model_path (a file written by `evdlm forecast fit --out`)"
+            )
+        return self
 
 
 class EnvSpec(_Frozen):
@@ -82,8 +96,11 @@ class EnvSpec(_Frozen):
     action_mode: ActionMode = Field(
         default="residual",
         description=(
-            "residual: per-charger kW correction on top of the rule-based DLM; priority: per-charger "
-            "scores filled in order by the projection; continuous: a fraction of each charger's range"
+            "residual: per-charger kW correction on top of the rule-based DLM; setpoint: a few site-level "
+            "numbers (import level, V2G share) filled by a deadline-first rule; rule_setpoint: site-level "
+            "corrections (import lift/cut, extra V2G) of the rule-based DLM's decision; priority: "
+            "per-charger scores filled in order by the projection; continuous: a fraction of each charger's "
+            "range"
         ),
     )
     residual_scale: float = Field(
@@ -113,6 +130,11 @@ class PPOSpec(_AlgoBase):
     vf_coef: float = Field(default=0.5, gt=0, le=10)
     max_grad_norm: float = Field(default=0.5, gt=0)
     log_std_init: float = Field(default=-1.0, ge=-10, le=2, description="initial log std of the Gaussian")
+    target_kl: float | None = Field(
+        default=None,
+        gt=0,
+        description="stop an update's epochs early when the KL to the old policy passes this",
+    )
 
 
 class SACSpec(_AlgoBase):

@@ -125,7 +125,15 @@ def ensure_experiment(name: str, tracking_uri: str, artifact_root: str | None) -
     if exp is not None:
         return str(exp.experiment_id)
     location = None if artifact_root is None else f"{artifact_root}/{name}"
-    return str(client.create_experiment(name, artifact_location=location))
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(client.create_experiment(name, artifact_location=location))
+    except MlflowException:
+        exp = client.get_experiment_by_name(name)  # another process created it meanwhile
+        if exp is None:
+            raise
+        return str(exp.experiment_id)
 
 
 # --------------------------------------------------------------------------- environment
@@ -141,10 +149,14 @@ def forecast_provider(spec: ForecastSpec) -> ForecastProvider:
         return cast("ForecastProvider", noisy)
     from envs.config import ConfigError
 
-    raise ConfigError(
-        "env.forecast.provider: 'model' needs a fitted forecasting provider, which this build does not ship "
-        "yet; use 'perfect' or 'noisy'"
-    )
+    path = Path(spec.model_path or "")
+    if not path.is_file():
+        raise ConfigError(
+            f"env.forecast.model_path: {path} is not a file; write one with `evdlm forecast fit --out {path}`"
+        )
+    from forecasting.provider import ModelForecast
+
+    return cast("ForecastProvider", ModelForecast.load(path))
 
 
 def make_env(config: TrainConfig, site_seed: int | None = None) -> SnapshotControlEnv:
@@ -164,16 +176,25 @@ def make_env(config: TrainConfig, site_seed: int | None = None) -> SnapshotContr
         battery=g.battery,
         demand_charge_per_kw=g.demand_charge_per_kw,
     )
+    from training.evaluate import DEFAULT_HORIZON
+
+    horizon = config.env.forecast.horizon_steps
     env = ChargingSiteEnv(
         generator=gen,
         step=g.step,
         forecast=forecast_provider(config.env.forecast),
-        forecast_horizon=config.env.forecast.horizon_steps,
+        # the rule inside the action reads the window evaluation gives every policy; the agent observes
+        # the configured horizon of it
+        forecast_horizon=max(DEFAULT_HORIZON, horizon),
         action_mode="continuous",
         allow_discharge=config.env.allow_discharge,
     )
     return SnapshotControlEnv(
-        env, config.env.action_mode, config.env.allow_discharge, config.env.residual_scale
+        env,
+        config.env.action_mode,
+        config.env.allow_discharge,
+        config.env.residual_scale,
+        observation_horizon=horizon,
     )
 
 
@@ -218,6 +239,7 @@ def build_model(config: TrainConfig, venv: VecEnv, seed: int) -> BaseAlgorithm:
             n_epochs=a.n_epochs,
             gae_lambda=a.gae_lambda,
             clip_range=a.clip_range,
+            target_kl=a.target_kl,
             ent_coef=a.ent_coef,
             vf_coef=a.vf_coef,
             max_grad_norm=a.max_grad_norm,
@@ -257,7 +279,9 @@ def build_model(config: TrainConfig, venv: VecEnv, seed: int) -> BaseAlgorithm:
 
 def policy_meta(config: TrainConfig, site_env: SnapshotControlEnv, timesteps: int) -> PolicyMeta:
     e = site_env.site_env
-    spec = ObservationSpec(e.config.forecast_horizon, e.config.price_scale_per_kwh, e.config.time_scale_h)
+    spec = ObservationSpec(
+        config.env.forecast.horizon_steps, e.config.price_scale_per_kwh, e.config.time_scale_h
+    )
     return PolicyMeta.describe(
         name=config.name,
         algorithm=config.algorithm.name,
