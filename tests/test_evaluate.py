@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -153,7 +152,7 @@ def test_cli_rejects_an_unknown_policy(depot: Scenario, tmp_path: Path) -> None:
     assert "unknown policy 'nope'" in result.output
 
 
-@pytest.mark.skipif(not os.environ.get("EVDLM_SLOW_TESTS"), reason="starts Ray; set EVDLM_SLOW_TESTS=1")
+@pytest.mark.usefixtures("local_ray")
 def test_ray_gives_the_same_results_as_serial(depot: Scenario) -> None:
     opts = EnvOptions(forecast_horizon=48)
     serial = evaluate(["edf", "rule_based"], [depot], seeds=[0, 1], options=opts)

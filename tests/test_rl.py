@@ -501,3 +501,27 @@ def test_resume_from_checkpoint(trained: TrainResult, tmp_path: Path) -> None:
     assert resumed.timesteps == 192
     assert resumed.model_uri.startswith("runs:/")
     assert [p.timesteps for p in resumed.evaluations] == [192]
+
+
+def test_the_live_service_loads_the_registered_policy_by_uri(trained: TrainResult) -> None:
+    import mlflow
+
+    from serving.service import load_policy
+
+    mlflow.set_tracking_uri(trained.tracking_uri)
+    policy, why = load_policy(trained.model_uri)
+    assert why is None and isinstance(policy, LearnedPolicy)
+    local = LearnedPolicy.from_bundle(trained.bundle_dir)
+    scenario = generate_scenario("depot", chargers=4, days=1, seed=3, step="1h", demand_charge_per_kw=10.0)
+    env = ChargingSiteEnv(scenario=scenario, step=None, forecast_horizon=8)
+    env.reset(seed=0)
+    policy.reset(env.site, None)  # live: no scenario
+    local.reset(env.site, None)
+    for _ in range(6):
+        snap = env.snapshot()
+        a, b = policy.act(snap), local.act(snap)
+        np.testing.assert_array_equal(a.charger_kw, b.charger_kw)
+        env.step_kw(a.charger_kw, a.battery_kw)
+    # a URI that names no model is not fatal for the service: the fallback decides and the reason is given
+    missing, why_missing = load_policy("models:/no-such-model/1")
+    assert missing is None and why_missing == "load_failed"

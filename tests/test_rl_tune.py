@@ -1,12 +1,11 @@
 """Ray Tune search over a training config: the search space, and (opt-in, it starts Ray) a tiny search.
 
-The search itself runs only with ``EVDLM_RAY_TESTS=1`` (it starts a local Ray and trains two trials, about a
-minute on two cores); the default test run checks the search-space translation only.
+The search runs on the session's one local Ray (``local_ray`` in ``conftest.py``) and trains the smoke
+config's trials: about a minute on two cores.
 """
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -50,7 +49,7 @@ def test_bad_distribution_is_refused() -> None:
         Distribution(kind="choice")
 
 
-@pytest.mark.skipif(os.environ.get("EVDLM_RAY_TESTS") != "1", reason="starts Ray; set EVDLM_RAY_TESTS=1")
+@pytest.mark.usefixtures("local_ray")
 def test_tiny_search_registers_the_best_trial(tmp_path: Path) -> None:
     from mlflow.tracking import MlflowClient
 

@@ -113,15 +113,16 @@ def _trainable(config: TrainConfig, tracking_uri: str, parent_run_id: str, root:
     return trial
 
 
-def _init_ray(address: str | None, num_cpus: int | None) -> None:
+def _init_ray(address: str | None, num_cpus: int | None) -> bool:
+    """Start (or join) Ray unless it is already up; True when this call started it."""
     import ray
 
     if ray.is_initialized():
-        return
+        return False
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     if address is not None:
         ray.init(address=address, log_to_driver=False)
-        return
+        return True
     temp = Path(tempfile.gettempdir()) / "evdlm-ray"
     temp.mkdir(parents=True, exist_ok=True)
     ray.init(
@@ -131,6 +132,7 @@ def _init_ray(address: str | None, num_cpus: int | None) -> None:
         _temp_dir=str(temp),
         log_to_driver=False,
     )
+    return True
 
 
 def tune_config(
@@ -158,7 +160,7 @@ def tune_config(
     experiment_id = ensure_experiment(config.tracking.experiment, uri, root_uri)
     root = Path(out_dir) if out_dir is not None else PROJECT_DIR / STATE_DIR_NAME / "tune" / config.name
     root.mkdir(parents=True, exist_ok=True)
-    _init_ray(ray_address, num_cpus)
+    started_ray = _init_ray(ray_address, num_cpus)
     try:
         with mlflow.start_run(
             experiment_id=experiment_id, run_name=f"tune-{config.name}", tags={"evdlm.kind": "tune"}
@@ -210,7 +212,7 @@ def tune_config(
                 registered = f"models:/{mv.name}/{mv.version}"
             return TuneResult(parent.info.run_id, uri, t.metric, best, tuple(trials), registered)
     finally:
-        if ray_address is None:
+        if started_ray:
             ray.shutdown()
 
 
