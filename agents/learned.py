@@ -80,19 +80,7 @@ class ObservationSpec:
 
 def layout_for(site: SiteArrays, spec: ObservationSpec) -> ObservationLayout:
     """The env's observation layout for ``site`` (as :class:`envs.env.ChargingSiteEnv` builds it)."""
-    return ObservationLayout(
-        n_chargers=site.n,
-        horizon=spec.horizon,
-        power_scale_kw=site.import_limit_kw,
-        price_scale_per_kwh=spec.price_scale_per_kwh,
-        time_scale_h=spec.time_scale_h,
-        rated_kw=site.rated_kw,
-        efficiency=site.efficiency,
-        import_limit_kw=site.import_limit_kw,
-        has_battery=site.has_battery,
-        battery_soc_min_kwh=site.battery_soc_min_kwh,
-        battery_soc_max_kwh=site.battery_soc_max_kwh,
-    )
+    return ObservationLayout.for_site(site, spec.horizon, spec.price_scale_per_kwh, spec.time_scale_h)
 
 
 def action_dim(site: SiteArrays, mode: ActionMode = "residual") -> int:

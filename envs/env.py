@@ -199,19 +199,9 @@ class EpisodeSource:
             )
 
     def layout(self) -> ObservationLayout:
-        site, c = self.site, self.config
-        return ObservationLayout(
-            n_chargers=site.n,
-            horizon=c.forecast_horizon,
-            power_scale_kw=site.import_limit_kw,
-            price_scale_per_kwh=c.price_scale_per_kwh,
-            time_scale_h=c.time_scale_h,
-            rated_kw=site.rated_kw,
-            efficiency=site.efficiency,
-            import_limit_kw=site.import_limit_kw,
-            has_battery=site.has_battery,
-            battery_soc_min_kwh=site.battery_soc_min_kwh,
-            battery_soc_max_kwh=site.battery_soc_max_kwh,
+        c = self.config
+        return ObservationLayout.for_site(
+            self.site, c.forecast_horizon, c.price_scale_per_kwh, c.time_scale_h
         )
 
     def sample(self, rng: np.random.Generator, options: Mapping[str, Any] | None = None) -> Episode:

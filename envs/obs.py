@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.typing import NDArray
 
-from envs.core import FloatArray, SiteState
+from envs.core import FloatArray, SiteArrays, SiteState
 
 if TYPE_CHECKING:
     from gymnasium import spaces
@@ -88,6 +88,25 @@ class ObservationLayout:
     _charger_high32: F32Array = field(init=False, repr=False)
     _need_scale: FloatArray = field(init=False, repr=False)
     _inv_rated: FloatArray = field(init=False, repr=False)
+
+    @classmethod
+    def for_site(
+        cls, site: SiteArrays, horizon: int, price_scale_per_kwh: float, time_scale_h: float
+    ) -> ObservationLayout:
+        """The layout the environment uses for ``site`` (and every learned policy that acts on it)."""
+        return cls(
+            n_chargers=site.n,
+            horizon=horizon,
+            power_scale_kw=site.import_limit_kw,
+            price_scale_per_kwh=price_scale_per_kwh,
+            time_scale_h=time_scale_h,
+            rated_kw=site.rated_kw,
+            efficiency=site.efficiency,
+            import_limit_kw=site.import_limit_kw,
+            has_battery=site.has_battery,
+            battery_soc_min_kwh=site.battery_soc_min_kwh,
+            battery_soc_max_kwh=site.battery_soc_max_kwh,
+        )
 
     def __post_init__(self) -> None:
         low = np.array([f[1] for f in CHARGER_FEATURES], dtype=np.float32)[:, None]
