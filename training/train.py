@@ -38,8 +38,8 @@ if TYPE_CHECKING:
 
     from training.evaluate import EvalRow, EvaluationReport
 
-PROJECT_DIR = Path(__file__).resolve().parent.parent
 STATE_DIR_NAME = ".evdlm"
+"""Runs, models and the MLflow store live in this folder under the working directory (git-ignored)."""
 
 
 # --------------------------------------------------------------------------- results
@@ -541,7 +541,7 @@ def train(
     out = (
         Path(out_dir)
         if out_dir is not None
-        else PROJECT_DIR / STATE_DIR_NAME / "runs" / f"{config.name}-{stamp}"
+        else Path.cwd() / STATE_DIR_NAME / "runs" / f"{config.name}-{stamp}"
     )
     out.mkdir(parents=True, exist_ok=True)
     checkpoint_dir = out / "checkpoints"
