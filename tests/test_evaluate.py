@@ -222,3 +222,42 @@ def test_mpc_runs_through_evaluation_on_fitted_forecasts(tmp_path: Path) -> None
     assert rows[0]["cost_total"] == pytest.approx(mpc_fitted.cost_total, rel=1e-9)
     bad = CliRunner().invoke(app, [*args, "--forecast", "oracle"])
     assert bad.exit_code == 2 and "unknown forecast 'oracle'" in bad.output
+
+
+class _Idle:
+    """Charges nothing: every EV that leaves misses its whole request."""
+
+    name = "idle"
+
+    def reset(self, site: object, scenario: object = None) -> None:
+        self.n = int(site.n)  # type: ignore[attr-defined]
+
+    def act(self, snapshot: object) -> object:
+        from agents.base import Decision
+
+        return Decision(charger_kw=np.zeros(self.n))
+
+
+def test_per_session_shortfalls_add_up_to_the_env_missing_energy(depot: Scenario) -> None:
+    from envs.env import ChargingSiteEnv
+
+    opts = EnvOptions(forecast_horizon=48)
+    idle = run_episode(_Idle(), depot, options=opts)  # type: ignore[arg-type]
+    opt = run_episode("optimum", depot, options=opts)
+    env = ChargingSiteEnv(scenario=depot, step=None, forecast_horizon=48)
+    env.reset(seed=0)
+    ses = env.episode.sessions
+    for res in (idle, opt):
+        short = res.session_short_kwh
+        assert short is not None and short.shape == (ses.size,)
+        left = np.isfinite(short)
+        assert int(left.sum()) == res.row.evs_departed
+        assert int((short[left] > 0.1).sum()) == res.row.evs_short
+        np.testing.assert_allclose(short[left].sum(), res.row.evs_short_kwh, atol=1e-9)
+        delivered_gap = res.row.energy_asked_kwh - res.row.energy_delivered_kwh
+        np.testing.assert_allclose(short[left].sum(), delivered_gap, atol=1e-6)
+    # charging nothing, every departed EV misses what it asked (initial energy needed = its request)
+    left = np.isfinite(idle.session_short_kwh)  # type: ignore[arg-type]
+    assert left.any()
+    np.testing.assert_allclose(idle.session_short_kwh[left], ses.request_kwh[left], atol=1e-9)  # type: ignore[index]
+    assert idle.row.evs_short > opt.row.evs_short

@@ -525,3 +525,17 @@ def test_the_live_service_loads_the_registered_policy_by_uri(trained: TrainResul
     # a URI that names no model is not fatal for the service: the fallback decides and the reason is given
     missing, why_missing = load_policy("models:/no-such-model/1")
     assert missing is None and why_missing == "load_failed"
+
+
+def test_short_feasible_counts_only_requests_the_optimum_delivers() -> None:
+    from benchmarks.rl import short_feasible
+
+    nan = float("nan")
+    optimum = np.array([0.0, 0.05, 3.0, 0.0, nan, 0.0])
+    policy = np.array([0.0, 2.0, 5.0, 0.5, 4.0, nan])
+    # session 1 and 3: feasible (optimum <= 0.1) and the policy misses > 0.1; session 2 infeasible;
+    # sessions 4, 5 did not leave under both
+    assert short_feasible(policy, optimum) == (2, 2.5, 3)
+    assert short_feasible(optimum, optimum) == (0, 0.0, 4)
+    with pytest.raises(ValueError, match="shape"):
+        short_feasible(policy[:2], optimum)

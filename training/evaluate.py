@@ -92,6 +92,9 @@ class EpisodeTrace:
 class EpisodeResult:
     row: EvalRow
     trace: EpisodeTrace
+    session_short_kwh: FloatArray | None = None
+    """per session of the episode (``env.episode.sessions`` order): kWh it missed when it left, NaN
+    for sessions that did not leave within the episode; sums to the env's ``missing_total_kwh``"""
 
 
 @dataclass
@@ -227,9 +230,11 @@ def run_episode(
     departed = 0
     v2g_kwh = 0.0
     pv_used_kwh = 0.0
+    session_short = np.full(ep.sessions.size, np.nan)
     for t in range(T):
         snap = env.snapshot()
         state = snap.state
+        slot_session = env.sim.session[0].copy()
         t1 = time.perf_counter()
         decision = pol.act(snap)
         decide_s[t] = time.perf_counter() - t1
@@ -255,6 +260,7 @@ def run_episode(
         if leaving.any():
             got = np.where(applied > 0, applied * site.efficiency, applied / site.efficiency) * dt
             miss = np.maximum(np.asarray(state.energy_needed_kwh) - got, 0.0)[leaving]
+            session_short[slot_session[leaving]] = miss
             departed += int(leaving.sum())
             short += int((miss > SHORT_KWH).sum())
             short_kwh += float(miss.sum())
@@ -303,7 +309,7 @@ def run_episode(
         pv_curtailed_kw=curtailed,
         import_limit_kw=site.import_limit_kw,
     )
-    return EpisodeResult(row, trace)
+    return EpisodeResult(row, trace, session_short)
 
 
 # --------------------------------------------------------------------------- many episodes
