@@ -172,28 +172,6 @@ class _SnapshotView:
         return self._static
 
 
-def batched(state: SiteState) -> SiteState:
-    """A one-row batch ``(1, n)`` of an unbatched :class:`SiteState`."""
-
-    def row(x: object) -> Any:
-        return np.asarray(x)[None, ...]
-
-    return SiteState(
-        ev_present=row(state.ev_present),
-        ev_max_charge_kw=row(state.ev_max_charge_kw),
-        ev_max_discharge_kw=row(state.ev_max_discharge_kw),
-        energy_needed_kwh=row(state.energy_needed_kwh),
-        energy_room_kwh=row(state.energy_room_kwh),
-        energy_dischargeable_kwh=row(state.energy_dischargeable_kwh),
-        time_left_h=row(state.time_left_h),
-        base_load_kw=row(state.base_load_kw),
-        pv_kw=row(state.pv_kw),
-        battery_soc_kwh=row(state.battery_soc_kwh),
-        dt_h=state.dt_h,
-        priority=None if state.priority is None else row(state.priority),
-    )
-
-
 @dataclass(frozen=True, eq=False)
 class Observed:
     """A snapshot as the agent sees it, with the batched state and charger bounds the action needs."""
@@ -240,7 +218,7 @@ class SnapshotObserver:
             forecast=window,
         )
         static = self.layout.static_block(cast("Episode", step))
-        state = batched(st)
+        state = st.as_batch()
         lo, hi = charger_bounds(self.site, state)
         out = np.zeros((1, self.layout.size), dtype=np.float32)
         view = _SnapshotView(self.site, st, snapshot.peak_import_kw, static)

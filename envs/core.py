@@ -12,7 +12,9 @@ Sign convention everywhere: charger and battery power in kW at the grid side, po
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -205,6 +207,33 @@ class SiteState:
     @property
     def batch_shape(self) -> tuple[int, ...]:
         return tuple(self.ev_present.shape[:-1])
+
+    def _map(self, per_charger: Callable[[Any], Any], site_value: Callable[[Any], Any]) -> SiteState:
+        """A state with every per-charger array and every site value mapped (``dt_h`` kept)."""
+        changes: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "dt_h" or value is None:
+                continue
+            site = f.name in ("base_load_kw", "pv_kw", "battery_soc_kwh")
+            changes[f.name] = site_value(value) if site else per_charger(value)
+        return replace(self, **changes)
+
+    def row(self, b: int = 0) -> SiteState:
+        """Row ``b`` of a batched state as an independent unbatched copy (site values as floats)."""
+
+        def take(x: Any) -> Any:
+            return np.array(np.asarray(x)[b]) if np.ndim(x) >= 1 else x
+
+        return self._map(take, lambda x: float(take(x)))
+
+    def as_batch(self) -> SiteState:
+        """An unbatched state as a one-row batch ``(1, n)`` (site values ``(1,)``)."""
+
+        def one(x: Any) -> Any:
+            return np.asarray(x)[None, ...]
+
+        return self._map(one, one)
 
     @classmethod
     def empty(cls, n: int, base_load_kw: float = 0.0, pv_kw: float = 0.0, dt_h: float = 0.25) -> SiteState:

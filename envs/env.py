@@ -338,28 +338,6 @@ class ActionMapper:
         return projection.project(self.site, state, charger_kw, battery_kw, plan=self.plan, box=box)
 
 
-def unbatched_state(state: SiteState, b: int = 0) -> SiteState:
-    """Row ``b`` of a batched :class:`SiteState`, as an independent copy."""
-
-    def row(x: Any) -> Any:
-        return np.array(np.asarray(x)[b]) if np.ndim(x) >= 1 else x
-
-    return SiteState(
-        ev_present=row(state.ev_present),
-        ev_max_charge_kw=row(state.ev_max_charge_kw),
-        ev_max_discharge_kw=row(state.ev_max_discharge_kw),
-        energy_needed_kwh=row(state.energy_needed_kwh),
-        energy_room_kwh=row(state.energy_room_kwh),
-        energy_dischargeable_kwh=row(state.energy_dischargeable_kwh),
-        time_left_h=row(state.time_left_h),
-        base_load_kw=float(row(state.base_load_kw)),
-        pv_kw=float(row(state.pv_kw)),
-        battery_soc_kwh=float(row(state.battery_soc_kwh)),
-        dt_h=state.dt_h,
-        priority=None if state.priority is None else row(state.priority),
-    )
-
-
 class ChargingSiteEnv(gym.Env[np.ndarray, np.ndarray]):
     """One EV charging site: allocate power to chargers (and a stationary battery) every step.
 
@@ -506,7 +484,7 @@ class ChargingSiteEnv(gym.Env[np.ndarray, np.ndarray]):
         t = int(sim.t[0])
         fc = ep.forecast[t]
         return Snapshot(
-            state=unbatched_state(state),
+            state=state.row(0),
             timestamp=ep.timestamps[t],
             step_index=ep.start_step + t,
             import_price_per_kwh=float(ep.import_price_per_kwh[t]),

@@ -17,17 +17,7 @@ from envs.core import ForecastWindow, SiteArrays, SiteState, Snapshot
 from envs.limits import limit_violations
 from envs.projection import project
 
-ONLINE = (
-    "uncontrolled",
-    "static",
-    "equal_share",
-    "priority_share",
-    "edf",
-    "llf",
-    "round_robin",
-    "rule_based",
-    "mpc",
-)
+ONLINE = tuple(name for name in NON_LEARNED if name != "optimum")  # every policy that needs no scenario
 
 
 def make_site(
