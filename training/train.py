@@ -30,6 +30,7 @@ from agents.learned import LearnedPolicy, ObservationSpec, PolicyMeta, SnapshotC
 from envs.forecast import ForecastProvider, NoisyForecast, PerfectForecast
 from envs.scenario import Scenario
 from training.rl_config import ForecastSpec, PPOSpec, SACSpec, TD3Spec, TrainConfig
+from training.tracking import PROJECT_DIR_NAME
 
 if TYPE_CHECKING:
     import gymnasium as gym
@@ -37,9 +38,6 @@ if TYPE_CHECKING:
     from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
     from training.evaluate import EvalRow, EvaluationReport
-
-STATE_DIR_NAME = ".evdlm"
-"""Runs, models and the MLflow store live in this folder under the working directory (git-ignored)."""
 
 
 # --------------------------------------------------------------------------- results
@@ -541,7 +539,7 @@ def train(
     out = (
         Path(out_dir)
         if out_dir is not None
-        else Path.cwd() / STATE_DIR_NAME / "runs" / f"{config.name}-{stamp}"
+        else Path.cwd() / PROJECT_DIR_NAME / "runs" / f"{config.name}-{stamp}"
     )
     out.mkdir(parents=True, exist_ok=True)
     checkpoint_dir = out / "checkpoints"

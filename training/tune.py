@@ -150,7 +150,8 @@ def tune_config(
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
-    from training.train import STATE_DIR_NAME, ensure_experiment, tracking_location
+    from training.tracking import PROJECT_DIR_NAME
+    from training.train import ensure_experiment, tracking_location
 
     t = config.tune
     if not t.search_space:
@@ -158,7 +159,7 @@ def tune_config(
     uri, root_uri = tracking_location(tracking_uri)
     mlflow.set_tracking_uri(uri)
     experiment_id = ensure_experiment(config.tracking.experiment, uri, root_uri)
-    root = Path(out_dir) if out_dir is not None else Path.cwd() / STATE_DIR_NAME / "tune" / config.name
+    root = Path(out_dir) if out_dir is not None else Path.cwd() / PROJECT_DIR_NAME / "tune" / config.name
     root.mkdir(parents=True, exist_ok=True)
     started_ray = _init_ray(ray_address, num_cpus)
     try:
