@@ -130,6 +130,48 @@ def test_small_request_far_below_the_minimum_switches_off() -> None:
     np.testing.assert_allclose(out.charger_kw, [4.14], atol=1e-9)
 
 
+def test_whole_remainder_below_half_the_minimum_is_raised_not_paused() -> None:
+    # 0.2 kWh left is 0.84 kW over 15 min, below half of the 4.14 kW minimum: asking for all of it must not
+    # be switched off (it would be, every step, until the EV leaves short), it is raised to the minimum
+    site = make_site([{"id": "a", "node": "root", "max_current_a": 16.0}])
+    need_kw = 0.2 / (0.95 * 0.25)
+    state = ev_state(1, energy_needed_kwh=np.array([0.2]))
+    out = project(site, state, np.array([need_kw]))
+    np.testing.assert_allclose(out.charger_kw, [4.14], atol=1e-9)
+    assert not out.paused.any()
+    out = project(site, ev_state(1), np.array([need_kw]))  # the same power for an EV that needs 10 kWh
+    assert out.charger_kw.tolist() == [0.0] and out.paused.tolist() == [True]
+
+
+def _floor_site(root_kw: float):
+    spec = {"node": "root", "max_power_kw": 11.0, "rate_unit": "W", "efficiency": 1.0, "min_current_a": 0.0}
+    return make_site(
+        [{"id": "a", **spec}, {"id": "b", **spec}], nodes=[{"id": "root", "max_power_kw": root_kw}]
+    )
+
+
+def test_departure_floor_charges_an_ev_that_must_charge_now() -> None:
+    site = _floor_site(100.0)
+    # a: 10 kWh in 1 h at 11 kW: after this step 0.75 h x 11 kW = 8.25 kWh, so 1.75 kWh (7 kW) must go now
+    state = ev_state(2, energy_needed_kwh=np.array([10.0, 5.0]), time_left_h=np.array([1.0, 8.0]))
+    plain = project(site, state, np.array([0.0, 11.0]))
+    np.testing.assert_allclose(plain.charger_kw, [0.0, 11.0], atol=1e-9)
+    out = project(site, state, np.array([0.0, 11.0]), departure_floor=True)
+    np.testing.assert_allclose(out.charger_kw, [7.0, 11.0], atol=1e-9)
+    again = project(site, state, out.charger_kw, departure_floor=True)
+    np.testing.assert_allclose(again.charger_kw, out.charger_kw, atol=1e-12)
+
+
+def test_departure_floor_goes_to_the_least_slack_when_capacity_is_short() -> None:
+    site = _floor_site(10.0)
+    # both must take 7 kW now, the root carries 10: b (less slack) keeps its floor, a gets what is left
+    state = ev_state(2, energy_needed_kwh=np.array([10.0, 10.5]), time_left_h=np.array([1.0, 1.0]))
+    out = project(site, state, np.array([11.0, 11.0]), departure_floor=True)
+    assert out.charger_kw[1] >= 9.0 - 1e-9  # b's floor: (10.5 - 8.25) / 0.25 = 9 kW
+    assert float(out.charger_kw.sum()) == pytest.approx(10.0, abs=1e-9)
+    assert check(site, state, out).total == 0
+
+
 def test_ev_near_full_can_finish_below_the_minimum() -> None:
     site = make_site(
         [{"id": "a", "node": "root", "max_current_a": 16.0, "rate_unit": "W", "efficiency": 1.0}]
@@ -431,3 +473,48 @@ def test_sparse_and_dense_plans_agree(case) -> None:
     np.testing.assert_allclose(sparse.charger_kw, dense.charger_kw, atol=1e-9)
     np.testing.assert_allclose(sparse.battery_kw, dense.battery_kw, atol=1e-9)
     assert sparse.feasible.tolist() == dense.feasible.tolist()
+
+
+def _floor_kw(site: SiteArrays, state: SiteState) -> np.ndarray:
+    """The departure floor of every EV, written out from docs/projection.md (the grid-held full rate)."""
+    res = site.resolution_kw
+    eff = site.efficiency
+    rate = np.minimum(site.rated_kw, state.ev_max_charge_kw)
+    held = np.floor(rate / res + 1e-9) * res
+    future = held * eff * np.maximum(state.time_left_h - state.dt_h, 0.0)
+    must = np.maximum(state.energy_needed_kwh - future, 0.0) / (eff * state.dt_h)
+    _, hi = charger_bounds(site, state)
+    hi_grid = np.floor(hi / res + 1e-9) * res
+    m = np.minimum(np.ceil(site.min_kw / res - 1e-9) * res, hi_grid)
+    f = np.minimum(np.maximum(np.ceil(must / res - 1e-9) * res, m), hi_grid)
+    return np.where(state.ev_present & (must > 1e-9), f, 0.0)
+
+
+@SETTINGS
+@given(cases())
+def test_departure_floor_keeps_every_limit_and_holds_where_capacity_allows(case) -> None:
+    site, state, req, bat = case
+    plan = ProjectionPlan.from_site(site)
+    out = project(site, state, req, bat, plan=plan, departure_floor=True)
+    v = check(site, state, out)
+    if not bool(out.feasible):
+        assert v.total == v.site_import + v.site_export, v.nonzero()
+        return
+    assert v.total == 0, v.nonzero()
+    again = project(site, state, out.charger_kw, out.battery_kw, plan=plan, departure_floor=True)
+    np.testing.assert_allclose(again.charger_kw, out.charger_kw, atol=1e-9)
+    # an EV below its floor was refused it: some row of its could not hold its floor beside the floors
+    # of the EVs that got theirs (row limits at an all-off allocation: the site row's import headroom)
+    f = _floor_kw(site, state)
+    x = out.charger_kw
+    held = (f > 0) & (x >= f - 1e-9)
+    w = plan.weights[: site.n]
+    limit = np.append(plan.row_limit, site.import_limit_kw - float(state.base_load_kw) + float(state.pv_kw))
+    pv_forced = site.config.pv is not None and not site.config.pv.curtailable
+    site_lo = -site.export_limit_kw - float(state.base_load_kw) + (float(state.pv_kw) if pv_forced else 0.0)
+    if limit[-1] < 0 or site_lo > 0:
+        return  # a forced discharge or charge decides every charger
+    for i in np.flatnonzero((f > 0) & ~held):
+        others = (w * np.where(held, f, 0.0)[:, None]).sum(axis=0)
+        rows_i = w[i] > 0
+        assert (others[rows_i] + w[i, rows_i] * f[i] > limit[rows_i] - 1e-9).any(), (i, f, x)
