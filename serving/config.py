@@ -193,6 +193,10 @@ class ServingConfig(_Frozen):
     failsafe_base_load_kw: float = Field(
         default=0.0, ge=0, description="non-EV load reserved when computing the static safe share, kW"
     )
+    departure_floor: bool = Field(
+        default=True,
+        description="the projection charges an EV that must charge now to reach its need by its departure",
+    )
     deadband_a: float = Field(default=0.5, ge=0, description="resend an A profile only beyond this change")
     deadband_w: float = Field(default=300.0, ge=0, description="resend a W profile only beyond this change")
     offender_tolerance_kw: float = Field(

@@ -158,9 +158,12 @@ class Controller:
         safe_share_kw: FloatArray,
         budget_s: float,
         policy_error: str | None = None,
+        departure_floor: bool = True,
     ) -> None:
         self.site = site
         self.plan = ProjectionPlan.from_site(site)
+        self.departure_floor = departure_floor
+        """project with the departure floor (an EV that must charge now to finish gets that power)"""
         self.policy = policy
         self.fallback = fallback
         self.safe_share_kw = safe_share_kw
@@ -231,7 +234,9 @@ class Controller:
         plan, view_state = self.view(state, fixed)
         if fixed is not None and fixed.any:
             request = np.where(fixed.mask, 0.0, request)
-        res = project(self.site, view_state, request, battery, plan=plan)
+        res = project(
+            self.site, view_state, request, battery, plan=plan, departure_floor=self.departure_floor
+        )
         limits = np.where(present, np.maximum(np.asarray(res.charger_kw, dtype=float), 0.0), 0.0)
         assumed = limits
         if fixed is not None and fixed.any:

@@ -113,7 +113,13 @@ class Service:
                 policy_error, policy = "load_failed", None
         self.safe_share_kw = safe_static_share_kw(self.site, cfg.failsafe_base_load_kw)
         self.controller = Controller(
-            self.site, policy, fallback, self.safe_share_kw, cfg.policy_budget_s, policy_error
+            self.site,
+            policy,
+            fallback,
+            self.safe_share_kw,
+            cfg.policy_budget_s,
+            policy_error,
+            departure_floor=cfg.departure_floor,
         )
         self.store = AsyncStore(Store(cfg.database_url))
         self.connections: dict[str, Station16 | Station201] = {}

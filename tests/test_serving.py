@@ -346,6 +346,45 @@ async def test_good_policy_is_used_and_projected(tmp_path: Path) -> None:
     assert np.allclose(out.limits_kw, np.maximum(ref.charger_kw, 0))
 
 
+class _Idle(FullPower):
+    """Asks for nothing: only the projection's departure floor can make an EV charge."""
+
+    name = "idle"
+
+    def act(self, snapshot: Any) -> Any:
+        from agents.base import Decision
+
+        return Decision(np.zeros(self.site.n))
+
+
+@pytest.mark.parametrize("floor", [True, False])
+async def test_departure_floor_charges_an_ev_the_policy_would_strand(tmp_path: Path, floor: bool) -> None:
+    import dataclasses
+
+    site = SiteArrays.from_config(small_site())
+    policy = _Idle()
+    policy.reset(site)
+    ctl = Controller(site, policy, None, safe_static_share_kw(site, 5.0), 0.1, departure_floor=floor)
+    snap, info = _snapshot(tmp_path, site, active=1)
+    st = snap.state
+    need = np.where(st.ev_present, 2.0, 0.0)  # 2 kWh in 10 min: more than the charger can do after this cycle
+    state = dataclasses.replace(
+        st,
+        energy_needed_kwh=need,
+        energy_room_kwh=need + 10.0,
+        time_left_h=np.where(st.ev_present, 1 / 6, 0.0),
+    )
+    out = await ctl.decide(dataclasses.replace(snap, state=state), info.meter_stale)
+    ctl.close()
+    ev = np.flatnonzero(state.ev_present)
+    assert ev.size == 1
+    if floor:
+        assert out.limits_kw[ev[0]] >= 6.0  # the departure floor (the rest of 2 kWh before it leaves)
+        assert 5.0 + out.limits_kw.sum() <= 30.0 + 1e-6
+    else:
+        assert out.limits_kw.sum() == 0.0
+
+
 async def test_stale_meter_caps_every_limit_at_the_safe_share(tmp_path: Path) -> None:
     site = SiteArrays.from_config(small_site())
     ctl = _controller(FullPower(), site)
