@@ -29,12 +29,21 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from agents.allocate import Resources, charge_caps_kw, fair_fill, greedy_fill, resource_use, site_headroom_kw
+from agents.allocate import Resources, fair_fill, greedy_fill, resource_use, site_headroom_kw
 from agents.base import Decision
-from envs.core import BoolArray, FloatArray, IntArray, SiteArrays, Snapshot
+from envs._kernel import GRID_EPS
+from envs.core import BoolArray, FloatArray, IntArray, SiteArrays, SiteState, Snapshot
+from envs.projection import charger_bounds
 from envs.scenario import Scenario
 
 _LEVELS = 48
+
+
+def _ceil_grid(kw: FloatArray, res_kw: FloatArray) -> FloatArray:
+    """``kw`` rounded up to each charger's resolution grid (``res_kw == 0``: unchanged), kW. The projection
+    rounds toward zero (:mod:`envs._kernel`), so a request on the grid passes unchanged."""
+    safe = np.where(res_kw > 0, res_kw, 1.0)
+    return np.where(res_kw > 0, np.ceil(kw / safe - GRID_EPS) * safe, kw)
 
 
 @dataclass(frozen=True, eq=False)
@@ -109,12 +118,15 @@ class RuleBasedDLM:
         self.node_margin = node_margin
         self._site: SiteArrays | None = None
         self._res: Resources | None = None
+        self._min_grid_kw: FloatArray | None = None
         self._episode_end: pd.Timestamp | None = None
         self._month_end: np.datetime64 | None = None
 
     def reset(self, site: SiteArrays, scenario: Scenario | None = None) -> None:
         self._site = site
         self._res = Resources.from_site(site)
+        # each charger's minimum power on its resolution grid (kW), the least the projection lets it draw
+        self._min_grid_kw = _ceil_grid(site.min_kw, site.resolution_kw)
         self._episode_end = scenario.end if scenario is not None else None
         self._month_end = None
 
@@ -145,6 +157,22 @@ class RuleBasedDLM:
         left = min(ends) if ends else horizon_h
         return max(left, horizon_h)
 
+    def _planned_need(self, state: SiteState, hi_kw: FloatArray) -> FloatArray:
+        """Energy each EV is planned on, kWh (>= 0): its need, except that a remainder ``0 < need <
+        min(min power on the grid, hi) * eff * dt`` counts as one such minimum-power step.
+
+        Why: no charger draws less than its minimum, so a smaller request is changed by the projection:
+        switched off (the EV leaves short) or, where it covers the whole need, lifted to the minimum in
+        whatever step the rule put it, past the peak target the rule planned for. Planned as one whole
+        minimum-power step, the remainder is delivered (with a little extra) in the step the price / peak
+        rules choose. ``hi_kw`` (the projection's upper bound, which counts the EV's room) caps the step.
+        """
+        site, min_grid = self._site, self._min_grid_kw
+        assert site is not None and min_grid is not None
+        need = np.maximum(np.asarray(state.energy_needed_kwh, dtype=float), 0.0)
+        step_kwh = np.minimum(min_grid, np.maximum(hi_kw, 0.0)) * site.efficiency * float(state.dt_h)
+        return np.where((need > 1e-9) & (need < step_kwh), step_kwh, need)
+
     # ------------------------------------------------------------------ policy
 
     def act(self, snapshot: Snapshot) -> Decision:
@@ -165,10 +193,14 @@ class RuleBasedDLM:
         # marginal price of charging: what surplus PV would earn exported, else the import price
         price_h = np.where(net_h < 0, exp_h, imp_h)
 
-        caps = charge_caps_kw(site, st)
-        need = np.maximum(np.asarray(st.energy_needed_kwh, dtype=float), 0.0)
+        # every rule plans on the need with small remainders rounded up to a minimum-power step
+        _, hi_kw = charger_bounds(site, st)
+        need = self._planned_need(st, hi_kw)
         present = np.asarray(st.ev_present, dtype=bool)
         eff = site.efficiency
+        # the box, never above the need; the need's power rounded up to the grid, so that the projection's
+        # rounding toward zero does not leave the EV a sliver short when it finishes
+        caps = np.maximum(np.minimum(hi_kw, _ceil_grid(need / (eff * dt), site.resolution_kw)), 0.0)
         rate = np.minimum(site.rated_kw, np.asarray(st.ev_max_charge_kw, dtype=float))
         rate = np.where(present, rate, 0.0)
         steps_left = np.maximum(np.floor(np.asarray(st.time_left_h, dtype=float) / dt + 1e-6), 1).astype(

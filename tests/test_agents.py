@@ -189,11 +189,16 @@ def test_online_policies_stay_within_limits_and_needs(
     state = make_state(site, need, time_left, base_kw=base_kw, pv_kw=pv_kw)
     snap = make_snapshot(state, prices)
     need_kw = state.energy_needed_kwh / (site.efficiency * state.dt_h)
+    # the rule-based DLM rounds an EV's need up to the charger's grid and plans a remainder below one
+    # minimum-power step as that step (the projection would switch the smaller request off)
+    min_step_kw = np.ceil(site.min_kw / site.resolution_kw - 1e-9) * site.resolution_kw
+    rule_cap_kw = np.where(need_kw > 0, np.maximum(need_kw + site.resolution_kw, min_step_kw), 0.0)
     for name in ONLINE:
         d = run_policy(name, site, snap)
         kw = np.asarray(d.charger_kw)
         assert kw.shape == (site.n,)
-        assert (kw <= need_kw + 1e-6).all(), name  # never above an EV's need
+        cap_kw = rule_cap_kw if name == "rule_based" else need_kw
+        assert (kw <= cap_kw + 1e-6).all(), name  # never above an EV's need
         assert (kw[~state.ev_present] == 0).all(), name
         res = project(site, state, kw, d.battery_kw)
         v = limit_violations(site, state, res.charger_kw, res.battery_kw, res.pv_curtailed_kw)
@@ -328,3 +333,35 @@ def test_rule_based_starts_early_when_evs_leave_together_under_the_peak_target()
     prices = [0.4, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]
     d = run_policy("rule_based", site, make_snapshot(state, prices, peak_kw=11.0))
     assert 8.6 <= float(d.charger_kw.sum()) <= 11.0 + 1e-6
+
+
+def test_rule_based_plans_a_small_remainder_as_one_minimum_power_step() -> None:
+    # 0.2 kWh left (0.8 kW over a step) is less than half the 4.14 kW minimum (6 A x 3 x 230 V): asked
+    # as it is, the projection would pause it (or lift it wherever it falls). Planned as one minimum
+    # step, it waits for the step with room under the 10 kW peak already paid (base 9 kW, then 5 kW).
+    site = make_site(n=1, import_kw=40.0, feeder_kw=100.0)
+    base = np.array([9.0, 9.0, 9.0, 5.0] + [9.0] * 8)
+    pol = RuleBasedDLM()
+    pol.reset(site)
+    need, delivered, imports = 0.2, 0.0, []
+    for t in range(4):
+        state = make_state(site, [need], [1.0 - 0.25 * t], base_kw=float(base[t]))
+        window = ForecastWindow(base[t : t + 8], np.zeros(8), np.full(8, 0.2), np.full(8, 0.05))
+        snap = Snapshot(
+            state=state,
+            timestamp=np.datetime64("2025-06-02T10:00") + np.timedelta64(15 * t, "m"),
+            step_index=t,
+            import_price_per_kwh=0.2,
+            export_price_per_kwh=0.05,
+            forecast=window,
+            peak_import_kw=10.0,
+        )
+        d = pol.act(snap)
+        res = project(site, state, d.charger_kw, d.battery_kw)
+        np.testing.assert_allclose(res.charger_kw, d.charger_kw, atol=1e-9)  # the projection keeps it
+        kwh = float(res.charger_kw[0]) * 0.25  # efficiency 1
+        delivered += kwh
+        need = max(need - kwh, 0.0)
+        imports.append(float(res.site_import_kw))
+    assert delivered == pytest.approx(4.14 * 0.25)  # the EV got its 0.2 kWh, in one minimum-power step
+    np.testing.assert_allclose(imports, [9.0, 9.0, 9.0, 9.14])  # in the last step, under the 10 kW peak
