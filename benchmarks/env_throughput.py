@@ -5,8 +5,9 @@
 For each size it reports single-env steps/s (random actions, ``ChargingSiteEnv`` without wrappers), the
 time of one step split into the safety projection (``envs.projection.project``), the charger bounds
 (``charger_box``, computed once per step for the action mapping, the observation and the projection) and
-the rest of the env (simulation, observation, costs, info), measured by timing those calls during a
-second run;
+the rest of the env (action mapping, simulation, observation, costs, info), measured by timing those calls
+during a second run; of the rest, ``sim`` is the simulator's step and state (``BatchSim.apply`` with the
+costs, ``BatchSim.state``) and ``obs`` the observation (``ObservationLayout.write``), timed in a third;
 and the vector env's charger-steps/s for a batch of ``B`` sites. Memory: the simulator's arrays (bytes
 per site) and the process's peak RSS.
 
@@ -95,6 +96,20 @@ def bench_single(n: int, steps: int) -> dict[str, float]:
         projection.project, projection.charger_box = project.fn, bounds.fn
     mean_s = (time.process_time() - t0) / steps  # the timers' own cost is counted in the parts they time
     project_s, bounds_s = project.seconds / steps, bounds.seconds / steps
+
+    # and a third run with the simulator's step and the observation timed (parts of the rest)
+    env.reset(seed=1)
+    sim = env.sim
+    apply, state, write = _Timed(sim.apply), _Timed(sim.state), _Timed(env.layout.write)
+    sim.apply, sim.state = apply, state  # type: ignore[method-assign]
+    object.__setattr__(env.layout, "write", write)  # a frozen dataclass: shadow the method on the instance
+    try:
+        for k in range(steps):
+            env.step(actions[k % 64])
+    finally:
+        del sim.apply, sim.state
+        object.__delattr__(env.layout, "write")
+    sim_s, obs_s = (apply.seconds + state.seconds) / steps, write.seconds / steps
     return {
         "chargers": n,
         "steps_per_s": 1.0 / step_s,
@@ -103,6 +118,8 @@ def bench_single(n: int, steps: int) -> dict[str, float]:
         "projection_us": project_s * 1e6,
         "bounds_us": bounds_s * 1e6,
         "env_rest_us": max(mean_s - project_s - bounds_s, 0.0) * 1e6,
+        "sim_us": sim_s * 1e6,
+        "obs_us": obs_s * 1e6,
         "mean_step_us": mean_s * 1e6,
         "sim_bytes": _sim_bytes(env.sim),
     }
@@ -163,13 +180,15 @@ def run(steps: int, batch: int, vector_steps: int) -> dict[str, Any]:
 
 def _print(result: dict[str, Any]) -> None:
     print("single env (ChargingSiteEnv, random continuous actions, depot site with V2G)")
-    print("(step us: best chunk; project / bounds / rest: the mean step of a second run, split)")
-    head = ("chargers", "steps/s", "step us", "project", "bounds", "rest", "sim KiB")
-    print("{:>8} {:>9} {:>8} {:>8} {:>7} {:>6} {:>8}".format(*head))
+    print("(step us: best chunk; project / bounds / rest: the mean step of a second run, split; sim and obs")
+    print(" are parts of the rest)")
+    head = ("chargers", "steps/s", "step us", "project", "bounds", "rest", "sim", "obs", "sim KiB")
+    print("{:>8} {:>9} {:>8} {:>8} {:>7} {:>6} {:>5} {:>5} {:>8}".format(*head))
     for s in result["single"]:
         print(
             f"{s['chargers']:>8} {s['steps_per_s']:>9.0f} {s['step_us']:>8.0f} {s['projection_us']:>8.0f} "
-            f"{s['bounds_us']:>7.0f} {s['env_rest_us']:>6.0f} {s['sim_bytes'] / 1024:>8.0f}"
+            f"{s['bounds_us']:>7.0f} {s['env_rest_us']:>6.0f} {s['sim_us']:>5.0f} {s['obs_us']:>5.0f} "
+            f"{s['sim_bytes'] / 1024:>8.0f}"
         )
     print("vector env (ChargingSiteVectorEnv)")
     vhead = ("chargers", "batch", "vec steps/s", "charger-steps/s", "reset s", "KiB/site")

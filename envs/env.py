@@ -16,18 +16,37 @@ import gymnasium as gym
 import numpy as np
 import pandas as pd
 from gymnasium import spaces
+from numba import njit
 
 from envs import projection
 from envs.core import FloatArray, ForecastWindow, SiteArrays, SiteState, Snapshot
-from envs.costs import StepCost
 from envs.forecast import PerfectForecast
 from envs.obs import F32Array, ObservationLayout
 from envs.projection import ProjectionResult
 from envs.scenario import Scenario, load_scenario, resample_timeseries
-from envs.sim import BatchSim, Episode, ForecastSource, StepOutcome, compile_episode
+from envs.sim import (
+    OUTCOME_COUNTS,
+    OUTCOME_FLOATS,
+    BatchSim,
+    Episode,
+    ForecastSource,
+    compile_episode,
+)
 
 ActionMode = Literal["continuous", "priority"]
 ACTION_MODES: tuple[ActionMode, ...] = ("continuous", "priority")
+_OUTCOME_NAMES = (
+    (
+        "site_import_kw", "import_price_per_kwh", "export_price_per_kwh", "peak_before_kw",
+        "ev_discharged_kwh", "battery_discharged_kwh", "missing_kwh", "energy", "export_revenue",
+        "demand_charge", "missing_energy", "degradation", "reward", "battery_kw", "delivered_kwh",
+        "peak_import_kw", "battery_soc_kwh", "delivered_total_kwh", "missing_total_kwh",
+    ),
+    ("departures", "arrivals", "terminated", "step_index"),
+)  # fmt: skip
+"""the order in which ``ChargingSiteEnv._advance`` unpacks a step's outcome"""
+if _OUTCOME_NAMES != (OUTCOME_FLOATS, OUTCOME_COUNTS):
+    raise ImportError("envs.env unpacks StepOutcome.table/.counts in another order than envs.sim writes")
 GENERATOR_SEED_SPAN = 2**31
 """each generated episode uses scenario seed ``generator.seed + k`` with ``k`` drawn from ``[0, 2**31)``"""
 
@@ -253,20 +272,44 @@ class EpisodeSource:
         )
 
 
-def cost_parts(cost: StepCost, b: int) -> dict[str, float]:
-    """Row ``b`` of a batched :class:`StepCost` as :meth:`StepCost.as_dict` gives it for one site: signed
-    contributions (export revenue negative) that sum to the total."""
-    return {
-        "energy": float(cost.energy[b]),  # type: ignore[index]
-        "export_revenue": -float(cost.export_revenue[b]),  # type: ignore[index]
-        "demand_charge": float(cost.demand_charge[b]),  # type: ignore[index]
-        "missing_energy": float(cost.missing_energy[b]),  # type: ignore[index]
-        "degradation": float(cost.degradation[b]),  # type: ignore[index]
-    }
-
-
 def action_space_for(site: SiteArrays) -> spaces.Box:
     return spaces.Box(-1.0, 1.0, shape=(site.n + int(site.has_battery),), dtype=np.float32)
+
+
+@njit(cache=True, error_model="numpy")
+def _unit(v: float) -> float:
+    """``np.minimum(np.maximum(v, -1.0), 1.0)`` of one value (NaN propagates)."""
+    v = v if (v >= -1.0 or v != v) else -1.0
+    return v if (v <= 1.0 or v != v) else 1.0
+
+
+@njit(cache=True, error_model="numpy")
+def _battery_request(a: FloatArray, n: int, battery_c: FloatArray, out: FloatArray) -> None:
+    """``out[b]``: the battery's kW request from ``a[b, n]`` (0 without a battery)."""
+    for b in range(a.shape[0]):
+        if battery_c[0] > 0.0:
+            ab = _unit(a[b, n])
+            out[b] = ab * battery_c[1] if ab >= 0 else ab * battery_c[2]
+        else:
+            out[b] = 0.0
+
+
+@njit(cache=True, error_model="numpy")
+def _request(
+    a: FloatArray,
+    lo_kw: FloatArray,
+    hi_kw: FloatArray,
+    battery_c: FloatArray,
+    charger_kw: FloatArray,
+    battery_kw: FloatArray,
+) -> None:
+    """Continuous mode: ``a >= 0`` asks ``a * hi``, ``a < 0`` asks ``-a * lo`` (``a`` clipped to [-1, 1])."""
+    B, n = charger_kw.shape
+    for b in range(B):
+        for i in range(n):
+            v = _unit(a[b, i])
+            charger_kw[b, i] = v * hi_kw[b, i] if v >= 0 else -v * lo_kw[b, i]
+    _battery_request(a, n, battery_c, battery_kw)
 
 
 class ActionMapper:
@@ -287,21 +330,25 @@ class ActionMapper:
         self.n = site.n
         self.has_battery = site.has_battery
         self.plan = projection.ProjectionPlan.from_site(site)
+        low = site.battery_max_discharge_kw if allow_discharge else 0.0
+        self._battery_c = np.array([float(site.has_battery), site.battery_max_charge_kw, low])
+        """has battery, its kW per unit of action when charging and when discharging"""
 
     def battery_kw(self, a: FloatArray) -> FloatArray:
         """(B,) battery request from its action entry (zeros without a battery)."""
-        if not self.has_battery:
-            return np.zeros(a.shape[0])
-        ab = np.minimum(np.maximum(a[:, self.n], -1.0), 1.0)  # np.clip(.., -1, 1)
-        low = self.site.battery_max_discharge_kw if self.allow_discharge else 0.0
-        return np.where(ab >= 0, ab * self.site.battery_max_charge_kw, ab * low)
+        out = np.empty(a.shape[0])
+        _battery_request(a, self.n, self._battery_c, out)
+        return out
 
     def request(
         self, state: SiteState, lo_kw: FloatArray, hi_kw: FloatArray, a: FloatArray
     ) -> tuple[FloatArray, FloatArray]:
-        ac = np.maximum(a[:, : self.n], -1.0)
-        np.minimum(ac, 1.0, out=ac)  # np.clip(.., -1, 1)
-        return np.where(ac >= 0, ac * hi_kw, -ac * lo_kw), self.battery_kw(a)
+        """The continuous mode's kW request ``(B, n)``, ``(B,)`` of the actions ``a`` ``(B, n [+1])``."""
+        B = a.shape[0]
+        charger_kw = np.empty((B, self.n))
+        battery_kw = np.empty(B)
+        _request(a, lo_kw, hi_kw, self._battery_c, charger_kw, battery_kw)
+        return charger_kw, battery_kw
 
     def project(
         self,
@@ -522,34 +569,40 @@ class ChargingSiteEnv(gym.Env[np.ndarray, np.ndarray]):
 
     def _advance(self, result: ProjectionResult) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         out = self._sim.apply(result)
-        terminated = bool(out.terminated[0])
-        if terminated:
-            self._state = None
         self._observe()
+        # row 0 of the outcome, converted to Python numbers at once (names: _OUTCOME_NAMES)
+        (
+            site_import, _, _, _, ev_dis, batt_dis, missing, energy, export, demand, missing_cost,
+            degradation, reward, battery_kw, delivered, peak, soc, delivered_total, missing_total,
+        ) = out.table[:, 0].tolist()  # fmt: skip
+        departures, arrivals, terminated, step_index = out.counts[:, 0].tolist()
         if terminated:
             self._state = None
-        return self._obs[0].copy(), float(out.reward[0]), terminated, False, self._info(out)
-
-    def _info(self, out: StepOutcome) -> dict[str, Any]:
-        sim = self._sim
-        return {
-            "site_import_kw": float(out.site_import_kw[0]),
+        info = {
+            "site_import_kw": site_import,
             "import_limit_kw": self._import_limit,
             "charger_power_kw": out.charger_kw[0].copy(),
-            "battery_kw": float(out.battery_kw[0]),
-            "battery_soc_kwh": float(sim.battery_soc_kwh[0]),
-            "cost": cost_parts(out.cost, 0),
+            "battery_kw": battery_kw,
+            "battery_soc_kwh": soc,
+            "cost": {
+                "energy": energy,
+                "export_revenue": -export,
+                "demand_charge": demand,
+                "missing_energy": missing_cost,
+                "degradation": degradation,
+            },
             "projection_moved_kw": float(out.moved_kw[0]),
             "feasible": bool(out.feasible[0]),
             "pv_curtailed_kw": float(out.pv_curtailed_kw[0]),
-            "energy_delivered_kwh": float(out.delivered_kwh[0]),
-            "energy_delivered_total_kwh": float(sim.delivered_total_kwh[0]),
-            "energy_missing_kwh": float(out.missing_kwh[0]),
-            "energy_missing_total_kwh": float(sim.missing_total_kwh[0]),
-            "ev_discharged_kwh": float(out.ev_discharged_kwh[0]),
-            "battery_discharged_kwh": float(out.battery_discharged_kwh[0]),
-            "departures": int(out.departures[0]),
-            "arrivals": int(out.arrivals[0]),
-            "peak_import_kw": float(out.peak_import_kw[0]),
-            "step_index": int(sim.start_step[0] + sim.t[0] - 1),
+            "energy_delivered_kwh": delivered,
+            "energy_delivered_total_kwh": delivered_total,
+            "energy_missing_kwh": missing,
+            "energy_missing_total_kwh": missing_total,
+            "ev_discharged_kwh": ev_dis,
+            "battery_discharged_kwh": batt_dis,
+            "departures": departures,
+            "arrivals": arrivals,
+            "peak_import_kw": peak,
+            "step_index": step_index,
         }
+        return self._obs[0].copy(), reward, bool(terminated), False, info

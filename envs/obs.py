@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
+from numba import njit
 from numpy.typing import NDArray
 
 from envs.core import FloatArray, SiteArrays, SiteState
@@ -88,6 +89,7 @@ class ObservationLayout:
     _charger_high32: F32Array = field(init=False, repr=False)
     _need_scale: FloatArray = field(init=False, repr=False)
     _inv_rated: FloatArray = field(init=False, repr=False)
+    _consts: FloatArray = field(init=False, repr=False)
 
     @classmethod
     def for_site(
@@ -116,6 +118,10 @@ class ObservationLayout:
         # energy needed as hours at the charger's full rated power, over the time scale
         object.__setattr__(self, "_need_scale", 1.0 / (self.rated_kw * self.efficiency * self.time_scale_h))
         object.__setattr__(self, "_inv_rated", 1.0 / self.rated_kw)
+        span = self.battery_soc_max_kwh - self.battery_soc_min_kwh
+        consts = [1.0 / self.time_scale_h, self.power_scale_kw, float(self.has_battery)]
+        consts += [self.battery_soc_min_kwh, span if self.has_battery else 1.0]
+        object.__setattr__(self, "_consts", np.array(consts, dtype=np.float64))
 
     # ------------------------------------------------------------------ sizes and slices
 
@@ -211,28 +217,77 @@ class ObservationLayout:
         """Fill ``out`` ``(B, size)`` with the observation of ``sim``'s current step.
 
         ``state`` is ``sim.state()``; ``hi_kw`` ``(B, n)`` is the upper bound of each charger's power now
-        (:func:`envs.projection.charger_bounds`).
+        (:func:`envs.projection.charger_bounds`). One compiled kernel (:func:`_write_obs`) writes it all.
         """
-        B, n = sim.batch, self.n_chargers
-        view = out[:, : self.charger_size].reshape(B, len(CHARGER_FEATURES), n)
-        need = state.energy_needed_kwh
-        left = state.time_left_h
-        inv_h = 1.0 / self.time_scale_h
-        view[:, 0] = sim.present_f
-        np.multiply(need, self._need_scale, out=view[:, 1], casting="same_kind")
-        np.multiply(left, inv_h, out=view[:, 2], casting="same_kind")
-        lax = need * sim.h_per_kwh
-        np.subtract(left, lax, out=lax)
-        np.multiply(lax, inv_h, out=view[:, 3], casting="same_kind")
-        soc = sim.net_kwh * sim.inv_battery
-        np.add(soc, sim.soc_base, out=view[:, 4], casting="same_kind")
-        np.multiply(hi_kw, self._inv_rated, out=view[:, 5], casting="same_kind")
-        view[:, 6] = sim.v2g
-        np.maximum(view, self._charger_low32, out=view)  # np.clip(view, low, high), minus its overhead
-        np.minimum(view, self._charger_high32, out=view)
-        pos = self.charger_size
-        out[:, pos] = np.minimum(sim.peak_so_far_kw() / self.power_scale_kw, RATIO_BOUND)
-        if self.has_battery:
-            span = self.battery_soc_max_kwh - self.battery_soc_min_kwh
-            out[:, pos + 1] = np.clip((sim.battery_soc_kwh - self.battery_soc_min_kwh) / span, 0.0, 1.0)
-        out[:, self.static_slice] = sim.static_obs()
+        _write_obs(
+            out, sim.present_f, state.energy_needed_kwh, state.time_left_h, sim.h_per_kwh, sim.net_kwh,
+            sim.inv_battery, sim.soc_base, hi_kw, sim.v2g, sim.peak_so_far_kw(), sim.battery_soc_kwh,
+            sim.static_obs(), self._consts, self._charger_low32, self._charger_high32, self._need_scale,
+            self._inv_rated,
+        )  # fmt: skip
+
+
+@njit(cache=True, error_model="numpy")
+def _write_obs(
+    out: F32Array,
+    present_f: FloatArray,
+    need: FloatArray,
+    left: FloatArray,
+    h_per_kwh: FloatArray,
+    net: FloatArray,
+    inv_battery: FloatArray,
+    soc_base: FloatArray,
+    hi_kw: FloatArray,
+    v2g: FloatArray,
+    peak_kw: FloatArray,
+    battery_soc_kwh: FloatArray,
+    static: F32Array,
+    consts: FloatArray,
+    low: F32Array,
+    high: F32Array,
+    need_scale: FloatArray,
+    inv_rated: FloatArray,
+) -> None:
+    """The observation (see :meth:`ObservationLayout.write`). Each feature is computed in float64, rounded
+    to float32 and clipped to its float32 bounds (as numpy's ``out=`` float32 ufuncs and ``np.clip``).
+    ``consts``: ``1 / time_scale_h``, ``power_scale_kw``, has battery, battery SoC min and span (kWh)."""
+    B, n = need.shape
+    inv_h = consts[0]
+    power_scale = consts[1]
+    for b in range(B):
+        for i in range(n):
+            lax = need[b, i] * h_per_kwh[b, i]
+            lax = left[b, i] - lax
+            soc = net[b, i] * inv_battery[b, i]
+            f0 = np.float32(present_f[b, i])
+            f1 = np.float32(need[b, i] * need_scale[i])
+            f2 = np.float32(left[b, i] * inv_h)
+            f3 = np.float32(lax * inv_h)
+            f4 = np.float32(soc + soc_base[b, i])
+            f5 = np.float32(hi_kw[b, i] * inv_rated[i])
+            f6 = np.float32(v2g[b, i])
+            out[b, i] = _clip32(f0, low[0, 0], high[0, 0])
+            out[b, n + i] = _clip32(f1, low[1, 0], high[1, 0])
+            out[b, 2 * n + i] = _clip32(f2, low[2, 0], high[2, 0])
+            out[b, 3 * n + i] = _clip32(f3, low[3, 0], high[3, 0])
+            out[b, 4 * n + i] = _clip32(f4, low[4, 0], high[4, 0])
+            out[b, 5 * n + i] = _clip32(f5, low[5, 0], high[5, 0])
+            out[b, 6 * n + i] = _clip32(f6, low[6, 0], high[6, 0])
+        pos = 7 * n
+        peak = peak_kw[b] / power_scale
+        out[b, pos] = np.float32(peak if (peak <= RATIO_BOUND or peak != peak) else RATIO_BOUND)
+        pos += 1
+        if consts[2] > 0.0:
+            x = (battery_soc_kwh[b] - consts[3]) / consts[4]
+            x = x if (x >= 0.0 or x != x) else 0.0
+            out[b, pos] = np.float32(x if (x <= 1.0 or x != x) else 1.0)
+            pos += 1
+        for j in range(static.shape[1]):
+            out[b, pos + j] = static[b, j]
+
+
+@njit(cache=True, error_model="numpy")
+def _clip32(v: np.float32, lo: np.float32, hi: np.float32) -> np.float32:
+    """``np.minimum(np.maximum(v, lo), hi)`` in float32 (NaN propagates)."""
+    v = v if (v >= lo or v != v) else lo
+    return v if (v <= hi or v != v) else hi
