@@ -458,6 +458,105 @@ def _anchor(
 
 
 @njit(cache=True)
+def _fleet_terms(
+    row_ptr: np.ndarray,
+    row_idx: np.ndarray,
+    row_w: np.ndarray,
+    col_ptr: np.ndarray,
+    col_row: np.ndarray,
+    col_w: np.ndarray,
+    site_c: np.ndarray,
+    present: np.ndarray,
+    ev_max_charge: np.ndarray,
+    need: np.ndarray,
+    time_left: np.ndarray,
+    dt_h: float,
+    rhi: np.ndarray,
+    res: np.ndarray,
+    rounding: bool,
+    hi: np.ndarray,
+    lo: np.ndarray,
+    must: np.ndarray,
+) -> None:
+    """Departure terms with the fleet in view, for one state (in place on ``must`` and ``lo``).
+
+    Must-charge, per row that the EVs still needing energy could overload (``sum w * rate > limit``; the
+    site row's limit is the import headroom now): in order of departure, the energy the first ``k`` EVs
+    need (grid side, weighted by the row) minus what the row and their own rates can still deliver after
+    this step, ``min(limit * (T_k - dt), sum w * rate * (t_j - dt))``, is the least the row must deliver
+    now; the largest such deficit is handed out earliest departure first (each up to its ``hi``) and raises
+    those EVs' must-charge power. The same deadline rule as earliest-deadline-first scheduling: it forces
+    only what keeps every departure reachable, never a schedule.
+
+    Discharge margin: an EV's future rate is its proportional share of every row its fleet would overload
+    (``rate * limit / sum w * rate``), so V2G never counts on capacity the others need.
+    """
+    n = must.shape[0]
+    n_rows = rhi.shape[0]
+    load = np.zeros(n_rows)
+    rate = np.zeros(n)
+    for i in range(n):
+        if not present[i] or need[i] <= 0.0:
+            continue
+        r_kw = min(site_c[C_RATED, i], ev_max_charge[i])
+        rate[i] = floor_grid(r_kw, site_c[C_RES, i]) if math.isfinite(r_kw) else r_kw
+        for p in range(col_ptr[i], col_ptr[i + 1]):
+            load[col_row[p]] += col_w[p] * rate[i]
+    for r in range(n_rows):
+        cap = rhi[r]
+        if load[r] <= cap or cap <= 0.0:
+            continue  # the row can carry every EV at full rate (their own must-charge covers them)
+        p0 = row_ptr[r]
+        m = row_ptr[r + 1] - p0
+        key = np.empty(m)
+        for j in range(m):
+            i = row_idx[p0 + j]
+            key[j] = time_left[i] if i < n and rate[i] > 0.0 else math.inf
+        order = np.argsort(key, kind="mergesort")
+        asked = 0.0
+        own = 0.0
+        deficit = 0.0
+        for k in range(m):
+            j = order[k]
+            if not math.isfinite(key[j]):
+                break
+            i = row_idx[p0 + j]
+            w = row_w[p0 + j]
+            after = max(time_left[i] - dt_h, 0.0)
+            asked += w * need[i] / site_c[C_EFF, i]
+            own += w * rate[i] * after
+            deficit = max(deficit, asked - min(cap * after, own))
+        left = deficit / dt_h
+        for k in range(m):
+            if left <= 0.0:
+                break
+            j = order[k]
+            if not math.isfinite(key[j]):
+                break
+            i = row_idx[p0 + j]
+            w = row_w[p0 + j]
+            give = min(w * hi[i], left)
+            must[i] = max(must[i], give / w)
+            left -= give
+    for i in range(n):
+        if rate[i] <= 0.0 or lo[i] >= 0.0:
+            continue
+        share = rate[i]
+        for p in range(col_ptr[i], col_ptr[i + 1]):
+            r = col_row[p]
+            if rhi[r] <= 0.0:
+                share = 0.0
+            elif load[r] > rhi[r]:
+                share = min(share, rate[i] * rhi[r] / load[r])
+        eff = site_c[C_EFF, i]
+        future = share * eff * max(time_left[i] - dt_h, 0.0)
+        margin = max((future - need[i]) * eff / dt_h, 0.0)
+        if rounding:
+            margin = floor_grid(margin, res[i])
+        lo[i] = max(lo[i], -margin)
+
+
+@njit(cache=True)
 def _departure_floor(
     row_ptr: np.ndarray,
     row_idx: np.ndarray,
@@ -478,8 +577,9 @@ def _departure_floor(
     """Raise the box floor (``lo``) and the anchor of EVs that must charge now to finish (in place).
 
     An EV's floor is its must-charge power rounded up to its grid and to at least its minimum, capped at
-    ``hi``; floors are granted least slack first while they fit every row on top of the anchor, so the
-    anchor stays feasible and the water-filling keeps every granted EV at or above its floor. Only an
+    ``hi``; floors are granted least slack first, each as far as its rows still hold it on top of the
+    anchor (all of it, or the part that fits if that is at least the minimum), so the anchor stays
+    feasible and the water-filling keeps every granted EV at or above its floor. Only an
     all-off anchor is raised (a forced discharge or charge already decides every charger).
     """
     n = must.shape[0]
@@ -501,14 +601,11 @@ def _departure_floor(
             break
         f = ceil_grid(must[i], res[i]) if rounding else must[i]
         f = min(max(f, m_kw[i]), hi[i])
-        if f <= 0.0:
-            continue
-        fits = True
-        for p in range(col_ptr[i], col_ptr[i + 1]):
-            if col_w[p] * f > head[col_row[p]] + TOL_KW:
-                fits = False
-                break
-        if not fits:
+        for p in range(col_ptr[i], col_ptr[i + 1]):  # what its rows still hold: all of it, or part
+            f = min(f, max(head[col_row[p]], 0.0) / col_w[p])
+        if rounding:
+            f = floor_grid(f, res[i])
+        if f <= 0.0 or f < m_kw[i] - TOL_KW:
             continue
         for p in range(col_ptr[i], col_ptr[i + 1]):
             head[col_row[p]] -= col_w[p] * f
@@ -603,7 +700,11 @@ def _min_current(
     any_off = False
     on = np.zeros(n, dtype=np.bool_)
     for i in range(n):
-        on[i] = fixed[i] or (granted[i] and floor[i] == z[i])  # granted, and not reset to the safe anchor
+        # on: a fixed floor, or granted and not reset to the safe anchor, or reset to an anchor that itself
+        # charges it at its minimum or more (a forced charge); the anchor's chargers are 0 or >= minimum,
+        # so the floor allocation lies in the boxes of the second projection below
+        forced_on = floor[i] > TOL_KW and floor[i] >= m_kw[i] - TOL_KW
+        on[i] = fixed[i] or (granted[i] and floor[i] == z[i]) or forced_on
         paused[i] = charging[i] and not on[i]
         any_off = any_off or paused[i]
     xf = x.copy()
@@ -755,8 +856,13 @@ def project_batch(
             m_kw, anchor, vals,
         )  # fmt: skip
         if departure_floor and feasible[b]:
+            must_b = must[b].copy()
+            _fleet_terms(
+                row_ptr, row_idx, row_w, col_ptr, col_row, col_w, site_c, present[b], ev_max_charge[b],
+                need[b], time_left[b], dt_h, rhi, res, rounding, hi, lo, must_b,
+            )  # fmt: skip
             _departure_floor(
-                row_ptr, row_idx, row_w, col_ptr, col_row, col_w, must[b], m_kw, lax[b], res, rounding, lo,
+                row_ptr, row_idx, row_w, col_ptr, col_row, col_w, must_b, m_kw, lax[b], res, rounding, lo,
                 hi, rhi, anchor,
             )  # fmt: skip
         for i in range(n):
@@ -801,7 +907,6 @@ def fill_priority(
     col_w: np.ndarray,
     row_limit: np.ndarray,
     res: np.ndarray,
-    min_kw: np.ndarray,
     site_c: np.ndarray,
     site_s: np.ndarray,
     present: np.ndarray,
@@ -836,7 +941,6 @@ def fill_priority(
     caps = np.zeros(n_coord)
     key = np.empty(n_coord)
     no_min = np.zeros(n_coord)
-    min_a = np.zeros(n_coord)
     for b in range(batch):
         _setup_one(
             site_c, site_s, row_limit, lo_c[b], hi_c[b], base_kw[b], pv_kw[b], soc_kwh[b], dt_h, False,
@@ -869,11 +973,9 @@ def fill_priority(
         caps[n] = 0.0
         key[n] = math.inf
         order = np.argsort(key, kind="mergesort")
-        for i in range(n):
-            min_a[i] = min(ceil_grid(min_kw[i], res[i]), hi[i])
         a = _fill(
             row_ptr, row_idx, row_w, col_ptr, col_row, col_w, start, caps, order, 1.0, rlo, rhi, res, False,
-            min_a, vals,
+            no_min, vals,
         )  # fmt: skip
         for i in range(n):
             out[b, i] = start[i] + a[i]

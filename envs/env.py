@@ -138,6 +138,9 @@ class EnvConfig:
     action_mode: ActionMode = "continuous"
     allow_discharge: bool = True
     """V2G (where session and charger allow it) and stationary battery discharge"""
+    departure_floor: bool = False
+    """the projection's departure floor (``docs/projection.md``): an EV that must charge now to reach its
+    need by its departure gets at least that power, least slack first while every limit holds"""
     v2g_min_soc: float = 0.2
     """V2G never takes an EV of known battery below this SoC (or its SoC on arrival, if lower)"""
     price_scale_per_kwh: float = 0.25
@@ -323,10 +326,13 @@ class ActionMapper:
     result projected again. Every path ends in the projection.
     """
 
-    def __init__(self, site: SiteArrays, mode: ActionMode, allow_discharge: bool) -> None:
+    def __init__(
+        self, site: SiteArrays, mode: ActionMode, allow_discharge: bool, departure_floor: bool = False
+    ) -> None:
         self.site = site
         self.mode = mode
         self.allow_discharge = allow_discharge
+        self.departure_floor = departure_floor
         self.n = site.n
         self.has_battery = site.has_battery
         self.plan = projection.ProjectionPlan.from_site(site)
@@ -362,13 +368,16 @@ class ActionMapper:
         """``box``: :func:`envs.projection.charger_box` of ``state`` when the caller has it (it is then not
         computed again inside the projection)."""
         if self.mode == "priority":
+            floor = self.departure_floor
             res = projection.priority_fill(
-                self.site, state, a[:, : self.n], self.allow_discharge, plan=self.plan, box=box
-            )
+                self.site, state, a[:, : self.n], self.allow_discharge, plan=self.plan, box=box,
+                departure_floor=floor,
+            )  # fmt: skip
             if self.has_battery:
                 res = projection.project(
-                    self.site, state, res.charger_kw, self.battery_kw(a), plan=self.plan, box=box
-                )
+                    self.site, state, res.charger_kw, self.battery_kw(a), plan=self.plan, box=box,
+                    departure_floor=floor,
+                )  # fmt: skip
             return res
         charger_kw, battery_kw = self.request(state, lo_kw, hi_kw, a)
         return self.project_kw(state, charger_kw, battery_kw, box=box)
@@ -382,7 +391,15 @@ class ActionMapper:
         box: projection.ChargerBox | None = None,
     ) -> ProjectionResult:
         """Project a kW request ``(B, n)``, ``(B,)`` (the path of every action and of ``step_kw``)."""
-        return projection.project(self.site, state, charger_kw, battery_kw, plan=self.plan, box=box)
+        return projection.project(
+            self.site,
+            state,
+            charger_kw,
+            battery_kw,
+            plan=self.plan,
+            box=box,
+            departure_floor=self.departure_floor,
+        )
 
 
 class ChargingSiteEnv(gym.Env[np.ndarray, np.ndarray]):
@@ -394,7 +411,8 @@ class ChargingSiteEnv(gym.Env[np.ndarray, np.ndarray]):
     feasible range now (rating, EV limits, energy room, V2G allowance; ``lo = 0`` without V2G).
     ``action_mode="priority"``: entries are scores; capacity is filled in descending score order. The last
     entry, with a battery, asks ``a * max_charge_kw`` (``a >= 0``) or ``a * max_discharge_kw``. Every
-    request goes through :func:`envs.projection.project`; ``info["projection_moved_kw"]`` says how far.
+    request goes through :func:`envs.projection.project` (with its departure floor where
+    ``departure_floor=True``); ``info["projection_moved_kw"]`` says how far.
 
     ## Observation Space
     A flat float32 ``Box`` described by :class:`envs.obs.ObservationLayout` (``env.layout``): per charger
@@ -413,8 +431,8 @@ class ChargingSiteEnv(gym.Env[np.ndarray, np.ndarray]):
 
     ## Arguments
     The fields of :class:`EnvConfig`: ``scenario`` or ``generator``, ``step``, ``episode_steps``,
-    ``forecast``, ``forecast_horizon``, ``action_mode``, ``allow_discharge``, ``v2g_min_soc``,
-    ``price_scale_per_kwh``, ``time_scale_h``.
+    ``forecast``, ``forecast_horizon``, ``action_mode``, ``allow_discharge``, ``departure_floor``,
+    ``v2g_min_soc``, ``price_scale_per_kwh``, ``time_scale_h``.
     """
 
     metadata: dict[str, Any] = {"render_modes": []}  # noqa: RUF012 (gymnasium's class attribute)
@@ -430,6 +448,7 @@ class ChargingSiteEnv(gym.Env[np.ndarray, np.ndarray]):
         forecast_horizon: int = 16,
         action_mode: ActionMode = "continuous",
         allow_discharge: bool = True,
+        departure_floor: bool = False,
         v2g_min_soc: float = 0.2,
         price_scale_per_kwh: float = 0.25,
         time_scale_h: float = 24.0,
@@ -446,6 +465,7 @@ class ChargingSiteEnv(gym.Env[np.ndarray, np.ndarray]):
             forecast_horizon=forecast_horizon,
             action_mode=action_mode,
             allow_discharge=allow_discharge,
+            departure_floor=departure_floor,
             v2g_min_soc=v2g_min_soc,
             price_scale_per_kwh=price_scale_per_kwh,
             time_scale_h=time_scale_h,
@@ -468,7 +488,9 @@ class ChargingSiteEnv(gym.Env[np.ndarray, np.ndarray]):
         self.observation_space = self.layout.space()
         self.action_space = action_space_for(self.site)
         self._action_size = self.site.n + int(self.site.has_battery)
-        self._mapper = ActionMapper(self.site, self.config.action_mode, self.config.allow_discharge)
+        self._mapper = ActionMapper(
+            self.site, self.config.action_mode, self.config.allow_discharge, self.config.departure_floor
+        )
         self._sim = BatchSim(self.site, 1, source.dt_h, self.layout.static_size)
         self._obs: F32Array = np.zeros((1, self.layout.size), dtype=np.float32)
         self._episode: Episode | None = None

@@ -470,7 +470,6 @@ def priority_fill(
         *_site_args(plan),
         plan.row_limit,
         plan.resolution_kw,
-        plan.min_kw,
         plan.site_c,
         plan.site_s,
         *sa.args,

@@ -81,7 +81,9 @@ class ChargingSiteVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
         self.single_action_space = action_space_for(self.site)
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
-        self._mapper = ActionMapper(self.site, config.action_mode, config.allow_discharge)
+        self._mapper = ActionMapper(
+            self.site, config.action_mode, config.allow_discharge, config.departure_floor
+        )
         self._sim = BatchSim(self.site, num_envs, self.source.dt_h, self.layout.static_size)
         self._obs: F32Array = np.zeros((num_envs, self.layout.size), dtype=np.float32)
         self._rngs = [seeding.np_random(None)[0] for _ in range(num_envs)]

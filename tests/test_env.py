@@ -83,7 +83,8 @@ def test_stable_baselines3_env_checker() -> None:
 
 
 def test_hand_built_episode_has_the_known_costs() -> None:
-    env = ChargingSiteEnv(scenario=_hand_scenario())
+    # the plan leaves EVs short on purpose (the missing-energy cost): no departure floor
+    env = ChargingSiteEnv(scenario=_hand_scenario(), departure_floor=False)
     env.reset(seed=0)
     # (request kW, cost of the step, import kW): see docs/environment.md for the arithmetic
     plan = [
@@ -124,7 +125,7 @@ def test_step3_breakdown_and_projection_report() -> None:
 def test_continuous_action_maps_to_the_feasible_range() -> None:
     from envs.projection import charger_bounds
 
-    env = ChargingSiteEnv(scenario=_hand_scenario())
+    env = ChargingSiteEnv(scenario=_hand_scenario(), departure_floor=False)  # the mapping alone
     env.reset(seed=0)
     lows = []
     for a in ([1.0, 0.0], [0.5, 0.25], [0.0, -1.0], [0.3, -0.5]):
@@ -135,6 +136,22 @@ def test_continuous_action_maps_to_the_feasible_range() -> None:
         assert info["charger_power_kw"] == pytest.approx(want, abs=1e-6), a
     # V2G was on offer at step 2 (not in the EV's last step: it could not make up for it)
     assert lows[2] < 0.0 and lows[3] == 0.0
+
+
+def test_departure_floor_serves_evs_an_idle_agent_would_strand() -> None:
+    # a depot whose six 22 kW chargers share a 40 kW connection; the agent never asks for anything
+    missing = {}
+    for floor in (True, False):
+        env = ChargingSiteEnv(
+            generator={"kind": "depot", "chargers": 6, "days": 2, "seed": 3}, departure_floor=floor
+        )
+        env.reset(seed=0)
+        done = False
+        while not done:
+            _, _, done, _, info = env.step(np.zeros(env.site.n, dtype=np.float32))
+        missing[floor] = info["energy_missing_total_kwh"]
+    assert missing[False] > 100.0  # without the floor nobody charges
+    assert missing[True] < 0.1 * missing[False]  # with it (deadline rule over the shared rows) most arrive
 
 
 def test_no_discharge_when_not_allowed() -> None:

@@ -241,7 +241,7 @@ class _Idle:
 def test_per_session_shortfalls_add_up_to_the_env_missing_energy(depot: Scenario) -> None:
     from envs.env import ChargingSiteEnv
 
-    opts = EnvOptions(forecast_horizon=48)
+    opts = EnvOptions(forecast_horizon=48, departure_floor=False)  # idle must leave every EV short
     idle = run_episode(_Idle(), depot, options=opts)  # type: ignore[arg-type]
     opt = run_episode("optimum", depot, options=opts)
     env = ChargingSiteEnv(scenario=depot, step=None, forecast_horizon=48)

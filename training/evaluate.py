@@ -149,6 +149,8 @@ class EnvOptions:
     forecast_horizon: int = DEFAULT_HORIZON
     step: str | None = None
     """resample scenarios to this step (None: their own)"""
+    departure_floor: bool = False
+    """the projection's departure floor (:class:`envs.env.EnvConfig`; off: each policy decides when)"""
 
 
 class ForecastSpecError(ValueError):
@@ -202,7 +204,11 @@ def run_episode(
     opts = options or EnvOptions()
     pol = load_policy(policy) if isinstance(policy, str) else policy
     env = ChargingSiteEnv(
-        scenario=scenario, step=None, forecast=opts.forecast, forecast_horizon=opts.forecast_horizon
+        scenario=scenario,
+        step=None,
+        forecast=opts.forecast,
+        forecast_horizon=opts.forecast_horizon,
+        departure_floor=opts.departure_floor,
     )
     env.reset(seed=seed)
     site = env.site
