@@ -584,7 +584,7 @@ class ChargingSiteEnv(gym.Env[np.ndarray, np.ndarray]):
     def _observe(self) -> None:
         state = self._sim.state()
         self._state = state
-        box = projection.charger_box(self.site, state)  # once per step: the action mapping and the projection
+        box = projection.charger_box(self.site, state, self._mapper.plan)  # once a step: mapping, projection
         self._box = box
         self._lo, self._hi = box.lo_kw, box.hi_kw
         self.layout.write(self._obs, self._sim, state, self._hi)

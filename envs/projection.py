@@ -99,13 +99,7 @@ class ProjectionPlan:
         set_(self, "col_row", nz_r.astype(np.int64))
         set_(self, "col_w", np.ascontiguousarray(self.weights[nz_c, nz_r]))
         site = self.site
-        site_c = np.empty((5, self.n))
-        site_c[_kernel.C_RATED] = site.rated_kw
-        site_c[_kernel.C_MAX_DIS] = site.max_discharge_kw
-        site_c[_kernel.C_EFF] = site.efficiency
-        site_c[_kernel.C_BIDIR] = site.bidirectional
-        site_c[_kernel.C_RES] = site.resolution_kw
-        set_(self, "site_c", site_c)
+        set_(self, "site_c", _site_c(site))
         site_s = np.zeros(_kernel.N_SITE_SCALARS)
         site_s[_kernel.S_IMPORT] = site.import_limit_kw
         site_s[_kernel.S_EXPORT] = site.export_limit_kw
@@ -268,16 +262,24 @@ def _plan_of(site: SiteArrays, plan: ProjectionPlan | None) -> ProjectionPlan:
     return plan
 
 
-def _ev_bounds(site: SiteArrays, state: SiteState) -> tuple[FloatArray, FloatArray, FloatArray]:
-    batch_shape = state.batch_shape
-    batch = batch_shape[0] if batch_shape else 1
-    sa = _StateArrays(state, batch, site.n)
+def _site_c(site: SiteArrays) -> FloatArray:
+    """(5, n) per-charger constants of the kernel (see :attr:`ProjectionPlan.site_c`)."""
     site_c = np.empty((5, site.n))
     site_c[_kernel.C_RATED] = site.rated_kw
     site_c[_kernel.C_MAX_DIS] = site.max_discharge_kw
     site_c[_kernel.C_EFF] = site.efficiency
     site_c[_kernel.C_BIDIR] = site.bidirectional
     site_c[_kernel.C_RES] = site.resolution_kw
+    return site_c
+
+
+def _ev_bounds(
+    site: SiteArrays, state: SiteState, plan: ProjectionPlan | None = None
+) -> tuple[FloatArray, FloatArray, FloatArray]:
+    batch_shape = state.batch_shape
+    batch = batch_shape[0] if batch_shape else 1
+    sa = _StateArrays(state, batch, site.n)
+    site_c = _plan_of(site, plan).site_c if plan is not None else _site_c(site)
     lo, hi, lax, _ = _kernel.ev_bounds(site_c, *sa.args, float(state.dt_h))
     if not batch_shape:
         return lo[0], hi[0], lax[0]
@@ -316,11 +318,12 @@ class ChargerBox:
     """hours of slack: time left minus the time to deliver the need at full rate (huge where no EV)"""
 
 
-def charger_box(site: SiteArrays, state: SiteState) -> ChargerBox:
+def charger_box(site: SiteArrays, state: SiteState, plan: ProjectionPlan | None = None) -> ChargerBox:
     """The box of :func:`charger_bounds` with the EVs' laxity, reusable by :func:`project` (``box=``)
     when the same state is projected: callers that need the bounds themselves (the environment's action
-    mapping) compute them once per step."""
-    lo, hi, laxity = _ev_bounds(site, state)
+    mapping) compute them once per step. ``plan``: this site's plan, when the caller has one (saves
+    gathering the chargers' constants)."""
+    lo, hi, laxity = _ev_bounds(site, state, plan)
     return ChargerBox(site=site, state=state, lo_kw=lo, hi_kw=hi, laxity_h=laxity)
 
 
