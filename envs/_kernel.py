@@ -27,7 +27,7 @@ TOL_KW = 1e-9
 """violation threshold, kW (or A for phase rows)"""
 GRID_EPS = 1e-9
 """relative slack when snapping to a charger's resolution grid (absorbs float noise in ``k * res``)"""
-MAX_PASSES = 3
+MAX_PASSES = 64
 BIG = float(np.finfo(np.float64).max)
 """laxity of an empty slot"""
 

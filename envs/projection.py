@@ -18,7 +18,7 @@ documented in ``docs/projection.md``):
 
 The closest-point rule is a minimal-change rule: sequential exact water-filling projections onto each
 violated constraint, in a fixed order (tree levels leaves to root, kW then phases L1..L3 per level, then
-the site), repeated up to three passes; a pass that still leaves a violation is finished by moving along
+the site), repeated until nothing is violated (up to 64 passes); what is left is finished by moving along
 the segment to a known safe allocation. Its distance to the request is within a documented, tested factor
 of the exact Euclidean projection (``docs/projection.md``).
 
