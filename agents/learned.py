@@ -438,14 +438,20 @@ class RuleSetpoint:
     """The ``rule_setpoint`` action: site-level corrections of the rule-based DLM's decision.
 
     The rule-based DLM decides; entry 0 lifts its site import toward the billing-period peak so far
-    (which costs no further demand charge): ``max(a0, 0) * (peak - import)`` kW more for the EVs with the
-    least laxity, worth it in cheap hours before dear ones. (No cut below the rule-based DLM: its
-    deadline and node reserve is what keeps EVs on time; cutting into it raised later peaks.) On
-    bidirectional sites V2G is the agent's, not the base's (the base runs without
-    V2G): EVs give ``(a1 + 1) / 2`` of the site import as in :class:`SetpointAllocator` (only where the
-    round trip pays, never exporting, the recharge under the level already paid). Without V2G the zero
-    action *is* the rule-based DLM, so learning starts from it.
+    (which costs no further demand charge): ``dz(a0) * (peak - import)`` kW more for the EVs with the
+    least laxity, worth it in cheap hours before dear ones and before arrivals that would otherwise raise
+    the peak. (No cut below the rule-based DLM: its deadline and node reserve is what keeps EVs on time;
+    cutting into it raised later peaks.) On bidirectional sites V2G is the agent's, not the base's (the
+    base runs without V2G): EVs give ``dz(a1)`` of the site import as in :class:`SetpointAllocator` (only
+    where the round trip pays, never exporting, the recharge under the level already paid).
+
+    ``dz(a) = max(a - DEAD_ZONE, 0) / (1 - DEAD_ZONE)``: a policy whose mean action sits near 0 (a fresh
+    network's does) *is* the rule-based DLM without V2G, so learning starts from it exactly, and the
+    training's evaluation at step 0 scores that start (the registered policy is never worse than it on
+    the validation weeks). Exploration still crosses the dead zone, so the gradient sees both sides.
     """
+
+    DEAD_ZONE = 0.1
 
     def __init__(self, site: SiteArrays, allow_discharge: bool = True) -> None:
         self.site = site
@@ -458,6 +464,10 @@ class RuleSetpoint:
         known = None if episode_end is None else cast("Scenario", _EpisodeEnd(episode_end))
         self.base.reset(self.site, known)
 
+    @classmethod
+    def _dead_zone(cls, a: float) -> float:
+        return max(a - cls.DEAD_ZONE, 0.0) / (1.0 - cls.DEAD_ZONE)
+
     def decide(self, snapshot: Snapshot, observed: Observed, a: FloatArray) -> Decision:
         base = self.base.act(snapshot)
         kw = np.asarray(base.charger_kw, dtype=float).copy()
@@ -467,12 +477,13 @@ class RuleSetpoint:
         net_now = float(np.asarray(st.base_load_kw)) - float(np.asarray(st.pv_kw))
         import_kw = net_now + float(kw.sum()) + float(base.battery_kw)
         peak = float(snapshot.peak_import_kw)
-        if a[0] > 0:
+        lift = self._dead_zone(float(a[0]))
+        if lift > 0:
             room = np.where(ev.active & (kw >= 0), np.maximum(hi_kw - kw, 0.0), 0.0)
-            kw = kw + self.rule.fill_kw(float(a[0]) * max(peak - import_kw, 0.0), room, ev.laxity)
-        if self.rule.has_v2g and self.allow_discharge:
+            kw = kw + self.rule.fill_kw(lift * max(peak - import_kw, 0.0), room, ev.laxity)
+        share = self._dead_zone(float(a[1])) if len(a) > 1 else 0.0
+        if self.rule.has_v2g and self.allow_discharge and share > 0:
             level = net_now + float(kw.sum())
-            share = 0.5 * (float(a[1]) + 1.0)
             kw = kw - self.rule.v2g_kw(snapshot, kw, lo_kw, ev.laxity, net_now, share, level)
         return Decision(kw, float(base.battery_kw))
 

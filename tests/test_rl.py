@@ -259,7 +259,8 @@ def test_setpoint_v2g_pays_and_is_off_without_discharge() -> None:
 
 
 def test_rule_setpoint_zero_is_the_rule_based_dlm_and_a_lift_charges_more() -> None:
-    """Without V2G (share -1) and without lift or cut, the action is the rule-based DLM step by step."""
+    """Inside the dead zone (a fresh network's actions: no lift, no V2G share) the action is the rule-based
+    DLM step by step; a lift charges more, a share discharges, a cut changes nothing."""
     from agents.rule_based import RuleBasedDLM
 
     scenario = _v2g_scenario()
@@ -271,7 +272,7 @@ def test_rule_setpoint_zero_is_the_rule_based_dlm_and_a_lift_charges_more() -> N
     plain.reset(seed=1)
     rule = RuleBasedDLM(v2g=False)
     rule.reset(plain.site, scenario)  # type: ignore[arg-type]
-    zero = np.array([0.0, -1.0])
+    zero = np.array([0.08, 0.09])  # inside the dead zone
     done, lifted, discharged = False, 0, 0
     while not done:
         snap = wrapped.site_env.snapshot()
