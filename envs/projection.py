@@ -222,12 +222,12 @@ _Seven = tuple[_A, _A, _A, _A, _A, _A, _A]
 
 
 class _StateArrays:
-    """A state's per-charger arrays as the kernel takes them: C-contiguous ``(B, n)``."""
+    """A state's per-charger arrays as the kernel takes them (C-contiguous ``(B, n)``) and its step."""
 
-    __slots__ = ("args",)
+    __slots__ = ("charger", "dt_h")
 
     def __init__(self, state: SiteState, batch: int, n: int) -> None:
-        self.args: _Seven = (
+        self.charger: _Seven = (
             _per_charger(state.ev_present, batch, n, np.bool_),
             _per_charger(state.ev_max_charge_kw, batch, n, np.float64),
             _per_charger(state.ev_max_discharge_kw, batch, n, np.float64),
@@ -236,6 +236,16 @@ class _StateArrays:
             _per_charger(state.energy_dischargeable_kwh, batch, n, np.float64),
             _per_charger(state.time_left_h, batch, n, np.float64),
         )
+        self.dt_h = float(state.dt_h)
+
+
+def _site_values(state: SiteState, batch: int) -> tuple[_A, _A, _A]:
+    """Base load, PV and battery energy of a state as ``(B,)`` arrays."""
+    return (
+        _per_site(state.base_load_kw, batch),
+        _per_site(state.pv_kw, batch),
+        _per_site(state.battery_soc_kwh, batch),
+    )
 
 
 def _per_charger(v: object, batch: int, n: int, dtype: type) -> np.ndarray:
@@ -280,7 +290,7 @@ def _ev_bounds(
     batch = batch_shape[0] if batch_shape else 1
     sa = _StateArrays(state, batch, site.n)
     site_c = _plan_of(site, plan).site_c if plan is not None else _site_c(site)
-    lo, hi, lax, _ = _kernel.ev_bounds(site_c, *sa.args, float(state.dt_h))
+    lo, hi, lax, _ = _kernel.ev_bounds(site_c, *sa.charger, sa.dt_h)
     if not batch_shape:
         return lo[0], hi[0], lax[0]
     return lo, hi, lax
@@ -408,11 +418,9 @@ def project(
         plan.min_kw,
         plan.site_c,
         plan.site_s,
-        *sa.args,
-        _per_site(state.base_load_kw, batch),
-        _per_site(state.pv_kw, batch),
-        _per_site(state.battery_soc_kwh, batch),
-        float(state.dt_h),
+        *sa.charger,
+        *_site_values(state, batch),
+        sa.dt_h,
         req,
         bool(enforce_min_current),
         bool(round_to_resolution),
@@ -475,11 +483,9 @@ def priority_fill(
         plan.resolution_kw,
         plan.site_c,
         plan.site_s,
-        *sa.args,
-        _per_site(state.base_load_kw, batch),
-        _per_site(state.pv_kw, batch),
-        _per_site(state.battery_soc_kwh, batch),
-        float(state.dt_h),
+        *sa.charger,
+        *_site_values(state, batch),
+        sa.dt_h,
         sc,
         bool(allow_discharge),
     )
