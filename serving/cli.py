@@ -17,6 +17,8 @@ if TYPE_CHECKING:
     from serving.config import ServingConfig
 
 EXIT_BAD_INPUT = 2
+_SIM_BAR = "simulating {percentage:3.0f}%|{bar:30}| {elapsed}<{remaining} {postfix}"
+"""tqdm format of ``evdlm simulate``'s progress (a fraction of the replay's wall time)"""
 
 
 class FailsafeOption(StrEnum):
@@ -200,12 +202,15 @@ def register(app: typer.Typer) -> None:
         import asyncio
         import json
         import os
+        import sys
+
+        from tqdm import tqdm
 
         from envs.config import ConfigError
         from envs.scenario import load_scenario
         from serving.config import OPERATOR_TOKEN_ENV, connector_map, load_passwords
         from serving.config import load_serving_config as load_cfg
-        from serving.simulator import SimOptions, SiteSimulator
+        from serving.simulator import SimOptions, SimProgress, SiteSimulator
 
         def split(text: str) -> frozenset[str]:
             return frozenset(s.strip() for s in text.split(",") if s.strip())
@@ -242,7 +247,15 @@ def register(app: typer.Typer) -> None:
             passwords=passwords,
             duration_s=duration_s,
         )
-        report = asyncio.run(SiteSimulator(sc, csms, opts, mapping).run())
+        sim = SiteSimulator(sc, csms, opts, mapping)
+        with tqdm(total=1.0, unit="", disable=json_out, bar_format=_SIM_BAR, file=sys.stderr) as bar:
+
+            def show(p: SimProgress) -> None:
+                bar.n = p.wall_s / max(p.end_wall_s, 1e-9)
+                when = f"{p.sim_time:%Y-%m-%d %H:%M}"
+                bar.set_postfix_str(f"{when}  {p.delivered_kwh:.1f} kWh  violation ticks {p.violation_ticks}")
+
+            report = asyncio.run(sim.run(progress=show))
         data = report.to_json()
         if json_out:
             typer.echo(json.dumps(data))

@@ -23,6 +23,7 @@ import logging
 import ssl
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -80,6 +81,22 @@ class SimOptions:
     response_timeout_s: float = 10.0
     warmup_s: float = 1.0
     """wall seconds for the stations to connect and boot before simulated time starts"""
+
+
+@dataclass(frozen=True)
+class SimProgress:
+    """Where a replay stands (passed to the ``progress`` callback of :meth:`SiteSimulator.run`)."""
+
+    wall_s: float
+    """wall seconds since simulated time started"""
+    end_wall_s: float
+    """wall seconds the replay will take"""
+    sim_time: pd.Timestamp
+    """the simulated clock"""
+    delivered_kwh: float
+    """energy into the EVs so far"""
+    violation_ticks: int
+    """physics ticks with the site or a node over its limit so far (site + node)"""
 
 
 @dataclass
@@ -681,8 +698,9 @@ class SiteSimulator:
                         await resp.read()
                 await asyncio.sleep(min(1.0, self.opt.meter_interval_s))
 
-    async def run(self) -> SimReport:
-        """Run until the last departure (or ``duration_s``) and report."""
+    async def run(self, progress: Callable[[SimProgress], None] | None = None) -> SimReport:
+        """Run until the last departure (or ``duration_s``) and report. ``progress`` is called about once
+        per wall second (and at the end) with where the replay stands."""
         self._wall0 = time.monotonic() + 1e9  # the clock starts after the warm-up
         tasks = [asyncio.create_task(self._station(sid)) for sid in self.stations]
         if self.opt.meter_push_url:
@@ -701,12 +719,18 @@ class SiteSimulator:
             else (self.last_departure - self.sim_start).total_seconds() / self.opt.speed + 1.0
         )
         last = time.monotonic()
+        shown = last
         try:
             while time.monotonic() - self._wall0 < end_wall:
                 await asyncio.sleep(self.opt.tick_s)
                 now = time.monotonic()
                 self._tick((now - last) * self.opt.speed / 3600.0)
                 last = now
+                if progress is not None and now - shown >= 1.0:
+                    shown = now
+                    progress(self._progress(now - self._wall0, end_wall))
+            if progress is not None:
+                progress(self._progress(end_wall, end_wall))
         finally:
             connected = len(self.cps)
             self._running = False
@@ -735,6 +759,15 @@ class SiteSimulator:
             connected_at_end=connected,
             stations=len(self.stations),
             last_violation_utc=self._utc_of(max(self.last_violation_at, self.last_node_violation_at)),
+        )
+
+    def _progress(self, wall_s: float, end_wall_s: float) -> SimProgress:
+        return SimProgress(
+            wall_s=min(wall_s, end_wall_s),
+            end_wall_s=end_wall_s,
+            sim_time=self.sim_start + timedelta(seconds=min(wall_s, end_wall_s) * self.opt.speed),
+            delivered_kwh=float(sum(self.delivered.values())),
+            violation_ticks=self.violation_ticks + self.node_violation_ticks,
         )
 
     @staticmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import ssl
 from datetime import UTC, datetime, timedelta
@@ -69,7 +70,8 @@ async def test_both_versions_end_to_end_with_a_garbage_sending_station(tmp_path:
     try:
         sim = _sim(svc, small_scenario(site), version="mixed", garbage=frozenset({"CP2"}), duration_s=3.0)
         assert sim.version == {"CP1": "1.6", "CP2": "2.0.1"}
-        rep = await sim.run()
+        seen: list[Any] = []
+        rep = await sim.run(progress=seen.append)
         state = svc.state()
         status, health = await _get(svc, "/health")
         unauth, _ = await _get(svc, "/api/state")
@@ -78,6 +80,12 @@ async def test_both_versions_end_to_end_with_a_garbage_sending_station(tmp_path:
         _, metrics = await _get(svc, "/metrics", "op-token")
     finally:
         await svc.stop()
+    # progress about once a wall second, ending at the end of the replay with the report's energy
+    assert len(seen) >= 3 and seen[-1].wall_s == seen[-1].end_wall_s == 3.0
+    for a, b in itertools.pairwise(seen):
+        assert a.wall_s < b.wall_s and a.delivered_kwh <= b.delivered_kwh
+    assert seen[-1].delivered_kwh == pytest.approx(sum(rep.energy_delivered_kwh.values()), abs=1e-3)
+    assert seen[-1].sim_time > seen[0].sim_time
     # the physical site never exceeded its limits, every EV charged, nothing was lost
     assert rep.violation_ticks == 0 and rep.node_violation_ticks == 0
     assert rep.max_site_import_kw <= 30.0 + 1e-6
