@@ -15,10 +15,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from envs.config import ConfigError, format_validation_error
+from envs.config import ConfigError, format_validation_error, read_yaml
 
 ActionMode = Literal["residual", "priority", "continuous", "setpoint", "rule_setpoint"]
 ForecastKind = Literal["perfect", "noisy", "model"]
@@ -98,7 +97,7 @@ class EnvSpec(_Frozen):
         description=(
             "residual: per-charger kW correction on top of the rule-based DLM; setpoint: a few site-level "
             "numbers (import level, V2G share) filled by a deadline-first rule; rule_setpoint: site-level "
-            "corrections (import lift/cut, extra V2G) of the rule-based DLM's decision; priority: "
+            "corrections (import lift, V2G share) of the rule-based DLM's decision; priority: "
             "per-charger scores filled in order by the projection; continuous: a fraction of each charger's "
             "range"
         ),
@@ -137,29 +136,36 @@ class PPOSpec(_AlgoBase):
     )
 
 
-class SACSpec(_AlgoBase):
+class _OffPolicyBase(_AlgoBase):
+    """What SAC and TD3 share: a replay buffer and its update schedule."""
+
+    buffer_size: int = Field(default=200_000, ge=1_000)
+    batch_size: int = Field(default=256, ge=8)
+    learning_starts: int = Field(default=1_000, ge=0)
+    tau: float = Field(default=0.005, gt=0, le=1)
+    train_freq: int = Field(default=4, ge=1)
+    gradient_steps: int = Field(default=1, ge=-1)
+
+    def replay_kwargs(self) -> dict[str, Any]:
+        """These fields as stable-baselines3 keyword arguments."""
+        return {
+            name: getattr(self, name)
+            for name in _OffPolicyBase.model_fields
+            if name not in _AlgoBase.model_fields
+        }
+
+
+class SACSpec(_OffPolicyBase):
     """Soft actor-critic (off-policy)."""
 
     name: Literal["SAC"] = "SAC"
-    buffer_size: int = Field(default=200_000, ge=1_000)
-    batch_size: int = Field(default=256, ge=8)
-    learning_starts: int = Field(default=1_000, ge=0)
-    tau: float = Field(default=0.005, gt=0, le=1)
-    train_freq: int = Field(default=4, ge=1)
-    gradient_steps: int = Field(default=1, ge=-1)
     ent_coef: str = "auto"
 
 
-class TD3Spec(_AlgoBase):
+class TD3Spec(_OffPolicyBase):
     """Twin delayed DDPG (off-policy)."""
 
     name: Literal["TD3"] = "TD3"
-    buffer_size: int = Field(default=200_000, ge=1_000)
-    batch_size: int = Field(default=256, ge=8)
-    learning_starts: int = Field(default=1_000, ge=0)
-    tau: float = Field(default=0.005, gt=0, le=1)
-    train_freq: int = Field(default=4, ge=1)
-    gradient_steps: int = Field(default=1, ge=-1)
     action_noise_std: float = Field(default=0.1, ge=0, le=2)
 
 
@@ -328,16 +334,7 @@ def config_from_dict(data: object, source: str = "<dict>") -> TrainConfig:
 
 def load_train_config(path: str | Path) -> TrainConfig:
     """Load a training YAML file (``configs/train/*.yaml``) into a validated :class:`TrainConfig`."""
-    p = Path(path)
-    try:
-        text = p.read_text()
-    except OSError as err:
-        raise ConfigError(f"{p}: cannot read: {err.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{p}: not valid YAML: {err}") from None
-    return config_from_dict(data, str(p))
+    return config_from_dict(read_yaml(path), str(path))
 
 
 def shipped_config(name: str) -> Path:

@@ -248,14 +248,9 @@ def build_model(config: TrainConfig, venv: VecEnv, seed: int) -> BaseAlgorithm:
         return SAC(
             "MlpPolicy",
             venv,
-            buffer_size=a.buffer_size,
-            batch_size=a.batch_size,
-            learning_starts=a.learning_starts,
-            tau=a.tau,
-            train_freq=a.train_freq,
-            gradient_steps=a.gradient_steps,
             ent_coef=a.ent_coef,
             policy_kwargs={"net_arch": arch},
+            **a.replay_kwargs(),
             **common,
         )
     assert isinstance(a, TD3Spec)
@@ -263,14 +258,9 @@ def build_model(config: TrainConfig, venv: VecEnv, seed: int) -> BaseAlgorithm:
     return TD3(
         "MlpPolicy",
         venv,
-        buffer_size=a.buffer_size,
-        batch_size=a.batch_size,
-        learning_starts=a.learning_starts,
-        tau=a.tau,
-        train_freq=a.train_freq,
-        gradient_steps=a.gradient_steps,
         action_noise=NormalActionNoise(np.zeros(n_act), a.action_noise_std * np.ones(n_act)),
         policy_kwargs={"net_arch": arch},
+        **a.replay_kwargs(),
         **common,
     )
 
