@@ -12,10 +12,11 @@ from typing import Annotated, TypeVar
 
 import typer
 
+from evdlm.cli_errors import bad_input
+
 scenario_app = typer.Typer(help="Create, import and check scenarios.", no_args_is_help=True)
 
 T = TypeVar("T")
-EXIT_BAD_INPUT = 2
 
 
 class KindOption(StrEnum):
@@ -42,9 +43,7 @@ def _guarded(action: Callable[[], T]) -> T:
     try:
         return action()
     except (ConfigError, ValueError, OSError) as err:
-        message = " ".join(str(err).split()) or type(err).__name__
-        typer.echo(f"error: {message}", err=True)
-        raise typer.Exit(EXIT_BAD_INPUT) from None
+        raise bad_input(err) from None
 
 
 def _print_summary(path: Path, step: str | None) -> None:

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from evdlm.cli_errors import bad_input
+
 forecast_app = typer.Typer(help="Fit and backtest forecasts.", no_args_is_help=True)
 
 TARGET_HELP = "base_load, pv or ev_demand (EV arrivals and energy asked per interval)"
@@ -43,8 +45,7 @@ def backtest_cmd(
     try:
         sc = load_scenario(scenario)
     except ConfigError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
+        raise bad_input(err) from None
     frame = target_frame(sc, target)
     step = sc.step
     config = BacktestConfig(
@@ -60,8 +61,7 @@ def backtest_cmd(
             params = gbr_params(str(col), GBRParams(max_iter=max_iter)) if model == "gbr" else None
             reports.append(backtest_with_skill(make_forecaster(model, spec, params), frame[col], config))
     except ValueError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
+        raise bad_input(err) from None
     run_id = None
     if mlflow_log:
         params_log: dict[str, str | int | float] = {
@@ -119,14 +119,12 @@ def fit_cmd(
     try:
         sc = load_scenario(scenario)
     except ConfigError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
+        raise bad_input(err) from None
     t0 = time.perf_counter()
     try:
         site = SiteForecaster.fit_scenario(sc, model, GBRParams(max_iter=max_iter))
     except ValueError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(2) from None
+        raise bad_input(err) from None
     path = site.save(out)
     typer.echo(
         f"fitted {model} on {sc.name} ({sc.n_steps} steps, {', '.join(site.forecasters)}) "

@@ -12,11 +12,12 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from evdlm.cli_errors import bad_input
+
 if TYPE_CHECKING:
     from envs.config import SiteConfig
     from serving.config import ServingConfig
 
-EXIT_BAD_INPUT = 2
 _SIM_BAR = "simulating {percentage:3.0f}%|{bar:30}| {elapsed}<{remaining} {postfix}"
 """tqdm format of ``evdlm simulate``'s progress (a fraction of the replay's wall time)"""
 
@@ -30,11 +31,6 @@ class VersionOption(StrEnum):
     v16 = "1.6"
     v201 = "2.0.1"
     mixed = "mixed"
-
-
-def _fail(message: str) -> typer.Exit:
-    typer.echo(f"error: {' '.join(message.split())}", err=True)
-    return typer.Exit(EXIT_BAD_INPUT)
 
 
 def default_serving_config(site_path: Path, site: SiteConfig, secrets: Path | None) -> ServingConfig:
@@ -103,7 +99,7 @@ def register(app: typer.Typer) -> None:
 
         logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         if config is None and site is None:
-            raise _fail("give --config SERVING.yaml or --site SITE.yaml")
+            raise bad_input("give --config SERVING.yaml or --site SITE.yaml")
         try:
             if config is not None:
                 cfg = load_serving_config(config)
@@ -134,9 +130,9 @@ def register(app: typer.Typer) -> None:
             passwords = load_passwords(cfg)
             token = load_operator_token(cfg)
         except (ConfigError, OSError) as err:
-            raise _fail(str(err)) from None
+            raise bad_input(str(err)) from None
         except ValidationError as err:
-            raise _fail(format_validation_error(err, str(config or site))) from None
+            raise bad_input(format_validation_error(err, str(config or site))) from None
         if not cfg.require_auth:
             logging.getLogger("evdlm.serving").warning(
                 "OCPP authentication is OFF (no secrets): any configured station id can connect"
@@ -148,7 +144,7 @@ def register(app: typer.Typer) -> None:
                 svc = Service(cfg, site_cfg, pol, passwords, policy_error=why, operator_token=token,
                               failsafe_mode=failsafe.value)  # fmt: skip
             except (ConfigError, OSError) as err:
-                raise _fail(str(err)) from None
+                raise bad_input(str(err)) from None
             await svc.start()
             typer.echo(
                 f"evdlm serving {site_cfg.name}: OCPP ws{'s' if cfg.tls else ''}://{cfg.ocpp_host}:{svc.ocpp_port}/"
@@ -233,7 +229,7 @@ def register(app: typer.Typer) -> None:
                 sid, at, span = item.split(":")
                 drops[sid] = (float(at), float(span))
         except (ConfigError, OSError, ValueError) as err:
-            raise _fail(str(err)) from None
+            raise bad_input(str(err)) from None
         opts = SimOptions(
             speed=speed,
             tick_s=min(1.0, max(0.05, meter_interval_s / 10)),

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 
 import typer
 
+from evdlm.cli_errors import bad_input
+
 if TYPE_CHECKING:
     from training.evaluate import EvaluationReport
 
@@ -113,8 +115,7 @@ def register(app: typer.Typer) -> None:
         try:
             provider = forecast_provider(forecast)
         except ForecastSpecError as err:
-            typer.echo(f"error: {err}", err=True)
-            raise typer.Exit(2) from None
+            raise bad_input(err) from None
         try:
             report = run_evaluation(
                 names,
@@ -126,8 +127,7 @@ def register(app: typer.Typer) -> None:
                 ray_address=ray_address,
             )
         except (UnknownPolicyError, ConfigError) as err:
-            typer.echo(f"error: {err}", err=True)
-            raise typer.Exit(2) from None
+            raise bad_input(err) from None
         _finish(
             report,
             out,
