@@ -538,7 +538,7 @@ class ActionAdapter:
             battery_kw = float(base.battery_kw) + float(self._mapper.battery_kw(a)[0]) * self.residual_scale
             return Decision(request_kw, battery_kw)
         if self.mode == "priority":
-            res = self._mapper.project(observed.state, observed.lo_kw, observed.hi_kw, a)
+            res = self._mapper.project(observed.state, a)
             return Decision(
                 np.asarray(res.charger_kw, dtype=float)[0].copy(), float(np.asarray(res.battery_kw)[0])
             )

@@ -357,16 +357,10 @@ class ActionMapper:
         return charger_kw, battery_kw
 
     def project(
-        self,
-        state: SiteState,
-        lo_kw: FloatArray,
-        hi_kw: FloatArray,
-        a: FloatArray,
-        *,
-        box: projection.ChargerBox | None = None,
+        self, state: SiteState, a: FloatArray, *, box: projection.ChargerBox | None = None
     ) -> ProjectionResult:
-        """``box``: :func:`envs.projection.charger_box` of ``state`` when the caller has it (it is then not
-        computed again inside the projection)."""
+        """Project the actions ``a`` taken in ``state``. ``box``: :func:`envs.projection.charger_box` of
+        ``state`` when the caller has it (the continuous mode maps onto it; computed here otherwise)."""
         if self.mode == "priority":
             floor = self.departure_floor
             res = projection.priority_fill(
@@ -379,7 +373,9 @@ class ActionMapper:
                     departure_floor=floor,
                 )  # fmt: skip
             return res
-        charger_kw, battery_kw = self.request(state, lo_kw, hi_kw, a)
+        if box is None:
+            box = projection.charger_box(self.site, state, self.plan)
+        charger_kw, battery_kw = self.request(state, box.lo_kw, box.hi_kw, a)
         return self.project_kw(state, charger_kw, battery_kw, box=box)
 
     def project_kw(
@@ -400,6 +396,20 @@ class ActionMapper:
             box=box,
             departure_floor=self.departure_floor,
         )
+
+
+def observe(
+    sim: BatchSim, mapper: ActionMapper, layout: ObservationLayout, obs: F32Array
+) -> tuple[SiteState, projection.ChargerBox]:
+    """The simulator's state now and its charger box, with the observation written into ``obs``.
+
+    The box is computed once a step for everything that needs it: the observation (``hi``), the action
+    mapping and the projection (``box=``). Shared by :class:`ChargingSiteEnv` and the vector env.
+    """
+    state = sim.state()
+    box = projection.charger_box(mapper.site, state, mapper.plan)
+    layout.write(obs, sim, state, box.hi_kw)
+    return state, box
 
 
 class ChargingSiteEnv(gym.Env[np.ndarray, np.ndarray]):
@@ -495,8 +505,6 @@ class ChargingSiteEnv(gym.Env[np.ndarray, np.ndarray]):
         self._obs: F32Array = np.zeros((1, self.layout.size), dtype=np.float32)
         self._episode: Episode | None = None
         self._state: SiteState | None = None
-        self._lo = np.zeros((1, self.site.n))
-        self._hi = np.zeros((1, self.site.n))
         self._box: projection.ChargerBox | None = None
         self._import_limit = float(self.site.import_limit_kw)
 
@@ -525,7 +533,7 @@ class ChargingSiteEnv(gym.Env[np.ndarray, np.ndarray]):
         a = np.asarray(action, dtype=float).reshape(1, -1)
         if a.shape[1] != self._action_size:
             raise ValueError(f"action must have {self._action_size} entries, got {a.shape[1]}")
-        return self._advance(self._mapper.project(state, self._lo, self._hi, a, box=self._box))
+        return self._advance(self._mapper.project(state, a, box=self._box))
 
     def step_kw(
         self, charger_kw: FloatArray | Sequence[float], battery_kw: float = 0.0
@@ -582,12 +590,7 @@ class ChargingSiteEnv(gym.Env[np.ndarray, np.ndarray]):
         return self._state
 
     def _observe(self) -> None:
-        state = self._sim.state()
-        self._state = state
-        box = projection.charger_box(self.site, state, self._mapper.plan)  # once a step: mapping, projection
-        self._box = box
-        self._lo, self._hi = box.lo_kw, box.hi_kw
-        self.layout.write(self._obs, self._sim, state, self._hi)
+        self._state, self._box = observe(self._sim, self._mapper, self.layout, self._obs)
 
     def _advance(self, result: ProjectionResult) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         out = self._sim.apply(result)

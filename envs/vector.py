@@ -24,7 +24,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from envs import projection
-from envs.env import ActionMapper, EnvConfig, EpisodeSource, action_space_for
+from envs.env import ActionMapper, EnvConfig, EpisodeSource, action_space_for, observe
 from envs.obs import F32Array
 from envs.sim import BatchSim, StepOutcome
 
@@ -90,8 +90,6 @@ class ChargingSiteVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
         self._episode_return = np.zeros(num_envs)
         self._episode_len = np.zeros(num_envs, dtype=np.int64)
         self._ready = False
-        self._lo = np.zeros((num_envs, self.site.n))
-        self._hi = np.zeros((num_envs, self.site.n))
         self._box: projection.ChargerBox | None = None
 
     @property
@@ -137,7 +135,7 @@ class ChargingSiteVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
         size = self.site.n + int(self.site.has_battery)
         if a.shape[1] != size:
             raise ValueError(f"actions must be ({self.num_envs}, {size})")
-        result = self._mapper.project(self._state, self._lo, self._hi, a, box=self._box)
+        result = self._mapper.project(self._state, a, box=self._box)
         out = self._sim.apply(result)
         self._episode_return += out.reward
         self._episode_len += 1
@@ -184,12 +182,7 @@ class ChargingSiteVectorEnv(VectorEnv[np.ndarray, np.ndarray, np.ndarray]):
         return episode.name, episode.start_step
 
     def _observe(self) -> None:
-        state = self._sim.state()
-        self._state = state
-        box = projection.charger_box(self.site, state, self._mapper.plan)  # once a step: mapping, projection
-        self._box = box
-        self._lo, self._hi = box.lo_kw, box.hi_kw
-        self.layout.write(self._obs, self._sim, state, self._hi)
+        self._state, self._box = observe(self._sim, self._mapper, self.layout, self._obs)
 
     def _infos(self, out: StepOutcome) -> dict[str, Any]:
         c = out.cost
