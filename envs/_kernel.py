@@ -571,46 +571,44 @@ def _departure_floor(
     rounding: bool,
     lo: np.ndarray,
     hi: np.ndarray,
+    rlo: np.ndarray,
     rhi: np.ndarray,
     anchor: np.ndarray,
+    vals: np.ndarray,
 ) -> None:
     """Raise the box floor (``lo``) and the anchor of EVs that must charge now to finish (in place).
 
     An EV's floor is its must-charge power rounded up to its grid and to at least its minimum, capped at
-    ``hi``; floors are granted least slack first, each as far as its rows still hold it on top of the
-    anchor (all of it, or the part that fits if that is at least the minimum), so the anchor stays
-    feasible and the water-filling keeps every granted EV at or above its floor. Only an
-    all-off anchor is raised (a forced discharge or charge already decides every charger).
+    ``hi``; floors are granted least slack first by the greedy :func:`_fill` on top of the anchor (all of
+    it, or the part its rows still hold if that is at least the minimum), so the anchor stays feasible
+    and the water-filling keeps every granted EV at or above its floor. Only an all-off anchor is raised
+    (a forced discharge or charge already decides every charger).
     """
     n = must.shape[0]
     for c in range(anchor.shape[0]):
         if anchor[c] != 0.0:
             return
     key = np.empty(n)
+    caps = np.zeros(anchor.shape[0])
     some = False
     for i in range(n):
-        key[i] = lax[i] if must[i] > TOL_KW else math.inf
-        some = some or must[i] > TOL_KW
+        key[i] = math.inf
+        if must[i] > TOL_KW:
+            some = True
+            key[i] = lax[i]
+            f = ceil_grid(must[i], res[i]) if rounding else must[i]
+            caps[i] = min(max(f, m_kw[i]), hi[i])
     if not some:
         return
-    head = rhi.copy()  # the anchor is 0: every row's headroom is its upper limit
     order = np.argsort(key, kind="mergesort")
-    for k in range(n):
-        i = order[k]
-        if must[i] <= TOL_KW:
-            break
-        f = ceil_grid(must[i], res[i]) if rounding else must[i]
-        f = min(max(f, m_kw[i]), hi[i])
-        for p in range(col_ptr[i], col_ptr[i + 1]):  # what its rows still hold: all of it, or part
-            f = min(f, max(head[col_row[p]], 0.0) / col_w[p])
-        if rounding:
-            f = floor_grid(f, res[i])
-        if f <= 0.0 or f < m_kw[i] - TOL_KW:
-            continue
-        for p in range(col_ptr[i], col_ptr[i + 1]):
-            head[col_row[p]] -= col_w[p] * f
-        lo[i] = f
-        anchor[i] = f
+    got = _fill(
+        row_ptr, row_idx, row_w, col_ptr, col_row, col_w, anchor, caps, order, 1.0, rlo, rhi, res, rounding,
+        m_kw, vals,
+    )  # fmt: skip
+    for i in range(n):
+        if got[i] > 0.0:
+            lo[i] = got[i]
+            anchor[i] = got[i]
 
 
 @njit(cache=True)
@@ -622,6 +620,7 @@ def _min_current(
     col_row: np.ndarray,
     col_w: np.ndarray,
     layer_ptr: np.ndarray,
+    res: np.ndarray,
     m_kw: np.ndarray,
     need_kw: np.ndarray,
     req: np.ndarray,
@@ -648,7 +647,6 @@ def _min_current(
     """
     n = m_kw.shape[0]
     n_coord = x.shape[0]
-    n_rows = vals.shape[0]
     any_cand = False
     for i in range(n):
         if x[i] > TOL_KW and x[i] < m_kw[i] - TOL_KW:
@@ -669,29 +667,22 @@ def _min_current(
         want[i] = charging[i] and not fixed[i] and not (cand[i] and nearer_off)
         if charging[i]:
             z[i] = lo[i] if fixed[i] else 0.0
-    # grant the minima in laxity order (least slack first) while they fit every row
-    _rows(row_ptr, row_idx, row_w, z, vals)
-    head = np.empty(n_rows)
-    for r in range(n_rows):
-        head[r] = rhi[r] - vals[r]
+    # grant the minima in laxity order (least slack first) while they fit every row: a greedy fill of the
+    # minima on top of z, each all or nothing (its minimum is also the least it may take)
     key = np.empty(n)
+    caps = np.zeros(n_coord)
     for i in range(n):
         key[i] = lax[i] if want[i] else math.inf
+        if want[i]:
+            caps[i] = m_kw[i]
     order = np.argsort(key, kind="mergesort")
+    got = _fill(
+        row_ptr, row_idx, row_w, col_ptr, col_row, col_w, z, caps, order, 1.0, rlo, rhi, res, False, m_kw,
+        vals,
+    )  # fmt: skip
     granted = np.zeros(n, dtype=np.bool_)
-    for k in range(n):
-        i = order[k]
-        if not want[i]:
-            break
-        fits = True
-        for p in range(col_ptr[i], col_ptr[i + 1]):
-            if col_w[p] * m_kw[i] > head[col_row[p]] + TOL_KW:
-                fits = False
-                break
-        if fits:
-            granted[i] = True
-            for p in range(col_ptr[i], col_ptr[i + 1]):
-                head[col_row[p]] -= col_w[p] * m_kw[i]
+    for i in range(n):
+        granted[i] = want[i] and (m_kw[i] <= 0.0 or got[i] > 0.0)
     for i in range(n):
         if granted[i]:
             z[i] += m_kw[i]
@@ -863,7 +854,7 @@ def project_batch(
             )  # fmt: skip
             _departure_floor(
                 row_ptr, row_idx, row_w, col_ptr, col_row, col_w, must_b, m_kw, lax[b], res, rounding, lo,
-                hi, rhi, anchor,
+                hi, rlo, rhi, anchor, vals,
             )  # fmt: skip
         for i in range(n):
             need_kw[i] = need[b, i] / (site_c[C_EFF, i] * dt_h) if present[b, i] else 0.0
@@ -873,8 +864,8 @@ def project_batch(
         _sequential(row_ptr, row_idx, row_w, layer_ptr, x, lo, hi, rlo, rhi, anchor, vals)
         if enforce_min_current:
             _min_current(
-                row_ptr, row_idx, row_w, col_ptr, col_row, col_w, layer_ptr, m_kw, need_kw, req[b], x, lo,
-                hi, lax[b], rlo, rhi, anchor, paused[b], vals,
+                row_ptr, row_idx, row_w, col_ptr, col_row, col_w, layer_ptr, res, m_kw, need_kw, req[b], x,
+                lo, hi, lax[b], rlo, rhi, anchor, paused[b], vals,
             )  # fmt: skip
         if rounding:
             _round(row_ptr, row_idx, row_w, col_ptr, col_row, res, x, lo, hi, rlo, rhi, anchor, vals)
