@@ -24,6 +24,7 @@ import numpy as np
 from agents.base import Decision
 from agents.lp import LPData, LPSolution, SiteLP
 from envs.core import BoolArray, FloatArray, SiteArrays, Snapshot
+from envs.projection import floor_to_grid
 from envs.scenario import Scenario
 
 
@@ -171,7 +172,7 @@ def build_scenario_lp(site: SiteArrays, scenario: Scenario) -> tuple[SiteLP, LPD
     need = request * np.clip(inside, 0.0, 1.0)
     max_charge = np.minimum(site.rated_kw[charger], ses.max_charge_kw[keep])
     res = site.resolution_kw[charger]
-    max_charge = np.floor(max_charge / res + 1e-9) * res  # what a charger on its grid actually draws
+    max_charge = floor_to_grid(max_charge, res)  # what a charger on its grid actually draws
     max_dis = ses.max_discharge_kw[keep]
     v2g = max_dis > 0
     period = np.cumsum(ep.new_period[:T]) - 1

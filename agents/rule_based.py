@@ -31,19 +31,11 @@ import pandas as pd
 
 from agents.allocate import Resources, fair_fill, greedy_fill, resource_use, site_headroom_kw
 from agents.base import Decision
-from envs._kernel import GRID_EPS
 from envs.core import BoolArray, FloatArray, IntArray, SiteArrays, SiteState, Snapshot
-from envs.projection import charger_bounds
+from envs.projection import ceil_to_grid, charger_bounds
 from envs.scenario import Scenario
 
 _LEVELS = 48
-
-
-def _ceil_grid(kw: FloatArray, res_kw: FloatArray) -> FloatArray:
-    """``kw`` rounded up to each charger's resolution grid (``res_kw == 0``: unchanged), kW. The projection
-    rounds toward zero (:mod:`envs._kernel`), so a request on the grid passes unchanged."""
-    safe = np.where(res_kw > 0, res_kw, 1.0)
-    return np.where(res_kw > 0, np.ceil(kw / safe - GRID_EPS) * safe, kw)
 
 
 @dataclass(frozen=True, eq=False)
@@ -126,7 +118,7 @@ class RuleBasedDLM:
         self._site = site
         self._res = Resources.from_site(site)
         # each charger's minimum power on its resolution grid (kW), the least the projection lets it draw
-        self._min_grid_kw = _ceil_grid(site.min_kw, site.resolution_kw)
+        self._min_grid_kw = ceil_to_grid(site.min_kw, site.resolution_kw)
         self._episode_end = scenario.end if scenario is not None else None
         self._month_end = None
 
@@ -200,7 +192,7 @@ class RuleBasedDLM:
         eff = site.efficiency
         # the box, never above the need; the need's power rounded up to the grid, so that the projection's
         # rounding toward zero does not leave the EV a sliver short when it finishes
-        caps = np.maximum(np.minimum(hi_kw, _ceil_grid(need / (eff * dt), site.resolution_kw)), 0.0)
+        caps = np.maximum(np.minimum(hi_kw, ceil_to_grid(need / (eff * dt), site.resolution_kw)), 0.0)
         rate = np.minimum(site.rated_kw, np.asarray(st.ev_max_charge_kw, dtype=float))
         rate = np.where(present, rate, 0.0)
         steps_left = np.maximum(np.floor(np.asarray(st.time_left_h, dtype=float) / dt + 1e-6), 1).astype(

@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit
+from numba import njit, vectorize
 
 TOL_KW = 1e-9
 """violation threshold, kW (or A for phase rows)"""
@@ -61,9 +61,22 @@ def floor_grid(v: float, res: float) -> float:
 
 @njit(cache=True)
 def ceil_grid(v: float, res: float) -> float:
+    """Smallest grid point ``k * res >= v`` for ``v >= 0`` (``res == 0``: unchanged)."""
     if res > 0.0:
         return math.ceil(v / res - GRID_EPS) * res
     return v
+
+
+@vectorize(["float64(float64, float64)"], cache=True)
+def floor_to_grid(v: float, res: float) -> float:
+    """:func:`floor_grid` as a ufunc over arrays (for callers outside the kernel), kW."""
+    return floor_grid(v, res)
+
+
+@vectorize(["float64(float64, float64)"], cache=True)
+def ceil_to_grid(v: float, res: float) -> float:
+    """:func:`ceil_grid` as a ufunc over arrays (for callers outside the kernel), kW."""
+    return ceil_grid(v, res)
 
 
 # ---------------------------------------------------------------------------------------------- bounds

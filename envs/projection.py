@@ -493,12 +493,20 @@ def priority_fill(
     return project(site, state, request, 0.0, plan=plan, box=box, departure_floor=departure_floor)
 
 
+ceil_to_grid = _kernel.ceil_to_grid
+"""``ceil_to_grid(kw, resolution_kw)``: the smallest point of each charger's grid at or above ``kw``"""
+floor_to_grid = _kernel.floor_to_grid
+"""``floor_to_grid(kw, resolution_kw)``: the largest point of each charger's grid at or below ``kw``; the
+projection rounds its output this way (toward zero for positive values). Both are numpy ufuncs."""
+
 __all__ = [
     "ChargerBox",
     "ProjectionPlan",
     "ProjectionResult",
+    "ceil_to_grid",
     "charger_bounds",
     "charger_box",
+    "floor_to_grid",
     "priority_fill",
     "project",
 ]
