@@ -61,10 +61,6 @@ class ProjectionPlan:
     """(n + 1, K + 1) row weights; the last column is the site row"""
     row_limit: FloatArray
     """(K,) symmetric limit of each node row (kW for kW rows, A for phase rows)"""
-    row_node: IntArray
-    """(K,) node index of each row"""
-    row_phase: IntArray
-    """(K,) -1 for a kW row, 0..2 for a phase row"""
     layer_ptr: IntArray
     """(L + 1,) rows ``layer_ptr[l]:layer_ptr[l + 1]`` form layer ``l`` (disjoint members); the site row is
     the last layer"""
@@ -181,8 +177,6 @@ class ProjectionPlan:
             n=n,
             weights=weights,
             row_limit=np.array([r[4] for r in rows], dtype=np.float64),
-            row_node=np.array([r[2] for r in rows], dtype=np.int64),
-            row_phase=np.array([r[1] for r in rows], dtype=np.int64),
             layer_ptr=np.array(sorted(set(layer_ptr)), dtype=np.int64),
             resolution_kw=np.append(site.resolution_kw, 0.0),
             min_kw=site.min_kw.copy(),
