@@ -65,6 +65,18 @@ class _Timed:
             self.seconds += time.process_time() - t0
 
 
+def _best_chunk_s(step: Callable[[int], Any], steps: int) -> float:
+    """CPU seconds per call of ``step(k)``: ``steps`` calls in ``CHUNKS`` equal chunks, the best chunk."""
+    chunk = max(1, steps // CHUNKS)
+    best = float("inf")
+    for c in range(CHUNKS):
+        t0 = time.process_time()
+        for k in range(c * chunk, (c + 1) * chunk):
+            step(k)
+        best = min(best, (time.process_time() - t0) / chunk)
+    return best
+
+
 def bench_single(n: int, steps: int) -> dict[str, float]:
     from envs import projection
     from envs.env import ChargingSiteEnv
@@ -77,13 +89,7 @@ def bench_single(n: int, steps: int) -> dict[str, float]:
     for k in range(20):  # warm up
         env.step(actions[k % 64])
     steps = min(steps, (env.episode.n_steps - 21) // 2)
-    chunk = max(1, steps // CHUNKS)
-    step_s = float("inf")
-    for c in range(CHUNKS):
-        t0 = time.process_time()
-        for k in range(c * chunk, (c + 1) * chunk):
-            env.step(actions[k % 64])
-        step_s = min(step_s, (time.process_time() - t0) / chunk)
+    step_s = _best_chunk_s(lambda k: env.step(actions[k % 64]), steps)
 
     # the same kind of steps again, with the projection's entry points timed
     project, bounds = _Timed(projection.project), _Timed(projection.charger_box)
@@ -137,13 +143,7 @@ def bench_vector(n: int, batch: int, steps: int) -> dict[str, float]:
     actions = rng.uniform(-1, 1, (8, batch, size)).astype(np.float32)
     for k in range(3):
         venv.step(actions[k % 8])
-    chunk = max(1, steps // CHUNKS)
-    step_s = float("inf")
-    for c in range(CHUNKS):
-        t0 = time.process_time()
-        for k in range(c * chunk, (c + 1) * chunk):
-            venv.step(actions[k % 8])
-        step_s = min(step_s, (time.process_time() - t0) / chunk)
+    step_s = _best_chunk_s(lambda k: venv.step(actions[k % 8]), steps)
     return {
         "chargers": n,
         "batch": batch,
