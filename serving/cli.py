@@ -37,7 +37,7 @@ def default_serving_config(site_path: Path, site: SiteConfig, secrets: Path | No
     """A serving config for a bare site: one station per ``<station>-<k>`` group (else per charger)."""
     from envs.core import SiteArrays
     from serving.config import ServingConfig, StationConfig
-    from serving.simulator import station_layout
+    from stationsim.simulator import station_layout
 
     layout = station_layout(SiteArrays.from_config(site), None)
     tables: dict[str, dict[int, str]] = {}
@@ -206,7 +206,7 @@ def register(app: typer.Typer) -> None:
         from envs.scenario import load_scenario
         from serving.config import OPERATOR_TOKEN_ENV, connector_map, load_passwords
         from serving.config import load_serving_config as load_cfg
-        from serving.simulator import SimOptions, SimProgress, SiteSimulator
+        from stationsim.simulator import SimOptions, SimProgress, SiteSimulator
 
         def split(text: str) -> frozenset[str]:
             return frozenset(s.strip() for s in text.split(",") if s.strip())
