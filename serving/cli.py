@@ -65,8 +65,14 @@ def register(app: typer.Typer) -> None:
             Path | None, typer.Option("--site", help="site YAML (alone: defaults for everything else)")
         ] = None,
         policy: Annotated[
-            str, typer.Option(help="rule-based | static | module:Class | model folder | models:/name/version")
-        ] = "rule-based",
+            str,
+            typer.Option(
+                help="a registered name (rule_based, static, ...) | model folder | models:/... | runs:/..."
+            ),
+        ] = "rule_based",
+        policy_class: Annotated[
+            bool, typer.Option("--policy-class", help="--policy is module:Class: import and build that class")
+        ] = False,
         failsafe: Annotated[
             FailsafeOption,
             typer.Option(help="max: ChargePointMaxProfile at the safe share; tx_default: TxDefaultProfile"),
@@ -137,7 +143,7 @@ def register(app: typer.Typer) -> None:
             logging.getLogger("evdlm.serving").warning(
                 "OCPP authentication is OFF (no secrets): any configured station id can connect"
             )
-        pol, why = load_policy(policy)
+        pol, why = load_policy(policy, custom_class=policy_class)
 
         async def main() -> None:
             try:

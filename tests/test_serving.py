@@ -16,17 +16,13 @@ from ocpp.v16 import call as call16
 from envs.config import ConfigError
 from envs.core import SiteArrays, SiteState
 from envs.projection import ProjectionPlan, project
+from envs.share import kw_to_profile as limits_in_unit
+from envs.share import kw_to_profile_one as limit_in_unit
+from envs.share import safe_static_share_kw
 from serving.config import connector_map, load_passwords, load_serving_config, password_env_name
-from serving.control import (
-    Controller,
-    FixedLoad,
-    fixed_load_view,
-    limit_in_unit,
-    limits_in_unit,
-    safe_static_share_kw,
-    select_updates,
-)
+from serving.control import Controller, FixedLoad, fixed_load_view
 from serving.csms import Station16, parse_basic_auth, sampled_values
+from serving.dispatch import select_updates
 from serving.live import LiveSite, build_snapshot
 from serving.meter import decode_float32, encode_float32
 from serving.metrics import Metrics
@@ -430,21 +426,25 @@ class _FakeConnection:
 
 
 class _FakeService:
+    """The narrow :class:`serving.events.StationEvents` the handlers see."""
+
     def __init__(self) -> None:
-        from serving.config import ServingConfig
-
         self.metrics = Metrics()
-        self.cfg = ServingConfig.model_validate({"site": "x", "stations": [{"id": "CP1"}]})
-        self.seen = 0
+        self.heartbeat_interval_s = 60
+        self.response_timeout_s = 5.0
+        self.seen_count = 0
 
-    def on_seen(self, sid: str) -> None:
-        self.seen += 1
+    def seen(self, sid: str) -> None:
+        self.seen_count += 1
 
-    def on_status(self, sid: str, k: int, status: str) -> None:
-        self.seen += 1
+    def status_changed(self, event: Any) -> None:
+        self.seen_count += 1
 
-    def on_meter_values(self, sid: str, k: int, mv: Any) -> None:
-        self.seen += 1
+    def meter_reading(self, event: Any) -> None:
+        self.seen_count += 1
+
+    async def booted(self, event: Any) -> None:
+        self.seen_count += 1
 
 
 def _json_values() -> st.SearchStrategy[Any]:
