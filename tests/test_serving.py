@@ -501,6 +501,72 @@ def test_schema_invalid_call_gets_a_call_error() -> None:
     assert [r[1] for r in replies] == ["x1", "x2"]
 
 
+class _Recorder(_FakeService):
+    """Keeps every typed event the handlers hand over."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: list[Any] = []
+
+    async def transaction_updated(self, event: Any) -> None:
+        self.events.append(event)
+
+    def charging_needs(self, event: Any) -> None:
+        self.events.append(event)
+
+
+def test_ocpp201_payloads_become_typed_events_at_the_edge() -> None:
+    import asyncio
+    from datetime import UTC, datetime
+
+    from serving.csms import Station201
+    from serving.events import ChargingNeeds, MeterReading, TransactionUpdated
+
+    conn = _FakeConnection()
+    events = _Recorder()
+    cp = Station201("CP1", conn, events)  # type: ignore[arg-type]
+    started = {
+        "eventType": "Started",
+        "timestamp": "2026-01-01T08:00:00Z",
+        "triggerReason": "CablePluggedIn",
+        "seqNo": 1,
+        "transactionInfo": {"transactionId": "tx-1"},
+        "evse": {"id": 2, "connectorId": 1},
+        "idToken": {"idToken": "TAG", "type": "Central"},
+        "meterValue": [
+            {
+                "timestamp": "2026-01-01T08:00:00Z",
+                "sampledValue": [
+                    {"value": 3.5, "measurand": "Power.Active.Import", "unitOfMeasure": {"unit": "kW"}},
+                    {"value": 1234.5, "measurand": "Energy.Active.Import.Register"},
+                ],
+            }
+        ],
+    }
+    needs = {
+        "evseId": 2,
+        "chargingNeeds": {
+            "requestedEnergyTransfer": "AC_three_phase",
+            "departureTime": "2026-01-01T17:00:00Z",
+            "acChargingParameters": {
+                "energyAmount": 20000,
+                "evMinCurrent": 6,
+                "evMaxCurrent": 16,
+                "evMaxVoltage": 400,
+            },
+        },
+    }
+    asyncio.run(cp.route_message(json.dumps([2, "t1", "TransactionEvent", started])))
+    asyncio.run(cp.route_message(json.dumps([2, "t2", "NotifyEVChargingNeeds", needs])))
+    assert [json.loads(m)[0] for m in conn.sent] == [3, 3]
+    at = datetime(2026, 1, 1, 8, tzinfo=UTC)
+    reading = MeterReading("CP1", 2, 3500.0, None, 1234.5)
+    assert events.events == [
+        TransactionUpdated("CP1", "tx-1", 2, "TAG", 1234.5, at, reading),
+        ChargingNeeds("CP1", 2, 20000.0, 16.0, None, datetime(2026, 1, 1, 17, tzinfo=UTC)),
+    ]
+
+
 def test_call16_payload_classes_exist() -> None:
     # the simulator and the service build these; a renamed class in a new ocpp release must fail loudly
     assert call16.SetChargingProfile(connector_id=1, cs_charging_profiles={}).connector_id == 1
