@@ -33,7 +33,7 @@ lint: install-test
 	$(BIN)/ruff format --check .
 
 typecheck: install-test
-	$(BIN)/mypy evdlm envs agents forecasting training serving benchmarks
+	$(BIN)/mypy evdlm envs agents forecasting training serving stationsim benchmarks
 
 pytest: install-test
 	$(BIN)/pytest

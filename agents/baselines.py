@@ -29,12 +29,12 @@ from agents.allocate import (
     charge_caps_kw,
     fair_with_minimum,
     greedy_fill,
-    resource_use,
     site_headroom_kw,
 )
 from agents.base import Decision
 from envs.core import FloatArray, IntArray, SiteArrays, SiteState, Snapshot
 from envs.scenario import Scenario
+from envs.share import safe_static_share_kw
 
 SortKey = Callable[[SiteArrays, SiteState, FloatArray], FloatArray]
 """(site, state, caps_kw) -> key per charger; smaller is served first"""
@@ -73,10 +73,11 @@ class Uncontrolled(_AllocatorPolicy):
 class StaticShare(_AllocatorPolicy):
     """Static load management: each charger is capped at a fixed kW, regardless of use.
 
-    The caps are the chargers' ratings scaled down by one factor so that every charger at its cap at once
-    fits every node, phase and the connection minus ``reserve_kw`` for the building. Without an explicit
-    reserve, the reserve is the scenario's peak base load when a scenario is given (what an installer
-    sizes for), else 0.
+    The caps are the site's static safe share (:func:`envs.share.safe_static_share_kw`): what every charger
+    can draw at once within every node, phase and the connection minus ``reserve_kw`` for the building, on
+    the chargers' grid and at least their minimum current where they are on at all. Without an explicit
+    reserve, the reserve is the scenario's peak base load when a scenario is given (what an installer sizes
+    for), else 0. The live service installs the same share as its failsafe.
     """
 
     name = "static"
@@ -88,16 +89,10 @@ class StaticShare(_AllocatorPolicy):
 
     def reset(self, site: SiteArrays, scenario: Scenario | None = None) -> None:
         super().reset(site, scenario)
-        assert self._res is not None
         reserve = self.reserve_kw
         if reserve is None:
             reserve = float(scenario.timeseries["base_load_kw"].max()) if scenario is not None else 0.0
-        limits = self._res.limits(site.import_limit_kw - reserve)
-        use = resource_use(self._res.coef, site.rated_kw)
-        with np.errstate(divide="ignore"):
-            scale = float(np.min(np.where(use > 0, limits / np.where(use > 0, use, 1.0), np.inf)))
-        # a charger is off or at least at its minimum current: a cap below it would never charge
-        self._cap_kw = np.maximum(site.rated_kw * min(1.0, max(scale, 0.0)), site.min_kw)
+        self._cap_kw = safe_static_share_kw(site, reserve)
 
     def act(self, snapshot: Snapshot) -> Decision:
         site, _ = self._ready()

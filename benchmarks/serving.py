@@ -123,7 +123,7 @@ def _env() -> dict[str, str]:
 
 
 def start_service(
-    config: Path, log: Path, policy: str = "rule-based", failsafe: str = "tx_default"
+    config: Path, log: Path, policy: str = "rule_based", failsafe: str = "tx_default"
 ) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "evdlm.cli", "serve", "--config", str(config), "--failsafe", failsafe]
     cmd += ["--policy", policy]
@@ -170,7 +170,7 @@ def metric(text: str, name: str) -> float:
 
 def run_phase(
     work: Path, n: int, duration_s: float, interval_s: float, meter_interval_s: float, extra: list[str],
-    kill_at_s: float | None = None, policy: str = "rule-based", failsafe: str = "max",
+    kill_at_s: float | None = None, policy: str = "rule_based", failsafe: str = "max",
     feeder_share: float = 0.6,
 ) -> dict[str, Any]:  # fmt: skip
     """One service + simulator run; with ``kill_at_s`` the service is SIGKILLed then restarted."""
@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> None:
         # overloads its feeder, not the site, so only the per-node correction brings it back
         results["offender"] = run_phase(
             base / "offender", args.fault_stations, 20 * fi, fi, fi / 2, ["--ignore-profiles", "S0001"],
-            policy="agents.baselines:EqualShare", failsafe="tx_default", feeder_share=0.4,
+            policy="equal_share", failsafe="tx_default", feeder_share=0.4,
         )  # fmt: skip
         off = results["offender"]
         off["back_under_limit_within_one_cycle"] = off.get("violation_after_flag_s", float("inf")) <= fi

@@ -1,7 +1,7 @@
 """The operator HTTP API (aiohttp), served by the same process as the central system.
 
 Routes (all JSON unless said): ``GET /health`` (no auth), ``GET /api/state`` (live site, see
-:meth:`serving.service.Service.state`), ``GET /api/decisions?limit=N``, ``GET /api/transactions``,
+:func:`serving.view.site_state`), ``GET /api/decisions?limit=N``, ``GET /api/transactions``,
 ``GET /api/events`` (server-sent events: the state after every cycle), ``GET /metrics`` (Prometheus text)
 and ``POST /api/meter`` (site meter push: ``{"import_kw": float, "pv_kw": float?}``).
 
@@ -19,17 +19,14 @@ import contextlib
 import hmac
 import json
 import math
-import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-if TYPE_CHECKING:
-    from serving.service import Service
+from serving.events import OperatorView
 
-SERVICE_KEY: web.AppKey[Service] = web.AppKey("service")
+SERVICE_KEY: web.AppKey[OperatorView] = web.AppKey("service")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 OPEN_PATHS = frozenset({"/health"})
 
@@ -72,18 +69,8 @@ def _default(o: object) -> object:
 
 
 async def health(request: web.Request) -> web.Response:
-    svc = request.app[SERVICE_KEY]
-    last = svc.last
-    age = None if last is None else time.time() - last.time.timestamp()
-    stalled = age is not None and age > 3 * svc.cfg.control_interval_s + 5
-    body = {
-        "status": "stalled" if stalled else "ok",
-        "cycle": svc.cycle,
-        "last_cycle_age_s": age,
-        "stations_connected": sum(s.connected for s in svc.live.stations.values()),
-        "stations_configured": len(svc.live.stations),
-    }
-    return _json(body, status=503 if stalled else 200)
+    body, ok = request.app[SERVICE_KEY].health()
+    return _json(body, status=200 if ok else 503)
 
 
 async def state(request: web.Request) -> web.Response:
@@ -96,22 +83,21 @@ async def decisions(request: web.Request) -> web.Response:
         limit = max(1, min(int(request.query.get("limit", "50")), 1000))
     except ValueError:
         raise web.HTTPBadRequest(text="limit must be an integer") from None
-    return _json(await svc.store.run(svc.store.store.decisions, limit))
+    return _json(await svc.decisions(limit))
 
 
 async def transactions(request: web.Request) -> web.Response:
-    svc = request.app[SERVICE_KEY]
-    return _json(await svc.store.run(svc.store.store.transactions, 200))
+    return _json(await request.app[SERVICE_KEY].transactions(200))
 
 
 async def metrics(request: web.Request) -> web.Response:
-    text = request.app[SERVICE_KEY].metrics.render()
+    text = request.app[SERVICE_KEY].metrics_text()
     return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
 
 async def meter_push(request: web.Request) -> web.Response:
     svc = request.app[SERVICE_KEY]
-    if svc.cfg.meter.source != "http":
+    if not svc.accepts_meter_push:
         raise web.HTTPConflict(text="the site meter source is not 'http'")
     try:
         body = await request.json()
@@ -122,7 +108,7 @@ async def meter_push(request: web.Request) -> web.Response:
         raise web.HTTPBadRequest(text='expected {"import_kw": float, "pv_kw": float?}') from None
     if not math.isfinite(import_kw) or (pv_kw is not None and not math.isfinite(pv_kw)):
         raise web.HTTPBadRequest(text="non-finite reading")
-    svc.on_site_meter(import_kw, pv_kw)
+    svc.push_site_meter(import_kw, pv_kw)
     return _json({"accepted": True})
 
 
@@ -147,7 +133,7 @@ async def events(request: web.Request) -> web.StreamResponse:
     return resp
 
 
-def build_app(service: Service) -> web.Application:
+def build_app(service: OperatorView) -> web.Application:
     """The operator application; add routes to it before :func:`start_http` to extend the API."""
     app = web.Application(middlewares=[operator_auth(service.operator_token)])
     app[SERVICE_KEY] = service
@@ -161,11 +147,13 @@ def build_app(service: Service) -> web.Application:
     return app
 
 
-async def start_http(service: Service, app: web.Application | None = None) -> tuple[web.AppRunner, int]:
-    """Start the operator API on ``http_host:http_port``; returns the runner and the bound port."""
+async def start_http(
+    service: OperatorView, host: str, port: int, app: web.Application | None = None
+) -> tuple[web.AppRunner, int]:
+    """Start the operator API on ``host:port`` (0: any free port); returns the runner and the bound port."""
     runner = web.AppRunner(app or build_app(service), handle_signals=False, access_log=None)
     await runner.setup()
-    site = web.TCPSite(runner, service.cfg.http_host, service.cfg.http_port, shutdown_timeout=0.5)
+    site = web.TCPSite(runner, host, port, shutdown_timeout=0.5)
     await site.start()
     port = 0
     server = site._server

@@ -37,7 +37,7 @@ def default_serving_config(site_path: Path, site: SiteConfig, secrets: Path | No
     """A serving config for a bare site: one station per ``<station>-<k>`` group (else per charger)."""
     from envs.core import SiteArrays
     from serving.config import ServingConfig, StationConfig
-    from serving.simulator import station_layout
+    from stationsim.simulator import station_layout
 
     layout = station_layout(SiteArrays.from_config(site), None)
     tables: dict[str, dict[int, str]] = {}
@@ -65,8 +65,14 @@ def register(app: typer.Typer) -> None:
             Path | None, typer.Option("--site", help="site YAML (alone: defaults for everything else)")
         ] = None,
         policy: Annotated[
-            str, typer.Option(help="rule-based | static | module:Class | model folder | models:/name/version")
-        ] = "rule-based",
+            str,
+            typer.Option(
+                help="a registered name (rule_based, static, ...) | model folder | models:/... | runs:/..."
+            ),
+        ] = "rule_based",
+        policy_class: Annotated[
+            bool, typer.Option("--policy-class", help="--policy is module:Class: import and build that class")
+        ] = False,
         failsafe: Annotated[
             FailsafeOption,
             typer.Option(help="max: ChargePointMaxProfile at the safe share; tx_default: TxDefaultProfile"),
@@ -137,7 +143,7 @@ def register(app: typer.Typer) -> None:
             logging.getLogger("evdlm.serving").warning(
                 "OCPP authentication is OFF (no secrets): any configured station id can connect"
             )
-        pol, why = load_policy(policy)
+        pol, why = load_policy(policy, custom_class=policy_class)
 
         async def main() -> None:
             try:
@@ -206,7 +212,7 @@ def register(app: typer.Typer) -> None:
         from envs.scenario import load_scenario
         from serving.config import OPERATOR_TOKEN_ENV, connector_map, load_passwords
         from serving.config import load_serving_config as load_cfg
-        from serving.simulator import SimOptions, SimProgress, SiteSimulator
+        from stationsim.simulator import SimOptions, SimProgress, SiteSimulator
 
         def split(text: str) -> frozenset[str]:
             return frozenset(s.strip() for s in text.split(",") if s.strip())

@@ -1,14 +1,14 @@
 """Deciding one control cycle: policy within a time budget, fallback, safety projection, deadband.
 
-Reading, deciding and writing are apart (as in evcc's site loop): the service reads the live state into a
-frozen :class:`~envs.core.Snapshot`, :class:`Controller` turns it into feasible per-charger limits, and the
-service writes charging profiles. Every allocation, the policy's or the fallback's, goes through
-:func:`envs.projection.project`; serving never re-implements a limit.
+Reading, deciding and writing are apart (as in evcc's site loop, :mod:`serving.loop`): the loop reads the
+live state into a frozen :class:`~envs.core.Snapshot`, :class:`Controller` turns it into feasible
+per-charger limits, and :mod:`serving.dispatch` writes charging profiles. Every allocation, the policy's
+or the fallback's, goes through :func:`envs.projection.project`; serving never re-implements a limit.
 
 Fallback order: the policy (learned or configured) -> the rule-based DLM -> the static safe share. The
 policy loses the cycle when it raises, returns a wrong shape or a non-finite value, misses its time
 budget, or could not be loaded. With a stale site meter the limits are capped at the static safe share
-(no headroom for increases).
+(:func:`envs.share.safe_static_share_kw`: no headroom for increases).
 
 Chargers the central system does not control this cycle (a station measured above its limit) enter the
 decision as :class:`FixedLoad`: their measured draw is an uncontrollable load on their slot, taken off
@@ -21,11 +21,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
 
@@ -34,32 +32,6 @@ from envs.core import BoolArray, FloatArray, SiteArrays, SiteState, Snapshot
 from envs.projection import ProjectionPlan, ProjectionResult, project
 
 LOG = logging.getLogger("evdlm.serving")
-
-RateUnit = Literal["A", "W"]
-
-
-def safe_static_share_kw(site: SiteArrays, base_load_kw: float = 0.0) -> FloatArray:
-    """Per-charger kW that is feasible with every charger occupied and drawing it at once.
-
-    The projection of "everyone at full rating" with all EVs present, unbounded needs, no PV and
-    ``base_load_kw`` of other load: whatever the projection returns is feasible by construction. Chargers
-    it switches off (below the minimum current) get 0 (they cannot charge without the central system).
-    """
-    n = site.n
-    state = SiteState(
-        ev_present=np.ones(n, dtype=bool),
-        ev_max_charge_kw=np.full(n, np.inf),
-        ev_max_discharge_kw=np.zeros(n),
-        energy_needed_kwh=np.full(n, 1e6),
-        energy_room_kwh=np.full(n, 1e6),
-        energy_dischargeable_kwh=np.zeros(n),
-        time_left_h=np.full(n, 1e3),
-        base_load_kw=base_load_kw,
-        pv_kw=0.0,
-        dt_h=1.0,
-    )
-    res = project(site, state, site.rated_kw.copy(), 0.0)
-    return np.maximum(np.asarray(res.charger_kw, dtype=float), 0.0)
 
 
 @dataclass(frozen=True)
@@ -251,67 +223,18 @@ class Controller:
         return CycleOutcome(limits, name, reason, meter_stale, res, planned, assumed)
 
 
-# --------------------------------------------------------------------------- writing: units and deadband
-
-
-def limit_in_unit(site: SiteArrays, i: int, kw: float) -> float:
-    """kW -> the charger's profile unit (A per phase or W), rounded down to one decimal (never above)."""
-    charger = site.config.chargers[i]
-    value = kw / float(site.kw_per_a[i]) if charger.rate_unit == "A" else kw * 1000.0
-    return math.floor(max(value, 0.0) * 10.0 + 1e-9) / 10.0
-
-
-def unit_to_kw(site: SiteArrays, i: int, value: float) -> float:
-    charger = site.config.chargers[i]
-    return value * float(site.kw_per_a[i]) if charger.rate_unit == "A" else value / 1000.0
-
-
-def amps_mask(site: SiteArrays) -> BoolArray:
-    """(n,) True where a charger's profiles are in A (else W)."""
-    return np.array([c.rate_unit == "A" for c in site.config.chargers], dtype=bool)
-
-
-def limits_in_unit(site: SiteArrays, kw: FloatArray, amps: BoolArray | None = None) -> FloatArray:
-    """:func:`limit_in_unit` over every charger at once: ``(n,)`` kW -> ``(n,)`` A or W, one decimal down."""
-    amps = amps_mask(site) if amps is None else amps
-    kw_per_a = np.asarray(site.kw_per_a, dtype=float)
-    value = np.where(amps, kw / np.where(amps, kw_per_a, 1.0), kw * 1000.0)
-    return np.floor(np.maximum(value, 0.0) * 10.0 + 1e-9) / 10.0
-
-
-def select_updates(
+def keeps_feasible(
     site: SiteArrays,
+    plan: ProjectionPlan,
     state: SiteState,
-    new_kw: FloatArray,
-    sent_value: list[float | None],
-    active: BoolArray,
-    deadband_a: float,
-    deadband_w: float,
-    feasible: Callable[[FloatArray], bool] | None = None,
-    plan: ProjectionPlan | None = None,
-) -> list[int]:
-    """Indices of the chargers whose profile must be (re)sent this cycle.
-
-    A limit is resent when it changed by more than the deadband (in its unit), was never sent, or - when
-    keeping the old limits would not be feasible (judged by the projection, with ``plan`` where given) -
-    whenever it goes down. Vectorised over the chargers.
-    """
-    amps = amps_mask(site)
-    new_value = limits_in_unit(site, np.asarray(new_kw, dtype=float), amps)
-    old = np.array([np.nan if v is None else float(v) for v in sent_value])
-    band = np.where(amps, deadband_a, deadband_w)
-    active = np.asarray(active, dtype=bool)
-    never = np.isnan(old)
-    moved = active & (never | (np.abs(new_value - np.where(never, 0.0, old)) > band))
-    old_kw = np.where(amps, old * np.asarray(site.kw_per_a, dtype=float), old / 1000.0)
-    kept = np.where(moved, new_kw, np.where(active & ~never, old_kw, 0.0))
-    if feasible is None:
-
-        def feasible(x: FloatArray) -> bool:
-            res = project(site, state, x, 0.0, plan=plan)
-            return bool(np.all(np.asarray(res.charger_kw) >= x - site.resolution_kw - 1e-6))
-
-    out = moved
-    if not feasible(kept):
-        out = moved | (active & ~never & (new_value < np.where(never, np.inf, old)))
-    return [int(i) for i in np.flatnonzero(out)]
+    kept_kw: FloatArray,
+    fixed: FixedLoad | None = None,
+) -> bool:
+    """The feasibility predicate of the limits a station keeps: True when the projection leaves every
+    charger of ``kept_kw`` its limit (within one step of its grid), with ``fixed`` chargers reserved at
+    their measured draw (:func:`fixed_load_view`). The deadband uses it to decide whether limits it would
+    leave unsent can stay."""
+    view_plan, view_state = fixed_load_view(plan, state, fixed)
+    x = kept_kw if fixed is None else np.where(fixed.mask, 0.0, kept_kw)
+    res = project(site, view_state, x, 0.0, plan=view_plan)
+    return bool(np.all(np.asarray(res.charger_kw) >= x - site.resolution_kw - 1e-6))

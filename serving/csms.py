@@ -1,8 +1,11 @@
 """The OCPP side of the central system: handshake checks and message handlers for 1.6J and 2.0.1.
 
-Handlers only update the live state (:mod:`serving.live`) and persist through the service's store; they
-never decide limits. Frames that are not valid OCPP never close a connection: a parseable Call gets a
-CallError, anything else is logged, counted and dropped.
+This is the protocol edge: every 1.6J and 2.0.1 payload is parsed here into a typed event of
+:mod:`serving.events` and handed to a :class:`~serving.events.StationEvents` (the service's live-state
+updater); nothing past this module sees a raw OCPP dict, and the handlers never decide limits.
+
+Frames that are not valid OCPP never close a connection: a parseable Call gets a CallError, anything else
+is logged, counted and dropped.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ocpp.charge_point import ChargePoint as _BaseChargePoint
 from ocpp.exceptions import FormatViolationError, OCPPError, ProtocolError
@@ -33,10 +36,17 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from serving.events import (
+    Booted,
+    ChargingNeeds,
+    MeterReading,
+    StationEvents,
+    StatusChanged,
+    TransactionEnded,
+    TransactionStarted,
+    TransactionUpdated,
+)
 from serving.profiles import Version
-
-if TYPE_CHECKING:
-    from serving.service import Service
 
 LOG = logging.getLogger("evdlm.serving.ocpp")
 SUBPROTOCOLS = ("ocpp2.0.1", "ocpp1.6")
@@ -142,7 +152,7 @@ def sampled_values(meter_value: list[dict[str, Any]]) -> tuple[float | None, flo
 class _Robust(_BaseChargePoint):
     """Message loop that survives any frame: bad JSON is dropped, bad Calls get a CallError."""
 
-    service: Service
+    events: StationEvents
     version: Version
 
     async def start(self) -> None:
@@ -157,10 +167,10 @@ class _Robust(_BaseChargePoint):
                 return
             except Exception as err:  # never let one frame end the connection
                 LOG.exception("%s: unhandled error on a frame: %s", self.id, err)
-                self.service.metrics.inc("messages_total", action="?", outcome="internal_error")
+                self.events.metrics.inc("messages_total", action="?", outcome="internal_error")
 
     async def route_message(self, raw_msg: Any) -> None:
-        metrics = self.service.metrics
+        metrics = self.events.metrics
         try:
             msg = json.loads(raw_msg)
         except (TypeError, ValueError):
@@ -203,43 +213,70 @@ def _safe_label(action: str) -> str:
     return action if action.isidentifier() and len(action) <= 40 else "?"
 
 
+def parse_meter_reading(
+    station_id: str, connector_id: int, meter_value: list[dict[str, Any]] | None
+) -> MeterReading:
+    """The typed reading of one MeterValues list (see :func:`sampled_values`)."""
+    p_imp, p_exp, e_imp = sampled_values(meter_value or [])
+    return MeterReading(station_id, connector_id, p_imp, p_exp, e_imp)
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def parse_charging_needs(station_id: str, evse_id: int, needs: dict[str, Any]) -> ChargingNeeds:
+    """The typed 2.0.1 ``chargingNeeds``: AC parameters first, DC where there are none."""
+    ac = needs.get("ac_charging_parameters") or {}
+    dc = needs.get("dc_charging_parameters") or {}
+    return ChargingNeeds(
+        station_id=station_id,
+        connector_id=evse_id,
+        energy_wh=_float(ac.get("energy_amount", dc.get("energy_amount"))),
+        ev_max_current_a=_float(ac.get("ev_max_current")) or None,
+        ev_max_power_w=_float(dc.get("ev_max_power")) or None,
+        departure=parse_time(needs.get("departure_time")),
+    )
+
+
 class Station16(_Robust, ChargePoint16):
     """OCPP 1.6J handlers of one connected station."""
 
-    def __init__(self, station_id: str, connection: Any, service: Service) -> None:
-        super().__init__(station_id, connection, response_timeout=service.cfg.response_timeout_s)
-        self.service = service
+    def __init__(self, station_id: str, connection: Any, events: StationEvents) -> None:
+        super().__init__(station_id, connection, response_timeout=events.response_timeout_s)
+        self.events = events
         self.version: Version = "1.6"
 
     @on(Action16.boot_notification)
     async def on_boot(self, charge_point_vendor: str, charge_point_model: str, **_: Any) -> Any:
-        await self.service.on_boot(self.id, self.version, charge_point_vendor, charge_point_model)
+        await self.events.booted(Booted(self.id, self.version, charge_point_vendor, charge_point_model))
         return result16.BootNotification(
-            current_time=_now_iso(), interval=self.service.cfg.heartbeat_interval_s, status="Accepted"
+            current_time=_now_iso(), interval=self.events.heartbeat_interval_s, status="Accepted"
         )
 
     @on(Action16.heartbeat)
     def on_heartbeat(self, **_: Any) -> Any:
-        self.service.on_seen(self.id)
+        self.events.seen(self.id)
         return result16.Heartbeat(current_time=_now_iso())
 
     @on(Action16.status_notification)
     def on_status(self, connector_id: int, status: str, **_: Any) -> Any:
-        self.service.on_status(self.id, connector_id, status)
+        self.events.status_changed(StatusChanged(self.id, connector_id, status))
         return result16.StatusNotification()
 
     @on(Action16.authorize)
     def on_authorize(self, id_tag: str, **_: Any) -> Any:
-        self.service.on_seen(self.id)
+        self.events.seen(self.id)
         return result16.Authorize(id_tag_info={"status": "Accepted"})
 
     @on(Action16.start_transaction)
     async def on_start(
         self, connector_id: int, id_tag: str, meter_start: int, timestamp: str, **_: Any
     ) -> Any:
-        tx = await self.service.on_transaction_started(
+        event = TransactionStarted(
             self.id, connector_id, None, id_tag, float(meter_start), parse_time(timestamp)
         )
+        tx = await self.events.transaction_started(event)
         if tx is None:
             return result16.StartTransaction(transaction_id=0, id_tag_info={"status": "Invalid"})
         return result16.StartTransaction(transaction_id=int(tx), id_tag_info={"status": "Accepted"})
@@ -248,47 +285,47 @@ class Station16(_Robust, ChargePoint16):
     async def on_stop(
         self, meter_stop: int, timestamp: str, transaction_id: int, reason: str | None = None, **_: Any
     ) -> Any:
-        await self.service.on_transaction_ended(
+        event = TransactionEnded(
             self.id, str(transaction_id), float(meter_stop), parse_time(timestamp), reason
         )
+        await self.events.transaction_ended(event)
         return result16.StopTransaction(id_tag_info={"status": "Accepted"})
 
     @on(Action16.meter_values)
     def on_meter_values(self, connector_id: int, meter_value: list[dict[str, Any]], **_: Any) -> Any:
-        self.service.on_meter_values(self.id, connector_id, meter_value)
+        self.events.meter_reading(parse_meter_reading(self.id, connector_id, meter_value))
         return result16.MeterValues()
 
 
 class Station201(_Robust, ChargePoint201):
     """OCPP 2.0.1 handlers of one connected station (EVSE ids play the role of 1.6 connector ids)."""
 
-    def __init__(self, station_id: str, connection: Any, service: Service) -> None:
-        super().__init__(station_id, connection, response_timeout=service.cfg.response_timeout_s)
-        self.service = service
+    def __init__(self, station_id: str, connection: Any, events: StationEvents) -> None:
+        super().__init__(station_id, connection, response_timeout=events.response_timeout_s)
+        self.events = events
         self.version: Version = "2.0.1"
 
     @on(Action201.boot_notification)
     async def on_boot(self, charging_station: dict[str, Any], reason: str, **_: Any) -> Any:
-        await self.service.on_boot(
-            self.id, self.version, charging_station.get("vendor_name"), charging_station.get("model")
-        )
+        vendor, model = charging_station.get("vendor_name"), charging_station.get("model")
+        await self.events.booted(Booted(self.id, self.version, vendor, model))
         return result201.BootNotification(
-            current_time=_now_iso(), interval=self.service.cfg.heartbeat_interval_s, status="Accepted"
+            current_time=_now_iso(), interval=self.events.heartbeat_interval_s, status="Accepted"
         )
 
     @on(Action201.heartbeat)
     def on_heartbeat(self, **_: Any) -> Any:
-        self.service.on_seen(self.id)
+        self.events.seen(self.id)
         return result201.Heartbeat(current_time=_now_iso())
 
     @on(Action201.status_notification)
     def on_status(self, evse_id: int, connector_status: str, **_: Any) -> Any:
-        self.service.on_status(self.id, evse_id, connector_status)
+        self.events.status_changed(StatusChanged(self.id, evse_id, connector_status))
         return result201.StatusNotification()
 
     @on(Action201.authorize)
     def on_authorize(self, id_token: dict[str, Any], **_: Any) -> Any:
-        self.service.on_seen(self.id)
+        self.events.seen(self.id)
         return result201.Authorize(id_token_info={"status": "Accepted"})
 
     @on(Action201.transaction_event)
@@ -302,37 +339,30 @@ class Station201(_Robust, ChargePoint201):
         id_token: dict[str, Any] | None = None,
         **_: Any,
     ) -> Any:
-        svc = self.service
         tx_id = str(transaction_info["transaction_id"])
         energy_wh = sampled_values(meter_value or [])[2]
         when = parse_time(timestamp)
         if event_type == "Ended":
-            await svc.on_transaction_ended(
-                self.id, tx_id, energy_wh, when, transaction_info.get("stopped_reason")
-            )
+            reason = transaction_info.get("stopped_reason")
+            await self.events.transaction_ended(TransactionEnded(self.id, tx_id, energy_wh, when, reason))
             return result201.TransactionEvent()
-        known = svc.live.by_tx.get((self.id, tx_id))
-        if known is None:
-            if evse is None:
-                # an Updated event for a transaction we never saw, without its EVSE: nothing to map
-                return result201.TransactionEvent()
-            tag = (id_token or {}).get("id_token")
-            await svc.on_transaction_started(
-                self.id, int(evse["id"]), tx_id, tag, energy_wh if energy_wh is not None else 0.0, when
-            )
-            known = svc.live.by_tx.get((self.id, tx_id))
-        if known is not None and meter_value:
-            svc.on_meter_values(self.id, known.connector_id, meter_value)
+        evse_id = None if evse is None else int(evse["id"])
+        # the reading's connector is the transaction's; the service maps it (the event may name no EVSE)
+        reading = parse_meter_reading(self.id, evse_id or 0, meter_value) if meter_value else None
+        tag = (id_token or {}).get("id_token")
+        await self.events.transaction_updated(
+            TransactionUpdated(self.id, tx_id, evse_id, tag, energy_wh, when, reading)
+        )
         return result201.TransactionEvent(id_token_info={"status": "Accepted"} if id_token else None)
 
     @on(Action201.notify_ev_charging_needs)
     def on_charging_needs(self, charging_needs: dict[str, Any], evse_id: int, **_: Any) -> Any:
-        self.service.on_charging_needs(self.id, evse_id, charging_needs)
+        self.events.charging_needs(parse_charging_needs(self.id, evse_id, charging_needs))
         return result201.NotifyEVChargingNeeds(status="Accepted")
 
     @on(Action201.meter_values)
     def on_meter_values(self, evse_id: int, meter_value: list[dict[str, Any]], **_: Any) -> Any:
-        self.service.on_meter_values(self.id, evse_id, meter_value)
+        self.events.meter_reading(parse_meter_reading(self.id, evse_id, meter_value))
         return result201.MeterValues()
 
 
@@ -350,6 +380,8 @@ __all__ = [
     "call_error_frame",
     "make_process_request",
     "parse_basic_auth",
+    "parse_charging_needs",
+    "parse_meter_reading",
     "sampled_values",
     "station_id_from_path",
 ]

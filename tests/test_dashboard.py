@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from serving.dashboard import clean_json
 from serving.dashboard.history import History, HistoryPoint, point_from_decision, point_from_state
 from serving.service import Service
-from serving.simulator import SimOptions, SiteSimulator
+from stationsim.simulator import SimOptions, SiteSimulator
 from tests.test_serving_helpers import PASSWORDS, FullPower, serving_config, small_scenario, small_site
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -16,17 +16,13 @@ from ocpp.v16 import call as call16
 from envs.config import ConfigError
 from envs.core import SiteArrays, SiteState
 from envs.projection import ProjectionPlan, project
+from envs.share import kw_to_profile as limits_in_unit
+from envs.share import kw_to_profile_one as limit_in_unit
+from envs.share import safe_static_share_kw
 from serving.config import connector_map, load_passwords, load_serving_config, password_env_name
-from serving.control import (
-    Controller,
-    FixedLoad,
-    fixed_load_view,
-    limit_in_unit,
-    limits_in_unit,
-    safe_static_share_kw,
-    select_updates,
-)
+from serving.control import Controller, FixedLoad, fixed_load_view
 from serving.csms import Station16, parse_basic_auth, sampled_values
+from serving.dispatch import select_updates
 from serving.live import LiveSite, build_snapshot
 from serving.meter import decode_float32, encode_float32
 from serving.metrics import Metrics
@@ -430,21 +426,25 @@ class _FakeConnection:
 
 
 class _FakeService:
+    """The narrow :class:`serving.events.StationEvents` the handlers see."""
+
     def __init__(self) -> None:
-        from serving.config import ServingConfig
-
         self.metrics = Metrics()
-        self.cfg = ServingConfig.model_validate({"site": "x", "stations": [{"id": "CP1"}]})
-        self.seen = 0
+        self.heartbeat_interval_s = 60
+        self.response_timeout_s = 5.0
+        self.seen_count = 0
 
-    def on_seen(self, sid: str) -> None:
-        self.seen += 1
+    def seen(self, sid: str) -> None:
+        self.seen_count += 1
 
-    def on_status(self, sid: str, k: int, status: str) -> None:
-        self.seen += 1
+    def status_changed(self, event: Any) -> None:
+        self.seen_count += 1
 
-    def on_meter_values(self, sid: str, k: int, mv: Any) -> None:
-        self.seen += 1
+    def meter_reading(self, event: Any) -> None:
+        self.seen_count += 1
+
+    async def booted(self, event: Any) -> None:
+        self.seen_count += 1
 
 
 def _json_values() -> st.SearchStrategy[Any]:
@@ -499,6 +499,72 @@ def test_schema_invalid_call_gets_a_call_error() -> None:
     replies = [json.loads(m) for m in conn.sent]
     assert [r[0] for r in replies] == [4, 4]
     assert [r[1] for r in replies] == ["x1", "x2"]
+
+
+class _Recorder(_FakeService):
+    """Keeps every typed event the handlers hand over."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: list[Any] = []
+
+    async def transaction_updated(self, event: Any) -> None:
+        self.events.append(event)
+
+    def charging_needs(self, event: Any) -> None:
+        self.events.append(event)
+
+
+def test_ocpp201_payloads_become_typed_events_at_the_edge() -> None:
+    import asyncio
+    from datetime import UTC, datetime
+
+    from serving.csms import Station201
+    from serving.events import ChargingNeeds, MeterReading, TransactionUpdated
+
+    conn = _FakeConnection()
+    events = _Recorder()
+    cp = Station201("CP1", conn, events)  # type: ignore[arg-type]
+    started = {
+        "eventType": "Started",
+        "timestamp": "2026-01-01T08:00:00Z",
+        "triggerReason": "CablePluggedIn",
+        "seqNo": 1,
+        "transactionInfo": {"transactionId": "tx-1"},
+        "evse": {"id": 2, "connectorId": 1},
+        "idToken": {"idToken": "TAG", "type": "Central"},
+        "meterValue": [
+            {
+                "timestamp": "2026-01-01T08:00:00Z",
+                "sampledValue": [
+                    {"value": 3.5, "measurand": "Power.Active.Import", "unitOfMeasure": {"unit": "kW"}},
+                    {"value": 1234.5, "measurand": "Energy.Active.Import.Register"},
+                ],
+            }
+        ],
+    }
+    needs = {
+        "evseId": 2,
+        "chargingNeeds": {
+            "requestedEnergyTransfer": "AC_three_phase",
+            "departureTime": "2026-01-01T17:00:00Z",
+            "acChargingParameters": {
+                "energyAmount": 20000,
+                "evMinCurrent": 6,
+                "evMaxCurrent": 16,
+                "evMaxVoltage": 400,
+            },
+        },
+    }
+    asyncio.run(cp.route_message(json.dumps([2, "t1", "TransactionEvent", started])))
+    asyncio.run(cp.route_message(json.dumps([2, "t2", "NotifyEVChargingNeeds", needs])))
+    assert [json.loads(m)[0] for m in conn.sent] == [3, 3]
+    at = datetime(2026, 1, 1, 8, tzinfo=UTC)
+    reading = MeterReading("CP1", 2, 3500.0, None, 1234.5)
+    assert events.events == [
+        TransactionUpdated("CP1", "tx-1", 2, "TAG", 1234.5, at, reading),
+        ChargingNeeds("CP1", 2, 20000.0, 16.0, None, datetime(2026, 1, 1, 17, tzinfo=UTC)),
+    ]
 
 
 def test_call16_payload_classes_exist() -> None:

@@ -23,7 +23,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.typing import Subprotocol
 
 from serving.service import Service
-from serving.simulator import SimOptions, SiteSimulator
+from stationsim.simulator import SimOptions, SiteSimulator
 from tests.test_serving_helpers import (
     PASSWORDS,
     FullPower,

@@ -487,7 +487,7 @@ async def test_completed_steps_are_persisted_and_reloaded_after_a_restart(tmp_pa
         fc.observe(datetime.now(UTC) - timedelta(minutes=15), 7.0, None)
         svc.on_site_meter(10.0, None)
         await svc.run_cycle()
-        await svc._flush()
+        await svc.journal.flush()
         rows = svc.store.store.recent_meter_samples(HISTORY_SOURCE, start.to_pydatetime())
     finally:
         await svc.stop()

@@ -29,14 +29,12 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
 from serving.dashboard.history import History, point_from_decision, point_from_state
-
-if TYPE_CHECKING:
-    from serving.service import Service
+from serving.events import OperatorView
 
 LOG = logging.getLogger("evdlm.dashboard")
 STATIC_DIR = Path(__file__).parent / "static"
@@ -64,16 +62,16 @@ def dumps(value: Any) -> str:
 class Dashboard:
     """The dashboard of one service: its history and the browsers listening."""
 
-    service: Service
+    service: OperatorView
     history: History
     clients: set[asyncio.Queue[str | None]] = field(default_factory=set)
     _recorder: asyncio.Task[None] | None = None
 
     def meta(self) -> dict[str, Any]:
-        ctl = self.service.controller
+        primary, fallback = self.service.policy_names
         return {
-            "primary_policy": None if ctl.policy is None else ctl.policy.name,
-            "fallback_policy": "static" if ctl.fallback is None else ctl.fallback.name,
+            "primary_policy": primary,
+            "fallback_policy": fallback,
             "window_h": self.history.window_s / 3600.0,
         }
 
@@ -82,7 +80,7 @@ class Dashboard:
 
     async def start(self) -> None:
         try:
-            rows = await self.service.store.run(self.service.store.store.decisions, self.history_rows())
+            rows = await self.service.decisions(self.history_rows())
         except Exception as err:  # the chart starts empty; the dashboard still runs
             LOG.warning("cannot read past decisions for the dashboard: %s", err)
             rows = []
@@ -90,7 +88,7 @@ class Dashboard:
         self._recorder = asyncio.create_task(self._record())
 
     def history_rows(self) -> int:
-        interval_s = self.service.cfg.control_interval_s
+        interval_s = self.service.control_interval_s
         return int(min(self.history.window_s / interval_s, 4320))
 
     async def stop(self) -> None:
@@ -162,7 +160,7 @@ async def _events(request: web.Request) -> web.StreamResponse:
 
 
 def register_dashboard(
-    app: web.Application, service: Service, prefix: str = "/dashboard", window_h: float = 6.0
+    app: web.Application, service: OperatorView, prefix: str = "/dashboard", window_h: float = 6.0
 ) -> Dashboard:
     """Mount the dashboard on ``app`` (before it starts); it lives and dies with the application.
 
@@ -194,7 +192,7 @@ def register_dashboard(
     return dash
 
 
-def build_dashboard_app(service: Service, window_h: float = 6.0) -> web.Application:
+def build_dashboard_app(service: OperatorView, window_h: float = 6.0) -> web.Application:
     """A stand-alone application: the dashboard at ``/dashboard/`` (``/`` redirects there)."""
     from serving.api import operator_auth
 
@@ -209,7 +207,7 @@ def build_dashboard_app(service: Service, window_h: float = 6.0) -> web.Applicat
 
 
 async def start_dashboard(
-    service: Service, host: str, port: int, window_h: float = 6.0
+    service: OperatorView, host: str, port: int, window_h: float = 6.0
 ) -> tuple[web.AppRunner, int]:
     """Serve the dashboard on ``host:port`` (0 picks a free port); returns the runner and the bound port.
 

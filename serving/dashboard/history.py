@@ -1,6 +1,6 @@
 """The dashboard's time series: one point per control cycle over a sliding window of wall time.
 
-Pure data, no I/O: :func:`point_from_state` reads a point out of :meth:`serving.service.Service.state`,
+Pure data, no I/O: :func:`point_from_state` reads a point out of :func:`serving.view.site_state`,
 :func:`point_from_decision` out of a stored decision row (to refill the chart after a restart), and
 :class:`History` keeps the last ``window_s`` seconds of them, at most ``max_points``.
 """

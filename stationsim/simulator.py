@@ -32,11 +32,9 @@ import numpy as np
 import pandas as pd
 from ocpp.routing import on
 from ocpp.v16 import ChargePoint as CP16
-from ocpp.v16 import call as call16
 from ocpp.v16 import call_result as result16
 from ocpp.v16.enums import Action as Action16
 from ocpp.v201 import ChargePoint as CP201
-from ocpp.v201 import call as call201
 from ocpp.v201 import call_result as result201
 from ocpp.v201.enums import Action as Action201
 from websockets.asyncio.client import ClientConnection, connect
@@ -44,6 +42,8 @@ from websockets.typing import Subprotocol
 
 from envs.core import SiteArrays
 from envs.scenario import Scenario
+from stationsim import messages as msg
+from stationsim.physics import PhysicalSite, SimConnector
 
 LOG = logging.getLogger("evdlm.simulator")
 Version = Literal["1.6", "2.0.1"]
@@ -100,21 +100,6 @@ class SimProgress:
 
 
 @dataclass
-class SimConnector:
-    charger: int
-    station: str
-    connector_id: int
-    sessions: list[dict[str, Any]]
-    session: dict[str, Any] | None = None
-    tx_id: str | None = None
-    starting: bool = False
-    delivered_kwh: float = 0.0
-    register_wh: float = 0.0
-    power_kw: float = 0.0
-    seq_no: int = 0
-
-
-@dataclass
 class SimReport:
     """What the simulated site saw. Violations are ticks where the physical site exceeded a limit."""
 
@@ -166,20 +151,6 @@ def _auth_header(station: str, password: str | None) -> dict[str, str]:
         return {}
     token = base64.b64encode(f"{station}:{password}".encode()).decode()
     return {"Authorization": f"Basic {token}"}
-
-
-def _now_iso() -> str:
-    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
-
-
-class _Profiles:
-    """Installed profiles of one station: purpose/connector -> limit in kW (converted at receipt)."""
-
-    def __init__(self) -> None:
-        self.max_kw: float | None = None
-        self.tx_default_kw: dict[int, float] = {}
-        self.tx_kw: dict[int, tuple[str | None, float]] = {}
-        self.received = 0
 
 
 class _SimCP16(CP16):
@@ -242,7 +213,7 @@ class SiteSimulator:
         for j, sid in enumerate(names):
             v = self.opt.version
             self.version[sid] = ("1.6" if j % 2 == 0 else "2.0.1") if v == "mixed" else v
-        self.profiles = {sid: _Profiles() for sid in names}
+        self.physics = PhysicalSite(scenario, self.site, self.stations, self.opt.ignore_profiles)
         self.cps: dict[str, _SimCP16 | _SimCP201] = {}
         self.booted: set[str] = set()
         self.queues: dict[str, asyncio.Queue[tuple[str, SimConnector]]] = {s: asyncio.Queue() for s in names}
@@ -250,28 +221,10 @@ class SiteSimulator:
         first = sessions["arrival"].min() if len(sessions) else scenario.start
         self.sim_start = max(self.sim_start, pd.Timestamp(first) - pd.Timedelta(seconds=1))
         self.last_departure = sessions["departure"].max() if len(sessions) else scenario.start
-        ts = scenario.timeseries
-        self._ts_index = ts.index
-        self._base = ts["base_load_kw"].to_numpy(float)
-        self._pv = ts["pv_kw"].to_numpy(float)
         self._wall0 = 0.0
-        self.asked: dict[str, float] = {
-            str(r["session_id"]): float(r["energy_kwh"]) for r in sessions.to_dict("records")
-        }
-        self.delivered: dict[str, float] = dict.fromkeys(self.asked, 0.0)
         self.calls_sent = self.calls_answered = self.calls_failed = self.calls_cancelled = 0
         self.dropped = 0
         self.garbage_sent = 0
-        self.violation_ticks = self.node_violation_ticks = 0
-        self.max_import = -np.inf
-        self.max_excess = 0.0
-        self.longest_violation_s = 0.0
-        self._violation_since: float | None = None
-        self.last_violation_at = -np.inf
-        """monotonic time of the last tick with the site import above its limit"""
-        self.last_node_violation_at = -np.inf
-        """monotonic time of the last tick with a node above its kW limit"""
-        self.ticks = 0
         self._running = True
 
     # ------------------------------------------------------------------ time
@@ -283,130 +236,23 @@ class SiteSimulator:
         ahead_s = (t - self.sim_now()).total_seconds() / self.opt.speed
         return datetime.now(UTC) + timedelta(seconds=ahead_s)
 
-    def _series_at(self, t: pd.Timestamp) -> tuple[float, float]:
-        k = int(np.clip(self._ts_index.searchsorted(t, side="right") - 1, 0, len(self._base) - 1))
-        return float(self._base[k]), float(self._pv[k])
-
-    # ------------------------------------------------------------------ profiles
-
-    def _to_kw(self, station: str, connector_id: int, unit: str, limit: float) -> float:
-        conns = self.stations[station]
-        c = next((x for x in conns if x.connector_id == connector_id), conns[0])
-        return limit * float(self.site.kw_per_a[c.charger]) if unit == "A" else limit / 1000.0
+    # ------------------------------------------------------------------ the physical site
 
     def install_profile(self, station: str, connector_id: int, profile: dict[str, Any], version: str) -> bool:
-        prof = self.profiles[station]
-        prof.received += 1
-        purpose = profile["charging_profile_purpose"]
-        schedule = profile["charging_schedule"]
-        if version == "2.0.1":
-            schedule = schedule[0]
-        period = schedule["charging_schedule_period"][0]
-        kw = self._to_kw(station, connector_id, schedule["charging_rate_unit"], float(period["limit"]))
-        if purpose in ("ChargePointMaxProfile", "ChargingStationMaxProfile"):
-            if connector_id != 0:
-                return False
-            prof.max_kw = kw
-        elif purpose == "TxDefaultProfile":
-            targets = (
-                [c.connector_id for c in self.stations[station]] if connector_id == 0 else [connector_id]
-            )
-            for k in targets:
-                prof.tx_default_kw[k] = kw
-        elif purpose == "TxProfile":
-            c = self.connectors.get((station, connector_id))
-            tx = profile.get("transaction_id")
-            if c is None or c.tx_id is None or (tx is not None and str(tx) != c.tx_id):
-                return False
-            prof.tx_kw[connector_id] = (c.tx_id, kw)
-        else:
-            return False
-        return True
+        return self.physics.install_profile(station, connector_id, profile, version)
 
-    def allowed_kw(self, station: str) -> dict[int, float]:
-        """Per connector of ``station``: what its profiles allow now, kW (inf without a profile)."""
-        prof = self.profiles[station]
-        out: dict[int, float] = {}
-        for c in self.stations[station]:
-            lim = np.inf
-            tx = prof.tx_kw.get(c.connector_id)
-            if tx is not None and tx[0] == c.tx_id:
-                lim = tx[1]
-            elif c.connector_id in prof.tx_default_kw:
-                lim = prof.tx_default_kw[c.connector_id]
-            out[c.connector_id] = lim
-        return out
+    @property
+    def site_import_kw(self) -> float:
+        """the simulated site's net import at the last tick, kW"""
+        return self.physics.site_import_kw
 
-    # ------------------------------------------------------------------ physics
+    @property
+    def last_node_violation_at(self) -> float:
+        """monotonic time of the last tick with a node above its kW limit"""
+        return self.physics.last_node_violation_at
 
     def _tick(self, dt_h: float) -> None:
-        now = self.sim_now()
-        site = self.site
-        power = np.zeros(site.n)
-        for sid, conns in self.stations.items():
-            allowed = self.allowed_kw(sid)
-            ignore = sid in self.opt.ignore_profiles
-            draws: list[tuple[SimConnector, float]] = []
-            for c in conns:
-                if c.session is None and c.sessions and now >= c.sessions[0]["arrival"]:
-                    c.session = c.sessions.pop(0)
-                    c.delivered_kwh = 0.0
-                    self._emit(sid, "arrive", c)
-                s = c.session
-                if s is None:
-                    continue
-                if now >= s["departure"]:
-                    if c.tx_id is not None:
-                        self._emit(sid, "depart", c)
-                    c.session = None
-                    c.power_kw = 0.0
-                    continue
-                if c.tx_id is None:
-                    continue
-                ev_max = float(s["max_power_kw"]) if np.isfinite(s["max_power_kw"]) else np.inf
-                eff = float(site.efficiency[c.charger])
-                need = max(float(s["energy_kwh"]) - c.delivered_kwh, 0.0)
-                p = min(float(site.rated_kw[c.charger]), ev_max, need / (eff * dt_h) if dt_h > 0 else np.inf)
-                if not ignore:
-                    p = min(p, allowed[c.connector_id])
-                draws.append((c, max(p, 0.0)))
-            prof = self.profiles[sid]
-            total = sum(p for _, p in draws)
-            scale = 1.0
-            if not ignore and prof.max_kw is not None and total > prof.max_kw:
-                scale = prof.max_kw / total
-            for c, p in draws:
-                c.power_kw = p * scale
-                s = c.session
-                assert s is not None
-                eff = float(site.efficiency[c.charger])
-                c.delivered_kwh += c.power_kw * dt_h * eff
-                c.register_wh += c.power_kw * dt_h * 1000.0
-                self.delivered[str(s["session_id"])] = c.delivered_kwh
-                power[c.charger] = c.power_kw
-        base, pv = self._series_at(now)
-        imp = float(site.site_import_kw(power, base, pv))
-        self.max_import = max(self.max_import, imp)
-        excess = imp - site.import_limit_kw
-        node_excess = np.abs(site.node_power_kw(power)) - site.node_limit_kw
-        self.ticks += 1
-        wall = time.monotonic()
-        over = excess > 1e-3 or bool(np.any(node_excess > 1e-3))
-        if excess > 1e-3:
-            self.violation_ticks += 1
-            self.last_violation_at = wall
-        if np.any(node_excess > 1e-3):
-            self.node_violation_ticks += 1
-            self.last_node_violation_at = wall
-        self.max_excess = max(self.max_excess, excess, float(node_excess.max(initial=0.0)))
-        if over:
-            if self._violation_since is None:
-                self._violation_since = wall
-            self.longest_violation_s = max(self.longest_violation_s, wall - self._violation_since)
-        else:
-            self._violation_since = None
-        self.site_import_kw = imp
-        self.pv_kw = pv
+        self.physics.tick(self.sim_now(), dt_h, self._emit)
 
     def _emit(self, sid: str, kind: str, c: SimConnector) -> None:
         if sid in self.cps:
@@ -440,62 +286,18 @@ class SiteSimulator:
             s = c.session
             if s is None:
                 return
-            tag = f"TAG-{s['session_id']}"[:20]
             if v == "1.6":
-                await self._call(cp, call16.StatusNotification(c.connector_id, "NoError", "Preparing"))
-                res = await self._call(
-                    cp,
-                    call16.StartTransaction(
-                        connector_id=c.connector_id,
-                        id_tag=tag,
-                        meter_start=int(c.register_wh),
-                        timestamp=_now_iso(),
-                    ),
-                )
+                await self._call(cp, msg.status16(c, "Preparing"))
+                res = await self._call(cp, msg.start16(c))
                 if res is not None and res.id_tag_info.get("status") == "Accepted" and c.session is s:
                     c.tx_id = str(res.transaction_id)
-                await self._call(cp, call16.StatusNotification(c.connector_id, "NoError", "Charging"))
+                await self._call(cp, msg.status16(c, "Charging"))
             else:
-                tx = f"{c.station}-{c.connector_id}-{s['session_id']}"[:36]
-                c.seq_no += 1
-                res = await self._call(
-                    cp,
-                    call201.TransactionEvent(
-                        event_type="Started",
-                        timestamp=_now_iso(),
-                        trigger_reason="CablePluggedIn",
-                        seq_no=c.seq_no,
-                        transaction_info={"transaction_id": tx, "charging_state": "Charging"},
-                        evse={"id": c.connector_id, "connector_id": 1},
-                        id_token={"id_token": tag, "type": "Central"},
-                        meter_value=[self._meter_value201(c, include_power=False)],
-                    ),
-                )
+                tx = msg.tx_id201(c)
+                res = await self._call(cp, msg.started201(c, tx))
                 if res is not None and c.session is s:
                     c.tx_id = tx
-                    ev_max = float(s["max_power_kw"]) if np.isfinite(s["max_power_kw"]) else None
-                    ac: dict[str, Any] = {
-                        "energy_amount": int(float(s["energy_kwh"]) * 1000),
-                        "ev_min_current": 6,
-                        "ev_max_current": int(
-                            (ev_max or float(self.site.rated_kw[c.charger]))
-                            / float(self.site.kw_per_a[c.charger])
-                        ),
-                        "ev_max_voltage": 400,
-                    }
-                    await self._call(
-                        cp,
-                        call201.NotifyEVChargingNeeds(
-                            evse_id=c.connector_id,
-                            charging_needs={
-                                "requested_energy_transfer": "AC_three_phase",
-                                "departure_time": self.wall_of(s["departure"])
-                                .isoformat()
-                                .replace("+00:00", "Z"),
-                                "ac_charging_parameters": ac,
-                            },
-                        ),
-                    )
+                    await self._call(cp, msg.charging_needs201(self.site, c, self.wall_of(s["departure"])))
         elif kind == "depart":
             ending = c.tx_id
             c.tx_id = None
@@ -503,111 +305,16 @@ class SiteSimulator:
             if ending is None:
                 return
             if v == "1.6":
-                await self._call(
-                    cp,
-                    call16.StopTransaction(
-                        meter_stop=int(c.register_wh),
-                        timestamp=_now_iso(),
-                        transaction_id=int(ending),
-                        reason="EVDisconnected",
-                    ),
-                )
-                await self._call(cp, call16.StatusNotification(c.connector_id, "NoError", "Available"))
+                await self._call(cp, msg.stop16(c, ending))
+                await self._call(cp, msg.status16(c, "Available"))
             else:
-                c.seq_no += 1
-                await self._call(
-                    cp,
-                    call201.TransactionEvent(
-                        event_type="Ended",
-                        timestamp=_now_iso(),
-                        trigger_reason="EVCommunicationLost",
-                        seq_no=c.seq_no,
-                        transaction_info={"transaction_id": ending, "stopped_reason": "EVDisconnected"},
-                        meter_value=[self._meter_value201(c, include_power=False)],
-                    ),
-                )
+                await self._call(cp, msg.ended201(c, ending))
         elif kind == "meter" and c.tx_id is not None:
-            if v == "1.6":
-                await self._call(
-                    cp,
-                    call16.MeterValues(
-                        connector_id=c.connector_id,
-                        transaction_id=int(c.tx_id),
-                        meter_value=[
-                            {
-                                "timestamp": _now_iso(),
-                                "sampled_value": [
-                                    {
-                                        "value": f"{c.power_kw * 1000:.1f}",
-                                        "measurand": "Power.Active.Import",
-                                        "unit": "W",
-                                    },
-                                    {
-                                        "value": f"{c.register_wh:.1f}",
-                                        "measurand": "Energy.Active.Import.Register",
-                                        "unit": "Wh",
-                                    },
-                                ],
-                            }
-                        ],
-                    ),
-                )
-            else:
-                c.seq_no += 1
-                await self._call(
-                    cp,
-                    call201.TransactionEvent(
-                        event_type="Updated",
-                        timestamp=_now_iso(),
-                        trigger_reason="MeterValuePeriodic",
-                        seq_no=c.seq_no,
-                        transaction_info={"transaction_id": c.tx_id},
-                        meter_value=[self._meter_value201(c)],
-                    ),
-                )
-
-    def _meter_value201(self, c: SimConnector, include_power: bool = True) -> dict[str, Any]:
-        values: list[dict[str, Any]] = [
-            {
-                "value": round(c.register_wh, 1),
-                "measurand": "Energy.Active.Import.Register",
-                "unit_of_measure": {"unit": "Wh"},
-            }
-        ]
-        if include_power:
-            values.insert(
-                0,
-                {
-                    "value": round(c.power_kw * 1000, 1),
-                    "measurand": "Power.Active.Import",
-                    "unit_of_measure": {"unit": "W"},
-                },
-            )
-        return {"timestamp": _now_iso(), "sampled_value": values}
+            await self._call(cp, msg.meter_values16(c) if v == "1.6" else msg.updated201(c))
 
     async def _boot(self, cp: _SimCP16 | _SimCP201, sid: str) -> None:
-        if self.version[sid] == "1.6":
-            await self._call(
-                cp, call16.BootNotification(charge_point_model="SimCP", charge_point_vendor="evdlm")
-            )
-            for c in self.stations[sid]:
-                status = "Charging" if c.tx_id else "Available"
-                await self._call(cp, call16.StatusNotification(c.connector_id, "NoError", status))
-        else:
-            await self._call(
-                cp,
-                call201.BootNotification(
-                    charging_station={"model": "SimCS", "vendor_name": "evdlm"}, reason="PowerUp"
-                ),
-            )
-            for c in self.stations[sid]:
-                status = "Occupied" if c.tx_id else "Available"
-                await self._call(
-                    cp,
-                    call201.StatusNotification(
-                        timestamp=_now_iso(), connector_status=status, evse_id=c.connector_id, connector_id=1
-                    ),
-                )
+        for payload in msg.boot(self.version[sid], self.stations[sid]):
+            await self._call(cp, payload)
 
     async def _station(self, sid: str) -> None:
         v = self.version[sid]
@@ -690,8 +397,8 @@ class SiteSimulator:
         async with aiohttp.ClientSession(headers=headers) as http:
             while self._running:
                 body = {
-                    "import_kw": round(getattr(self, "site_import_kw", 0.0), 4),
-                    "pv_kw": getattr(self, "pv_kw", 0.0),
+                    "import_kw": round(self.physics.site_import_kw, 4),
+                    "pv_kw": self.physics.pv_kw,
                 }
                 with contextlib.suppress(Exception):
                     async with http.post(self.opt.meter_push_url, data=json.dumps(body)) as resp:
@@ -706,8 +413,9 @@ class SiteSimulator:
         if self.opt.meter_push_url:
             tasks.append(asyncio.create_task(self._meter_push()))
         deadline = time.monotonic() + max(self.opt.warmup_s, 0.0) + 30.0
+        profiles = self.physics.profiles.values()
         while time.monotonic() < deadline and (
-            len(self.booted) < len(self.stations) or any(p.received == 0 for p in self.profiles.values())
+            len(self.booted) < len(self.stations) or any(p.received == 0 for p in profiles)
         ):
             await asyncio.sleep(0.05)  # every station connected, booted and given its failsafe
         await asyncio.sleep(self.opt.warmup_s)
@@ -739,26 +447,27 @@ class SiteSimulator:
             for t in tasks:
                 with contextlib.suppress(BaseException):
                     await t
+        phys = self.physics
         return SimReport(
-            energy_asked_kwh=self.asked,
-            energy_delivered_kwh={k: round(v, 4) for k, v in self.delivered.items()},
+            energy_asked_kwh=phys.asked,
+            energy_delivered_kwh={k: round(v, 4) for k, v in phys.delivered.items()},
             import_limit_kw=self.site.import_limit_kw,
-            max_site_import_kw=float(self.max_import),
-            violation_ticks=self.violation_ticks,
-            node_violation_ticks=self.node_violation_ticks,
-            max_excess_kw=float(self.max_excess),
-            longest_violation_s=self.longest_violation_s,
-            ticks=self.ticks,
+            max_site_import_kw=float(phys.max_import),
+            violation_ticks=phys.violation_ticks,
+            node_violation_ticks=phys.node_violation_ticks,
+            max_excess_kw=float(phys.max_excess),
+            longest_violation_s=phys.longest_violation_s,
+            ticks=phys.ticks,
             calls_sent=self.calls_sent,
             calls_answered=self.calls_answered,
             calls_failed=self.calls_failed,
             calls_cancelled=self.calls_cancelled,
             messages_dropped_offline=self.dropped,
-            profiles_received=sum(p.received for p in self.profiles.values()),
+            profiles_received=sum(p.received for p in phys.profiles.values()),
             garbage_sent=self.garbage_sent,
             connected_at_end=connected,
             stations=len(self.stations),
-            last_violation_utc=self._utc_of(max(self.last_violation_at, self.last_node_violation_at)),
+            last_violation_utc=_utc_of(max(phys.last_violation_at, phys.last_node_violation_at)),
         )
 
     def _progress(self, wall_s: float, end_wall_s: float) -> SimProgress:
@@ -766,12 +475,13 @@ class SiteSimulator:
             wall_s=min(wall_s, end_wall_s),
             end_wall_s=end_wall_s,
             sim_time=self.sim_start + timedelta(seconds=min(wall_s, end_wall_s) * self.opt.speed),
-            delivered_kwh=float(sum(self.delivered.values())),
-            violation_ticks=self.violation_ticks + self.node_violation_ticks,
+            delivered_kwh=float(sum(self.physics.delivered.values())),
+            violation_ticks=self.physics.violation_ticks + self.physics.node_violation_ticks,
         )
 
-    @staticmethod
-    def _utc_of(mono: float) -> str | None:
-        if not np.isfinite(mono):
-            return None
-        return (datetime.now(UTC) - timedelta(seconds=time.monotonic() - mono)).isoformat()
+
+def _utc_of(mono: float) -> str | None:
+    """The wall-clock UTC time of a monotonic time (None where it never happened)."""
+    if not np.isfinite(mono):
+        return None
+    return (datetime.now(UTC) - timedelta(seconds=time.monotonic() - mono)).isoformat()

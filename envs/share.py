@@ -1,0 +1,85 @@
+"""Static sizing and units shared by the policies and the live service.
+
+:func:`safe_static_share_kw` is the one static safe share: the per-charger kW that stays feasible with every
+charger occupied and drawing it at once. The ``static`` baseline caps each charger at it, and the live
+service installs it as each station's failsafe profile and steps down to it on a stale meter.
+
+:func:`kw_to_profile` / :func:`profile_to_kw` are the one conversion between kW and the unit a charger's
+charging profiles use: A per phase (``kw_per_a`` = phases x voltage / 1000) or W. A limit sent to a station
+is rounded down to one decimal of its unit, never above the kW it came from.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+
+from envs.core import BoolArray, FloatArray, SiteArrays, SiteState
+from envs.projection import project
+
+RateUnit = Literal["A", "W"]
+
+
+def safe_static_share_kw(site: SiteArrays, reserve_kw: float = 0.0) -> FloatArray:
+    """(n,) per-charger kW that is feasible with every charger occupied and drawing it at once.
+
+    The projection of "everyone at full rating" with all EVs present, unbounded needs, no PV and
+    ``reserve_kw`` of other (building) load: whatever the projection returns is feasible by construction.
+    Chargers it switches off (below the minimum current) get 0: they cannot charge without a central system.
+    """
+    n = site.n
+    state = SiteState(
+        ev_present=np.ones(n, dtype=bool),
+        ev_max_charge_kw=np.full(n, np.inf),
+        ev_max_discharge_kw=np.zeros(n),
+        energy_needed_kwh=np.full(n, 1e6),
+        energy_room_kwh=np.full(n, 1e6),
+        energy_dischargeable_kwh=np.zeros(n),
+        time_left_h=np.full(n, 1e3),
+        base_load_kw=reserve_kw,
+        pv_kw=0.0,
+        dt_h=1.0,
+    )
+    res = project(site, state, site.rated_kw.copy(), 0.0)
+    return np.maximum(np.asarray(res.charger_kw, dtype=float), 0.0)
+
+
+def amps_mask(site: SiteArrays) -> BoolArray:
+    """(n,) True where a charger's profiles are in A per phase (else W)."""
+    return np.array([c.rate_unit == "A" for c in site.config.chargers], dtype=bool)
+
+
+def kw_to_profile(site: SiteArrays, kw: FloatArray, amps: BoolArray | None = None) -> FloatArray:
+    """(n,) kW -> (n,) A per phase or W, each charger in its profile unit (``amps``: :func:`amps_mask`),
+    rounded down to one decimal: never above the kW asked; negative kW -> 0."""
+    amps = amps_mask(site) if amps is None else amps
+    return _to_unit(np.asarray(kw, dtype=float), np.asarray(site.kw_per_a, dtype=float), amps)
+
+
+def profile_to_kw(site: SiteArrays, value: FloatArray, amps: BoolArray | None = None) -> FloatArray:
+    """(n,) limits in A per phase (where ``amps``, default :func:`amps_mask`) or W -> (n,) kW, unrounded."""
+    amps = amps_mask(site) if amps is None else amps
+    return _from_unit(np.asarray(value, dtype=float), np.asarray(site.kw_per_a, dtype=float), amps)
+
+
+def kw_to_profile_one(site: SiteArrays, i: int, kw: float) -> float:
+    """:func:`kw_to_profile` of charger ``i`` alone."""
+    amps = np.array([site.config.chargers[i].rate_unit == "A"])
+    return float(_to_unit(np.array([kw], dtype=float), site.kw_per_a[i : i + 1], amps)[0])
+
+
+def profile_to_kw_one(site: SiteArrays, i: int, value: float, unit: RateUnit | None = None) -> float:
+    """:func:`profile_to_kw` of charger ``i`` alone; ``unit``: the limit's unit where it is not the
+    charger's own (a station's profile may be in either)."""
+    amps = np.array([(unit or site.config.chargers[i].rate_unit) == "A"])
+    return float(_from_unit(np.array([value], dtype=float), site.kw_per_a[i : i + 1], amps)[0])
+
+
+def _to_unit(kw: FloatArray, kw_per_a: FloatArray, amps: BoolArray) -> FloatArray:
+    value = np.where(amps, kw / np.where(amps, kw_per_a, 1.0), kw * 1000.0)
+    return np.floor(np.maximum(value, 0.0) * 10.0 + 1e-9) / 10.0
+
+
+def _from_unit(value: FloatArray, kw_per_a: FloatArray, amps: BoolArray) -> FloatArray:
+    return np.where(amps, value * kw_per_a, value / 1000.0)

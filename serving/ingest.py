@@ -1,0 +1,204 @@
+"""Reading: typed station events and site meter readings into the live state.
+
+:class:`LiveUpdater` is the service's :class:`~serving.events.StationEvents`: the OCPP handlers hand it
+typed events (:mod:`serving.events`), it updates :class:`~serving.live.LiveSite`, records transactions in
+the store and buffers meter samples in the :class:`~serving.journal.Journal`. It never decides a limit and
+never writes to a station; a boot is passed on to ``on_booted`` (the dispatcher reinstalls the failsafe).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from envs.core import SiteArrays
+from envs.share import profile_to_kw_one
+from serving.config import ServingConfig
+from serving.events import (
+    Booted,
+    ChargingNeeds,
+    MeterReading,
+    StatusChanged,
+    TransactionEnded,
+    TransactionStarted,
+    TransactionUpdated,
+)
+from serving.journal import Journal
+from serving.live import LiveSite, SiteMeterReading
+from serving.metrics import Metrics
+from serving.store import AsyncStore, MeterSample
+
+LOG = logging.getLogger("evdlm.serving")
+
+
+class LiveUpdater:
+    """Station events and site meter readings -> the live site (implements ``StationEvents``)."""
+
+    def __init__(
+        self,
+        cfg: ServingConfig,
+        site: SiteArrays,
+        live: LiveSite,
+        store: AsyncStore,
+        journal: Journal,
+        metrics: Metrics,
+        spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]],
+        on_booted: Callable[[str], None],
+    ) -> None:
+        self.cfg = cfg
+        self.site = site
+        self.live = live
+        self.store = store
+        self.journal = journal
+        self._metrics = metrics
+        self._spawn = spawn
+        self._on_booted = on_booted
+
+    @property
+    def metrics(self) -> Metrics:
+        return self._metrics
+
+    @property
+    def heartbeat_interval_s(self) -> int:
+        return self.cfg.heartbeat_interval_s
+
+    @property
+    def response_timeout_s(self) -> float:
+        return self.cfg.response_timeout_s
+
+    def set_gauges(self) -> None:
+        self.metrics.set("stations_connected", float(sum(s.connected for s in self.live.stations.values())))
+        self.metrics.set("transactions_active", float(sum(c.active for c in self.live.connectors)))
+
+    # ------------------------------------------------------------------ station events
+
+    def seen(self, station_id: str) -> None:
+        self.live.stations[station_id].last_seen = time.monotonic()
+
+    async def booted(self, event: Booted) -> None:
+        sid = event.station_id
+        st = self.live.stations[sid]
+        st.booted, st.vendor, st.model, st.last_seen = True, event.vendor, event.model, time.monotonic()
+        store = self.store.store
+        await self.store.run(store.station_seen, sid, event.version, event.vendor, event.model, True)
+        self._on_booted(sid)
+
+    def status_changed(self, event: StatusChanged) -> None:
+        self.seen(event.station_id)
+        c = self.live.connector(event.station_id, event.connector_id)
+        if c is not None:
+            c.status = event.status
+
+    async def transaction_started(self, event: TransactionStarted) -> str | None:
+        """Record a started transaction; returns its OCPP id (None where the connector is not mapped)."""
+        sid, k = event.station_id, event.connector_id
+        self.seen(sid)
+        c = self.live.connector(sid, k)
+        if c is None:
+            LOG.warning("station %s started a transaction on unmapped connector %d", sid, k)
+            return None
+        start = event.time or datetime.now(UTC)
+        tx = await self.store.run(
+            self.store.store.start_transaction, sid, k, c.charger_id, event.ocpp_tx_id, event.id_tag, start,
+            event.meter_start_wh,
+        )  # fmt: skip
+        if c.active and c.ocpp_tx_id != tx.ocpp_tx_id:
+            LOG.warning("%s: new transaction %s replaces %s", c.charger_id, tx.ocpp_tx_id, c.ocpp_tx_id)
+            self.live.by_tx.pop((sid, c.ocpp_tx_id or ""), None)
+            c.clear_transaction()
+        if not c.active:
+            c.tx_pk, c.ocpp_tx_id, c.id_tag, c.tx_start = tx.id, tx.ocpp_tx_id, event.id_tag, tx.start_time
+            c.meter_start_wh = c.meter_last_wh = tx.meter_start_wh
+            c.energy_asked_kwh, c.departure, c.ev_max_kw = tx.energy_asked_kwh, tx.departure, tx.ev_max_kw
+        c.status = "Charging"
+        self.live.by_tx[(sid, tx.ocpp_tx_id)] = c
+        self.set_gauges()
+        return tx.ocpp_tx_id
+
+    async def transaction_updated(self, event: TransactionUpdated) -> None:
+        """A 2.0.1 transaction event: start it where it is new (and its EVSE known), then its reading."""
+        sid = event.station_id
+        known = self.live.by_tx.get((sid, event.ocpp_tx_id))
+        if known is None:
+            if event.connector_id is None:
+                return  # an Updated event for a transaction we never saw, without its EVSE: nothing to map
+            meter_wh = event.energy_wh if event.energy_wh is not None else 0.0
+            start = TransactionStarted(
+                sid, event.connector_id, event.ocpp_tx_id, event.id_tag, meter_wh, event.time
+            )
+            await self.transaction_started(start)
+            known = self.live.by_tx.get((sid, event.ocpp_tx_id))
+        if known is not None and event.reading is not None:
+            r = event.reading
+            self.meter_reading(
+                MeterReading(sid, known.connector_id, r.power_import_w, r.power_export_w, r.energy_import_wh)
+            )
+
+    async def transaction_ended(self, event: TransactionEnded) -> None:
+        self.seen(event.station_id)
+        c = self.live.by_tx.pop((event.station_id, event.ocpp_tx_id), None)
+        if c is None or c.tx_pk is None:
+            LOG.info("station %s ended unknown transaction %s", event.station_id, event.ocpp_tx_id)
+            return
+        await self.store.run(
+            self.store.store.stop_transaction, c.tx_pk, event.time or datetime.now(UTC), event.meter_stop_wh,
+            event.reason,
+        )  # fmt: skip
+        self.journal.forget(c.tx_pk)
+        c.clear_transaction()
+        c.status = "Finishing"
+        c.power_kw = 0.0
+        self.set_gauges()
+
+    def meter_reading(self, event: MeterReading) -> None:
+        sid, k = event.station_id, event.connector_id
+        self.seen(sid)
+        p_imp, p_exp, e_imp = event.power_import_w, event.power_export_w, event.energy_import_wh
+        now = time.monotonic()
+        wall = datetime.now(UTC)
+        if k == 0 and self.cfg.meter.source == "station" and sid == self.cfg.meter.station_id:
+            if p_imp is not None or p_exp is not None:
+                self.site_meter(((p_imp or 0.0) - (p_exp or 0.0)) / 1000.0, None)
+            return
+        c = self.live.connector(sid, k)
+        if c is None:
+            return
+        if p_imp is not None:
+            c.power_kw, c.power_at = p_imp / 1000.0, now
+        if e_imp is not None and c.active and c.tx_pk is not None:
+            c.meter_last_wh = max(c.meter_last_wh, e_imp)
+            self.journal.register(c.tx_pk, c.meter_last_wh)
+        self.journal.sample(MeterSample(wall, "charger", c.charger_id, c.power_kw, e_imp))
+
+    def charging_needs(self, event: ChargingNeeds) -> None:
+        self.seen(event.station_id)
+        c = self.live.connector(event.station_id, event.connector_id)
+        if c is None or not c.active:
+            return
+        if event.energy_wh is not None:
+            c.energy_asked_kwh = c.delivered_kwh + event.energy_wh / 1000.0
+        if event.ev_max_current_a is not None:
+            c.ev_max_kw = profile_to_kw_one(self.site, c.index, event.ev_max_current_a, "A")
+        elif event.ev_max_power_w is not None:
+            c.ev_max_kw = profile_to_kw_one(self.site, c.index, event.ev_max_power_w, "W")
+        c.departure = event.departure or c.departure
+        if c.tx_pk is not None:
+            update = self.store.store.update_transaction
+            self._spawn(self.store.run(update, c.tx_pk, None, c.energy_asked_kwh, c.departure, c.ev_max_kw))
+
+    # ------------------------------------------------------------------ the site meter
+
+    def site_meter(self, import_kw: float, pv_kw: float | None) -> None:
+        """A site meter reading (from a station, the HTTP push endpoint or Modbus)."""
+        if not np.isfinite(import_kw) or (pv_kw is not None and not np.isfinite(pv_kw)):
+            self.metrics.inc("meter_rejected_total")
+            return
+        self.live.meter = SiteMeterReading(import_kw, pv_kw, time.monotonic())
+        self.metrics.set("site_import_kw", import_kw)
+        self.journal.sample(MeterSample(datetime.now(UTC), "site", None, import_kw, None, pv_kw))

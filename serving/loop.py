@@ -1,0 +1,230 @@
+"""The site loop: every ``control_interval_s`` read -> decide -> write, then record.
+
+:meth:`SiteLoop.run_cycle` is the whole cycle on one screen. **Read** freezes the live state into a
+:class:`~envs.core.Snapshot` (offenders flagged, their draw taken as given, the closed-loop correction
+applied, the forecast fed). **Decide** is :meth:`serving.control.Controller.decide` (policy within its
+budget, else the fallback, always projected). **Write** picks the limits worth sending (deadband, and any
+decrease where keeping the old limits would not be feasible) and hands them to the
+:class:`~serving.dispatch.Dispatcher`. **Record** counts, logs and persists the decision and publishes the
+state. The loop owns no connection and parses no protocol.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from envs.core import FloatArray, Snapshot
+from serving.config import ServingConfig
+from serving.control import Controller, CycleOutcome, FixedLoad, keeps_feasible
+from serving.dispatch import Dispatcher, select_updates
+from serving.forecast import LiveForecast
+from serving.journal import HISTORY_SOURCE, Journal, Publisher
+from serving.live import LiveSite, SnapshotInfo, build_snapshot
+from serving.metrics import Metrics
+from serving.store import DecisionRecord, MeterSample
+
+LOG = logging.getLogger("evdlm.serving")
+
+
+@dataclass
+class CycleSummary:
+    """The last cycle, as shown by the operator API."""
+
+    cycle: int
+    time: datetime
+    outcome: CycleOutcome
+    latency_ms: float
+    site_import_kw: float | None
+    base_load_kw: float
+    pv_kw: float
+    profiles_sent: int
+
+
+@dataclass(frozen=True)
+class Reading:
+    """What one cycle read: the frozen snapshot, what it assumed, and the chargers taken as given."""
+
+    snapshot: Snapshot
+    info: SnapshotInfo
+    fixed: FixedLoad
+
+
+class SiteLoop:
+    """One site's control cycle (one event loop; the policy runs on the controller's thread)."""
+
+    def __init__(
+        self,
+        cfg: ServingConfig,
+        live: LiveSite,
+        controller: Controller,
+        dispatcher: Dispatcher,
+        journal: Journal,
+        publisher: Publisher,
+        metrics: Metrics,
+        forecast: LiveForecast | None,
+        spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]],
+    ) -> None:
+        self.cfg = cfg
+        self._spawn = spawn
+        self.site = controller.site
+        self.live = live
+        self.controller = controller
+        self.dispatcher = dispatcher
+        self.journal = journal
+        self.publisher = publisher
+        self.metrics = metrics
+        self.forecast = forecast
+        self.cycle = 0
+        self.correction_kw = 0.0
+        """load the last plans did not foresee (closed loop on the site meter), reserved next cycle, kW"""
+        self.last: CycleSummary | None = None
+        self._last_cycle_mono = -np.inf
+
+    async def run_cycle(self) -> CycleSummary:
+        t0 = time.perf_counter()
+        reading = self.read()
+        outcome = await self.decide(reading)
+        sent = self.write(reading, outcome)
+        return self.record(reading, outcome, sent, time.perf_counter() - t0)
+
+    # ------------------------------------------------------------------ read
+
+    def read(self) -> Reading:
+        now = time.monotonic()
+        self.cycle += 1
+        self._flag_offenders(now)
+        fixed = self._fixed_load()
+        self._update_correction(fixed)
+        utc = datetime.now(UTC)
+        cap_kw = self.dispatcher.cap_kw()
+        snapshot, info = build_snapshot(
+            self.live, self.cfg, self.cycle, cap_kw, now, utc, self.correction_kw, self.forecast
+        )
+        if self.forecast is not None:
+            done = self.forecast.observe(utc, info.measured_base_load_kw, info.measured_pv_kw)
+            if done is not None:
+                sample = MeterSample(done.start, HISTORY_SOURCE, None, done.base_load_kw, None, done.pv_kw)
+                self.journal.sample(sample)
+            self.metrics.inc("forecast_cycles_total", source=info.forecast_source)
+        return Reading(snapshot, info, fixed)
+
+    def _flag_offenders(self, now: float) -> None:
+        """Flag stations drawing more than their limit; a flag holds until a fresh reading clears it."""
+        tol = self.cfg.offender_tolerance_kw
+        grace = min(self.cfg.control_interval_s, 5.0)
+        max_age = max(self.cfg.station_meter_timeout_s, self.cfg.control_interval_s)
+        for c in self.live.connectors:
+            if not c.active or c.limit_kw is None or c.power_kw is None or now - c.power_at > max_age:
+                c.offender, c.offender_cycles = False, 0
+                continue
+            if c.power_at < c.limit_sent_at + grace:
+                continue  # no reading since the last limit took effect: keep the verdict
+            flagged = c.power_kw > c.limit_kw * 1.1 + tol
+            if flagged and not c.offender:
+                LOG.warning("%s draws %.2f kW above its limit %.2f kW", c.charger_id, c.power_kw, c.limit_kw)
+                self.metrics.inc("offenders_total")
+                c.offender_since = now
+            c.offender = flagged
+            c.offender_cycles = c.offender_cycles + 1 if flagged else 0
+
+    def _fixed_load(self) -> FixedLoad:
+        """Flagged offenders with a fresh reading: their measured draw is taken as given this cycle."""
+        n = self.site.n
+        mask = np.zeros(n, dtype=bool)
+        draw, hold = np.zeros(n), np.zeros(n)
+        for c in self.live.connectors:
+            if c.offender and c.active and c.power_kw is not None and c.limit_kw is not None:
+                mask[c.index], draw[c.index], hold[c.index] = True, c.power_kw, c.limit_kw
+        return FixedLoad(mask, draw, hold)
+
+    def _update_correction(self, fixed: FixedLoad) -> None:
+        """Closed loop on the site meter: load the last plan did not foresee is reserved next cycle.
+
+        ``correction += measured import - planned import`` (never below 0): a load that appeared, or a
+        station drawing more than its limit before it is flagged, is taken off the others in the next
+        cycle; it decays as soon as the site draws less than planned. The draw of ``fixed`` chargers is
+        reserved on its own (on every node it loads), so the part of the error they explain (their
+        measured draw minus what the last plan assumed for them) is left out here.
+        """
+        meter, last = self.live.meter, self.last
+        if meter is None or last is None or time.monotonic() - meter.at > self.cfg.meter_timeout_s:
+            return
+        if meter.at <= self._last_cycle_mono:
+            return  # no reading since the last plan
+        explained = float(np.sum((fixed.draw_kw - last.outcome.assumed_kw)[fixed.mask]))
+        error = meter.import_kw - last.outcome.planned_import_kw - explained
+        self.correction_kw = max(0.0, self.correction_kw + error)
+
+    # ------------------------------------------------------------------ decide
+
+    async def decide(self, reading: Reading) -> CycleOutcome:
+        outcome = await self.controller.decide(reading.snapshot, reading.info.meter_stale, reading.fixed)
+        if outcome.fallback_reason is not None:
+            self.metrics.inc("fallbacks_total", reason=outcome.fallback_reason)
+        if reading.info.meter_stale:
+            self.metrics.inc("stale_meter_cycles_total")
+        return outcome
+
+    # ------------------------------------------------------------------ write
+
+    def write(self, reading: Reading, outcome: CycleOutcome) -> int:
+        """Send the limits that moved (or must go down); returns how many profiles were queued."""
+        state, fixed, ctl = reading.snapshot.state, reading.fixed, self.controller
+
+        def feasible(kept_kw: FloatArray) -> bool:
+            return keeps_feasible(self.site, ctl.plan, state, kept_kw, fixed)
+
+        sent_values = [c.limit_value for c in self.live.connectors]
+        updates = select_updates(
+            self.site, state, outcome.limits_kw, sent_values, self.live.active_mask(), self.cfg.deadband_a,
+            self.cfg.deadband_w, feasible,
+        )  # fmt: skip
+        return self.dispatcher.send(outcome.limits_kw, updates)
+
+    # ------------------------------------------------------------------ record
+
+    def record(self, reading: Reading, outcome: CycleOutcome, sent: int, latency_s: float) -> CycleSummary:
+        info = reading.info
+        self._last_cycle_mono = time.monotonic()
+        self.metrics.loop_latency_s.observe(latency_s)
+        self.metrics.inc("cycles_total")
+        limit = self.site.import_limit_kw
+        if info.site_import_kw is not None and info.site_import_kw > limit + 1e-6:
+            self.metrics.inc("violations_total")
+            LOG.warning("site import %.2f kW above its limit %.2f kW", info.site_import_kw, limit)
+        self.metrics.set("import_limit_kw", limit)
+        latency_ms = latency_s * 1000.0
+        self.last = CycleSummary(
+            self.cycle, datetime.now(UTC), outcome, latency_ms, info.site_import_kw, info.base_load_kw,
+            info.pv_kw, sent,
+        )  # fmt: skip
+        record = DecisionRecord(
+            time=self.last.time,
+            cycle=self.cycle,
+            policy=outcome.policy,
+            fallback_reason=outcome.fallback_reason,
+            meter_stale=info.meter_stale,
+            site_import_kw=info.site_import_kw,
+            planned_import_kw=outcome.planned_import_kw,
+            import_limit_kw=limit,
+            latency_ms=latency_ms,
+            active=int(self.live.active_mask().sum()),
+            profiles_sent=sent,
+            limits_kw={
+                c.charger_id: round(float(outcome.limits_kw[c.index]), 3)
+                for c in self.live.connectors
+                if c.active
+            },
+            offenders=tuple(c.charger_id for c in self.live.connectors if c.offender),
+        )
+        self._spawn(self.journal.persist(record))
+        self.publisher.publish()
+        return self.last

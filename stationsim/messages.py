@@ -1,0 +1,166 @@
+"""The OCPP calls a simulated station sends, built from its connector's state (pure functions).
+
+1.6J and 2.0.1 payloads of the ``ocpp`` package: status, transaction start/stop (2.0.1 TransactionEvent
+Started/Updated/Ended with a ``seq_no`` per connector), MeterValues (whole-connector power in W and the
+import register in Wh) and the 2.0.1 EV charging needs.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+from ocpp.v16 import call as call16
+from ocpp.v201 import call as call201
+
+from envs.core import SiteArrays
+from stationsim.physics import SimConnector
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _tag(c: SimConnector) -> str:
+    assert c.session is not None
+    return f"TAG-{c.session['session_id']}"[:20]
+
+
+def boot(version: str, connectors: list[SimConnector]) -> list[Any]:
+    """BootNotification and one StatusNotification per connector."""
+    if version == "1.6":
+        out: list[Any] = [call16.BootNotification(charge_point_model="SimCP", charge_point_vendor="evdlm")]
+        for c in connectors:
+            out.append(status16(c, "Charging" if c.tx_id else "Available"))
+        return out
+    out = [
+        call201.BootNotification(
+            charging_station={"model": "SimCS", "vendor_name": "evdlm"}, reason="PowerUp"
+        )
+    ]
+    for c in connectors:
+        status = "Occupied" if c.tx_id else "Available"
+        out.append(
+            call201.StatusNotification(
+                timestamp=now_iso(), connector_status=status, evse_id=c.connector_id, connector_id=1
+            )
+        )
+    return out
+
+
+# --------------------------------------------------------------------------- OCPP 1.6J
+
+
+def status16(c: SimConnector, status: str) -> call16.StatusNotification:
+    return call16.StatusNotification(c.connector_id, "NoError", status)
+
+
+def start16(c: SimConnector) -> call16.StartTransaction:
+    return call16.StartTransaction(
+        connector_id=c.connector_id, id_tag=_tag(c), meter_start=int(c.register_wh), timestamp=now_iso()
+    )
+
+
+def stop16(c: SimConnector, tx_id: str) -> call16.StopTransaction:
+    return call16.StopTransaction(
+        meter_stop=int(c.register_wh), timestamp=now_iso(), transaction_id=int(tx_id), reason="EVDisconnected"
+    )
+
+
+def meter_values16(c: SimConnector) -> call16.MeterValues:
+    assert c.tx_id is not None
+    sampled = [
+        {"value": f"{c.power_kw * 1000:.1f}", "measurand": "Power.Active.Import", "unit": "W"},
+        {"value": f"{c.register_wh:.1f}", "measurand": "Energy.Active.Import.Register", "unit": "Wh"},
+    ]
+    return call16.MeterValues(
+        connector_id=c.connector_id,
+        transaction_id=int(c.tx_id),
+        meter_value=[{"timestamp": now_iso(), "sampled_value": sampled}],
+    )
+
+
+# --------------------------------------------------------------------------- OCPP 2.0.1
+
+
+def tx_id201(c: SimConnector) -> str:
+    """The station-assigned transaction id of the connector's session."""
+    assert c.session is not None
+    return f"{c.station}-{c.connector_id}-{c.session['session_id']}"[:36]
+
+
+def meter_value201(c: SimConnector, include_power: bool = True) -> dict[str, Any]:
+    values: list[dict[str, Any]] = [
+        {
+            "value": round(c.register_wh, 1),
+            "measurand": "Energy.Active.Import.Register",
+            "unit_of_measure": {"unit": "Wh"},
+        }
+    ]
+    if include_power:
+        values.insert(
+            0,
+            {
+                "value": round(c.power_kw * 1000, 1),
+                "measurand": "Power.Active.Import",
+                "unit_of_measure": {"unit": "W"},
+            },
+        )
+    return {"timestamp": now_iso(), "sampled_value": values}
+
+
+def _event201(c: SimConnector, event_type: str, trigger: str, info: dict[str, Any], **kw: Any) -> Any:
+    c.seq_no += 1
+    return call201.TransactionEvent(
+        event_type=event_type, timestamp=now_iso(), trigger_reason=trigger, seq_no=c.seq_no,
+        transaction_info=info, **kw,
+    )  # fmt: skip
+
+
+def started201(c: SimConnector, tx_id: str) -> call201.TransactionEvent:
+    """TransactionEvent Started (advances the connector's ``seq_no``)."""
+    return _event201(
+        c, "Started", "CablePluggedIn", {"transaction_id": tx_id, "charging_state": "Charging"},
+        evse={"id": c.connector_id, "connector_id": 1}, id_token={"id_token": _tag(c), "type": "Central"},
+        meter_value=[meter_value201(c, include_power=False)],
+    )  # fmt: skip
+
+
+def updated201(c: SimConnector) -> call201.TransactionEvent:
+    """TransactionEvent Updated with the periodic meter values (advances ``seq_no``)."""
+    return _event201(
+        c, "Updated", "MeterValuePeriodic", {"transaction_id": c.tx_id}, meter_value=[meter_value201(c)]
+    )
+
+
+def ended201(c: SimConnector, tx_id: str) -> call201.TransactionEvent:
+    """TransactionEvent Ended (advances ``seq_no``)."""
+    return _event201(
+        c, "Ended", "EVCommunicationLost", {"transaction_id": tx_id, "stopped_reason": "EVDisconnected"},
+        meter_value=[meter_value201(c, include_power=False)],
+    )  # fmt: skip
+
+
+def charging_needs201(
+    site: SiteArrays, c: SimConnector, departure: datetime
+) -> call201.NotifyEVChargingNeeds:
+    """The EV's needs: the session's energy, its current limit (its own power limit, else the charger's
+    rating, in whole A) and the departure on the wall clock."""
+    s = c.session
+    assert s is not None
+    ev_max = float(s["max_power_kw"]) if np.isfinite(s["max_power_kw"]) else None
+    ac: dict[str, Any] = {
+        "energy_amount": int(float(s["energy_kwh"]) * 1000),
+        "ev_min_current": 6,
+        "ev_max_current": int((ev_max or float(site.rated_kw[c.charger])) / float(site.kw_per_a[c.charger])),
+        "ev_max_voltage": 400,
+    }
+    return call201.NotifyEVChargingNeeds(
+        evse_id=c.connector_id,
+        charging_needs={
+            "requested_energy_transfer": "AC_three_phase",
+            "departure_time": departure.isoformat().replace("+00:00", "Z"),
+            "ac_charging_parameters": ac,
+        },
+    )
