@@ -35,7 +35,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -49,6 +49,11 @@ from envs.config import (
     SiteConfig,
     Tariff,
 )
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from training.evaluate import EpisodeResult
 
 PERIODS: dict[str, tuple[str, ...]] = {
     "caltech": ("2019-05-01 2019-08-31", "2020-02-01 2020-05-31"),
@@ -282,9 +287,24 @@ def _log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def _progress_line() -> Callable[[EpisodeResult], None]:
+    """A callback that logs each finished policy with its wall time."""
+    last = [time.perf_counter()]
+
+    def done(result: EpisodeResult) -> None:
+        r, now = result.row, time.perf_counter()
+        _log(
+            f"    {r.policy:<15} cost {r.cost_total:9.2f}  delivered {r.energy_delivered_pct:6.2f} %  "
+            f"short {r.evs_short:3d}  ({now - last[0]:.0f} s)"
+        )
+        last[0] = now
+
+    return done
+
+
 def run(weeks: list[Week], policies: list[str], rebuild: bool = False) -> list[dict[str, Any]]:
     """Build (or load) each week and evaluate every policy on it; progress goes to stderr."""
-    from training.evaluate import EpisodeResult, evaluate
+    from training.evaluate import evaluate
 
     out = []
     for k, week in enumerate(weeks, start=1):
@@ -296,11 +316,7 @@ def run(weeks: list[Week], policies: list[str], rebuild: bool = False) -> list[d
             f"limit {facts['import_limit_kw']:.0f} kW, built in {time.perf_counter() - t0:.1f} s"
         )
 
-        def done(result: EpisodeResult) -> None:
-            r = result.row
-            _log(f"    {r.policy:<15} cost {r.cost_total:9.2f}  setup {r.setup_s:6.1f} s")
-
-        report = evaluate(policies, [built.scenario], on_result=done)
+        report = evaluate(policies, [built.scenario], on_result=_progress_line())
         rows = [{f: getattr(r, f) for f in ROW_FIELDS} for r in report.rows]
         out.append({**facts, "rows": rows})
     return out
@@ -308,7 +324,7 @@ def run(weeks: list[Week], policies: list[str], rebuild: bool = False) -> list[d
 
 def _fmt(value: Any, spec: str) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "-"
+        return "-".rjust(int(spec.split(".")[0]))
     return format(value, spec)
 
 
