@@ -15,8 +15,9 @@ import limit is sized halfway between the spread and the uncontrolled peaks of t
 (base load + EVs - PV, as ``evdlm scenario check`` reports them), rounded up to 1 kW; PV of 1 kWp per
 charger; a building load peaking at 0.15 kW per kW of chargers; Dutch day-ahead prices plus 0.10 EUR/kWh
 to import, the bare day-ahead price to export (see :mod:`benchmarks.real_data` for how the Dutch series
-are laid onto the Californian weeks); a demand charge of 2.5 EUR/kW on the week's peak. On the weeks marked
-V2G every third charger is bidirectional (6.6 kW), its EVs allow discharging (battery
+are laid onto the Californian weeks); a demand charge of 2.5 EUR/kW on the week's peak and a penalty
+of 20 EUR per kWh an EV leaves without (above the dearest way to deliver it, so EVs must be served). On
+the weeks marked V2G every third charger is bidirectional (6.6 kW), its EVs allow discharging (battery
 ``max(60, energy / 0.7)`` kWh, arriving at 30 %), and the site may export up to half its import limit.
 Sessions that do not lie inside the week, or overlap an earlier one on the same station, are dropped and
 counted. Built weeks are cached in ``.evdlm/real/`` (``--rebuild`` builds them again).
@@ -66,7 +67,7 @@ HELD_OUT: dict[str, tuple[str, ...]] = {
 }
 """Periods kept aside for acceptance: never read, never used for tuning."""
 TIMEZONE = "America/Los_Angeles"
-CACHE = Path(".evdlm") / "real" / "v2"
+CACHE = Path(".evdlm") / "real" / "v3"
 STEP = "15min"
 
 CHARGER_KW = 6.6
@@ -77,6 +78,9 @@ PV_KWP_PER_CHARGER = 1.0
 BASE_PEAK_KW_PER_CHARGER_KW = 0.15
 IMPORT_ADDER_PER_KWH = 0.10
 DEMAND_CHARGE_PER_KW = 2.5
+MISSING_PENALTY_PER_KWH = 20.0
+"""above the dearest way to deliver a kWh (price + the demand charge of 1 kWh in one 15-minute step, 4 kW x
+2.5), so that leaving energy undelivered is never a plan's cheaper choice: EVs must be served"""
 LIMIT_SHARE = 0.5
 """where the import limit sits between the spread (0) and the uncontrolled (1) site peaks"""
 V2G_EVERY = 3
@@ -176,7 +180,12 @@ def site_config(
         nodes=(LimitNode(id="garage", max_power_kw=CHARGER_KW * len(chargers)),),
         chargers=chargers,
         pv=PVSystem(peak_kw=math.ceil(PV_KWP_PER_CHARGER * len(chargers))),
-        tariff=Tariff(demand_charge_per_kw=DEMAND_CHARGE_PER_KW, billing_period="episode", currency="EUR"),
+        tariff=Tariff(
+            demand_charge_per_kw=DEMAND_CHARGE_PER_KW,
+            billing_period="episode",
+            missing_energy_penalty_per_kwh=MISSING_PENALTY_PER_KWH,
+            currency="EUR",
+        ),
     )
 
 
