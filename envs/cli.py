@@ -28,6 +28,7 @@ class KindOption(StrEnum):
 
 class FormatOption(StrEnum):
     acn = "acn"
+    acn_csv = "acn-csv"
     elaad = "elaad"
 
 
@@ -90,7 +91,9 @@ def generate(
 
 @scenario_app.command(name="import")
 def import_(
-    file: Annotated[Path, typer.Argument(help="ACN-Data JSON or ElaadNL CSV file")],
+    file: Annotated[
+        Path, typer.Argument(help="ACN-Data JSON, ACN-Data session CSV(.gz) or ElaadNL CSV file")
+    ],
     format: Annotated[FormatOption, typer.Option("--format", help="format of FILE")],
     site: Annotated[Path, typer.Option("--site", help="site YAML the sessions are placed on")],
     out: Annotated[Path, typer.Option("--out", help="folder to write the scenario to")],
@@ -108,18 +111,22 @@ def import_(
         KindOption, typer.Option(help="load shape of a generated time series")
     ] = KindOption.workplace,
     energy: Annotated[
-        EnergyOption, typer.Option(help="ACN: energy delivered or requested")
+        EnergyOption, typer.Option(help="ACN, ACN CSV: energy delivered or requested")
     ] = EnergyOption.delivered,
     seed: Annotated[int, typer.Option(help="seed of a generated time series")] = 0,
 ) -> None:
     """Convert real session data into a native scenario folder; unplaceable sessions are reported."""
 
     def run() -> None:
-        from envs.loaders import load_acn, load_elaad
+        from envs.loaders import load_acn, load_acn_csv, load_elaad
         from envs.scenario import save_scenario
 
         if format is FormatOption.acn:
             result = load_acn(file, site, map_chargers, timeseries, step, energy.value, profile.value, seed)
+        elif format is FormatOption.acn_csv:
+            result = load_acn_csv(
+                file, site, map_chargers, timeseries, step, energy.value, profile.value, seed
+            )
         else:
             result = load_elaad(file, site, map_chargers, timeseries, step, profile.value, seed)
         save_scenario(result.scenario, out)

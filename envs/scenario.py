@@ -25,7 +25,17 @@ from pandas.tseries.offsets import BaseOffset
 from envs.config import ConfigError, SiteConfig, dump_site, load_site
 
 SESSION_REQUIRED = ("session_id", "charger_id", "arrival", "departure", "energy_kwh")
-SESSION_OPTIONAL = ("max_power_kw", "battery_kwh", "arrival_soc", "departure_soc", "v2g", "priority")
+SESSION_DECLARED = ("declared_departure", "declared_energy_kwh")
+"""What the driver declared at plug-in (optional; an empty cell or no column: the actual value)."""
+SESSION_OPTIONAL = (
+    "max_power_kw",
+    "battery_kwh",
+    "arrival_soc",
+    "departure_soc",
+    "v2g",
+    "priority",
+    *SESSION_DECLARED,
+)
 TIMESERIES_COLUMNS = ("base_load_kw", "pv_kw", "import_price_per_kwh", "export_price_per_kwh")
 SESSION_DEFAULTS: dict[str, float | bool | int] = {
     "max_power_kw": np.nan,
@@ -127,20 +137,24 @@ def _to_utc(values: pd.Series | pd.DatetimeIndex) -> pd.Series:
     return pd.Series(pd.DatetimeIndex(values).tz_convert("UTC").as_unit(_TIME_UNIT), index=None)
 
 
-def _parse_times(values: pd.Series, source: str, column: str) -> pd.Series:
-    """ISO 8601 strings with a UTC offset -> ``datetime64[ns, UTC]``; rows as in the CSV."""
-    if values.isna().any():
-        raise _fail(source, _first(values.isna()) + 2, column, "missing timestamp")
+def _parse_times(values: pd.Series, source: str, column: str, *, optional: bool = False) -> pd.Series:
+    """ISO 8601 strings with a UTC offset -> ``datetime64[ns, UTC]``; rows as in the CSV.
+
+    ``optional``: empty cells are NaT instead of an error.
+    """
     text = values.astype(str).str.strip()
-    no_offset = ~text.str.contains(r"(?:Z|[+-]\d\d:?\d\d)$", regex=True)
+    empty = values.isna().to_numpy() | (optional & (text == "").to_numpy())
+    if empty.any() and not optional:
+        raise _fail(source, _first(empty) + 2, column, "missing timestamp")
+    no_offset = ~empty & ~text.str.contains(r"(?:Z|[+-]\d\d:?\d\d)$", regex=True)
     if no_offset.any():
         row = _first(no_offset)
         raise _fail(
             source, row + 2, column, f"time {text.iloc[row]!r} has no UTC offset (ISO 8601 with offset)"
         )
-    parsed = pd.to_datetime(text, errors="coerce", utc=True, format="ISO8601")
-    if parsed.isna().any():
-        row = _first(parsed.isna())
+    parsed = pd.to_datetime(text.where(~empty), errors="coerce", utc=True, format="ISO8601")
+    if (parsed.isna() & ~empty).any():
+        row = _first(parsed.isna() & ~empty)
         raise _fail(source, row + 2, column, f"not an ISO 8601 time: {text.iloc[row]!r}")
     return _to_utc(parsed)
 
@@ -167,6 +181,9 @@ def validate_sessions(df: pd.DataFrame, site: SiteConfig, source: str = "session
     for col, default in SESSION_DEFAULTS.items():
         if col not in out.columns:
             out[col] = default
+    for col in SESSION_DECLARED:
+        if col not in out.columns:
+            out[col] = np.nan
     dup = out["session_id"].duplicated()
     if dup.any():
         row = _first(dup)
@@ -178,7 +195,8 @@ def validate_sessions(df: pd.DataFrame, site: SiteConfig, source: str = "session
             out[col] = _to_utc(out[col])
         else:
             out[col] = _parse_times(out[col], source, col)
-    for col in ("energy_kwh", "max_power_kw", "battery_kwh", "arrival_soc", "departure_soc", "priority"):
+    numeric = ("energy_kwh", "max_power_kw", "battery_kwh", "arrival_soc", "departure_soc", "priority")
+    for col in (*numeric, "declared_energy_kwh"):
         raw = out[col]
         vals = pd.to_numeric(raw, errors="coerce")
         bad = vals.isna() & raw.notna() & (raw.astype(str).str.strip() != "")
@@ -188,6 +206,7 @@ def validate_sessions(df: pd.DataFrame, site: SiteConfig, source: str = "session
         out[col] = vals.astype(float)
     if out["energy_kwh"].isna().any():
         raise _fail(source, _first(out["energy_kwh"].isna()) + 2, "energy_kwh", "missing")
+    _declared(out, source)
     prio = out["priority"].fillna(0.0)
     if (prio != np.round(prio)).any():
         row = _first(prio != np.round(prio))
@@ -257,6 +276,33 @@ def validate_sessions(df: pd.DataFrame, site: SiteConfig, source: str = "session
             f"{int(prev['_row'])}) leaves charger {cur['charger_id']!r} (one EV per charger at a time)",
         )
     return out[list(SESSION_REQUIRED + SESSION_OPTIONAL)]
+
+
+def _declared(out: pd.DataFrame, source: str) -> None:
+    """Parse, check and fill (empty: the actual value) the :data:`SESSION_DECLARED` columns in place."""
+    col = "declared_departure"
+    raw = out[col]
+    if pd.api.types.is_datetime64_any_dtype(raw):
+        if getattr(raw.dt, "tz", None) is None:
+            raise _fail(source, None, col, "timestamps must be timezone-aware")
+        parsed = _to_utc(raw).set_axis(out.index)
+    else:
+        parsed = _parse_times(raw, source, col, optional=True)
+    early = parsed.notna() & (parsed <= out["arrival"])
+    if early.any():
+        row = _first(early)
+        raise _fail(source, row + 2, col, f"not after arrival (value {raw.iloc[row]!r})")
+    out[col] = parsed.where(parsed.notna(), out["departure"])
+    energy = out["declared_energy_kwh"]
+    checks = [
+        (energy < 0, "negative energy"),
+        (energy > MAX_SESSION_ENERGY_KWH, "implausibly large (check units: kWh, not Wh)"),
+    ]
+    for mask, why in checks:
+        if mask.any():
+            row = _first(mask)
+            raise _fail(source, row + 2, "declared_energy_kwh", f"{why} (value {energy.iloc[row]!r})")
+    out["declared_energy_kwh"] = energy.fillna(out["energy_kwh"])
 
 
 def _as_bool(value: object) -> bool:
@@ -455,20 +501,37 @@ def save_scenario(scenario: Scenario, path: str | Path) -> Path:
     """Write a scenario folder; the same scenario always gives the same bytes.
 
     Floats are written in their shortest exact form, so loading the folder gives back equal frames.
-    Times are written in the site's time zone, with their offset.
+    Times are written in the site's time zone, with their offset. The :data:`SESSION_DECLARED` columns
+    are written only where some session's declared values differ from its actual ones.
     """
     folder = Path(path)
     folder.mkdir(parents=True, exist_ok=True)
     dump_site(scenario.site, folder / "site.yaml")
     tz = scenario.site.timezone
-    sessions = scenario.sessions[list(SESSION_REQUIRED + SESSION_OPTIONAL)].copy()
-    for col in ("arrival", "departure"):
+    columns = list(SESSION_REQUIRED + SESSION_OPTIONAL)
+    if not _declares(scenario.sessions):
+        columns = [c for c in columns if c not in SESSION_DECLARED]
+    sessions = scenario.sessions[columns].copy()
+    for col in ("arrival", "departure", *(["declared_departure"] if "declared_departure" in columns else [])):
         sessions[col] = [t.isoformat() for t in pd.DatetimeIndex(sessions[col]).tz_convert(tz)]
     sessions.to_csv(folder / "sessions.csv", index=False, lineterminator="\n")
     ts = scenario.timeseries[list(TIMESERIES_COLUMNS)].copy()
     ts.insert(0, "timestamp", [t.isoformat() for t in pd.DatetimeIndex(ts.index).tz_convert(tz)])
     ts.to_csv(folder / "timeseries.csv", index=False, lineterminator="\n")
     return folder
+
+
+def _declares(sessions: pd.DataFrame) -> bool:
+    """Whether some session declared other values than its actual departure and energy."""
+    if not all(c in sessions.columns for c in SESSION_DECLARED):
+        return False
+    same_departure = np.array_equal(
+        sessions["declared_departure"].to_numpy(), sessions["departure"].to_numpy()
+    )
+    same_energy = np.array_equal(
+        sessions["declared_energy_kwh"].to_numpy(), sessions["energy_kwh"].to_numpy()
+    )
+    return not (same_departure and same_energy)
 
 
 def make_scenario(
