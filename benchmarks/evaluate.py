@@ -86,6 +86,7 @@ def _optimum_solve_s(kind: str, chargers: int, days: int, seed: int) -> dict[str
 
 
 def _rule_based_ms(chargers: int, seed: int, steps: int = 60) -> dict[str, float]:
+    from agents.rollout import kw_request
     from agents.rule_based import RuleBasedDLM
     from envs.env import ChargingSiteEnv
     from envs.generate import generate_scenario
@@ -107,7 +108,7 @@ def _rule_based_ms(chargers: int, seed: int, steps: int = 60) -> dict[str, float
                 pol.act(snap)
                 reps.append(time.process_time() - t0)
             times.append(min(reps))
-        env.step_kw(d.charger_kw, d.battery_kw)
+        env.step(kw_request(d, env.site))
     ms = np.asarray(times) * 1000.0
     return {
         "p50_ms": float(np.percentile(ms, 50)),

@@ -1,6 +1,6 @@
 """Train a learned DLM policy with stable-baselines3: ``train(config) -> TrainResult``.
 
-The agent trains on :class:`envs.env.ChargingSiteEnv` seen through :class:`agents.learned.SnapshotControlEnv`
+The agent trains on :class:`envs.env.ChargingSiteEnv` seen through :func:`agents.learned.learned_env`
 (a new generated scenario per episode, on the site the policy is for), ``n_envs`` copies in a
 ``DummyVecEnv`` or ``SubprocVecEnv``, with observation (and reward) normalisation by ``VecNormalize``.
 Every ``evaluation.every_steps`` the current policy runs on held-out generated scenarios (seeds never used
@@ -26,7 +26,14 @@ from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
-from agents.learned import LearnedPolicy, ObservationSpec, PolicyMeta, SnapshotControlEnv, detached_statistics
+from agents.learned import (
+    LearnedAction,
+    LearnedPolicy,
+    ObservationSpec,
+    PolicyMeta,
+    detached_statistics,
+    learned_env,
+)
 from envs.forecast import ForecastProvider, NoisyForecast, PerfectForecast
 from envs.scenario import Scenario
 from training.rl_config import ForecastSpec, PPOSpec, SACSpec, TD3Spec, TrainConfig
@@ -157,7 +164,7 @@ def forecast_provider(spec: ForecastSpec) -> ForecastProvider:
     return cast("ForecastProvider", ModelForecast.load(path))
 
 
-def make_env(config: TrainConfig, site_seed: int | None = None) -> SnapshotControlEnv:
+def make_env(config: TrainConfig, site_seed: int | None = None) -> LearnedAction:
     """One training env: generated scenarios on the site of ``site_seed`` (default: the training offset),
     a new scenario per episode (seeds ``site_seed + k``), seen as a learned policy sees it."""
     from envs.env import ChargingSiteEnv, GeneratorSpec
@@ -184,10 +191,9 @@ def make_env(config: TrainConfig, site_seed: int | None = None) -> SnapshotContr
         # the rule inside the action reads the window evaluation gives every policy; the agent observes
         # the configured horizon of it
         forecast_horizon=max(DEFAULT_HORIZON, horizon),
-        action_mode="continuous",
         allow_discharge=config.env.allow_discharge,
     )
-    return SnapshotControlEnv(
+    return learned_env(
         env,
         config.env.action_mode,
         config.env.allow_discharge,
@@ -265,8 +271,8 @@ def build_model(config: TrainConfig, venv: VecEnv, seed: int) -> BaseAlgorithm:
     )
 
 
-def policy_meta(config: TrainConfig, site_env: SnapshotControlEnv, timesteps: int) -> PolicyMeta:
-    e = site_env.site_env
+def policy_meta(config: TrainConfig, env: LearnedAction, timesteps: int) -> PolicyMeta:
+    e = env.observing.site_env
     spec = ObservationSpec(
         config.env.forecast.horizon_steps, e.config.price_scale_per_kwh, e.config.time_scale_h
     )
@@ -536,7 +542,7 @@ def train(
 
     venv: VecEnv = build_vec_env(config)
     probe = make_env(config)
-    site_config = probe.site_env.site.config
+    site_config = probe.observing.site_env.site.config
     t_cfg = config.training
     if resume_from is not None:
         ckpt = Path(resume_from)
@@ -544,9 +550,9 @@ def train(
         if t_cfg.normalize_obs or t_cfg.normalize_reward:
             venv = VecNormalize.load(str(stats_path), venv)
             venv.training = True
-        from agents.learned import _algorithm_class
+        from agents.learned import algorithm_class
 
-        model = _algorithm_class(config.algorithm.name).load(ckpt, env=venv, device="cpu")
+        model = algorithm_class(config.algorithm.name).load(ckpt, env=venv, device="cpu")
         model.set_random_seed(config.seed)
     else:
         if t_cfg.normalize_obs or t_cfg.normalize_reward:
