@@ -117,6 +117,13 @@ def _kw_vector(site: SiteArrays, charger_kw: FloatArray, battery_kw: float) -> F
     return np.append(charger_kw, battery_kw) if site.has_battery else np.asarray(charger_kw, dtype=float)
 
 
+def _unit_row(action: np.ndarray, size: int) -> FloatArray:
+    a = np.asarray(action, dtype=float).reshape(1, -1)
+    if a.shape[1] != size:
+        raise ValueError(f"action must have {size} entries, got {a.shape[1]}")
+    return a
+
+
 class NormalisedAction(gym.ActionWrapper[np.ndarray, np.ndarray, np.ndarray]):
     """``Box(-1, 1)`` actions as a fraction of each charger's feasible range now (see the module doc)."""
 
@@ -124,13 +131,12 @@ class NormalisedAction(gym.ActionWrapper[np.ndarray, np.ndarray, np.ndarray]):
         super().__init__(env)
         self.site_env: ChargingSiteEnv = env.unwrapped  # type: ignore[assignment]
         self.action_space = unit_action_space(self.site_env.site)
+        self._size = self.site_env.site.n + int(self.site_env.site.has_battery)
         self._scale = battery_scale(self.site_env.site, self.site_env.config.allow_discharge)
 
     def action(self, action: np.ndarray) -> np.ndarray:
         e = self.site_env
-        a = np.asarray(action, dtype=float).reshape(1, -1)
-        if a.shape[1] != self.action_space.shape[0]:
-            raise ValueError(f"action must have {self.action_space.shape[0]} entries, got {a.shape[1]}")
+        a = _unit_row(action, self._size)
         box = e.charger_box
         charger_kw, battery_kw = normalised_request(a, box.lo_kw, box.hi_kw, self._scale)
         return _kw_vector(e.site, charger_kw[0], float(battery_kw[0]))
@@ -143,12 +149,11 @@ class PriorityScores(gym.ActionWrapper[np.ndarray, np.ndarray, np.ndarray]):
         super().__init__(env)
         self.site_env: ChargingSiteEnv = env.unwrapped  # type: ignore[assignment]
         self.action_space = unit_action_space(self.site_env.site)
+        self._size = self.site_env.site.n + int(self.site_env.site.has_battery)
 
     def action(self, action: np.ndarray) -> np.ndarray:
         e = self.site_env
-        a = np.asarray(action, dtype=float).reshape(1, -1)
-        if a.shape[1] != self.action_space.shape[0]:
-            raise ValueError(f"action must have {self.action_space.shape[0]} entries, got {a.shape[1]}")
+        a = _unit_row(action, self._size)
         res = priority_request(
             e.site, e.state, a, e.config.allow_discharge, plan=e.plan, box=e.charger_box,
             departure_floor=e.config.departure_floor,

@@ -86,7 +86,7 @@ def test_algorithm_is_selectable_and_overrides_validate() -> None:
 
 def test_model_forecast_provider_is_loaded_from_its_path(tmp_path: Path) -> None:
     from forecasting.provider import ModelForecast, SiteForecaster
-    from training.train import forecast_provider
+    from training.learner import forecast_provider
 
     with pytest.raises(ConfigError, match="model_path"):
         config_from_dict({"name": "x", "env": {"forecast": {"provider": "model"}}})

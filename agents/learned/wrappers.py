@@ -89,7 +89,7 @@ class SnapshotObservation(gym.Wrapper[np.ndarray, np.ndarray, np.ndarray, np.nda
             self.snapshot = self.observed = None
         else:
             obs = self._observe()
-        return obs, reward, terminated, truncated, info
+        return obs, float(reward), terminated, truncated, info
 
     def _observe(self) -> np.ndarray:
         self.snapshot = self.site_env.snapshot()
