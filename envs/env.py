@@ -236,9 +236,10 @@ class ChargingSiteEnv(gym.Env[np.ndarray, np.ndarray]):
     def charger_box(self) -> projection.ChargerBox:
         """:func:`envs.projection.charger_box` of the state now, computed once a step (the observation,
         the projection and the action wrappers share it)."""
-        self._require_state()
-        assert self._box is not None
-        return self._box
+        box = self._box
+        if box is None:
+            raise RuntimeError("call reset() first (or again: the episode has ended)")
+        return box
 
     # ------------------------------------------------------------------ internals
 

@@ -130,16 +130,21 @@ class NormalisedAction(gym.ActionWrapper[np.ndarray, np.ndarray, np.ndarray]):
     def __init__(self, env: gym.Env[np.ndarray, np.ndarray]) -> None:
         super().__init__(env)
         self.site_env: ChargingSiteEnv = env.unwrapped  # type: ignore[assignment]
-        self.action_space = unit_action_space(self.site_env.site)
-        self._size = self.site_env.site.n + int(self.site_env.site.has_battery)
-        self._scale = battery_scale(self.site_env.site, self.site_env.config.allow_discharge)
+        site = self.site_env.site
+        self.action_space = unit_action_space(site)
+        self._size = site.n + int(site.has_battery)
+        self._scale = battery_scale(site, self.site_env.config.allow_discharge)
+        # the kW request is written into one buffer (handed to the env's step, which only reads it)
+        self._kw = np.zeros(site.n + 1)
+        self._charger_kw = self._kw[: site.n].reshape(1, site.n)
+        self._battery_kw = self._kw[site.n :]
+        self._request_kw = self._kw[: self._size]
 
     def action(self, action: np.ndarray) -> np.ndarray:
-        e = self.site_env
         a = _unit_row(action, self._size)
-        box = e.charger_box
-        charger_kw, battery_kw = normalised_request(a, box.lo_kw, box.hi_kw, self._scale)
-        return _kw_vector(e.site, charger_kw[0], float(battery_kw[0]))
+        box = self.site_env.charger_box
+        _request(a, box.lo_kw, box.hi_kw, self._scale, self._charger_kw, self._battery_kw)
+        return self._request_kw
 
 
 class PriorityScores(gym.ActionWrapper[np.ndarray, np.ndarray, np.ndarray]):
