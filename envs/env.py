@@ -136,7 +136,10 @@ class ChargingSiteEnv(gym.Env[np.ndarray, np.ndarray]):
         self.layout: ObservationLayout = source.layout()
         self.observation_space = self.layout.space()
         self.action_space = kw_action_space(self.site, self.config.allow_discharge)
-        self._action_size = self.site.n + int(self.site.has_battery)
+        self._n, self._has_battery = self.site.n, self.site.has_battery
+        self._action_size = self._n + int(self._has_battery)
+        self._allow_discharge = self.config.allow_discharge
+        self._departure_floor = self.config.departure_floor
         self.plan = projection.ProjectionPlan.from_site(self.site)
         """the site's projection plan, built once (wrappers that project reuse it)"""
         self._sim = BatchSim(self.site, 1, source.dt_h, self.layout.static_size)
@@ -175,23 +178,17 @@ class ChargingSiteEnv(gym.Env[np.ndarray, np.ndarray]):
         """
         state = self._require_state()
         a = np.asarray(action, dtype=float).reshape(-1)
+        n = self._n
         if a.shape[0] != self._action_size:
             raise ValueError(f"action must have {self._action_size} entries (kW), got {a.shape[0]}")
-        n = self.site.n
-        b = float(a[n]) if self.site.has_battery else 0.0
-        if not self.config.allow_discharge:
+        b = float(a[n]) if self._has_battery else 0.0
+        if not self._allow_discharge:
             b = max(b, 0.0)
-        return self._advance(
-            projection.project(
-                self.site,
-                state,
-                a[:n].reshape(1, -1),
-                np.array([b]),
-                plan=self.plan,
-                box=self._box,
-                departure_floor=self.config.departure_floor,
-            )
-        )
+        res = projection.project(
+            self.site, state, a[None, :n], np.array([b]), plan=self.plan, box=self._box,
+            departure_floor=self._departure_floor,
+        )  # fmt: skip
+        return self._advance(res)
 
     def snapshot(self) -> Snapshot:
         """The current step as a :class:`~envs.core.Snapshot` (what every policy acts on); the same object

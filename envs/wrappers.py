@@ -141,7 +141,9 @@ class NormalisedAction(gym.ActionWrapper[np.ndarray, np.ndarray, np.ndarray]):
         self._request_kw = self._kw[: self._size]
 
     def action(self, action: np.ndarray) -> np.ndarray:
-        a = _unit_row(action, self._size)
+        a = np.asarray(action, dtype=float).reshape(1, -1)
+        if a.shape[1] != self._size:
+            raise ValueError(f"action must have {self._size} entries, got {a.shape[1]}")
         box = self.site_env.charger_box
         _request(a, box.lo_kw, box.hi_kw, self._scale, self._charger_kw, self._battery_kw)
         return self._request_kw
