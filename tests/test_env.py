@@ -343,6 +343,13 @@ def test_snapshot_matches_the_state_and_drives_a_kw_step() -> None:
     assert (info["charger_power_kw"] <= env.site.rated_kw + 1e-9).all()
 
 
+def test_the_old_action_mode_is_a_clear_error() -> None:
+    from envs.env import EnvConfig
+
+    with pytest.raises(ValueError, match="NormalisedAction"):
+        EnvConfig.from_kwargs(scenario=_hand_scenario(), action_mode="continuous")
+
+
 def test_step_before_reset_raises() -> None:
     env = ChargingSiteEnv(scenario=_hand_scenario())
     with pytest.raises(RuntimeError, match="reset"):
