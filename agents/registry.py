@@ -1,14 +1,18 @@
-"""Policy names -> factories, and the hook that resolves a learned policy named by path or MLflow URI.
+"""The one door to every policy: names -> factories, and learned policies by bundle, folder or MLflow URI.
 
 ``make_policy("edf")`` builds a fresh policy; :data:`NON_LEARNED` is what ``evdlm evaluate`` runs by
 default. :func:`load_policy` is the single entry point evaluation and serving use for any spec: a known
-name, or (once the RL part registers its loader with :func:`register_loader`) a saved learned policy. The
+name (one spelling each, :data:`NON_LEARNED`), a learned policy's bundle folder, MLflow model folder or
+``models:/`` / ``runs:/`` URI (:mod:`agents.learned.bundle`: artifacts downloaded, nothing else of MLflow
+used), or, only with ``allow_custom=True``, a ``module:Class`` spec naming a class to import and build. The
 registry is an explicit object, not module-level mutable state: :func:`default_registry` builds a fresh
 one every call.
 """
 
 from __future__ import annotations
 
+import importlib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -100,6 +104,25 @@ def make_policy(name: str) -> Policy:
     return default_registry().make(name)
 
 
-def load_policy(spec: str) -> Policy:
-    """Any policy: a known name, or a learned policy by path / MLflow URI through the registered loaders."""
+CUSTOM_SPEC = re.compile(r"^(?P<module>[A-Za-z_][\w.]*):(?P<cls>[A-Za-z_]\w*)$")
+"""``package.module:ClassName``"""
+
+
+def custom_policy(spec: str) -> Policy:
+    """A policy class named ``package.module:ClassName``, imported and built without arguments."""
+    m = CUSTOM_SPEC.match(spec)
+    if m is None:
+        raise UnknownPolicyError(f"{spec!r} is not a module:Class spec")
+    policy: Policy = getattr(importlib.import_module(m["module"]), m["cls"])()
+    return policy
+
+
+def load_policy(spec: str, *, allow_custom: bool = False) -> Policy:
+    """Any policy: a known name, or a learned policy by path / MLflow URI through the registered loaders.
+
+    ``allow_custom``: also accept ``package.module:ClassName`` (imports that module: only for a spec the
+    operator wrote, never one from the outside).
+    """
+    if allow_custom and CUSTOM_SPEC.match(spec):
+        return custom_policy(spec)
     return default_registry().make(spec)

@@ -101,8 +101,10 @@ def run_config(
     from agents.learned import LearnedPolicy
     from envs.generate import generate_scenario
     from training.evaluate import EnvOptions, evaluate
+    from training.held_out import summarise
+    from training.learner import forecast_provider
     from training.rl_config import load_train_config, shipped_config
-    from training.train import forecast_provider, summarise, train
+    from training.train import train
 
     t0 = time.perf_counter()
     base = load_train_config(shipped_config(name))

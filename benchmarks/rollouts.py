@@ -7,7 +7,8 @@ step's cost parts. ``--compare DIR`` runs the same again and prints, per policy 
 array is bit-identical to the saved one and, where not, the largest absolute difference. ``--json`` prints
 the comparison as one JSON object.
 
-It drives the environment the way evaluation does (snapshot -> policy -> projection -> step), so any change to
+It drives the environment the way evaluation does (:func:`agents.rollout.rollout`: snapshot -> policy ->
+projection -> step; a policy spec may also be a learned policy's bundle folder), so any change to
 the physics, the projection, a policy or the env's plumbing shows up here.
 """
 
@@ -37,6 +38,7 @@ def _scenario_name(spec: dict[str, Any]) -> str:
 def rollout_arrays(policy: str, spec: dict[str, Any]) -> dict[str, np.ndarray]:
     """Per-step arrays of one policy on one generated scenario (deterministic)."""
     from agents.registry import load_policy
+    from agents.rollout import rollout
     from envs.env import ChargingSiteEnv
     from envs.generate import generate_scenario
 
@@ -46,16 +48,13 @@ def rollout_arrays(policy: str, spec: dict[str, Any]) -> dict[str, np.ndarray]:
     pol = load_policy(policy)
     pol.reset(env.site, sc)
     rows: dict[str, list[Any]] = {k: [] for k in ARRAYS}
-    for _ in range(env.episode.n_steps):
-        decision = pol.act(env.snapshot())
-        _, _, terminated, _, info = env.step_kw(decision.charger_kw, decision.battery_kw)
+    for step in rollout(pol, env):
+        info = step.info
         rows["charger_kw"].append(np.asarray(info["charger_power_kw"], dtype=float).copy())
         rows["battery_kw"].append(float(info["battery_kw"]))
         rows["site_import_kw"].append(float(info["site_import_kw"]))
         rows["pv_curtailed_kw"].append(float(info["pv_curtailed_kw"]))
         rows["cost"].append([float(v) for _, v in sorted(info["cost"].items())])
-        if terminated:
-            break
     return {k: np.asarray(v, dtype=float) for k, v in rows.items()}
 
 

@@ -370,17 +370,12 @@ def load_policy(spec: str, custom_class: bool = False) -> tuple[Policy | None, s
     Returns ``(policy, None)`` or ``(None, why)``; a policy that cannot be loaded is not fatal: the
     fallback decides every cycle and the reason is counted.
     """
+    from agents.registry import load_policy as load_registered
+
     try:
-        if custom_class:
-            import importlib
-
-            mod, sep, cls = spec.partition(":")
-            if not sep:
-                raise ValueError(f"a custom policy class is 'module:Class', not {spec!r}")
-            return getattr(importlib.import_module(mod), cls)(), None
-        from agents.registry import load_policy as load_registered
-
-        return load_registered(spec), None
+        if custom_class and ":" not in spec:
+            raise ValueError(f"a custom policy class is 'module:Class', not {spec!r}")
+        return load_registered(spec, allow_custom=custom_class), None
     except Exception as err:
         LOG.error("policy %r cannot be loaded: %s", spec, err)
         return None, "load_failed"

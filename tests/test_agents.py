@@ -121,6 +121,18 @@ def test_registry_knows_every_non_learned_policy_and_rejects_unknown_specs() -> 
         load_policy("nope")
 
 
+def test_one_spelling_each_and_custom_classes_only_when_asked() -> None:
+    with pytest.raises(UnknownPolicyError):
+        load_policy("rule-based")  # one spelling: rule_based
+    spec = "agents.baselines:EqualShare"
+    with pytest.raises(UnknownPolicyError):
+        load_policy(spec)  # a module:Class spec imports code: refused unless the caller allows it
+    assert type(load_policy(spec, allow_custom=True)).__name__ == "EqualShare"
+    # a URI is never read as module:Class
+    with pytest.raises(UnknownPolicyError):
+        load_policy("runs:EqualShare", allow_custom=False)
+
+
 def test_optimum_needs_the_scenario() -> None:
     with pytest.raises(ValueError, match="needs the scenario"):
         make_policy("optimum").reset(make_site())

@@ -13,10 +13,11 @@ from hypothesis import strategies as st
 
 import envs  # registers evdlm/ChargingSite-v0
 from envs.core import Snapshot
-from envs.env import ActionMode, ChargingSiteEnv
+from envs.env import ChargingSiteEnv
 from envs.generate import generate_scenario
 from envs.obs import CHARGER_FEATURES
 from envs.scenario import Scenario, save_scenario
+from envs.wrappers import NormalisedAction, PriorityScores
 from tests.test_env_support import random_scenario, tiny_scenario
 
 GEN = {"kind": "depot", "chargers": 4, "days": 1, "seed": 0}
@@ -67,16 +68,25 @@ def test_gymnasium_env_checker() -> None:
 
     for kwargs in ({"scenario": random_scenario(1, v2g=True, battery=True)}, {"generator": GEN}):
         env = ChargingSiteEnv(**kwargs)
-        check_env(env, skip_render_check=True)
+        with warnings.catch_warnings():  # the kW request is not normalised: that is the wrappers' job
+            warnings.filterwarnings("ignore", message=".*symmetric and normalized.*")
+            check_env(env, skip_render_check=True)
 
 
 def test_stable_baselines3_env_checker() -> None:
     from stable_baselines3.common.env_checker import check_env
 
-    env = ChargingSiteEnv(scenario=random_scenario(2, v2g=True, battery=True), action_mode="priority")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # no complaint about the spaces either
-        check_env(env, warn=True)
+    for wrapper in (None, NormalisedAction, PriorityScores):
+        env: gym.Env[np.ndarray, np.ndarray] = ChargingSiteEnv(
+            scenario=random_scenario(2, v2g=True, battery=True)
+        )
+        if wrapper is not None:
+            env = wrapper(env)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # no complaint about the spaces either
+            if wrapper is None:  # the kW request is not normalised; that is what the wrappers are for
+                warnings.filterwarnings("ignore", message=".*symmetric and normalized.*")
+            check_env(env, warn=True)
 
 
 # --------------------------------------------------------------------------- known numbers
@@ -96,7 +106,7 @@ def test_hand_built_episode_has_the_known_costs() -> None:
     plan += [([0.0, 0.0], 0.1, 2.0)] * 4
     total = 0.0
     for k, (kw, cost, import_kw) in enumerate(plan):
-        _, reward, terminated, truncated, info = env.step_kw(kw)
+        _, reward, terminated, truncated, info = env.step(np.array(kw))
         assert info["site_import_kw"] == pytest.approx(import_kw, abs=1e-9), k
         assert info["charger_power_kw"] == pytest.approx(kw, abs=1e-9), k
         assert info["projection_moved_kw"] == pytest.approx(0.0, abs=1e-9), k
@@ -113,11 +123,11 @@ def test_hand_built_episode_has_the_known_costs() -> None:
 def test_step3_breakdown_and_projection_report() -> None:
     env = ChargingSiteEnv(scenario=_hand_scenario())
     env.reset(seed=0)
-    env.step_kw([10.0, 0.0])
-    _, _, _, _, info = env.step_kw([30.0, 30.0])  # over the 11 kW ratings and the 20 kW import limit
+    env.step(np.array([10.0, 0.0]))
+    _, _, _, _, info = env.step(np.array([30.0, 30.0]))  # over the 11 kW ratings and the 20 kW import limit
     assert info["site_import_kw"] <= 20.0 + 1e-9 and info["feasible"]
     assert info["projection_moved_kw"] > 19.0 * np.sqrt(2) - 1e-6
-    _, _, _, _, info = env.step_kw([0.0, -4.0])
+    _, _, _, _, info = env.step(np.array([0.0, -4.0]))
     assert info["ev_discharged_kwh"] == pytest.approx(min(4.0, -info["charger_power_kw"][1]) * 0.25)
     assert set(info["cost"]) == {"energy", "export_revenue", "demand_charge", "missing_energy", "degradation"}
 
@@ -125,11 +135,12 @@ def test_step3_breakdown_and_projection_report() -> None:
 def test_continuous_action_maps_to_the_feasible_range() -> None:
     from envs.projection import charger_bounds
 
-    env = ChargingSiteEnv(scenario=_hand_scenario(), departure_floor=False)  # the mapping alone
+    base = ChargingSiteEnv(scenario=_hand_scenario(), departure_floor=False)  # the mapping alone
+    env = NormalisedAction(base)
     env.reset(seed=0)
     lows = []
     for a in ([1.0, 0.0], [0.5, 0.25], [0.0, -1.0], [0.3, -0.5]):
-        lo, hi = charger_bounds(env.site, env.sim.state())
+        lo, hi = charger_bounds(base.site, base.sim.state())
         lows.append(lo[0, 1])
         want = np.where(np.array(a) >= 0, np.array(a) * hi[0], -np.array(a) * lo[0])
         _, _, _, _, info = env.step(np.array(a, dtype=np.float32))
@@ -148,7 +159,7 @@ def test_departure_floor_serves_evs_an_idle_agent_would_strand() -> None:
         env.reset(seed=0)
         done = False
         while not done:
-            _, _, done, _, info = env.step(np.zeros(env.site.n, dtype=np.float32))
+            _, _, done, _, info = env.step(np.zeros(env.site.n))
         missing[floor] = info["energy_missing_total_kwh"]
     assert missing[False] > 100.0  # without the floor nobody charges
     assert missing[True] < 0.1 * missing[False]  # with it (deadline rule over the shared rows) most arrive
@@ -158,7 +169,7 @@ def test_no_discharge_when_not_allowed() -> None:
     env = ChargingSiteEnv(scenario=random_scenario(5, v2g=True, battery=True), allow_discharge=False)
     env.reset(seed=1)
     for _ in range(60):
-        _, _, _, _, info = env.step(np.full(env.site.n + 1, -1.0, dtype=np.float32))
+        _, _, _, _, info = env.step(np.full(env.site.n + 1, -50.0))
         assert info["ev_discharged_kwh"] == 0.0 and info["battery_kw"] >= 0.0
         assert (info["charger_power_kw"] >= 0.0).all()
 
@@ -176,18 +187,19 @@ def _sites() -> list[Scenario]:
     ]
 
 
-@pytest.mark.parametrize("mode", ["continuous", "priority"])
-def test_random_rollouts_keep_every_invariant(mode: ActionMode) -> None:
+@pytest.mark.parametrize("wrapper", [None, NormalisedAction, PriorityScores])
+def test_random_rollouts_keep_every_invariant(wrapper: type[gym.ActionWrapper] | None) -> None:
     for sc in _sites():
-        env = ChargingSiteEnv(scenario=sc, action_mode=mode, forecast_horizon=4)
+        site_env = ChargingSiteEnv(scenario=sc, forecast_horizon=4)
+        env = site_env if wrapper is None else wrapper(site_env)
         obs, _ = env.reset(seed=7)
         env.action_space.seed(7)
-        site = env.site
+        site = site_env.site
         assert env.observation_space.contains(obs)
         delivered = 0.0
         terminated = False
         while not terminated:
-            state = env.sim.state()
+            state = site_env.sim.state()
             base, pv = float(state.base_load_kw[0]), float(state.pv_kw[0])  # type: ignore[index]
             room_before = state.energy_room_kwh[0].copy()
             obs, reward, terminated, _, info = env.step(env.action_space.sample())
@@ -195,9 +207,9 @@ def test_random_rollouts_keep_every_invariant(mode: ActionMode) -> None:
             assert obs.dtype == np.float32
             p = info["charger_power_kw"]
             # energy books: delivered = integral of charging power times efficiency; never above the room
-            step_kwh = float(np.sum(np.maximum(p, 0.0) * site.efficiency) * env.sim.dt_h)
+            step_kwh = float(np.sum(np.maximum(p, 0.0) * site.efficiency) * site_env.sim.dt_h)
             assert info["energy_delivered_kwh"] == pytest.approx(step_kwh, abs=1e-9)
-            assert (np.maximum(p, 0.0) * site.efficiency * env.sim.dt_h <= room_before + 1e-6).all()
+            assert (np.maximum(p, 0.0) * site.efficiency * site_env.sim.dt_h <= room_before + 1e-6).all()
             delivered += step_kwh
             # site balance and limits
             balance = base + p.sum() + info["battery_kw"] - pv + info["pv_curtailed_kw"]
@@ -206,7 +218,7 @@ def test_random_rollouts_keep_every_invariant(mode: ActionMode) -> None:
                 assert info["site_import_kw"] <= info["import_limit_kw"] + 1e-6
                 assert info["site_import_kw"] >= -site.export_limit_kw - 1e-6
             assert sum(info["cost"].values()) == pytest.approx(-reward, rel=1e-12, abs=1e-12)
-            assert (env.sim.net_kwh <= env.sim.room0_kwh + 1e-6).all()
+            assert (site_env.sim.net_kwh <= site_env.sim.room0_kwh + 1e-6).all()
         assert info["energy_delivered_total_kwh"] == pytest.approx(delivered, rel=1e-9)
         if site.has_battery:
             assert (
@@ -224,7 +236,7 @@ def hypo_env() -> ChargingSiteEnv:
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     actions=st.lists(
-        st.lists(st.floats(-1.0, 1.0, width=32), min_size=7, max_size=7), min_size=1, max_size=30
+        st.lists(st.floats(-30.0, 30.0, width=32), min_size=7, max_size=7), min_size=1, max_size=30
     ),
     seed=st.integers(0, 2**16),
 )
@@ -307,12 +319,12 @@ def test_observation_layout_names_and_values() -> None:
     assert parts["headroom"] == pytest.approx(18.0 / 20.0)
     assert parts["forecast_base_load"].tolist() == pytest.approx([0.1, 0.1, 0.1])
     assert [f[0] for f in CHARGER_FEATURES][:2] == ["ev_present", "energy_needed"]
-    env.step_kw([10.0, 0.0])
-    obs, *_ = env.step_kw([10.0, 8.0])
+    env.step(np.array([10.0, 0.0]))
+    obs, *_ = env.step(np.array([10.0, 8.0]))
     assert lay.unflatten(obs)["peak_so_far"] == pytest.approx(1.0)
 
 
-def test_snapshot_matches_the_state_and_drives_step_kw() -> None:
+def test_snapshot_matches_the_state_and_drives_a_kw_step() -> None:
     env = ChargingSiteEnv(scenario=random_scenario(8, battery=True), forecast_horizon=5)
     env.reset(seed=0)
     for _ in range(30):
@@ -323,12 +335,19 @@ def test_snapshot_matches_the_state_and_drives_step_kw() -> None:
     assert snap.state.ev_present.shape == (env.site.n,)
     assert snap.forecast.base_load_kw[0] == snap.state.base_load_kw
     assert snap.timestamp == np.datetime64("2025-06-01T22:00:00") + np.timedelta64(30 * 15, "m")
-    # step_kw with the snapshot's need spread over the time left goes through the same projection
+    # a kW step with the snapshot's need spread over the time left goes through the same projection
     s = snap.state
     want = np.where(s.ev_present, s.energy_needed_kwh / np.maximum(s.time_left_h, 0.25), 0.0)
-    _, _, _, _, info = env.step_kw(want, battery_kw=-5.0)
+    _, _, _, _, info = env.step(np.append(want, -5.0))
     assert info["step_index"] == 30
     assert (info["charger_power_kw"] <= env.site.rated_kw + 1e-9).all()
+
+
+def test_the_old_action_mode_is_a_clear_error() -> None:
+    from envs.env import EnvConfig
+
+    with pytest.raises(ValueError, match="NormalisedAction"):
+        EnvConfig.from_kwargs(scenario=_hand_scenario(), action_mode="continuous")
 
 
 def test_step_before_reset_raises() -> None:

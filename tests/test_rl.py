@@ -14,17 +14,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from agents.learned import (
-    ActionAdapter,
     LearnedPolicy,
     ObservationSpec,
     PolicyMeta,
-    SetpointAllocator,
     SiteMismatchError,
-    SnapshotControlEnv,
     SnapshotObserver,
     action_dim,
+    action_mode,
+    learned_env,
     learned_loader,
 )
+from agents.rollout import kw_request
+from agents.rule_setpoint import SetpointAllocator
 from envs.config import ConfigError
 from envs.core import SiteArrays
 from envs.env import ChargingSiteEnv
@@ -85,7 +86,7 @@ def test_algorithm_is_selectable_and_overrides_validate() -> None:
 
 def test_model_forecast_provider_is_loaded_from_its_path(tmp_path: Path) -> None:
     from forecasting.provider import ModelForecast, SiteForecaster
-    from training.train import forecast_provider
+    from training.learner import forecast_provider
 
     with pytest.raises(ConfigError, match="model_path"):
         config_from_dict({"name": "x", "env": {"forecast": {"provider": "model"}}})
@@ -145,7 +146,7 @@ def test_residual_action_zero_is_the_rule_based_dlm() -> None:
     from agents.rule_based import RuleBasedDLM
 
     scenario = generate_scenario("depot", chargers=5, days=2, seed=4, step="1h", demand_charge_per_kw=10.0)
-    wrapped = SnapshotControlEnv(
+    wrapped = learned_env(
         ChargingSiteEnv(scenario=scenario, step=None, forecast_horizon=6),
         "residual",
         allow_discharge=False,
@@ -159,9 +160,9 @@ def test_residual_action_zero_is_the_rule_based_dlm() -> None:
     total_wrapped = total_plain = 0.0
     done = False
     while not done:
-        _, r1, done, _, info1 = wrapped.step(np.zeros(wrapped.adapter.act_dim, dtype=np.float32))
+        _, r1, done, _, info1 = wrapped.step(np.zeros(wrapped.mode.act_dim, dtype=np.float32))
         d = rule.act(plain.snapshot())
-        _, r2, _, _, info2 = plain.step_kw(d.charger_kw, d.battery_kw)
+        _, r2, _, _, info2 = plain.step(kw_request(d, plain.site))
         np.testing.assert_allclose(info1["charger_power_kw"], info2["charger_power_kw"])
         total_wrapped += r1
         total_plain += r2
@@ -219,11 +220,11 @@ def _setpoint_run(scenario: object, action: np.ndarray, allow_discharge: bool) -
 
         def reset(self, site: SiteArrays, sc: object = None) -> None:
             self.observer = SnapshotObserver(site, ObservationSpec(horizon=4))
-            self.adapter = ActionAdapter(site, "setpoint", allow_discharge)
+            self.mode = action_mode("setpoint", site, allow_discharge)
 
         def act(self, snapshot: object) -> object:
             observed = self.observer.observe(snapshot)  # type: ignore[arg-type]
-            return self.adapter.decide(snapshot, observed, action)  # type: ignore[arg-type]
+            return self.mode.decide(snapshot, observed, action)  # type: ignore[arg-type]
 
     row = run_episode(Constant(), scenario, options=EnvOptions(forecast_horizon=24)).row  # type: ignore[arg-type]
     return {
@@ -265,7 +266,7 @@ def test_rule_setpoint_zero_is_the_rule_based_dlm_and_a_lift_charges_more() -> N
 
     scenario = _v2g_scenario()
     env = ChargingSiteEnv(scenario=scenario, step=None, forecast_horizon=24)  # type: ignore[arg-type]
-    wrapped = SnapshotControlEnv(env, "rule_setpoint", allow_discharge=True, observation_horizon=4)
+    wrapped = learned_env(env, "rule_setpoint", allow_discharge=True, observation_horizon=4)
     assert wrapped.action_space.shape == (2,)
     plain = ChargingSiteEnv(scenario=scenario, step=None, forecast_horizon=24)  # type: ignore[arg-type]
     wrapped.reset(seed=1)
@@ -275,19 +276,19 @@ def test_rule_setpoint_zero_is_the_rule_based_dlm_and_a_lift_charges_more() -> N
     zero = np.array([0.08, 0.09])  # inside the dead zone
     done, lifted, discharged = False, 0, 0
     while not done:
-        snap = wrapped.site_env.snapshot()
-        observed = wrapped.observer.observe(snap)
-        base = np.asarray(wrapped.adapter.decide(snap, observed, zero).charger_kw)
-        lift = np.asarray(wrapped.adapter.decide(snap, observed, np.array([1.0, -1.0])).charger_kw)
-        cut = np.asarray(wrapped.adapter.decide(snap, observed, np.array([-1.0, -1.0])).charger_kw)
-        v2g = np.asarray(wrapped.adapter.decide(snap, observed, np.array([0.0, 1.0])).charger_kw)
+        snap = wrapped.observing.site_env.snapshot()
+        observed = wrapped.observing.observer.observe(snap)
+        base = np.asarray(wrapped.mode.decide(snap, observed, zero).charger_kw)
+        lift = np.asarray(wrapped.mode.decide(snap, observed, np.array([1.0, -1.0])).charger_kw)
+        cut = np.asarray(wrapped.mode.decide(snap, observed, np.array([-1.0, -1.0])).charger_kw)
+        v2g = np.asarray(wrapped.mode.decide(snap, observed, np.array([0.0, 1.0])).charger_kw)
         assert (lift >= base - 1e-9).all() and (v2g <= base + 1e-9).all()
         np.testing.assert_array_equal(cut, base)  # no cut below the rule-based DLM
         lifted += int(lift.sum() > base.sum() + 1e-6)
         discharged += int((v2g < -1e-9).any())
         _, _, done, _, info1 = wrapped.step(zero.astype(np.float32))
         d = rule.act(plain.snapshot())
-        _, _, _, _, info2 = plain.step_kw(d.charger_kw, d.battery_kw)
+        _, _, _, _, info2 = plain.step(kw_request(d, plain.site))
         np.testing.assert_allclose(info1["charger_power_kw"], info2["charger_power_kw"])
     assert lifted > 0 and discharged > 0
 
@@ -304,11 +305,11 @@ def test_setpoint_requests_stay_in_the_charger_box(a: list[float], step: int, al
     env = ChargingSiteEnv(scenario=_v2g_scenario(), step=None, forecast_horizon=24)  # type: ignore[arg-type]
     env.reset(seed=0)
     for _ in range(step):
-        env.step_kw(np.zeros(env.site.n), 0.0)
+        env.step(np.zeros(env.action_space.shape))
     snap = env.snapshot()
     observer = SnapshotObserver(env.site, ObservationSpec(horizon=4))
     observed = observer.observe(snap)
-    decision = ActionAdapter(env.site, "setpoint", allow).decide(snap, observed, np.array(a))
+    decision = action_mode("setpoint", env.site, allow).decide(snap, observed, np.array(a))
     kw = np.asarray(decision.charger_kw)
     assert (kw >= observed.lo_kw[0] - 1e-9).all() and (kw <= observed.hi_kw[0] + 1e-9).all()
     if not allow:
@@ -320,22 +321,22 @@ def test_setpoint_requests_stay_in_the_charger_box(a: list[float], step: int, al
 
 def test_observation_horizon_is_part_of_the_env_window() -> None:
     env = ChargingSiteEnv(scenario=_v2g_scenario(days=1), step=None, forecast_horizon=12)  # type: ignore[arg-type]
-    wrapped = SnapshotControlEnv(env, "setpoint", observation_horizon=4)
-    assert wrapped.observer.layout.horizon == 4
+    wrapped = learned_env(env, "setpoint", observation_horizon=4)
+    assert wrapped.observing.observer.layout.horizon == 4
     obs, _ = wrapped.reset(seed=0)
     assert obs.shape == wrapped.observation_space.shape
     assert wrapped.action_space.shape == (3,)
     _, reward, _, _, _ = wrapped.step(np.zeros(3, dtype=np.float32))
     assert np.isfinite(reward)
     with pytest.raises(ValueError, match="observation_horizon"):
-        SnapshotControlEnv(env, "setpoint", observation_horizon=13)
+        learned_env(env, "setpoint", observation_horizon=13)
 
 
 def test_training_env_skips_a_generated_scenario_that_fails_validation(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     env = _env()
-    wrapped = SnapshotControlEnv(env, "setpoint")
+    wrapped = learned_env(env, "setpoint")
     real_reset = env.reset
     seeds: list[int | None] = []
 
@@ -347,7 +348,7 @@ def test_training_env_skips_a_generated_scenario_that_fails_validation(
 
     monkeypatch.setattr(env, "reset", flaky)
     obs, _ = wrapped.reset(seed=3)
-    assert seeds == [3, None] and wrapped.skipped_scenarios == 1
+    assert seeds == [3, None] and wrapped.get_wrapper_attr("skipped_scenarios") == 1
     assert wrapped.observation_space.contains(obs)
 
 
@@ -414,11 +415,12 @@ def test_training_ends_with_a_registered_model(trained: TrainResult) -> None:
 def test_loading_by_uri_gives_identical_actions(trained: TrainResult) -> None:
     import mlflow
 
-    from training.mlflow_model import load_learned_policy
+    from agents.registry import load_policy
 
     mlflow.set_tracking_uri(trained.tracking_uri)
     local = LearnedPolicy.from_bundle(trained.bundle_dir)
-    by_name = load_learned_policy(trained.model_uri)
+    by_name = load_policy(trained.model_uri)
+    assert isinstance(by_name, LearnedPolicy)
     by_run = learned_loader(trained.run_model_uri)
     assert by_run is not None
     rng = np.random.default_rng(0)
@@ -443,7 +445,7 @@ def test_loading_by_uri_gives_identical_actions(trained: TrainResult) -> None:
         snap = env.snapshot()
         a, b = local.act(snap), by_name.act(snap)
         np.testing.assert_array_equal(a.charger_kw, b.charger_kw)
-        _, _, done, _, _ = env.step_kw(a.charger_kw, a.battery_kw)
+        _, _, done, _, _ = env.step(kw_request(a, site))
 
 
 def test_evaluation_with_the_learned_policy(trained: TrainResult) -> None:
@@ -522,7 +524,7 @@ def test_the_live_service_loads_the_registered_policy_by_uri(trained: TrainResul
         snap = env.snapshot()
         a, b = policy.act(snap), local.act(snap)
         np.testing.assert_array_equal(a.charger_kw, b.charger_kw)
-        env.step_kw(a.charger_kw, a.battery_kw)
+        env.step(kw_request(a, env.site))
     # a URI that names no model is not fatal for the service: the fallback decides and the reason is given
     missing, why_missing = load_policy("models:/no-such-model/1")
     assert missing is None and why_missing == "load_failed"

@@ -198,6 +198,7 @@ def run_episode(
 ) -> EpisodeResult:
     """Run one policy over one scenario through the environment and measure it."""
     from agents.registry import load_policy
+    from agents.rollout import rollout
     from envs.env import ChargingSiteEnv
     from envs.limits import limit_violations
 
@@ -237,14 +238,10 @@ def run_episode(
     v2g_kwh = 0.0
     pv_used_kwh = 0.0
     session_short = np.full(ep.sessions.size, np.nan)
-    for t in range(T):
-        snap = env.snapshot()
-        state = snap.state
-        slot_session = env.sim.session[0].copy()
-        t1 = time.perf_counter()
-        decision = pol.act(snap)
-        decide_s[t] = time.perf_counter() - t1
-        _, _, terminated, _, info = env.step_kw(decision.charger_kw, decision.battery_kw)
+    slot_session = env.sim.session[0].copy()
+    for t, step in enumerate(rollout(pol, env, T)):
+        state, info = step.snapshot.state, step.info
+        decide_s[t] = step.decide_s
         applied = np.asarray(info["charger_power_kw"], dtype=float)
         imp = float(info["site_import_kw"])
         broken = limit_violations(
@@ -270,8 +267,7 @@ def run_episode(
             departed += int(leaving.sum())
             short += int((miss > SHORT_KWH).sum())
             short_kwh += float(miss.sum())
-        if terminated:
-            break
+        slot_session = env.sim.session[0].copy()
 
     ses = ep.sessions
     left = ses.departure_step <= T

@@ -5,7 +5,8 @@ statistics, the site configuration it was trained for and ``policy.json`` with t
 fingerprint). :func:`log_policy` logs that bundle as an ``mlflow.pyfunc`` model and registers it, so that
 ``models:/<name>/<version>`` and ``runs:/<run_id>/policy`` load it back anywhere: as a pyfunc model that
 maps raw observations to actions (the signature says their shapes), or, through
-:func:`load_learned_policy`, as a :class:`~agents.learned.LearnedPolicy` acting on snapshots.
+:func:`agents.registry.load_policy` (which downloads the bundle, nothing of this module), as a
+:class:`~agents.learned.LearnedPolicy` acting on snapshots. This module is the logging half only.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from mlflow.models import ModelSignature
 from mlflow.pyfunc import PythonModel, PythonModelContext
 from mlflow.types import Schema, TensorSpec
 
-from agents.learned import BUNDLE_META, LearnedPolicy
+from agents.learned import LearnedPolicy
 
 ARTIFACT_NAME = "policy"
 """name of the MLflow model inside its run: ``runs:/<run_id>/policy``"""
@@ -112,29 +113,3 @@ def log_policy(bundle_dir: str | Path, registered_model_name: str | None = None)
     return LoggedPolicy(
         run_uri, f"models:/{registered_model_name}/{version}", registered_model_name, str(version)
     )
-
-
-def is_model_uri(spec: str) -> bool:
-    """True for MLflow model URIs (``models:/...``, ``runs:/...``)."""
-    return spec.startswith(("models:/", "runs:/"))
-
-
-def load_learned_policy(spec: str | Path) -> LearnedPolicy:
-    """A :class:`LearnedPolicy` from an MLflow URI, an MLflow model folder or a bundle folder."""
-    text = str(spec)
-    if not is_model_uri(text):
-        path = Path(text)
-        if (path / BUNDLE_META).exists():
-            return LearnedPolicy.from_bundle(path)
-        if not (path / "MLmodel").exists():
-            raise FileNotFoundError(
-                f"{path}: not a learned policy (expected a bundle with {BUNDLE_META}, an MLflow model "
-                "folder, or a models:/ or runs:/ URI)"
-            )
-    model = mlflow.pyfunc.load_model(text)
-    python_model = model.unwrap_python_model()
-    if not isinstance(python_model, EvdlmPolicyModel):
-        raise TypeError(
-            f"{text}: is an MLflow model, but not an evdlm policy ({type(python_model).__name__})"
-        )
-    return python_model.policy

@@ -1,7 +1,8 @@
 """Train a learned DLM policy with stable-baselines3: ``train(config) -> TrainResult``.
 
-The agent trains on :class:`envs.env.ChargingSiteEnv` seen through :class:`agents.learned.SnapshotControlEnv`
-(a new generated scenario per episode, on the site the policy is for), ``n_envs`` copies in a
+The agent trains on :class:`envs.env.ChargingSiteEnv` seen through :func:`agents.learned.learned_env`
+(a new generated scenario per episode, on the site the policy is for; :mod:`training.learner` builds it
+and the model, :mod:`training.held_out` scores the policy), ``n_envs`` copies in a
 ``DummyVecEnv`` or ``SubprocVecEnv``, with observation (and reward) normalisation by ``VecNormalize``.
 Every ``evaluation.every_steps`` the current policy runs on held-out generated scenarios (seeds never used
 in training) through :func:`training.evaluate.evaluate`, beside the rule-based DLM and the optimum, which
@@ -22,50 +23,24 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from agents.learned import LearnedPolicy, ObservationSpec, PolicyMeta, SnapshotControlEnv, detached_statistics
-from envs.forecast import ForecastProvider, NoisyForecast, PerfectForecast
-from envs.scenario import Scenario
-from training.rl_config import ForecastSpec, PPOSpec, SACSpec, TD3Spec, TrainConfig
+from agents.learned import LearnedPolicy, detached_statistics
+from training.held_out import EvalPoint, HeldOutEvaluator, held_out_scenarios, summarise
+from training.learner import build_model, build_vec_env, make_env, policy_meta
+from training.rl_config import TrainConfig
 from training.tracking import PROJECT_DIR_NAME
 
 if TYPE_CHECKING:
-    import gymnasium as gym
     from stable_baselines3.common.base_class import BaseAlgorithm
     from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
-    from training.evaluate import EvalRow, EvaluationReport
+    from training.evaluate import EvaluationReport
 
 
 # --------------------------------------------------------------------------- results
-
-
-@dataclass(frozen=True)
-class EvalPoint:
-    """The policy on the held-out scenarios at one point of training (sums over scenarios)."""
-
-    timesteps: int
-    wall_s: float
-    """training wall time so far, s (evaluation time excluded)"""
-    cost_total: float
-    optimum_cost: float | None
-    rule_based_cost: float | None
-    gap_to_optimum_pct: float | None
-    """100 * (cost - optimum) / |optimum|"""
-    rule_based_gap_to_optimum_pct: float | None
-    gap_to_rule_based_pct: float | None
-    """negative = cheaper than the rule-based DLM"""
-    energy_delivered_pct: float
-    evs_short: int
-    violations: int
-    v2g_exported_kwh: float
-
-    def metrics(self) -> dict[str, float]:
-        """Numeric fields for MLflow (None left out)."""
-        return {k: float(v) for k, v in asdict(self).items() if v is not None}
 
 
 @dataclass(frozen=True)
@@ -132,246 +107,6 @@ def ensure_experiment(name: str, tracking_uri: str, artifact_root: str | None) -
         if exp is None:
             raise
         return str(exp.experiment_id)
-
-
-# --------------------------------------------------------------------------- environment
-
-
-def forecast_provider(spec: ForecastSpec) -> ForecastProvider:
-    """The forecast provider the observation's window comes from."""
-    # (cast: the frozen providers' read-only ``name`` does not satisfy the protocol's settable one)
-    if spec.provider == "perfect":
-        return cast("ForecastProvider", PerfectForecast())
-    if spec.provider == "noisy":
-        noisy = NoisyForecast(error=spec.error, error_growth_per_step=spec.error_growth_per_step)
-        return cast("ForecastProvider", noisy)
-    from envs.config import ConfigError
-
-    path = Path(spec.model_path or "")
-    if not path.is_file():
-        raise ConfigError(
-            f"env.forecast.model_path: {path} is not a file; write one with `evdlm forecast fit --out {path}`"
-        )
-    from forecasting.provider import ModelForecast
-
-    return cast("ForecastProvider", ModelForecast.load(path))
-
-
-def make_env(config: TrainConfig, site_seed: int | None = None) -> SnapshotControlEnv:
-    """One training env: generated scenarios on the site of ``site_seed`` (default: the training offset),
-    a new scenario per episode (seeds ``site_seed + k``), seen as a learned policy sees it."""
-    from envs.env import ChargingSiteEnv, GeneratorSpec
-
-    g = config.env.generator
-    seed = config.env.train_seed_offset if site_seed is None else site_seed
-    gen = GeneratorSpec(
-        kind=g.kind,
-        chargers=g.chargers,
-        days=g.days,
-        seed=seed,
-        v2g=g.v2g,
-        pv=g.pv,
-        battery=g.battery,
-        demand_charge_per_kw=g.demand_charge_per_kw,
-    )
-    from training.evaluate import DEFAULT_HORIZON
-
-    horizon = config.env.forecast.horizon_steps
-    env = ChargingSiteEnv(
-        generator=gen,
-        step=g.step,
-        forecast=forecast_provider(config.env.forecast),
-        # the rule inside the action reads the window evaluation gives every policy; the agent observes
-        # the configured horizon of it
-        forecast_horizon=max(DEFAULT_HORIZON, horizon),
-        action_mode="continuous",
-        allow_discharge=config.env.allow_discharge,
-    )
-    return SnapshotControlEnv(
-        env,
-        config.env.action_mode,
-        config.env.allow_discharge,
-        config.env.residual_scale,
-        observation_horizon=horizon,
-    )
-
-
-def _env_thunk(config: TrainConfig) -> Callable[[], gym.Env[Any, Any]]:
-    def thunk() -> gym.Env[Any, Any]:
-        from stable_baselines3.common.monitor import Monitor
-
-        return Monitor(make_env(config))
-
-    return thunk
-
-
-def build_vec_env(config: TrainConfig) -> VecEnv:
-    from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
-
-    thunks = [_env_thunk(config) for _ in range(config.training.n_envs)]
-    if config.training.vec_env == "subproc" and len(thunks) > 1:
-        return SubprocVecEnv(thunks, start_method="spawn")
-    return DummyVecEnv(thunks)
-
-
-def build_model(config: TrainConfig, venv: VecEnv, seed: int) -> BaseAlgorithm:
-    """The SB3 algorithm the config names, on ``venv``."""
-    from stable_baselines3 import PPO, SAC, TD3
-    from stable_baselines3.common.noise import NormalActionNoise
-
-    a = config.algorithm
-    common: dict[str, Any] = {
-        "learning_rate": a.learning_rate,
-        "gamma": a.gamma,
-        "seed": seed,
-        "device": a.device,
-        "verbose": 0,
-    }
-    arch = list(a.net_arch)
-    if isinstance(a, PPOSpec):
-        return PPO(
-            "MlpPolicy",
-            venv,
-            n_steps=a.n_steps,
-            batch_size=a.batch_size,
-            n_epochs=a.n_epochs,
-            gae_lambda=a.gae_lambda,
-            clip_range=a.clip_range,
-            target_kl=a.target_kl,
-            ent_coef=a.ent_coef,
-            vf_coef=a.vf_coef,
-            max_grad_norm=a.max_grad_norm,
-            policy_kwargs={"net_arch": {"pi": arch, "vf": arch}, "log_std_init": a.log_std_init},
-            **common,
-        )
-    if isinstance(a, SACSpec):
-        return SAC(
-            "MlpPolicy",
-            venv,
-            ent_coef=a.ent_coef,
-            policy_kwargs={"net_arch": arch},
-            **a.replay_kwargs(),
-            **common,
-        )
-    assert isinstance(a, TD3Spec)
-    n_act = int(np.prod(venv.action_space.shape or (1,)))
-    return TD3(
-        "MlpPolicy",
-        venv,
-        action_noise=NormalActionNoise(np.zeros(n_act), a.action_noise_std * np.ones(n_act)),
-        policy_kwargs={"net_arch": arch},
-        **a.replay_kwargs(),
-        **common,
-    )
-
-
-def policy_meta(config: TrainConfig, site_env: SnapshotControlEnv, timesteps: int) -> PolicyMeta:
-    e = site_env.site_env
-    spec = ObservationSpec(
-        config.env.forecast.horizon_steps, e.config.price_scale_per_kwh, e.config.time_scale_h
-    )
-    return PolicyMeta.describe(
-        name=config.name,
-        algorithm=config.algorithm.name,
-        site=e.site,
-        spec=spec,
-        mode=config.env.action_mode,
-        allow_discharge=config.env.allow_discharge,
-        residual_scale=config.env.residual_scale,
-        trained_timesteps=timesteps,
-    )
-
-
-# --------------------------------------------------------------------------- held-out evaluation
-
-
-def held_out_scenarios(config: TrainConfig) -> list[Scenario]:
-    """The generated evaluation scenarios (seeds below ``env.train_seed_offset``: never trained on)."""
-    from envs.generate import generate_scenario
-
-    g = config.env.generator
-    out = []
-    for seed in config.evaluation.seeds:
-        kwargs = g.generate_kwargs(seed)
-        kwargs["days"] = config.eval_days
-        out.append(generate_scenario(**kwargs))
-    return out
-
-
-def summarise(
-    rows: Sequence[EvalRow], policy: str, baseline_rows: Sequence[EvalRow], timesteps: int, wall_s: float
-) -> EvalPoint:
-    """Sum one policy's rows over the scenarios and compare with the baselines on the same scenarios."""
-    mine = [r for r in rows if r.policy == policy]
-    if not mine:
-        raise ValueError(f"no evaluation rows for policy {policy!r}")
-    keys = {(r.scenario, r.seed) for r in mine}
-
-    def total(name: str) -> float | None:
-        sel = [r.cost_total for r in baseline_rows if r.policy == name and (r.scenario, r.seed) in keys]
-        return float(sum(sel)) if len(sel) == len(keys) else None
-
-    cost = float(sum(r.cost_total for r in mine))
-    opt, rule = total("optimum"), total("rule_based")
-
-    def gap(a: float | None, b: float | None) -> float | None:
-        return None if a is None or b is None else 100.0 * (a - b) / max(abs(b), 1e-9)
-
-    asked = sum(r.energy_asked_kwh for r in mine)
-    delivered = sum(r.energy_delivered_kwh for r in mine)
-    return EvalPoint(
-        timesteps=timesteps,
-        wall_s=wall_s,
-        cost_total=cost,
-        optimum_cost=opt,
-        rule_based_cost=rule,
-        gap_to_optimum_pct=gap(cost, opt),
-        rule_based_gap_to_optimum_pct=gap(rule, opt),
-        gap_to_rule_based_pct=gap(cost, rule),
-        energy_delivered_pct=100.0 * delivered / asked if asked > 0 else 100.0,
-        evs_short=int(sum(r.evs_short for r in mine)),
-        violations=int(sum(r.violations for r in mine)),
-        v2g_exported_kwh=float(sum(r.v2g_exported_kwh for r in mine)),
-    )
-
-
-class HeldOutEvaluator:
-    """Runs policies on the held-out scenarios; the baselines once, the learned policy on demand."""
-
-    def __init__(self, config: TrainConfig) -> None:
-        from training.evaluate import DEFAULT_HORIZON, EnvOptions
-
-        self.config = config
-        self.scenarios = held_out_scenarios(config)
-        self.options = EnvOptions(
-            forecast=forecast_provider(config.env.forecast),
-            forecast_horizon=max(DEFAULT_HORIZON, config.env.forecast.horizon_steps),
-            step=config.env.generator.step,
-        )
-        self._baselines: list[EvalRow] | None = None
-
-    def baselines(self) -> list[EvalRow]:
-        from training.evaluate import evaluate
-
-        if self._baselines is None:
-            names = list(self.config.evaluation.baselines)
-            self._baselines = evaluate(names, self.scenarios, options=self.options).rows if names else []
-        return self._baselines
-
-    def report(self, policy: LearnedPolicy) -> EvaluationReport:
-        from training.evaluate import EvaluationReport, evaluate, with_gaps
-
-        mine = evaluate([policy], self.scenarios, options=self.options)
-        out = EvaluationReport()
-        out.rows = with_gaps([*self.baselines(), *mine.rows])
-        out.traces = dict(mine.traces)
-        return out
-
-    def point(
-        self, policy: LearnedPolicy, timesteps: int, wall_s: float
-    ) -> tuple[EvalPoint, EvaluationReport]:
-        report = self.report(policy)
-        return summarise(report.rows, policy.name, self.baselines(), timesteps, wall_s), report
 
 
 # --------------------------------------------------------------------------- callbacks
@@ -536,7 +271,7 @@ def train(
 
     venv: VecEnv = build_vec_env(config)
     probe = make_env(config)
-    site_config = probe.site_env.site.config
+    site_config = probe.observing.site_env.site.config
     t_cfg = config.training
     if resume_from is not None:
         ckpt = Path(resume_from)
@@ -544,9 +279,9 @@ def train(
         if t_cfg.normalize_obs or t_cfg.normalize_reward:
             venv = VecNormalize.load(str(stats_path), venv)
             venv.training = True
-        from agents.learned import _algorithm_class
+        from agents.learned import algorithm_class
 
-        model = _algorithm_class(config.algorithm.name).load(ckpt, env=venv, device="cpu")
+        model = algorithm_class(config.algorithm.name).load(ckpt, env=venv, device="cpu")
         model.set_random_seed(config.seed)
     else:
         if t_cfg.normalize_obs or t_cfg.normalize_reward:
