@@ -1,13 +1,15 @@
-"""The ``evdlm`` command. Each part of evdlm contributes its subcommands; heavy imports stay inside them."""
+"""The ``evdlm`` command: every typer command of evdlm lives in this package, one module per group
+(``scenario``, ``forecast``, ``train`` (run, evaluate, train, tune), ``serve`` (serve, simulate)); the library
+packages carry no CLI. Heavy imports stay inside the commands so ``evdlm --help`` stays fast."""
 
 from __future__ import annotations
 
 import typer
 
-from envs.cli import scenario_app
-from forecasting.cli import forecast_app
-from serving.cli import register as register_serving
-from training.cli import register as register_training
+from evdlm.cli.forecast import forecast_app
+from evdlm.cli.scenario import scenario_app
+from evdlm.cli.serve import register as register_serving
+from evdlm.cli.train import register as register_training
 
 app = typer.Typer(
     name="evdlm",
@@ -23,7 +25,3 @@ register_serving(app)
 
 def main() -> None:
     app()
-
-
-if __name__ == "__main__":
-    main()

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from evdlm.cli_errors import bad_input
+from evdlm.cli.errors import bad_input
 
 forecast_app = typer.Typer(help="Fit and backtest forecasts.", no_args_is_help=True)
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from evdlm.cli_errors import bad_input
+from evdlm.cli.errors import bad_input
 
 if TYPE_CHECKING:
     from envs.config import SiteConfig

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from evdlm.cli_errors import bad_input
+from evdlm.cli.errors import bad_input
 
 if TYPE_CHECKING:
     from training.evaluate import EvaluationReport
