@@ -30,7 +30,7 @@ from agents.learned import LearnedPolicy, ObservationSpec, PolicyMeta, SnapshotC
 from envs.forecast import ForecastProvider, NoisyForecast, PerfectForecast
 from envs.scenario import Scenario
 from training.rl_config import ForecastSpec, PPOSpec, SACSpec, TD3Spec, TrainConfig
-from training.tracking import PROJECT_DIR_NAME
+from training.tracking import PROJECT_DIR_NAME, ensure_experiment, tracking_location
 
 if TYPE_CHECKING:
     import gymnasium as gym
@@ -95,43 +95,6 @@ class TrainResult:
         if not self.evaluations:
             raise ValueError("the run has no evaluation")
         return self.evaluations[-1]
-
-
-# --------------------------------------------------------------------------- tracking
-
-
-def tracking_location(tracking_uri: str | None = None) -> tuple[str, str | None]:
-    """``(tracking URI, artifact root for new experiments)``: the project's default store
-    (:func:`training.tracking.resolve_tracking`), or the given URI with artifacts beside a sqlite file."""
-    from training.tracking import resolve_tracking
-
-    loc = resolve_tracking(tracking_uri)
-    if loc.artifact_location is not None:
-        return loc.tracking_uri, loc.artifact_location
-    m = re.match(r"^sqlite:///(.+)$", loc.tracking_uri)
-    if m is None:
-        return loc.tracking_uri, None  # a server decides where artifacts go
-    return loc.tracking_uri, (Path(m.group(1)).resolve().parent / "mlartifacts").as_uri()
-
-
-def ensure_experiment(name: str, tracking_uri: str, artifact_root: str | None) -> str:
-    """The id of experiment ``name``, created (artifacts under ``artifact_root``) if missing."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri)
-    exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        return str(exp.experiment_id)
-    location = None if artifact_root is None else f"{artifact_root}/{name}"
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return str(client.create_experiment(name, artifact_location=location))
-    except MlflowException:
-        exp = client.get_experiment_by_name(name)  # another process created it meanwhile
-        if exp is None:
-            raise
-        return str(exp.experiment_id)
 
 
 # --------------------------------------------------------------------------- environment
@@ -760,10 +723,12 @@ def describe_result(result: TrainResult) -> str:
     def pct(x: float | None) -> str:
         return "n/a" if x is None else f"{x:+.2f} %"
 
+    held_out = ", ".join(s.name for s in held_out_scenarios(result.config))
     lines = [
-        f"trained {result.config.name}: {result.timesteps} steps in {result.wall_s / 60:.1f} min "
-        f"(registered policy from step {p.timesteps})",
-        f"  held-out cost {p.cost_total:.2f}, gap to optimum {pct(p.gap_to_optimum_pct)} "
+        f"trained {result.config.name}: {result.timesteps:,} steps in {result.wall_s / 60:.1f} min "
+        f"(registered policy from step {p.timesteps:,})",
+        f"  on held-out scenario(s) {held_out}:",
+        f"  cost {p.cost_total:.2f}, gap to optimum {pct(p.gap_to_optimum_pct)} "
         f"(rule-based DLM {pct(p.rule_based_gap_to_optimum_pct)}), "
         f"vs rule-based {pct(p.gap_to_rule_based_pct)}",
         f"  energy delivered {p.energy_delivered_pct:.2f} %, violations {p.violations}, "

@@ -52,6 +52,49 @@ def default_serving_config(site_path: Path, site: SiteConfig, secrets: Path | No
     )
 
 
+FRAME_LOGGERS = ("ocpp", "websockets")
+"""libraries that log every OCPP frame or connection at INFO"""
+
+
+def quiet_frames(level: str) -> None:
+    """Below DEBUG, the libraries' per-frame lines are left out (a site of 6 stations wrote 109 of 133
+    log lines as frames in 3 minutes): the service's own INFO lines say what happened."""
+    import logging
+
+    if level != "DEBUG":
+        for name in FRAME_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def check_listening(url: str, timeout_s: float = 3.0) -> None:
+    """Raise :class:`OSError` (saying what to do) unless something accepts TCP connections at ``url``."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise OSError(f"--csms {url}: expected ws://HOST:PORT or wss://HOST:PORT")
+    port = parts.port or (443 if parts.scheme == "wss" else 80)
+    try:
+        socket.create_connection((parts.hostname, port), timeout=timeout_s).close()
+    except OSError as err:
+        why = err.strerror or type(err).__name__
+        raise OSError(
+            f"nothing listens at --csms {url} ({why}): start the central system first, "
+            f"e.g. 'evdlm serve --site SITE.yaml --ocpp-port {port}'"
+        ) from None
+
+
+def describe_duration(sim_s: float, speed: float, duration_s: float | None) -> str:
+    """``replaying 47.5 h of site time at --speed 60: about 48 min of wall time``."""
+    wall_s = sim_s / speed if duration_s is None else min(duration_s, sim_s / speed)
+    wall = f"{wall_s / 60:.0f} min" if wall_s >= 90 else f"{wall_s:.0f} s"
+    limit = "" if duration_s is None else f" (stopped by --duration-s {duration_s:g})"
+    return (
+        f"replaying {sim_s / 3600:.1f} h of site time at --speed {speed:g}: about {wall} of wall time{limit}"
+    )
+
+
 def register(app: typer.Typer) -> None:
     """Add the serving commands to the root app."""
 
@@ -84,7 +127,15 @@ def register(app: typer.Typer) -> None:
             Path | None,
             typer.Option(help="fitted forecaster from 'evdlm forecast fit' (overrides forecast.model)"),
         ] = None,
-        log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING")] = "INFO",
+        log_level: Annotated[
+            str, typer.Option(help="DEBUG, INFO, WARNING (every OCPP frame is logged at DEBUG only)")
+        ] = "INFO",
+        tracking_uri: Annotated[
+            str | None,
+            typer.Option(
+                help="MLflow store of models:/ policies (default: MLFLOW_TRACKING_URI, else .evdlm/mlflow.db)"
+            ),
+        ] = None,
     ) -> None:
         """Run the live DLM: OCPP 1.6J/2.0.1 central system, control loop, operator API."""
         import asyncio
@@ -94,10 +145,14 @@ def register(app: typer.Typer) -> None:
         from pydantic import ValidationError
 
         from envs.config import ConfigError, format_validation_error, load_site
+        from evdlm.tracking_uri import use_tracking_store
         from serving.config import load_operator_token, load_passwords, load_serving_config
         from serving.service import Service, load_policy
 
-        logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        level = log_level.upper()
+        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        quiet_frames(level)
+        use_tracking_store(tracking_uri)
         if config is None and site is None:
             raise bad_input("give --config SERVING.yaml or --site SITE.yaml")
         try:
@@ -206,7 +261,7 @@ def register(app: typer.Typer) -> None:
         from envs.scenario import load_scenario
         from serving.config import OPERATOR_TOKEN_ENV, connector_map, load_passwords
         from serving.config import load_serving_config as load_cfg
-        from serving.simulator import SimOptions, SimProgress, SiteSimulator
+        from serving.simulator import CentralSystemUnreachable, SimOptions, SimProgress, SiteSimulator
 
         def split(text: str) -> frozenset[str]:
             return frozenset(s.strip() for s in text.split(",") if s.strip())
@@ -228,6 +283,7 @@ def register(app: typer.Typer) -> None:
             for item in split(drop_off):
                 sid, at, span = item.split(":")
                 drops[sid] = (float(at), float(span))
+            check_listening(csms)
         except (ConfigError, OSError, ValueError) as err:
             raise bad_input(str(err)) from None
         opts = SimOptions(
@@ -244,6 +300,9 @@ def register(app: typer.Typer) -> None:
             duration_s=duration_s,
         )
         sim = SiteSimulator(sc, csms, opts, mapping)
+        if not json_out:
+            sim_s = (sim.last_departure - sim.sim_start).total_seconds()
+            typer.echo(describe_duration(sim_s, speed, duration_s), err=True)
         with tqdm(total=1.0, unit="", disable=json_out, bar_format=_SIM_BAR, file=sys.stderr) as bar:
 
             def show(p: SimProgress) -> None:
@@ -251,7 +310,11 @@ def register(app: typer.Typer) -> None:
                 when = f"{p.sim_time:%Y-%m-%d %H:%M}"
                 bar.set_postfix_str(f"{when}  {p.delivered_kwh:.1f} kWh  violation ticks {p.violation_ticks}")
 
-            report = asyncio.run(sim.run(progress=show))
+            try:
+                report = asyncio.run(sim.run(progress=show))
+            except CentralSystemUnreachable as err:
+                bar.close()
+                raise bad_input(err) from None
         data = report.to_json()
         if json_out:
             typer.echo(json.dumps(data))
