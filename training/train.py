@@ -422,6 +422,10 @@ def _callbacks(
     return out
 
 
+def _budget_s(max_minutes: float | None) -> float | None:
+    return None if max_minutes is None else max_minutes * 60.0
+
+
 class _Clock:
     """Training wall time, with what runs inside :meth:`paused` (evaluation) taken out."""
 
@@ -566,11 +570,13 @@ def train(
                 on_eval(point0, initial, report0)
         remaining = max(t_cfg.total_timesteps - start_steps, 0)
         if remaining > 0:
+            from training.progress import TrainingProgress
+
+            bar = [TrainingProgress(remaining, _budget_s(t_cfg.max_minutes), clock)] if progress else []
             model.learn(
                 total_timesteps=remaining,
-                callback=callbacks,
+                callback=[*callbacks, *bar],
                 reset_num_timesteps=resume_from is None,
-                progress_bar=progress,
             )
         wall_s = clock()
         steps = int(model.num_timesteps)

@@ -23,5 +23,25 @@ register_training(app)
 register_serving(app)
 
 
+LIBRARY_WARNINGS = (r"mlflow(\.|$)", r"ray(\.|$)", r"setuptools(\.|$)", r"pkg_resources(\.|$)")
+"""modules whose warnings are advice to their developers (type hints, deprecations), not to a user"""
+
+
+def quiet_libraries() -> None:
+    """Keep library noise off stderr: MLflow's INFO and WARNING lines (database set-up, serialisation
+    advice), its artifact download bars, and the libraries' warnings. evdlm says itself what went wrong;
+    ``MLFLOW_LOGGING_LEVEL``, ``MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR`` or ``PYTHONWARNINGS`` set by the user
+    win."""
+    import os
+    import warnings
+
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    if not os.environ.get("PYTHONWARNINGS"):
+        for module in LIBRARY_WARNINGS:
+            warnings.filterwarnings("ignore", module=module)
+
+
 def main() -> None:
+    quiet_libraries()
     app()
