@@ -25,10 +25,10 @@ _TABLE_COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("cost_degradation", "degr.", "{:.1f}"),
     ("cost_missing_energy", "missing", "{:.1f}"),
     ("peak_import_kw", "peak kW", "{:.1f}"),
-    ("energy_delivered_pct", "delivered %", "{:.2f}"),
+    ("energy_delivered_pct", "deliv. %", "{:.2f}"),
     ("evs_short", "EVs short", "{}"),
     ("evs_short_kwh", "short kWh", "{:.1f}"),
-    ("violations", "violations", "{}"),
+    ("violations", "viol.", "{}"),
     ("pv_self_consumption_pct", "PV self %", "{:.1f}"),
     ("v2g_exported_kwh", "V2G kWh", "{:.1f}"),
     ("decision_ms_p50", "ms p50", "{:.2f}"),
@@ -61,7 +61,10 @@ def print_report(report: EvaluationReport, wide: bool = False) -> None:
         title = f"scenario {scenario}" + (f" (mean of seeds {shown_seeds})" if len(seeds) > 1 else "")
         table = Table(title=escape(title), title_justify="left")
         for _, header, _ in columns:
-            table.add_column(header, justify="left" if header == "policy" else "right")
+            if header == "policy":  # a long model URI wraps, never ends in an ellipsis
+                table.add_column(header, justify="left", overflow="fold")
+            else:
+                table.add_column(header, justify="right", no_wrap=True)
         for _, r in mean.iterrows():
             cells = []
             for col, _, fmt in columns:
