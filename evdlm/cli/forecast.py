@@ -37,7 +37,7 @@ def backtest_cmd(
     import pandas as pd
 
     from envs.config import ConfigError
-    from envs.scenario import load_scenario
+    from envs.scenario import load_scenario, plural
     from evdlm.tracking_uri import use_tracking_store
     from forecasting.backtest import BacktestConfig, backtest_with_skill
     from forecasting.data import TARGETS, gbr_params, series_spec, target_frame
@@ -58,7 +58,7 @@ def backtest_cmd(
     if initial_train_days + horizon_h / 24.0 > days:
         fits = max(days - horizon_h / 24.0, 0.0)
         raise bad_input(
-            f"scenario {sc.name} holds {days:g} days: too few for --initial-train-days "
+            f"scenario {sc.name} holds {plural(days, 'day')}: too few for --initial-train-days "
             f"{initial_train_days:g} of history plus a --horizon-h {horizon_h:g} forecast; give at most "
             f"--initial-train-days {fits:g} (or a longer scenario)"
         )

@@ -66,23 +66,30 @@ def quiet_frames(level: str) -> None:
             logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def check_listening(url: str, timeout_s: float = 3.0) -> None:
-    """Raise :class:`OSError` (saying what to do) unless something accepts TCP connections at ``url``."""
+def check_listening(url: str, wait_s: float = 15.0) -> None:
+    """Raise :class:`OSError` (saying what to do) unless something accepts TCP connections at ``url``
+    within ``wait_s`` (a central system started just before, ``evdlm serve ... &``, gets that long)."""
     import socket
+    import time
     from urllib.parse import urlsplit
 
     parts = urlsplit(url)
     if parts.scheme not in ("ws", "wss") or not parts.hostname:
         raise OSError(f"--csms {url}: expected ws://HOST:PORT or wss://HOST:PORT")
     port = parts.port or (443 if parts.scheme == "wss" else 80)
-    try:
-        socket.create_connection((parts.hostname, port), timeout=timeout_s).close()
-    except OSError as err:
-        why = err.strerror or type(err).__name__
-        raise OSError(
-            f"nothing listens at --csms {url} ({why}): start the central system first, "
-            f"e.g. 'evdlm serve --site SITE.yaml --ocpp-port {port}'"
-        ) from None
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            socket.create_connection((parts.hostname, port), timeout=3.0).close()
+            return
+        except OSError as err:
+            if time.monotonic() >= deadline:
+                why = err.strerror or type(err).__name__
+                raise OSError(
+                    f"nothing listens at --csms {url} ({why}, waited {wait_s:g} s): start the central "
+                    f"system first, e.g. 'evdlm serve --site SITE.yaml --ocpp-port {port}'"
+                ) from None
+            time.sleep(0.25)
 
 
 def describe_duration(sim_s: float, speed: float, duration_s: float | None) -> str:
@@ -228,6 +235,44 @@ def register(app: typer.Typer) -> None:
         asyncio.run(main())
 
     @app.command()
+    def secrets(
+        config: Annotated[Path, typer.Option("--config", help="serving YAML whose secrets_file to create")],
+        operator_token: Annotated[
+            bool, typer.Option("--operator-token/--no-operator-token", help="also an operator API token")
+        ] = True,
+    ) -> None:
+        """Create the serving YAML's secrets file: a random password per station (and an operator token),
+        readable by the owner only. An existing file is never overwritten."""
+        import os
+        import secrets as random_secrets
+
+        from envs.config import ConfigError
+        from serving.config import load_serving_config
+
+        try:
+            cfg = load_serving_config(config)
+        except ConfigError as err:
+            raise bad_input(err) from None
+        path = None if cfg.secrets_file is None else Path(os.path.normpath(cfg.secrets_file))
+        if path is None:
+            raise bad_input(f"{config}: no secrets_file to create (set one, or use --secrets with serve)")
+        if path.exists():
+            raise bad_input(f"{path}: exists; not overwritten (delete it to make new passwords)")
+        lines = [f"{st.id}: {random_secrets.token_urlsafe(18)}" for st in cfg.stations]
+        if operator_token:
+            lines.append(f"operator_token: {random_secrets.token_urlsafe(24)}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write("\n".join(lines) + "\n")
+        stations = ", ".join(st.id for st in cfg.stations)
+        typer.echo(
+            f"wrote {path} (owner-only): passwords for {stations}"
+            + (", an operator token" if operator_token else "")
+        )
+        typer.echo("give each station its password (HTTP Basic, user = station id)")
+
+    @app.command()
     def simulate(
         scenario: Annotated[Path, typer.Option("--scenario", help="scenario folder to replay")],
         csms: Annotated[str, typer.Option("--csms", help="central system URL, e.g. ws://127.0.0.1:9000")],
@@ -244,6 +289,9 @@ def register(app: typer.Typer) -> None:
         duration_s: Annotated[float | None, typer.Option(help="stop after this many wall seconds")] = None,
         ignore_profiles: Annotated[str, typer.Option(help="stations that ignore profiles, a,b")] = "",
         garbage: Annotated[str, typer.Option(help="stations sending malformed frames")] = "",
+        wait_s: Annotated[
+            float, typer.Option(help="wall seconds to wait for the central system to listen")
+        ] = 15.0,
         drop_off: Annotated[
             str, typer.Option(help="STATION:AT_S:FOR_S,... stations that disconnect for a while")
         ] = "",
@@ -283,7 +331,7 @@ def register(app: typer.Typer) -> None:
             for item in split(drop_off):
                 sid, at, span = item.split(":")
                 drops[sid] = (float(at), float(span))
-            check_listening(csms)
+            check_listening(csms, wait_s)
         except (ConfigError, OSError, ValueError) as err:
             raise bad_input(str(err)) from None
         opts = SimOptions(
