@@ -200,6 +200,14 @@ def register(app: typer.Typer) -> None:
                 "OCPP authentication is OFF (no secrets): any configured station id can connect"
             )
         pol, why = load_policy(policy)
+        check_site = getattr(pol, "check_site", None)  # a learned policy knows the site it was trained for
+        if check_site is not None:
+            from envs.core import SiteArrays
+
+            try:
+                check_site(SiteArrays.from_config(site_cfg))
+            except ValueError as err:  # SiteMismatchError: refuse to start rather than serve the fallback
+                raise bad_input(f"--policy {policy}: {err}") from None
 
         async def main() -> None:
             try:
