@@ -276,6 +276,22 @@ def test_a_run_bounded_by_minutes_shows_minutes_and_steps() -> None:
     steps._on_training_end()
 
 
+def test_the_training_summary_names_the_scenarios_it_was_measured_on() -> None:
+    from training.rl_config import load_train_config, shipped_config
+    from training.train import EvalPoint, TrainResult, describe_result, held_out_scenarios
+
+    config = load_train_config(shipped_config("smoke"))
+    point = EvalPoint(128, 60.0, 100.0, 95.0, 99.5, 5.26, 4.74, -0.51, 100.0, 0, 0, 0.0)
+    result = TrainResult(
+        config, "run", "sqlite:///x.db", "1", "runs:/run/policy", "models:/evdlm-smoke/1",
+        Path("bundle"), Path("out"), 21_506, 120.0, (point,), point,
+    )  # fmt: skip
+    text = describe_result(result)
+    names = [s.name for s in held_out_scenarios(config)]
+    assert names and all(f"held-out scenario(s) {', '.join(names)}" in text for _ in names)
+    assert "21,506 steps in 2.0 min" in text
+
+
 def _report(seeds: tuple[int, ...]) -> object:
     from training.evaluate import evaluate
 
