@@ -249,7 +249,9 @@ def read_elaad(path: str | Path) -> pd.DataFrame:
         kwh = _number(rec["TotalEnergy"], source, row, "TotalEnergy")
         max_kw = _number(rec.get("MaxPower"), source, row, "MaxPower", required=False)
         if max_kw > MAX_EV_POWER_KW:
-            raise _bad(source, row, "MaxPower", f"{max_kw} is implausibly large (check units: kW, not W)")
+            raise _bad(
+                source, row, "MaxPower", f"{shown(max_kw)} is implausibly large (check units: kW, not W)"
+            )
         if not max_kw > 0:
             max_kw = float("nan")  # unknown (a session that drew nothing says nothing about the EV)
         _check_session(
