@@ -10,9 +10,12 @@ their plots.
 from __future__ import annotations
 
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from evdlm.tracking_uri import PROJECT_DIR_NAME, resolve_tracking_store
 
@@ -25,7 +28,9 @@ __all__ = [
     "TrackingLocation",
     "ensure_experiment",
     "log_evaluation",
+    "metric_batch",
     "resolve_tracking",
+    "sb3_mlflow_output",
     "tracking_location",
 ]
 
@@ -75,6 +80,41 @@ def ensure_experiment(name: str, tracking_uri: str, artifact_root: str | None) -
         if exp is None:
             raise
         return str(exp.experiment_id)
+
+
+def metric_batch(metrics: dict[str, float], prefix: str, step: int) -> list[Any]:
+    """``metrics`` as MLflow ``Metric`` entities named ``<prefix><key>`` at ``step``, for ``log_batch``."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    return [Metric(f"{prefix}{k}", v, now, step) for k, v in metrics.items()]
+
+
+def sb3_mlflow_output(client: Any, run_id: str) -> Any:
+    """An SB3 logger output that sends every scalar it logs to the MLflow run (the learning curves)."""
+    from mlflow.entities import Metric
+    from stable_baselines3.common.logger import KVWriter
+
+    class MlflowOutputFormat(KVWriter):
+        def write(
+            self, key_values: dict[str, Any], key_excluded: dict[str, tuple[str, ...]], step: int = 0
+        ) -> None:
+            now = int(time.time() * 1000)
+            metrics = [
+                Metric(key, float(value), now, int(step))
+                for key, value in key_values.items()
+                if isinstance(value, int | float | np.integer | np.floating)
+                and not isinstance(value, bool)
+                and "mlflow" not in key_excluded.get(key, ())
+                and np.isfinite(float(value))
+            ]
+            if metrics:
+                client.log_batch(run_id, metrics=metrics)
+
+        def close(self) -> None:
+            pass
+
+    return MlflowOutputFormat()
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,13 @@ from agents.learned import LearnedPolicy, ObservationSpec, PolicyMeta, SnapshotC
 from envs.forecast import ForecastProvider, NoisyForecast, PerfectForecast
 from envs.scenario import Scenario
 from training.rl_config import ForecastSpec, PPOSpec, SACSpec, TD3Spec, TrainConfig
-from training.tracking import PROJECT_DIR_NAME, ensure_experiment, tracking_location
+from training.tracking import (
+    PROJECT_DIR_NAME,
+    ensure_experiment,
+    metric_batch,
+    sb3_mlflow_output,
+    tracking_location,
+)
 
 if TYPE_CHECKING:
     import gymnasium as gym
@@ -340,33 +346,6 @@ class HeldOutEvaluator:
 # --------------------------------------------------------------------------- callbacks
 
 
-def _mlflow_writer(client: Any, run_id: str) -> Any:
-    """An SB3 logger output that sends every scalar it logs to the MLflow run (the learning curves)."""
-    from mlflow.entities import Metric
-    from stable_baselines3.common.logger import KVWriter
-
-    class MlflowOutputFormat(KVWriter):
-        def write(
-            self, key_values: dict[str, Any], key_excluded: dict[str, tuple[str, ...]], step: int = 0
-        ) -> None:
-            now = int(time.time() * 1000)
-            metrics = [
-                Metric(key, float(value), now, int(step))
-                for key, value in key_values.items()
-                if isinstance(value, int | float | np.integer | np.floating)
-                and not isinstance(value, bool)
-                and "mlflow" not in key_excluded.get(key, ())
-                and np.isfinite(float(value))
-            ]
-            if metrics:
-                client.log_batch(run_id, metrics=metrics)
-
-        def close(self) -> None:
-            pass
-
-    return MlflowOutputFormat()
-
-
 def _callbacks(
     config: TrainConfig,
     evaluator: HeldOutEvaluator | None,
@@ -547,13 +526,13 @@ def train(
     ) as run:
         run_id = run.info.run_id
         mlflow.log_params(config.flat_params())
-        model.set_logger(Logger(folder=None, output_formats=[_mlflow_writer(client, run_id)]))
+        model.set_logger(Logger(folder=None, output_formats=[sb3_mlflow_output(client, run_id)]))
 
         best: list[tuple[EvalPoint, Path, EvaluationReport]] = []
 
         def on_eval(point: EvalPoint, policy: LearnedPolicy, rep: EvaluationReport) -> None:
             points.append(point)
-            client.log_batch(run_id, metrics=_metrics(point, "eval/", point.timesteps))
+            client.log_batch(run_id, metrics=metric_batch(point.metrics(), "eval/", point.timesteps))
             if config.evaluation.keep_best and (not best or point.cost_total < best[0][0].cost_total):
                 best[:] = [(point, policy.save_bundle(out / "best"), rep)]
             if report is not None:
@@ -593,7 +572,7 @@ def train(
             selected, bundle, rep = best[0]
         _log_artifacts(config, points, rep, out)
         mlflow.log_metrics({"train/wall_s": wall_s, "train/timesteps": float(steps)})
-        client.log_batch(run_id, metrics=_metrics(selected, "selected/", selected.timesteps))
+        client.log_batch(run_id, metrics=metric_batch(selected.metrics(), "selected/", selected.timesteps))
         mlflow.set_tag("evdlm.selected_timesteps", str(selected.timesteps))
         logged = log_policy(bundle, config.registered_model_name if register else None)
         venv.close()
@@ -611,13 +590,6 @@ def train(
         evaluations=tuple(points),
         selected=selected,
     )
-
-
-def _metrics(point: EvalPoint, prefix: str, step: int) -> list[Any]:
-    from mlflow.entities import Metric
-
-    now = int(time.time() * 1000)
-    return [Metric(f"{prefix}{k}", v, now, step) for k, v in point.metrics().items()]
 
 
 def _log_artifacts(
