@@ -93,7 +93,8 @@ def check_listening(url: str, wait_s: float = 15.0) -> None:
 
 
 def describe_duration(sim_s: float, speed: float, duration_s: float | None) -> str:
-    """``replaying 47.5 h of site time at --speed 60: about 48 min of wall time``."""
+    """``replaying 13.7 h of site time at --speed 60: about 14 min of wall time`` (``sim_s``: first arrival
+    to last departure)."""
     wall_s = sim_s / speed if duration_s is None else min(duration_s, sim_s / speed)
     wall = f"{wall_s / 60:.0f} min" if wall_s >= 90 else f"{wall_s:.0f} s"
     limit = "" if duration_s is None else f" (stopped by --duration-s {duration_s:g})"
