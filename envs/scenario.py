@@ -129,6 +129,26 @@ def _fail(source: str, row: int | None, column: str, why: str) -> ConfigError:
     return ConfigError(f"{source}: {where}column {column!r}: {why}")
 
 
+def shown(value: object) -> str:
+    """A value as a file writes it, never a Python repr: ``2025-06-02T14:33:00+00:00`` (not
+    ``Timestamp(...)``), ``45000`` (not ``np.float64(45000.0)``), ``15min`` (not ``0 days 00:15:00``)."""
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat()
+    if isinstance(value, pd.Timedelta):
+        minutes = value.total_seconds() / 60.0
+        return f"{minutes:g}min" if minutes < 120 else f"{minutes / 60.0:g}h"
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def plural(count: float, unit: str) -> str:
+    """``1 day``, ``2 days``, ``1.5 days``."""
+    return f"{count:.4g} {unit}" + ("" if count == 1 else "s")
+
+
 def _first(mask: pd.Series | np.ndarray) -> int:
     return int(np.flatnonzero(np.asarray(mask))[0])
 
@@ -173,6 +193,7 @@ def validate_sessions(df: pd.DataFrame, site: SiteConfig, source: str = "session
     if unknown:
         raise ConfigError(f"{source}: unknown column(s) {unknown}")
     out = df.copy().reset_index(drop=True)
+    text = df.reset_index(drop=True)  # the file's own text, for the error lines
     for col in ("session_id", "charger_id"):
         empty = out[col].isna() | (out[col].astype(str).str.strip() == "")
         if empty.any():
@@ -210,7 +231,9 @@ def validate_sessions(df: pd.DataFrame, site: SiteConfig, source: str = "session
     prio = out["priority"].fillna(0.0)
     if (prio != np.round(prio)).any():
         row = _first(prio != np.round(prio))
-        raise _fail(source, row + 2, "priority", f"must be a whole number (value {prio.iloc[row]!r})")
+        raise _fail(
+            source, row + 2, "priority", f"must be a whole number (value {shown(text['priority'][row])})"
+        )
     out["priority"] = prio.astype(np.int64)
     v2g = []
     for k, value in enumerate(out["v2g"]):
@@ -258,7 +281,8 @@ def validate_sessions(df: pd.DataFrame, site: SiteConfig, source: str = "session
     for col, mask, why in checks:
         if mask.any():
             row = _first(mask)
-            raise _fail(source, row + 2, col, f"{why} (value {out[col].iloc[row]!r})")
+            value = text[col][row] if col in text.columns else out[col].iloc[row]
+            raise _fail(source, row + 2, col, f"{why} (value {shown(value)})")
     out["_row"] = np.arange(len(out)) + 2
     out = out.sort_values(["arrival", "session_id"], kind="stable").reset_index(drop=True)
     # one EV per charger at a time: after sorting by arrival, consecutive sessions on a charger suffice
@@ -361,7 +385,7 @@ def validate_timeseries(df: pd.DataFrame, source: str = "timeseries.csv") -> pd.
     steps = np.diff(idx.asi8)
     if (steps <= 0).any():
         row = _first(steps <= 0) + 1
-        raise _fail(source, row + 2, "timestamp", f"timestamps must increase strictly ({idx[row]})")
+        raise _fail(source, row + 2, "timestamp", f"timestamps must increase strictly ({shown(idx[row])})")
     values, counts = np.unique(steps, return_counts=True)
     expected = int(values[np.argmax(counts)])  # the most common step is the grid's resolution
     grid = pd.Timedelta(expected, unit="ns")
@@ -371,7 +395,7 @@ def validate_timeseries(df: pd.DataFrame, source: str = "timeseries.csv") -> pd.
             source,
             row + 2,
             "timestamp",
-            f"gap or irregular step before {idx[row]} (the grid's step is {grid})",
+            f"gap or irregular step before {shown(idx[row])} (the grid's step is {shown(grid)})",
         )
     out.index = pd.DatetimeIndex(idx, freq=_as_freq(grid))
     out.index.name = "timestamp"
@@ -417,15 +441,15 @@ def check_consistency(
     if early.any():
         first = sessions.iloc[_first(early)]
         raise ConfigError(
-            f"{source}: session {first['session_id']!r} arrives at {first['arrival']}, "
-            f"before the time series starts ({start})"
+            f"{source}: session {first['session_id']!r} arrives at {shown(first['arrival'])}, "
+            f"before the time series starts ({shown(start)})"
         )
     late = sessions["departure"] > end
     if late.any():
         first = sessions.iloc[_first(late)]
         raise ConfigError(
-            f"{source}: session {first['session_id']!r} departs at {first['departure']}, "
-            f"after the time series ends ({end})"
+            f"{source}: session {first['session_id']!r} departs at {shown(first['departure'])}, "
+            f"after the time series ends ({shown(end)})"
         )
     limit = site.grid.import_limit_kw
     base = timeseries["base_load_kw"]
@@ -435,7 +459,8 @@ def check_consistency(
             f"{source} timeseries",
             row + 2,
             "base_load_kw",
-            f"{base.iloc[row]} is over ten times the import limit {limit} kW (check units: kW, not W)",
+            f"{shown(base.iloc[row])} is over ten times the import limit {shown(limit)} kW "
+            "(check units: kW, not W)",
         )
     if site.pv is not None:
         pv = timeseries["pv_kw"]
@@ -445,7 +470,8 @@ def check_consistency(
                 f"{source} timeseries",
                 row + 2,
                 "pv_kw",
-                f"{pv.iloc[row]} is over twice the installed {site.pv.peak_kw} kWp (check units: kW, not W)",
+                f"{shown(pv.iloc[row])} is over twice the installed {shown(site.pv.peak_kw)} kWp "
+                "(check units: kW, not W)",
             )
     if site.tariff.currency.upper() in _PRICE_CHECK_CURRENCIES:
         for col in ("import_price_per_kwh", "export_price_per_kwh"):
@@ -456,7 +482,7 @@ def check_consistency(
                     f"{source} timeseries",
                     row + 2,
                     col,
-                    f"{timeseries[col].iloc[row]} {site.tariff.currency} per kWh is implausible "
+                    f"{shown(timeseries[col].iloc[row])} {site.tariff.currency} per kWh is implausible "
                     "(check units: per kWh, not per MWh)",
                 )
 
@@ -679,7 +705,7 @@ class ScenarioSummary:
         verdict = "EXCEEDS" if self.over_limit else "within"
         return [
             f"scenario            {self.name} (site {self.site})",
-            f"period              {self.start}, {self.days:.4g} days at {self.step_min:g} min steps",
+            f"period              {self.start}, {plural(self.days, 'day')} at {self.step_min:g} min steps",
             f"chargers            {self.n_chargers}",
             f"sessions            {self.n_sessions} (max {self.max_concurrent_evs} EVs at once, "
             f"{self.undeliverable_sessions} asking more than deliverable)",

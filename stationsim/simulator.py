@@ -100,6 +100,11 @@ class SimProgress:
 
 
 @dataclass
+class CentralSystemUnreachable(ConnectionError):
+    """No station could connect to the central system during the warm-up (nothing listens at the URL)."""
+
+
+@dataclass
 class SimReport:
     """What the simulated site saw. Violations are ticks where the physical site exceeded a limit."""
 
@@ -216,6 +221,7 @@ class SiteSimulator:
         self.physics = PhysicalSite(scenario, self.site, self.stations, self.opt.ignore_profiles)
         self.cps: dict[str, _SimCP16 | _SimCP201] = {}
         self.booted: set[str] = set()
+        self.last_connect_error: str | None = None
         self.queues: dict[str, asyncio.Queue[tuple[str, SimConnector]]] = {s: asyncio.Queue() for s in names}
         self.sim_start = sim_start if sim_start is not None else scenario.start
         first = sessions["arrival"].min() if len(sessions) else scenario.start
@@ -336,6 +342,7 @@ class SiteSimulator:
                 )
             except Exception as err:
                 LOG.debug("%s: connect failed: %s", sid, err)
+                self.last_connect_error = str(err) or type(err).__name__
                 await asyncio.sleep(0.5)
                 continue
             cp: _SimCP16 | _SimCP201 = (_SimCP16 if v == "1.6" else _SimCP201)(
@@ -412,12 +419,21 @@ class SiteSimulator:
         tasks = [asyncio.create_task(self._station(sid)) for sid in self.stations]
         if self.opt.meter_push_url:
             tasks.append(asyncio.create_task(self._meter_push()))
-        deadline = time.monotonic() + max(self.opt.warmup_s, 0.0) + 30.0
+        t_start = time.monotonic()
+        deadline = t_start + max(self.opt.warmup_s, 0.0) + 30.0
         profiles = self.physics.profiles.values()
         while time.monotonic() < deadline and (
             len(self.booted) < len(self.stations) or any(p.received == 0 for p in profiles)
         ):
             await asyncio.sleep(0.05)  # every station connected, booted and given its failsafe
+        if not self.booted:
+            self._running = False
+            for t in tasks:
+                t.cancel()
+            raise CentralSystemUnreachable(
+                f"no station could connect to {self.url} in {deadline - t_start:.0f} s "
+                f"({self.last_connect_error or 'no answer'}): is 'evdlm serve' running there?"
+            )
         await asyncio.sleep(self.opt.warmup_s)
         self._wall0 = time.monotonic()
         self._tick(0.0)

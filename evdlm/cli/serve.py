@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from evdlm.cli_errors import bad_input
+from evdlm.cli.errors import bad_input
 
 if TYPE_CHECKING:
     from envs.config import SiteConfig
@@ -49,6 +49,57 @@ def default_serving_config(site_path: Path, site: SiteConfig, secrets: Path | No
         meter={"source": "http"},
         require_auth=secrets is not None,
         secrets_file=secrets,
+    )
+
+
+FRAME_LOGGERS = ("ocpp", "websockets")
+"""libraries that log every OCPP frame or connection at INFO"""
+
+
+def quiet_frames(level: str) -> None:
+    """Below DEBUG, the libraries' per-frame lines are left out (a site of 6 stations wrote 109 of 133
+    log lines as frames in 3 minutes): the service's own INFO lines say what happened."""
+    import logging
+
+    if level != "DEBUG":
+        for name in FRAME_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def check_listening(url: str, wait_s: float = 15.0) -> None:
+    """Raise :class:`OSError` (saying what to do) unless something accepts TCP connections at ``url``
+    within ``wait_s`` (a central system started just before, ``evdlm serve ... &``, gets that long)."""
+    import socket
+    import time
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise OSError(f"--csms {url}: expected ws://HOST:PORT or wss://HOST:PORT")
+    port = parts.port or (443 if parts.scheme == "wss" else 80)
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            socket.create_connection((parts.hostname, port), timeout=3.0).close()
+            return
+        except OSError as err:
+            if time.monotonic() >= deadline:
+                why = err.strerror or type(err).__name__
+                raise OSError(
+                    f"nothing listens at --csms {url} ({why}, waited {wait_s:g} s): start the central "
+                    f"system first, e.g. 'evdlm serve --site SITE.yaml --ocpp-port {port}'"
+                ) from None
+            time.sleep(0.25)
+
+
+def describe_duration(sim_s: float, speed: float, duration_s: float | None) -> str:
+    """``replaying 13.7 h of site time at --speed 60: about 14 min of wall time`` (``sim_s``: first arrival
+    to last departure)."""
+    wall_s = sim_s / speed if duration_s is None else min(duration_s, sim_s / speed)
+    wall = f"{wall_s / 60:.0f} min" if wall_s >= 90 else f"{wall_s:.0f} s"
+    limit = "" if duration_s is None else f" (stopped by --duration-s {duration_s:g})"
+    return (
+        f"replaying {sim_s / 3600:.1f} h of site time at --speed {speed:g}: about {wall} of wall time{limit}"
     )
 
 
@@ -90,7 +141,15 @@ def register(app: typer.Typer) -> None:
             Path | None,
             typer.Option(help="fitted forecaster from 'evdlm forecast fit' (overrides forecast.model)"),
         ] = None,
-        log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING")] = "INFO",
+        log_level: Annotated[
+            str, typer.Option(help="DEBUG, INFO, WARNING (every OCPP frame is logged at DEBUG only)")
+        ] = "INFO",
+        tracking_uri: Annotated[
+            str | None,
+            typer.Option(
+                help="MLflow store of models:/ policies (default: MLFLOW_TRACKING_URI, else .evdlm/mlflow.db)"
+            ),
+        ] = None,
     ) -> None:
         """Run the live DLM: OCPP 1.6J/2.0.1 central system, control loop, operator API."""
         import asyncio
@@ -100,10 +159,14 @@ def register(app: typer.Typer) -> None:
         from pydantic import ValidationError
 
         from envs.config import ConfigError, format_validation_error, load_site
+        from evdlm.tracking_uri import use_tracking_store
         from serving.config import load_operator_token, load_passwords, load_serving_config
         from serving.service import Service, load_policy
 
-        logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        level = log_level.upper()
+        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        quiet_frames(level)
+        use_tracking_store(tracking_uri)
         if config is None and site is None:
             raise bad_input("give --config SERVING.yaml or --site SITE.yaml")
         try:
@@ -144,6 +207,14 @@ def register(app: typer.Typer) -> None:
                 "OCPP authentication is OFF (no secrets): any configured station id can connect"
             )
         pol, why = load_policy(policy, custom_class=policy_class)
+        check_site = getattr(pol, "check_site", None)  # a learned policy knows the site it was trained for
+        if check_site is not None:
+            from envs.core import SiteArrays
+
+            try:
+                check_site(SiteArrays.from_config(site_cfg))
+            except ValueError as err:  # SiteMismatchError: refuse to start rather than serve the fallback
+                raise bad_input(f"--policy {policy}: {err}") from None
 
         async def main() -> None:
             try:
@@ -179,6 +250,44 @@ def register(app: typer.Typer) -> None:
         asyncio.run(main())
 
     @app.command()
+    def secrets(
+        config: Annotated[Path, typer.Option("--config", help="serving YAML whose secrets_file to create")],
+        operator_token: Annotated[
+            bool, typer.Option("--operator-token/--no-operator-token", help="also an operator API token")
+        ] = True,
+    ) -> None:
+        """Create the serving YAML's secrets file: a random password per station (and an operator token),
+        readable by the owner only. An existing file is never overwritten."""
+        import os
+        import secrets as random_secrets
+
+        from envs.config import ConfigError
+        from serving.config import load_serving_config
+
+        try:
+            cfg = load_serving_config(config)
+        except ConfigError as err:
+            raise bad_input(err) from None
+        path = None if cfg.secrets_file is None else Path(os.path.normpath(cfg.secrets_file))
+        if path is None:
+            raise bad_input(f"{config}: no secrets_file to create (set one, or use --secrets with serve)")
+        if path.exists():
+            raise bad_input(f"{path}: exists; not overwritten (delete it to make new passwords)")
+        lines = [f"{st.id}: {random_secrets.token_urlsafe(18)}" for st in cfg.stations]
+        if operator_token:
+            lines.append(f"operator_token: {random_secrets.token_urlsafe(24)}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write("\n".join(lines) + "\n")
+        stations = ", ".join(st.id for st in cfg.stations)
+        typer.echo(
+            f"wrote {path} (owner-only): passwords for {stations}"
+            + (", an operator token" if operator_token else "")
+        )
+        typer.echo("give each station its password (HTTP Basic, user = station id)")
+
+    @app.command()
     def simulate(
         scenario: Annotated[Path, typer.Option("--scenario", help="scenario folder to replay")],
         csms: Annotated[str, typer.Option("--csms", help="central system URL, e.g. ws://127.0.0.1:9000")],
@@ -195,6 +304,9 @@ def register(app: typer.Typer) -> None:
         duration_s: Annotated[float | None, typer.Option(help="stop after this many wall seconds")] = None,
         ignore_profiles: Annotated[str, typer.Option(help="stations that ignore profiles, a,b")] = "",
         garbage: Annotated[str, typer.Option(help="stations sending malformed frames")] = "",
+        wait_s: Annotated[
+            float, typer.Option(help="wall seconds to wait for the central system to listen")
+        ] = 15.0,
         drop_off: Annotated[
             str, typer.Option(help="STATION:AT_S:FOR_S,... stations that disconnect for a while")
         ] = "",
@@ -212,7 +324,7 @@ def register(app: typer.Typer) -> None:
         from envs.scenario import load_scenario
         from serving.config import OPERATOR_TOKEN_ENV, connector_map, load_passwords
         from serving.config import load_serving_config as load_cfg
-        from stationsim.simulator import SimOptions, SimProgress, SiteSimulator
+        from stationsim.simulator import CentralSystemUnreachable, SimOptions, SimProgress, SiteSimulator
 
         def split(text: str) -> frozenset[str]:
             return frozenset(s.strip() for s in text.split(",") if s.strip())
@@ -234,6 +346,7 @@ def register(app: typer.Typer) -> None:
             for item in split(drop_off):
                 sid, at, span = item.split(":")
                 drops[sid] = (float(at), float(span))
+            check_listening(csms, wait_s)
         except (ConfigError, OSError, ValueError) as err:
             raise bad_input(str(err)) from None
         opts = SimOptions(
@@ -250,6 +363,9 @@ def register(app: typer.Typer) -> None:
             duration_s=duration_s,
         )
         sim = SiteSimulator(sc, csms, opts, mapping)
+        if not json_out:
+            sim_s = (sim.last_departure - sim.sim_start).total_seconds()
+            typer.echo(describe_duration(sim_s, speed, duration_s), err=True)
         with tqdm(total=1.0, unit="", disable=json_out, bar_format=_SIM_BAR, file=sys.stderr) as bar:
 
             def show(p: SimProgress) -> None:
@@ -257,7 +373,11 @@ def register(app: typer.Typer) -> None:
                 when = f"{p.sim_time:%Y-%m-%d %H:%M}"
                 bar.set_postfix_str(f"{when}  {p.delivered_kwh:.1f} kWh  violation ticks {p.violation_ticks}")
 
-            report = asyncio.run(sim.run(progress=show))
+            try:
+                report = asyncio.run(sim.run(progress=show))
+            except CentralSystemUnreachable as err:
+                bar.close()
+                raise bad_input(err) from None
         data = report.to_json()
         if json_out:
             typer.echo(json.dumps(data))
