@@ -21,15 +21,21 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, vectorize
+from numba import njit
+
+from envs.physics import (
+    BIG,
+    GRID_EPS,
+    battery_box_one,
+    ceil_grid,
+    ev_terms_one,
+    floor_grid,
+    held_rate_kw,
+)
 
 TOL_KW = 1e-9
 """violation threshold, kW (or A for phase rows)"""
-GRID_EPS = 1e-9
-"""relative slack when snapping to a charger's resolution grid (absorbs float noise in ``k * res``)"""
 MAX_PASSES = 64
-BIG = float(np.finfo(np.float64).max)
-"""laxity of an empty slot"""
 
 # indices into the per-charger site matrix ``site_c`` (5, n)
 C_RATED, C_MAX_DIS, C_EFF, C_BIDIR, C_RES = 0, 1, 2, 3, 4
@@ -46,37 +52,6 @@ C_RATED, C_MAX_DIS, C_EFF, C_BIDIR, C_RES = 0, 1, 2, 3, 4
     S_PV_CURTAILABLE,
 ) = range(9)
 N_SITE_SCALARS = 9
-
-
-# ---------------------------------------------------------------------------------------------- grid
-
-
-@njit(cache=True)
-def floor_grid(v: float, res: float) -> float:
-    """Largest grid point ``k * res <= v`` for ``v >= 0`` (``res == 0``: unchanged)."""
-    if res > 0.0:
-        return math.floor(v / res + GRID_EPS) * res
-    return v
-
-
-@njit(cache=True)
-def ceil_grid(v: float, res: float) -> float:
-    """Smallest grid point ``k * res >= v`` for ``v >= 0`` (``res == 0``: unchanged)."""
-    if res > 0.0:
-        return math.ceil(v / res - GRID_EPS) * res
-    return v
-
-
-@vectorize(["float64(float64, float64)"], cache=True)
-def floor_to_grid(v: float, res: float) -> float:
-    """:func:`floor_grid` as a ufunc over arrays (for callers outside the kernel), kW."""
-    return floor_grid(v, res)
-
-
-@vectorize(["float64(float64, float64)"], cache=True)
-def ceil_to_grid(v: float, res: float) -> float:
-    """:func:`ceil_grid` as a ufunc over arrays (for callers outside the kernel), kW."""
-    return ceil_grid(v, res)
 
 
 # ---------------------------------------------------------------------------------------------- bounds
@@ -97,12 +72,10 @@ def ev_bounds(
     """Per-charger box ``(lo, hi)``, laxity (h) and must-charge power (kW) of ``(B, n)`` states
     (``charger_bounds`` documents the box).
 
-    The must-charge power is what the EV needs now so that charging at ``full`` for the rest of its time
-    still delivers its need: ``max(need - full * (time_left - dt), 0) / (eff * dt)``, capped at ``hi``.
-
-    ``full`` is the rate the charger can really hold: ``min(rated, EV max)`` rounded down to the charger's
-    grid, times the efficiency (kWh per h on the battery side); the departure margin and the laxity use it,
-    so an EV allowed to discharge now can still finish on the grid it is controlled on.
+    ``hi``, the laxity and the must-charge power are the deadline terms of :func:`envs.physics.ev_terms_one`
+    (at ``hedge = 1``): the rate the charger can really hold is ``min(rated, EV max)`` rounded down to its
+    grid. The departure margin of the discharge bound is the EV's spare energy there, so an EV allowed to
+    discharge now can still finish on the grid it is controlled on.
     """
     batch, n = present.shape
     lo = np.zeros((batch, n))
@@ -115,40 +88,25 @@ def ev_bounds(
                 lax[b, i] = BIG
                 continue
             eff = site_c[C_EFF, i]
-            rate = min(site_c[C_RATED, i], ev_max_charge[b, i])
-            res = site_c[C_RES, i]
-            held = floor_grid(rate, res) if math.isfinite(rate) else rate
-            hi[b, i] = max(min(rate, room[b, i] / (eff * dt_h)), 0.0)
-            full = held * eff
-            tl = time_left[b, i]
-            nd = need[b, i]
-            future = full * max(tl - dt_h, 0.0)
-            if nd > future:
-                must[b, i] = min((nd - future) / (eff * dt_h), hi[b, i])
+            _, hi[b, i], lax[b, i], must[b, i], spare = ev_terms_one(
+                site_c[C_RATED, i], site_c[C_RES, i], eff, ev_max_charge[b, i], need[b, i], room[b, i],
+                time_left[b, i], dt_h, 1.0,
+            )  # fmt: skip
             if site_c[C_BIDIR, i] > 0.5:
                 floor_kw = dischargeable[b, i] * eff / dt_h
-                departure_kw = (future - nd) * eff / dt_h
+                departure_kw = spare * eff / dt_h
                 dis = min(site_c[C_MAX_DIS, i], ev_max_discharge[b, i], floor_kw, departure_kw)
                 lo[b, i] = -max(dis, 0.0)
-            if nd > 0.0:
-                to_go = nd / full if full > 0.0 else math.inf
-            else:
-                to_go = 0.0
-            v = tl - to_go
-            if math.isnan(v):
-                v = math.inf
-            lax[b, i] = min(max(v, -BIG), BIG)
     return lo, hi, lax, must
 
 
 @njit(cache=True)
 def _battery_box(site_s: np.ndarray, soc: float, dt_h: float) -> tuple[float, float]:
-    if site_s[S_HAS_BATTERY] < 0.5:
-        return 0.0, 0.0
-    eff = site_s[S_B_EFF]
-    up = min(site_s[S_B_MAX_CHARGE], max(site_s[S_B_SOC_MAX] - soc, 0.0) / (eff * dt_h))
-    down = min(site_s[S_B_MAX_DISCHARGE], max(soc - site_s[S_B_SOC_MIN], 0.0) * eff / dt_h)
-    return -down, up
+    """:func:`envs.physics.battery_box_one` of the site scalars ``site_s``."""
+    return battery_box_one(
+        site_s[S_HAS_BATTERY] > 0.5, site_s[S_B_MAX_CHARGE], site_s[S_B_MAX_DISCHARGE], site_s[S_B_SOC_MIN],
+        site_s[S_B_SOC_MAX], site_s[S_B_EFF], soc, dt_h,
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------- rows
@@ -511,8 +469,7 @@ def _fleet_terms(
     for i in range(n):
         if not present[i] or need[i] <= 0.0:
             continue
-        r_kw = min(site_c[C_RATED, i], ev_max_charge[i])
-        rate[i] = floor_grid(r_kw, site_c[C_RES, i]) if math.isfinite(r_kw) else r_kw
+        rate[i] = held_rate_kw(site_c[C_RATED, i], ev_max_charge[i], site_c[C_RES, i])
         for p in range(col_ptr[i], col_ptr[i + 1]):
             load[col_row[p]] += col_w[p] * rate[i]
     for r in range(n_rows):

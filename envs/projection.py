@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import sparse
 
-from envs import _kernel
+from envs import _kernel, physics
 from envs.core import BoolArray, FloatArray, IntArray, SiteArrays, SiteState
 
 _SPARSE_ABOVE = 40_000
@@ -487,9 +487,9 @@ def priority_fill(
     return project(site, state, request, 0.0, plan=plan, box=box, departure_floor=departure_floor)
 
 
-ceil_to_grid = _kernel.ceil_to_grid
+ceil_to_grid = physics.ceil_to_grid
 """``ceil_to_grid(kw, resolution_kw)``: the smallest point of each charger's grid at or above ``kw``"""
-floor_to_grid = _kernel.floor_to_grid
+floor_to_grid = physics.floor_to_grid
 """``floor_to_grid(kw, resolution_kw)``: the largest point of each charger's grid at or below ``kw``; the
 projection rounds its output this way (toward zero for positive values). Both are numpy ufuncs."""
 
