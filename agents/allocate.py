@@ -25,7 +25,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from envs.core import FloatArray, IntArray, SiteArrays, SiteState
-from envs.projection import charger_bounds
+from envs.physics import ev_terms
 
 _TOL_KW = 1e-9
 
@@ -85,13 +85,13 @@ def site_headroom_kw(
 
 
 def charge_caps_kw(site: SiteArrays, state: SiteState) -> FloatArray:
-    """The most each charger should draw now (kW, >= 0): the projection's box (charger, EV and battery
-    room limits, :func:`envs.projection.charger_bounds`) and never more than the EV still needs."""
-    _, hi = charger_bounds(site, state)
+    """The most each charger should draw now (kW, >= 0): the projection's upper bound (charger, EV and
+    room limits, ``hi_kw`` of :func:`envs.physics.ev_terms`) and never more than the EV still needs."""
+    hi = ev_terms(site, state).hi_kw
     need_kw = np.maximum(np.asarray(state.energy_needed_kwh, dtype=float), 0.0) / (
         site.efficiency * state.dt_h
     )
-    return np.maximum(np.minimum(np.asarray(hi, dtype=float), need_kw), 0.0)
+    return np.maximum(np.minimum(hi, need_kw), 0.0)
 
 
 Coef: TypeAlias = FloatArray | sp.csr_matrix | Resources

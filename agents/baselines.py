@@ -34,6 +34,7 @@ from agents.allocate import (
 )
 from agents.base import Decision
 from envs.core import FloatArray, IntArray, SiteArrays, SiteState, Snapshot
+from envs.physics import ev_terms
 from envs.scenario import Scenario
 
 SortKey = Callable[[SiteArrays, SiteState, FloatArray], FloatArray]
@@ -166,19 +167,10 @@ def edf_key(site: SiteArrays, state: SiteState, caps_kw: FloatArray) -> FloatArr
     return np.asarray(state.time_left_h, dtype=float)
 
 
-def laxity_h(site: SiteArrays, state: SiteState) -> FloatArray:
-    """Hours an EV can still wait: time left minus the time its remaining energy takes at full power."""
-    rate_kw = np.minimum(site.rated_kw, np.asarray(state.ev_max_charge_kw, dtype=float)) * site.efficiency
-    with np.errstate(divide="ignore", invalid="ignore"):
-        needed_h = np.where(
-            rate_kw > 0, np.asarray(state.energy_needed_kwh) / np.where(rate_kw > 0, rate_kw, 1), 0
-        )
-    return np.asarray(state.time_left_h, dtype=float) - needed_h
-
-
 def llf_key(site: SiteArrays, state: SiteState, caps_kw: FloatArray) -> FloatArray:
-    """Least laxity first."""
-    return laxity_h(site, state)
+    """Least laxity first: hours an EV can still wait, time left minus the time its remaining energy takes
+    at the rate its charger can hold (``laxity_h`` of :func:`envs.physics.ev_terms`)."""
+    return ev_terms(site, state).laxity_h
 
 
 class SortKeyPolicy(_AllocatorPolicy):

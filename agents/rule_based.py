@@ -32,6 +32,7 @@ import pandas as pd
 from agents.allocate import Resources, fair_fill, greedy_fill, resource_use, site_headroom_kw
 from agents.base import Decision
 from envs.core import BoolArray, FloatArray, IntArray, SiteArrays, SiteState, Snapshot
+from envs.physics import EVTerms, battery_box, ev_terms, round_trip_pays
 from envs.projection import ceil_to_grid, charger_bounds
 from envs.scenario import Scenario
 
@@ -53,14 +54,19 @@ class _Deadlines:
     """(K,) distinct departure steps (the shortfall through a resource peaks at one of them)"""
     by_k: FloatArray
     """(a, K) kWh each EV must have by step ``k``"""
-    own_kwh: FloatArray
-    """(a,) kWh each EV must have now (``k = 1``)"""
+    own_kw: FloatArray
+    """(a,) kW each EV must draw now on its own (``must_kw`` of :func:`envs.physics.ev_terms`)"""
     site_kwh: FloatArray
     """(K,) the sum over EVs of ``by_k``"""
 
     @classmethod
     def of(
-        cls, need_grid_kwh: FloatArray, later_step_kwh: FloatArray, steps_left: IntArray, active: BoolArray
+        cls,
+        need_grid_kwh: FloatArray,
+        later_step_kwh: FloatArray,
+        steps_left: IntArray,
+        must_kw: FloatArray,
+        active: BoolArray,
     ) -> _Deadlines:
         idx = np.flatnonzero(active)
         pos = np.full(len(active), -1, dtype=np.int64)
@@ -68,8 +74,7 @@ class _Deadlines:
         g, later, sl = need_grid_kwh[idx], later_step_kwh[idx], steps_left[idx]
         ks = np.unique(sl)
         by_k = np.maximum(g[:, None] - later[:, None] * np.maximum(sl[:, None] - ks[None, :], 0), 0.0)
-        own = np.maximum(g - later * (sl - 1), 0.0)
-        return cls(idx, pos, sl, ks, by_k, own, by_k.sum(axis=0))
+        return cls(idx, pos, sl, ks, by_k, must_kw[idx], by_k.sum(axis=0))
 
 
 class RuleBasedDLM:
@@ -193,15 +198,14 @@ class RuleBasedDLM:
         # the box, never above the need; the need's power rounded up to the grid, so that the projection's
         # rounding toward zero does not leave the EV a sliver short when it finishes
         caps = np.maximum(np.minimum(hi_kw, ceil_to_grid(need / (eff * dt), site.resolution_kw)), 0.0)
-        rate = np.minimum(site.rated_kw, np.asarray(st.ev_max_charge_kw, dtype=float))
-        rate = np.where(present, rate, 0.0)
-        steps_left = np.maximum(np.floor(np.asarray(st.time_left_h, dtype=float) / dt + 1e-6), 1).astype(
-            np.int64
-        )
+        # the deadline terms on the planned need: the rate each charger can hold, steps left, laxity, what
+        # each EV must draw now and what it could spare at the hedged rate
+        terms = ev_terms(site, st, need, self.hedge)
+        rate, steps_left = terms.rate_kw, terms.steps_left
         active = present & (caps > 0) & (need > 1e-9)
         idx = np.flatnonzero(active)
 
-        dl = _Deadlines.of(need / eff, self.hedge * rate * dt, steps_left, active)
+        dl = _Deadlines.of(need / eff, self.hedge * rate * dt, steps_left, terms.must_kw, active)
 
         # ---- 4. peak target (demand charge): the cheapest deadline-feasible level, never below the peak
         peak_so_far = float(snapshot.peak_import_kw)
@@ -212,11 +216,8 @@ class RuleBasedDLM:
 
         # ---- 1. deadlines: what must be charged now so that every EV, and every node of the limit tree
         # and the connection under the peak target, can still deliver what deadlines force through it
-        step_kwh = rate * eff * dt
-        with np.errstate(divide="ignore", invalid="ignore"):
-            laxity = np.where(rate > 0, steps_left - need / np.maximum(step_kwh, 1e-12), np.inf)
         must = self._forced_kw(res, dl, caps, self._room_kwh(net_h, target, dt, dl.ks)[1], dt)
-        order = idx[np.argsort(laxity[idx], kind="stable")]
+        order = idx[np.argsort(terms.laxity_h[idx], kind="stable")]
         hard = res.limits(site_headroom_kw(site, st))
         a_must = greedy_fill(res, hard, must, order)
         forced_import = base_now - pv_now + float(a_must.sum())
@@ -252,7 +253,7 @@ class RuleBasedDLM:
         cheapest = float(imp_h.min())
         # ---- 5. V2G in expensive hours, only from EVs that keep their departure energy
         if self.v2g and site.bidirectional.any():
-            v2g_kw = self._v2g(site, snapshot, charger_kw, need, rate, eff, dt, steps_left, imp_h, import_kw)
+            v2g_kw = self._v2g(site, snapshot, charger_kw, terms, imp_h, import_kw)
             charger_kw = charger_kw - v2g_kw
             import_kw -= float(v2g_kw.sum())
         battery_kw = 0.0
@@ -343,7 +344,7 @@ class RuleBasedDLM:
         idx = dl.idx
         if len(idx) == 0:
             return forced
-        forced[idx] = np.minimum(dl.own_kwh / dt, caps[idx])
+        forced[idx] = np.minimum(dl.own_kw, caps[idx])
         ei, er, ec = res.entries
         keep = dl.pos[ei] >= 0
         ei, er, ec = ei[keep], er[keep], ec[keep]
@@ -423,31 +424,31 @@ class RuleBasedDLM:
         site: SiteArrays,
         snapshot: Snapshot,
         charger_kw: FloatArray,
-        need: FloatArray,
-        rate: FloatArray,
-        eff: FloatArray,
-        dt: float,
-        steps_left: np.ndarray,
+        terms: EVTerms,
         imp_h: FloatArray,
         import_kw: float,
     ) -> FloatArray:
-        """Discharge power per EV (>= 0) for V2G in an expensive hour."""
+        """Discharge power per EV (>= 0) for V2G in an expensive hour: where the round trip to the
+        cheapest recharge before it leaves pays, as much as it can spare and still finish at the hedged
+        rate (``terms``: the deadline terms of the planned need)."""
         st = snapshot.state
-        tariff = site.config.tariff
+        dt = float(st.dt_h)
+        eff = site.efficiency
+        steps_left = terms.steps_left
+        deg = site.config.tariff.ev_degradation_per_kwh
         dis_max = np.minimum(site.max_discharge_kw, np.asarray(st.ev_max_discharge_kw, dtype=float))
         stay = np.minimum(steps_left, len(imp_h))
         # cheapest import price before each EV leaves (its recharge price)
         run_min = np.minimum.accumulate(imp_h)
         recharge = run_min[stay - 1]
         value_now = snapshot.import_price_per_kwh if import_kw > 0 else snapshot.export_price_per_kwh
-        worth = value_now * eff * eff > recharge + tariff.ev_degradation_per_kwh
+        worth = round_trip_pays(value_now, recharge, eff, deg)
         # energy it can give and still make its departure energy at (hedged) full power later
-        spare_kwh = self.hedge * rate * eff * dt * (steps_left - 1) - need
-        dis_kw = np.minimum(dis_max, np.maximum(spare_kwh, 0.0) * eff / dt)
+        dis_kw = np.minimum(dis_max, np.maximum(terms.spare_kwh, 0.0) * eff / dt)
         dis_kw = np.minimum(dis_kw, np.asarray(st.energy_dischargeable_kwh, dtype=float) * eff / dt)
         ok = np.asarray(st.ev_present, bool) & worth & (charger_kw <= 0) & (steps_left > 1)
         dis_kw = np.where(ok, np.maximum(dis_kw, 0.0), 0.0)
-        export_pays = snapshot.export_price_per_kwh * eff * eff > recharge + tariff.ev_degradation_per_kwh
+        export_pays = round_trip_pays(snapshot.export_price_per_kwh, recharge, eff, deg)
         if not (export_pays & (dis_kw > 0)).any():
             # exporting does not pay: discharge at most what the site imports
             total = float(dis_kw.sum())
@@ -472,19 +473,17 @@ class RuleBasedDLM:
         dt = float(st.dt_h)
         eta = site.battery_efficiency
         tariff = site.config.tariff
-        soc = float(np.asarray(st.battery_soc_kwh))
-        can_dis = max(min(site.battery_max_discharge_kw, (soc - site.battery_soc_min_kwh) * eta / dt), 0.0)
-        can_chg = max(min(site.battery_max_charge_kw, (site.battery_soc_max_kwh - soc) / (eta * dt)), 0.0)
+        lo_kw, can_chg = battery_box(site, float(np.asarray(st.battery_soc_kwh)), dt)
+        can_dis = -lo_kw
         price = snapshot.import_price_per_kwh
         if import_kw > target:
             return -min(can_dis, import_kw - target)
         if import_kw < 0:  # surplus would be exported: store it if that beats exporting
-            if snapshot.export_price_per_kwh < price_h.max() * eta * eta:
+            if round_trip_pays(price_h.max(), snapshot.export_price_per_kwh, eta, 0.0):
                 return min(can_chg, -import_kw)
             return 0.0
-        if price * eta * eta > cheapest + tariff.battery_degradation_per_kwh and price >= np.quantile(
-            imp_h, 0.75
-        ):
+        pays = round_trip_pays(price, cheapest, eta, tariff.battery_degradation_per_kwh)
+        if pays and price >= np.quantile(imp_h, 0.75):
             return -min(can_dis, import_kw)
         if price <= np.quantile(imp_h, 0.25):
             return min(can_chg, max(target - import_kw, 0.0))

@@ -23,7 +23,7 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit, vectorize
 
-from envs.core import FloatArray, IntArray, SiteArrays, SiteState
+from envs.core import BoolArray, FloatArray, IntArray, SiteArrays, SiteState
 
 GRID_EPS = 1e-9
 """relative slack when snapping to a charger's resolution grid (absorbs float noise in ``k * res``)"""
@@ -233,7 +233,7 @@ def round_trip_pays(
     buy_price_per_kwh: float | FloatArray,
     efficiency: float | FloatArray,
     degradation_per_kwh: float,
-) -> bool | np.ndarray:
+) -> BoolArray:
     """Whether a kWh given back now at ``sell_price`` and bought back later at ``buy_price`` earns more than
     the battery's wear: ``sell * eff ** 2 > buy + degradation`` with the one-way ``efficiency`` of the
     charger (per charger: each EV's energy goes through its own charger both ways)."""
