@@ -42,6 +42,7 @@ import scipy.sparse as sp
 
 from envs.config import Tariff
 from envs.core import BoolArray, FloatArray, IntArray, SiteArrays
+from envs.limit_rows import LimitRows, can_bind, reach_kw
 
 INF = highspy.kHighsInf
 _EPS_EXPORT = 1e-6
@@ -242,32 +243,22 @@ class SiteLP:
             add(self.r_balance + t_range, self.col["bd"] + t_range, 1.0)
 
         # ---- limit tree: kW per node and current per node and phase, both directions
-        max_kw = np.maximum(site.rated_kw, site.max_discharge_kw)
         used = np.zeros(site.n, dtype=bool)
         used[self.slot_charger] = True
-        reach_kw = (max_kw * used) @ site.membership  # (m,) most a node can see
-        kw_nodes = np.flatnonzero(reach_kw > site.node_limit_kw + 1e-9)
-        reach_a = np.einsum("n,np,nm->mp", max_kw * used, site.phase_a_per_kw, site.membership)
-        a_nodes, a_phases = np.nonzero(reach_a > site.node_limit_a[:, None] + 1e-9)
+        max_kw = reach_kw(site, used)
+        tree = LimitRows.from_site(site, used)
         self.r_limits = row_pos
-        limit_rows: list[tuple[FloatArray, float]] = []  # coefficient per charger, limit
-        for j in kw_nodes:
-            limit_rows.append((site.membership[:, j], float(site.node_limit_kw[j])))
-        for j, p in zip(a_nodes, a_phases, strict=True):
-            limit_rows.append(
-                (site.membership[:, j] * site.phase_a_per_kw[:, p], float(site.node_limit_a[j]))
-            )
-        bound = np.array([lim for _, lim in limit_rows], dtype=float)
+        bound = tree.limit
         self.limit_row_bound = np.zeros(0)
         n_kept = 0
-        if limit_rows and nx:
-            coef = sp.csr_matrix(np.stack([c for c, _ in limit_rows], axis=1))  # (n, L)
+        if len(tree) and nx:
+            coef = sp.csr_matrix(tree.weights)  # (n, L)
             xk, lk, vk = _expand_rows(coef, self.x_charger)  # entries per charging column
             step_k = self.x_step[xk]
             # a (row, step) pair is kept only when the EVs present then could break it
             pair = lk * T + step_k
             reach = np.bincount(pair, weights=vk * max_kw[self.x_charger[xk]], minlength=len(bound) * T)
-            keep = reach > np.repeat(bound, T) + 1e-9
+            keep = can_bind(reach, np.repeat(bound, T))
             row_of_pair = np.full(len(bound) * T, -1, dtype=np.int64)
             n_kept = int(keep.sum())
             row_of_pair[keep] = row_pos + np.arange(n_kept)

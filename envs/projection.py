@@ -38,6 +38,7 @@ from scipy import sparse
 
 from envs import _kernel, physics
 from envs.core import BoolArray, FloatArray, IntArray, SiteArrays, SiteState
+from envs.limit_rows import LimitRows, can_bind, reach_kw
 
 _SPARSE_ABOVE = 40_000
 """:meth:`ProjectionPlan.rows` goes through scipy.sparse when the dense weight matrix has more entries"""
@@ -124,7 +125,8 @@ class ProjectionPlan:
         """Build the plan; ``sparse_rows`` forces sparse (True) or dense (False) row products, None picks
         by size."""
         n, m = site.n, site.m
-        cap_kw = np.maximum(site.rated_kw, site.max_discharge_kw)  # largest |kW| a charger can carry
+        cap_kw = reach_kw(site)  # largest |kW| a charger can carry
+        tree = LimitRows.from_site(site)  # the rows that can bind
         member = site.membership > 0.5  # (n, m)
         volt_v = [c.voltage_v for c in site.config.chargers]
         rows: list[tuple[int, int, int, FloatArray, float]] = []  # (depth, kind, node, weights(n,), limit)
@@ -136,17 +138,14 @@ class ProjectionPlan:
             amps = float(site.node_limit_a[j])
             phase_rows: list[tuple[int, FloatArray]] = []
             merged = False
-            if np.isfinite(amps):
-                for p in range(3):
-                    a = np.where(inside, site.phase_a_per_kw[:, p], 0.0)
-                    on = a > 0
-                    if not on.any() or float(np.sum(a * cap_kw)) <= amps:
-                        continue  # nobody on this phase, or it can never bind
-                    if np.array_equal(on, inside) and np.allclose(a[on], a[on][0], rtol=1e-12, atol=0.0):
-                        kw_limit = min(kw_limit, amps / float(a[on][0]))  # a multiple of the kW row
-                        merged = True
-                    else:
-                        phase_rows.append((p, a))
+            for r in np.flatnonzero((tree.node == j) & (tree.phase >= 0)):
+                a = tree.weights[:, r]
+                on = a > 0
+                if np.array_equal(on, inside) and np.allclose(a[on], a[on][0], rtol=1e-12, atol=0.0):
+                    kw_limit = min(kw_limit, amps / float(a[on][0]))  # a multiple of the kW row
+                    merged = True
+                else:
+                    phase_rows.append((int(tree.phase[r]), a))
             depth = int(site.node_depth[j])
             ones = inside.astype(np.float64)
             volts = {volt_v[i] for i in np.flatnonzero(inside)}
@@ -155,7 +154,7 @@ class ProjectionPlan:
                 implied = kw_limit >= 3.0 * amps * volts.pop() / 1000.0
             else:
                 implied = False
-            if float(np.sum(cap_kw[inside])) > kw_limit and not implied:
+            if can_bind(float(np.sum(cap_kw[inside])), kw_limit) and not implied:
                 rows.append((depth, -1, j, ones, kw_limit))
             for p, a in phase_rows:
                 rows.append((depth, p, j, a, amps))
