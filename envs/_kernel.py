@@ -33,6 +33,12 @@ from envs.physics import (
     held_rate_kw,
 )
 
+Net = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+"""the site's rows as one tuple: ``(row_ptr, row_idx, row_w, col_ptr, col_row, col_w, layer_ptr)``"""
+EVArrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+"""the EVs of ``(B, n)`` states as one tuple: ``(present, ev_max_charge, ev_max_discharge, need, room,
+dischargeable, time_left)``"""
+
 TOL_KW = 1e-9
 """violation threshold, kW (or A for phase rows)"""
 MAX_PASSES = 64
@@ -60,13 +66,7 @@ N_SITE_SCALARS = 9
 @njit(cache=True)
 def ev_bounds(
     site_c: np.ndarray,
-    present: np.ndarray,
-    ev_max_charge: np.ndarray,
-    ev_max_discharge: np.ndarray,
-    need: np.ndarray,
-    room: np.ndarray,
-    dischargeable: np.ndarray,
-    time_left: np.ndarray,
+    ev: EVArrays,
     dt_h: float,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per-charger box ``(lo, hi)``, laxity (h) and must-charge power (kW) of ``(B, n)`` states
@@ -77,6 +77,7 @@ def ev_bounds(
     grid. The departure margin of the discharge bound is the EV's spare energy there, so an EV allowed to
     discharge now can still finish on the grid it is controlled on.
     """
+    present, ev_max_charge, ev_max_discharge, need, room, dischargeable, time_left = ev
     batch, n = present.shape
     lo = np.zeros((batch, n))
     hi = np.zeros((batch, n))
@@ -133,9 +134,7 @@ def _any_outside(vals: np.ndarray, rlo: np.ndarray, rhi: np.ndarray) -> bool:
 
 @njit(cache=True)
 def _local_reset(
-    row_ptr: np.ndarray,
-    row_idx: np.ndarray,
-    row_w: np.ndarray,
+    net: Net,
     x: np.ndarray,
     anchor: np.ndarray,
     rlo: np.ndarray,
@@ -144,6 +143,7 @@ def _local_reset(
 ) -> None:
     """Fail-safe, in place: every coordinate of a violated row goes to the anchor's value until no row is
     violated; where even that fails, the whole allocation becomes the anchor."""
+    row_ptr, row_idx, row_w = net[0], net[1], net[2]
     n_rows = vals.shape[0]
     for _ in range(x.shape[0] + 1):
         _rows(row_ptr, row_idx, row_w, x, vals)
@@ -229,10 +229,7 @@ def _waterfill_row(
 
 @njit(cache=True)
 def _sequential(
-    row_ptr: np.ndarray,
-    row_idx: np.ndarray,
-    row_w: np.ndarray,
-    layer_ptr: np.ndarray,
+    net: Net,
     x: np.ndarray,
     lo: np.ndarray,
     hi: np.ndarray,
@@ -243,6 +240,7 @@ def _sequential(
 ) -> None:
     """Sequential water-filling passes over the violated rows, layer by layer (leaves to root, the site
     last), then, if anything is left, the longest step from the feasible ``anchor`` toward ``x``."""
+    row_ptr, row_idx, row_w, layer_ptr = net[0], net[1], net[2], net[6]
     _rows(row_ptr, row_idx, row_w, x, vals)
     if not _any_outside(vals, rlo, rhi):
         return
@@ -285,12 +283,7 @@ def _sequential(
 
 @njit(cache=True)
 def _fill(
-    row_ptr: np.ndarray,
-    row_idx: np.ndarray,
-    row_w: np.ndarray,
-    col_ptr: np.ndarray,
-    col_row: np.ndarray,
-    col_w: np.ndarray,
+    net: Net,
     base: np.ndarray,
     caps: np.ndarray,
     order: np.ndarray,
@@ -308,6 +301,7 @@ def _fill(
     it (``rounding``: floored to its grid), or nothing where that is below its minimum ``min_a`` (the
     minimum current of a charging charger), so the result is feasible by construction.
     """
+    row_ptr, row_idx, row_w, col_ptr, col_row, col_w = net[0], net[1], net[2], net[3], net[4], net[5]
     _rows(row_ptr, row_idx, row_w, base, vals)
     n_rows = vals.shape[0]
     head = np.empty(n_rows)
@@ -377,12 +371,7 @@ def _setup_one(
 
 @njit(cache=True)
 def _anchor(
-    row_ptr: np.ndarray,
-    row_idx: np.ndarray,
-    row_w: np.ndarray,
-    col_ptr: np.ndarray,
-    col_row: np.ndarray,
-    col_w: np.ndarray,
+    net: Net,
     lo: np.ndarray,
     hi: np.ndarray,
     lax: np.ndarray,
@@ -397,6 +386,7 @@ def _anchor(
     """The safe allocation (in ``anchor``): all off, or, where the site row forbids all-off, forced
     discharge (most slack first, the battery before any EV) or forced charging (least slack first, each
     charger its minimum ``m_kw`` or more, or nothing). Returns whether it satisfies every row."""
+    row_ptr, row_idx, row_w = net[0], net[1], net[2]
     n_coord = anchor.shape[0]
     n = n_coord - 1
     k = rlo.shape[0] - 1
@@ -419,7 +409,7 @@ def _anchor(
     if direction > 0:
         min_a[:n] = m_kw
     a = _fill(
-        row_ptr, row_idx, row_w, col_ptr, col_row, col_w, zero, caps, order, direction, rlo, rhi, res,
+        net, zero, caps, order, direction, rlo, rhi, res,
         rounding, min_a, vals,
     )  # fmt: skip
     for c in range(n_coord):
@@ -430,12 +420,7 @@ def _anchor(
 
 @njit(cache=True)
 def _fleet_terms(
-    row_ptr: np.ndarray,
-    row_idx: np.ndarray,
-    row_w: np.ndarray,
-    col_ptr: np.ndarray,
-    col_row: np.ndarray,
-    col_w: np.ndarray,
+    net: Net,
     site_c: np.ndarray,
     present: np.ndarray,
     ev_max_charge: np.ndarray,
@@ -462,6 +447,7 @@ def _fleet_terms(
     Discharge margin: an EV's future rate is its proportional share of every row its fleet would overload
     (``rate * limit / sum w * rate``), so V2G never counts on capacity the others need.
     """
+    row_ptr, row_idx, row_w, col_ptr, col_row, col_w = net[0], net[1], net[2], net[3], net[4], net[5]
     n = must.shape[0]
     n_rows = rhi.shape[0]
     load = np.zeros(n_rows)
@@ -528,12 +514,7 @@ def _fleet_terms(
 
 @njit(cache=True)
 def _departure_floor(
-    row_ptr: np.ndarray,
-    row_idx: np.ndarray,
-    row_w: np.ndarray,
-    col_ptr: np.ndarray,
-    col_row: np.ndarray,
-    col_w: np.ndarray,
+    net: Net,
     must: np.ndarray,
     m_kw: np.ndarray,
     lax: np.ndarray,
@@ -572,7 +553,7 @@ def _departure_floor(
         return
     order = np.argsort(key, kind="mergesort")
     got = _fill(
-        row_ptr, row_idx, row_w, col_ptr, col_row, col_w, anchor, caps, order, 1.0, rlo, rhi, res, rounding,
+        net, anchor, caps, order, 1.0, rlo, rhi, res, rounding,
         m_kw, vals,
     )  # fmt: skip
     for i in range(n):
@@ -583,13 +564,7 @@ def _departure_floor(
 
 @njit(cache=True)
 def _min_current(
-    row_ptr: np.ndarray,
-    row_idx: np.ndarray,
-    row_w: np.ndarray,
-    col_ptr: np.ndarray,
-    col_row: np.ndarray,
-    col_w: np.ndarray,
-    layer_ptr: np.ndarray,
+    net: Net,
     res: np.ndarray,
     m_kw: np.ndarray,
     need_kw: np.ndarray,
@@ -615,6 +590,7 @@ def _min_current(
     off: ``[lo, 0]``), so freed capacity goes back to the others. A charger whose box starts above 0 (a
     granted departure floor) stays on at its floor.
     """
+    row_ptr, row_idx, row_w = net[0], net[1], net[2]
     n = m_kw.shape[0]
     n_coord = x.shape[0]
     any_cand = False
@@ -647,7 +623,7 @@ def _min_current(
             caps[i] = m_kw[i]
     order = np.argsort(key, kind="mergesort")
     got = _fill(
-        row_ptr, row_idx, row_w, col_ptr, col_row, col_w, z, caps, order, 1.0, rlo, rhi, res, False, m_kw,
+        net, z, caps, order, 1.0, rlo, rhi, res, False, m_kw,
         vals,
     )  # fmt: skip
     granted = np.zeros(n, dtype=np.bool_)
@@ -657,7 +633,7 @@ def _min_current(
         if granted[i]:
             z[i] += m_kw[i]
     floor = z.copy()
-    _local_reset(row_ptr, row_idx, row_w, floor, anchor, rlo, rhi, vals)
+    _local_reset(net, floor, anchor, rlo, rhi, vals)
     any_off = False
     on = np.zeros(n, dtype=np.bool_)
     for i in range(n):
@@ -687,16 +663,12 @@ def _min_current(
             hi2[i] = 0.0
     for c in range(n_coord):
         x[c] = min(max(req[c], lo2[c]), hi2[c])
-    _sequential(row_ptr, row_idx, row_w, layer_ptr, x, lo2, hi2, rlo, rhi, floor, vals)
+    _sequential(net, x, lo2, hi2, rlo, rhi, floor, vals)
 
 
 @njit(cache=True)
 def _round(
-    row_ptr: np.ndarray,
-    row_idx: np.ndarray,
-    row_w: np.ndarray,
-    col_ptr: np.ndarray,
-    col_row: np.ndarray,
+    net: Net,
     res: np.ndarray,
     x: np.ndarray,
     lo: np.ndarray,
@@ -708,6 +680,7 @@ def _round(
 ) -> None:
     """Snap chargers to their grid toward zero (in place); where that breaks a row, round the offending ones
     away from zero, let the battery absorb a site excess, and as the last resort reset to the safe anchor."""
+    row_ptr, row_idx, row_w, col_ptr, col_row = net[0], net[1], net[2], net[3], net[4]
     n_coord = x.shape[0]
     n = n_coord - 1
     k = vals.shape[0] - 1
@@ -743,7 +716,7 @@ def _round(
             if (in_over and xc[i] < 0.0) or (in_under and xc[i] > 0.0):
                 away = math.copysign(ceil_grid(abs(xc[i]), res[i]), xc[i])
                 x[i] = min(max(away, lo[i]), hi[i])
-    _local_reset(row_ptr, row_idx, row_w, x, anchor, rlo, rhi, vals)
+    _local_reset(net, x, anchor, rlo, rhi, vals)
 
 
 # ---------------------------------------------------------------------------------------------- entry points
@@ -751,25 +724,13 @@ def _round(
 
 @njit(cache=True)
 def project_batch(
-    row_ptr: np.ndarray,
-    row_idx: np.ndarray,
-    row_w: np.ndarray,
-    col_ptr: np.ndarray,
-    col_row: np.ndarray,
-    col_w: np.ndarray,
-    layer_ptr: np.ndarray,
+    net: Net,
     row_limit: np.ndarray,
     res: np.ndarray,
     min_kw: np.ndarray,
     site_c: np.ndarray,
     site_s: np.ndarray,
-    present: np.ndarray,
-    ev_max_charge: np.ndarray,
-    ev_max_discharge: np.ndarray,
-    need: np.ndarray,
-    room: np.ndarray,
-    dischargeable: np.ndarray,
-    time_left: np.ndarray,
+    ev: EVArrays,
     base_kw: np.ndarray,
     pv_kw: np.ndarray,
     soc_kwh: np.ndarray,
@@ -782,12 +743,11 @@ def project_batch(
     """Project ``req`` ``(B, n + 1)`` for ``B`` states; returns ``(x, paused, feasible, curtailed_kw,
     site_import_kw, moved_kw)``. ``departure_floor``: EVs that must charge now to finish get at least that
     (:func:`_departure_floor`)."""
+    present, ev_max_charge, need, time_left = ev[0], ev[1], ev[3], ev[6]
     batch, n_coord = req.shape
     n = n_coord - 1
     n_rows = row_limit.shape[0] + 1
-    lo_c, hi_c, lax, must = ev_bounds(
-        site_c, present, ev_max_charge, ev_max_discharge, need, room, dischargeable, time_left, dt_h
-    )
+    lo_c, hi_c, lax, must = ev_bounds(site_c, ev, dt_h)
     out = np.empty((batch, n_coord))
     paused = np.zeros((batch, n), dtype=np.bool_)
     feasible = np.ones(batch, dtype=np.bool_)
@@ -813,17 +773,17 @@ def project_batch(
                 m = ceil_grid(m, res[i])
             m_kw[i] = min(m, hi[i])
         feasible[b] = _anchor(
-            row_ptr, row_idx, row_w, col_ptr, col_row, col_w, lo, hi, lax[b], rlo, rhi, res, rounding,
+            net, lo, hi, lax[b], rlo, rhi, res, rounding,
             m_kw, anchor, vals,
         )  # fmt: skip
         if departure_floor and feasible[b]:
             must_b = must[b].copy()
             _fleet_terms(
-                row_ptr, row_idx, row_w, col_ptr, col_row, col_w, site_c, present[b], ev_max_charge[b],
+                net, site_c, present[b], ev_max_charge[b],
                 need[b], time_left[b], dt_h, rhi, res, rounding, hi, lo, must_b,
             )  # fmt: skip
             _departure_floor(
-                row_ptr, row_idx, row_w, col_ptr, col_row, col_w, must_b, m_kw, lax[b], res, rounding, lo,
+                net, must_b, m_kw, lax[b], res, rounding, lo,
                 hi, rlo, rhi, anchor, vals,
             )  # fmt: skip
         for i in range(n):
@@ -831,14 +791,14 @@ def project_batch(
         x = out[b]
         for c in range(n_coord):
             x[c] = min(max(req[b, c], lo[c]), hi[c])
-        _sequential(row_ptr, row_idx, row_w, layer_ptr, x, lo, hi, rlo, rhi, anchor, vals)
+        _sequential(net, x, lo, hi, rlo, rhi, anchor, vals)
         if enforce_min_current:
             _min_current(
-                row_ptr, row_idx, row_w, col_ptr, col_row, col_w, layer_ptr, res, m_kw, need_kw, req[b], x,
+                net, res, m_kw, need_kw, req[b], x,
                 lo, hi, lax[b], rlo, rhi, anchor, paused[b], vals,
             )  # fmt: skip
         if rounding:
-            _round(row_ptr, row_idx, row_w, col_ptr, col_row, res, x, lo, hi, rlo, rhi, anchor, vals)
+            _round(net, res, x, lo, hi, rlo, rhi, anchor, vals)
         if not feasible[b]:
             x[:] = anchor
             paused[b, :] = False
@@ -850,33 +810,22 @@ def project_batch(
             d = x[c] - req[b, c]
             dist += d * d
         pv = max(pv_kw[b], 0.0)
-        net = base_kw[b] + total - pv  # before curtailment
+        net_kw = base_kw[b] + total - pv  # before curtailment
         if site_s[S_PV_CURTAILABLE] > 0.5:
-            curtailed[b] = min(max(-site_s[S_EXPORT] - net, 0.0), pv)
-        site_import[b] = net + curtailed[b]
+            curtailed[b] = min(max(-site_s[S_EXPORT] - net_kw, 0.0), pv)
+        site_import[b] = net_kw + curtailed[b]
         moved[b] = math.sqrt(dist)
     return out, paused, feasible, curtailed, site_import, moved
 
 
 @njit(cache=True)
 def fill_priority(
-    row_ptr: np.ndarray,
-    row_idx: np.ndarray,
-    row_w: np.ndarray,
-    col_ptr: np.ndarray,
-    col_row: np.ndarray,
-    col_w: np.ndarray,
+    net: Net,
     row_limit: np.ndarray,
     res: np.ndarray,
     site_c: np.ndarray,
     site_s: np.ndarray,
-    present: np.ndarray,
-    ev_max_charge: np.ndarray,
-    ev_max_discharge: np.ndarray,
-    need: np.ndarray,
-    room: np.ndarray,
-    dischargeable: np.ndarray,
-    time_left: np.ndarray,
+    ev: EVArrays,
     base_kw: np.ndarray,
     pv_kw: np.ndarray,
     soc_kwh: np.ndarray,
@@ -890,9 +839,7 @@ def fill_priority(
     n_coord = n + 1
     n_rows = row_limit.shape[0] + 1
     k = n_rows - 1
-    lo_c, hi_c, _, _ = ev_bounds(
-        site_c, present, ev_max_charge, ev_max_discharge, need, room, dischargeable, time_left, dt_h
-    )
+    lo_c, hi_c, _, _ = ev_bounds(site_c, ev, dt_h)
     out = np.zeros((batch, n))
     lo = np.empty(n_coord)
     hi = np.empty(n_coord)
@@ -922,7 +869,7 @@ def fill_priority(
             rlo_free[k] = -math.inf  # the charging filled next takes up what would be exported
             order = np.argsort(key, kind="mergesort")
             a = _fill(
-                row_ptr, row_idx, row_w, col_ptr, col_row, col_w, start, caps, order, -1.0, rlo_free, rhi,
+                net, start, caps, order, -1.0, rlo_free, rhi,
                 res, False, no_min, vals,
             )  # fmt: skip
             for c in range(n_coord):
@@ -935,7 +882,7 @@ def fill_priority(
         key[n] = math.inf
         order = np.argsort(key, kind="mergesort")
         a = _fill(
-            row_ptr, row_idx, row_w, col_ptr, col_row, col_w, start, caps, order, 1.0, rlo, rhi, res, False,
+            net, start, caps, order, 1.0, rlo, rhi, res, False,
             no_min, vals,
         )  # fmt: skip
         for i in range(n):

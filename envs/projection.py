@@ -283,7 +283,7 @@ def _ev_bounds(
     batch = batch_shape[0] if batch_shape else 1
     sa = _StateArrays(state, batch, site.n)
     site_c = _plan_of(site, plan).site_c if plan is not None else _site_c(site)
-    lo, hi, lax, _ = _kernel.ev_bounds(site_c, *sa.charger, sa.dt_h)
+    lo, hi, lax, _ = _kernel.ev_bounds(site_c, sa.charger, sa.dt_h)
     if not batch_shape:
         return lo[0], hi[0], lax[0]
     return lo, hi, lax
@@ -362,8 +362,9 @@ def _batch_size(
     return (shape[0] if shape else 1), bool(shape)
 
 
-def _site_args(plan: ProjectionPlan) -> tuple[_A, _A, _A, _A, _A, _A]:
-    return (plan.row_ptr, plan.row_idx, plan.row_w, plan.col_ptr, plan.col_row, plan.col_w)
+def _net(plan: ProjectionPlan) -> _kernel.Net:
+    """The plan's rows as the kernel takes them (:data:`envs._kernel.Net`)."""
+    return (plan.row_ptr, plan.row_idx, plan.row_w, plan.col_ptr, plan.col_row, plan.col_w, plan.layer_ptr)
 
 
 def project(
@@ -404,14 +405,13 @@ def project(
         raise ValueError("requested power must be finite")
     sa = _StateArrays(state, batch, n)
     x, paused, feasible, curtailed, site_import, moved = _kernel.project_batch(
-        *_site_args(plan),
-        plan.layer_ptr,
+        _net(plan),
         plan.row_limit,
         plan.resolution_kw,
         plan.min_kw,
         plan.site_c,
         plan.site_s,
-        *sa.charger,
+        sa.charger,
         *_site_values(state, batch),
         sa.dt_h,
         req,
@@ -471,12 +471,12 @@ def priority_fill(
     sc = np.ascontiguousarray(np.broadcast_to(np.asarray(scores, dtype=np.float64), (batch, n)))
     sa = _StateArrays(state, batch, n)
     filled = _kernel.fill_priority(
-        *_site_args(plan),
+        _net(plan),
         plan.row_limit,
         plan.resolution_kw,
         plan.site_c,
         plan.site_s,
-        *sa.charger,
+        sa.charger,
         *_site_values(state, batch),
         sa.dt_h,
         sc,

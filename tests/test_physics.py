@@ -40,7 +40,7 @@ def test_ev_terms_are_the_kernels_terms_batched() -> None:
         one.energy_dischargeable_kwh, one.time_left_h,
     )]  # fmt: skip
     present = np.asarray(one.ev_present).reshape(1, -1)
-    _, hi, lax, must = _kernel.ev_bounds(plan.site_c, present, *arrays, one.dt_h)
+    _, hi, lax, must = _kernel.ev_bounds(plan.site_c, (present, *arrays), one.dt_h)
     np.testing.assert_array_equal(hi[0], t1.hi_kw)
     np.testing.assert_array_equal(lax[0], t1.laxity_h)
     np.testing.assert_array_equal(must[0], t1.must_kw)
