@@ -39,6 +39,11 @@ EVArrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.
 """the EVs of ``(B, n)`` states as one tuple: ``(present, ev_max_charge, ev_max_discharge, need, room,
 dischargeable, time_left)``"""
 
+Consts = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+"""the site's constants as one tuple: ``(row_limit, res, min_kw, site_c, site_s)``"""
+Now = tuple[np.ndarray, np.ndarray, np.ndarray]
+"""``(B,)`` site values of the states: ``(base_kw, pv_kw, soc_kwh)``"""
+
 TOL_KW = 1e-9
 """violation threshold, kW (or A for phase rows)"""
 MAX_PASSES = 64
@@ -723,17 +728,17 @@ def _round(
 
 
 @njit(cache=True)
+def _scratch(n_coord: int, n_rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per-state scratch of the entry points: box ``lo, hi`` and row bounds and values ``rlo, rhi, vals``."""
+    return np.empty(n_coord), np.empty(n_coord), np.empty(n_rows), np.empty(n_rows), np.empty(n_rows)
+
+
+@njit(cache=True)
 def project_batch(
     net: Net,
-    row_limit: np.ndarray,
-    res: np.ndarray,
-    min_kw: np.ndarray,
-    site_c: np.ndarray,
-    site_s: np.ndarray,
+    consts: Consts,
     ev: EVArrays,
-    base_kw: np.ndarray,
-    pv_kw: np.ndarray,
-    soc_kwh: np.ndarray,
+    now: Now,
     dt_h: float,
     req: np.ndarray,
     enforce_min_current: bool,
@@ -744,6 +749,8 @@ def project_batch(
     site_import_kw, moved_kw)``. ``departure_floor``: EVs that must charge now to finish get at least that
     (:func:`_departure_floor`)."""
     present, ev_max_charge, need, time_left = ev[0], ev[1], ev[3], ev[6]
+    row_limit, res, min_kw, site_c, site_s = consts
+    base_kw, pv_kw, soc_kwh = now
     batch, n_coord = req.shape
     n = n_coord - 1
     n_rows = row_limit.shape[0] + 1
@@ -754,12 +761,8 @@ def project_batch(
     curtailed = np.zeros(batch)
     site_import = np.empty(batch)
     moved = np.empty(batch)
-    lo = np.empty(n_coord)
-    hi = np.empty(n_coord)
-    rlo = np.empty(n_rows)
-    rhi = np.empty(n_rows)
+    lo, hi, rlo, rhi, vals = _scratch(n_coord, n_rows)
     anchor = np.empty(n_coord)
-    vals = np.empty(n_rows)
     m_kw = np.empty(n)
     need_kw = np.empty(n)
     for b in range(batch):
@@ -821,31 +824,24 @@ def project_batch(
 @njit(cache=True)
 def fill_priority(
     net: Net,
-    row_limit: np.ndarray,
-    res: np.ndarray,
-    site_c: np.ndarray,
-    site_s: np.ndarray,
+    consts: Consts,
     ev: EVArrays,
-    base_kw: np.ndarray,
-    pv_kw: np.ndarray,
-    soc_kwh: np.ndarray,
+    now: Now,
     dt_h: float,
     scores: np.ndarray,
     allow_discharge: bool,
 ) -> np.ndarray:
     """The request of :func:`envs.projection.priority_fill` ``(B, n)``: capacity filled in descending
     score order (negative scores discharge first with ``allow_discharge``); the caller projects it."""
+    row_limit, res, site_c, site_s = consts[0], consts[1], consts[3], consts[4]
+    base_kw, pv_kw, soc_kwh = now
     batch, n = scores.shape
     n_coord = n + 1
     n_rows = row_limit.shape[0] + 1
     k = n_rows - 1
     lo_c, hi_c, _, _ = ev_bounds(site_c, ev, dt_h)
     out = np.zeros((batch, n))
-    lo = np.empty(n_coord)
-    hi = np.empty(n_coord)
-    rlo = np.empty(n_rows)
-    rhi = np.empty(n_rows)
-    vals = np.empty(n_rows)
+    lo, hi, rlo, rhi, vals = _scratch(n_coord, n_rows)
     caps = np.zeros(n_coord)
     key = np.empty(n_coord)
     no_min = np.zeros(n_coord)

@@ -362,6 +362,11 @@ def _batch_size(
     return (shape[0] if shape else 1), bool(shape)
 
 
+def _consts(plan: ProjectionPlan) -> _kernel.Consts:
+    """The plan's constants as the kernel takes them (:data:`envs._kernel.Consts`)."""
+    return (plan.row_limit, plan.resolution_kw, plan.min_kw, plan.site_c, plan.site_s)
+
+
 def _net(plan: ProjectionPlan) -> _kernel.Net:
     """The plan's rows as the kernel takes them (:data:`envs._kernel.Net`)."""
     return (plan.row_ptr, plan.row_idx, plan.row_w, plan.col_ptr, plan.col_row, plan.col_w, plan.layer_ptr)
@@ -406,13 +411,9 @@ def project(
     sa = _StateArrays(state, batch, n)
     x, paused, feasible, curtailed, site_import, moved = _kernel.project_batch(
         _net(plan),
-        plan.row_limit,
-        plan.resolution_kw,
-        plan.min_kw,
-        plan.site_c,
-        plan.site_s,
+        _consts(plan),
         sa.charger,
-        *_site_values(state, batch),
+        _site_values(state, batch),
         sa.dt_h,
         req,
         bool(enforce_min_current),
@@ -472,12 +473,9 @@ def priority_fill(
     sa = _StateArrays(state, batch, n)
     filled = _kernel.fill_priority(
         _net(plan),
-        plan.row_limit,
-        plan.resolution_kw,
-        plan.site_c,
-        plan.site_s,
+        _consts(plan),
         sa.charger,
-        *_site_values(state, batch),
+        _site_values(state, batch),
         sa.dt_h,
         sc,
         bool(allow_discharge),
