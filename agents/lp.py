@@ -33,7 +33,7 @@ one HiGHS model and re-solves it warm each step.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import highspy
@@ -422,16 +422,7 @@ class SiteLP:
             off |= small & ~up
             sol = self.solve(data, warm=True, time_limit_s=time_limit_s, x_off=off, x_on=on)
             total += sol.solve_s
-        return LPSolution(
-            charger_kw=sol.charger_kw,
-            battery_kw=sol.battery_kw,
-            site_import_kw=sol.site_import_kw,
-            pv_curtailed_kw=sol.pv_curtailed_kw,
-            missing_kwh=sol.missing_kwh,
-            peak_kw=sol.peak_kw,
-            objective=sol.objective,
-            solve_s=total,
-        )
+        return replace(sol, solve_s=total)
 
 
 def _solution(lp: SiteLP, v: FloatArray, cost: FloatArray, solve_s: float) -> LPSolution:
