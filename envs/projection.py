@@ -84,6 +84,10 @@ class ProjectionPlan:
     """(5, n) per-charger constants: rating, discharge max, efficiency, bidirectional, resolution"""
     site_s: FloatArray = field(init=False, repr=False)
     """site constants (grid limits, battery, PV curtailable), indexed by ``envs._kernel.S_*``"""
+    net: _kernel.Net = field(init=False, repr=False)
+    """the rows as the kernel takes them: ``(row_ptr, row_idx, row_w, col_ptr, col_row, col_w, layer_ptr)``"""
+    consts: _kernel.Consts = field(init=False, repr=False)
+    """the constants as the kernel takes them: ``(row_limit, resolution_kw, min_kw, site_c, site_s)``"""
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -108,6 +112,12 @@ class ProjectionPlan:
         site_s[_kernel.S_B_EFF] = site.battery_efficiency if site.has_battery else 1.0
         site_s[_kernel.S_PV_CURTAILABLE] = float(self.pv_curtailable)
         set_(self, "site_s", site_s)
+        set_(
+            self,
+            "net",
+            (self.row_ptr, self.row_idx, self.row_w, self.col_ptr, self.col_row, self.col_w, self.layer_ptr),
+        )
+        set_(self, "consts", (self.row_limit, self.resolution_kw, self.min_kw, self.site_c, site_s))
 
     @property
     def n_rows(self) -> int:
@@ -362,16 +372,6 @@ def _batch_size(
     return (shape[0] if shape else 1), bool(shape)
 
 
-def _consts(plan: ProjectionPlan) -> _kernel.Consts:
-    """The plan's constants as the kernel takes them (:data:`envs._kernel.Consts`)."""
-    return (plan.row_limit, plan.resolution_kw, plan.min_kw, plan.site_c, plan.site_s)
-
-
-def _net(plan: ProjectionPlan) -> _kernel.Net:
-    """The plan's rows as the kernel takes them (:data:`envs._kernel.Net`)."""
-    return (plan.row_ptr, plan.row_idx, plan.row_w, plan.col_ptr, plan.col_row, plan.col_w, plan.layer_ptr)
-
-
 def project(
     site: SiteArrays,
     state: SiteState,
@@ -410,8 +410,8 @@ def project(
         raise ValueError("requested power must be finite")
     sa = _StateArrays(state, batch, n)
     x, paused, feasible, curtailed, site_import, moved = _kernel.project_batch(
-        _net(plan),
-        _consts(plan),
+        plan.net,
+        plan.consts,
         sa.charger,
         _site_values(state, batch),
         sa.dt_h,
@@ -472,8 +472,8 @@ def priority_fill(
     sc = np.ascontiguousarray(np.broadcast_to(np.asarray(scores, dtype=np.float64), (batch, n)))
     sa = _StateArrays(state, batch, n)
     filled = _kernel.fill_priority(
-        _net(plan),
-        _consts(plan),
+        plan.net,
+        plan.consts,
         sa.charger,
         _site_values(state, batch),
         sa.dt_h,
