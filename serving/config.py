@@ -226,6 +226,11 @@ class ServingConfig(_Frozen):
     secrets_file: Path | None = Field(default=None, description="YAML 'station_id: password' (not in git)")
     database_url: str = "sqlite:///.evdlm/serving.db"
     response_timeout_s: float = Field(default=10.0, gt=0, description="wait for a station's answer")
+    failsafe_retry_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="first wait before a refused failsafe is tried again (doubles, <= 60 s)",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> ServingConfig:

@@ -3,7 +3,9 @@
 :class:`LiveUpdater` is the service's :class:`~serving.events.StationEvents`: the OCPP handlers hand it
 typed events (:mod:`serving.events`), it updates :class:`~serving.live.LiveSite`, records transactions in
 the store and buffers meter samples in the :class:`~serving.journal.Journal`. It never decides a limit and
-never writes to a station; a boot is passed on to ``on_booted`` (the dispatcher reinstalls the failsafe).
+never writes to a station; a registration is passed on to ``on_registered`` (the dispatcher installs the
+failsafe) and an answered transaction start to ``on_transaction`` (the dispatcher covers it at once where
+its station holds no failsafe yet).
 """
 
 from __future__ import annotations
@@ -49,7 +51,8 @@ class LiveUpdater:
         journal: Journal,
         metrics: Metrics,
         spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]],
-        on_booted: Callable[[str], None],
+        on_registered: Callable[[str], None],
+        on_transaction: Callable[[str, int], None],
     ) -> None:
         self.cfg = cfg
         self.site = site
@@ -58,7 +61,8 @@ class LiveUpdater:
         self.journal = journal
         self._metrics = metrics
         self._spawn = spawn
-        self._on_booted = on_booted
+        self._on_registered = on_registered
+        self._on_transaction = on_transaction
 
     @property
     def metrics(self) -> Metrics:
@@ -86,8 +90,18 @@ class LiveUpdater:
         st = self.live.stations[sid]
         st.booted, st.vendor, st.model, st.last_seen = True, event.vendor, event.model, time.monotonic()
         store = self.store.store
+        # a (re)booted station holds no profile: nothing is in force until it is installed again
+        st.failsafe, st.registered = None, False
+        for c in st.connectors.values():
+            c.limit_value, c.limit_kw = None, None
         await self.store.run(store.station_seen, sid, event.version, event.vendor, event.model, True)
-        self._on_booted(sid)
+
+    def registered(self, station_id: str) -> None:
+        self.live.stations[station_id].registered = True
+        self._on_registered(station_id)
+
+    def transaction_answered(self, station_id: str, connector_id: int) -> None:
+        self._on_transaction(station_id, connector_id)
 
     def status_changed(self, event: StatusChanged) -> None:
         self.seen(event.station_id)

@@ -88,8 +88,12 @@ class StationLive:
     booted: bool = False
     vendor: str | None = None
     model: str | None = None
+    registered: bool = False
+    """registered on its current connection (BootNotification answered Accepted, or another request)"""
     failsafe: str | None = None
-    """profile purpose installed as the failsafe (None until accepted)"""
+    """profile purpose the station holds as its failsafe (None until it accepted one on this connection)"""
+    failsafe_attempts: int = 0
+    """failsafe installations tried on the current connection (retried with backoff until accepted)"""
     last_seen: float = -np.inf
 
 

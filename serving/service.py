@@ -109,11 +109,13 @@ class Service:
         self.journal = Journal(self.store, self.metrics)
         self.publisher = Publisher(self.state)
         self.dispatcher = Dispatcher(
-            self.site, self.live, self.safe_share_kw, self.metrics, failsafe_mode, self._spawn
-        )
+            self.site, self.live, self.safe_share_kw, self.metrics, failsafe_mode, self._spawn,
+            cfg.failsafe_retry_s,
+        )  # fmt: skip
         self.updater = LiveUpdater(
-            cfg, self.site, self.live, self.store, self.journal, self.metrics, self._spawn, self._on_booted
-        )
+            cfg, self.site, self.live, self.store, self.journal, self.metrics, self._spawn,
+            self.dispatcher.registered, self.dispatcher.transaction_answered,
+        )  # fmt: skip
         self.loop = SiteLoop(
             cfg, self.live, self.controller, self.dispatcher, self.journal, self.publisher, self.metrics,
             self.forecast, self._spawn,
@@ -235,28 +237,19 @@ class Service:
         )
         connections[sid] = cp
         station.connected, station.ocpp_version = True, version
-        station.failsafe = None
+        station.failsafe, station.registered, station.failsafe_attempts = None, False, 0
         for c in station.connectors.values():
             c.limit_value, c.limit_kw = None, None  # the station may have lost them; resend
         self.metrics.inc("connections_total", version=version)
         self.updater.set_gauges()
         self._spawn(self.store.run(self.store.store.station_seen, sid, version))
-        self._spawn(self.dispatcher.failsafe_soon(sid, cp))
         try:
             await cp.start()
         finally:
             if connections.get(sid) is cp:
                 del connections[sid]
-                station.connected = False
+                station.connected = station.registered = False
                 self.updater.set_gauges()
-
-    def _on_booted(self, sid: str) -> None:
-        """A station booted: it may have dropped its profiles; reinstall the failsafe."""
-        cp = self.dispatcher.connections.get(sid)
-        if cp is not None:
-            self.live.stations[sid].failsafe = None
-            # after the answer is on the wire: a call from inside a handler would deadlock
-            self._spawn(self.dispatcher.failsafe_soon(sid, cp, 0.02))
 
     async def install_failsafe(self, sid: str) -> str | None:
         return await self.dispatcher.install_failsafe(sid)

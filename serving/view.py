@@ -129,7 +129,9 @@ def site_state(
                 "id": s.id,
                 "connected": s.connected,
                 "ocpp_version": s.ocpp_version,
+                "registered": s.registered,
                 "failsafe": s.failsafe,
+                "failsafe_attempts": s.failsafe_attempts,
                 "vendor": s.vendor,
                 "model": s.model,
             }

@@ -30,6 +30,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+from ocpp.exceptions import SecurityError
 from ocpp.routing import on
 from ocpp.v16 import ChargePoint as CP16
 from ocpp.v16 import call_result as result16
@@ -125,6 +126,8 @@ class SimReport:
     stations: int
     last_violation_utc: str | None = None
     """wall-clock time (ISO, UTC) of the last tick with the site or a node above its limit"""
+    refused_unregistered: int = 0
+    """requests of the central system that came before the station's boot was accepted (refused)"""
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items()}
@@ -153,31 +156,58 @@ def _auth_header(station: str, password: str | None) -> dict[str, str]:
     return {"Authorization": f"Basic {token}"}
 
 
-class _SimCP16(CP16):
+class _Conforming:
+    """A station that refuses every request of the central system before its BootNotification was
+    answered Accepted on this connection (OCPP 1.6 section 4.2, 2.0.1 B01/B02): it answers a CallError
+    ``SecurityError`` and counts the request in :attr:`SiteSimulator.refused_unregistered`.
+
+    The answer is recognised in the message loop itself (a CallResult with ``status``, ``currentTime``
+    and ``interval`` is the BootNotification's), so a request that follows it on the wire is accepted
+    even before the boot coroutine resumes.
+    """
+
     sim: SiteSimulator
     station: str
+    registered: bool = False
 
+    async def route_message(self, raw_msg: Any) -> None:
+        with contextlib.suppress(TypeError, ValueError):
+            frame = json.loads(raw_msg)
+            if isinstance(frame, list) and len(frame) == 3 and frame[0] == 3 and isinstance(frame[2], dict):
+                body = frame[2]
+                if body.get("status") == "Accepted" and "currentTime" in body and "interval" in body:
+                    self.registered = True
+        await super().route_message(raw_msg)  # type: ignore[misc]
+
+    def check_registered(self) -> None:
+        if not self.registered:
+            self.sim.refused_unregistered += 1
+            raise SecurityError(description="not registered: BootNotification not accepted yet")
+
+
+class _SimCP16(_Conforming, CP16):
     @on(Action16.set_charging_profile)
     def on_set_profile(self, connector_id: int, cs_charging_profiles: dict[str, Any], **_: Any) -> Any:
+        self.check_registered()
         ok = self.sim.install_profile(self.station, connector_id, cs_charging_profiles, "1.6")
         return result16.SetChargingProfile(status="Accepted" if ok else "Rejected")
 
     @on(Action16.clear_charging_profile)
     def on_clear(self, **_: Any) -> Any:
+        self.check_registered()
         return result16.ClearChargingProfile(status="Accepted")
 
 
-class _SimCP201(CP201):
-    sim: SiteSimulator
-    station: str
-
+class _SimCP201(_Conforming, CP201):
     @on(Action201.set_charging_profile)
     def on_set_profile(self, evse_id: int, charging_profile: dict[str, Any], **_: Any) -> Any:
+        self.check_registered()
         ok = self.sim.install_profile(self.station, evse_id, charging_profile, "2.0.1")
         return result201.SetChargingProfile(status="Accepted" if ok else "Rejected")
 
     @on(Action201.clear_charging_profile)
     def on_clear(self, **_: Any) -> Any:
+        self.check_registered()
         return result201.ClearChargingProfile(status="Accepted")
 
 
@@ -225,6 +255,8 @@ class SiteSimulator:
         self.calls_sent = self.calls_answered = self.calls_failed = self.calls_cancelled = 0
         self.dropped = 0
         self.garbage_sent = 0
+        self.refused_unregistered = 0
+        """requests of the central system refused because they came before the boot was accepted"""
         self._running = True
 
     # ------------------------------------------------------------------ time
@@ -468,6 +500,7 @@ class SiteSimulator:
             connected_at_end=connected,
             stations=len(self.stations),
             last_violation_utc=_utc_of(max(phys.last_violation_at, phys.last_node_violation_at)),
+            refused_unregistered=self.refused_unregistered,
         )
 
     def _progress(self, wall_s: float, end_wall_s: float) -> SimProgress:

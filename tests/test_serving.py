@@ -446,6 +446,12 @@ class _FakeService:
     async def booted(self, event: Any) -> None:
         self.seen_count += 1
 
+    def registered(self, sid: str) -> None:
+        self.seen_count += 1
+
+    def transaction_answered(self, sid: str, k: int) -> None:
+        self.seen_count += 1
+
 
 def _json_values() -> st.SearchStrategy[Any]:
     scalars = st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8)

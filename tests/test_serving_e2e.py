@@ -92,6 +92,7 @@ async def test_both_versions_end_to_end_with_a_garbage_sending_station(tmp_path:
     assert all(v > 0.5 for v in rep.energy_delivered_kwh.values())
     assert rep.calls_failed == 0 and rep.calls_sent == rep.calls_answered + rep.calls_cancelled
     assert rep.garbage_sent >= 2 and rep.connected_at_end == 2
+    assert rep.refused_unregistered == 0  # nothing was sent to a station before its boot was accepted
     # failsafe first: both stations took the station-wide maximum profile
     assert {s["id"]: s["failsafe"] for s in state["stations"]} == {
         "CP1": "ChargePointMaxProfile",
