@@ -237,6 +237,10 @@ def run_phase(
             "import_limit_kw": report["import_limit_kw"],
             "energy_delivered_kwh": round(sum(report["energy_delivered_kwh"].values()), 2),
             "offenders_flagged": [c["id"] for c in state["chargers"] if c["flags"]["not_following_profile"]],
+            "requests_before_boot": report.get("refused_unregistered", 0),
+            "transactions": report.get("transactions_seen", 0),
+            "worst_profile_delay_s": report.get("worst_profile_delay_s", 0.0),
+            "transactions_unprotected_at_end": report.get("transactions_unprotected_at_end", 0),
         }
     )
     flagged = [c["flagged_at"] for c in state["chargers"] if c.get("flagged_at")]
@@ -290,6 +294,12 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"  physical site: max import {s['max_site_import_kw']} / {s['import_limit_kw']} kW, "
         f"violation ticks {s['violation_ticks']} (nodes {s['node_violation_ticks']})"
+    )
+    print(
+        f"  failsafe: {s['requests_before_boot']} requests before a boot was accepted; {s['transactions']} "
+        f"transactions, worst delay to a profile in force {s['worst_profile_delay_s']:.2f} s "
+        f"(control interval {s['control_interval_s']} s), "
+        f"{s['transactions_unprotected_at_end']} never covered"
     )
     print(
         f"offender ({o['stations']} stations, {o['control_interval_s']} s loop, flagged "

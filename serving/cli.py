@@ -15,6 +15,7 @@ import typer
 from evdlm.cli_errors import bad_input
 
 if TYPE_CHECKING:
+    from agents.base import Policy
     from envs.config import SiteConfig
     from serving.config import ServingConfig
 
@@ -90,6 +91,13 @@ def register(app: typer.Typer) -> None:
             Path | None,
             typer.Option(help="fitted forecaster from 'evdlm forecast fit' (overrides forecast.model)"),
         ] = None,
+        allow_fallback: Annotated[
+            bool,
+            typer.Option(
+                "--allow-fallback",
+                help="start on the rule-based fallback when the policy cannot be loaded (default: exit 2)",
+            ),
+        ] = False,
         log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING")] = "INFO",
     ) -> None:
         """Run the live DLM: OCPP 1.6J/2.0.1 central system, control loop, operator API."""
@@ -101,7 +109,7 @@ def register(app: typer.Typer) -> None:
 
         from envs.config import ConfigError, format_validation_error, load_site
         from serving.config import load_operator_token, load_passwords, load_serving_config
-        from serving.service import Service, load_policy
+        from serving.service import PolicyLoadError, Service, load_policy_strict
 
         logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         if config is None and site is None:
@@ -143,7 +151,17 @@ def register(app: typer.Typer) -> None:
             logging.getLogger("evdlm.serving").warning(
                 "OCPP authentication is OFF (no secrets): any configured station id can connect"
             )
-        pol, why = load_policy(policy, custom_class=policy_class)
+        why: str | None = None
+        try:
+            pol: Policy | None = load_policy_strict(policy, custom_class=policy_class)
+        except PolicyLoadError as err:
+            if not (allow_fallback or cfg.start_on_fallback):
+                raise bad_input(
+                    f"{err} (to start on the rule-based fallback anyway: --allow-fallback or "
+                    "start_on_fallback: true)"
+                ) from None
+            logging.getLogger("evdlm.serving").error("%s; starting on the fallback as allowed", err)
+            pol, why = None, "load_failed"
 
         async def main() -> None:
             try:

@@ -226,6 +226,10 @@ class ServingConfig(_Frozen):
     secrets_file: Path | None = Field(default=None, description="YAML 'station_id: password' (not in git)")
     database_url: str = "sqlite:///.evdlm/serving.db"
     response_timeout_s: float = Field(default=10.0, gt=0, description="wait for a station's answer")
+    start_on_fallback: bool = Field(
+        default=False,
+        description="start on the fallback when the policy cannot be loaded (else a start-up error, exit 2)",
+    )
     failsafe_retry_s: float = Field(
         default=1.0,
         gt=0,

@@ -61,10 +61,12 @@ LOG = logging.getLogger("evdlm.serving")
 __all__ = [
     "HISTORY_SOURCE",
     "CycleSummary",
+    "PolicyLoadError",
     "Service",
     "check_site_matches",
     "default_fallback",
     "load_policy",
+    "load_policy_strict",
 ]
 
 
@@ -355,22 +357,35 @@ def default_fallback() -> Policy | None:
         return None
 
 
-def load_policy(spec: str, custom_class: bool = False) -> tuple[Policy | None, str | None]:
+class PolicyLoadError(Exception):
+    """The configured policy cannot be loaded (the message says why)."""
+
+
+def load_policy_strict(spec: str, custom_class: bool = False) -> Policy:
     """The policy ``spec`` names, through :func:`agents.registry.load_policy` (a registered name such as
     ``rule_based`` or ``static``, a saved model folder, ``models:/name/version``, ``runs:/...``); with
     ``custom_class``, ``spec`` is ``module:Class`` instead and that class is imported and built.
 
-    Returns ``(policy, None)`` or ``(None, why)``; a policy that cannot be loaded is not fatal: the
-    fallback decides every cycle and the reason is counted.
+    Raises :class:`PolicyLoadError` with the reason where it cannot be loaded (``evdlm serve`` then
+    refuses to start, unless told to start on the fallback).
     """
     from agents.registry import load_policy as load_registered
 
     try:
         if custom_class and ":" not in spec:
             raise ValueError(f"a custom policy class is 'module:Class', not {spec!r}")
-        return load_registered(spec, allow_custom=custom_class), None
+        return load_registered(spec, allow_custom=custom_class)
     except Exception as err:
-        LOG.error("policy %r cannot be loaded: %s", spec, err)
+        raise PolicyLoadError(f"policy {spec!r} cannot be loaded: {type(err).__name__}: {err}") from err
+
+
+def load_policy(spec: str, custom_class: bool = False) -> tuple[Policy | None, str | None]:
+    """:func:`load_policy_strict`, forgiving: ``(policy, None)`` or ``(None, 'load_failed')`` (logged), for
+    callers that run on the fallback when the policy cannot be loaded."""
+    try:
+        return load_policy_strict(spec, custom_class), None
+    except PolicyLoadError as err:
+        LOG.error("%s", err)
         return None, "load_failed"
 
 

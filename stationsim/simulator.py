@@ -128,6 +128,11 @@ class SimReport:
     """wall-clock time (ISO, UTC) of the last tick with the site or a node above its limit"""
     refused_unregistered: int = 0
     """requests of the central system that came before the station's boot was accepted (refused)"""
+    worst_profile_delay_s: float = 0.0
+    """longest wall time a transaction charged before any profile limited it (tick resolution)"""
+    transactions_unprotected_at_end: int = 0
+    """charging transactions that never had a profile in force"""
+    transactions_seen: int = 0
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items()}
@@ -501,6 +506,9 @@ class SiteSimulator:
             stations=len(self.stations),
             last_violation_utc=_utc_of(max(phys.last_violation_at, phys.last_node_violation_at)),
             refused_unregistered=self.refused_unregistered,
+            worst_profile_delay_s=round(phys.worst_profile_delay_s, 3),
+            transactions_unprotected_at_end=phys.unprotected_now,
+            transactions_seen=phys.transactions_seen,
         )
 
     def _progress(self, wall_s: float, end_wall_s: float) -> SimProgress:

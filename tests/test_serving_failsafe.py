@@ -111,3 +111,21 @@ async def test_nothing_before_boot_failsafe_retried_and_an_early_transaction_cov
     assert limit_a == kw_to_profile_one(svc.site, 0, float(svc.safe_share_kw[0])) > 0
     charger = state["chargers"][0]
     assert charger["limit_value"] == limit_a
+
+
+# --------------------------------------------------------------------------- start-up errors
+
+
+def test_serve_refuses_to_start_when_the_policy_cannot_be_loaded(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from envs.config import dump_site
+    from evdlm.cli import app
+
+    dump_site(small_site(), tmp_path / "site.yaml")
+    args = ["serve", "--site", str(tmp_path / "site.yaml"), "--policy", "models:/no-such-model/1"]
+    args += ["--database-url", f"sqlite:///{tmp_path / 'db.sqlite'}", "--ocpp-port", "0", "--http-port", "0"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2
+    assert "error: policy 'models:/no-such-model/1' cannot be loaded" in result.output
+    assert "--allow-fallback" in result.output
