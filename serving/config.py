@@ -202,6 +202,19 @@ class ServingConfig(_Frozen):
     offender_tolerance_kw: float = Field(
         default=0.5, ge=0, description="drawing more than limit + this (and +10 %) flags a station"
     )
+    meter_fault_rel_tol: float = Field(
+        default=0.1,
+        ge=0,
+        description="a charger reading above rating x (1 + this) + meter_fault_abs_kw is a fault",
+    )
+    meter_fault_abs_kw: float = Field(
+        default=1.0, ge=0, description="absolute tolerance of the charger meter plausibility checks, kW"
+    )
+    site_meter_fault_factor: float = Field(
+        default=2.0,
+        gt=1,
+        description="a site reading beyond this x (import limit + charger ratings), either way, is a fault",
+    )
     default_session_energy_kwh: float = Field(
         default=20.0, gt=0, description="energy assumed asked by an EV that does not say (OCPP 1.6)"
     )

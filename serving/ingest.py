@@ -32,11 +32,16 @@ from serving.events import (
     TransactionUpdated,
 )
 from serving.journal import Journal
-from serving.live import LiveSite, SiteMeterReading
+from serving.live import ConnectorLive, LiveSite, SiteMeterReading
 from serving.metrics import Metrics
+from serving.plausibility import MeterFault, charger_power_fault, register_fault, site_meter_fault
 from serving.store import AsyncStore, MeterSample
 
 LOG = logging.getLogger("evdlm.serving")
+
+
+def _kw(watts: float | None) -> float | None:
+    return None if watts is None else watts / 1000.0
 
 
 class LiveUpdater:
@@ -183,12 +188,48 @@ class LiveUpdater:
         c = self.live.connector(sid, k)
         if c is None:
             return
+        fault = self._implausible(c, event, now)
+        if fault is not None:
+            self._meter_fault(c, fault, now)
+            if fault == "register_jump" and e_imp is not None:
+                c.register_wh, c.register_at = e_imp, now  # judge the next reading against this one
+            return
+        if c.meter_fault is not None:
+            LOG.info("%s: meter plausible again", c.charger_id)
+            c.meter_fault = None
         if p_imp is not None:
             c.power_kw, c.power_at = p_imp / 1000.0, now
+        if e_imp is not None:
+            c.register_wh, c.register_at = e_imp, now
         if e_imp is not None and c.active and c.tx_pk is not None:
             c.meter_last_wh = max(c.meter_last_wh, e_imp)
             self.journal.register(c.tx_pk, c.meter_last_wh)
         self.journal.sample(MeterSample(wall, "charger", c.charger_id, c.power_kw, e_imp))
+
+    def _implausible(self, c: ConnectorLive, event: MeterReading, now: float) -> MeterFault | None:
+        """The meter fault of a charger reading (:mod:`serving.plausibility`), None where plausible."""
+        i, cfg = c.index, self.cfg
+        rated = float(self.site.rated_kw[i])
+        fault = charger_power_fault(
+            _kw(event.power_import_w), _kw(event.power_export_w), rated,
+            bool(self.site.max_discharge_kw[i] > 0), cfg.meter_fault_rel_tol, cfg.meter_fault_abs_kw,
+        )  # fmt: skip
+        if fault is None and event.energy_import_wh is not None:
+            fault = register_fault(
+                c.register_wh, event.energy_import_wh, now - c.register_at, rated, cfg.meter_fault_rel_tol,
+                cfg.meter_fault_abs_kw,
+            )  # fmt: skip
+        return fault
+
+    def _meter_fault(self, c: ConnectorLive, fault: MeterFault, now: float) -> None:
+        """Ignore an implausible reading: count it, flag the charger, assume it at its sent limit (so it
+        never takes headroom from the others; unknown where no limit was sent yet)."""
+        self.metrics.inc("meter_faults_total", kind=fault)
+        if c.meter_fault is None:
+            LOG.warning("%s: implausible meter reading (%s) ignored", c.charger_id, fault)
+            c.meter_fault_since = now
+        c.meter_fault = fault
+        c.power_kw, c.power_at = (c.limit_kw, now) if c.limit_kw is not None else (None, -np.inf)
 
     def charging_needs(self, event: ChargingNeeds) -> None:
         self.seen(event.station_id)
@@ -213,6 +254,17 @@ class LiveUpdater:
         if not np.isfinite(import_kw) or (pv_kw is not None and not np.isfinite(pv_kw)):
             self.metrics.inc("meter_rejected_total")
             return
+        site = self.site
+        fault = site_meter_fault(
+            import_kw, site.import_limit_kw, float(site.rated_kw.sum()), self.cfg.site_meter_fault_factor
+        )
+        if fault is not None:
+            self.metrics.inc("meter_faults_total", kind=fault)
+            if self.live.site_meter_fault is None:
+                LOG.warning("implausible site meter reading %.1f kW ignored (%s)", import_kw, fault)
+            self.live.site_meter_fault = fault
+            return
+        self.live.site_meter_fault = None
         self.live.meter = SiteMeterReading(import_kw, pv_kw, time.monotonic())
         self.metrics.set("site_import_kw", import_kw)
         self.journal.sample(MeterSample(datetime.now(UTC), "site", None, import_kw, None, pv_kw))

@@ -54,6 +54,12 @@ class ConnectorLive:
     offender_cycles: int = 0
     offender_since: float = -np.inf
     """monotonic time the current offender flag was raised"""
+    meter_fault: str | None = None
+    """kind of the last implausible reading (:mod:`serving.plausibility`), None once one is plausible"""
+    meter_fault_since: float = -np.inf
+    register_wh: float | None = None
+    """last accepted import energy register, Wh (any transaction)"""
+    register_at: float = -np.inf
 
     @property
     def active(self) -> bool:
@@ -114,6 +120,8 @@ class LiveSite:
     connectors: list[ConnectorLive]
     """in site charger order"""
     meter: SiteMeterReading | None = None
+    site_meter_fault: str | None = None
+    """kind of the last implausible site meter reading, None once one is plausible"""
     peak_import_kw: float = 0.0
     by_tx: dict[tuple[str, str], ConnectorLive] = field(default_factory=dict)
 

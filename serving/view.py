@@ -87,7 +87,9 @@ def site_state(
                     "not_following_profile": c.offender,
                     "offline": not bool(st and st.connected),
                     "v2g_active": bool(c.limit_kw is not None and c.limit_kw < 0),
+                    "meter_fault": c.meter_fault is not None,
                 },
+                "meter_fault": c.meter_fault,
             }
         )
     h = metrics.loop_latency_s
@@ -101,6 +103,7 @@ def site_state(
             "peak_import_kw": live.peak_import_kw,
             "meter_age_s": None if meter is None else now - meter.at,
             "meter_stale": None if last is None else last.outcome.meter_stale,
+            "meter_fault": live.site_meter_fault,
         },
         "loop": {
             "cycle": cycle,

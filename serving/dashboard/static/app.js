@@ -77,7 +77,9 @@ function renderCards(s) {
   $("card-counters").classList.toggle("alarm", loop.violations > 0 || offenders > 0);
 }
 
-const FLAG_TEXT = { not_following_profile: "not following profile", offline: "offline", v2g_active: "V2G" };
+const FLAG_TEXT = {
+  not_following_profile: "not following profile", offline: "offline", v2g_active: "V2G", meter_fault: "meter fault",
+};
 
 function cell(field, value, text, cls = "num") {
   return `<td class="${cls}" data-field="${field}" data-value="${esc(raw(value))}">${esc(text)}</td>`;
