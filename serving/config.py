@@ -180,7 +180,12 @@ class ServingConfig(_Frozen):
 
     site: Path = Field(description="site YAML, relative to the serving YAML")
     stations: tuple[StationConfig, ...] = Field(min_length=1)
-    control_interval_s: float = Field(default=10.0, gt=0)
+    control_interval_s: float = Field(default=10.0, gt=0, description="control loop period, wall seconds")
+    time_scale: float = Field(
+        default=1.0,
+        gt=0,
+        description="stations' seconds per wall second: 1 on a site, N against 'evdlm simulate --speed N'",
+    )
     policy_budget_s: float = Field(default=0.5, gt=0, description="time budget of the policy per cycle")
     meter: MeterConfig = MeterConfig()
     meter_timeout_s: float = Field(default=30.0, gt=0, description="site meter older than this is stale")

@@ -216,7 +216,8 @@ class LiveUpdater:
         )  # fmt: skip
         if fault is None and event.energy_import_wh is not None:
             fault = register_fault(
-                c.register_wh, event.energy_import_wh, now - c.register_at, rated, cfg.meter_fault_rel_tol,
+                c.register_wh, event.energy_import_wh, (now - c.register_at) * cfg.time_scale, rated,
+                cfg.meter_fault_rel_tol,
                 cfg.meter_fault_abs_kw,
             )  # fmt: skip
         return fault
