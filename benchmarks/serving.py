@@ -132,9 +132,12 @@ def start_service(
 
 
 def start_simulator(
-    scenario: Path, ocpp: int, http: int, duration_s: float, meter_interval_s: float, extra: list[str]
-) -> subprocess.Popen[bytes]:
+    scenario: Path, ocpp: int, http: int, duration_s: float, meter_interval_s: float, extra: list[str],
+    config: Path | None = None,
+) -> subprocess.Popen[bytes]:  # fmt: skip
     cmd = [sys.executable, "-m", "evdlm.cli", "simulate", "--scenario", str(scenario)]
+    if config is not None:
+        cmd += ["--config", str(config)]  # the station layout as the service has it
     cmd += ["--csms", f"ws://127.0.0.1:{ocpp}", "--speed", "1", "--version", "mixed", "--json"]
     cmd += ["--meter-url", f"http://127.0.0.1:{http}/api/meter", "--meter-interval-s", str(meter_interval_s)]
     cmd += ["--duration-s", str(duration_s), *extra]
@@ -186,7 +189,7 @@ def run_phase(
     out: dict[str, Any] = {"stations": n, "policy": policy, "failsafe": failsafe}
     try:
         wait_http(http)
-        sim = start_simulator(scenario, ocpp, http, duration_s, meter_interval_s, extra)
+        sim = start_simulator(scenario, ocpp, http, duration_s, meter_interval_s, extra, config)
         if kill_at_s is not None:
             time.sleep(kill_at_s)
             before = http_json(http, "/api/state")

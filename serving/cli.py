@@ -35,7 +35,7 @@ class VersionOption(StrEnum):
 
 
 def default_serving_config(site_path: Path, site: SiteConfig, secrets: Path | None) -> ServingConfig:
-    """A serving config for a bare site: one station per ``<station>-<k>`` group (else per charger)."""
+    """A serving config for a bare site: every charger a station of its own (its id, connector 1)."""
     from envs.core import SiteArrays
     from serving.config import ServingConfig, StationConfig
     from stationsim.simulator import station_layout

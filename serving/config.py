@@ -6,8 +6,10 @@ never in the YAML: they come from a secrets file (``station_id: password`` per l
 environment (``EVDLM_OCPP_PASSWORD_<STATION_ID>``, the id upper-cased with non-alphanumerics as ``_``).
 
 Connector mapping: a station's ``connectors`` table maps an OCPP connector id (1.6) or EVSE id (2.0.1) to a
-charger id of the site. Without a table, charger ``<station>-<k>`` is connector ``k`` of station
-``<station>`` (so charger ``CP001-1`` is connector 1 of station ``CP001``).
+charger id of the site. Without a table, a configured station ``S`` serves the charger whose id is ``S``
+(connector 1) and the chargers ``S-<k>`` (connector ``k``): the station id is never split, only a
+configured station's own id is looked for (``CP-00001`` is a station of its own, connector 1). A charger
+that two stations would claim, or two chargers one connector, is an error naming them.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Literal
@@ -323,6 +326,28 @@ def resolve_paths(cfg: ServingConfig, base: Path) -> ServingConfig:
 _SUFFIX = re.compile(r"^(?P<station>.+)-(?P<k>\d+)$")
 
 
+def default_connectors(station_id: str, charger_ids: Sequence[str]) -> dict[int, str]:
+    """The connectors of a station configured without a table: the charger named like the station is
+    connector 1, a charger ``<station_id>-<k>`` connector ``k``. Raises :class:`ConfigError` where two
+    chargers would be the same connector (naming both)."""
+    table: dict[int, str] = {}
+    for cid in charger_ids:
+        if cid == station_id:
+            k = 1
+        else:
+            m = _SUFFIX.match(cid)
+            if not (m and m.group("station") == station_id):
+                continue
+            k = int(m.group("k"))
+        if k in table:
+            raise ConfigError(
+                f"station {station_id!r}: chargers {table[k]!r} and {cid!r} would both be connector {k} "
+                "(ambiguous); give the station a 'connectors' table"
+            )
+        table[k] = cid
+    return table
+
+
 def connector_map(cfg: ServingConfig, site: SiteConfig) -> dict[tuple[str, int], str]:
     """``(station id, connector id) -> charger id`` for every configured station; validated both ways.
 
@@ -334,12 +359,7 @@ def connector_map(cfg: ServingConfig, site: SiteConfig) -> dict[tuple[str, int],
     out: dict[tuple[str, int], str] = {}
     claimed: dict[str, tuple[str, int]] = {}
     for st in cfg.stations:
-        table = dict(st.connectors)
-        if not table:
-            for cid in site.charger_ids:
-                m = _SUFFIX.match(cid)
-                if m and m.group("station") == st.id:
-                    table[int(m.group("k"))] = cid
+        table = dict(st.connectors) if st.connectors else default_connectors(st.id, site.charger_ids)
         if not table and not (cfg.meter.source == "station" and cfg.meter.station_id == st.id):
             raise ConfigError(f"station {st.id!r}: no connector maps to a charger (set 'connectors')")
         for k, cid in sorted(table.items()):
@@ -348,7 +368,10 @@ def connector_map(cfg: ServingConfig, site: SiteConfig) -> dict[tuple[str, int],
             if cid not in known:
                 raise ConfigError(f"station {st.id!r}: connector {k} maps to unknown charger {cid!r}")
             if cid in claimed:
-                raise ConfigError(f"charger {cid!r} is mapped twice: {claimed[cid]} and {(st.id, k)}")
+                raise ConfigError(
+                    f"charger {cid!r} is mapped twice (ambiguous): connector {claimed[cid][1]} of station "
+                    f"{claimed[cid][0]!r} and connector {k} of station {st.id!r}; give 'connectors' tables"
+                )
             claimed[cid] = (st.id, k)
             out[(st.id, k)] = cid
     if cfg.meter.source == "station" and cfg.meter.station_id not in station_ids:

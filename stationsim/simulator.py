@@ -141,17 +141,11 @@ class SimReport:
 def station_layout(
     site: SiteArrays, mapping: dict[tuple[str, int], str] | None
 ) -> dict[tuple[str, int], str]:
-    """``(station, connector) -> charger``: the given mapping, or ``<station>-<k>`` from the charger ids."""
+    """``(station, connector) -> charger``: the given mapping, else every charger a station of its own
+    (its id, connector 1), as ``evdlm serve --site`` configures it. An id is never split at a dash."""
     if mapping:
         return dict(mapping)
-    out: dict[tuple[str, int], str] = {}
-    for cid in site.charger_ids:
-        head, _, tail = cid.rpartition("-")
-        if head and tail.isdigit():
-            out[(head, int(tail))] = cid
-        else:
-            out[(cid, 1)] = cid
-    return out
+    return {(cid, 1): cid for cid in site.charger_ids}
 
 
 def _auth_header(station: str, password: str | None) -> dict[str, str]:

@@ -22,7 +22,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 from websockets.typing import Subprotocol
 
-from serving.config import ServingConfig
+from serving.config import ServingConfig, connector_map
 from serving.service import Service
 from stationsim.simulator import SimOptions, SiteSimulator
 from tests.test_serving_helpers import (
@@ -49,7 +49,8 @@ def _sim(svc: Service, scenario: Any, push_meter: bool = True, **kw: Any) -> Sit
         warmup_s=0.5,
         **kw,
     )
-    return SiteSimulator(scenario, f"ws://127.0.0.1:{svc.ocpp_port}", opts)
+    mapping = connector_map(svc.cfg, scenario.site)  # the stations as the service has them
+    return SiteSimulator(scenario, f"ws://127.0.0.1:{svc.ocpp_port}", opts, mapping)
 
 
 def _config(tmp_path: Path, **overrides: Any) -> ServingConfig:
@@ -202,6 +203,7 @@ async def test_security_profile_2_tls_with_basic_auth(tmp_path: Path) -> None:
                 duration_s=1.0, warmup_s=0.3,
                 meter_push_url=f"http://127.0.0.1:{svc.http_port}/api/meter",
             ),
+            connector_map(cfg, site),
         )  # fmt: skip
         rep = await sim.run()
         # a plain-text client cannot talk to the TLS port
