@@ -98,6 +98,10 @@ def register(app: typer.Typer) -> None:
                 help="start on the rule-based fallback when the policy cannot be loaded (default: exit 2)",
             ),
         ] = False,
+        time_scale: Annotated[
+            float | None,
+            typer.Option(help="stations' seconds per wall second: N against 'evdlm simulate --speed N'"),
+        ] = None,
         log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING")] = "INFO",
     ) -> None:
         """Run the live DLM: OCPP 1.6J/2.0.1 central system, control loop, operator API."""
@@ -108,7 +112,7 @@ def register(app: typer.Typer) -> None:
         from pydantic import ValidationError
 
         from envs.config import ConfigError, format_validation_error, load_site
-        from serving.config import load_operator_token, load_passwords, load_serving_config
+        from serving.config import check_auth, load_operator_token, load_passwords, load_serving_config
         from serving.service import PolicyLoadError, Service, load_policy_strict
 
         logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -133,6 +137,8 @@ def register(app: typer.Typer) -> None:
                 update["dashboard_port"] = dashboard_port
             if database_url is not None:
                 update["database_url"] = database_url
+            if time_scale is not None:
+                update["time_scale"] = time_scale
             if forecaster is not None:
                 from serving.config import ForecastConfig
 
@@ -142,6 +148,7 @@ def register(app: typer.Typer) -> None:
             # revalidate: the window length depends on the forecast and the control interval
             cfg = type(cfg).model_validate(cfg.model_dump(by_alias=True))
             passwords = load_passwords(cfg)
+            check_auth(cfg, passwords)
             token = load_operator_token(cfg)
         except (ConfigError, OSError) as err:
             raise bad_input(str(err)) from None

@@ -39,8 +39,16 @@ class _Frozen(BaseModel):
 class StationConfig(_Frozen):
     """One OCPP charging station; ``connectors`` maps connector/EVSE id -> site charger id."""
 
-    id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.:\-]+$")
-    connectors: dict[int, str] = Field(default_factory=dict)
+    id: str = Field(
+        min_length=1,
+        pattern=r"^[A-Za-z0-9_.:\-]+$",
+        description="OCPP identity (last websocket path segment)",
+    )
+    connectors: dict[int, str] = Field(
+        default_factory=dict,
+        description="connector (1.6) / EVSE (2.0.1) id -> site charger id; empty: charger `<id>` is "
+        "connector 1 and chargers `<id>-<k>` connector k",
+    )
 
 
 class MeterConfig(_Frozen):
@@ -53,15 +61,21 @@ class MeterConfig(_Frozen):
     chargers' own measurements plus ``assumed_base_load_kw`` (and counts the meter as fresh).
     """
 
-    source: Literal["station", "http", "modbus", "none"] = "none"
-    station_id: str | None = None
-    host: str = "127.0.0.1"
-    port: int = Field(default=502, gt=0, lt=65536)
-    unit_id: int = Field(default=1, ge=0, le=247)
+    source: Literal["station", "http", "modbus", "none"] = Field(
+        default="none",
+        description="station: MeterValues of connector/EVSE 0 of `station_id`; http: POST /api/meter; "
+        "modbus: float32 holding registers; none: chargers' own meters + `assumed_base_load_kw`",
+    )
+    station_id: str | None = Field(
+        default=None, description="the station whose connector 0 is the site meter"
+    )
+    host: str = Field(default="127.0.0.1", description="Modbus TCP host")
+    port: int = Field(default=502, gt=0, lt=65536, description="Modbus TCP port")
+    unit_id: int = Field(default=1, ge=0, le=247, description="Modbus unit id")
     import_register: int = Field(default=0, ge=0, description="register of net import power (float32, W)")
     pv_register: int | None = Field(default=None, ge=0, description="register of PV power (float32, W)")
     scale: float = Field(default=1.0, gt=0, description="multiplier turning the register value into W")
-    poll_interval_s: float = Field(default=1.0, gt=0)
+    poll_interval_s: float = Field(default=1.0, gt=0, description="seconds between Modbus reads")
 
     @model_validator(mode="after")
     def _check(self) -> MeterConfig:
@@ -131,8 +145,8 @@ class TimeOfUsePeriod(_Frozen):
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
     start: str = Field(alias="from", pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="local HH:MM")
-    import_price_per_kwh: float
-    export_price_per_kwh: float
+    import_price_per_kwh: float = Field(description="import price of the period, per kWh")
+    export_price_per_kwh: float = Field(description="export price of the period, per kWh")
 
     @property
     def minute_of_day(self) -> int:
@@ -150,8 +164,12 @@ class PricesConfig(_Frozen):
     applies, else the flat ``import_price_per_kwh`` / ``export_price_per_kwh`` of the serving config.
     """
 
-    csv: Path | None = None
-    time_of_use: tuple[TimeOfUsePeriod, ...] = ()
+    csv: Path | None = Field(
+        default=None, description="timestamp (with offset), import_price_per_kwh, export_price_per_kwh"
+    )
+    time_of_use: tuple[TimeOfUsePeriod, ...] = Field(
+        default=(), description="daily periods in local time (`from`, prices); the last runs into the first"
+    )
     timezone: str | None = Field(default=None, description="time zone of the table (default: the site's)")
 
     @model_validator(mode="after")
@@ -174,15 +192,17 @@ class PricesConfig(_Frozen):
 class TLSConfig(_Frozen):
     """OCPP security profile 2: TLS with the server certificate (PEM) and key."""
 
-    cert_file: Path
-    key_file: Path
+    cert_file: Path = Field(description="server certificate chain, PEM")
+    key_file: Path = Field(description="its private key, PEM")
 
 
 class ServingConfig(_Frozen):
     """Everything ``evdlm serve`` needs besides the policy and the secrets."""
 
     site: Path = Field(description="site YAML, relative to the serving YAML")
-    stations: tuple[StationConfig, ...] = Field(min_length=1)
+    stations: tuple[StationConfig, ...] = Field(
+        min_length=1, description="the OCPP stations and their connectors (below)"
+    )
     control_interval_s: float = Field(default=10.0, gt=0, description="control loop period, wall seconds")
     time_scale: float = Field(
         default=1.0,
@@ -190,7 +210,7 @@ class ServingConfig(_Frozen):
         description="stations' seconds per wall second: 1 on a site, N against 'evdlm simulate --speed N'",
     )
     policy_budget_s: float = Field(default=0.5, gt=0, description="time budget of the policy per cycle")
-    meter: MeterConfig = MeterConfig()
+    meter: MeterConfig = Field(default=MeterConfig(), description="where the site meter is read (below)")
     meter_timeout_s: float = Field(default=30.0, gt=0, description="site meter older than this is stale")
     station_meter_timeout_s: float = Field(
         default=60.0, gt=0, description="a charger measurement older than this counts as unknown"
@@ -227,26 +247,34 @@ class ServingConfig(_Frozen):
         default=20.0, gt=0, description="energy assumed asked by an EV that does not say (OCPP 1.6)"
     )
     default_dwell_h: float = Field(default=8.0, gt=0, description="stay assumed when no departure is known")
-    import_price_per_kwh: float = 0.25
-    export_price_per_kwh: float = 0.05
+    import_price_per_kwh: float = Field(default=0.25, description="flat import price where no tariff applies")
+    export_price_per_kwh: float = Field(default=0.05, description="flat export price where no tariff applies")
     forecast_horizon_steps: int = Field(
         default=96, gt=0, description="window length in control intervals without forecast/prices"
     )
-    forecast: ForecastConfig | None = None
-    prices: PricesConfig | None = None
-    heartbeat_interval_s: int = Field(default=300, gt=0)
-    ocpp_host: str = "127.0.0.1"
-    ocpp_port: int = Field(default=9000, ge=0, lt=65536)
-    http_host: str = "127.0.0.1"
-    http_port: int = Field(default=8080, ge=0, lt=65536)
+    forecast: ForecastConfig | None = Field(default=None, description="base load / PV forecast (below)")
+    prices: PricesConfig | None = Field(default=None, description="the tariff over time (below)")
+    heartbeat_interval_s: int = Field(default=300, gt=0, description="heartbeat interval told at boot, s")
+    ocpp_host: str = Field(default="127.0.0.1", description="OCPP websocket listening address")
+    ocpp_port: int = Field(default=9000, ge=0, lt=65536, description="OCPP port (0: any free port)")
+    http_host: str = Field(default="127.0.0.1", description="operator API (and dashboard) address")
+    http_port: int = Field(default=8080, ge=0, lt=65536, description="operator API port (0: any free port)")
     dashboard_port: int | None = Field(
         default=None, ge=0, lt=65536, description="operator dashboard on http_host (None: off)"
     )
-    tls: TLSConfig | None = None
+    tls: TLSConfig | None = Field(default=None, description="security profile 2: TLS (below); None: plain ws")
     require_auth: bool = Field(default=True, description="OCPP security profile >= 1 (HTTP Basic auth)")
     secrets_file: Path | None = Field(default=None, description="YAML 'station_id: password' (not in git)")
-    database_url: str = "sqlite:///.evdlm/serving.db"
+    database_url: str = Field(
+        default="sqlite:///.evdlm/serving.db",
+        description="SQLAlchemy URL (SQLite WAL, or postgresql+psycopg)",
+    )
     response_timeout_s: float = Field(default=10.0, gt=0, description="wait for a station's answer")
+    max_frame_bytes: int = Field(
+        default=2**18,
+        ge=1024,
+        description="largest websocket frame accepted; a larger one closes the station's connection (1009)",
+    )
     start_on_fallback: bool = Field(
         default=False,
         description="start on the fallback when the policy cannot be loaded (else a start-up error, exit 2)",
@@ -409,6 +437,24 @@ def load_passwords(cfg: ServingConfig, environ: dict[str, str] | None = None) ->
         if value:
             out[st.id] = value
     return out
+
+
+def check_auth(cfg: ServingConfig, passwords: dict[str, str]) -> None:
+    """Raise :class:`ConfigError` where ``require_auth`` is on and a station has no password: every
+    connection of that station would be refused (401), silently, for as long as the service runs."""
+    if not cfg.require_auth:
+        return
+    missing = [s.id for s in cfg.stations if s.id not in passwords]
+    if missing:
+        shown = ", ".join(repr(m) for m in missing[:5]) + (
+            f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        )
+        raise ConfigError(
+            f"require_auth is on (the default) but station(s) {shown} have no password, so every connection "
+            "of theirs would be refused (401): give them passwords (secrets_file / --secrets, or "
+            f"{PASSWORD_ENV_PREFIX}<ID>), or set require_auth: false (no OCPP authentication; bind to "
+            "127.0.0.1 only)"
+        )
 
 
 def load_operator_token(cfg: ServingConfig, environ: dict[str, str] | None = None) -> str | None:

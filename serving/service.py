@@ -150,7 +150,7 @@ class Service:
             ),
             ssl=ssl_ctx,
             ping_interval=None,
-            max_size=2**18,
+            max_size=self.cfg.max_frame_bytes,
             compression=None,
         )
         self.ocpp_port = int(next(iter(self._ws_server.sockets)).getsockname()[1])
