@@ -324,7 +324,7 @@ class Service:
         """The live site as JSON-ready data (``/api/state``, :func:`serving.view.site_state`)."""
         return site_state(
             self.site, self.live, self.cfg, self.metrics, self.safe_share_kw, self.loop.cycle, self.loop.last,
-            self.forecast,
+            self.forecast, self.loop.violations,
         )  # fmt: skip
 
     def subscribe(self) -> asyncio.Queue[dict[str, Any]]:
