@@ -223,6 +223,11 @@ def register(app: typer.Typer) -> None:
         drop_off: Annotated[
             str, typer.Option(help="STATION:AT_S:FOR_S,... stations that disconnect for a while")
         ] = "",
+        chaos_per_h: Annotated[
+            float, typer.Option(help="soak: random disconnects and reboots per station per wall hour")
+        ] = 0.0,
+        late_meter_share: Annotated[float, typer.Option(help="soak: share of MeterValues sent late")] = 0.0,
+        seed: Annotated[int, typer.Option(help="seed of the soak's randomness")] = 0,
         json_out: Annotated[bool, typer.Option("--json", help="print the report as one JSON object")] = False,
     ) -> None:
         """Replay a scenario with simulated OCPP stations against a running central system."""
@@ -273,6 +278,9 @@ def register(app: typer.Typer) -> None:
             operator_token=os.environ.get(OPERATOR_TOKEN_ENV),
             passwords=passwords,
             duration_s=duration_s,
+            chaos_per_h=chaos_per_h,
+            late_meter_share=late_meter_share,
+            seed=seed,
         )
         sim = SiteSimulator(sc, csms, opts, mapping)
         with tqdm(total=1.0, unit="", disable=json_out, bar_format=_SIM_BAR, file=sys.stderr) as bar:
