@@ -67,6 +67,7 @@ __all__ = [
     "default_fallback",
     "load_policy",
     "load_policy_strict",
+    "starved_chargers",
 ]
 
 
@@ -103,6 +104,16 @@ class Service:
                 LOG.error("policy %s failed to reset (%s); the fallback decides", policy.name, err)
                 policy_error, policy = "load_failed", None
         self.safe_share_kw: FloatArray = safe_static_share_kw(self.site, cfg.failsafe_base_load_kw)
+        starved = starved_chargers(self.site, self.safe_share_kw)
+        if starved:
+            shown = ", ".join(starved[:10]) + (f" and {len(starved) - 10} more" if len(starved) > 10 else "")
+            LOG.warning(
+                "the static safe share of %d charger(s) is below their minimum current (0 kW): %s. Their "
+                "station's failsafe holds them at 0 while the central system is lost or the site meter is "
+                "stale, and the failsafe maximum profile caps them at 0 online: lower "
+                "failsafe_base_load_kw or use --failsafe tx_default",
+                len(starved), shown,
+            )  # fmt: skip
         self.controller = Controller(
             self.site, policy, fallback, self.safe_share_kw, cfg.policy_budget_s, policy_error,
             departure_floor=cfg.departure_floor,
@@ -344,6 +355,11 @@ class Service:
 
     def push_site_meter(self, import_kw: float, pv_kw: float | None) -> None:
         self.on_site_meter(import_kw, pv_kw)
+
+
+def starved_chargers(site: SiteArrays, safe_share_kw: FloatArray) -> list[str]:
+    """The chargers whose static safe share cannot give them their minimum current (share 0)."""
+    return [site.charger_ids[i] for i in range(site.n) if safe_share_kw[i] <= 0.0 < site.rated_kw[i]]
 
 
 def default_fallback() -> Policy | None:

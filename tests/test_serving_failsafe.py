@@ -22,8 +22,9 @@ from ocpp.v16.enums import Action
 from websockets.asyncio.client import connect
 from websockets.typing import Subprotocol
 
-from envs.share import kw_to_profile_one
-from serving.service import Service
+from envs.core import SiteArrays
+from envs.share import kw_to_profile_one, safe_static_share_kw
+from serving.service import Service, starved_chargers
 from tests.test_serving_helpers import PASSWORDS, FullPower, serving_config, small_site
 
 
@@ -129,3 +130,17 @@ def test_serve_refuses_to_start_when_the_policy_cannot_be_loaded(tmp_path: Path)
     assert result.exit_code == 2
     assert "error: policy 'models:/no-such-model/1' cannot be loaded" in result.output
     assert "--allow-fallback" in result.output
+
+
+def test_chargers_starved_by_the_static_safe_share_are_named() -> None:
+    # 30 kW, 4 x 11.04 kW: with 24 kW of building load reserved, 6 kW cannot give four chargers 6 A each
+    site = small_site()
+    share = safe_static_share_kw(SiteArrays.from_config(site), 24.0)
+    starved = starved_chargers(SiteArrays.from_config(site), share)
+    assert starved and all(share[site.charger_ids.index(c)] == 0.0 for c in starved)
+    assert (
+        starved_chargers(
+            SiteArrays.from_config(site), safe_static_share_kw(SiteArrays.from_config(site), 5.0)
+        )
+        == []
+    )
