@@ -190,6 +190,7 @@ class Dispatcher:
             return
         if station.failsafe is not None or not station.registered or sid not in self.connections:
             return
+        owned = sid not in self._busy  # an earlier batch in flight keeps the station busy itself
         self._busy.add(sid)
         self.metrics.inc("failsafe_tx_covers_total")
 
@@ -197,7 +198,8 @@ class Dispatcher:
             try:
                 await self._send_tx_profiles(sid, [(c, float(self.safe_share_kw[c.index]))])
             finally:
-                self._busy.discard(sid)
+                if owned:
+                    self._busy.discard(sid)
 
         self._spawn(cover())
 
