@@ -34,7 +34,13 @@ from serving.events import (
 from serving.journal import Journal
 from serving.live import ConnectorLive, LiveSite, SiteMeterReading
 from serving.metrics import Metrics
-from serving.plausibility import MeterFault, charger_power_fault, register_fault, site_meter_fault
+from serving.plausibility import (
+    MeterFault,
+    charger_power_fault,
+    register_fault,
+    register_is_late,
+    site_meter_fault,
+)
 from serving.store import AsyncStore, MeterSample
 
 LOG = logging.getLogger("evdlm.serving")
@@ -187,6 +193,12 @@ class LiveUpdater:
             return
         c = self.live.connector(sid, k)
         if c is None:
+            return
+        if e_imp is not None and register_is_late(
+            c.register_wh, e_imp, float(self.site.rated_kw[c.index]), self.cfg.meter_fault_rel_tol,
+            self.cfg.station_meter_timeout_s * self.cfg.time_scale,
+        ):  # fmt: skip
+            self.metrics.inc("meter_late_total")  # older than what we have: ignored
             return
         fault = self._implausible(c, event, now)
         if fault is not None:

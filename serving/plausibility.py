@@ -12,8 +12,11 @@ Charger reading faults (``kind``):
 - ``negative``: import power below ``-abs_tol_kw``, or export power above ``abs_tol_kw`` on a charger that
   cannot discharge;
 - ``register_jump``: the import energy register grew by more than the rating allows over the time since
-  the last accepted register (plus ``abs_tol_kw`` for a minute of slack), or ran backwards within a
-  transaction.
+  the last accepted register (plus ``abs_tol_kw`` for a minute of slack), or ran back by more than the
+  rating could have added within ``late_window_s``.
+
+A register a little behind the last accepted one is a **late** reading (:func:`register_is_late`: sent
+after a newer one, e.g. queued by the station), not a fault: it is ignored and counted apart.
 
 Site meter faults: a net import whose magnitude exceeds ``factor * (import limit + sum of charger
 ratings)`` (``site_above_physical``): no site can draw that through a connection sized for its limit;
@@ -69,6 +72,16 @@ def register_fault(
         rated_kw * (1.0 + rel_tol) * max(elapsed_s, 0.0) / 3600.0 + (rated_kw + abs_tol_kw) * slack_h
     )
     return "register_jump" if new_wh - last_wh > most_wh else None
+
+
+def register_is_late(
+    last_wh: float | None, new_wh: float, rated_kw: float, rel_tol: float, late_window_s: float
+) -> bool:
+    """True where ``new_wh`` is behind ``last_wh`` by no more than the rating adds in ``late_window_s``:
+    an older reading arriving late (ignored, not a fault)."""
+    if last_wh is None or new_wh >= last_wh - 1.0:
+        return False
+    return last_wh - new_wh <= 1000.0 * rated_kw * (1.0 + rel_tol) * late_window_s / 3600.0 + 1.0
 
 
 def site_meter_fault(

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from serving.events import MeterReading, TransactionStarted
-from serving.plausibility import charger_power_fault, register_fault, site_meter_fault
+from serving.plausibility import charger_power_fault, register_fault, register_is_late, site_meter_fault
 from serving.service import Service
 from tests.test_serving_helpers import PASSWORDS, FullPower, serving_config, small_site
 
@@ -46,6 +46,10 @@ def test_register_faults() -> None:
     assert register_fault(1000.0, 1000.0 + 11.04 * 1.1 * 1000.0, 3600.0, RATED_KW, 0.1, 1.0) is None
     assert register_fault(1000.0, 1000.0 + 1000.0, 10.0, RATED_KW, 0.1, 1.0) == "register_jump"  # Wh as kWh
     assert register_fault(1000.0, 900.0, 10.0, RATED_KW, 0.1, 1.0) == "register_jump"  # ran backwards
+    # a reading behind by what 60 s at the rating adds is late, not a fault; far behind is not late
+    assert register_is_late(1000.0, 900.0, RATED_KW, 0.1, 60.0)
+    assert not register_is_late(1000.0, 1000.0, RATED_KW, 0.1, 60.0)
+    assert not register_is_late(500_000.0, 100.0, RATED_KW, 0.1, 60.0)
 
 
 def test_site_meter_faults() -> None:
@@ -98,10 +102,12 @@ async def test_a_register_jump_is_one_fault_not_a_stuck_meter(tmp_path: Path) ->
         c = svc.live.connectors[0]
         read = svc.updater.meter_reading
         read(MeterReading("CP1", 1, 5000.0, None, 500_000.0))
+        read(MeterReading("CP1", 1, 3000.0, None, 499_950.0))  # 50 Wh behind: a late reading, ignored
+        assert c.meter_fault is None and c.power_kw == pytest.approx(5.0)
         read(MeterReading("CP1", 1, 5000.0, None, 100.0))  # the register ran backwards (a meter swap)
         assert c.meter_fault == "register_jump" and c.delivered_kwh == pytest.approx(500.0)
         read(MeterReading("CP1", 1, 5000.0, None, 110.0))  # plausible against the new baseline
         assert c.meter_fault is None and c.power_kw == pytest.approx(5.0)
     finally:
         await svc.stop()
-    assert svc.metrics.count("meter_faults_total") == 1
+    assert svc.metrics.count("meter_faults_total") == 1 and svc.metrics.count("meter_late_total") == 1
