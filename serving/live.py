@@ -54,6 +54,12 @@ class ConnectorLive:
     offender_cycles: int = 0
     offender_since: float = -np.inf
     """monotonic time the current offender flag was raised"""
+    meter_fault: str | None = None
+    """kind of the last implausible reading (:mod:`serving.plausibility`), None once one is plausible"""
+    meter_fault_since: float = -np.inf
+    register_wh: float | None = None
+    """last accepted import energy register, Wh (any transaction)"""
+    register_at: float = -np.inf
 
     @property
     def active(self) -> bool:
@@ -88,8 +94,12 @@ class StationLive:
     booted: bool = False
     vendor: str | None = None
     model: str | None = None
+    registered: bool = False
+    """registered on its current connection (BootNotification answered Accepted, or another request)"""
     failsafe: str | None = None
-    """profile purpose installed as the failsafe (None until accepted)"""
+    """profile purpose the station holds as its failsafe (None until it accepted one on this connection)"""
+    failsafe_attempts: int = 0
+    """failsafe installations tried on the current connection (retried with backoff until accepted)"""
     last_seen: float = -np.inf
 
 
@@ -110,6 +120,8 @@ class LiveSite:
     connectors: list[ConnectorLive]
     """in site charger order"""
     meter: SiteMeterReading | None = None
+    site_meter_fault: str | None = None
+    """kind of the last implausible site meter reading, None once one is plausible"""
     peak_import_kw: float = 0.0
     by_tx: dict[tuple[str, str], ConnectorLive] = field(default_factory=dict)
 
@@ -198,6 +210,9 @@ def build_snapshot(
     ev_max = np.full(n, np.inf)
     need = np.zeros(n)
     time_left = np.zeros(n)
+    scale = cfg.time_scale
+    dt_h = cfg.control_interval_s * scale / 3600.0
+    """one control interval in the stations' hours (``time_scale`` > 1 against an accelerated simulator)"""
     overdraw = 0.0
     for c in live.connectors:
         if not c.active:
@@ -208,11 +223,11 @@ def build_snapshot(
         asked = c.energy_asked_kwh if c.energy_asked_kwh is not None else cfg.default_session_energy_kwh
         need[i] = max(0.0, asked - c.delivered_kwh)
         if c.departure is not None:
-            time_left[i] = max((c.departure - utc).total_seconds() / 3600.0, 0.0)
+            time_left[i] = max((c.departure - utc).total_seconds() * scale / 3600.0, 0.0)
         else:
             start = c.tx_start or utc
-            stay_h = (utc - start).total_seconds() / 3600.0
-            time_left[i] = max(cfg.default_dwell_h - stay_h, cfg.control_interval_s / 3600.0)
+            stay_h = (utc - start).total_seconds() * scale / 3600.0
+            time_left[i] = max(cfg.default_dwell_h - stay_h, dt_h)
         if c.offender and c.limit_kw is not None and np.isfinite(measured[i]):
             overdraw += max(0.0, float(measured[i]) - c.limit_kw)
     ev_max = np.minimum(ev_max, cap_kw)
@@ -240,7 +255,6 @@ def build_snapshot(
         site_import = None
         stale = True
     base_eff = base + max(correction_kw, 0.0)
-    dt_h = cfg.control_interval_s / 3600.0
     state = SiteState(
         ev_present=present,
         ev_max_charge_kw=np.where(present, ev_max, 0.0),

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,6 +31,10 @@ from serving.journal import HISTORY_SOURCE, Journal, Publisher
 from serving.live import LiveSite, SnapshotInfo, build_snapshot
 from serving.metrics import Metrics
 from serving.store import DecisionRecord, MeterSample
+from serving.violations import TOLERANCE_KW, Violation, site_cause
+
+VIOLATIONS_KEPT = 20
+"""attributed violations kept for the operator view"""
 
 LOG = logging.getLogger("evdlm.serving")
 
@@ -87,6 +92,10 @@ class SiteLoop:
         """load the last plans did not foresee (closed loop on the site meter), reserved next cycle, kW"""
         self.last: CycleSummary | None = None
         self._last_cycle_mono = -np.inf
+        self._last_other_kw: float | None = None
+        """non-charger net load (import - chargers measured) when the last plan was made, kW"""
+        self.violations: deque[Violation] = deque(maxlen=VIOLATIONS_KEPT)
+        """the last limits exceeded, attributed (:mod:`serving.violations`)"""
 
     async def run_cycle(self) -> CycleSummary:
         t0 = time.perf_counter()
@@ -197,9 +206,8 @@ class SiteLoop:
         self.metrics.loop_latency_s.observe(latency_s)
         self.metrics.inc("cycles_total")
         limit = self.site.import_limit_kw
-        if info.site_import_kw is not None and info.site_import_kw > limit + 1e-6:
-            self.metrics.inc("violations_total")
-            LOG.warning("site import %.2f kW above its limit %.2f kW", info.site_import_kw, limit)
+        last_planned = None if self.last is None else self.last.outcome.planned_import_kw
+        self._attribute(info.site_import_kw, last_planned)
         self.metrics.set("import_limit_kw", limit)
         latency_ms = latency_s * 1000.0
         self.last = CycleSummary(
@@ -228,3 +236,31 @@ class SiteLoop:
         self._spawn(self.journal.persist(record))
         self.publisher.publish()
         return self.last
+
+    def _attribute(self, site_import_kw: float | None, last_planned_import_kw: float | None) -> None:
+        """Count and keep every limit exceeded at this cycle's reading, with its cause."""
+        site = self.site
+        measured = self.live.measured_kw(time.monotonic(), self.cfg.station_meter_timeout_s)
+        measured0 = np.where(np.isfinite(measured), measured, 0.0)
+        now = datetime.now(UTC)
+        found: list[Violation] = []
+        if site_import_kw is not None:
+            chargers_kw = float(measured0.sum())
+            cause = site_cause(
+                site_import_kw, site.import_limit_kw, chargers_kw, self._last_other_kw, last_planned_import_kw
+            )
+            if cause is not None:
+                excess = site_import_kw - site.import_limit_kw
+                found.append(Violation(now, "site", site.import_limit_kw, site_import_kw, excess, cause))
+            self._last_other_kw = site_import_kw - chargers_kw
+        node_kw = np.abs(site.node_power_kw(measured0))
+        for j in np.flatnonzero(node_kw > site.node_limit_kw + TOLERANCE_KW):
+            lim, kw = float(site.node_limit_kw[j]), float(node_kw[j])
+            found.append(Violation(now, str(site.node_ids[j]), lim, kw, kw - lim, "controllable"))
+        for v in found:
+            self.metrics.inc("violations_total", limit="site" if v.limit == "site" else "node", cause=v.cause)
+            self.violations.append(v)
+            LOG.warning(
+                "%s %.2f kW above its limit %.2f kW by %.2f kW (%s)", v.limit, v.measured_kw, v.limit_kw,
+                v.excess_kw, v.cause,
+            )  # fmt: skip

@@ -8,6 +8,7 @@ Pure functions over the live state, the last cycle and the counters; no I/O. :fu
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -17,6 +18,7 @@ from envs.core import FloatArray, SiteArrays
 from serving.config import ServingConfig
 from serving.live import LiveSite
 from serving.metrics import Metrics
+from serving.violations import Violation
 
 if TYPE_CHECKING:
     from serving.forecast import LiveForecast
@@ -48,8 +50,12 @@ def site_state(
     cycle: int,
     last: CycleSummary | None,
     forecast: LiveForecast | None,
+    violations: Sequence[Violation] = (),
 ) -> dict[str, Any]:
-    """The live site as JSON-ready data: ``/api/state``, the server-sent events and the dashboard."""
+    """The live site as JSON-ready data: ``/api/state``, the server-sent events and the dashboard.
+
+    ``violations`` are the last attributed limit violations (:mod:`serving.violations`); ``loop.violations``
+    counts the controllable ones, the others are apart."""
     now = time.monotonic()
     utc = datetime.now(UTC)
     measured = live.measured_kw(now, cfg.station_meter_timeout_s)
@@ -87,7 +93,9 @@ def site_state(
                     "not_following_profile": c.offender,
                     "offline": not bool(st and st.connected),
                     "v2g_active": bool(c.limit_kw is not None and c.limit_kw < 0),
+                    "meter_fault": c.meter_fault is not None,
                 },
+                "meter_fault": c.meter_fault,
             }
         )
     h = metrics.loop_latency_s
@@ -101,6 +109,7 @@ def site_state(
             "peak_import_kw": live.peak_import_kw,
             "meter_age_s": None if meter is None else now - meter.at,
             "meter_stale": None if last is None else last.outcome.meter_stale,
+            "meter_fault": live.site_meter_fault,
         },
         "loop": {
             "cycle": cycle,
@@ -110,7 +119,13 @@ def site_state(
             "latency_ms": None if last is None else last.latency_ms,
             "p99_latency_ms": None if h.n == 0 else h.quantile(0.99) * 1000.0,
             "fallbacks": metrics.count("fallbacks_total"),
-            "violations": metrics.count("violations_total"),
+            "violations": metrics.count("violations_total", cause="controllable"),
+            "violations_base_load_rise": metrics.count("violations_total", cause="base_load_rise"),
+            "overloads_uncontrollable": metrics.count("violations_total", cause="uncontrollable"),
+            "last_uncontrollable": next(
+                (v.time.isoformat() for v in reversed(violations) if v.cause == "uncontrollable"), None
+            ),
+            "recent_violations": [v.to_json() for v in list(violations)[-5:]],
             "planned_import_kw": None if last is None else last.outcome.planned_import_kw,
             "control_interval_s": cfg.control_interval_s,
         },
@@ -129,7 +144,9 @@ def site_state(
                 "id": s.id,
                 "connected": s.connected,
                 "ocpp_version": s.ocpp_version,
+                "registered": s.registered,
                 "failsafe": s.failsafe,
+                "failsafe_attempts": s.failsafe_attempts,
                 "vendor": s.vendor,
                 "model": s.model,
             }

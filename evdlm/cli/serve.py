@@ -15,6 +15,7 @@ import typer
 from evdlm.cli.errors import bad_input
 
 if TYPE_CHECKING:
+    from agents.base import Policy
     from envs.config import SiteConfig
     from serving.config import ServingConfig
 
@@ -34,7 +35,7 @@ class VersionOption(StrEnum):
 
 
 def default_serving_config(site_path: Path, site: SiteConfig, secrets: Path | None) -> ServingConfig:
-    """A serving config for a bare site: one station per ``<station>-<k>`` group (else per charger)."""
+    """A serving config for a bare site: every charger a station of its own (its id, connector 1)."""
     from envs.core import SiteArrays
     from serving.config import ServingConfig, StationConfig
     from stationsim.simulator import station_layout
@@ -141,6 +142,17 @@ def register(app: typer.Typer) -> None:
             Path | None,
             typer.Option(help="fitted forecaster from 'evdlm forecast fit' (overrides forecast.model)"),
         ] = None,
+        allow_fallback: Annotated[
+            bool,
+            typer.Option(
+                "--allow-fallback",
+                help="start on the rule-based fallback when the policy cannot be loaded (default: exit 2)",
+            ),
+        ] = False,
+        time_scale: Annotated[
+            float | None,
+            typer.Option(help="stations' seconds per wall second: N against 'evdlm simulate --speed N'"),
+        ] = None,
         log_level: Annotated[
             str, typer.Option(help="DEBUG, INFO, WARNING (every OCPP frame is logged at DEBUG only)")
         ] = "INFO",
@@ -160,8 +172,8 @@ def register(app: typer.Typer) -> None:
 
         from envs.config import ConfigError, format_validation_error, load_site
         from evdlm.tracking_uri import use_tracking_store
-        from serving.config import load_operator_token, load_passwords, load_serving_config
-        from serving.service import Service, load_policy
+        from serving.config import check_auth, load_operator_token, load_passwords, load_serving_config
+        from serving.service import PolicyLoadError, Service, load_policy_strict
 
         level = log_level.upper()
         logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -188,6 +200,8 @@ def register(app: typer.Typer) -> None:
                 update["dashboard_port"] = dashboard_port
             if database_url is not None:
                 update["database_url"] = database_url
+            if time_scale is not None:
+                update["time_scale"] = time_scale
             if forecaster is not None:
                 from serving.config import ForecastConfig
 
@@ -197,6 +211,7 @@ def register(app: typer.Typer) -> None:
             # revalidate: the window length depends on the forecast and the control interval
             cfg = type(cfg).model_validate(cfg.model_dump(by_alias=True))
             passwords = load_passwords(cfg)
+            check_auth(cfg, passwords)
             token = load_operator_token(cfg)
         except (ConfigError, OSError) as err:
             raise bad_input(str(err)) from None
@@ -206,7 +221,17 @@ def register(app: typer.Typer) -> None:
             logging.getLogger("evdlm.serving").warning(
                 "OCPP authentication is OFF (no secrets): any configured station id can connect"
             )
-        pol, why = load_policy(policy, custom_class=policy_class)
+        why: str | None = None
+        try:
+            pol: Policy | None = load_policy_strict(policy, custom_class=policy_class)
+        except PolicyLoadError as err:
+            if not (allow_fallback or cfg.start_on_fallback):
+                raise bad_input(
+                    f"{err} (to start on the rule-based fallback anyway: --allow-fallback or "
+                    "start_on_fallback: true)"
+                ) from None
+            logging.getLogger("evdlm.serving").error("%s; starting on the fallback as allowed", err)
+            pol, why = None, "load_failed"
         check_site = getattr(pol, "check_site", None)  # a learned policy knows the site it was trained for
         if check_site is not None:
             from envs.core import SiteArrays
@@ -310,6 +335,11 @@ def register(app: typer.Typer) -> None:
         drop_off: Annotated[
             str, typer.Option(help="STATION:AT_S:FOR_S,... stations that disconnect for a while")
         ] = "",
+        chaos_per_h: Annotated[
+            float, typer.Option(help="soak: random disconnects and reboots per station per wall hour")
+        ] = 0.0,
+        late_meter_share: Annotated[float, typer.Option(help="soak: share of MeterValues sent late")] = 0.0,
+        seed: Annotated[int, typer.Option(help="seed of the soak's randomness")] = 0,
         json_out: Annotated[bool, typer.Option("--json", help="print the report as one JSON object")] = False,
     ) -> None:
         """Replay a scenario with simulated OCPP stations against a running central system."""
@@ -361,6 +391,9 @@ def register(app: typer.Typer) -> None:
             operator_token=os.environ.get(OPERATOR_TOKEN_ENV),
             passwords=passwords,
             duration_s=duration_s,
+            chaos_per_h=chaos_per_h,
+            late_meter_share=late_meter_share,
+            seed=seed,
         )
         sim = SiteSimulator(sc, csms, opts, mapping)
         if not json_out:

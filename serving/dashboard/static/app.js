@@ -72,12 +72,18 @@ function renderCards(s) {
   setNum("interval", loop.control_interval_s, 1);
   setNum("fallbacks", loop.fallbacks, 0);
   setNum("violations", loop.violations, 0);
+  setNum("overloads", loop.overloads_uncontrollable ?? 0, 0);
+  setNum("load-rises", loop.violations_base_load_rise ?? 0, 0);
+  const lastOverload = loop.last_uncontrollable;
+  setText("last-overload", lastOverload ? new Date(lastOverload).toLocaleTimeString() : "—", lastOverload ?? "");
   const offenders = s.chargers.filter((c) => c.flags.not_following_profile).length;
   setNum("offenders", offenders, 0);
   $("card-counters").classList.toggle("alarm", loop.violations > 0 || offenders > 0);
 }
 
-const FLAG_TEXT = { not_following_profile: "not following profile", offline: "offline", v2g_active: "V2G" };
+const FLAG_TEXT = {
+  not_following_profile: "not following profile", offline: "offline", v2g_active: "V2G", meter_fault: "meter fault",
+};
 
 function cell(field, value, text, cls = "num") {
   return `<td class="${cls}" data-field="${field}" data-value="${esc(raw(value))}">${esc(text)}</td>`;
