@@ -2,11 +2,13 @@
 
 :meth:`SiteLoop.run_cycle` is the whole cycle on one screen. **Read** freezes the live state into a
 :class:`~envs.core.Snapshot` (offenders flagged, their draw taken as given, the closed-loop correction
-applied, the forecast fed). **Decide** is :meth:`serving.control.Controller.decide` (policy within its
-budget, else the fallback, always projected). **Write** picks the limits worth sending (deadband, and any
-decrease where keeping the old limits would not be feasible) and hands them to the
-:class:`~serving.dispatch.Dispatcher`. **Record** counts, logs and persists the decision and publishes the
-state. The loop owns no connection and parses no protocol.
+applied, the forecast fed, the site battery's status taken). **Decide** is
+:meth:`serving.control.Controller.decide` (policy within its budget, else the fallback, always
+projected). **Write** picks the limits worth sending (deadband, and any decrease where keeping the old
+limits would not be feasible) and hands them to the :class:`~serving.dispatch.Dispatcher`, and the
+projected battery setpoint to the :class:`~serving.battery.ModbusBattery` (idle while it is absent).
+**Record** counts, logs and persists the decision and publishes the state. The loop owns no connection
+and parses no protocol.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from envs.core import FloatArray, Snapshot
+from serving.battery import ModbusBattery
 from serving.config import ServingConfig
 from serving.control import Controller, CycleOutcome, FixedLoad, keeps_feasible
 from serving.dispatch import Dispatcher, select_updates
@@ -71,8 +74,11 @@ class SiteLoop:
         metrics: Metrics,
         forecast: LiveForecast | None,
         spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]],
+        battery: ModbusBattery | None = None,
     ) -> None:
         self.cfg = cfg
+        self.battery = battery
+        """the site battery over Modbus (read in :meth:`read`, commanded in :meth:`write`)"""
         self._spawn = spawn
         self.site = controller.site
         self.live = live
@@ -105,8 +111,9 @@ class SiteLoop:
         self._update_correction(fixed)
         utc = datetime.now(UTC)
         cap_kw = self.dispatcher.cap_kw()
+        battery = None if self.battery is None else self.battery.status(now)
         snapshot, info = build_snapshot(
-            self.live, self.cfg, self.cycle, cap_kw, now, utc, self.correction_kw, self.forecast
+            self.live, self.cfg, self.cycle, cap_kw, now, utc, self.correction_kw, self.forecast, battery
         )
         if self.forecast is not None:
             done = self.forecast.observe(utc, info.measured_base_load_kw, info.measured_pv_kw)
@@ -166,11 +173,16 @@ class SiteLoop:
     # ------------------------------------------------------------------ decide
 
     async def decide(self, reading: Reading) -> CycleOutcome:
-        outcome = await self.controller.decide(reading.snapshot, reading.info.meter_stale, reading.fixed)
+        info = reading.info
+        outcome = await self.controller.decide(
+            reading.snapshot, info.meter_stale, reading.fixed, battery_present=info.battery_present
+        )
         if outcome.fallback_reason is not None:
             self.metrics.inc("fallbacks_total", reason=outcome.fallback_reason)
-        if reading.info.meter_stale:
+        if info.meter_stale:
             self.metrics.inc("stale_meter_cycles_total")
+        if self.battery is not None and not info.battery_present:
+            self.metrics.inc("battery_absent_cycles_total")
         return outcome
 
     # ------------------------------------------------------------------ write
@@ -179,14 +191,18 @@ class SiteLoop:
         """Send the limits that moved (or must go down); returns how many profiles were queued."""
         state, fixed, ctl = reading.snapshot.state, reading.fixed, self.controller
 
+        charge_kw = max(outcome.battery_kw, 0.0)
+
         def feasible(kept_kw: FloatArray) -> bool:
-            return keeps_feasible(self.site, ctl.plan, state, kept_kw, fixed)
+            return keeps_feasible(ctl.site_no_battery, ctl.plan_no_battery, state, kept_kw, fixed, charge_kw)
 
         sent_values = [c.limit_value for c in self.live.connectors]
         updates = select_updates(
             self.site, state, outcome.limits_kw, sent_values, self.live.active_mask(), self.cfg.deadband_a,
             self.cfg.deadband_w, feasible,
         )  # fmt: skip
+        if self.battery is not None:
+            self.battery.command(outcome.battery_kw)  # 0 (idle) while the battery is absent
         return self.dispatcher.send(outcome.limits_kw, updates)
 
     # ------------------------------------------------------------------ record
