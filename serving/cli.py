@@ -27,6 +27,11 @@ class FailsafeOption(StrEnum):
     tx_default = "tx_default"
 
 
+class BatteryMapOption(StrEnum):
+    registers = "registers"
+    sunspec = "sunspec"
+
+
 class VersionOption(StrEnum):
     v16 = "1.6"
     v201 = "2.0.1"
@@ -199,8 +204,24 @@ def register(app: typer.Typer) -> None:
             str, typer.Option(help="STATION:AT_S:FOR_S,... stations that disconnect for a while")
         ] = "",
         json_out: Annotated[bool, typer.Option("--json", help="print the report as one JSON object")] = False,
+        battery_port: Annotated[
+            int | None,
+            typer.Option(
+                min=0,
+                max=65535,
+                help="serve the site's battery (site YAML 'battery') over Modbus TCP on this port (0: any)",
+            ),
+        ] = None,
+        battery_map: Annotated[
+            BatteryMapOption,
+            typer.Option(help="the simulated battery's registers: the 'registers' map or SunSpec"),
+        ] = BatteryMapOption.registers,
+        battery_host: Annotated[
+            str, typer.Option(help="address the Modbus battery listens on")
+        ] = "127.0.0.1",
     ) -> None:
-        """Replay a scenario with simulated OCPP stations against a running central system."""
+        """Replay a scenario with simulated OCPP stations against a running central system; with
+        --battery-port, the site battery is served over Modbus TCP too (docs/serving.md, the site battery)."""
         import asyncio
         import json
         import os
@@ -212,7 +233,8 @@ def register(app: typer.Typer) -> None:
         from envs.scenario import load_scenario
         from serving.config import OPERATOR_TOKEN_ENV, connector_map, load_passwords
         from serving.config import load_serving_config as load_cfg
-        from stationsim.simulator import SimOptions, SimProgress, SiteSimulator
+        from stationsim.battery import BatteryServer, SimBattery
+        from stationsim.simulator import SimOptions, SimProgress, SimReport, SiteSimulator
 
         def split(text: str) -> frozenset[str]:
             return frozenset(s.strip() for s in text.split(",") if s.strip())
@@ -234,6 +256,8 @@ def register(app: typer.Typer) -> None:
             for item in split(drop_off):
                 sid, at, span = item.split(":")
                 drops[sid] = (float(at), float(span))
+            if battery_port is not None and sc.site.battery is None:
+                raise ValueError("--battery-port: the scenario's site.yaml has no 'battery' to serve")
         except (ConfigError, OSError, ValueError) as err:
             raise bad_input(str(err)) from None
         opts = SimOptions(
@@ -257,7 +281,26 @@ def register(app: typer.Typer) -> None:
                 when = f"{p.sim_time:%Y-%m-%d %H:%M}"
                 bar.set_postfix_str(f"{when}  {p.delivered_kwh:.1f} kWh  violation ticks {p.violation_ticks}")
 
-            report = asyncio.run(sim.run(progress=show))
+            async def run() -> SimReport:
+                if battery_port is None or sc.site.battery is None:
+                    return await sim.run(progress=show)
+                sim.battery = SimBattery.from_site(sc.site.battery, speed)
+                server = BatteryServer(
+                    sim.battery,
+                    "sunspec" if battery_map is BatteryMapOption.sunspec else "registers",
+                    battery_host,
+                    battery_port,
+                )
+                await server.start()
+                typer.echo(
+                    f"Modbus battery ({battery_map.value} map) on {battery_host}:{server.port}", err=True
+                )
+                try:
+                    return await sim.run(progress=show)
+                finally:
+                    await server.stop()
+
+            report = asyncio.run(run())
         data = report.to_json()
         if json_out:
             typer.echo(json.dumps(data))
@@ -270,6 +313,12 @@ def register(app: typer.Typer) -> None:
             f"violation ticks {report.violation_ticks} (node {report.node_violation_ticks}), "
             f"max excess {report.max_excess_kw:.2f} kW"
         )
+        if report.battery_soc_end is not None:
+            typer.echo(
+                f"battery: charged {report.battery_charged_kwh:.2f} kWh, discharged "
+                f"{report.battery_discharged_kwh:.2f} kWh, "
+                f"SoC at the end {100 * report.battery_soc_end:.1f} %"
+            )
         typer.echo(
             f"calls {report.calls_sent} sent, {report.calls_answered} answered, "
             f"{report.calls_failed} failed; "

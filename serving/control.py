@@ -115,11 +115,9 @@ class CycleOutcome:
     """(n,) what the plan expects each charger to draw: its limit, or the measured draw of a fixed one"""
     battery_present: bool = False
     """the site battery was available to this decision"""
-
-    @property
-    def battery_kw(self) -> float:
-        """the projected battery setpoint, kW (+ charge; 0 when the battery was absent)"""
-        return float(np.asarray(self.projection.battery_kw)) if self.battery_present else 0.0
+    battery_kw: float = 0.0
+    """the battery setpoint, kW (+ charge): projected, its charging within :func:`battery_charge_room_kw`;
+    0 when the battery was absent"""
 
 
 def _check_decision(decision: object, n: int) -> tuple[FloatArray, float] | str:
@@ -217,10 +215,15 @@ class Controller:
         meter_stale: bool,
         fixed: FixedLoad | None = None,
         battery_present: bool = False,
+        drawable_kw: FloatArray | None = None,
+        battery_room_kw: float | None = None,
     ) -> CycleOutcome:
         """Feasible limits for ``snapshot``; ``fixed`` chargers keep their ``hold_kw`` and their measured
         draw is reserved on every node, phase and the site (see :func:`fixed_load_view`). The battery
-        takes part only when ``battery_present`` and the meter is fresh (else it is projected to 0 kW)."""
+        takes part only when ``battery_present`` and the meter is fresh (else it is projected to 0 kW);
+        ``drawable_kw`` (n,): what each charger may draw before this cycle's profiles arrive (its last
+        limit, or its safe share where it has none), which the battery's charging leaves room for;
+        ``battery_room_kw``: a further bound on its charging (the loop's, from the site meter alone)."""
         battery_on = battery_present and not meter_stale and self.site.has_battery
         site = self.site if battery_on else self.site_no_battery
         state = snapshot.state
@@ -254,10 +257,37 @@ class Controller:
         if meter_stale:
             limits = np.minimum(limits, self.safe_share_kw)
             assumed = np.where(fixed.mask, assumed, limits) if fixed is not None else limits
+        battery_kw = 0.0
+        if battery_on:
+            battery_kw = float(np.asarray(res.battery_kw))
+            if battery_kw > 0:
+                drawable = self.safe_share_kw if drawable_kw is None else drawable_kw
+                room = battery_charge_room_kw(self.site, state, present, assumed, drawable)
+                if battery_room_kw is not None:
+                    room = min(room, battery_room_kw)
+                battery_kw = min(battery_kw, max(room, 0.0))
         planned = float(
-            np.asarray(self.site.site_import_kw(assumed, state.base_load_kw, state.pv_kw, res.battery_kw))
+            np.asarray(self.site.site_import_kw(assumed, state.base_load_kw, state.pv_kw, battery_kw))
         )
-        return CycleOutcome(limits, name, reason, meter_stale, res, planned, assumed, battery_on)
+        return CycleOutcome(limits, name, reason, meter_stale, res, planned, assumed, battery_on, battery_kw)
+
+
+def battery_charge_room_kw(
+    site: SiteArrays, state: SiteState, present: BoolArray, assumed_kw: FloatArray, drawable_kw: FloatArray
+) -> float:
+    """The most the site battery may charge (kW) without counting on chargers that draw on their own.
+
+    A battery setpoint acts within milliseconds, a charging profile only after a round trip: a charger
+    keeps its last limit until its new profile is accepted, and one without a profile (an idle charger
+    that may start a transaction at any moment, or a transaction not yet given its TxProfile) draws its
+    static safe share (its TxDefault profile or its station's maximum profile). The safe shares fit the
+    import limit together with ``failsafe_base_load_kw``, not with a charging battery on top. So the
+    battery charges only into what is left of the import limit after the base load, PV and, per charger,
+    the larger of its planned draw and what it may draw now (``drawable_kw``: its last limit, or its safe
+    share where it has none).
+    """
+    reserved = float(np.sum(np.maximum(np.where(present, assumed_kw, 0.0), drawable_kw)))
+    return float(site.import_limit_kw - float(state.base_load_kw) + float(state.pv_kw) - reserved)
 
 
 def keeps_feasible(

@@ -58,6 +58,11 @@ class Reading:
     snapshot: Snapshot
     info: SnapshotInfo
     fixed: FixedLoad
+    drawable_kw: FloatArray
+    """(n,) what each charger may draw before this cycle's profiles arrive: its last accepted limit, or
+    its safe share where it has none (an idle charger may start a transaction at it)"""
+    battery_room_now_kw: float | None = None
+    """the most the battery may charge judged on the site meter alone (None without a fresh one)"""
 
 
 class SiteLoop:
@@ -121,7 +126,35 @@ class SiteLoop:
                 sample = MeterSample(done.start, HISTORY_SOURCE, None, done.base_load_kw, None, done.pv_kw)
                 self.journal.sample(sample)
             self.metrics.inc("forecast_cycles_total", source=info.forecast_source)
-        return Reading(snapshot, info, fixed)
+        drawable = self._drawable_kw()
+        return Reading(snapshot, info, fixed, drawable, self._battery_room_now(snapshot, info, drawable, now))
+
+    def _battery_room_now(
+        self, snapshot: Snapshot, info: SnapshotInfo, drawable: FloatArray, now: float
+    ) -> float | None:
+        """The import limit less the measured import without the battery, less what the chargers may
+        still add (their drawable power above their measured draw): a bound on the battery's charging
+        that needs no base-load estimate, so a charger measurement older than the site meter's cannot
+        make room that is not there."""
+        if info.site_import_kw is None or not info.battery_present:
+            return None
+        measured = self.live.measured_kw(now, self.cfg.station_meter_timeout_s)
+        measured = np.where(np.isfinite(measured), measured, 0.0)
+        may_add = float(np.sum(np.maximum(drawable - measured, 0.0)))
+        without_battery = info.site_import_kw - snapshot.battery_kw_last
+        return float(self.site.import_limit_kw - without_battery - may_add)
+
+    def _drawable_kw(self) -> FloatArray:
+        """(n,) each charger's last limit, or its safe share (at most its station's cap) where it has none;
+        a flagged offender its measured draw where that is more."""
+        share = np.minimum(self.dispatcher.safe_share_kw, self.dispatcher.cap_kw())
+        out = np.array(share, dtype=float)
+        for c in self.live.connectors:
+            if c.active and c.limit_kw is not None:
+                out[c.index] = c.limit_kw
+            if c.offender and c.power_kw is not None:
+                out[c.index] = max(out[c.index], c.power_kw)
+        return out
 
     def _flag_offenders(self, now: float) -> None:
         """Flag stations drawing more than their limit; a flag holds until a fresh reading clears it."""
@@ -175,8 +208,9 @@ class SiteLoop:
     async def decide(self, reading: Reading) -> CycleOutcome:
         info = reading.info
         outcome = await self.controller.decide(
-            reading.snapshot, info.meter_stale, reading.fixed, battery_present=info.battery_present
-        )
+            reading.snapshot, info.meter_stale, reading.fixed, battery_present=info.battery_present,
+            drawable_kw=reading.drawable_kw, battery_room_kw=reading.battery_room_now_kw,
+        )  # fmt: skip
         if outcome.fallback_reason is not None:
             self.metrics.inc("fallbacks_total", reason=outcome.fallback_reason)
         if info.meter_stale:
@@ -201,9 +235,24 @@ class SiteLoop:
             self.site, state, outcome.limits_kw, sent_values, self.live.active_mask(), self.cfg.deadband_a,
             self.cfg.deadband_w, feasible,
         )  # fmt: skip
+        sent = self.dispatcher.send(outcome.limits_kw, updates)
         if self.battery is not None:
-            self.battery.command(outcome.battery_kw)  # 0 (idle) while the battery is absent
-        return self.dispatcher.send(outcome.limits_kw, updates)
+            self.battery.command(self._battery_setpoint(outcome))
+        return sent
+
+    def _battery_setpoint(self, outcome: CycleOutcome) -> float:
+        """The setpoint to write (kW, + charge): the projected one (0 while the battery is absent), except
+        that an increase of the site's import (more charge, less discharge) waits while charger profiles
+        are on their way, as a charger's increase waits for the decreases: the battery goes no higher than
+        it is this cycle, so the site is never over a limit in between."""
+        assert self.battery is not None
+        kw = outcome.battery_kw
+        if outcome.battery_present and self.dispatcher.in_flight:
+            held = min(kw, self.battery.status().setpoint_kw)
+            if held < kw:
+                self.metrics.inc("battery_increases_held_total")
+            return held
+        return kw
 
     # ------------------------------------------------------------------ record
 

@@ -87,6 +87,8 @@ class PhysicalSite:
         self.ticks = 0
         self.site_import_kw = 0.0
         self.pv_kw = 0.0
+        self.battery_kw = 0.0
+        """the site battery's power now (kW, + charge; :mod:`stationsim.battery`), part of the import"""
 
     def series_at(self, t: pd.Timestamp) -> tuple[float, float]:
         k = int(np.clip(self._ts_index.searchsorted(t, side="right") - 1, 0, len(self._base) - 1))
@@ -188,7 +190,7 @@ class PhysicalSite:
                 self.delivered[str(s["session_id"])] = c.delivered_kwh
                 power[c.charger] = c.power_kw
         base, pv = self.series_at(now)
-        imp = float(site.site_import_kw(power, base, pv))
+        imp = float(site.site_import_kw(power, base, pv, self.battery_kw))
         self.max_import = max(self.max_import, imp)
         excess = imp - site.import_limit_kw
         node_excess = np.abs(site.node_power_kw(power)) - site.node_limit_kw

@@ -43,6 +43,7 @@ from websockets.typing import Subprotocol
 from envs.core import SiteArrays
 from envs.scenario import Scenario
 from stationsim import messages as msg
+from stationsim.battery import SimBattery
 from stationsim.physics import PhysicalSite, SimConnector
 
 LOG = logging.getLogger("evdlm.simulator")
@@ -125,6 +126,11 @@ class SimReport:
     stations: int
     last_violation_utc: str | None = None
     """wall-clock time (ISO, UTC) of the last tick with the site or a node above its limit"""
+    battery_charged_kwh: float | None = None
+    """energy into the simulated site battery (grid side; None without one)"""
+    battery_discharged_kwh: float | None = None
+    battery_soc_end: float | None = None
+    """its state of charge at the end, 0..1"""
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items()}
@@ -226,6 +232,9 @@ class SiteSimulator:
         self.dropped = 0
         self.garbage_sent = 0
         self._running = True
+        self.battery: SimBattery | None = None
+        """the site battery (served over Modbus by :class:`stationsim.battery.BatteryServer`), whose power
+        is part of the site's import"""
 
     # ------------------------------------------------------------------ time
 
@@ -252,6 +261,9 @@ class SiteSimulator:
         return self.physics.last_node_violation_at
 
     def _tick(self, dt_h: float) -> None:
+        if self.battery is not None:
+            self.battery.advance()
+            self.physics.battery_kw = self.battery.power_kw
         self.physics.tick(self.sim_now(), dt_h, self._emit)
 
     def _emit(self, sid: str, kind: str, c: SimConnector) -> None:
@@ -468,6 +480,9 @@ class SiteSimulator:
             connected_at_end=connected,
             stations=len(self.stations),
             last_violation_utc=_utc_of(max(phys.last_violation_at, phys.last_node_violation_at)),
+            battery_charged_kwh=None if self.battery is None else round(self.battery.energy_in_kwh, 4),
+            battery_discharged_kwh=None if self.battery is None else round(self.battery.energy_out_kwh, 4),
+            battery_soc_end=None if self.battery is None else round(self.battery.soc_frac, 4),
         )
 
     def _progress(self, wall_s: float, end_wall_s: float) -> SimProgress:

@@ -242,7 +242,7 @@ async def test_lost_link_sets_the_battery_absent_and_idle_within_one_control_int
     async with BatteryServer(sim, "registers") as server:
         proxy = Proxy(server.port)
         await proxy.start()
-        site = battery_site()
+        site = battery_site(import_limit_kw=80.0)  # room for 8 kW beside every charger's safe share
         cfg = serving_config(
             tmp_path,
             control_interval_s=interval,
@@ -377,6 +377,11 @@ async def test_the_projection_limits_the_battery_by_the_import_limit(tmp_path: P
         assert out.battery_present
         assert out.battery_kw == pytest.approx(8.0, abs=1e-6)  # 30 kW limit - 22 kW measured
         assert out.planned_import_kw <= site.import_limit_kw + 1e-6
+        ctl.safe_share_kw = np.array([1.0, 1.0, 1.0, 0.0])  # idle chargers may start at their safe share
+        out = await ctl.decide(snap, info.meter_stale, battery_present=True)
+        assert out.battery_kw == pytest.approx(5.0, abs=1e-6)  # 8 kW less the 3 kW they may take
+        assert out.planned_import_kw == pytest.approx(27.0)
+        ctl.safe_share_kw = np.zeros(site.n)
         out = await ctl.decide(snap, info.meter_stale, battery_present=False)
         assert out.battery_kw == 0.0 and not out.battery_present
         assert float(np.asarray(out.projection.battery_kw)) == 0.0
@@ -442,3 +447,56 @@ def test_a_battery_link_needs_a_battery_in_the_site(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"battery: .*site YAML has no 'battery'"):
         check_site_matches(cfg, small_site())
     check_site_matches(cfg, battery_site())
+
+
+class EVsAndBattery(AskBattery):
+    """Every present EV at 4.5 kW and the battery charging at ``battery_kw`` (the projection cuts it)."""
+
+    name = "evs_and_battery"
+
+    def act(self, snapshot: Snapshot) -> Decision:
+        return Decision(np.where(snapshot.state.ev_present, 4.5, 0.0), self.battery_kw)
+
+
+async def test_simulated_site_with_a_modbus_battery_stays_within_its_import_limit(tmp_path: Path) -> None:
+    """End to end over loopback: OCPP stations, the site meter over HTTP and the battery over Modbus; the
+    policy asks for everything, the projection shares the import limit between EVs and the battery, and
+    the physical site (battery included) never exceeds it."""
+    from stationsim.simulator import SimOptions, SiteSimulator
+    from tests.test_serving_helpers import small_scenario
+
+    speed = 600.0
+    site = battery_site(import_limit_kw=30.0)
+    scenario = small_scenario(site, chargers=4, base_kw=5.0)
+    sim_batt = SimBattery.from_site(site.battery, speed)  # type: ignore[arg-type]
+    async with BatteryServer(sim_batt, "sunspec") as server:
+        cfg = serving_config(
+            tmp_path,
+            battery=battery_cfg(
+                server.port, "sunspec", stale_timeout_s=0.15, poll_interval_s=0.05
+            ).model_dump(),
+        )
+        svc = Service(cfg, site, EVsAndBattery(20.0), PASSWORDS, failsafe_mode="tx_default")
+        await svc.start()
+        try:
+            opts = SimOptions(
+                speed=speed, tick_s=0.05, meter_interval_s=0.2, passwords=PASSWORDS,
+                meter_push_url=f"http://127.0.0.1:{svc.http_port}/api/meter",
+                operator_token=svc.operator_token, warmup_s=0.5, duration_s=2.5,
+            )  # fmt: skip
+            sim = SiteSimulator(scenario, f"ws://127.0.0.1:{svc.ocpp_port}", opts)
+            sim.battery = sim_batt
+            rep = await sim.run()
+            state = svc.state()
+        finally:
+            await svc.stop()
+    assert rep.violation_ticks == 0 and rep.node_violation_ticks == 0
+    assert rep.battery_charged_kwh is not None and rep.battery_charged_kwh > 0.1
+    assert rep.battery_soc_end is not None and rep.battery_soc_end > 0.5
+    assert sum(rep.energy_delivered_kwh.values()) > 0.1  # the EVs charged too
+    assert rep.max_site_import_kw <= 30.0 + 1e-3
+    b = state["battery"]
+    assert b["link"] == "ok" and b["present"]
+    assert 0.0 < b["planned_kw"] <= 20.0 + 1e-9
+    evs = sum(c["limit_kw"] or 0.0 for c in state["chargers"])
+    assert b["planned_kw"] + evs <= 30.0 - 5.0 + 1e-6  # within the limit beside the base load
