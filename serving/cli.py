@@ -16,7 +16,7 @@ from evdlm.cli_errors import bad_input
 
 if TYPE_CHECKING:
     from envs.config import SiteConfig
-    from serving.config import ServingConfig
+    from serving.config import BatteryConfig, ServingConfig
 
 _SIM_BAR = "simulating {percentage:3.0f}%|{bar:30}| {elapsed}<{remaining} {postfix}"
 """tqdm format of ``evdlm simulate``'s progress (a fraction of the replay's wall time)"""
@@ -55,6 +55,22 @@ def default_serving_config(site_path: Path, site: SiteConfig, secrets: Path | No
         require_auth=secrets is not None,
         secrets_file=secrets,
     )
+
+
+def battery_option(kind: BatteryMapOption, host: str, port: int, cfg: ServingConfig) -> BatteryConfig:
+    """The ``battery`` section ``--battery-port`` stands for: SunSpec, or the simulator's register map
+    (``stationsim.battery.SIM_REGISTERS``), polled at most every second and stale within the interval."""
+    from serving.config import BatteryConfig
+    from stationsim.battery import SIM_REGISTERS
+
+    poll = min(1.0, cfg.control_interval_s / 4)
+    out: dict[str, object] = {
+        "map": kind.value, "host": host, "port": port, "poll_interval_s": poll,
+        "stale_timeout_s": min(5.0, cfg.control_interval_s), "revert_timeout_s": 15,
+    }  # fmt: skip
+    if kind is BatteryMapOption.registers:
+        out["registers"] = SIM_REGISTERS
+    return BatteryConfig.model_validate(out)
 
 
 def register(app: typer.Typer) -> None:
@@ -96,6 +112,17 @@ def register(app: typer.Typer) -> None:
             typer.Option(help="fitted forecaster from 'evdlm forecast fit' (overrides forecast.model)"),
         ] = None,
         log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING")] = "INFO",
+        battery_port: Annotated[
+            int | None,
+            typer.Option(min=1, max=65535, help="drive the site battery over Modbus TCP at this port"),
+        ] = None,
+        battery_map: Annotated[
+            BatteryMapOption,
+            typer.Option(help="with --battery-port: SunSpec, or the simulator's register map"),
+        ] = BatteryMapOption.sunspec,
+        battery_host: Annotated[
+            str, typer.Option(help="with --battery-port: the battery's address")
+        ] = "127.0.0.1",
     ) -> None:
         """Run the live DLM: OCPP 1.6J/2.0.1 central system, control loop, operator API."""
         import asyncio
@@ -130,6 +157,8 @@ def register(app: typer.Typer) -> None:
                 update["dashboard_port"] = dashboard_port
             if database_url is not None:
                 update["database_url"] = database_url
+            if battery_port is not None:
+                update["battery"] = battery_option(battery_map, battery_host, battery_port, cfg)
             if forecaster is not None:
                 from serving.config import ForecastConfig
 
@@ -214,8 +243,8 @@ def register(app: typer.Typer) -> None:
         ] = None,
         battery_map: Annotated[
             BatteryMapOption,
-            typer.Option(help="the simulated battery's registers: the 'registers' map or SunSpec"),
-        ] = BatteryMapOption.registers,
+            typer.Option(help="the simulated battery's registers: SunSpec or the 'registers' map"),
+        ] = BatteryMapOption.sunspec,
         battery_host: Annotated[
             str, typer.Option(help="address the Modbus battery listens on")
         ] = "127.0.0.1",

@@ -500,3 +500,22 @@ async def test_simulated_site_with_a_modbus_battery_stays_within_its_import_limi
     assert 0.0 < b["planned_kw"] <= 20.0 + 1e-9
     evs = sum(c["limit_kw"] or 0.0 for c in state["chargers"])
     assert b["planned_kw"] + evs <= 30.0 - 5.0 + 1e-6  # within the limit beside the base load
+
+
+@pytest.mark.parametrize("kind", ["sunspec", "registers"])
+def test_serve_battery_port_stands_for_a_battery_section(tmp_path: Path, kind: str) -> None:
+    from serving.cli import BatteryMapOption, battery_option
+
+    cfg = serving_config(tmp_path, control_interval_s=10.0)
+    b = battery_option(BatteryMapOption(kind), "127.0.0.1", 5020, cfg)
+    assert b.map == kind and b.port == 5020 and b.stale_timeout_s <= cfg.control_interval_s
+    assert (b.registers is not None) == (kind == "registers")
+    cfg.model_copy(update={"battery": b}).model_validate(cfg.model_copy(update={"battery": b}).model_dump())
+
+
+def test_the_dashboard_page_has_the_battery_card() -> None:
+    static = Path(__file__).resolve().parents[1] / "serving" / "dashboard" / "static"
+    page, app = (static / "index.html").read_text(), (static / "app.js").read_text()
+    for el in ("card-battery", "battery-soc", "battery-power", "battery-setpoint", "battery-link"):
+        assert f'id="{el}"' in page and f'"{el}"' in app
+    assert "renderBattery(s.battery)" in app
