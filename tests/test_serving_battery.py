@@ -519,3 +519,38 @@ def test_the_dashboard_page_has_the_battery_card() -> None:
     for el in ("card-battery", "battery-soc", "battery-power", "battery-setpoint", "battery-link"):
         assert f'id="{el}"' in page and f'"{el}"' in app
     assert "renderBattery(s.battery)" in app
+
+
+@given(
+    st.floats(0.0, 28.0),
+    st.floats(-40.0, 40.0),
+    st.floats(0.1, 0.9),
+    st.lists(st.booleans(), min_size=4, max_size=4),
+    st.lists(st.floats(0.0, 11.04), min_size=4, max_size=4),
+)
+def test_the_battery_never_charges_into_room_a_charger_may_take(
+    base_kw: float, ask_kw: float, soc: float, present: list[bool], drawable: list[float]
+) -> None:
+    """Invariant: the battery's setpoint is within its own limits, and when it charges, the base load, each
+    charger at the larger of its planned and its drawable power, and the battery fit the import limit."""
+    site = SiteArrays.from_config(battery_site(import_limit_kw=30.0))
+    cfg = serving_config(Path("/nonexistent"))
+    live = LiveSite.build(site, {}, ["CP1", "CP2"])
+    for c, p in zip(live.connectors, present, strict=True):
+        c.tx_pk = 1 if p else None
+    live.meter = type("M", (), {"import_kw": base_kw, "pv_kw": 0.0, "at": time.monotonic()})()
+    policy = AskBattery(ask_kw)
+    policy.reset(site)
+    ctl = Controller(site, policy, None, np.full(site.n, 6.21), 1.0)
+    try:
+        snap, info = build_snapshot(live, cfg, 1, np.full(site.n, np.inf), battery=_status(True, soc, 0.0))
+        out = asyncio.run(
+            ctl.decide(snap, info.meter_stale, battery_present=True, drawable_kw=np.array(drawable))
+        )
+    finally:
+        ctl.close()
+    assert -site.battery_max_discharge_kw - 1e-9 <= out.battery_kw <= site.battery_max_charge_kw + 1e-9
+    if out.battery_kw > 1e-9:
+        held = np.maximum(np.where(np.array(present), out.assumed_kw, 0.0), np.array(drawable))
+        assert base_kw + float(held.sum()) + out.battery_kw <= site.import_limit_kw + 1e-6
+        assert out.planned_import_kw <= site.import_limit_kw + 1e-6
