@@ -240,6 +240,15 @@ class SiteLoop:
             self.battery.command(self._battery_setpoint(outcome))
         return sent
 
+    def _battery_gauges(self, outcome: CycleOutcome) -> None:
+        assert self.battery is not None
+        st = self.battery.status()
+        self.metrics.set("battery_present", float(outcome.battery_present))
+        self.metrics.set("battery_setpoint_kw", st.setpoint_kw)
+        if st.soc_frac is not None and st.power_kw is not None:
+            self.metrics.set("battery_soc_ratio", st.soc_frac)
+            self.metrics.set("battery_power_kw", st.power_kw)
+
     def _battery_setpoint(self, outcome: CycleOutcome) -> float:
         """The setpoint to write (kW, + charge): the projected one (0 while the battery is absent), except
         that an increase of the site's import (more charge, less discharge) waits while charger profiles
@@ -266,6 +275,8 @@ class SiteLoop:
             self.metrics.inc("violations_total")
             LOG.warning("site import %.2f kW above its limit %.2f kW", info.site_import_kw, limit)
         self.metrics.set("import_limit_kw", limit)
+        if self.battery is not None:
+            self._battery_gauges(outcome)
         latency_ms = latency_s * 1000.0
         self.last = CycleSummary(
             self.cycle, datetime.now(UTC), outcome, latency_ms, info.site_import_kw, info.base_load_kw,

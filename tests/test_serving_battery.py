@@ -286,6 +286,7 @@ async def test_lost_link_sets_the_battery_absent_and_idle_within_one_control_int
             assert svc.state()["battery"]["present"] is False
             assert svc.state()["battery"]["link"] in ("lost", "stale")
             assert svc.metrics.count("battery_absent_cycles_total") >= 1
+            assert "evdlm_battery_present 0" in svc.metrics.render().replace(".0\n", "\n")
             # the link comes back: present again, the setpoint resumes
             await proxy.start()
             await until(lambda: svc.battery is not None and svc.battery.status().present, timeout_s=5.0)
