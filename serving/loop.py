@@ -58,9 +58,9 @@ class Reading:
     snapshot: Snapshot
     info: SnapshotInfo
     fixed: FixedLoad
-    drawable_kw: FloatArray
+    drawable_kw: FloatArray | None = None
     """(n,) what each charger may draw before this cycle's profiles arrive: its last accepted limit, or
-    its safe share where it has none (an idle charger may start a transaction at it)"""
+    its safe share where it has none (an idle charger may start a transaction at it); only with a battery"""
     battery_room_now_kw: float | None = None
     """the most the battery may charge judged on the site meter alone (None without a fresh one)"""
 
@@ -126,6 +126,8 @@ class SiteLoop:
                 sample = MeterSample(done.start, HISTORY_SOURCE, None, done.base_load_kw, None, done.pv_kw)
                 self.journal.sample(sample)
             self.metrics.inc("forecast_cycles_total", source=info.forecast_source)
+        if self.battery is None:
+            return Reading(snapshot, info, fixed)
         drawable = self._drawable_kw()
         return Reading(snapshot, info, fixed, drawable, self._battery_room_now(snapshot, info, drawable, now))
 
