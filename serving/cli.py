@@ -133,7 +133,7 @@ def register(app: typer.Typer) -> None:
 
         from envs.config import ConfigError, format_validation_error, load_site
         from serving.config import load_operator_token, load_passwords, load_serving_config
-        from serving.service import Service, load_policy
+        from serving.service import Service, check_site_matches, load_policy
 
         logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         if config is None and site is None:
@@ -167,6 +167,7 @@ def register(app: typer.Typer) -> None:
             cfg = cfg.model_copy(update=update)
             # revalidate: the window length depends on the forecast and the control interval
             cfg = type(cfg).model_validate(cfg.model_dump(by_alias=True))
+            check_site_matches(cfg, site_cfg)  # stations and chargers, a battery link without a battery
             passwords = load_passwords(cfg)
             token = load_operator_token(cfg)
         except (ConfigError, OSError) as err:

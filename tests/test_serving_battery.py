@@ -555,3 +555,17 @@ def test_the_battery_never_charges_into_room_a_charger_may_take(
         held = np.maximum(np.where(np.array(present), out.assumed_kw, 0.0), np.array(drawable))
         assert base_kw + float(held.sum()) + out.battery_kw <= site.import_limit_kw + 1e-6
         assert out.planned_import_kw <= site.import_limit_kw + 1e-6
+
+
+def test_evdlm_serve_refuses_a_battery_port_for_a_site_without_a_battery(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from envs.config import dump_site
+    from evdlm.cli import app
+    from tests.test_serving_helpers import small_site
+
+    dump_site(small_site(), tmp_path / "site.yaml")
+    args = ["serve", "--site", str(tmp_path / "site.yaml"), "--battery-port", "5020", "--ocpp-port", "0"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 2
+    assert "battery: the serving config drives a battery" in res.output
