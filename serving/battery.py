@@ -46,6 +46,14 @@ LOG = logging.getLogger("evdlm.serving.battery")
 LinkState = Literal["connecting", "ok", "stale", "lost"]
 
 
+RECONNECT_MAX_S = 2.0
+"""longest wait between two connection attempts to a battery that is away"""
+
+
+class _Wait(Exception):
+    """Not yet time to try connecting again."""
+
+
 class ModbusError(OSError):
     """A Modbus request answered with an exception, or not answered."""
 
@@ -138,15 +146,22 @@ class ModbusBattery:
             reconnect_delay=0,
             reconnect_delay_max=0,
         )
+        failures = 0
+        next_connect = 0.0
         try:
             while True:
                 try:
                     if not client.connected:
                         self._lost_link()
+                        if time.monotonic() < next_connect:
+                            raise _Wait()
                         if not await client.connect():
                             raise ModbusError(f"cannot connect to {cfg.host}:{cfg.port}")
                         await self._on_connect(client)
                     await self._exchange(client)
+                    failures = 0
+                except _Wait:
+                    pass
                 except asyncio.CancelledError:
                     raise
                 except Exception as err:  # the battery going away must never stop the service
@@ -157,6 +172,10 @@ class ModbusBattery:
                         )
                     self._lost_link()
                     client.close()
+                    failures += 1  # retry at once, then back off to RECONNECT_MAX_S between attempts
+                    next_connect = time.monotonic() + min(
+                        cfg.poll_interval_s * 2 ** (failures - 1), RECONNECT_MAX_S
+                    )
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), cfg.poll_interval_s)
                 self._wake.clear()
