@@ -284,9 +284,11 @@ def battery_charge_room_kw(
     import limit together with ``failsafe_base_load_kw``, not with a charging battery on top. So the
     battery charges only into what is left of the import limit after the base load, PV and, per charger,
     the larger of its planned draw and what it may draw now (``drawable_kw``: its last limit, or its safe
-    share where it has none).
+    share where it has none). A charger planned to discharge (V2G) counts as drawing nothing, never less:
+    the battery does not charge from discharge it cannot count on (the EV may leave or stop).
     """
-    reserved = float(np.sum(np.maximum(np.where(present, assumed_kw, 0.0), drawable_kw)))
+    planned = np.where(present, np.maximum(assumed_kw, 0.0), 0.0)
+    reserved = float(np.sum(np.maximum(planned, drawable_kw)))
     return float(site.import_limit_kw - float(state.base_load_kw) + float(state.pv_kw) - reserved)
 
 

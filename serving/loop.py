@@ -142,7 +142,7 @@ class SiteLoop:
             return None
         measured = self.live.measured_kw(now, self.cfg.station_meter_timeout_s)
         measured = np.where(np.isfinite(measured), measured, 0.0)
-        may_add = float(np.sum(np.maximum(drawable - measured, 0.0)))
+        may_add = float(np.sum(np.maximum(np.maximum(drawable, 0.0) - measured, 0.0)))  # V2G: as if it stops
         without_battery = info.site_import_kw - snapshot.battery_kw_last
         return float(self.site.import_limit_kw - without_battery - may_add)
 
