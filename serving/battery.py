@@ -148,8 +148,11 @@ class ModbusBattery:
         )
         failures = 0
         next_connect = 0.0
+        me = asyncio.current_task()
         try:
             while True:
+                if me is not None and me.cancelling():
+                    raise asyncio.CancelledError  # a cancel a library swallowed (3.11's wait_for can)
                 try:
                     if not client.connected:
                         self._lost_link()
@@ -177,12 +180,14 @@ class ModbusBattery:
                         cfg.poll_interval_s * 2 ** (failures - 1), RECONNECT_MAX_S
                     )
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), cfg.poll_interval_s)
+                    async with asyncio.timeout(cfg.poll_interval_s):
+                        await self._wake.wait()
                 self._wake.clear()
         finally:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(BaseException):
                 if client.connected:
-                    await self._write_setpoint(client, 0.0)
+                    async with asyncio.timeout(cfg.timeout_s):
+                        await self._write_setpoint(client, 0.0)
             client.close()
 
     def _lost_link(self) -> None:

@@ -210,7 +210,8 @@ class BatteryServer:
 
     async def stop(self) -> None:
         with contextlib.suppress(Exception):
-            await self._server.shutdown()
+            async with asyncio.timeout(2.0):
+                await self._server.shutdown()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(BaseException):

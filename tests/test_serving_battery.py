@@ -470,7 +470,7 @@ async def test_simulated_site_with_a_modbus_battery_stays_within_its_import_limi
     site = battery_site(import_limit_kw=30.0)
     scenario = small_scenario(site, chargers=4, base_kw=5.0)
     sim_batt = SimBattery.from_site(site.battery, speed)  # type: ignore[arg-type]
-    async with BatteryServer(sim_batt, "sunspec") as server:
+    async with asyncio.timeout(120), BatteryServer(sim_batt, "sunspec") as server:
         cfg = serving_config(
             tmp_path,
             battery=battery_cfg(
