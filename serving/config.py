@@ -84,6 +84,78 @@ class MeterConfig(_Frozen):
         return self
 
 
+class RegisterConfig(_Frozen):
+    """One value in holding registers of a battery: raw * ``scale`` is the value in the unit it is for."""
+
+    address: int = Field(ge=0, le=65535)
+    type: Literal["uint16", "int16", "uint32", "int32", "float32"] = Field(
+        default="int16", description="register type: the signedness and width of the raw value"
+    )
+    scale: float = Field(default=1.0, description="multiplier from the raw value to %, W or s")
+    word_order: Literal["big", "little"] = Field(default="big", description="32-bit types: high word first")
+
+    @field_validator("scale")
+    @classmethod
+    def _scale(cls, value: float) -> float:
+        if not (math.isfinite(value) and value != 0):
+            raise ValueError("scale must be a finite non-zero number")
+        return value
+
+
+class BatteryRegisters(_Frozen):
+    """The register map of a battery that does not speak SunSpec (``battery.registers``)."""
+
+    soc_pct: RegisterConfig = Field(description="state of charge, % (after scale)")
+    power_w: RegisterConfig = Field(description="battery power, W (after scale)")
+    setpoint_w: RegisterConfig = Field(description="charge/discharge setpoint, W (after scale)")
+    power_sign: Literal[1, -1] = Field(default=1, description="1: the device reports charging positive")
+    setpoint_sign: Literal[1, -1] = Field(default=1, description="1: a positive setpoint charges")
+    revert_s: RegisterConfig | None = Field(
+        default=None, description="the device's setpoint watchdog, s, written at connect (revert_timeout_s)"
+    )
+
+
+class BatteryConfig(_Frozen):
+    """The site battery over Modbus TCP (``battery:`` in the serving YAML).
+
+    ``map: sunspec`` discovers SunSpec models 124 and 101-103/111-113 from ``sunspec_base``;
+    ``map: registers`` uses ``registers``. The battery is read every ``poll_interval_s``; a reading older
+    than ``stale_timeout_s`` (or a lost link) makes it absent for the policy and the projection, and it
+    is commanded idle where it can still be reached. The battery's size and power limits are the site's
+    (``battery:`` in the site YAML). See docs/serving.md, "The site battery".
+    """
+
+    map: Literal["sunspec", "registers"] = "registers"
+    host: str = "127.0.0.1"
+    port: int = Field(default=502, gt=0, lt=65536)
+    unit_id: int = Field(default=1, ge=0, le=247)
+    sunspec_base: int | None = Field(
+        default=None, ge=0, le=65535, description="SunSpec base register (None: try 40000, 0, 50000)"
+    )
+    registers: BatteryRegisters | None = None
+    poll_interval_s: float = Field(default=1.0, gt=0, description="seconds between readings")
+    stale_timeout_s: float = Field(default=5.0, gt=0, description="a reading older than this is stale")
+    timeout_s: float = Field(default=1.0, gt=0, description="wait for one Modbus answer")
+    revert_timeout_s: int | None = Field(
+        default=None, gt=0, le=65535, description="written to the device's setpoint watchdog at connect"
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> BatteryConfig:
+        if self.map == "registers" and self.registers is None:
+            raise ValueError(
+                "battery map 'registers' needs a 'registers' table (soc_pct, power_w, setpoint_w)"
+            )
+        if self.map == "sunspec" and self.registers is not None:
+            raise ValueError("battery map 'sunspec' takes no 'registers' table (the device lists its models)")
+        if self.stale_timeout_s <= self.poll_interval_s:
+            raise ValueError(
+                f"stale_timeout_s ({self.stale_timeout_s}) must exceed "
+                f"poll_interval_s ({self.poll_interval_s})"
+            )
+        return self
+
+
 def _parse_duration(value: object) -> object:
     """``"15min"``, ``"1h"``, ``"PT15M"`` or seconds -> :class:`timedelta` (pydantic validates the rest)."""
     if isinstance(value, str):
@@ -212,6 +284,7 @@ class ServingConfig(_Frozen):
     policy_budget_s: float = Field(default=0.5, gt=0, description="time budget of the policy per cycle")
     meter: MeterConfig = Field(default=MeterConfig(), description="where the site meter is read (below)")
     meter_timeout_s: float = Field(default=30.0, gt=0, description="site meter older than this is stale")
+    battery: BatteryConfig | None = Field(default=None, description="the site battery over Modbus TCP")
     station_meter_timeout_s: float = Field(
         default=60.0, gt=0, description="a charger measurement older than this counts as unknown"
     )
@@ -291,6 +364,12 @@ class ServingConfig(_Frozen):
         dup = {i for i in ids if ids.count(i) > 1}
         if dup:
             raise ValueError(f"duplicate station ids: {sorted(dup)}")
+        if self.battery is not None and self.battery.stale_timeout_s > self.control_interval_s:
+            raise ValueError(
+                f"battery.stale_timeout_s ({self.battery.stale_timeout_s}) must not exceed "
+                f"control_interval_s ({self.control_interval_s}): the battery must go idle within one "
+                "control interval"
+            )
         if self.planning is not None:
             steps = window_steps(self.planning.horizon, self.control_interval_s)
             if steps > MAX_WINDOW_STEPS:

@@ -214,6 +214,11 @@ class Dispatcher:
 
     # ------------------------------------------------------------------ transaction profiles
 
+    @property
+    def in_flight(self) -> bool:
+        """profiles of this or an earlier cycle are still on their way (no increase may go out)"""
+        return bool(self._busy)
+
     def send(self, limits_kw: FloatArray, updates: list[int]) -> int:
         """Queue the TxProfiles of ``updates`` (indices into ``limits_kw``), decreases first; returns how
         many were queued. Stations offline or still busy with an earlier batch are skipped, and while any

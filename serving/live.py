@@ -18,6 +18,7 @@ from envs.core import FloatArray, ForecastWindow, SiteArrays, SiteState, Snapsho
 from serving.config import ServingConfig
 
 if TYPE_CHECKING:
+    from serving.battery import BatteryStatus
     from serving.forecast import LiveForecast
 
 BIG_ENERGY_KWH = 1e6
@@ -175,6 +176,8 @@ class SnapshotInfo:
     """PV the site meter reported this cycle (None where it reports none or is stale)"""
     forecast_source: str = "flat"
     """where the window's future came from: ``flat`` (no forecast configured), ``model`` or ``persistence``"""
+    battery_present: bool = False
+    """the site battery may be used this cycle (a fresh reading over a working link)"""
 
 
 def build_snapshot(
@@ -186,6 +189,7 @@ def build_snapshot(
     now_utc: datetime | None = None,
     correction_kw: float = 0.0,
     forecast: LiveForecast | None = None,
+    battery: BatteryStatus | None = None,
 ) -> tuple[Snapshot, SnapshotInfo]:
     """Freeze the live state into a :class:`Snapshot`.
 
@@ -200,6 +204,11 @@ def build_snapshot(
     load, PV and the flat configured prices; with it, the window and the prices now come from
     :meth:`serving.forecast.LiveForecast.window` (the cached model forecast shifted to now, on the control
     grid, and the tariff series).
+
+    ``battery``: the site battery's status (:mod:`serving.battery`). Present, its SoC is the snapshot's
+    and its measured power is taken off the meter's import when the base load is estimated (it is no
+    base load). Absent (no link, stale, or none configured) the snapshot has no battery capacity (SoC at
+    the site's minimum) and nothing is taken off: whatever it still draws is base load for the meter.
     """
     site = live.site
     mono = time.monotonic() if now_mono is None else now_mono
@@ -235,17 +244,22 @@ def build_snapshot(
     source_none = cfg.meter.source == "none"
     fresh = meter is not None and mono - meter.at <= cfg.meter_timeout_s
     measured_sum = float(np.nansum(np.where(present, measured, 0.0)))
+    battery_on = battery is not None and battery.present and site.has_battery
+    battery_kw = float(battery.power_kw or 0.0) if battery is not None and battery_on else 0.0
+    soc_kwh = site.battery_soc_min_kwh
+    if battery is not None and battery_on and battery.soc_frac is not None:
+        soc_kwh = battery.soc_frac * site.battery_capacity_kwh
     measured_base: float | None = None
     measured_pv: float | None = None
     if source_none:
         pv = 0.0
         base = cfg.assumed_base_load_kw
-        site_import: float | None = base + measured_sum
+        site_import: float | None = base + measured_sum + battery_kw
         stale = False
     elif fresh:
         assert meter is not None
         pv = meter.pv_kw or 0.0
-        base = max(0.0, meter.import_kw + pv - measured_sum)
+        base = max(0.0, meter.import_kw + pv - measured_sum - battery_kw)
         site_import = meter.import_kw
         stale = False
         measured_base, measured_pv = base, meter.pv_kw
@@ -266,6 +280,7 @@ def build_snapshot(
         base_load_kw=base_eff,
         pv_kw=pv,
         dt_h=dt_h,
+        battery_soc_kwh=soc_kwh,
     )
     if forecast is None:
         h = cfg.forecast_horizon_steps
@@ -289,6 +304,9 @@ def build_snapshot(
         export_price_per_kwh=export_price,
         forecast=window,
         peak_import_kw=live.peak_import_kw,
+        battery_kw_last=battery_kw,
     )
-    info = SnapshotInfo(stale, site_import, base_eff, pv, overdraw, measured_base, measured_pv, source)
+    info = SnapshotInfo(
+        stale, site_import, base_eff, pv, overdraw, measured_base, measured_pv, source, battery_on
+    )
     return snap, info

@@ -2,11 +2,13 @@
 
 :meth:`SiteLoop.run_cycle` is the whole cycle on one screen. **Read** freezes the live state into a
 :class:`~envs.core.Snapshot` (offenders flagged, their draw taken as given, the closed-loop correction
-applied, the forecast fed). **Decide** is :meth:`serving.control.Controller.decide` (policy within its
-budget, else the fallback, always projected). **Write** picks the limits worth sending (deadband, and any
-decrease where keeping the old limits would not be feasible) and hands them to the
-:class:`~serving.dispatch.Dispatcher`. **Record** counts, logs and persists the decision and publishes the
-state. The loop owns no connection and parses no protocol.
+applied, the forecast fed, the site battery's status taken). **Decide** is
+:meth:`serving.control.Controller.decide` (policy within its budget, else the fallback, always
+projected). **Write** picks the limits worth sending (deadband, and any decrease where keeping the old
+limits would not be feasible) and hands them to the :class:`~serving.dispatch.Dispatcher`, and the
+projected battery setpoint to the :class:`~serving.battery.ModbusBattery` (idle while it is absent).
+**Record** counts, logs and persists the decision and publishes the state. The loop owns no connection
+and parses no protocol.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from envs.core import FloatArray, Snapshot
+from serving.battery import ModbusBattery
 from serving.config import ServingConfig
 from serving.control import Controller, CycleOutcome, FixedLoad, keeps_feasible
 from serving.dispatch import Dispatcher, select_updates
@@ -60,6 +63,11 @@ class Reading:
     snapshot: Snapshot
     info: SnapshotInfo
     fixed: FixedLoad
+    drawable_kw: FloatArray | None = None
+    """(n,) what each charger may draw before this cycle's profiles arrive: its last accepted limit, or
+    its safe share where it has none (an idle charger may start a transaction at it); only with a battery"""
+    battery_room_now_kw: float | None = None
+    """the most the battery may charge judged on the site meter alone (None without a fresh one)"""
 
 
 class SiteLoop:
@@ -76,8 +84,11 @@ class SiteLoop:
         metrics: Metrics,
         forecast: LiveForecast | None,
         spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]],
+        battery: ModbusBattery | None = None,
     ) -> None:
         self.cfg = cfg
+        self.battery = battery
+        """the site battery over Modbus (read in :meth:`read`, commanded in :meth:`write`)"""
         self._spawn = spawn
         self.site = controller.site
         self.live = live
@@ -114,8 +125,9 @@ class SiteLoop:
         self._update_correction(fixed)
         utc = datetime.now(UTC)
         cap_kw = self.dispatcher.cap_kw()
+        battery = None if self.battery is None else self.battery.status(now)
         snapshot, info = build_snapshot(
-            self.live, self.cfg, self.cycle, cap_kw, now, utc, self.correction_kw, self.forecast
+            self.live, self.cfg, self.cycle, cap_kw, now, utc, self.correction_kw, self.forecast, battery
         )
         if self.forecast is not None:
             done = self.forecast.observe(utc, info.measured_base_load_kw, info.measured_pv_kw)
@@ -123,7 +135,37 @@ class SiteLoop:
                 sample = MeterSample(done.start, HISTORY_SOURCE, None, done.base_load_kw, None, done.pv_kw)
                 self.journal.sample(sample)
             self.metrics.inc("forecast_cycles_total", source=info.forecast_source)
-        return Reading(snapshot, info, fixed)
+        if self.battery is None:
+            return Reading(snapshot, info, fixed)
+        drawable = self._drawable_kw()
+        return Reading(snapshot, info, fixed, drawable, self._battery_room_now(snapshot, info, drawable, now))
+
+    def _battery_room_now(
+        self, snapshot: Snapshot, info: SnapshotInfo, drawable: FloatArray, now: float
+    ) -> float | None:
+        """The import limit less the measured import without the battery, less what the chargers may
+        still add (their drawable power above their measured draw): a bound on the battery's charging
+        that needs no base-load estimate, so a charger measurement older than the site meter's cannot
+        make room that is not there."""
+        if info.site_import_kw is None or not info.battery_present:
+            return None
+        measured = self.live.measured_kw(now, self.cfg.station_meter_timeout_s)
+        measured = np.where(np.isfinite(measured), measured, 0.0)
+        may_add = float(np.sum(np.maximum(np.maximum(drawable, 0.0) - measured, 0.0)))  # V2G: as if it stops
+        without_battery = info.site_import_kw - snapshot.battery_kw_last
+        return float(self.site.import_limit_kw - without_battery - may_add)
+
+    def _drawable_kw(self) -> FloatArray:
+        """(n,) each charger's last limit, or its safe share (at most its station's cap) where it has none;
+        a flagged offender its measured draw where that is more."""
+        share = np.minimum(self.dispatcher.safe_share_kw, self.dispatcher.cap_kw())
+        out = np.array(share, dtype=float)
+        for c in self.live.connectors:
+            if c.active and c.limit_kw is not None:
+                out[c.index] = c.limit_kw
+            if c.offender and c.power_kw is not None:
+                out[c.index] = max(out[c.index], c.power_kw)
+        return out
 
     def _flag_offenders(self, now: float) -> None:
         """Flag stations drawing more than their limit; a flag holds until a fresh reading clears it."""
@@ -175,11 +217,17 @@ class SiteLoop:
     # ------------------------------------------------------------------ decide
 
     async def decide(self, reading: Reading) -> CycleOutcome:
-        outcome = await self.controller.decide(reading.snapshot, reading.info.meter_stale, reading.fixed)
+        info = reading.info
+        outcome = await self.controller.decide(
+            reading.snapshot, info.meter_stale, reading.fixed, battery_present=info.battery_present,
+            drawable_kw=reading.drawable_kw, battery_room_kw=reading.battery_room_now_kw,
+        )  # fmt: skip
         if outcome.fallback_reason is not None:
             self.metrics.inc("fallbacks_total", reason=outcome.fallback_reason)
-        if reading.info.meter_stale:
+        if info.meter_stale:
             self.metrics.inc("stale_meter_cycles_total")
+        if self.battery is not None and not info.battery_present:
+            self.metrics.inc("battery_absent_cycles_total")
         return outcome
 
     # ------------------------------------------------------------------ write
@@ -188,15 +236,43 @@ class SiteLoop:
         """Send the limits that moved (or must go down); returns how many profiles were queued."""
         state, fixed, ctl = reading.snapshot.state, reading.fixed, self.controller
 
+        charge_kw = max(outcome.battery_kw, 0.0)
+
         def feasible(kept_kw: FloatArray) -> bool:
-            return keeps_feasible(self.site, ctl.plan, state, kept_kw, fixed)
+            return keeps_feasible(ctl.site_no_battery, ctl.plan_no_battery, state, kept_kw, fixed, charge_kw)
 
         sent_values = [c.limit_value for c in self.live.connectors]
         updates = select_updates(
             self.site, state, outcome.limits_kw, sent_values, self.live.active_mask(), self.cfg.deadband_a,
             self.cfg.deadband_w, feasible,
         )  # fmt: skip
-        return self.dispatcher.send(outcome.limits_kw, updates)
+        sent = self.dispatcher.send(outcome.limits_kw, updates)
+        if self.battery is not None:
+            self.battery.command(self._battery_setpoint(outcome))
+        return sent
+
+    def _battery_gauges(self, outcome: CycleOutcome) -> None:
+        assert self.battery is not None
+        st = self.battery.status()
+        self.metrics.set("battery_present", float(outcome.battery_present))
+        self.metrics.set("battery_setpoint_kw", st.setpoint_kw)
+        if st.soc_frac is not None and st.power_kw is not None:
+            self.metrics.set("battery_soc_ratio", st.soc_frac)
+            self.metrics.set("battery_power_kw", st.power_kw)
+
+    def _battery_setpoint(self, outcome: CycleOutcome) -> float:
+        """The setpoint to write (kW, + charge): the projected one (0 while the battery is absent), except
+        that an increase of the site's import (more charge, less discharge) waits while charger profiles
+        are on their way, as a charger's increase waits for the decreases: the battery goes no higher than
+        it is this cycle, so the site is never over a limit in between."""
+        assert self.battery is not None
+        kw = outcome.battery_kw
+        if outcome.battery_present and self.dispatcher.in_flight:
+            held = min(kw, self.battery.status().setpoint_kw)
+            if held < kw:
+                self.metrics.inc("battery_increases_held_total")
+            return held
+        return kw
 
     # ------------------------------------------------------------------ record
 
@@ -209,6 +285,8 @@ class SiteLoop:
         last_planned = None if self.last is None else self.last.outcome.planned_import_kw
         self._attribute(info.site_import_kw, last_planned)
         self.metrics.set("import_limit_kw", limit)
+        if self.battery is not None:
+            self._battery_gauges(outcome)
         latency_ms = latency_s * 1000.0
         self.last = CycleSummary(
             self.cycle, datetime.now(UTC), outcome, latency_ms, info.site_import_kw, info.base_load_kw,

@@ -33,6 +33,7 @@ from agents.base import Policy
 from envs.config import ConfigError, SiteConfig
 from envs.core import FloatArray, SiteArrays
 from envs.share import safe_static_share_kw
+from serving.battery import ModbusBattery
 from serving.config import ServingConfig, connector_map
 from serving.control import Controller
 from serving.csms import (
@@ -129,9 +130,10 @@ class Service:
             cfg, self.site, self.live, self.store, self.journal, self.metrics, self._spawn,
             self.dispatcher.registered, self.dispatcher.transaction_answered,
         )  # fmt: skip
+        self.battery = ModbusBattery(cfg.battery) if cfg.battery is not None else None
         self.loop = SiteLoop(
             cfg, self.live, self.controller, self.dispatcher, self.journal, self.publisher, self.metrics,
-            self.forecast, self._spawn,
+            self.forecast, self._spawn, self.battery,
         )  # fmt: skip
         self._tasks: set[asyncio.Task[Any]] = set()
         self._ws_server: Server | None = None
@@ -179,6 +181,8 @@ class Service:
             from serving.meter import ModbusMeter
 
             self._spawn(ModbusMeter(self.cfg.meter, self.on_site_meter).run())
+        if self.battery is not None:
+            self._spawn(self.battery.run())
         if loop:
             self._loop_task = asyncio.create_task(self._control_loop())
             if self.forecast is not None and self.forecast.model is not None:
@@ -335,7 +339,7 @@ class Service:
         """The live site as JSON-ready data (``/api/state``, :func:`serving.view.site_state`)."""
         return site_state(
             self.site, self.live, self.cfg, self.metrics, self.safe_share_kw, self.loop.cycle, self.loop.last,
-            self.forecast, self.loop.violations,
+            self.forecast, self.loop.violations, None if self.battery is None else self.battery.status(),
         )  # fmt: skip
 
     def subscribe(self) -> asyncio.Queue[dict[str, Any]]:
@@ -410,3 +414,8 @@ def check_site_matches(cfg: ServingConfig, site: SiteConfig) -> None:
     connector_map(cfg, site)
     if not site.chargers:
         raise ConfigError("the site has no chargers")
+    if cfg.battery is not None and site.battery is None:
+        raise ConfigError(
+            "battery: the serving config drives a battery over Modbus, but the site YAML has no 'battery' "
+            "(its capacity and power limits)"
+        )

@@ -21,6 +21,7 @@ from serving.metrics import Metrics
 from serving.violations import Violation
 
 if TYPE_CHECKING:
+    from serving.battery import BatteryStatus
     from serving.forecast import LiveForecast
     from serving.loop import CycleSummary
 
@@ -51,6 +52,7 @@ def site_state(
     last: CycleSummary | None,
     forecast: LiveForecast | None,
     violations: Sequence[Violation] = (),
+    battery: BatteryStatus | None = None,
 ) -> dict[str, Any]:
     """The live site as JSON-ready data: ``/api/state``, the server-sent events and the dashboard.
 
@@ -154,6 +156,30 @@ def site_state(
         ],
         "chargers": chargers,
         "forecast": forecast_state(forecast, metrics),
+        "battery": battery_state(site, battery, last),
+    }
+
+
+def battery_state(
+    site: SiteArrays, status: BatteryStatus | None, last: CycleSummary | None
+) -> dict[str, Any] | None:
+    """The site battery's part of :func:`site_state` (None without a battery link configured): its link,
+    SoC, measured power and the setpoint (kW, + charge), and whether the last decision could use it."""
+    if status is None:
+        return None
+    soc = status.soc_frac
+    return {
+        "link": status.link,
+        "present": status.present,
+        "soc_pct": None if soc is None else round(soc * 100.0, 2),
+        "soc_kwh": None if soc is None else round(soc * site.battery_capacity_kwh, 3),
+        "capacity_kwh": site.battery_capacity_kwh,
+        "power_kw": status.power_kw,
+        "setpoint_kw": status.setpoint_kw,
+        "planned_kw": None if last is None else last.outcome.battery_kw,
+        "max_charge_kw": site.battery_max_charge_kw,
+        "max_discharge_kw": site.battery_max_discharge_kw,
+        "age_s": status.age_s,
     }
 
 

@@ -93,6 +93,8 @@ class PhysicalSite:
         self.worst_profile_delay_s = 0.0
         """longest wall time a transaction charged before any profile (max, TxDefault, Tx) limited it"""
         self.transactions_seen = 0
+        self.battery_kw = 0.0
+        """the site battery's power now (kW, + charge; :mod:`stationsim.battery`), part of the import"""
 
     def protected(self, sid: str, c: SimConnector) -> bool:
         """A profile is in force for ``c``'s transaction: station maximum, TxDefault or its TxProfile."""
@@ -222,7 +224,7 @@ class PhysicalSite:
                 self.delivered[str(s["session_id"])] = c.delivered_kwh
                 power[c.charger] = c.power_kw
         base, pv = self.series_at(now)
-        imp = float(site.site_import_kw(power, base, pv))
+        imp = float(site.site_import_kw(power, base, pv, self.battery_kw))
         self.max_import = max(self.max_import, imp)
         excess = imp - site.import_limit_kw
         node_excess = np.abs(site.node_power_kw(power)) - site.node_limit_kw

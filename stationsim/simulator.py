@@ -44,6 +44,7 @@ from websockets.typing import Subprotocol
 from envs.core import SiteArrays
 from envs.scenario import Scenario
 from stationsim import messages as msg
+from stationsim.battery import SimBattery
 from stationsim.physics import PhysicalSite, SimConnector, StationProfiles
 
 LOG = logging.getLogger("evdlm.simulator")
@@ -153,6 +154,11 @@ class SimReport:
     """soak: MeterValues sent late"""
     first_boot_accepted_utc: str | None = None
     """wall-clock time (ISO, UTC) the first BootNotification was accepted"""
+    battery_charged_kwh: float | None = None
+    """energy into the simulated site battery (grid side; None without one)"""
+    battery_discharged_kwh: float | None = None
+    battery_soc_end: float | None = None
+    """its state of charge at the end, 0..1"""
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items()}
@@ -286,6 +292,9 @@ class SiteSimulator:
         self._late: dict[str, list[tuple[float, Any]]] = {s: [] for s in names}
         """per station: (monotonic time due, prebuilt MeterValues / TransactionEvent) sent late"""
         self._running = True
+        self.battery: SimBattery | None = None
+        """the site battery (served over Modbus by :class:`stationsim.battery.BatteryServer`), whose power
+        is part of the site's import"""
 
     # ------------------------------------------------------------------ time
 
@@ -312,6 +321,9 @@ class SiteSimulator:
         return self.physics.last_node_violation_at
 
     def _tick(self, dt_h: float) -> None:
+        if self.battery is not None:
+            self.battery.advance()
+            self.physics.battery_kw = self.battery.power_kw
         self.physics.tick(self.sim_now(), dt_h, self._emit)
 
     def _emit(self, sid: str, kind: str, c: SimConnector) -> None:
@@ -600,6 +612,9 @@ class SiteSimulator:
             reboots=self.reboots,
             late_meter_values=self.late_meter_values,
             first_boot_accepted_utc=self.first_boot_accepted_utc,
+            battery_charged_kwh=None if self.battery is None else round(self.battery.energy_in_kwh, 4),
+            battery_discharged_kwh=None if self.battery is None else round(self.battery.energy_out_kwh, 4),
+            battery_soc_end=None if self.battery is None else round(self.battery.soc_frac, 4),
         )
 
     def _progress(self, wall_s: float, end_wall_s: float) -> SimProgress:

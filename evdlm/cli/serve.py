@@ -17,7 +17,7 @@ from evdlm.cli.errors import bad_input
 if TYPE_CHECKING:
     from agents.base import Policy
     from envs.config import SiteConfig
-    from serving.config import ServingConfig
+    from serving.config import BatteryConfig, ServingConfig
 
 _SIM_BAR = "simulating {percentage:3.0f}%|{bar:30}| {elapsed}<{remaining} {postfix}"
 """tqdm format of ``evdlm simulate``'s progress (a fraction of the replay's wall time)"""
@@ -26,6 +26,11 @@ _SIM_BAR = "simulating {percentage:3.0f}%|{bar:30}| {elapsed}<{remaining} {postf
 class FailsafeOption(StrEnum):
     max = "max"
     tx_default = "tx_default"
+
+
+class BatteryMapOption(StrEnum):
+    registers = "registers"
+    sunspec = "sunspec"
 
 
 class VersionOption(StrEnum):
@@ -104,6 +109,22 @@ def describe_duration(sim_s: float, speed: float, duration_s: float | None) -> s
     )
 
 
+def battery_option(kind: BatteryMapOption, host: str, port: int, cfg: ServingConfig) -> BatteryConfig:
+    """The ``battery`` section ``--battery-port`` stands for: SunSpec, or the simulator's register map
+    (``stationsim.battery.SIM_REGISTERS``), polled at most every second and stale within the interval."""
+    from serving.config import BatteryConfig
+    from stationsim.battery import SIM_REGISTERS
+
+    poll = min(1.0, cfg.control_interval_s / 4)
+    out: dict[str, object] = {
+        "map": kind.value, "host": host, "port": port, "poll_interval_s": poll,
+        "stale_timeout_s": min(5.0, cfg.control_interval_s), "revert_timeout_s": 15,
+    }  # fmt: skip
+    if kind is BatteryMapOption.registers:
+        out["registers"] = SIM_REGISTERS
+    return BatteryConfig.model_validate(out)
+
+
 def register(app: typer.Typer) -> None:
     """Add the serving commands to the root app."""
 
@@ -162,6 +183,17 @@ def register(app: typer.Typer) -> None:
                 help="MLflow store of models:/ policies (default: MLFLOW_TRACKING_URI, else .evdlm/mlflow.db)"
             ),
         ] = None,
+        battery_port: Annotated[
+            int | None,
+            typer.Option(min=1, max=65535, help="drive the site battery over Modbus TCP at this port"),
+        ] = None,
+        battery_map: Annotated[
+            BatteryMapOption,
+            typer.Option(help="with --battery-port: SunSpec, or the simulator's register map"),
+        ] = BatteryMapOption.sunspec,
+        battery_host: Annotated[
+            str, typer.Option(help="with --battery-port: the battery's address")
+        ] = "127.0.0.1",
     ) -> None:
         """Run the live DLM: OCPP 1.6J/2.0.1 central system, control loop, operator API."""
         import asyncio
@@ -173,7 +205,7 @@ def register(app: typer.Typer) -> None:
         from envs.config import ConfigError, format_validation_error, load_site
         from evdlm.tracking_uri import use_tracking_store
         from serving.config import check_auth, load_operator_token, load_passwords, load_serving_config
-        from serving.service import PolicyLoadError, Service, load_policy_strict
+        from serving.service import PolicyLoadError, Service, check_site_matches, load_policy_strict
 
         level = log_level.upper()
         logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -202,6 +234,8 @@ def register(app: typer.Typer) -> None:
                 update["database_url"] = database_url
             if time_scale is not None:
                 update["time_scale"] = time_scale
+            if battery_port is not None:
+                update["battery"] = battery_option(battery_map, battery_host, battery_port, cfg)
             if forecaster is not None:
                 from serving.config import ForecastConfig
 
@@ -210,6 +244,7 @@ def register(app: typer.Typer) -> None:
             cfg = cfg.model_copy(update=update)
             # revalidate: the window length depends on the forecast and the control interval
             cfg = type(cfg).model_validate(cfg.model_dump(by_alias=True))
+            check_site_matches(cfg, site_cfg)  # stations and chargers, a battery link without a battery
             passwords = load_passwords(cfg)
             check_auth(cfg, passwords)
             token = load_operator_token(cfg)
@@ -341,8 +376,24 @@ def register(app: typer.Typer) -> None:
         late_meter_share: Annotated[float, typer.Option(help="soak: share of MeterValues sent late")] = 0.0,
         seed: Annotated[int, typer.Option(help="seed of the soak's randomness")] = 0,
         json_out: Annotated[bool, typer.Option("--json", help="print the report as one JSON object")] = False,
+        battery_port: Annotated[
+            int | None,
+            typer.Option(
+                min=0,
+                max=65535,
+                help="serve the site's battery (site YAML 'battery') over Modbus TCP on this port (0: any)",
+            ),
+        ] = None,
+        battery_map: Annotated[
+            BatteryMapOption,
+            typer.Option(help="the simulated battery's registers: SunSpec or the 'registers' map"),
+        ] = BatteryMapOption.sunspec,
+        battery_host: Annotated[
+            str, typer.Option(help="address the Modbus battery listens on")
+        ] = "127.0.0.1",
     ) -> None:
-        """Replay a scenario with simulated OCPP stations against a running central system."""
+        """Replay a scenario with simulated OCPP stations against a running central system; with
+        --battery-port, the site battery is served over Modbus TCP too (docs/serving.md, the site battery)."""
         import asyncio
         import json
         import os
@@ -354,7 +405,14 @@ def register(app: typer.Typer) -> None:
         from envs.scenario import load_scenario
         from serving.config import OPERATOR_TOKEN_ENV, connector_map, load_passwords
         from serving.config import load_serving_config as load_cfg
-        from stationsim.simulator import CentralSystemUnreachable, SimOptions, SimProgress, SiteSimulator
+        from stationsim.battery import BatteryServer, SimBattery
+        from stationsim.simulator import (
+            CentralSystemUnreachable,
+            SimOptions,
+            SimProgress,
+            SimReport,
+            SiteSimulator,
+        )
 
         def split(text: str) -> frozenset[str]:
             return frozenset(s.strip() for s in text.split(",") if s.strip())
@@ -376,6 +434,8 @@ def register(app: typer.Typer) -> None:
             for item in split(drop_off):
                 sid, at, span = item.split(":")
                 drops[sid] = (float(at), float(span))
+            if battery_port is not None and sc.site.battery is None:
+                raise ValueError("--battery-port: the scenario's site.yaml has no 'battery' to serve")
             check_listening(csms, wait_s)
         except (ConfigError, OSError, ValueError) as err:
             raise bad_input(str(err)) from None
@@ -406,8 +466,27 @@ def register(app: typer.Typer) -> None:
                 when = f"{p.sim_time:%Y-%m-%d %H:%M}"
                 bar.set_postfix_str(f"{when}  {p.delivered_kwh:.1f} kWh  violation ticks {p.violation_ticks}")
 
+            async def run() -> SimReport:
+                if battery_port is None or sc.site.battery is None:
+                    return await sim.run(progress=show)
+                sim.battery = SimBattery.from_site(sc.site.battery, speed)
+                server = BatteryServer(
+                    sim.battery,
+                    "sunspec" if battery_map is BatteryMapOption.sunspec else "registers",
+                    battery_host,
+                    battery_port,
+                )
+                await server.start()
+                typer.echo(
+                    f"Modbus battery ({battery_map.value} map) on {battery_host}:{server.port}", err=True
+                )
+                try:
+                    return await sim.run(progress=show)
+                finally:
+                    await server.stop()
+
             try:
-                report = asyncio.run(sim.run(progress=show))
+                report = asyncio.run(run())
             except CentralSystemUnreachable as err:
                 bar.close()
                 raise bad_input(err) from None
@@ -423,6 +502,12 @@ def register(app: typer.Typer) -> None:
             f"violation ticks {report.violation_ticks} (node {report.node_violation_ticks}), "
             f"max excess {report.max_excess_kw:.2f} kW"
         )
+        if report.battery_soc_end is not None:
+            typer.echo(
+                f"battery: charged {report.battery_charged_kwh:.2f} kWh, discharged "
+                f"{report.battery_discharged_kwh:.2f} kWh, "
+                f"SoC at the end {100 * report.battery_soc_end:.1f} %"
+            )
         typer.echo(
             f"calls {report.calls_sent} sent, {report.calls_answered} answered, "
             f"{report.calls_failed} failed; "
