@@ -505,7 +505,7 @@ async def test_simulated_site_with_a_modbus_battery_stays_within_its_import_limi
 
 @pytest.mark.parametrize("kind", ["sunspec", "registers"])
 def test_serve_battery_port_stands_for_a_battery_section(tmp_path: Path, kind: str) -> None:
-    from serving.cli import BatteryMapOption, battery_option
+    from evdlm.cli.serve import BatteryMapOption, battery_option
 
     cfg = serving_config(tmp_path, control_interval_s=10.0)
     b = battery_option(BatteryMapOption(kind), "127.0.0.1", 5020, cfg)

@@ -6,11 +6,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from serving.cli import default_serving_config
 
 from agents.rule_based import RuleBasedDLM
 from envs.generate import generate_scenario
 from envs.scenario import load_scenario, save_scenario
+from evdlm.cli.serve import default_serving_config
 from serving.config import connector_map
 from serving.events import MeterReading, TransactionStarted
 from serving.service import Service
