@@ -126,6 +126,7 @@ class ClearSkyIndexForecaster(_BaseForecaster):
     """PV = forecast clear-sky index x the site's clear-sky envelope (see the module docstring)."""
 
     name = "clear_sky_index"
+    clear_sky_days_ahead = 1
 
     def __init__(self, spec: SeriesSpec, params: ClearSkyIndexParams | None = None) -> None:
         super().__init__(spec)
