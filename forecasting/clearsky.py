@@ -5,19 +5,16 @@ sky". The second part is geometry and the site: pvlib knows the sun, but a site 
 coordinates (the location is the capital of the time zone), no tilt, azimuth or shading. So the envelope is
 learned from the site's own recent history, which carries all of that:
 
-* **envelope** ``E(slot)``: at each time slot of the day, a high quantile (fitted: 0.8 to 1.0) of PV over
+* **envelope** ``E(slot)``: at each time slot of the day, a high quantile (fitted: 0.9 or 1.0) of PV over
   the last ``window_days`` days (the output on the clear days), scaled by the change in pvlib's clear-sky
   energy from those days to the target day (the season moves the sun between them);
 * **clear-sky index** of each recent day ``k_b = PV energy / envelope energy``; the forecast index is
-  ``w * k_yesterday + (1 - w) * median(k_b)``, ``w`` fitted on the history (how much yesterday's weather
-  persists); within a few hours of the origin it moves towards the index of the last hour (fading with
-  the lead time, time constant :attr:`ClearSkyIndexParams.intraday_tau_h`);
+  ``w * k_yesterday + (1 - w) * quantile(k_b)``, ``w`` and the quantile fitted on the history (how much
+  yesterday's weather persists; or, in ``slot`` mode, the same blend of the recent days slot by slot);
+  within a few hours of the origin it moves towards the index of the last hour (fading with the lead
+  time, time constant :attr:`ClearSkyIndexParams.intraday_tau_h`);
 * **forecast** ``index x E(slot)``, 0 where the envelope is 0 (night); quantiles from the spread of the
   recent days' indices around their median.
-
-With a weather-forecast column (``irradiance_forecast_w_m2`` or ``cloud_cover_forecast_pct`` in
-``timeseries.csv``, see :mod:`forecasting.weather`), the forecast index of the target day comes from it
-instead (see :class:`ClearSkyIndexForecaster`).
 
 Everything a forecast at origin ``o`` reads is ``y[:o]`` (blocks of whole days counted back from the
 origin) and pvlib geometry of the target times.
