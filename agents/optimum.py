@@ -167,8 +167,9 @@ def build_scenario_lp(site: SiteArrays, scenario: Scenario) -> tuple[SiteLP, LPD
     request = ses.request_kwh[keep]
     departure = ses.departure_step[keep]
     # EVs still plugged in at the end: the share of the request that falls inside the scenario
-    stay = np.maximum(departure - ses.arrival_step[keep], 1)
-    inside = np.where(departure > T, (T - ses.arrival_step[keep]) / stay, 1.0)
+    arrival_steps, departure_steps = ses.arrival_steps[keep], ses.departure_steps[keep]
+    stay = departure_steps - arrival_steps
+    inside = np.where(departure > T, (T - arrival_steps) / stay, 1.0)
     need = request * np.clip(inside, 0.0, 1.0)
     max_charge = np.minimum(site.rated_kw[charger], ses.max_charge_kw[keep])
     res = site.resolution_kw[charger]
@@ -200,5 +201,6 @@ def build_scenario_lp(site: SiteArrays, scenario: Scenario) -> tuple[SiteLP, LPD
         dischargeable_kwh=ses.dischargeable_kwh[keep],
         max_discharge_kw=max_dis,
         battery_initial_kwh=site.battery_initial_kwh,
+        present_fraction=ses.present_fraction(keep[:, None], np.arange(T)[None, :]),
     )
     return lp, data, _Slots(charger, start, stop)
