@@ -339,3 +339,36 @@ def _after_previous(arrival: FloatArray, departure: FloatArray, slot: IntArray) 
         moved = np.where(clash, np.maximum(a_o[1:], prev_end), a_o[1:])
         out[order[1:]] = moved
     return out
+
+
+def deliverable_kwh(scenario: Scenario, site: SiteArrays | None = None) -> FloatArray:
+    """(S,) per session of ``scenario`` (its row order): the battery-side energy uncontrolled charging can
+    deliver in the simulator when no limit binds, kWh.
+
+    Each step the EV is present for, the charger holds it at ``min(rated, EV max)`` times the fraction of
+    the step it is plugged in, rounded down to the charger's resolution grid (what the projection lets
+    through), for ``dt`` at the charger's efficiency: the same presence (:func:`compile_episode` over the
+    whole scenario) and caps (:func:`envs.physics.ev_terms_one`) as the simulator. Dropped sessions: 0.
+    """
+    from envs.physics import floor_to_grid
+
+    if site is None:
+        site = SiteArrays.from_config(scenario.site)
+    T = scenario.n_steps
+    step = scenario.step
+    _, table, _ = _compile_sessions(
+        scenario, site, scenario.timeseries.index[0], step, T, allow_discharge=False, v2g_min_soc=0.0
+    )
+    pos = site.config.charger_index()
+    slot = np.array([pos[c] for c in scenario.sessions["charger_id"].to_numpy()], dtype=np.int64)
+    row_of = {sid: k for k, sid in enumerate(scenario.sessions["session_id"].to_numpy().tolist())}
+    out = np.zeros(len(scenario.sessions))
+    for k, sid in enumerate(table.session_ids):
+        row = row_of[sid]
+        i = slot[row]
+        steps = np.arange(table.arrival_step[k], min(int(table.departure_step[k]), T))
+        frac = table.present_fraction(np.full(len(steps), k), steps)
+        rate = min(float(site.rated_kw[i]), float(table.max_charge_kw[k]))
+        kw = floor_to_grid(rate * frac, float(site.resolution_kw[i]))
+        out[row] = float(np.sum(kw)) * float(site.efficiency[i]) * scenario.dt_h
+    return out
