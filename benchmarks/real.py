@@ -24,7 +24,8 @@ counted. Built weeks are cached in ``.evdlm/real/`` (``--rebuild`` builds them a
 
 The table gives, per week and policy: cost, gap to the optimum, peak import, energy delivered, EVs that
 left short of what their drivers declared and of what they actually needed (``short decl/act/departed``;
-the policies plan on the declarations, the simulator scores the actual need), limit violations and the decision time p99, from
+the policies plan on the declarations, the simulator scores the actual need), limit violations and the
+decision time p99, from
 :func:`training.evaluate.evaluate`. No assertions: it prints what the policies reach.
 """
 
