@@ -250,10 +250,10 @@ def _compile_sessions(
 ) -> tuple[Int32Array, SessionTable, int]:
     s = scenario.sessions
     n = site.n
-    a_all = ((s["arrival"] - t0) / step).to_numpy(dtype=float)
-    d_all = ((s["departure"] - t0) / step).to_numpy(dtype=float)
+    a_all: FloatArray = np.asarray(((s["arrival"] - t0) / step).to_numpy(dtype=float), dtype=np.float64)
+    d_all: FloatArray = np.asarray(((s["departure"] - t0) / step).to_numpy(dtype=float), dtype=np.float64)
     declared_dep = s["declared_departure"] if "declared_departure" in s.columns else s["departure"]
-    dd_all = ((declared_dep - t0) / step).to_numpy(dtype=float)
+    dd_all: FloatArray = np.asarray(((declared_dep - t0) / step).to_numpy(dtype=float), dtype=np.float64)
     pos = site.config.charger_index()
     slot_all = np.array([pos[c] for c in s["charger_id"].to_numpy()], dtype=np.int64)
     a_all = _after_previous(a_all, d_all, slot_all)
