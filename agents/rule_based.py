@@ -24,6 +24,7 @@ Every request still goes through the safety projection.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -77,6 +78,73 @@ class _Deadlines:
         return cls(idx, pos, sl, ks, by_k, must_kw[idx], by_k.sum(axis=0))
 
 
+class _DriverRecord:
+    """What the rule measures about drivers: how many EVs left, how many left more than a step before the
+    departure they declared (an EV gone while its declared time left was over one step), and by how much
+    of their declared stay."""
+
+    MIN_DEPARTURES = 3
+    """departures seen before the record counts"""
+    QUANTILE = 0.8
+    """the share of the declared stay cut short that the rule plans for: this quantile of those seen"""
+
+    def __init__(self) -> None:
+        self.departures = 0
+        self.early = 0
+        self.cuts: list[float] = []
+        self._step = -2
+        self._present: BoolArray | None = None
+        self._left: FloatArray | None = None
+        self._stay: FloatArray | None = None
+
+    def observe(self, snapshot: Snapshot) -> None:
+        st = snapshot.state
+        present = np.asarray(st.ev_present, dtype=bool)
+        left = np.asarray(st.time_left_h, dtype=float)
+        dt = float(st.dt_h)
+        new = present.copy()
+        if (
+            self._present is not None
+            and self._left is not None
+            and self._stay is not None
+            and snapshot.step_index == self._step + 1
+        ):
+            # gone, or replaced by a new EV on the same charger (its time left jumped up)
+            gone = self._present & (~present | (left > self._left + 1e-6))
+            early = gone & (self._left > dt * (1.0 + 1e-6))
+            self.departures += int(gone.sum())
+            self.early += int(early.sum())
+            cut = np.where(early, (self._left - dt) / np.maximum(self._stay, dt), 0.0)
+            self.cuts.extend(cut[gone].tolist())
+            new = present & (~self._present | gone)
+        if self._stay is None or len(self._stay) != len(present):
+            self._stay = np.zeros(len(present))
+        self._stay = np.where(new, left, self._stay)
+        self._step = snapshot.step_index
+        self._present, self._left = present.copy(), left.copy()
+
+    def early_share(self) -> float:
+        """Share of departures seen that came more than a step before the declared time (1 until
+        :attr:`MIN_DEPARTURES` were seen: with nothing seen, the rule does not bet on the declarations)."""
+        if self.departures < self.MIN_DEPARTURES:
+            return 1.0  # nothing seen yet: assume drivers may leave early
+        return self.early / self.departures
+
+    def planned_left_h(self, state: SiteState) -> FloatArray | None:
+        """Time left to plan on: the declared time left less the share of the declared stay that drivers
+        are seen to cut short (:attr:`QUANTILE` of it), floored at the part of this step the EV is plugged
+        in; None while no driver was seen to leave early."""
+        if self.early_share() <= 0 or self._stay is None or not self.cuts:
+            return None
+        q = float(np.quantile(self.cuts, self.QUANTILE))
+        if q <= 0:
+            return None
+        left = np.asarray(state.time_left_h, dtype=float)
+        frac = 1.0 if state.present_fraction is None else np.asarray(state.present_fraction, dtype=float)
+        floor_h = frac * float(state.dt_h)
+        return np.where(np.asarray(state.ev_present, bool), np.maximum(left - q * self._stay, floor_h), 0.0)
+
+
 class RuleBasedDLM:
     """Deadline-aware, price-aware, peak-shaving rule-based allocator.
 
@@ -118,8 +186,10 @@ class RuleBasedDLM:
         self._min_grid_kw: FloatArray | None = None
         self._episode_end: pd.Timestamp | None = None
         self._month_end: np.datetime64 | None = None
+        self._drivers = _DriverRecord()
 
     def reset(self, site: SiteArrays, scenario: Scenario | None = None) -> None:
+        self._drivers = _DriverRecord()
         self._site = site
         self._res = Resources.from_site(site)
         # each charger's minimum power on its resolution grid (kW), the least the projection lets it draw
@@ -179,6 +249,11 @@ class RuleBasedDLM:
         st = snapshot.state
         fc = snapshot.forecast
         dt = float(st.dt_h)
+        self._drivers.observe(snapshot)
+        planned_left = self._drivers.planned_left_h(st)
+        if planned_left is not None:  # drivers leave before they declared: plan on the stay they give
+            st = dataclasses.replace(st, time_left_h=planned_left)
+            snapshot = dataclasses.replace(snapshot, state=st)
         base_now = float(np.asarray(st.base_load_kw))
         pv_now = float(np.asarray(st.pv_kw))
         H = max(fc.horizon, 1)
@@ -238,7 +313,13 @@ class RuleBasedDLM:
             a_pv = fair_fill(res, pv_lim, np.where(active, rem_caps, 0.0))
             rem_caps -= a_pv
             soft = np.maximum(soft - resource_use(res, a_pv), 0.0)
-        want = _cheap_now(need, rate, expect_kw, eff, dt, steps_left, active, price_h, H)
+        # ---- 3. cheap hours: defer flexible energy to them, unless drivers are seen to leave before they
+        # declared often enough that the penalty risk of waiting beats the price saving (then charge now)
+        risk = self._drivers.early_share() * site.config.tariff.missing_energy_penalty_per_kwh
+        if risk > 0 and risk * float(np.mean(eff)) > float(price_h[0] - price_h.min()):
+            want = rem_caps
+        else:
+            want = _cheap_now(need, rate, expect_kw, eff, dt, steps_left, active, price_h, H)
         want = np.minimum(want, rem_caps)
         a_cheap = greedy_fill(res, soft, want, order, site.min_kw)
         charger_kw = a_must + a_pv + a_cheap
