@@ -209,3 +209,57 @@ def _zero_step(site: SiteArrays) -> ProjectionResult:
         moved_kw=np.zeros(1),
         paused=np.zeros((1, site.n), dtype=bool),
     )
+
+
+# --------------------------------------------------------------------------- the rule-based DLM
+
+
+def test_the_rule_measures_drivers_who_leave_before_they_declared() -> None:
+    from agents.rule_based import _DriverRecord
+    from envs.env import ChargingSiteEnv
+
+    sc = _declared(
+        [
+            {"charger_id": "c0", "arrival": 0, "departure": 2, "energy_kwh": 1.0, "declared_departure": 6},
+            {"charger_id": "c1", "arrival": 0, "departure": 4, "energy_kwh": 1.0},
+            {"charger_id": "c0", "arrival": 5, "departure": 8, "energy_kwh": 1.0},
+        ],
+        n_steps=10,
+    )
+    env = ChargingSiteEnv(scenario=sc, step=None)
+    env.reset(seed=0)
+    record = _DriverRecord()
+    assert record.early_share() == 1.0  # nothing seen yet: the rule does not bet on declarations
+    for _ in range(10):
+        record.observe(env.snapshot())
+        env.step(np.zeros(2))
+    assert (record.departures, record.early) == (3, 1)
+    # s0 declared 6 steps (1.5 h) and left with 5 declared steps still to go: 1 h of it cut short
+    assert sorted(record.cuts) == pytest.approx([0.0, 0.0, 1.0 / 1.5])
+
+
+def test_the_rule_charges_now_when_drivers_leave_early_and_defers_when_they_do_not() -> None:
+    # cheap hours at the end; every driver but the last declares 12 steps and leaves after 2
+    prices = [0.4] * 8 + [0.05] * 8
+    rows = [
+        {
+            "charger_id": "c0",
+            "arrival": 2 * k,
+            "departure": 2 * k + 2,
+            "energy_kwh": 0.5,
+            "declared_departure": 14,
+        }
+        for k in range(3)
+    ] + [{"charger_id": "c1", "arrival": 6, "departure": 16, "energy_kwh": 5.0, "declared_departure": 16}]
+    early = _declared(rows, n_steps=16)
+    on_time = _declared([dict(r, declared_departure=r["departure"]) for r in rows], n_steps=16)
+    out = {}
+    for name, sc in (("early", early), ("on_time", on_time)):
+        ts = sc.timeseries.copy()
+        ts["import_price_per_kwh"] = prices
+        sc = Scenario(sc.site, sc.sessions, ts, sc.name)
+        res = run_episode("rule_based", sc)
+        out[name] = res.row.cost_energy
+    # the first three EVs charge on arrival either way (nothing seen yet); seen to leave early, the rule
+    # charges the last EV's 5 kWh on arrival at 0.4, else it waits for 0.05
+    assert out["early"] - out["on_time"] == pytest.approx(5.0 * (0.4 - 0.05), abs=1e-6)
