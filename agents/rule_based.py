@@ -95,7 +95,8 @@ class _DriverRecord:
     QUANTILE = 0.8
     """the share of the declared stay cut short that the rule plans for: this quantile of those seen"""
 
-    def __init__(self) -> None:
+    def __init__(self, early_prior: float = 1.0) -> None:
+        self.early_prior = early_prior
         self.departures = 0
         self.early = 0
         self.cuts: list[float] = []
@@ -105,6 +106,9 @@ class _DriverRecord:
         self._stay: FloatArray | None = None
 
     def observe(self, snapshot: Snapshot) -> None:
+        """Take in the snapshot of the next step (a snapshot of the step already seen changes nothing)."""
+        if snapshot.step_index == self._step and self._present is not None:
+            return
         st = snapshot.state
         present = np.asarray(st.ev_present, dtype=bool)
         left = np.asarray(st.time_left_h, dtype=float)
@@ -131,10 +135,10 @@ class _DriverRecord:
         self._present, self._left = present.copy(), left.copy()
 
     def early_share(self) -> float:
-        """Share of departures seen that came more than a step before the declared time (1 until
-        :attr:`MIN_DEPARTURES` were seen: with nothing seen, the rule does not bet on the declarations)."""
+        """Share of departures seen that came more than a step before the declared time (``early_prior``
+        until :attr:`MIN_DEPARTURES` were seen)."""
         if self.departures < self.MIN_DEPARTURES:
-            return 1.0  # nothing seen yet: assume drivers may leave early
+            return self.early_prior  # nothing seen yet
         return self.early / self.departures
 
     def planned_left_h(self, state: SiteState) -> FloatArray | None:
@@ -179,6 +183,7 @@ class RuleBasedDLM:
         period_scaling: bool = True,
         target_margin: float = 0.95,
         node_margin: float = 0.9,
+        early_prior: float = 1.0,
     ) -> None:
         if not 0 < hedge <= 1:
             raise ValueError("hedge must lie in (0, 1]")
@@ -188,15 +193,18 @@ class RuleBasedDLM:
         self.period_scaling = period_scaling
         self.target_margin = target_margin
         self.node_margin = node_margin
+        self.early_prior = early_prior
+        """share of drivers assumed to leave before their declared departure until a few were seen to
+        leave (1: do not bet on declarations; 0: trust them)"""
         self._site: SiteArrays | None = None
         self._res: Resources | None = None
         self._min_grid_kw: FloatArray | None = None
         self._episode_end: pd.Timestamp | None = None
         self._month_end: np.datetime64 | None = None
-        self._drivers = _DriverRecord()
+        self._drivers = _DriverRecord(early_prior)
 
     def reset(self, site: SiteArrays, scenario: Scenario | None = None) -> None:
-        self._drivers = _DriverRecord()
+        self._drivers = _DriverRecord(self.early_prior)
         self._site = site
         self._res = Resources.from_site(site)
         # each charger's minimum power on its resolution grid (kW), the least the projection lets it draw
