@@ -120,6 +120,9 @@ class LPData:
     """value of energy left in the battery at the end (MPC: keeps it from emptying at the horizon)"""
     demand_charge_per_kw: float | None = None
     """override of the tariff's demand charge (MPC: spread over the windows left in the period)"""
+    present_fraction: FloatArray | None = None
+    """(K, T) fraction of each step each slot's EV is plugged in (sub-step time: it arrives or leaves
+    mid-step); its charge and discharge bounds that step are scaled by it (defaults to 1)"""
 
 
 @dataclass(frozen=True, eq=False)
@@ -494,12 +497,15 @@ def _bounds_and_costs(
     active_stop = np.minimum(np.asarray(d.active_stop, dtype=np.int64), lp.slot_stop)
     present = lp.x_step < active_stop[lp.x_slot] if nx else np.zeros(0, dtype=bool)
     max_charge = np.asarray(d.max_charge_kw, dtype=float)
-    hi[c["x"] : c["x"] + nx] = np.where(present, max_charge[lp.x_slot], 0.0) if nx else 0.0
+    # sub-step presence: the fraction of each step the slot's EV is plugged in scales its bounds
+    frac = 1.0 if d.present_fraction is None or not nx else d.present_fraction[lp.x_slot, lp.x_step]
+    hi[c["x"] : c["x"] + nx] = np.where(present, max_charge[lp.x_slot] * frac, 0.0) if nx else 0.0
     cost[c["x"] : c["x"] + nx] = _EPS_LATE * lp.x_step
     if ny:
         xi = lp.y_of_x
         dis = np.zeros(lp.K) if d.max_discharge_kw is None else np.asarray(d.max_discharge_kw, dtype=float)
-        hi[c["y"] : c["y"] + ny] = np.where(present[xi], dis[lp.x_slot[xi]], 0.0)
+        frac_y = 1.0 if d.present_fraction is None else d.present_fraction[lp.x_slot[xi], lp.x_step[xi]]
+        hi[c["y"] : c["y"] + ny] = np.where(present[xi], dis[lp.x_slot[xi]] * frac_y, 0.0)
         # degradation is charged per kWh out of the EV battery: grid-side kW * dt / efficiency
         cost[c["y"] : c["y"] + ny] = tariff.ev_degradation_per_kwh * dt / lp._eff_x[xi]
         need = np.asarray(d.need_kwh, dtype=float)

@@ -24,7 +24,7 @@ from agents.base import Decision
 from agents.lp import LPData, LPError, SiteLP
 from agents.optimum import off_or_minimum
 from envs.core import SiteArrays, Snapshot
-from envs.physics import ev_terms
+from envs.physics import STEP_EPS, ev_terms
 from envs.scenario import Scenario
 
 
@@ -105,6 +105,16 @@ class ModelPredictiveControl:
         steps_left = np.where(present, terms.steps_left, 0)
         after = np.maximum(steps_left - H, 0)
         need_in = np.maximum(need - self.hedge * rate * site.efficiency * dt * after, 0.0)
+        # sub-step time: the EV may be plugged in for part of this step only, and a declared departure
+        # mid-step leaves it part of its last step (that step planned at its fraction)
+        tl_steps = np.asarray(st.time_left_h, dtype=float) / dt
+        stop = np.where(present, np.ceil(tl_steps - STEP_EPS), 0).astype(np.int64)
+        last_frac = np.clip(tl_steps - (stop - 1), 0.0, 1.0)
+        last_frac = np.where(last_frac > 1.0 - STEP_EPS, 1.0, last_frac)
+        frac = np.where(np.arange(H)[None, :] == (stop - 1)[:, None], last_frac[:, None], 1.0)
+        if st.present_fraction is not None:
+            frac[:, 0] = np.minimum(frac[:, 0], np.asarray(st.present_fraction, dtype=float))
+        steps_left = np.maximum(steps_left, stop)
         dis = np.where(
             present, np.minimum(site.max_discharge_kw, np.asarray(st.ev_max_discharge_kw, dtype=float)), 0.0
         )
@@ -124,6 +134,7 @@ class ModelPredictiveControl:
             battery_initial_kwh=float(np.asarray(st.battery_soc_kwh)),
             terminal_battery_value_per_kwh=float(np.median(imp)) * site.battery_efficiency,
             demand_charge_per_kw=tariff.demand_charge_per_kw / self._horizons_left(snapshot, H * dt),
+            present_fraction=frac,
         )
         first = lp.x_step == 0
         try:

@@ -39,6 +39,7 @@ class PerfectForesightOptimum:
         self.build_s = 0.0
         self._site: SiteArrays | None = None
         self._planned_need: FloatArray | None = None
+        self._planned_declared: FloatArray | None = None
 
     def reset(self, site: SiteArrays, scenario: Scenario | None = None) -> None:
         if scenario is None:
@@ -62,11 +63,17 @@ class PerfectForesightOptimum:
             * lp.dt_h
         )
         planned = np.zeros((site.n, T + 1))
+        # the same for what the driver declared (what the snapshot shows), where it differs from the need
+        declared = np.full((site.n, T + 1), np.nan)
         for k in range(lp.K):
             c, a, d = int(slots.charger[k]), int(slots.start[k]), int(slots.stop[k])
             seg = into[c, a:d]
-            planned[c, a:d] = np.maximum(data.need_kwh[k] - np.concatenate([[0.0], np.cumsum(seg)[:-1]]), 0.0)
+            done = np.concatenate([[0.0], np.cumsum(seg)[:-1]])
+            planned[c, a:d] = np.maximum(data.need_kwh[k] - done, 0.0)
+            if slots.declared_kwh[k] != slots.request_kwh[k]:
+                declared[c, a:d] = np.maximum(slots.declared_kwh[k] * slots.inside[k] - done, 0.0)
         self._planned_need = planned
+        self._planned_declared = declared
 
     @property
     def solve_s(self) -> float:
@@ -88,6 +95,15 @@ class PerfectForesightOptimum:
         # simulation is behind (or minus what it is ahead), then off-or-minimum by rounding (sigma-delta),
         # so the minimum-current rule the LP relaxed costs little
         behind_kwh = need - self._planned_need[:, t]
+        assert self._planned_declared is not None
+        pd_t = self._planned_declared[:, t]
+        differs = np.isfinite(pd_t)
+        if differs.any():
+            # the snapshot shows the declared need: measure how far behind the plan is on it (0 once both
+            # are met) and keep the actual need the optimum foresees
+            behind_d = np.where((pd_t > 0) | (need > 0), need - np.nan_to_num(pd_t), 0.0)
+            behind_kwh = np.where(differs, behind_d, behind_kwh)
+            need = np.where(differs, np.maximum(self._planned_need[:, t] + behind_d, 0.0), need)
         target_kw = np.maximum(plan_kw, 0.0) + behind_kwh / (eff * dt)
         kw = np.where(plan_kw < 0, plan_kw, np.maximum(target_kw, 0.0))
         kw = np.where(present, kw, 0.0)
@@ -137,10 +153,24 @@ def off_or_minimum(
 
 
 class _Slots:
-    def __init__(self, charger: np.ndarray, start: np.ndarray, stop: np.ndarray) -> None:
+    def __init__(
+        self,
+        charger: np.ndarray,
+        start: np.ndarray,
+        stop: np.ndarray,
+        request_kwh: np.ndarray,
+        declared_kwh: np.ndarray,
+        inside: np.ndarray,
+    ) -> None:
         self.charger = charger
         self.start = start
         self.stop = stop
+        self.request_kwh = request_kwh
+        """each slot's actual request (pro-rated to the window)"""
+        self.declared_kwh = declared_kwh
+        """what its driver declared (pro-rated like the request)"""
+        self.inside = inside
+        """the share of it that falls inside the scenario"""
 
 
 def build_scenario_lp(site: SiteArrays, scenario: Scenario) -> tuple[SiteLP, LPData, _Slots]:
@@ -167,8 +197,9 @@ def build_scenario_lp(site: SiteArrays, scenario: Scenario) -> tuple[SiteLP, LPD
     request = ses.request_kwh[keep]
     departure = ses.departure_step[keep]
     # EVs still plugged in at the end: the share of the request that falls inside the scenario
-    stay = np.maximum(departure - ses.arrival_step[keep], 1)
-    inside = np.where(departure > T, (T - ses.arrival_step[keep]) / stay, 1.0)
+    arrival_steps, departure_steps = ses.arrival_steps[keep], ses.departure_steps[keep]
+    stay = departure_steps - arrival_steps
+    inside = np.where(departure > T, (T - arrival_steps) / stay, 1.0)
     need = request * np.clip(inside, 0.0, 1.0)
     max_charge = np.minimum(site.rated_kw[charger], ses.max_charge_kw[keep])
     res = site.resolution_kw[charger]
@@ -200,5 +231,7 @@ def build_scenario_lp(site: SiteArrays, scenario: Scenario) -> tuple[SiteLP, LPD
         dischargeable_kwh=ses.dischargeable_kwh[keep],
         max_discharge_kw=max_dis,
         battery_initial_kwh=site.battery_initial_kwh,
+        present_fraction=ses.present_fraction(keep[:, None], np.arange(T)[None, :]),
     )
-    return lp, data, _Slots(charger, start, stop)
+    slots = _Slots(charger, start, stop, request, ses.declared_request_kwh[keep], np.clip(inside, 0.0, 1.0))
+    return lp, data, slots

@@ -9,7 +9,14 @@ second for 1,000 chargers. Each step it
 2. **uses PV surplus first**: surplus the site would export is offered to every EV that still needs energy;
 3. **schedules by price** (time-based): an EV also charges now when now is among the cheapest steps of its
    remaining stay (from the price forecast) that it needs, counting the power it can expect to get when
-   the site is shared, so flexible energy goes to cheap hours when the deadline allows;
+   the site is shared, so flexible energy goes to cheap hours when the deadline allows. The stay is what
+   the driver declared, so the rule measures how drivers keep their word (:class:`_DriverRecord`: the
+   share that left more than a step before the declared departure, and how much of the declared stay
+   they cut short). Where the missing-energy penalty times that share beats the price saving of waiting,
+   it charges flexible energy now (least laxity first, under the peak target) and plans every deadline on
+   the stay drivers are seen to give (the declared time left less the 80th percentile of the cut). Until
+   a few departures are seen it assumes drivers may leave early; where none do (declared = actual) it
+   schedules by price as before;
 4. **shaves the peak**: all charging beyond what deadlines force stays under a billing-period peak
    target. The target starts at the level that minimises demand charge plus the energy cost of the
    present EVs (deadline-feasible "valley filling" of the forecast net load, priced by the forecast) and is
@@ -24,6 +31,7 @@ Every request still goes through the safety projection.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -77,6 +85,77 @@ class _Deadlines:
         return cls(idx, pos, sl, ks, by_k, must_kw[idx], by_k.sum(axis=0))
 
 
+class _DriverRecord:
+    """What the rule measures about drivers: how many EVs left, how many left more than a step before the
+    departure they declared (an EV gone while its declared time left was over one step), and by how much
+    of their declared stay."""
+
+    MIN_DEPARTURES = 3
+    """departures seen before the record counts"""
+    QUANTILE = 0.8
+    """the share of the declared stay cut short that the rule plans for: this quantile of those seen"""
+
+    def __init__(self, early_prior: float = 1.0) -> None:
+        self.early_prior = early_prior
+        self.departures = 0
+        self.early = 0
+        self.cuts: list[float] = []
+        self._step = -2
+        self._present: BoolArray | None = None
+        self._left: FloatArray | None = None
+        self._stay: FloatArray | None = None
+
+    def observe(self, snapshot: Snapshot) -> None:
+        """Take in the snapshot of the next step (a snapshot of the step already seen changes nothing)."""
+        if snapshot.step_index == self._step and self._present is not None:
+            return
+        st = snapshot.state
+        present = np.asarray(st.ev_present, dtype=bool)
+        left = np.asarray(st.time_left_h, dtype=float)
+        dt = float(st.dt_h)
+        new = present.copy()
+        if (
+            self._present is not None
+            and self._left is not None
+            and self._stay is not None
+            and snapshot.step_index == self._step + 1
+        ):
+            # gone, or replaced by a new EV on the same charger (its time left jumped up)
+            gone = self._present & (~present | (left > self._left + 1e-6))
+            early = gone & (self._left > dt * (1.0 + 1e-6))
+            self.departures += int(gone.sum())
+            self.early += int(early.sum())
+            cut = np.where(early, (self._left - dt) / np.maximum(self._stay, dt), 0.0)
+            self.cuts.extend(cut[gone].tolist())
+            new = present & (~self._present | gone)
+        if self._stay is None or len(self._stay) != len(present):
+            self._stay = np.zeros(len(present))
+        self._stay = np.where(new, left, self._stay)
+        self._step = snapshot.step_index
+        self._present, self._left = present.copy(), left.copy()
+
+    def early_share(self) -> float:
+        """Share of departures seen that came more than a step before the declared time (``early_prior``
+        until :attr:`MIN_DEPARTURES` were seen)."""
+        if self.departures < self.MIN_DEPARTURES:
+            return self.early_prior  # nothing seen yet
+        return self.early / self.departures
+
+    def planned_left_h(self, state: SiteState) -> FloatArray | None:
+        """Time left to plan on: the declared time left less the share of the declared stay that drivers
+        are seen to cut short (:attr:`QUANTILE` of it), floored at the part of this step the EV is plugged
+        in; None while no driver was seen to leave early."""
+        if self.early_share() <= 0 or self._stay is None or not self.cuts:
+            return None
+        q = float(np.quantile(self.cuts, self.QUANTILE))
+        if q <= 0:
+            return None
+        left = np.asarray(state.time_left_h, dtype=float)
+        frac = 1.0 if state.present_fraction is None else np.asarray(state.present_fraction, dtype=float)
+        floor_h = frac * float(state.dt_h)
+        return np.where(np.asarray(state.ev_present, bool), np.maximum(left - q * self._stay, floor_h), 0.0)
+
+
 class RuleBasedDLM:
     """Deadline-aware, price-aware, peak-shaving rule-based allocator.
 
@@ -104,6 +183,7 @@ class RuleBasedDLM:
         period_scaling: bool = True,
         target_margin: float = 0.95,
         node_margin: float = 0.9,
+        early_prior: float = 1.0,
     ) -> None:
         if not 0 < hedge <= 1:
             raise ValueError("hedge must lie in (0, 1]")
@@ -113,13 +193,18 @@ class RuleBasedDLM:
         self.period_scaling = period_scaling
         self.target_margin = target_margin
         self.node_margin = node_margin
+        self.early_prior = early_prior
+        """share of drivers assumed to leave before their declared departure until a few were seen to
+        leave (1: do not bet on declarations; 0: trust them)"""
         self._site: SiteArrays | None = None
         self._res: Resources | None = None
         self._min_grid_kw: FloatArray | None = None
         self._episode_end: pd.Timestamp | None = None
         self._month_end: np.datetime64 | None = None
+        self._drivers = _DriverRecord(early_prior)
 
     def reset(self, site: SiteArrays, scenario: Scenario | None = None) -> None:
+        self._drivers = _DriverRecord(self.early_prior)
         self._site = site
         self._res = Resources.from_site(site)
         # each charger's minimum power on its resolution grid (kW), the least the projection lets it draw
@@ -179,6 +264,11 @@ class RuleBasedDLM:
         st = snapshot.state
         fc = snapshot.forecast
         dt = float(st.dt_h)
+        self._drivers.observe(snapshot)
+        planned_left = self._drivers.planned_left_h(st)
+        if planned_left is not None:  # drivers leave before they declared: plan on the stay they give
+            st = dataclasses.replace(st, time_left_h=planned_left)
+            snapshot = dataclasses.replace(snapshot, state=st)
         base_now = float(np.asarray(st.base_load_kw))
         pv_now = float(np.asarray(st.pv_kw))
         H = max(fc.horizon, 1)
@@ -238,7 +328,13 @@ class RuleBasedDLM:
             a_pv = fair_fill(res, pv_lim, np.where(active, rem_caps, 0.0))
             rem_caps -= a_pv
             soft = np.maximum(soft - resource_use(res, a_pv), 0.0)
-        want = _cheap_now(need, rate, expect_kw, eff, dt, steps_left, active, price_h, H)
+        # ---- 3. cheap hours: defer flexible energy to them, unless drivers are seen to leave before they
+        # declared often enough that the penalty risk of waiting beats the price saving (then charge now)
+        risk = self._drivers.early_share() * site.config.tariff.missing_energy_penalty_per_kwh
+        if risk > 0 and risk * float(np.mean(eff)) > float(price_h[0] - price_h.min()):
+            want = rem_caps
+        else:
+            want = _cheap_now(need, rate, expect_kw, eff, dt, steps_left, active, price_h, H)
         want = np.minimum(want, rem_caps)
         a_cheap = greedy_fill(res, soft, want, order, site.min_kw)
         charger_kw = a_must + a_pv + a_cheap

@@ -240,7 +240,7 @@ class RuleSetpoint:
         self.site = site
         self.allow_discharge = allow_discharge
         # V2G is the agent's (entry 1, gated as in :class:`SetpointAllocator`), not the base's
-        self.base = RuleBasedDLM(v2g=False, use_battery=True)
+        self.base = RuleBasedDLM(v2g=False, use_battery=True, early_prior=0.0)
         self.rule = SetpointAllocator(site, allow_discharge)
 
     def reset(self, episode_end: pd.Timestamp | None) -> None:

@@ -23,7 +23,9 @@ Sessions that do not lie inside the week, or overlap an earlier one on the same 
 counted. Built weeks are cached in ``.evdlm/real/`` (``--rebuild`` builds them again).
 
 The table gives, per week and policy: cost, gap to the optimum, peak import, energy delivered, EVs that
-left short of their (actual) need, limit violations and the decision time p99, from
+left short of what their drivers declared and of what they actually needed (``short decl/act/departed``;
+the policies plan on the declarations, the simulator scores the actual need), limit violations and the
+decision time p99, from
 :func:`training.evaluate.evaluate`. No assertions: it prints what the policies reach.
 """
 
@@ -284,6 +286,7 @@ ROW_FIELDS = (
     "gap_to_optimum_pct",
     "peak_import_kw",
     "energy_delivered_pct",
+    "evs_short_declared",
     "evs_short",
     "evs_short_kwh",
     "evs_departed",
@@ -304,7 +307,7 @@ def _progress_line() -> Callable[[EpisodeResult], None]:
         r, now = result.row, time.perf_counter()
         _log(
             f"    {r.policy:<15} cost {r.cost_total:9.2f}  delivered {r.energy_delivered_pct:6.2f} %  "
-            f"short {r.evs_short:3d}  ({now - last[0]:.0f} s)"
+            f"short {r.evs_short_declared:3d} declared / {r.evs_short:3d} actual  ({now - last[0]:.0f} s)"
         )
         last[0] = now
 
@@ -350,13 +353,14 @@ def table(results: list[dict[str, Any]]) -> str:
         )
         lines.append(
             f"  {'policy':<15}{'cost':>10}{'gap %':>9}{'peak kW':>9}{'deliv %':>9}"
-            f"{'short':>7}{'short kWh':>11}{'viol':>6}{'p99 ms':>9}"
+            f"{'short decl/act':>19}{'short kWh':>11}{'viol':>6}{'p99 ms':>9}"
         )
         for r in w["rows"]:
             lines.append(
                 f"  {r['policy']:<15}{_fmt(r['cost_total'], '10.2f')}{_fmt(r['gap_to_optimum_pct'], '9.2f')}"
                 f"{_fmt(r['peak_import_kw'], '9.1f')}{_fmt(r['energy_delivered_pct'], '9.2f')}"
-                f"{r['evs_short']:>4}/{r['evs_departed']:<3}{_fmt(r['evs_short_kwh'], '10.1f')}"
+                f"{r['evs_short_declared']:>8}/{r['evs_short']:>4}/{r['evs_departed']:<4}"
+                f"{_fmt(r['evs_short_kwh'], '10.1f')}"
                 f"{r['violations']:>6}{_fmt(r['decision_ms_p99'], '9.1f')}"
             )
         lines.append("")

@@ -35,9 +35,11 @@ from envs.physics import (
 
 Net = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 """the site's rows as one tuple: ``(row_ptr, row_idx, row_w, col_ptr, col_row, col_w, layer_ptr)``"""
-EVArrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+EVArrays = tuple[
+    np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray
+]
 """the EVs of ``(B, n)`` states as one tuple: ``(present, ev_max_charge, ev_max_discharge, need, room,
-dischargeable, time_left)``"""
+dischargeable, time_left, present_fraction)``"""
 
 Consts = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 """the site's constants as one tuple: ``(row_limit, res, min_kw, site_c, site_s)``"""
@@ -80,9 +82,10 @@ def ev_bounds(
     ``hi``, the laxity and the must-charge power are the deadline terms of :func:`envs.physics.ev_terms_one`
     (at ``hedge = 1``): the rate the charger can really hold is ``min(rated, EV max)`` rounded down to its
     grid. The departure margin of the discharge bound is the EV's spare energy there, so an EV allowed to
-    discharge now can still finish on the grid it is controlled on.
+    discharge now can still finish on the grid it is controlled on. An EV plugged in for a fraction of
+    the step (``present_fraction``) charges and discharges at most that fraction of its rates on average.
     """
-    present, ev_max_charge, ev_max_discharge, need, room, dischargeable, time_left = ev
+    present, ev_max_charge, ev_max_discharge, need, room, dischargeable, time_left, frac = ev
     batch, n = present.shape
     lo = np.zeros((batch, n))
     hi = np.zeros((batch, n))
@@ -96,12 +99,14 @@ def ev_bounds(
             eff = site_c[C_EFF, i]
             _, hi[b, i], lax[b, i], must[b, i], spare = ev_terms_one(
                 site_c[C_RATED, i], site_c[C_RES, i], eff, ev_max_charge[b, i], need[b, i], room[b, i],
-                time_left[b, i], dt_h, 1.0,
+                time_left[b, i], dt_h, 1.0, frac[b, i],
             )  # fmt: skip
             if site_c[C_BIDIR, i] > 0.5:
                 floor_kw = dischargeable[b, i] * eff / dt_h
                 departure_kw = spare * eff / dt_h
-                dis = min(site_c[C_MAX_DIS, i], ev_max_discharge[b, i], floor_kw, departure_kw)
+                dis = min(
+                    min(site_c[C_MAX_DIS, i], ev_max_discharge[b, i]) * frac[b, i], floor_kw, departure_kw
+                )
                 lo[b, i] = -max(dis, 0.0)
     return lo, hi, lax, must
 

@@ -28,6 +28,10 @@ _SLOT_FLOATS = (
     "h_per_kwh",
     "soc_base",
     "inv_battery",
+    "arrival_steps",
+    "departure_steps",
+    "declared_departure_h",
+    "declared_request_kwh",
 )
 # their rows in BatchSim._slot_floats (compile-time constants of the kernels)
 (
@@ -44,11 +48,23 @@ _SLOT_FLOATS = (
     _H_PER_KWH,
     _SOC_BASE,
     _INV_BATT,
+    _ARR_ST,
+    _DEP_ST,
+    _DDEP_H,
+    _DREQ,
 ) = range(len(_SLOT_FLOATS))
 
-_SESSION_FLOATS = ("request", "room", "disch", "max_c", "max_d", "batt", "soc", "prio")
+_SESSION_FLOATS = (
+    "request", "room", "disch", "max_c", "max_d", "batt", "soc", "prio", "arr", "dep", "ddep", "dreq",
+)  # fmt: skip
 """rows of BatchSim._s_floats: the :class:`SessionTable` columns the simulator reads, per row and session"""
-_S_REQ, _S_ROOM, _S_DIS, _S_MAXC, _S_MAXD, _S_BATT, _S_SOC, _S_PRIO = range(len(_SESSION_FLOATS))
+(
+    _S_REQ, _S_ROOM, _S_DIS, _S_MAXC, _S_MAXD, _S_BATT, _S_SOC, _S_PRIO, _S_ARR, _S_DEP, _S_DDEP, _S_DREQ,
+) = range(len(_SESSION_FLOATS))  # fmt: skip
+
+SESSION_OUT = ("missing_kwh", "missing_declared_kwh")
+"""rows of BatchSim.session_out (2, B, S): per session, written when it leaves (NaN before): the actual
+need it left without, and what it left without of what its driver declared"""
 
 _ROW_FLOATS = (
     "peak_kw",
@@ -111,9 +127,9 @@ this step, and the step's index in its scenario"""
 _FLOWS = slice(_O_IMPORT, _O_MISS + 1)
 _PARTS = slice(_O_ENERGY, _O_DEGR + 1)
 
-_STATE_FLOATS = 7
-"""(7, B, n) per-charger floats of a state: EV max charge, EV max discharge, need, room, dischargeable,
-time left, priority"""
+_STATE_FLOATS = 8
+"""(8, B, n) per-charger floats of a state: EV max charge, EV max discharge, declared need, room,
+dischargeable, declared time left, priority, present fraction"""
 
 # --------------------------------------------------------------------------- step kernels (numba)
 
@@ -213,7 +229,6 @@ def _arrive_slot(
     i: int,
     s: int,
     s_floats: FloatArray,
-    s_dep: IntArray,
     rated_kw: FloatArray,
     efficiency: FloatArray,
     dt_h: float,
@@ -232,7 +247,11 @@ def _arrive_slot(
     sf[_MAXD, b, i] = max_d
     sf[_V2G, b, i] = 1.0 if max_d > 0 else 0.0
     sf[_PRIO, b, i] = s_floats[_S_PRIO, b, s]
-    sf[_DEP_H, b, i] = s_dep[b, s] * dt_h
+    sf[_DEP_H, b, i] = s_floats[_S_DEP, b, s] * dt_h
+    sf[_ARR_ST, b, i] = s_floats[_S_ARR, b, s]
+    sf[_DEP_ST, b, i] = s_floats[_S_DEP, b, s]
+    sf[_DDEP_H, b, i] = s_floats[_S_DDEP, b, s] * dt_h
+    sf[_DREQ, b, i] = s_floats[_S_DREQ, b, s]
     r = rated_kw[i]
     rate = r if (r <= max_c or r != r) else max_c  # np.minimum
     sf[_H_PER_KWH, b, i] = 1.0 / (rate * efficiency[i])
@@ -251,7 +270,6 @@ def _start_row(
     session: IntArray,
     slot: NDArray[np.int32],
     s_floats: FloatArray,
-    s_dep: IntArray,
     rated_kw: FloatArray,
     efficiency: FloatArray,
     dt_h: float,
@@ -265,7 +283,7 @@ def _start_row(
         _clear_slot(sf, present, session, b, i)
         s = slot[b, 0, i]
         if s >= 0:
-            _arrive_slot(sf, present, session, b, i, s, s_floats, s_dep, rated_kw, efficiency, dt_h)
+            _arrive_slot(sf, present, session, b, i, s, s_floats, rated_kw, efficiency, dt_h)
     _set_now(b, 0, row_floats, new_period, static_all, static_now)
 
 
@@ -299,7 +317,7 @@ def _apply_kernel(
     row_ints: IntArray,
     slot: NDArray[np.int32],
     s_floats: FloatArray,
-    s_dep: IntArray,
+    s_out: FloatArray,
     series: FloatArray,
     new_period: BoolArray,
     static_all: NDArray[np.float32],
@@ -354,11 +372,14 @@ def _apply_kernel(
             if now != nxt:
                 if present[b, i]:
                     scratch[2, i] = _pos(sf[_REQ, b, i] - sf[_NET, b, i])
+                    gone = session[b, i]
+                    s_out[0, b, gone] = scratch[2, i]
+                    s_out[1, b, gone] = _pos(sf[_DREQ, b, i] - sf[_NET, b, i])
                     departures += 1
                     _clear_slot(sf, present, session, b, i)
                 if nxt >= 0:
                     arrivals += 1
-                    _arrive_slot(sf, present, session, b, i, nxt, s_floats, s_dep, site_c[2], site_c[3], dt_h)
+                    _arrive_slot(sf, present, session, b, i, nxt, s_floats, site_c[2], site_c[3], dt_h)
         missing = _pairwise_sum(scratch[2], n) if departures > 0 else 0.0
 
         # billing-period peak; the step is priced by envs.costs.price_rows on the flows written here
@@ -405,7 +426,12 @@ def _state_kernel(
     out_site: FloatArray,
 ) -> None:
     """Fill the arrays of :meth:`BatchSim.state`: ``out_f`` (see ``_STATE_FLOATS``), ``out_present``,
-    ``out_site`` (3, B): base load, PV, battery SoC."""
+    ``out_site`` (3, B): base load, PV, battery SoC.
+
+    What a policy may know: the declared need (declared energy minus the net energy delivered) and the
+    time to the declared departure, floored at the part of this step the EV is plugged in (a driver still
+    there after the declared departure is shown as leaving at the end of this step); the present fraction
+    of this step is the simulator's truth (the EV arrives or leaves within it)."""
     B, n = present.shape
     for b in range(B):
         t = row_ints[_I_T, b]
@@ -415,11 +441,19 @@ def _state_kernel(
             out_present[b, i] = present[b, i]
             out_f[0, b, i] = sf[_MAXC, b, i]
             out_f[1, b, i] = sf[_MAXD, b, i]
-            out_f[2, b, i] = _pos(sf[_REQ, b, i] - net)
+            out_f[2, b, i] = _pos(sf[_DREQ, b, i] - net)
             out_f[3, b, i] = _pos(sf[_ROOM0, b, i] - net)
             out_f[4, b, i] = _pos(sf[_DIS0, b, i] + net) * sf[_V2G, b, i]
-            out_f[5, b, i] = (sf[_DEP_H, b, i] - now_h) * sf[_PRES_F, b, i]
+            frac = 0.0
+            if present[b, i]:
+                lo = sf[_ARR_ST, b, i] if sf[_ARR_ST, b, i] > t else float(t)
+                hi = sf[_DEP_ST, b, i] if sf[_DEP_ST, b, i] < t + 1 else float(t + 1)
+                frac = min(max(hi - lo, 0.0), 1.0)
+            left = sf[_DDEP_H, b, i] - now_h
+            floor_h = frac * dt_h
+            out_f[5, b, i] = (left if left >= floor_h else floor_h) * sf[_PRES_F, b, i]
             out_f[6, b, i] = sf[_PRIO, b, i]
+            out_f[7, b, i] = frac
         out_site[0, b] = series[_X_BASE, b, t]
         out_site[1, b] = series[_X_PV, b, t]
         out_site[2, b] = row_floats[_R_SOC, b]

@@ -187,13 +187,15 @@ class SiteState:
     ev_max_discharge_kw: FloatArray
     """the EV's discharge limit, kW (0 where V2G is not allowed for this session)"""
     energy_needed_kwh: FloatArray
-    """energy still to deliver before departure, kWh (>= 0)"""
+    """energy still to deliver before departure, kWh (>= 0): what the driver declared minus what was
+    delivered so far (the simulator scores the actual need, which a policy does not see)"""
     energy_room_kwh: FloatArray
     """energy the EV can still take before it is full, kWh (equal to the need where the battery is unknown)"""
     energy_dischargeable_kwh: FloatArray
     """energy above the EV's SoC floor, kWh (0 where V2G is not allowed)"""
     time_left_h: FloatArray
-    """hours to departure (0 where no EV)"""
+    """hours to the declared departure (0 where no EV); an EV still plugged in after it is shown as leaving
+    at the end of the part of this step it is present (``dt * present_fraction``)"""
     base_load_kw: FloatArray | float
     pv_kw: FloatArray | float
     """PV generation available now, kW (before any curtailment)"""
@@ -203,6 +205,9 @@ class SiteState:
     """length of the step the allocation holds for, h"""
     priority: FloatArray | None = None
     """session priority (higher first), used by priority allocators; None = all equal"""
+    present_fraction: FloatArray | None = None
+    """fraction of this step the EV is plugged in, in (0, 1] where present (it arrives or leaves
+    mid-step): it draws at most this fraction of its rate on average over the step; None = 1"""
 
     @property
     def batch_shape(self) -> tuple[int, ...]:
@@ -223,6 +228,7 @@ class SiteState:
         battery_soc_kwh: FloatArray | float,
         dt_h: float,
         priority: FloatArray | None,
+        present_fraction: FloatArray | None = None,
     ) -> SiteState:
         """The state the constructor makes, for a caller that builds one every step (the simulator):
         every field given, set in one dictionary update instead of the frozen dataclass's setattr per
@@ -242,6 +248,7 @@ class SiteState:
             battery_soc_kwh=battery_soc_kwh,
             dt_h=dt_h,
             priority=priority,
+            present_fraction=present_fraction,
         )
         return state
 

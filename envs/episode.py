@@ -4,11 +4,20 @@
 session occupies which charger slot at each step, and a table of session attributes. It uses pandas and
 runs once per reset; :class:`envs.sim.BatchSim` steps the result.
 
-Time discretisation (step length ``dt``): a session's arrival and departure are rounded to the nearest step
-boundary; the EV is plugged in from the start of its arrival step until the end of the step before its
-departure step. Sessions shorter than half a step round to zero length and are dropped (counted in
-:attr:`Episode.dropped_sessions`). A session that arrived before the episode window starts is present from
-the first step with its request pro-rated to the part of its stay inside the window. EVs still plugged in
+Time discretisation (step length ``dt``), exact to the sub-step: an EV occupies its charger slot from the
+step it arrives in to the step it leaves in (both included), and is *present for the fraction of each step*
+it is plugged in (:meth:`SessionTable.present_fraction`): an EV plugged in from 08:17 to 08:44 on a
+15-minute grid is present for 13/15 of the 08:15 step and 14/15 of the 08:30 step. Its energy per step is
+capped by that fraction (:func:`envs.physics.ev_terms_one`). Where two sessions on one charger would share a
+step, the later one's arrival moves to the next step boundary (one EV per slot and step). Sessions of zero
+length (after that move) are dropped (counted in :attr:`Episode.dropped_sessions`). A session that arrived
+before the episode window starts is present from the first step with its request (actual and declared)
+pro-rated to the part of its stay inside the window.
+
+Declared against actual: a session carries what the driver declared (``declared_departure``,
+``declared_energy_kwh``; the actual values where the scenario has none) besides the actual departure and
+energy. The simulator ends the session at the actual departure and scores the actual need; the state the
+policies see carries the declared values (:meth:`envs.sim.BatchSim.state`). EVs still plugged in
 when the window ends are not charged the missing-energy penalty; only departures inside the episode count
 (a departure exactly at the window end does count).
 """
@@ -67,7 +76,23 @@ class SessionTable:
     """state of charge when the session enters the window (NaN where unknown)"""
     priority: FloatArray
     arrival_step: IntArray
+    """first step the EV occupies its slot (``floor`` of its arrival, >= 0)"""
     departure_step: IntArray
+    """the step after the last one it occupies (``ceil`` of its departure)"""
+    arrival_steps: FloatArray
+    """exact arrival in steps after the window start (0 for EVs already there), e.g. 2.4"""
+    departure_steps: FloatArray
+    """exact actual departure in steps after the window start, e.g. 5.8"""
+    declared_request_kwh: FloatArray
+    """the energy the driver declared, pro-rated like ``request_kwh`` (equal to it without declarations)"""
+    declared_departure_steps: FloatArray
+    """the departure the driver declared, in steps after the window start"""
+
+    def present_fraction(self, session: IntArray, step: IntArray) -> FloatArray:
+        """Fraction of step ``step`` (window-relative) that session ``session`` is plugged in, in [0, 1]."""
+        lo = np.maximum(self.arrival_steps[session], step)
+        hi = np.minimum(self.departure_steps[session], step + 1)
+        return np.clip(hi - lo, 0.0, 1.0)
 
     @property
     def size(self) -> int:
@@ -225,28 +250,42 @@ def _compile_sessions(
 ) -> tuple[Int32Array, SessionTable, int]:
     s = scenario.sessions
     n = site.n
-    a_rel = np.floor(((s["arrival"] - t0) / step).to_numpy(dtype=float) + 0.5).astype(np.int64)
-    d_rel = np.floor(((s["departure"] - t0) / step).to_numpy(dtype=float) + 0.5).astype(np.int64)
-    in_window = (d_rel > 0) & (a_rel < T)
-    zero_length = d_rel <= a_rel
+    a_all: FloatArray = np.asarray(((s["arrival"] - t0) / step).to_numpy(dtype=float), dtype=np.float64)
+    d_all: FloatArray = np.asarray(((s["departure"] - t0) / step).to_numpy(dtype=float), dtype=np.float64)
+    declared_dep = s["declared_departure"] if "declared_departure" in s.columns else s["departure"]
+    dd_all: FloatArray = np.asarray(((declared_dep - t0) / step).to_numpy(dtype=float), dtype=np.float64)
+    pos = site.config.charger_index()
+    slot_all = np.array([pos[c] for c in s["charger_id"].to_numpy()], dtype=np.int64)
+    a_all = _after_previous(a_all, d_all, slot_all)
+    in_window = (d_all > 0) & (a_all < T)
+    zero_length = d_all <= a_all
     dropped = int(np.count_nonzero(in_window & zero_length))
     keep = np.flatnonzero(in_window & ~zero_length)
-    a_rel, d_rel = a_rel[keep], d_rel[keep]
-    pos = site.config.charger_index()
-    slot = np.array([pos[c] for c in s["charger_id"].to_numpy()[keep]], dtype=np.int64)
+    a_x, d_x, dd_x = a_all[keep], d_all[keep], dd_all[keep]
+    # the steps an EV occupies its slot: from the step it plugs in to the step it leaves in, inclusive
+    a_rel = np.floor(a_x).astype(np.int64)
+    d_rel = np.ceil(d_x).astype(np.int64)
+    slot = slot_all[keep]
     energy = s["energy_kwh"].to_numpy(dtype=float)[keep]
+    declared_energy = (
+        s["declared_energy_kwh"].to_numpy(dtype=float)[keep] if "declared_energy_kwh" in s.columns else energy
+    )
     battery = s["battery_kwh"].to_numpy(dtype=float)[keep]
     arrival_soc = s["arrival_soc"].to_numpy(dtype=float)[keep]
     session_max_kw = s["max_power_kw"].to_numpy(dtype=float)[keep]
     v2g = s["v2g"].to_numpy(dtype=bool)[keep] & site.bidirectional[slot] & allow_discharge
 
     # sessions that arrived before the window: pro-rate the request to the part of the stay inside it
-    frac = np.where(a_rel < 0, d_rel / np.maximum(d_rel - a_rel, 1), 1.0)
+    frac = np.where(a_x < 0, d_x / (d_x - a_x), 1.0)
     request = energy * frac
+    declared_request = declared_energy * frac
     known = np.isfinite(battery) & np.isfinite(arrival_soc)
     with np.errstate(invalid="ignore", divide="ignore"):
         start_soc = np.where(known, np.minimum(arrival_soc + (energy - request) / battery, 1.0), np.nan)
-    room = np.where(known, np.maximum(battery * (1.0 - start_soc), request), request)
+    # an unknown battery takes what was asked or declared, whichever is more
+    room = np.where(
+        known, np.maximum(battery * (1.0 - start_soc), request), np.maximum(request, declared_request)
+    )
     floor_soc = np.minimum(v2g_min_soc, start_soc)
     dischargeable = np.where(known & v2g, np.maximum(battery * (start_soc - floor_soc), 0.0), 0.0)
     max_charge = np.where(np.isfinite(session_max_kw), session_max_kw, np.inf)
@@ -278,5 +317,58 @@ def _compile_sessions(
         priority=s["priority"].to_numpy(dtype=float)[keep],
         arrival_step=start,
         departure_step=d_rel,
+        arrival_steps=np.maximum(a_x, 0.0),
+        departure_steps=d_x,
+        declared_request_kwh=declared_request,
+        declared_departure_steps=dd_x,
     )
     return slot_session, table, dropped
+
+
+def _after_previous(arrival: FloatArray, departure: FloatArray, slot: IntArray) -> FloatArray:
+    """Arrivals (in steps) moved to the first step boundary after the previous session on the same charger
+    has left, where both would share a step (a slot holds one EV per step); unchanged elsewhere."""
+    out = arrival.copy()
+    order = np.lexsort((arrival, slot))
+    s_o, a_o, d_o = slot[order], arrival[order], departure[order]
+    same = s_o[1:] == s_o[:-1]
+    # the previous session occupies its slot up to the end of the step it leaves in
+    prev_end = np.ceil(d_o[:-1])
+    clash = same & (np.floor(a_o[1:]) < prev_end) & (d_o[:-1] > a_o[:-1])
+    if clash.any():
+        moved = np.where(clash, np.maximum(a_o[1:], prev_end), a_o[1:])
+        out[order[1:]] = moved
+    return out
+
+
+def deliverable_kwh(scenario: Scenario, site: SiteArrays | None = None) -> FloatArray:
+    """(S,) per session of ``scenario`` (its row order): the battery-side energy uncontrolled charging can
+    deliver in the simulator when no limit binds, kWh.
+
+    Each step the EV is present for, the charger holds it at ``min(rated, EV max)`` times the fraction of
+    the step it is plugged in, rounded down to the charger's resolution grid (what the projection lets
+    through), for ``dt`` at the charger's efficiency: the same presence (:func:`compile_episode` over the
+    whole scenario) and caps (:func:`envs.physics.ev_terms_one`) as the simulator. Dropped sessions: 0.
+    """
+    from envs.physics import floor_to_grid
+
+    if site is None:
+        site = SiteArrays.from_config(scenario.site)
+    T = scenario.n_steps
+    step = scenario.step
+    _, table, _ = _compile_sessions(
+        scenario, site, scenario.timeseries.index[0], step, T, allow_discharge=False, v2g_min_soc=0.0
+    )
+    pos = site.config.charger_index()
+    slot = np.array([pos[c] for c in scenario.sessions["charger_id"].to_numpy()], dtype=np.int64)
+    row_of = {sid: k for k, sid in enumerate(scenario.sessions["session_id"].to_numpy().tolist())}
+    out = np.zeros(len(scenario.sessions))
+    for k, sid in enumerate(table.session_ids):
+        row = row_of[sid]
+        i = slot[row]
+        steps = np.arange(table.arrival_step[k], min(int(table.departure_step[k]), T))
+        frac = table.present_fraction(np.full(len(steps), k), steps)
+        rate = min(float(site.rated_kw[i]), float(table.max_charge_kw[k]))
+        kw = floor_to_grid(rate * frac, float(site.resolution_kw[i]))
+        out[row] = float(np.sum(kw)) * float(site.efficiency[i]) * scenario.dt_h
+    return out

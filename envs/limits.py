@@ -97,6 +97,8 @@ def limit_violations(
     room = per_charger(state.energy_room_kwh)
     above_floor = per_charger(state.energy_dischargeable_kwh)
     time_left = per_charger(state.time_left_h)
+    # an EV plugged in for part of the step takes at most that part of its rates on average over it
+    frac = per_charger(1.0 if state.present_fraction is None else state.present_fraction)
 
     rated = np.array([c.rated_power_kw for c in cfg.chargers])
     min_kw = np.array([c.min_power_kw for c in cfg.chargers])
@@ -110,11 +112,13 @@ def limit_violations(
     out: dict[str, int] = {}
     out["no_ev"] = _count(~present & (np.abs(x) > tol_kw))
     out["charger_max"] = _count(x > rated + tol_kw)
-    out["ev_max"] = _count(present & (x > ev_max + tol_kw))
+    out["ev_max"] = _count(present & (x > np.minimum(ev_max, rated) * frac + tol_kw))
     out["overfill"] = _count(present & charging & (x * dt * eff > room + tol_kw * dt))
     v2g_ok = bidirectional & (ev_dis > 0)
     out["discharge_not_allowed"] = _count(discharging & ~v2g_ok)
-    out["discharge_max"] = _count(discharging & ((-x > dis_rating + tol_kw) | (-x > ev_dis + tol_kw)))
+    out["discharge_max"] = _count(
+        discharging & ((-x > dis_rating + tol_kw) | (-x > np.minimum(ev_dis, dis_rating) * frac + tol_kw))
+    )
     out["soc_floor"] = _count(discharging & (-x * dt / eff > above_floor + tol_kw * dt))
     # after discharging d kW for the step the EV needs need + d*dt/eff, and can then take at most
     # min(rated, EV max) * eff per hour for the time that is left
@@ -123,7 +127,7 @@ def limit_violations(
     reachable = max_rate * eff * np.maximum(time_left - dt, 0.0)
     out["departure"] = _count(discharging & (need_after > reachable + tol_kw * dt / eff))
     # below the minimum is allowed only where the EV itself takes less: then at the EV's limit (on the grid)
-    ev_cap = np.maximum(np.minimum(np.minimum(rated, ev_max), room / (eff * dt)), 0.0)
+    ev_cap = np.maximum(np.minimum(np.minimum(rated, ev_max) * frac, room / (eff * dt)), 0.0)
     ev_cap_on_grid = np.floor(ev_cap / step_kw + 1e-9) * step_kw
     out["min_current"] = _count(
         present & charging & (x < min_kw - tol_kw) & (x < np.minimum(ev_cap, ev_cap_on_grid) - tol_kw)

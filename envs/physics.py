@@ -11,8 +11,12 @@ there is one copy of each formula. The conventions, chosen once:
 * the **holdable rate** is ``min(rated, EV max)`` rounded *down* to the charger's resolution grid: the
   projection rounds every output toward zero, so that is the most the EV can really be held at;
 * time is the **hours** to departure (``time_left_h``): the energy an EV can still get after this step is
-  ``rate * eff * max(time_left - dt, 0)``, which holds for step-aligned departures (the simulator) and for
-  live sessions that leave mid-step alike; ``steps_left`` is given for rules that index a forecast.
+  ``rate * eff * max(time_left - dt, 0)``, which holds for step-aligned departures and for sessions that
+  leave mid-step alike (a partial last step counts for its fraction); ``steps_left`` is given for rules
+  that index a forecast;
+* **sub-step presence**: an EV plugged in for a fraction of the current step (it arrives or leaves
+  mid-step; ``state.present_fraction``) draws at most that fraction of its rate on average over the step
+  (``hi_kw``).
 """
 
 from __future__ import annotations
@@ -85,10 +89,13 @@ def ev_terms_one(
     time_left_h: float,
     dt_h: float,
     hedge: float,
+    present_fraction: float,
 ) -> tuple[float, float, float, float, float]:
     """The deadline terms of one present EV: ``(rate_kw, hi_kw, laxity_h, must_kw, spare_kwh)``.
 
-    ``rate_kw``: :func:`held_rate_kw`. ``hi_kw = max(min(rated, EV max, room / (eff * dt)), 0)``.
+    ``rate_kw``: :func:`held_rate_kw`. ``hi_kw = max(min(rated, EV max) * present_fraction,
+    room / (eff * dt)), 0)``: an EV plugged in for ``present_fraction`` of the step takes at most that
+    fraction of its rate on average over the step (sub-step time).
     ``laxity_h``: time left minus the time the need takes at the full holdable rate (clipped to
     ``+-BIG``). With ``future = rate * eff * hedge * max(time_left - dt, 0)`` (battery-side kWh the EV can
     still get after this step at ``hedge`` of its rate): ``must_kw = min((need - future) / (eff * dt), hi)``
@@ -97,7 +104,7 @@ def ev_terms_one(
     """
     rate = min(rated_kw, ev_max_kw)
     held = floor_grid(rate, res_kw) if math.isfinite(rate) else rate
-    hi = max(min(rate, room_kwh / (eff * dt_h)), 0.0)
+    hi = max(min(rate * present_fraction, room_kwh / (eff * dt_h)), 0.0)
     full = held * eff
     future = full * hedge * max(time_left_h - dt_h, 0.0)
     must = 0.0
@@ -148,6 +155,7 @@ def _ev_terms_batch(
     time_left: np.ndarray,
     dt_h: float,
     hedge: float,
+    frac: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     batch, n = present.shape
     steps = np.ones((batch, n), dtype=np.int64)
@@ -162,7 +170,7 @@ def _ev_terms_batch(
             if present[b, i]:
                 rate[b, i], hi[b, i], lax[b, i], must[b, i], spare[b, i] = ev_terms_one(
                     rated[i], res[i], eff[i], ev_max[b, i], need[b, i], room[b, i], time_left[b, i], dt_h,
-                    hedge,
+                    hedge, frac[b, i],
                 )  # fmt: skip
     return steps, rate, hi, lax, must, spare
 
@@ -207,12 +215,13 @@ def ev_terms(
         np.asarray(need, dtype=np.float64),
         np.asarray(state.energy_room_kwh, dtype=np.float64),
         np.asarray(state.time_left_h, dtype=np.float64),
+        np.asarray(1.0 if state.present_fraction is None else state.present_fraction, dtype=np.float64),
     )
     shape = arrays[0].shape
-    present, ev_max, nd, room, tl = (np.ascontiguousarray(a.reshape(-1, site.n)) for a in arrays)
+    present, ev_max, nd, room, tl, frac = (np.ascontiguousarray(a.reshape(-1, site.n)) for a in arrays)
     out = _ev_terms_batch(
         site.rated_kw, site.resolution_kw, site.efficiency, present, ev_max, nd, room, tl,
-        float(state.dt_h), float(hedge),
+        float(state.dt_h), float(hedge), frac,
     )  # fmt: skip
     steps, rate, hi, lax, must, spare = (a.reshape(shape) for a in out)
     return EVTerms(steps, rate, hi, lax, must, spare)

@@ -221,7 +221,7 @@ class ProjectionResult:
 
 
 _A = np.ndarray
-_Seven = tuple[_A, _A, _A, _A, _A, _A, _A]
+_Eight = tuple[_A, _A, _A, _A, _A, _A, _A, _A]
 
 
 class _StateArrays:
@@ -230,7 +230,7 @@ class _StateArrays:
     __slots__ = ("charger", "dt_h")
 
     def __init__(self, state: SiteState, batch: int, n: int) -> None:
-        self.charger: _Seven = (
+        self.charger: _Eight = (
             _per_charger(state.ev_present, batch, n, np.bool_),
             _per_charger(state.ev_max_charge_kw, batch, n, np.float64),
             _per_charger(state.ev_max_discharge_kw, batch, n, np.float64),
@@ -238,6 +238,9 @@ class _StateArrays:
             _per_charger(state.energy_room_kwh, batch, n, np.float64),
             _per_charger(state.energy_dischargeable_kwh, batch, n, np.float64),
             _per_charger(state.time_left_h, batch, n, np.float64),
+            _per_charger(
+                1.0 if state.present_fraction is None else state.present_fraction, batch, n, np.float64
+            ),
         )
         self.dt_h = float(state.dt_h)
 

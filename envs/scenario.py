@@ -316,7 +316,9 @@ class ScenarioSummary:
     energy_asked_kwh: float
     """sum of what drivers ask for (battery side)"""
     undeliverable_sessions: int
-    """sessions asking more than their charger can deliver at full speed during the stay"""
+    """sessions asking more than their charger delivers at full speed during the stay in the simulator
+    (:func:`envs.episode.deliverable_kwh`: the fraction of each step the EV is plugged in, the charger's
+    resolution grid)"""
     max_concurrent_evs: int
     peak_base_load_kw: float
     peak_pv_kw: float
@@ -364,9 +366,11 @@ def scenario_summary(scenario: Scenario) -> ScenarioSummary:
     ev = uncontrolled_load_kw(scenario)
     site_uncontrolled = base + ev - pv
     spread = base + spread_load_kw(scenario) - pv
+    from envs.episode import deliverable_kwh
+
     s = scenario.sessions
-    dwell_h = (s["departure"] - s["arrival"]).dt.total_seconds().to_numpy(float) / 3600.0
-    undeliverable = int(np.sum(_grid_energy_kwh(scenario) > session_rate_kw(scenario) * dwell_h + 1e-9))
+    # what the simulator lets uncontrolled charging deliver: sub-step presence, the charger's grid
+    undeliverable = int(np.sum(s["energy_kwh"].to_numpy(float) > deliverable_kwh(scenario) + 1e-9))
     if len(s):
         times = np.concatenate([s["arrival"].to_numpy(), s["departure"].to_numpy()])
         delta = np.concatenate([np.ones(len(s)), -np.ones(len(s))])

@@ -43,6 +43,7 @@ from envs._sim_kernel import (
     _STATE_FLOATS,
     OUTCOME_COUNTS,
     OUTCOME_FLOATS,
+    SESSION_OUT,
     _apply_kernel,
     _start_row,
     _state_kernel,
@@ -264,7 +265,9 @@ class BatchSim:
         self._static_obs: NDArray[np.float32] = np.zeros((B, 0, static_obs_size), dtype=np.float32)
         self._static_now: NDArray[np.float32] = np.zeros((B, static_obs_size), dtype=np.float32)
         self._s_floats = np.zeros((len(_SESSION_FLOATS), B, 0))
-        self._s_dep = np.zeros((B, 0), dtype=np.int64)
+        self.session_out = np.full((len(SESSION_OUT), B, 0), np.nan)
+        """(2, B, S) per session of each row's episode, written when it leaves (NaN before): the actual
+        need it left without (kWh) and what it left without of its declared energy (kWh)"""
         self._reserve(2, 1)
 
     # ------------------------------------------------------------------ storage
@@ -282,7 +285,7 @@ class BatchSim:
             self._row_base = np.arange(self.batch) * t_cap
         if s_cap > self._s_cap:
             self._s_floats = _grown(self._s_floats, s_cap, 2, 0.0)
-            self._s_dep = _grown(self._s_dep, s_cap, 1, 0)
+            self.session_out = _grown(self.session_out, s_cap, 2, np.nan)
             self._s_cap = s_cap
 
     def load(self, b: int, episode: Episode, static_obs: NDArray[np.float32] | None = None) -> None:
@@ -312,10 +315,14 @@ class BatchSim:
             st.battery_kwh,
             st.start_soc,
             st.priority,
+            st.arrival_steps,
+            st.departure_steps,
+            st.declared_departure_steps,
+            st.declared_request_kwh,
         )
         for k, column in enumerate(table):
             self._s_floats[k, b, :S] = column
-        self._s_dep[b, :S] = st.departure_step
+        self.session_out[:, b, :] = np.nan
         self.t[b] = 0
         self.n_steps[b] = T
         self.start_step[b] = episode.start_step
@@ -328,7 +335,6 @@ class BatchSim:
             self.session,
             self._slot,
             self._s_floats,
-            self._s_dep,
             self._site_c[2],
             self._site_c[3],
             self.dt_h,
@@ -341,11 +347,16 @@ class BatchSim:
     # ------------------------------------------------------------------ views of the current step
 
     def energy_needed_kwh(self) -> FloatArray:
-        """(B, n) energy still to deliver before departure, kWh (0 where no EV)."""
+        """(B, n) declared energy still to deliver before departure, kWh (0 where no EV)."""
         return self.state().energy_needed_kwh
 
+    def actual_energy_needed_kwh(self) -> FloatArray:
+        """(B, n) actual energy still to deliver before the actual departure, kWh (0 where no EV): what
+        the simulator scores, which no policy sees."""
+        return np.maximum(self.request_kwh - self.net_kwh, 0.0) * self.present
+
     def time_left_h(self) -> FloatArray:
-        """(B, n) hours to departure (0 where no EV)."""
+        """(B, n) hours to the declared departure as a policy sees it (0 where no EV)."""
         return self.state().time_left_h
 
     def soc(self) -> FloatArray:
@@ -393,7 +404,7 @@ class BatchSim:
         )  # fmt: skip
         f = out_f
         return SiteState.from_arrays(
-            present, f[0], f[1], f[2], f[3], f[4], f[5], site[0], site[1], site[2], self.dt_h, f[6]
+            present, f[0], f[1], f[2], f[3], f[4], f[5], site[0], site[1], site[2], self.dt_h, f[6], f[7]
         )
 
     # ------------------------------------------------------------------ the step
@@ -413,7 +424,7 @@ class BatchSim:
         ok = _apply_kernel(
             p, pb, site_import, self._slot_floats, self.present, self.session, self._site_c,
             self._battery_c, self.dt_h, self._row_floats, self._row_ints, self._slot,
-            self._s_floats, self._s_dep, self._series, self._new_period, self._static_obs,
+            self._s_floats, self.session_out, self._series, self._new_period, self._static_obs,
             self._static_now, vals, counts, self._scratch,
         )  # fmt: skip
         if not ok:

@@ -279,8 +279,12 @@ def test_rule_based_defers_flexible_energy_to_the_cheap_hours() -> None:
     # the last step of its stay is cheap
     state = make_state(site, [2.7, -1.0], [2.0, 0.0])
     prices = [0.4, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4, 0.1]
+    # a rule that trusts the declared departures (a fresh one with nothing seen does not: it charges now)
+    trusting = RuleBasedDLM(early_prior=0.0)
+    trusting.reset(site)
+    assert trusting.act(make_snapshot(state, prices)).charger_kw[0] == 0.0
     d = run_policy("rule_based", site, make_snapshot(state, prices))
-    assert d.charger_kw[0] == 0.0
+    assert d.charger_kw[0] == pytest.approx(10.833, abs=1e-9)
     # without slack it must charge now, cheap or not
     urgent = make_state(site, [2.75, -1.0], [0.25, 0.0])
     np.testing.assert_allclose(
@@ -331,11 +335,14 @@ def test_rule_based_reserves_what_deadlines_force_through_a_shared_node() -> Non
     prices = [0.4, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]
     tight = make_site(n=4, import_kw=40.0, feeder_kw=11.0)
     state = make_state(tight, [5.0, 5.0, -1.0, -1.0], [1.0, 1.0, 0.0, 0.0])
-    d = run_policy("rule_based", tight, make_snapshot(state, prices, peak_kw=40.0))
+    trusting = RuleBasedDLM(early_prior=0.0)  # trusts the declared departures (nothing seen yet)
+    trusting.reset(tight)
+    d = trusting.act(make_snapshot(state, prices, peak_kw=40.0))
     # 10 kWh minus 90 % of the node's 3 later steps (7.425 kWh) must flow now: 10.3 kW
     assert 10.3 - 1e-6 <= float(d.charger_kw[:2].sum()) <= 11.0 + 1e-6
     wide = make_site(n=4, import_kw=40.0, feeder_kw=100.0)
-    d_wide = run_policy("rule_based", wide, make_snapshot(state, prices, peak_kw=40.0))
+    trusting.reset(wide)
+    d_wide = trusting.act(make_snapshot(state, prices, peak_kw=40.0))
     np.testing.assert_allclose(d_wide.charger_kw, 0.0)  # without the shared node it waits for cheap hours
 
 

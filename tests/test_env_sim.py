@@ -42,25 +42,45 @@ def _sim_for(scenario: Scenario, batch: int = 1) -> tuple[BatchSim, SiteArrays]:
 # --------------------------------------------------------------------------- compiling
 
 
-def test_slots_follow_rounded_arrival_and_departure() -> None:
+def test_slots_follow_exact_arrival_and_departure() -> None:
     sc = tiny_scenario(
         8,
         [
-            {"charger_id": "c0", "arrival": 0.4, "departure": 2.6, "energy_kwh": 5.0},  # -> steps 0..2
-            {"charger_id": "c0", "arrival": 3.0, "departure": 5.0, "energy_kwh": 1.0},  # -> steps 3..4
-            {"charger_id": "c1", "arrival": 1.6, "departure": 1.9, "energy_kwh": 1.0},  # rounds to nothing
+            {"charger_id": "c0", "arrival": 0.4, "departure": 2.6, "energy_kwh": 5.0},  # steps 0..2
+            {"charger_id": "c0", "arrival": 3.0, "departure": 5.0, "energy_kwh": 1.0},  # steps 3..4
+            {"charger_id": "c1", "arrival": 1.6, "departure": 1.9, "energy_kwh": 1.0},  # 0.3 of step 1
             {"charger_id": "c1", "arrival": 6.0, "departure": 8.0, "energy_kwh": 1.0},  # to the end
         ],
     )
     ep = compile_episode(sc, SiteArrays.from_config(sc.site))
     ids = {sid: k for k, sid in enumerate(ep.sessions.session_ids)}
-    assert ep.dropped_sessions == 1 and "s2" not in ids
+    assert ep.dropped_sessions == 0
     col0 = ep.slot_session[:, 0].tolist()
     assert col0 == [ids["s0"]] * 3 + [ids["s1"]] * 2 + [-1] * 4
     col1 = ep.slot_session[:, 1].tolist()
-    assert col1 == [-1] * 6 + [ids["s3"]] * 2 + [-1]  # departs exactly at the window end: row T empty
-    assert ep.sessions.departure_step.tolist() == [3, 5, 8]
+    assert col1 == [-1, ids["s2"]] + [-1] * 4 + [ids["s3"]] * 2 + [-1]  # row T empty
+    assert ep.sessions.departure_step.tolist() == [3, 2, 5, 8]
+    frac = ep.sessions.present_fraction(np.full(3, ids["s0"]), np.arange(3))
+    assert frac.tolist() == pytest.approx([0.6, 1.0, 0.6])
+    assert ep.sessions.present_fraction(np.array([ids["s2"]]), np.array([1])).tolist() == pytest.approx([0.3])
     assert ep.n_steps == 8 and ep.slot_session.shape == (9, 2)
+
+
+def test_a_session_sharing_a_step_with_the_previous_one_starts_at_the_next_boundary() -> None:
+    sc = tiny_scenario(
+        8,
+        [
+            {"charger_id": "c0", "arrival": 0.0, "departure": 2.3, "energy_kwh": 1.0},
+            {"charger_id": "c0", "arrival": 2.6, "departure": 5.5, "energy_kwh": 1.0},  # -> from 3.0
+            {"charger_id": "c1", "arrival": 1.0, "departure": 1.5, "energy_kwh": 1.0},
+            {"charger_id": "c1", "arrival": 1.7, "departure": 1.9, "energy_kwh": 1.0},  # -> nothing left
+        ],
+    )
+    ep = compile_episode(sc, SiteArrays.from_config(sc.site))
+    ids = {sid: k for k, sid in enumerate(ep.sessions.session_ids)}
+    assert ep.dropped_sessions == 1 and "s3" not in ids
+    assert ep.slot_session[:, 0].tolist() == [ids["s0"]] * 3 + [ids["s1"]] * 3 + [-1] * 3
+    assert ep.sessions.arrival_steps[ids["s1"]] == 3.0
 
 
 def test_window_prorates_sessions_that_arrived_before_it() -> None:

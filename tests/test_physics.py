@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from envs import _kernel
@@ -37,7 +39,7 @@ def test_ev_terms_are_the_kernels_terms_batched() -> None:
     plan = ProjectionPlan.from_site(site)
     arrays = [np.asarray(a, dtype=float).reshape(1, -1) for a in (
         one.ev_max_charge_kw, one.ev_max_discharge_kw, one.energy_needed_kwh, one.energy_room_kwh,
-        one.energy_dischargeable_kwh, one.time_left_h,
+        one.energy_dischargeable_kwh, one.time_left_h, np.ones(3),
     )]  # fmt: skip
     present = np.asarray(one.ev_present).reshape(1, -1)
     _, hi, lax, must = _kernel.ev_bounds(plan.site_c, (present, *arrays), one.dt_h)
@@ -45,6 +47,19 @@ def test_ev_terms_are_the_kernels_terms_batched() -> None:
     np.testing.assert_array_equal(lax[0], t1.laxity_h)
     np.testing.assert_array_equal(must[0], t1.must_kw)
     np.testing.assert_array_equal(charger_bounds(site, one)[1], t1.hi_kw)
+
+
+def test_an_ev_present_for_part_of_the_step_draws_that_part_of_its_rate() -> None:
+    site = make_site(n=3, import_kw=40.0, feeder_kw=100.0)
+    full = make_state(site, [5.0, 30.0, -1.0], [1.0, 3.0, 0.0])
+    part = dataclasses.replace(full, present_fraction=np.array([0.4, 1.0, 0.0]))
+    t_full, t_part = ev_terms(site, full), ev_terms(site, part)
+    np.testing.assert_allclose(t_part.hi_kw[0], 0.4 * t_full.hi_kw[0])
+    assert t_part.hi_kw[1] == t_full.hi_kw[1]
+    # the projection's box and its must-charge floor (capped at the box) follow
+    hi = charger_bounds(site, part)[1]
+    np.testing.assert_allclose(hi[0], 0.4 * charger_bounds(site, full)[1][0])
+    assert t_part.must_kw[0] <= hi[0] + 1e-12
 
 
 def test_battery_box_and_round_trip() -> None:

@@ -448,7 +448,7 @@ def test_batch_equals_rows(case) -> None:
             **{
                 f.name: np.asarray(getattr(state, f.name))[b]
                 for f in dataclasses.fields(state)
-                if f.name not in ("dt_h", "priority")
+                if f.name not in ("dt_h", "priority") and getattr(state, f.name) is not None
             },
         )
         one = project(site, row_state, req[b], float(bat[b]), plan=plan)

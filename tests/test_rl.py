@@ -6,6 +6,7 @@ the pipeline tests through a module fixture; MLflow points at ``tmp_path``.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -155,7 +156,7 @@ def test_residual_action_zero_is_the_rule_based_dlm() -> None:
     plain = ChargingSiteEnv(scenario=scenario, step=None, forecast_horizon=6)
     wrapped.reset(seed=1)
     plain.reset(seed=1)
-    rule = RuleBasedDLM(v2g=False)
+    rule = RuleBasedDLM(v2g=False, early_prior=0.0)
     rule.reset(plain.site, scenario)
     total_wrapped = total_plain = 0.0
     done = False
@@ -174,9 +175,17 @@ def test_residual_action_zero_is_the_rule_based_dlm() -> None:
 
 
 def _v2g_scenario(days: int = 2, seed: int = 1) -> object:
-    return generate_scenario(
+    """A V2G depot on 1-hour steps, its sessions' times rounded to whole steps (as the simulator rounded
+    them before sub-step time; at minute resolution the partial hours change which steps pay)."""
+    sc = generate_scenario(
         "depot", chargers=8, days=days, seed=seed, step="1h", v2g=True, demand_charge_per_kw=2.0
     )
+    s = sc.sessions.copy()
+    t0 = sc.timeseries.index[0]
+    for col in ("arrival", "departure", "declared_departure"):
+        s[col] = t0 + np.floor((s[col] - t0) / sc.step + 0.5) * sc.step
+    s = s[s["departure"] > s["arrival"]]
+    return dataclasses.replace(sc, sessions=s.reset_index(drop=True))
 
 
 def test_setpoint_action_size_and_fingerprint() -> None:
@@ -271,7 +280,7 @@ def test_rule_setpoint_zero_is_the_rule_based_dlm_and_a_lift_charges_more() -> N
     plain = ChargingSiteEnv(scenario=scenario, step=None, forecast_horizon=24)  # type: ignore[arg-type]
     wrapped.reset(seed=1)
     plain.reset(seed=1)
-    rule = RuleBasedDLM(v2g=False)
+    rule = RuleBasedDLM(v2g=False, early_prior=0.0)
     rule.reset(plain.site, scenario)  # type: ignore[arg-type]
     zero = np.array([0.08, 0.09])  # inside the dead zone
     done, lifted, discharged = False, 0, 0

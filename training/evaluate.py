@@ -49,14 +49,18 @@ class EvalRow:
     cost_missing_energy: float
     peak_import_kw: float
     energy_asked_kwh: float
-    """energy asked by the EVs that left during the scenario"""
+    """energy the EVs that left during the scenario actually needed"""
     energy_delivered_kwh: float
     """of that, what they got"""
     energy_delivered_pct: float
     evs_short: int
-    """EVs that left below their request"""
+    """EVs that left short of what they actually needed (by more than 0.1 kWh)"""
     evs_short_kwh: float
     evs_departed: int
+    evs_short_declared: int
+    """EVs that left short of what their drivers declared (by more than 0.1 kWh; equal to ``evs_short``
+    where declarations are the actual values)"""
+    evs_short_declared_kwh: float
     violations: int
     """limit breaks of the applied allocations over the run, checked independently of the projection
     (:func:`envs.limits.limit_violations`: per charger, node, phase and site, summed over steps)"""
@@ -232,13 +236,8 @@ def run_episode(
     decide_s = np.zeros(T)
     violations = 0
     kinds: dict[str, int] = {}
-    short = 0
-    short_kwh = 0.0
-    departed = 0
     v2g_kwh = 0.0
     pv_used_kwh = 0.0
-    session_short = np.full(ep.sessions.size, np.nan)
-    slot_session = env.sim.session[0].copy()
     for t, step in enumerate(rollout(pol, env, T)):
         state, info = step.snapshot.state, step.info
         decide_s[t] = step.decide_s
@@ -258,17 +257,15 @@ def run_episode(
         v2g_kwh += float(info["ev_discharged_kwh"])
         pv_avail = float(ep.pv_kw[t]) - curtailed[t]
         pv_used_kwh += max(pv_avail - max(-imp, 0.0), 0.0) * dt
-        # EVs leaving at the end of this step: what did they miss?
-        leaving = np.asarray(state.ev_present, bool) & (np.abs(np.asarray(state.time_left_h) - dt) < 1e-9)
-        if leaving.any():
-            got = np.where(applied > 0, applied * site.efficiency, applied / site.efficiency) * dt
-            miss = np.maximum(np.asarray(state.energy_needed_kwh) - got, 0.0)[leaving]
-            session_short[slot_session[leaving]] = miss
-            departed += int(leaving.sum())
-            short += int((miss > SHORT_KWH).sum())
-            short_kwh += float(miss.sum())
-        slot_session = env.sim.session[0].copy()
 
+    # what each EV left without, actual and declared (the simulator writes it when the EV leaves)
+    S = ep.sessions.size
+    session_short = env.sim.session_out[0, 0, :S].copy()
+    short_declared = env.sim.session_out[1, 0, :S]
+    gone = np.isfinite(session_short)
+    departed = int(gone.sum())
+    short = int((session_short[gone] > SHORT_KWH).sum())
+    short_kwh = float(session_short[gone].sum())
     ses = ep.sessions
     left = ses.departure_step <= T
     asked = float(ses.request_kwh[left].sum())
@@ -294,6 +291,8 @@ def run_episode(
         evs_short=short,
         evs_short_kwh=short_kwh,
         evs_departed=departed,
+        evs_short_declared=int((short_declared[gone] > SHORT_KWH).sum()),
+        evs_short_declared_kwh=float(short_declared[gone].sum()),
         violations=violations,
         violation_kinds=",".join(f"{k}:{v}" for k, v in sorted(kinds.items())),
         pv_self_consumption_pct=100.0 * pv_used_kwh / pv_total if pv_total > 0 else 100.0,

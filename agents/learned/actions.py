@@ -66,7 +66,8 @@ class Residual(ActionMode):
 
     def __init__(self, site: SiteArrays, allow_discharge: bool = True, residual_scale: float = 0.5) -> None:
         super().__init__(site, allow_discharge, residual_scale)
-        self._base = RuleBasedDLM(v2g=allow_discharge, use_battery=True)
+        # learned modes start from the rule as it was trained (trusting declared departures)
+        self._base = RuleBasedDLM(v2g=allow_discharge, use_battery=True, early_prior=0.0)
         self._scale = battery_scale(site, allow_discharge)
 
     def reset(self, episode_end: pd.Timestamp | None = None) -> None:
