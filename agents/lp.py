@@ -43,6 +43,7 @@ import scipy.sparse as sp
 from envs.config import Tariff
 from envs.core import BoolArray, FloatArray, IntArray, SiteArrays
 from envs.limit_rows import LimitRows, can_bind, reach_kw
+from envs.physics import GRID_EPS, ceil_to_grid
 
 INF = highspy.kHighsInf
 _EPS_EXPORT = 1e-6
@@ -140,6 +141,10 @@ class LPSolution:
     objective: float
     """the LP's cost (currency), demand charge counted on the whole peak, tie-breaking terms removed"""
     solve_s: float
+    mip_gap: float = 0.0
+    """exact model: relative gap between the schedule and HiGHS's proven bound (0 for the LP)"""
+    bound: float | None = None
+    """exact model: HiGHS's proven lower bound on the objective (with the tie-breaking terms)"""
 
 
 class SiteLP:
@@ -340,10 +345,18 @@ class SiteLP:
         time_limit_s: float | None = None,
         x_off: BoolArray | None = None,
         x_on: BoolArray | None = None,
+        exact: bool = False,
+        mip_rel_gap: float = 1e-4,
     ) -> LPSolution:
         """Solve for ``data``. With ``warm=True`` the HiGHS model of the previous call is updated in place
         (bounds and costs only) and re-solved from its last basis. ``x_off`` / ``x_on`` (per charging column,
-        see :attr:`x_slot` / :attr:`x_step`) force those columns to 0 / to at least the charger's minimum."""
+        see :attr:`x_slot` / :attr:`x_step`) force those columns to 0 / to at least the charger's minimum.
+
+        ``exact=True`` solves the MILP of :func:`_exact_model` instead (always cold): every charging column
+        off or between the charger's minimum and its rate, on the charger's resolution grid, and an EV may
+        take more than it asked (up to its room) where the grid makes the exact amount impossible. With a
+        ``time_limit_s`` the best schedule found in time is returned (``LPSolution.mip_gap`` says how far
+        from proven optimal)."""
         import time
 
         lo, hi, cost, rlo, rhi = _bounds_and_costs(self, data)
@@ -355,6 +368,8 @@ class SiteLP:
             lo[xs] = np.where(x_off, 0.0, lo[xs])
         t0 = time.perf_counter()
         h = self._highs
+        if exact:
+            return self._solve_exact(data, lo, hi, cost, rlo, rhi, time_limit_s, mip_rel_gap)
         if not warm or h is None:
             h = _new_highs()
             for key, value in self.highs_options.items():
@@ -380,6 +395,46 @@ class SiteLP:
         solve_s = time.perf_counter() - t0
         self.last_x = x[self.col["x"] : self.col["x"] + self.sizes["x"]].copy()
         return _solution(self, x, cost, solve_s)
+
+    def _solve_exact(
+        self,
+        data: LPData,
+        lo: FloatArray,
+        hi: FloatArray,
+        cost: FloatArray,
+        rlo: FloatArray,
+        rhi: FloatArray,
+        time_limit_s: float | None,
+        mip_rel_gap: float,
+    ) -> LPSolution:
+        """The MILP of :func:`_exact_model`, solved cold with HiGHS."""
+        import time
+
+        scale, kinds = _exact_model(self, data, lo, hi, rhi)
+        matrix = self.matrix @ sp.diags(scale)
+        h = _new_highs()
+        h.setOptionValue("threads", 1)
+        h.setOptionValue("mip_rel_gap", float(mip_rel_gap))
+        if time_limit_s is not None:
+            h.setOptionValue("time_limit", float(time_limit_s))
+        model = _highs_lp(sp.csc_matrix(matrix), cost * scale, lo / scale, hi / scale, rlo, rhi)
+        types = list(highspy.HighsVarType.__members__.values())
+        model.integrality_ = [types[k] for k in kinds.tolist()]
+        t0 = time.perf_counter()
+        h.passModel(model)
+        h.run()
+        status = h.getModelStatus()
+        info = h.getInfo()
+        solve_s = time.perf_counter() - t0
+        if status != highspy.HighsModelStatus.kOptimal and not (
+            status == highspy.HighsModelStatus.kTimeLimit and info.primal_solution_status == 2
+        ):
+            raise LPError(f"exact site model not solved: {h.modelStatusToString(status)}")
+        x = np.asarray(h.getSolution().col_value) * scale
+        self._highs = None  # a MILP model is not a basis to warm-start the LP from
+        self.last_x = x[self.col["x"] : self.col["x"] + self.sizes["x"]].copy()
+        sol = _solution(self, x, cost, solve_s)
+        return replace(sol, mip_gap=float(info.mip_gap), bound=float(info.mip_dual_bound))
 
     def min_x_kw(self, data: LPData) -> FloatArray:
         """The least power each charging column may have when on: the charger's minimum, or the EV's own
@@ -550,3 +605,49 @@ def _bounds_and_costs(
     if lp.has_battery:
         rlo[lp.r_battery] = rhi[lp.r_battery] = d.battery_initial_kwh
     return lo, hi, cost, rlo, rhi
+
+
+def _exact_model(
+    lp: SiteLP, d: LPData, lo: FloatArray, hi: FloatArray, rhi: FloatArray
+) -> tuple[FloatArray, IntArray]:
+    """The column scaling and integrality that make the site LP the simulator's own physics (in place on
+    ``lo``, ``hi``, ``rhi``; returns ``(scale, integrality)``).
+
+    * Charging columns: off or at least the charger's minimum (rounded up to its grid, as the projection
+      does; the EV's own rate where that is lower), on the resolution grid: the column counts grid points
+      (``scale = resolution``, semi-integer) or, where a charger has no grid (W-rated), kW (semi-continuous).
+    * Discharge columns (V2G): on the grid (integer grid points), no minimum (the projection has none).
+    * An EV may take more than it asked, up to its room: on a grid the exact request is often not
+      reachable, and the simulator tops an EV up to the grid point at or below its room.
+    """
+    nx, ny = lp.sizes["x"], lp.sizes["y"]
+    scale = np.ones(lp.n_cols)
+    kinds = np.zeros(lp.n_cols, dtype=np.int64)  # kContinuous
+    xs = slice(lp.col["x"], lp.col["x"] + nx)
+    res = lp.site.resolution_kw[lp.x_charger] if nx else np.zeros(0)
+    gridded = res > 0
+    on_min = np.minimum(ceil_to_grid(lp.site.min_kw[lp.x_charger], res), hi[xs]) if nx else np.zeros(0)
+    on_min = np.where(lo[xs] > 0, np.maximum(lo[xs], on_min), on_min)  # a forced-on column keeps its floor
+    scale[xs] = np.where(gridded, res, 1.0)
+    # bounds on the grid: the rate is on it already (floored); round away float noise
+    top = np.where(gridded, np.floor(hi[xs] / np.where(gridded, res, 1.0) + GRID_EPS) * res, hi[xs])
+    hi[xs] = top
+    semi = on_min > 1e-9
+    lo[xs] = np.where(semi, on_min, 0.0)
+    kinds[xs] = np.where(
+        gridded,
+        np.where(semi, int(highspy.HighsVarType.kSemiInteger), int(highspy.HighsVarType.kInteger)),
+        np.where(semi, int(highspy.HighsVarType.kSemiContinuous), int(highspy.HighsVarType.kContinuous)),
+    )
+    if ny:
+        ys = slice(lp.col["y"], lp.col["y"] + ny)
+        yres = res[lp.y_of_x]
+        yg = yres > 0
+        scale[ys] = np.where(yg, yres, 1.0)
+        hi[ys] = np.where(yg, np.floor(hi[ys] / np.where(yg, yres, 1.0) + GRID_EPS) * yres, hi[ys])
+        kinds[ys] = np.where(yg, int(highspy.HighsVarType.kInteger), int(highspy.HighsVarType.kContinuous))
+    if lp.K:
+        need = np.maximum(np.asarray(d.need_kwh, dtype=float), 0.0)
+        room = need if d.room_kwh is None else np.maximum(np.asarray(d.room_kwh, dtype=float), need)
+        rhi[lp.r_need : lp.r_need + lp.K] = room
+    return scale, kinds

@@ -33,8 +33,9 @@ class PerfectForesightOptimum:
 
     name = "optimum"
 
-    def __init__(self, time_limit_s: float | None = None) -> None:
+    def __init__(self, time_limit_s: float | None = None, exact: bool = True) -> None:
         self.time_limit_s = time_limit_s
+        self.exact = exact
         self.solution: LPSolution | None = None
         self.build_s = 0.0
         self._site: SiteArrays | None = None
@@ -49,7 +50,7 @@ class PerfectForesightOptimum:
         if lp.sizes["x"] > 150 * max(lp.T, 1):
             # many chargers over few steps: primal simplex beats HiGHS's default dual here (1,000 x 1 day)
             lp.highs_options["simplex_strategy"] = 4
-        self.solution = lp.solve(data, time_limit_s=self.time_limit_s)
+        self.solution = lp.solve(data, time_limit_s=self.time_limit_s, exact=self.exact)
         self._site = site
         # energy the plan still has to deliver to each charger's EV at the start of every step
         T = lp.T
@@ -80,6 +81,10 @@ class PerfectForesightOptimum:
         t = min(snapshot.step_index, self.solution.charger_kw.shape[1] - 1)
         plan_kw = self.solution.charger_kw[:, t]
         st = snapshot.state
+        if self.exact:
+            # the exact schedule is the simulator's own physics: replayed as it is, nothing is lost
+            present = np.asarray(st.ev_present, bool)
+            return Decision(np.where(present, plan_kw, 0.0), float(self.solution.battery_kw[t]))
         dt = float(st.dt_h)
         eff = site.efficiency
         need = np.asarray(st.energy_needed_kwh, dtype=float)
@@ -94,6 +99,18 @@ class PerfectForesightOptimum:
         battery_kw = float(self.solution.battery_kw[t])
         kw = off_or_minimum(plan_kw, kw, site.min_kw, need_kw=need / (eff * dt))
         return Decision(kw, battery_kw)
+
+
+class LPRelaxationBound(PerfectForesightOptimum):
+    """The optimum's LP relaxation: the minimum current and the resolution grid relaxed. Its objective is a
+    lower bound on every policy's cost that solves in a fraction of the exact model's time (see
+    ``docs/policies.md``); its schedule, replayed through the projection, loses some energy to both rules
+    and is caught up later (so its *executed* cost sits above both bounds)."""
+
+    name = "optimum_lp"
+
+    def __init__(self, time_limit_s: float | None = None) -> None:
+        super().__init__(time_limit_s=time_limit_s, exact=False)
 
 
 def off_or_minimum(
