@@ -421,8 +421,22 @@ class SiteLP:
         types = list(highspy.HighsVarType.__members__.values())
         model.integrality_ = [types[k] for k in kinds.tolist()]
         t0 = time.perf_counter()
+        # a start: the relaxation's schedule with each charger rounded to off or its minimum and down to the
+        # grid (HiGHS fixes the integer columns and solves the rest, the missing-energy slack keeps it
+        # feasible), so a time limit still leaves a schedule no worse than the relaxation's repair
+        relaxed = self.solve(data)
         h.passModel(model)
+        start = np.zeros(self.n_cols)
+        xs = slice(self.col["x"], self.col["x"] + self.sizes["x"])
+        xk = self.last_x / scale[xs]
+        lo_x, hi_x = lo[xs] / scale[xs], hi[xs] / scale[xs]
+        xk = np.where(xk < 0.5 * lo_x, 0.0, np.clip(xk, lo_x, hi_x))
+        start[xs] = np.where(kinds[xs] % 2 == 1, np.floor(xk + 1e-9), xk)
+        sol_start = highspy.HighsSolution()
+        sol_start.col_value = start.tolist()
+        h.setSolution(sol_start)
         h.run()
+        del relaxed
         status = h.getModelStatus()
         info = h.getInfo()
         solve_s = time.perf_counter() - t0

@@ -22,7 +22,7 @@ import time
 import numpy as np
 
 from agents.base import Decision
-from agents.lp import LPData, LPSolution, SiteLP
+from agents.lp import LPData, LPError, LPSolution, SiteLP
 from envs.core import BoolArray, FloatArray, SiteArrays, Snapshot
 from envs.projection import floor_to_grid
 from envs.scenario import Scenario
@@ -33,9 +33,12 @@ class PerfectForesightOptimum:
 
     name = "optimum"
 
-    def __init__(self, time_limit_s: float | None = None, exact: bool = True) -> None:
+    def __init__(self, time_limit_s: float | None = 30.0, exact: bool = True, mip_rel_gap: float = 5e-4) -> None:
         self.time_limit_s = time_limit_s
         self.exact = exact
+        self.mip_rel_gap = mip_rel_gap
+        self.used_exact = exact
+        """whether the schedule in use is the exact model's (False: it found none in time, LP relaxation)"""
         self.solution: LPSolution | None = None
         self.build_s = 0.0
         self._site: SiteArrays | None = None
@@ -50,7 +53,16 @@ class PerfectForesightOptimum:
         if lp.sizes["x"] > 150 * max(lp.T, 1):
             # many chargers over few steps: primal simplex beats HiGHS's default dual here (1,000 x 1 day)
             lp.highs_options["simplex_strategy"] = 4
-        self.solution = lp.solve(data, time_limit_s=self.time_limit_s, exact=self.exact)
+        self.used_exact = self.exact
+        if self.exact:
+            try:
+                self.solution = lp.solve(
+                    data, time_limit_s=self.time_limit_s, exact=True, mip_rel_gap=self.mip_rel_gap
+                )
+            except LPError:  # no schedule of the exact model in time: the relaxation, replayed with repair
+                self.used_exact = False
+        if not self.used_exact:
+            self.solution = lp.solve(data)
         self._site = site
         # energy the plan still has to deliver to each charger's EV at the start of every step
         T = lp.T
@@ -81,7 +93,7 @@ class PerfectForesightOptimum:
         t = min(snapshot.step_index, self.solution.charger_kw.shape[1] - 1)
         plan_kw = self.solution.charger_kw[:, t]
         st = snapshot.state
-        if self.exact:
+        if self.used_exact:
             # the exact schedule is the simulator's own physics: replayed as it is, nothing is lost
             present = np.asarray(st.ev_present, bool)
             return Decision(np.where(present, plan_kw, 0.0), float(self.solution.battery_kw[t]))
