@@ -410,7 +410,7 @@ class SiteLP:
         """The MILP of :func:`_exact_model`, solved cold with HiGHS."""
         import time
 
-        scale, kinds = _exact_model(self, data, lo, hi, rhi)
+        scale, kinds = _exact_model(self, lo, hi)
         matrix = self.matrix @ sp.diags(scale)
         h = _new_highs()
         h.setOptionValue("threads", 1)
@@ -473,6 +473,7 @@ class SiteLP:
         min_x = self.min_x_kw(data)
         eff_dt = self._eff_x * self.dt_h
         need = np.maximum(np.asarray(data.need_kwh, dtype=float), 0.0)
+        room = need if data.room_kwh is None else np.maximum(np.asarray(data.room_kwh, dtype=float), need)
         off = np.zeros(self.sizes["x"], dtype=bool)
         on = np.zeros(self.sizes["x"], dtype=bool)
         for _ in range(passes):
@@ -481,12 +482,15 @@ class SiteLP:
                 small &= columns
             if not small.any():
                 break
-            # from half the minimum up: on at the minimum, where the slot's need takes it; else off
-            up = small & (self.last_x >= 0.5 * min_x)
+            # from half the minimum up: on at the minimum, where the slot's room takes it; else off. A slot
+            # whose whole need is below one minimum step is on wherever the LP put any of it (else its
+            # sliver would be moved on and switched off every step until the EV leaves short)
+            sliver = need[self.x_slot] < min_x * eff_dt + 1e-9
+            up = small & ((self.last_x >= 0.5 * min_x) | sliver)
             forced_kwh = np.bincount(
                 self.x_slot, weights=np.where(on | up, min_x * eff_dt, 0.0), minlength=self.K
             )
-            up &= (forced_kwh <= need + 1e-9)[self.x_slot]
+            up &= (forced_kwh <= room + 1e-9)[self.x_slot]
             on |= up
             off |= small & ~up
             sol = self.solve(data, warm=True, time_limit_s=time_limit_s, x_off=off, x_on=on)
@@ -615,24 +619,24 @@ def _bounds_and_costs(
         rhi[lp.r_peak : lp.r_peak + T] = 0.0
     need = np.maximum(np.asarray(d.need_kwh, dtype=float), 0.0)
     rlo[lp.r_need : lp.r_need + lp.K] = need
-    rhi[lp.r_need : lp.r_need + lp.K] = need
+    # an EV may take more than it asked, up to its room (the simulator lets it): a charger held at its
+    # minimum or on its grid can rarely hit the request exactly
+    rhi[lp.r_need : lp.r_need + lp.K] = need if d.room_kwh is None else np.maximum(d.room_kwh, need)
     if lp.has_battery:
         rlo[lp.r_battery] = rhi[lp.r_battery] = d.battery_initial_kwh
     return lo, hi, cost, rlo, rhi
 
 
-def _exact_model(
-    lp: SiteLP, d: LPData, lo: FloatArray, hi: FloatArray, rhi: FloatArray
-) -> tuple[FloatArray, IntArray]:
+def _exact_model(lp: SiteLP, lo: FloatArray, hi: FloatArray) -> tuple[FloatArray, IntArray]:
     """The column scaling and integrality that make the site LP the simulator's own physics (in place on
-    ``lo``, ``hi``, ``rhi``; returns ``(scale, integrality)``).
+    ``lo``, ``hi``; returns ``(scale, integrality)``).
 
     * Charging columns: off or at least the charger's minimum (rounded up to its grid, as the projection
       does; the EV's own rate where that is lower), on the resolution grid: the column counts grid points
       (``scale = resolution``, semi-integer) or, where a charger has no grid (W-rated), kW (semi-continuous).
     * Discharge columns (V2G): on the grid (integer grid points), no minimum (the projection has none).
-    * An EV may take more than it asked, up to its room: on a grid the exact request is often not
-      reachable, and the simulator tops an EV up to the grid point at or below its room.
+    * (In every solve, :func:`_bounds_and_costs`: an EV may take more than it asked, up to its room; on a
+      grid the exact request is often not reachable.)
     """
     nx, ny = lp.sizes["x"], lp.sizes["y"]
     scale = np.ones(lp.n_cols)
@@ -660,8 +664,4 @@ def _exact_model(
         scale[ys] = np.where(yg, yres, 1.0)
         hi[ys] = np.where(yg, np.floor(hi[ys] / np.where(yg, yres, 1.0) + GRID_EPS) * yres, hi[ys])
         kinds[ys] = np.where(yg, int(highspy.HighsVarType.kInteger), int(highspy.HighsVarType.kContinuous))
-    if lp.K:
-        need = np.maximum(np.asarray(d.need_kwh, dtype=float), 0.0)
-        room = need if d.room_kwh is None else np.maximum(np.asarray(d.room_kwh, dtype=float), need)
-        rhi[lp.r_need : lp.r_need + lp.K] = room
     return scale, kinds
