@@ -33,12 +33,18 @@ class PerfectForesightOptimum:
 
     name = "optimum"
 
-    def __init__(self, time_limit_s: float | None = 30.0, exact: bool = True, mip_rel_gap: float = 5e-4) -> None:
+    def __init__(
+        self, time_limit_s: float | None = 30.0, exact: bool = True, mip_rel_gap: float = 5e-4
+    ) -> None:
         self.time_limit_s = time_limit_s
         self.exact = exact
         self.mip_rel_gap = mip_rel_gap
         self.used_exact = exact
-        """whether the schedule in use is the exact model's (False: it found none in time, LP relaxation)"""
+        """whether the schedule in use is the exact model's (False: none near optimal in time, relaxation)"""
+        self.accept_gap = max(0.005, mip_rel_gap)
+        """largest proven gap at which the exact model's schedule is used"""
+        self.exact_gap = float("nan")
+        """the exact model's proven gap at the end of its solve (nan: not run or no schedule)"""
         self.solution: LPSolution | None = None
         self.build_s = 0.0
         self._site: SiteArrays | None = None
@@ -61,16 +67,22 @@ class PerfectForesightOptimum:
                 )
             except LPError:  # no schedule of the exact model in time: the relaxation, replayed with repair
                 self.used_exact = False
-        if not self.used_exact:
+            else:
+                # a schedule far from proven optimal (the time limit on a large site) is often worse than
+                # the relaxation's repaired replay: keep the exact one only when it is near optimal
+                self.exact_gap = self.solution.mip_gap
+                self.used_exact = self.exact_gap <= self.accept_gap
+        if not self.used_exact or self.solution is None:
             self.solution = lp.solve(data)
+        solution = self.solution
         self._site = site
         # energy the plan still has to deliver to each charger's EV at the start of every step
         T = lp.T
         into = (
             np.where(
-                self.solution.charger_kw > 0,
-                self.solution.charger_kw * site.efficiency[:, None],
-                self.solution.charger_kw / site.efficiency[:, None],
+                solution.charger_kw > 0,
+                solution.charger_kw * site.efficiency[:, None],
+                solution.charger_kw / site.efficiency[:, None],
             )
             * lp.dt_h
         )

@@ -236,13 +236,16 @@ def _print(res: dict[str, Any]) -> None:
         o = res[key]
         print(
             f"\n{label}, LP relaxation (optimum_lp, a bound): build {o['build_s']:.2f} s + solve"
-            f" {o['solve_s']:.2f} s = {o['total_s']:.2f} s (target < {target} s: {_met(o['total_s'] < target)});"
+            f" {o['solve_s']:.2f} s = {o['total_s']:.2f} s"
+            f" (target < {target} s: {_met(o['total_s'] < target)});"
             f" {int(o['columns'])} columns, {int(o['rows'])} rows, {int(o['nonzeros'])} nonzeros"
         )
         done = o["exact_gap_pct"] <= 0.05
+        state = "optimal" if done else "time limit"
         print(
-            f"{label}, exact model (optimum, MILP): {o['exact_s']:.2f} s with a {o['exact_limit_s']:.0f} s limit,"
-            f" gap to its proven bound {_fmt(o['exact_gap_pct'], ' %')} ({'optimal' if done else 'time limit'});"
+            f"{label}, exact model (optimum, MILP): {o['exact_s']:.2f} s"
+            f" with a {o['exact_limit_s']:.0f} s limit,"
+            f" gap to its proven bound {_fmt(o['exact_gap_pct'], ' %')} ({state});"
             f" objective {_fmt(o['exact_objective'])} against the relaxation's {o['lp_objective']:.2f}"
             f" (target < {target} s: {_met(done and o['build_s'] + o['exact_s'] < target)})"
         )

@@ -23,7 +23,7 @@ TOL = 1e-3  # 0.1 %
 
 
 def real_slice(hours: int = 10, sessions: int = 8) -> Scenario:
-    """The first ``sessions`` sessions of the real JPL fixture (6 A minimum on 208 V chargers), ``hours`` long."""
+    """The first ``sessions`` sessions of the real JPL fixture (6 A minimum, 208 V), ``hours`` long."""
     sc = load_acn_csv(FIX / "acn_jpl_2019-11-01.csv", FIX / "acn_csv_site.yaml").scenario
     ses = sc.sessions.sort_values("arrival").head(sessions).copy()
     end = sc.start + pd.Timedelta(hours=hours)
