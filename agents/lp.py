@@ -448,7 +448,13 @@ class SiteLP:
         self._highs = None  # a MILP model is not a basis to warm-start the LP from
         self.last_x = x[self.col["x"] : self.col["x"] + self.sizes["x"]].copy()
         sol = _solution(self, x, cost, solve_s)
-        return replace(sol, mip_gap=float(info.mip_gap), bound=float(info.mip_dual_bound))
+        # proven optimal (within mip_rel_gap): HiGHS's own gap can read inf where the objective is ~0
+        gap = (
+            min(float(info.mip_gap), mip_rel_gap)
+            if status == highspy.HighsModelStatus.kOptimal
+            else info.mip_gap
+        )
+        return replace(sol, mip_gap=float(gap), bound=float(info.mip_dual_bound))
 
     def min_x_kw(self, data: LPData) -> FloatArray:
         """The least power each charging column may have when on: the charger's minimum, or the EV's own
