@@ -24,7 +24,7 @@ from agents.base import Decision
 from agents.lp import LPData, LPError, SiteLP
 from agents.optimum import off_or_minimum
 from envs.core import SiteArrays, Snapshot
-from envs.physics import STEP_EPS, ev_terms
+from envs.physics import STEP_EPS, ceil_to_grid, ev_terms
 from envs.scenario import Scenario
 
 
@@ -115,6 +115,13 @@ class ModelPredictiveControl:
         if st.present_fraction is not None:
             frac[:, 0] = np.minimum(frac[:, 0], np.asarray(st.present_fraction, dtype=float))
         steps_left = np.maximum(steps_left, stop)
+        # a sliver (less than one step at the minimum) is delivered as one step at the minimum: planned at
+        # its real size, the LP sees what it costs the peak; planned as the sliver, it is deferred step by
+        # step (each time rounded off) until the EV leaves short
+        room = np.where(present, np.asarray(st.energy_room_kwh, dtype=float), 0.0)
+        min_step = np.minimum(ceil_to_grid(site.min_kw, site.resolution_kw), rate) * site.efficiency * dt
+        sliver = (need_in > 1e-9) & (need_in < min_step) & (room >= min_step)
+        need_in = np.where(sliver, min_step, need_in)
         dis = np.where(
             present, np.minimum(site.max_discharge_kw, np.asarray(st.ev_max_discharge_kw, dtype=float)), 0.0
         )
@@ -127,7 +134,7 @@ class ModelPredictiveControl:
             need_kwh=need_in,
             max_charge_kw=rate,
             active_stop=np.minimum(steps_left, H),
-            room_kwh=np.where(present, np.asarray(st.energy_room_kwh, dtype=float), 0.0),
+            room_kwh=room,
             dischargeable_kwh=np.where(present, np.asarray(st.energy_dischargeable_kwh, dtype=float), 0.0),
             max_discharge_kw=dis,
             peak_floor_kw=np.array([float(snapshot.peak_import_kw)]),
@@ -149,9 +156,15 @@ class ModelPredictiveControl:
             float(sol.peak_kw[0]) if len(sol.peak_kw) else site.import_limit_kw, sol.site_import_kw[0]
         )
         headroom = peak_kw - base[0] + pv[0] - battery_kw
-        need_kw = need / (site.efficiency * dt)
+        # all the EV needs over this step, up to the next grid point: the projection rounds toward zero,
+        # so capping at the exact need would leave a sliver below one grid step, then below half a minimum,
+        # which the projection switches off every step until the EV leaves short
+        need_kw = ceil_to_grid(need / (site.efficiency * dt), site.resolution_kw)
         # a charger may run below its minimum where the EV takes less (its own limit, or all it needs), as
         # the safety projection allows: such a plan is kept, not switched off
         min_kw = np.minimum(site.min_kw, np.where(present, rate, site.min_kw))
-        kw = off_or_minimum(plan_kw, plan_kw, min_kw, headroom, protect=last, need_kw=need_kw)
+        # an EV in its last step gets what it still needs even where the plan gave up on it (the LP's slack
+        # is cheaper than the minimum it would take): rounded up to the minimum, inside the headroom rule
+        target = plan_kw
+        kw = off_or_minimum(plan_kw, target, min_kw, headroom, protect=last, need_kw=need_kw)
         return Decision(kw, battery_kw)

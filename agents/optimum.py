@@ -22,7 +22,7 @@ import time
 import numpy as np
 
 from agents.base import Decision
-from agents.lp import LPData, LPSolution, SiteLP
+from agents.lp import LPData, LPError, LPSolution, SiteLP
 from envs.core import BoolArray, FloatArray, SiteArrays, Snapshot
 from envs.projection import floor_to_grid
 from envs.scenario import Scenario
@@ -33,8 +33,18 @@ class PerfectForesightOptimum:
 
     name = "optimum"
 
-    def __init__(self, time_limit_s: float | None = None) -> None:
+    def __init__(
+        self, time_limit_s: float | None = 30.0, exact: bool = True, mip_rel_gap: float = 5e-4
+    ) -> None:
         self.time_limit_s = time_limit_s
+        self.exact = exact
+        self.mip_rel_gap = mip_rel_gap
+        self.used_exact = exact
+        """whether the schedule in use is the exact model's (False: none near optimal in time, relaxation)"""
+        self.accept_gap = max(0.005, mip_rel_gap)
+        """largest proven gap at which the exact model's schedule is used"""
+        self.exact_gap = float("nan")
+        """the exact model's proven gap at the end of its solve (nan: not run or no schedule)"""
         self.solution: LPSolution | None = None
         self.build_s = 0.0
         self._site: SiteArrays | None = None
@@ -50,15 +60,30 @@ class PerfectForesightOptimum:
         if lp.sizes["x"] > 150 * max(lp.T, 1):
             # many chargers over few steps: primal simplex beats HiGHS's default dual here (1,000 x 1 day)
             lp.highs_options["simplex_strategy"] = 4
-        self.solution = lp.solve(data, time_limit_s=self.time_limit_s)
+        self.used_exact = self.exact
+        if self.exact:
+            try:
+                self.solution = lp.solve(
+                    data, time_limit_s=self.time_limit_s, exact=True, mip_rel_gap=self.mip_rel_gap
+                )
+            except LPError:  # no schedule of the exact model in time: the relaxation, replayed with repair
+                self.used_exact = False
+            else:
+                # a schedule far from proven optimal (the time limit on a large site) is often worse than
+                # the relaxation's repaired replay: keep the exact one only when it is near optimal
+                self.exact_gap = self.solution.mip_gap
+                self.used_exact = self.exact_gap <= self.accept_gap
+        if not self.used_exact or self.solution is None:
+            self.solution = lp.solve(data)
+        solution = self.solution
         self._site = site
         # energy the plan still has to deliver to each charger's EV at the start of every step
         T = lp.T
         into = (
             np.where(
-                self.solution.charger_kw > 0,
-                self.solution.charger_kw * site.efficiency[:, None],
-                self.solution.charger_kw / site.efficiency[:, None],
+                solution.charger_kw > 0,
+                solution.charger_kw * site.efficiency[:, None],
+                solution.charger_kw / site.efficiency[:, None],
             )
             * lp.dt_h
         )
@@ -87,6 +112,10 @@ class PerfectForesightOptimum:
         t = min(snapshot.step_index, self.solution.charger_kw.shape[1] - 1)
         plan_kw = self.solution.charger_kw[:, t]
         st = snapshot.state
+        if self.used_exact:
+            # the exact schedule is the simulator's own physics: replayed as it is, nothing is lost
+            present = np.asarray(st.ev_present, bool)
+            return Decision(np.where(present, plan_kw, 0.0), float(self.solution.battery_kw[t]))
         dt = float(st.dt_h)
         eff = site.efficiency
         need = np.asarray(st.energy_needed_kwh, dtype=float)
@@ -110,6 +139,18 @@ class PerfectForesightOptimum:
         battery_kw = float(self.solution.battery_kw[t])
         kw = off_or_minimum(plan_kw, kw, site.min_kw, need_kw=need / (eff * dt))
         return Decision(kw, battery_kw)
+
+
+class LPRelaxationBound(PerfectForesightOptimum):
+    """The optimum's LP relaxation: the minimum current and the resolution grid relaxed. Its objective is a
+    lower bound on every policy's cost that solves in a fraction of the exact model's time (see
+    ``docs/policies.md``); its schedule, replayed through the projection, loses some energy to both rules
+    and is caught up later (so its *executed* cost sits above both bounds)."""
+
+    name = "optimum_lp"
+
+    def __init__(self, time_limit_s: float | None = None) -> None:
+        super().__init__(time_limit_s=time_limit_s, exact=False)
 
 
 def off_or_minimum(

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from agents.base import Policy
 from agents.baselines import EqualShare, PriorityShare, RoundRobin, StaticShare, Uncontrolled, edf, llf
 from agents.mpc import ModelPredictiveControl
-from agents.optimum import PerfectForesightOptimum
+from agents.optimum import LPRelaxationBound, PerfectForesightOptimum
 from agents.rule_based import RuleBasedDLM
 
 PolicyFactory = Callable[[], Policy]
@@ -88,6 +88,7 @@ def default_registry() -> PolicyRegistry:
     reg.register("rule_based", RuleBasedDLM)
     reg.register("mpc", ModelPredictiveControl)
     reg.register("optimum", PerfectForesightOptimum)
+    reg.register("optimum_lp", LPRelaxationBound)  # the relaxation: a bound, not in NON_LEARNED
     _register_learned_loaders(reg)
     return reg
 

@@ -201,15 +201,15 @@ def test_online_policies_stay_within_limits_and_needs(
     state = make_state(site, need, time_left, base_kw=base_kw, pv_kw=pv_kw)
     snap = make_snapshot(state, prices)
     need_kw = state.energy_needed_kwh / (site.efficiency * state.dt_h)
-    # the rule-based DLM rounds an EV's need up to the charger's grid and plans a remainder below one
-    # minimum-power step as that step (the projection would switch the smaller request off)
+    # the rule-based DLM and the MPC round an EV's need up to the charger's grid and plan a remainder below
+    # one minimum-power step as that step (the projection would switch the smaller request off)
     min_step_kw = np.ceil(site.min_kw / site.resolution_kw - 1e-9) * site.resolution_kw
     rule_cap_kw = np.where(need_kw > 0, np.maximum(need_kw + site.resolution_kw, min_step_kw), 0.0)
     for name in ONLINE:
         d = run_policy(name, site, snap)
         kw = np.asarray(d.charger_kw)
         assert kw.shape == (site.n,)
-        cap_kw = rule_cap_kw if name == "rule_based" else need_kw
+        cap_kw = rule_cap_kw if name in ("rule_based", "mpc") else need_kw
         assert (kw <= cap_kw + 1e-6).all(), name  # never above an EV's need
         assert (kw[~state.ev_present] == 0).all(), name
         res = project(site, state, kw, d.battery_kw)
