@@ -342,14 +342,11 @@ def _fill(
 
 @njit(cache=True)
 def _setup_one(
-    site_c: np.ndarray,
-    site_s: np.ndarray,
-    row_limit: np.ndarray,
+    consts: Consts,
+    now: Now,
+    b: int,
     lo_c: np.ndarray,
     hi_c: np.ndarray,
-    base_kw: float,
-    pv_kw: float,
-    soc_kwh: float,
     dt_h: float,
     rounding: bool,
     lo: np.ndarray,
@@ -357,7 +354,9 @@ def _setup_one(
     rlo: np.ndarray,
     rhi: np.ndarray,
 ) -> None:
-    """Box ``lo, hi`` (chargers then battery) and row bounds ``rlo, rhi`` of one state, in place."""
+    """Box ``lo, hi`` (chargers then battery) and row bounds ``rlo, rhi`` of state ``b``, in place."""
+    row_limit, site_c, site_s = consts[0], consts[3], consts[4]
+    base_kw, pv_kw, soc_kwh = now[0][b], now[1][b], now[2][b]
     n = lo_c.shape[0]
     for i in range(n):
         if rounding:
@@ -755,7 +754,7 @@ def project_batch(
     (:func:`_departure_floor`)."""
     present, ev_max_charge, need, time_left = ev[0], ev[1], ev[3], ev[6]
     row_limit, res, min_kw, site_c, site_s = consts
-    base_kw, pv_kw, soc_kwh = now
+    base_kw, pv_kw = now[0], now[1]
     batch, n_coord = req.shape
     n = n_coord - 1
     n_rows = row_limit.shape[0] + 1
@@ -771,10 +770,7 @@ def project_batch(
     m_kw = np.empty(n)
     need_kw = np.empty(n)
     for b in range(batch):
-        _setup_one(
-            site_c, site_s, row_limit, lo_c[b], hi_c[b], base_kw[b], pv_kw[b], soc_kwh[b], dt_h, rounding,
-            lo, hi, rlo, rhi,
-        )  # fmt: skip
+        _setup_one(consts, now, b, lo_c[b], hi_c[b], dt_h, rounding, lo, hi, rlo, rhi)
         for i in range(n):
             m = min_kw[i] if enforce_min_current else 0.0
             if rounding:
@@ -838,8 +834,7 @@ def fill_priority(
 ) -> np.ndarray:
     """The request of :func:`envs.projection.priority_fill` ``(B, n)``: capacity filled in descending
     score order (negative scores discharge first with ``allow_discharge``); the caller projects it."""
-    row_limit, res, site_c, site_s = consts[0], consts[1], consts[3], consts[4]
-    base_kw, pv_kw, soc_kwh = now
+    row_limit, res, site_c = consts[0], consts[1], consts[3]
     batch, n = scores.shape
     n_coord = n + 1
     n_rows = row_limit.shape[0] + 1
@@ -851,10 +846,7 @@ def fill_priority(
     key = np.empty(n_coord)
     no_min = np.zeros(n_coord)
     for b in range(batch):
-        _setup_one(
-            site_c, site_s, row_limit, lo_c[b], hi_c[b], base_kw[b], pv_kw[b], soc_kwh[b], dt_h, False,
-            lo, hi, rlo, rhi,
-        )  # fmt: skip
+        _setup_one(consts, now, b, lo_c[b], hi_c[b], dt_h, False, lo, hi, rlo, rhi)
         start = np.zeros(n_coord)
         neg_any = False
         if allow_discharge:

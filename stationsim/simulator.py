@@ -108,7 +108,6 @@ class SimProgress:
     """physics ticks with the site or a node over its limit so far (site + node)"""
 
 
-@dataclass
 class CentralSystemUnreachable(ConnectionError):
     """No station could connect to the central system during the warm-up (nothing listens at the URL)."""
 
