@@ -349,6 +349,7 @@ class SiteLP:
         x_on: BoolArray | None = None,
         exact: bool = False,
         mip_rel_gap: float = 1e-4,
+        node_limit: int | None = None,
     ) -> LPSolution:
         """Solve for ``data``. With ``warm=True`` the HiGHS model of the previous call is updated in place
         (bounds and costs only) and re-solved from its last basis. ``x_off`` / ``x_on`` (per charging column,
@@ -358,7 +359,8 @@ class SiteLP:
         every charging column off or between the charger's minimum and its rate, on the charger's
         resolution grid, and an EV may take more than it asked (up to its room) where the grid makes the
         exact amount impossible. With a ``time_limit_s`` the best schedule found in time is returned
-        (``LPSolution.mip_gap`` says how far from proven optimal)."""
+        (``LPSolution.mip_gap`` says how far from proven optimal); ``node_limit`` bounds the branch-and-bound
+        nodes instead (the same answer on any machine)."""
         import time
 
         lo, hi, cost, rlo, rhi = _bounds_and_costs(self, data)
@@ -373,7 +375,7 @@ class SiteLP:
         if exact:
             from agents.lp_exact import solve_exact
 
-            return solve_exact(self, data, lo, hi, cost, rlo, rhi, time_limit_s, mip_rel_gap)
+            return solve_exact(self, data, lo, hi, cost, rlo, rhi, time_limit_s, mip_rel_gap, node_limit)
         if not warm or h is None:
             h = _new_highs()
             for key, value in self.highs_options.items():

@@ -29,6 +29,7 @@ def solve_exact(
     rhi: FloatArray,
     time_limit_s: float | None,
     mip_rel_gap: float,
+    node_limit: int | None = None,
 ) -> LPSolution:
     """The MILP of :func:`exact_model`, solved cold with HiGHS (:meth:`SiteLP.solve` with ``exact=True``)."""
     scale, kinds = exact_model(lp, lo, hi)
@@ -38,6 +39,8 @@ def solve_exact(
     h.setOptionValue("mip_rel_gap", float(mip_rel_gap))
     if time_limit_s is not None:
         h.setOptionValue("time_limit", float(time_limit_s))
+    if node_limit is not None:  # a work limit that, unlike wall time, gives the same answer on any machine
+        h.setOptionValue("mip_max_nodes", int(node_limit))
     model = _highs_lp(sp.csc_matrix(matrix), cost * scale, lo / scale, hi / scale, rlo, rhi)
     types = list(highspy.HighsVarType.__members__.values())
     model.integrality_ = [types[k] for k in kinds.tolist()]
@@ -62,7 +65,8 @@ def solve_exact(
     info = h.getInfo()
     solve_s = time.perf_counter() - t0
     if status != highspy.HighsModelStatus.kOptimal and not (
-        status == highspy.HighsModelStatus.kTimeLimit and info.primal_solution_status == 2
+        status in (highspy.HighsModelStatus.kTimeLimit, highspy.HighsModelStatus.kSolutionLimit)
+        and info.primal_solution_status == 2
     ):
         raise LPError(f"exact site model not solved: {h.modelStatusToString(status)}")
     x = np.asarray(h.getSolution().col_value) * scale

@@ -34,9 +34,20 @@ class PerfectForesightOptimum:
     name = "optimum"
 
     def __init__(
-        self, time_limit_s: float | None = 30.0, exact: bool = True, mip_rel_gap: float = 5e-4
+        self,
+        time_limit_s: float | None = 120.0,
+        exact: bool = True,
+        mip_rel_gap: float = 5e-4,
+        node_limit: int = 1000,
+        exact_max_columns: int = 400,
     ) -> None:
         self.time_limit_s = time_limit_s
+        """wall-clock safety net of the exact solve; the work is bounded by ``node_limit`` and
+        ``exact_max_columns`` so that the same scenario gives the same schedule on any machine"""
+        self.node_limit = node_limit
+        self.exact_max_columns = exact_max_columns
+        """the exact model is tried only up to this many charging columns (sessions x steps present); larger
+        scenarios use the relaxation, replayed with repair (``used_exact`` says which)"""
         self.exact = exact
         self.mip_rel_gap = mip_rel_gap
         self.used_exact = exact
@@ -60,11 +71,15 @@ class PerfectForesightOptimum:
         if lp.sizes["x"] > 150 * max(lp.T, 1):
             # many chargers over few steps: primal simplex beats HiGHS's default dual here (1,000 x 1 day)
             lp.highs_options["simplex_strategy"] = 4
-        self.used_exact = self.exact
-        if self.exact:
+        self.used_exact = self.exact and lp.sizes["x"] <= self.exact_max_columns
+        if self.used_exact:
             try:
                 self.solution = lp.solve(
-                    data, time_limit_s=self.time_limit_s, exact=True, mip_rel_gap=self.mip_rel_gap
+                    data,
+                    time_limit_s=self.time_limit_s,
+                    exact=True,
+                    mip_rel_gap=self.mip_rel_gap,
+                    node_limit=self.node_limit,
                 )
             except LPError:  # no schedule of the exact model in time: the relaxation, replayed with repair
                 self.used_exact = False
