@@ -29,6 +29,7 @@ from serving.forecast import LiveForecast
 from serving.journal import HISTORY_SOURCE, Journal, Publisher
 from serving.live import LiveSite, SnapshotInfo, build_snapshot
 from serving.metrics import Metrics
+from serving.schedule import plan_moved
 from serving.store import DecisionRecord, MeterSample
 
 LOG = logging.getLogger("evdlm.serving")
@@ -187,7 +188,29 @@ class SiteLoop:
             self.site, state, outcome.limits_kw, sent_values, self.live.active_mask(), self.cfg.deadband_a,
             self.cfg.deadband_w, feasible,
         )  # fmt: skip
-        return self.dispatcher.send(outcome.limits_kw, updates)
+        schedule = outcome.schedule_kw
+        if schedule is not None:
+            updates = sorted(set(updates) | set(self._plans_moved(schedule, updates)))
+        return self.dispatcher.send(outcome.limits_kw, updates, schedule, self.cfg.schedule_period_s)
+
+    def _plans_moved(self, schedule: FloatArray, updates: list[int]) -> list[int]:
+        """Chargers whose plan moved beyond the deadband in a future period (or ran half out), at most
+        once a minute (or a period, if shorter) each."""
+        now = time.monotonic()
+        chosen = set(updates)
+        out = []
+        for c in self.live.connectors:
+            if not c.active or c.index in chosen or c.plan_kw is None:
+                continue
+            if now - c.plan_start < min(self.cfg.schedule_period_s, 60.0):
+                continue  # a plan-only change waits a little: no resend storm from a shifting period
+            ch = self.site.config.chargers[c.index]
+            band_kw = self.cfg.deadband_a * ch.kw_per_a if ch.rate_unit == "A" else self.cfg.deadband_w / 1e3
+            if plan_moved(
+                c.plan_kw, now - c.plan_start, schedule[c.index], self.cfg.schedule_period_s, band_kw
+            ):
+                out.append(c.index)
+        return out
 
     # ------------------------------------------------------------------ record
 

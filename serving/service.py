@@ -38,9 +38,10 @@ from serving.control import Controller
 from serving.csms import (
     SUBPROTOCOLS,
     VERSION_OF,
-    Station16,
-    Station201,
+    Station,
+    Station21,
     make_process_request,
+    station_class,
     station_id_from_path,
 )
 from serving.dispatch import Dispatcher, FailsafeMode
@@ -103,7 +104,8 @@ class Service:
         self.safe_share_kw: FloatArray = safe_static_share_kw(self.site, cfg.failsafe_base_load_kw)
         self.controller = Controller(
             self.site, policy, fallback, self.safe_share_kw, cfg.policy_budget_s, policy_error,
-            departure_floor=cfg.departure_floor,
+            departure_floor=cfg.departure_floor, schedule_periods=cfg.schedule_periods,
+            schedule_period_s=cfg.schedule_period_s, control_interval_s=cfg.control_interval_s,
         )  # fmt: skip
         self.store = AsyncStore(Store(cfg.database_url))
         self.journal = Journal(self.store, self.metrics)
@@ -230,9 +232,7 @@ class Service:
             LOG.warning("station %s reconnected; closing its previous connection", sid)
             with contextlib.suppress(Exception):
                 await old._connection.close()
-        cp: Station16 | Station201 = (
-            Station16(sid, ws, self.updater) if version == "1.6" else Station201(sid, ws, self.updater)
-        )
+        cp: Station = station_class(version)(sid, ws, self.updater)
         connections[sid] = cp
         station.connected, station.ocpp_version = True, version
         station.failsafe = None
@@ -256,7 +256,13 @@ class Service:
         if cp is not None:
             self.live.stations[sid].failsafe = None
             # after the answer is on the wire: a call from inside a handler would deadlock
-            self._spawn(self.dispatcher.failsafe_soon(sid, cp, 0.02))
+            self._spawn(self._after_boot(sid, cp))
+
+    async def _after_boot(self, sid: str, cp: Station) -> None:
+        """The failsafe first; then, from a 2.1 station, the V2X operation modes it supports."""
+        await self.dispatcher.failsafe_soon(sid, cp, 0.02)
+        if isinstance(cp, Station21) and self.dispatcher.connections.get(sid) is cp:
+            self.updater.operation_modes(await cp.operation_modes())
 
     async def install_failsafe(self, sid: str) -> str | None:
         return await self.dispatcher.install_failsafe(sid)
