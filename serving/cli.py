@@ -30,6 +30,7 @@ class FailsafeOption(StrEnum):
 class VersionOption(StrEnum):
     v16 = "1.6"
     v201 = "2.0.1"
+    v21 = "2.1"
     mixed = "mixed"
 
 
