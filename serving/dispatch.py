@@ -28,6 +28,7 @@ from serving.csms import Station
 from serving.live import ConnectorLive, LiveSite, StationLive
 from serving.metrics import Metrics
 from serving.profiles import Purpose, set_charging_profile
+from serving.schedule import period_starts
 
 LOG = logging.getLogger("evdlm.serving")
 
@@ -107,6 +108,7 @@ class Dispatcher:
         self.connections: dict[str, Station] = {}
         self._busy: set[str] = set()
         self.period_s = 900.0
+        self.control_interval_s = 10.0
         """stations with profiles on their way (a station gets one batch at a time)"""
 
     # ------------------------------------------------------------------ failsafe
@@ -178,12 +180,14 @@ class Dispatcher:
         updates: list[int],
         schedule_kw: FloatArray | None = None,
         period_s: float = 900.0,
+        control_interval_s: float = 10.0,
     ) -> int:
         """Queue the TxProfiles of ``updates`` (indices into ``limits_kw``), decreases first; returns how
         many were queued. Stations offline or still busy with an earlier batch are skipped, and while any
         is busy no increase goes out (a decrease of an earlier cycle may still be on its way).
         ``schedule_kw`` (n, periods): each profile carries its charger's plan, ``period_s`` apart."""
         self.period_s = period_s
+        self.control_interval_s = control_interval_s
         decreases: Writes = {}
         increases: Writes = {}
         for i in updates:
@@ -240,11 +244,13 @@ class Dispatcher:
             periods = None
             if row is not None and len(row) > 1:
                 values = [value] + [signed_profile(self.site, c.index, float(p)) for p in row[1:]]
-                periods = [(round(k * self.period_s), v) for k, v in enumerate(values)]
+                starts = period_starts(len(values), self.period_s, self.control_interval_s)
+                periods = [(round(t), v) for t, v in zip(starts, values, strict=True)]
             tx_id = c.ocpp_tx_id
             req = set_charging_profile(
                 cp.version, "TxProfile", c.connector_id, value, ch.rate_unit, ch.phases, tx_id,
                 now=datetime.now(UTC), periods=periods, v2g_mode=v2g,
+                duration_s=None if periods is None else round(periods[-1][0] + self.period_s),
             )  # fmt: skip
             self.metrics.inc("profiles_sent_total")
             ok = await self._call_profile(cp, req, "TxProfile")

@@ -128,7 +128,7 @@ class SiteLoop:
                 continue
             if c.power_at < c.limit_sent_at + grace:
                 continue  # no reading since the last limit took effect: keep the verdict
-            flagged = c.power_kw > c.limit_kw * 1.1 + tol
+            flagged = c.power_kw > c.limit_kw + 0.1 * abs(c.limit_kw) + tol  # signed: V2G limits < 0
             if flagged and not c.offender:
                 LOG.warning("%s draws %.2f kW above its limit %.2f kW", c.charger_id, c.power_kw, c.limit_kw)
                 self.metrics.inc("offenders_total")
@@ -191,7 +191,9 @@ class SiteLoop:
         schedule = outcome.schedule_kw
         if schedule is not None:
             updates = sorted(set(updates) | set(self._plans_moved(schedule, updates)))
-        return self.dispatcher.send(outcome.limits_kw, updates, schedule, self.cfg.schedule_period_s)
+        return self.dispatcher.send(
+            outcome.limits_kw, updates, schedule, self.cfg.schedule_period_s, self.cfg.control_interval_s
+        )
 
     def _plans_moved(self, schedule: FloatArray, updates: list[int]) -> list[int]:
         """Chargers whose plan moved beyond the deadband in a future period (or ran half out), at most

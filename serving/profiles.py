@@ -75,6 +75,7 @@ def set_charging_profile(
     now: datetime | None = None,
     periods: Sequence[tuple[int, float]] | None = None,
     v2g_mode: str = "charge_only",
+    duration_s: int | None = None,
 ) -> call16.SetChargingProfile | call201.SetChargingProfile | call21.SetChargingProfile:
     """One ``SetChargingProfile`` request.
 
@@ -82,7 +83,7 @@ def set_charging_profile(
     profile). A TxProfile needs ``transaction_id``; the maximum profile is absolute from ``now``, a
     single-period Tx / TxDefault profile is relative to the transaction start and holds until replaced.
     ``periods`` (``(start s from now, value)``, values in ``unit``) makes a TxProfile a schedule, absolute
-    from ``now`` for the plan's length (the last period as long as the one before). ``v2g_mode``
+    from ``now`` for ``duration_s`` (default: the last period as long as the one before). ``v2g_mode``
     (2.1 only) is the transaction's V2G mode: values below 0 are sent only in a driven mode.
     """
     if v2g_mode != "charge_only" and version != "2.1":
@@ -102,7 +103,7 @@ def set_charging_profile(
         if now is None:
             raise ValueError("a schedule needs now")
         kind = "Absolute"
-        duration = plan[-1][0] + (plan[-1][0] - plan[-2][0])
+        duration = duration_s if duration_s is not None else plan[-1][0] + (plan[-1][0] - plan[-2][0])
     mode = v2g_mode if version == "2.1" else "charge_only"
     period_list = [_period(int(t), v, number_phases, mode) for t, v in plan]
     if version == "1.6":
