@@ -10,12 +10,12 @@ future periods follow one documented rule, **hold and project**: every charger k
 decided now, and each future period is that request projected (:func:`envs.projection.project`, with the
 departure floor and the V2G departure margin, the import, export and node limits) on the state the site
 is expected to be in then: each EV's need, room and dischargeable energy moved by the periods before it,
-its time left shortened (to whole periods), EVs gone from the period their departure falls in, and the base load and PV of the snapshot's
-forecast window at that time (flat where no forecast is configured). So every period is feasible for the
-forecast, an EV that must finish gets its departure floor in the period it needs it, and discharge stops
-where the departure margin says so. A station that loses its central system follows this plan until it
-ends, then its failsafe profiles. With a stale site meter no period discharges and none exceeds the static
-safe share.
+its time left shortened (to whole periods), EVs gone from the period their departure falls in, and the
+base load and PV of the snapshot's forecast window at that time (flat where no forecast is configured).
+So every period is feasible for the forecast, an EV that must finish gets its departure floor in the
+period it needs it, and discharge stops where the departure margin says so. A station that loses its
+central system follows this plan until it ends, then its failsafe profiles. With a stale site meter no
+period discharges and none exceeds the static safe share.
 """
 
 from __future__ import annotations

@@ -52,7 +52,7 @@ def v2g_site(export_limit_kw: float = 15.0) -> SiteConfig:
                     "rate_unit": "A",
                     "bidirectional": True,
                     "max_discharge_kw": 11.0,
-                }  # fmt: skip
+                }
                 for cid in ("CP1-1", "CP1-2", "CP2-1", "CP2-2")
             ],
         }
