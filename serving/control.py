@@ -230,9 +230,6 @@ class Controller:
         if meter_stale:
             limits = np.clip(limits, 0.0, self.safe_share_kw)  # no discharge without a site meter
             assumed = np.where(fixed.mask, assumed, limits) if fixed is not None else limits
-        planned = float(
-            np.asarray(self.site.site_import_kw(assumed, state.base_load_kw, state.pv_kw, res.battery_kw))
-        )
         schedule = None
         if self.schedule_periods > 1:
             schedule = plan_schedule(
@@ -240,9 +237,15 @@ class Controller:
                 self.schedule_period_s, self.control_interval_s, self.departure_floor,
                 self.safe_share_kw if meter_stale else None,
             )  # fmt: skip
-            schedule[:, 0] = limits
             if fixed is not None and fixed.any:
                 schedule[fixed.mask] = fixed.hold_kw[fixed.mask, None]
+            # what is sent now is the schedule's first period (a discharge no deeper than it can hold)
+            cut = schedule[:, 0] > limits
+            limits = schedule[:, 0].copy()
+            assumed = np.where(cut, limits, assumed)
+        planned = float(
+            np.asarray(self.site.site_import_kw(assumed, state.base_load_kw, state.pv_kw, res.battery_kw))
+        )
         return CycleOutcome(limits, name, reason, meter_stale, res, planned, assumed, schedule)
 
 

@@ -108,7 +108,6 @@ class Dispatcher:
         self.connections: dict[str, Station] = {}
         self._busy: set[str] = set()
         self.period_s = 900.0
-        self.control_interval_s = 10.0
         """stations with profiles on their way (a station gets one batch at a time)"""
 
     # ------------------------------------------------------------------ failsafe
@@ -180,14 +179,12 @@ class Dispatcher:
         updates: list[int],
         schedule_kw: FloatArray | None = None,
         period_s: float = 900.0,
-        control_interval_s: float = 10.0,
     ) -> int:
         """Queue the TxProfiles of ``updates`` (indices into ``limits_kw``), decreases first; returns how
         many were queued. Stations offline or still busy with an earlier batch are skipped, and while any
         is busy no increase goes out (a decrease of an earlier cycle may still be on its way).
         ``schedule_kw`` (n, periods): each profile carries its charger's plan, ``period_s`` apart."""
         self.period_s = period_s
-        self.control_interval_s = control_interval_s
         decreases: Writes = {}
         increases: Writes = {}
         for i in updates:
@@ -244,8 +241,8 @@ class Dispatcher:
             periods = None
             if row is not None and len(row) > 1:
                 values = [value] + [signed_profile(self.site, c.index, float(p)) for p in row[1:]]
-                starts = period_starts(len(values), self.period_s, self.control_interval_s)
-                periods = [(round(t), v) for t, v in zip(starts, values, strict=True)]
+                starts = period_starts(len(values), self.period_s)
+                periods = list(zip(starts, values, strict=True))
             tx_id = c.ocpp_tx_id
             req = set_charging_profile(
                 cp.version, "TxProfile", c.connector_id, value, ch.rate_unit, ch.phases, tx_id,

@@ -191,9 +191,7 @@ class SiteLoop:
         schedule = outcome.schedule_kw
         if schedule is not None:
             updates = sorted(set(updates) | set(self._plans_moved(schedule, updates)))
-        return self.dispatcher.send(
-            outcome.limits_kw, updates, schedule, self.cfg.schedule_period_s, self.cfg.control_interval_s
-        )
+        return self.dispatcher.send(outcome.limits_kw, updates, schedule, self.cfg.schedule_period_s)
 
     def _plans_moved(self, schedule: FloatArray, updates: list[int]) -> list[int]:
         """Chargers whose plan moved beyond the deadband in a future period (or ran half out), at most

@@ -1,27 +1,25 @@
-"""The plan behind each TxProfile: the decision now, then ``schedule_periods - 1`` periods of
-``schedule_period_s``.
-
-The first period is the decision of this cycle and lasts one control interval (what it was projected
-for: the departure margin of a discharge holds for that long); the periods after it start at
-``control_interval_s + (k - 1) * schedule_period_s`` (:func:`period_starts`).
+"""The plan behind each TxProfile: ``schedule_periods`` periods of ``schedule_period_s`` from now.
 
 Policies return one decision per snapshot (:class:`agents.base.Decision`), not a trajectory, so the
 future periods follow one documented rule, **hold and project**: every charger keeps asking for what was
-decided now, and each future period is that request projected (:func:`envs.projection.project`, with the
-departure floor and the V2G departure margin, the import, export and node limits) on the state the site
-is expected to be in then: each EV's need, room and dischargeable energy moved by the periods before it,
-its time left shortened (to whole periods), EVs gone from the period their departure falls in, and the
-base load and PV of the snapshot's forecast window at that time (flat where no forecast is configured).
-So every period is feasible for the forecast, an EV that must finish gets its departure floor in the
-period it needs it, and discharge stops where the departure margin says so. A station that loses its
-central system follows this plan until it ends, then its failsafe profiles. With a stale site meter no
-period discharges and none exceeds the static safe share.
+decided now, and each period is that request projected (:func:`envs.projection.project`, with the
+departure floor and the V2G departure margin, the import, export and node limits, ``dt`` = the period) on
+the state the site is expected to be in then: each EV's need, room and dischargeable energy moved by the
+periods before it, its time left shortened, EVs gone once departed (an EV leaving inside a period is
+asked for its need within the part it is there for), and the base load and PV of the snapshot's forecast
+window at that time (flat where no forecast is configured). So every period is feasible for the
+forecast, an EV that must finish gets its departure floor in the period it needs it, and discharge stops
+where the departure margin says so.
+
+The first period is the decision now, except that a discharge is cut to what the departure margin
+allows for a whole period: a station may lose its central system at any moment and then holds the first
+period for all of it. A station that loses its central system follows the plan until it ends, then its
+failsafe profiles. With a stale site meter no period discharges and none exceeds the static safe share.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import numpy as np
 
@@ -42,67 +40,61 @@ def plan_schedule(
     cap_kw: FloatArray | None = None,
 ) -> FloatArray:
     """(n, periods) kW per charger and period, the first the decision now (``now_kw``, already
-    projected); see the module docstring. ``cap_kw``: an upper bound on every period (the static safe
-    share on a stale meter, where discharge is off too)."""
+    projected) with any discharge cut to what a whole period allows; see the module docstring.
+    ``cap_kw``: an upper bound on every period (the static safe share on a stale meter, where discharge
+    is off too)."""
     n = site.n
     out = np.zeros((n, periods))
-    out[:, 0] = now_kw
-    if periods == 1:
-        return out
     step_h = period_s / 3600.0
-    starts = period_starts(periods, period_s, control_interval_s)
-    first_h = starts[1] / 3600.0
     eff = np.asarray(site.efficiency, dtype=float)
-    present = np.asarray(state.ev_present, dtype=bool).copy()
-    may_discharge = np.asarray(state.ev_max_discharge_kw, dtype=float) > 0
+    present0 = np.asarray(state.ev_present, dtype=bool)
+    may_discharge = (np.asarray(state.ev_max_discharge_kw, dtype=float) > 0) & (cap_kw is None)
     need = np.asarray(state.energy_needed_kwh, dtype=float).copy()
     room = np.asarray(state.energy_room_kwh, dtype=float).copy()
     dis = np.asarray(state.energy_dischargeable_kwh, dtype=float).copy()
-    left = np.asarray(state.time_left_h, dtype=float).copy()
-    request = np.where(present, now_kw, 0.0)
-    p = np.asarray(now_kw, dtype=float)
+    left0 = np.asarray(state.time_left_h, dtype=float)
+    request = np.where(present0, now_kw, 0.0)
     last = len(window.base_load_kw) - 1
-    for k in range(1, periods):
-        held_h = first_h if k == 1 else step_h  # how long the period before lasts
-        moved = np.where(p > 0, p * eff, p / eff) * held_h  # battery side
-        need = np.maximum(need - moved, 0.0)
-        room = np.maximum(room - moved, 0.0)
-        dis = np.maximum(dis + moved, 0.0)
-        left = left - held_h
-        # whole periods left: an EV leaving inside a period is planned as gone for all of it, so its
-        # departure floor lands in the periods it is fully there for
-        whole = np.floor(left / step_h + 1e-9) * step_h
-        present = present & (whole > 1e-9)
-        j = min(round(starts[k] / control_interval_s), last)
+    p = np.zeros(n)
+    for k in range(periods):
+        if k > 0:
+            moved = np.where(p > 0, p * eff, p / eff) * step_h  # battery side
+            need = np.maximum(need - moved, 0.0)
+            room = np.maximum(room - moved, 0.0)
+            dis = np.maximum(dis + moved, 0.0)
+        left = left0 - k * step_h
+        present = present0 & (left > 1e-9)
+        # an EV leaving inside this period: its need (and room) as power over the part it is there for
+        scale = np.where(present & (left < step_h), step_h / np.maximum(left, 1e-9), 1.0)
+        j = min(round(k * period_s / control_interval_s), last)
         st = dataclasses.replace(
             state,
             ev_present=present,
             ev_max_charge_kw=np.where(present, state.ev_max_charge_kw, 0.0),
-            ev_max_discharge_kw=np.where(present & (cap_kw is None), state.ev_max_discharge_kw, 0.0),
-            energy_needed_kwh=np.where(present, need, 0.0),
-            energy_room_kwh=np.where(present, room, 0.0),
+            ev_max_discharge_kw=np.where(present & may_discharge, state.ev_max_discharge_kw, 0.0),
+            energy_needed_kwh=np.where(present, need * scale, 0.0),
+            energy_room_kwh=np.where(present, room * scale, 0.0),
             energy_dischargeable_kwh=np.where(present, dis, 0.0),
-            time_left_h=np.where(present, whole, 0.0),
+            time_left_h=np.where(present, np.maximum(left, step_h), 0.0),
             base_load_kw=float(window.base_load_kw[j]),
             pv_kw=float(window.pv_kw[j]),
             dt_h=step_h,
         )
-        res = project(
-            site, st, np.where(present, request, 0.0), 0.0, plan=plan, departure_floor=departure_floor
-        )
+        res = project(site, st, request, 0.0, plan=plan, departure_floor=departure_floor)
         got = np.asarray(res.charger_kw, dtype=float)
         p = np.where(present, np.where(may_discharge, got, np.maximum(got, 0.0)), 0.0)
+        if k == 0:
+            # the decision now; a discharge no deeper than a whole period allows
+            p = np.where(np.asarray(now_kw) < 0, np.maximum(now_kw, np.minimum(p, 0.0)), now_kw)
         if cap_kw is not None:
             p = np.clip(p, 0.0, cap_kw)
         out[:, k] = p
     return out
 
 
-def period_starts(periods: int, period_s: float, control_interval_s: float) -> list[float]:
-    """Start of each period, s from now: 0, then ``first + (k - 1) * period_s`` where ``first`` is the
-    control interval rounded up to whole seconds (OCPP's ``startPeriod`` is in whole seconds)."""
-    first = float(math.ceil(control_interval_s - 1e-9))
-    return [0.0] + [first + (k - 1) * period_s for k in range(1, periods)]
+def period_starts(periods: int, period_s: float) -> list[int]:
+    """Start of each period, whole seconds from now (OCPP's ``startPeriod``)."""
+    return [round(k * period_s) for k in range(periods)]
 
 
 def plan_moved(

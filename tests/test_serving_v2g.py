@@ -24,6 +24,7 @@ from serving.service import Service
 from serving.v2g import choose_mode
 from stationsim.simulator import SimOptions, SiteSimulator
 from tests.test_serving_helpers import PASSWORDS, FullPower, serving_config
+from training.evaluate import SHORT_KWH
 
 SPEED = 60.0
 
@@ -216,16 +217,19 @@ def test_every_planned_period_is_feasible_and_discharge_respects_the_departure_m
         np.full(h * 90, 1.0), np.zeros(h * 90), np.full(h * 90, 0.2), np.full(h * 90, 0.05)
     )
     sched = plan_schedule(site, plan, state, window, now, h, 900.0, 10.0)
-    assert sched.shape == (n, h) and np.array_equal(sched[:, 0], now)
+    assert sched.shape == (n, h)
+    # now: the decision, its discharge cut to what a whole period allows
+    assert np.array_equal(sched[2:, 0], now[2:]) and np.all(sched[:2, 0] >= now[:2])
     site_kw = sched.sum(axis=0) + 1.0
     assert np.all(site_kw <= site.import_limit_kw + 1e-6) and np.all(site_kw >= -6.0 - 1e-6)
     assert np.all(sched[2:] >= 0.0)  # no discharge where the EV does not allow it (and no EV: 0)
     assert np.all(sched[3] == 0.0)
     # the EV needing 20 kWh in 2.5 h stops discharging in time and still gets its energy before leaving
     eff = site.efficiency[1]
-    held_h = np.r_[10 / 3600, np.full(h - 1, 0.25)]  # the decision now for one interval, then 15 min
-    moved = np.where(sched[1] > 0, sched[1] * eff, sched[1] / eff) * held_h
-    assert moved[:10].sum() >= 20.0 - 1e-3
+    moved = np.where(sched[1] > 0, sched[1] * eff, sched[1] / eff) * 0.25
+    # (not short by evaluate's definition, SHORT_KWH: the projection rounds each period down to the
+    # charger's current step, a few Wh over the stay)
+    assert moved[:10].sum() >= 20.0 - SHORT_KWH
     assert np.all(sched[1, 10:] == 0.0)  # planned as gone from the period its departure falls in
     # a plan moved beyond the band is resent; the same plan later is not
     assert not plan_moved(sched[0], 0.0, sched[0], 900.0, 0.5)
