@@ -6,6 +6,7 @@ commands so ``evdlm --help`` stays fast.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -32,6 +33,12 @@ class VersionOption(StrEnum):
     v201 = "2.0.1"
     v21 = "2.1"
     mixed = "mixed"
+
+
+def _parse_start(text: str) -> datetime:
+    """An ISO time (UTC where it names no offset)."""
+    t = datetime.fromisoformat(text)
+    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
 
 
 def default_serving_config(site_path: Path, site: SiteConfig, secrets: Path | None) -> ServingConfig:
@@ -200,6 +207,10 @@ def register(app: typer.Typer) -> None:
             str, typer.Option(help="STATION:AT_S:FOR_S,... stations that disconnect for a while")
         ] = "",
         json_out: Annotated[bool, typer.Option("--json", help="print the report as one JSON object")] = False,
+        start_at: Annotated[
+            str | None, typer.Option(help="ISO time at which simulated time starts (default: after warm-up)")
+        ] = None,
+        no_v2x: Annotated[str, typer.Option(help="2.1 stations that report no V2X operation mode")] = "",
     ) -> None:
         """Replay a scenario with simulated OCPP stations against a running central system."""
         import asyncio
@@ -249,6 +260,8 @@ def register(app: typer.Typer) -> None:
             operator_token=os.environ.get(OPERATOR_TOKEN_ENV),
             passwords=passwords,
             duration_s=duration_s,
+            start_at=None if start_at is None else _parse_start(start_at),
+            no_v2x=split(no_v2x),
         )
         sim = SiteSimulator(sc, csms, opts, mapping)
         with tqdm(total=1.0, unit="", disable=json_out, bar_format=_SIM_BAR, file=sys.stderr) as bar:

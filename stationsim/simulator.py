@@ -89,6 +89,9 @@ class SimOptions:
     """2.1 stations that report ChargingOnly only (no discharge)"""
     v2g_min_soc: float = 0.2
     """a V2X EV never discharges below this SoC (or its arrival SoC, if lower)"""
+    start_at: datetime | None = None
+    """simulated time starts at this wall-clock time (at speed 1 the simulated clock is then the wall
+    clock, so the central system's tariff and forecasts line up with the scenario)"""
 
 
 @dataclass(frozen=True)
@@ -472,6 +475,8 @@ class SiteSimulator:
         ):
             await asyncio.sleep(0.05)  # every station connected, booted and given its failsafe
         await asyncio.sleep(self.opt.warmup_s)
+        if self.opt.start_at is not None:
+            await asyncio.sleep(max((self.opt.start_at - datetime.now(UTC)).total_seconds(), 0.0))
         self._wall0 = time.monotonic()
         self._tick(0.0)
         end_wall = (
