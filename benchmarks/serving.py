@@ -264,7 +264,8 @@ V2G_STEP_S = 10
 
 def build_v2g_scenario(folder: Path, n: int, start: pd.Timestamp, minutes: float) -> Path:
     """``n`` bidirectional chargers in groups of 20 on feeders (60 %), all EVs V2X from ``start`` to
-    ``start + minutes``; the tariff is expensive (import 0.60, export 0.50) from 25 % to 60 % of the stay,
+    ``start + minutes``, each asking a quarter of what its charger could give it in the stay; the tariff
+    is expensive (import 0.60, export 0.50) from 25 % to 60 % of the stay,
     cheap (0.10 / 0.02) otherwise; the export limit is a quarter of the installed discharge power."""
     groups = max(1, (n + 19) // 20)
     charger_kw = 11.04
@@ -300,7 +301,7 @@ def build_v2g_scenario(folder: Path, n: int, start: pd.Timestamp, minutes: float
             "charger_id": [c["id"] for c in chargers],
             "arrival": [start] * n,
             "departure": [start + pd.Timedelta(minutes=minutes)] * n,
-            "energy_kwh": 0.4,
+            "energy_kwh": round(0.25 * charger_kw * 0.95 * minutes / 60.0, 3),
             "battery_kwh": 60.0,
             "arrival_soc": 0.5,
             "v2g": True,
@@ -321,8 +322,13 @@ def run_v2g(work: Path, n: int, minutes: float, interval_s: float = V2G_STEP_S) 
     config = write_config(work, scenario, interval_s, ocpp, http, f"sqlite:///{work / 'serving.db'}")
     cfg = yaml.safe_load(config.read_text())
     cfg["prices"] = {"csv": str(scenario / "timeseries.csv")}
+    # the plan on the policy's step (the scenario's 10 s), 5 minutes ahead: a stay of minutes is shorter
+    # than the default 15-minute period, whose first period may only discharge what a whole period allows
+    cfg["schedule_period_s"] = float(interval_s)
+    cfg["schedule_periods"] = 30
     config.write_text(yaml.safe_dump(cfg))
-    svc = start_service(config, work / "service.log", "rule_based", "max")
+    # TxDefault failsafe: the environment caps no station at its safe share either
+    svc = start_service(config, work / "service.log", "rule_based", "tx_default")
     try:
         wait_http(http)
         extra = ["--start-at", start.isoformat()]

@@ -310,3 +310,19 @@ async def test_a_station_that_loses_its_central_system_follows_its_last_schedule
         assert sim.physics.profiles[sid].max_kw is not None
     assert rep.violation_ticks == 0 and rep.node_violation_ticks == 0
     assert rep.max_site_import_kw <= 30.0 + 1e-6
+
+
+def test_16_and_201_profiles_carry_the_plan_for_charging() -> None:
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+    periods = [(0, 16.0), (900, 10.0), (1800, 6.0)]
+    p16 = set_charging_profile(
+        "1.6", "TxProfile", 2, 16.0, "A", 3, "7", now=now, periods=periods, duration_s=2700
+    )
+    s16 = p16.cs_charging_profiles["charging_schedule"]
+    assert p16.cs_charging_profiles["charging_profile_kind"] == "Absolute"
+    assert s16["start_schedule"] == "2030-01-01T00:00:00Z" and s16["duration"] == 2700
+    assert [p["limit"] for p in s16["charging_schedule_period"]] == [16.0, 10.0, 6.0]
+    p201 = set_charging_profile("2.0.1", "TxProfile", 2, 16.0, "A", 3, "tx", now=now, periods=periods)
+    s201 = p201.charging_profile["charging_schedule"][0]
+    assert [p["start_period"] for p in s201["charging_schedule_period"]] == [0, 900, 1800]
+    assert all(set(p) == {"start_period", "limit", "number_phases"} for p in s201["charging_schedule_period"])
