@@ -283,6 +283,10 @@ def build_snapshot(
         if c.offender and c.limit_kw is not None and np.isfinite(measured[i]):
             overdraw += max(0.0, float(measured[i]) - c.limit_kw)
     ev_max = np.minimum(ev_max, cap_kw)
+    if np.any(present & ~np.isfinite(measured)):
+        # a charger whose draw is not measured yet makes the base load (import - measured chargers) an
+        # over-estimate: safe for the import limit, not for the export limit; no EV discharges meanwhile
+        dis_max[:] = 0.0
     meter = live.meter
     source_none = cfg.meter.source == "none"
     fresh = meter is not None and mono - meter.at <= cfg.meter_timeout_s

@@ -264,7 +264,8 @@ async def test_only_a_v2x_ev_on_a_v2x_station_gets_discharge_periods(tmp_path: P
     assert {s["ocpp_version"] for s in state["stations"]} == {"2.1"}
     discharging = _tx_periods(seen, "CP1-1")
     assert discharging and any(p.get("setpoint", 0.0) < 0 for p in discharging)
-    assert all(p["operation_mode"] == "CentralSetpoint" for p in discharging)
+    # (its first profile may precede the EV's needs: charge-only until they arrive)
+    assert all(p.get("operation_mode", "CentralSetpoint") == "CentralSetpoint" for p in discharging)
     assert len(discharging) >= 4  # a schedule, not a single limit
     for cid in ("CP1-2", "CP2-1", "CP2-2"):
         periods = _tx_periods(seen, cid)
