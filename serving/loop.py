@@ -22,9 +22,10 @@ from typing import Any
 import numpy as np
 
 from envs.core import FloatArray, Snapshot
+from envs.share import profile_to_kw_one
 from serving.config import ServingConfig
 from serving.control import Controller, CycleOutcome, FixedLoad, keeps_feasible
-from serving.dispatch import Dispatcher, select_updates
+from serving.dispatch import Dispatcher, select_updates, signed_profile
 from serving.forecast import LiveForecast
 from serving.journal import HISTORY_SOURCE, Journal, Publisher
 from serving.live import LiveSite, SnapshotInfo, build_snapshot
@@ -101,6 +102,7 @@ class SiteLoop:
     def read(self) -> Reading:
         now = time.monotonic()
         self.cycle += 1
+        self._follow_plans(now)
         self._flag_offenders(now)
         fixed = self._fixed_load()
         self._update_correction(fixed)
@@ -116,6 +118,20 @@ class SiteLoop:
                 self.journal.sample(sample)
             self.metrics.inc("forecast_cycles_total", source=info.forecast_source)
         return Reading(snapshot, info, fixed)
+
+    def _follow_plans(self, now: float) -> None:
+        """A station follows its schedule on its own: each charger's current limit is its sent plan's
+        period now (the last one past its end), so the deadband, the feasibility check and the offender
+        check compare with what the station does."""
+        period_s = self.cfg.schedule_period_s
+        for c in self.live.connectors:
+            if not c.active or c.plan_kw is None or c.limit_kw is None or len(c.plan_kw) < 2:
+                continue
+            k = min(int(max(now - c.plan_start, 0.0) // period_s), len(c.plan_kw) - 1)
+            value = signed_profile(self.site, c.index, float(c.plan_kw[k]))
+            if value != c.limit_value:
+                c.limit_value = value
+                c.limit_kw = profile_to_kw_one(self.site, c.index, value)
 
     def _flag_offenders(self, now: float) -> None:
         """Flag stations drawing more than their limit; a flag holds until a fresh reading clears it."""

@@ -13,8 +13,13 @@ where the departure margin says so.
 
 The first period is the decision now, except that a discharge is cut to what the departure margin
 allows for a whole period: a station may lose its central system at any moment and then holds the first
-period for all of it. A station that loses its central system follows the plan until it ends, then its
-failsafe profiles. With a stale site meter no period discharges and none exceeds the static safe share.
+period for all of it. No later period is further from 0 than the first (charging never rises, discharge
+never deepens): a station steps into its next period on its own, and the central system, which keeps
+every station's current limit feasible together, must not be surprised by a rise. The price: an EV
+not charging now is not started later by its plan, so a station cut off in an expensive hour can leave
+its EV short; online, the next cycles start it. A station that loses its central system follows the
+plan until it ends, then its failsafe profiles. With a stale site meter no period discharges and none
+exceeds the static safe share.
 """
 
 from __future__ import annotations
@@ -56,6 +61,7 @@ def plan_schedule(
     request = np.where(present0, now_kw, 0.0)
     last = len(window.base_load_kw) - 1
     p = np.zeros(n)
+    first = np.zeros(n)
     for k in range(periods):
         if k > 0:
             moved = np.where(p > 0, p * eff, p / eff) * step_h  # battery side
@@ -67,11 +73,17 @@ def plan_schedule(
         # an EV leaving inside this period: its need (and room) as power over the part it is there for
         scale = np.where(present & (left < step_h), step_h / np.maximum(left, 1e-9), 1.0)
         j = min(round(k * period_s / control_interval_s), last)
+        max_charge = np.asarray(state.ev_max_charge_kw, dtype=float)
+        max_dis = np.asarray(state.ev_max_discharge_kw, dtype=float)
+        if k > 0:
+            # never further from 0 than now (see the module docstring): the box of every later period
+            max_charge = np.minimum(max_charge, np.maximum(first, 0.0))
+            max_dis = np.minimum(max_dis, np.maximum(-first, 0.0))
         st = dataclasses.replace(
             state,
             ev_present=present,
-            ev_max_charge_kw=np.where(present, state.ev_max_charge_kw, 0.0),
-            ev_max_discharge_kw=np.where(present & may_discharge, state.ev_max_discharge_kw, 0.0),
+            ev_max_charge_kw=np.where(present, max_charge, 0.0),
+            ev_max_discharge_kw=np.where(present & may_discharge, max_dis, 0.0),
             energy_needed_kwh=np.where(present, need * scale, 0.0),
             energy_room_kwh=np.where(present, room * scale, 0.0),
             energy_dischargeable_kwh=np.where(present, dis, 0.0),
@@ -86,6 +98,9 @@ def plan_schedule(
         if k == 0:
             # the decision now; a discharge no deeper than a whole period allows
             p = np.where(np.asarray(now_kw) < 0, np.maximum(now_kw, np.minimum(p, 0.0)), now_kw)
+            first = p.copy()
+        else:
+            p = np.clip(p, np.minimum(first, 0.0), np.maximum(first, 0.0))  # the box already holds it
         if cap_kw is not None:
             p = np.clip(p, 0.0, cap_kw)
         out[:, k] = p
