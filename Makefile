@@ -10,16 +10,19 @@ export PYTHONHASHSEED := 0
 
 .PHONY: install install-test run test lint typecheck pytest bench bench-data bench-real clean
 
+# pip shows what it collects and installs (no -q): the first install takes a few minutes, never silently
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install --upgrade pip
 
 $(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
-	$(PIP) -q -e .
+	@echo "installing evdlm and its dependencies into $(VENV) (torch, ray, mlflow: a few minutes the first time)"
+	$(PIP) -e .
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml constraints.txt | $(BIN)/python
-	$(PIP) -q -e '.[test]'
+	@echo "installing evdlm with its test tools into $(VENV) (a few minutes the first time)"
+	$(PIP) -e '.[test]'
 	touch $(VENV)/.installed $@
 
 install: $(VENV)/.installed

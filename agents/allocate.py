@@ -25,7 +25,8 @@ import numpy as np
 import scipy.sparse as sp
 
 from envs.core import FloatArray, IntArray, SiteArrays, SiteState
-from envs.projection import charger_bounds
+from envs.limit_rows import LimitRows
+from envs.physics import ev_terms
 
 _TOL_KW = 1e-9
 
@@ -47,23 +48,11 @@ class Resources:
 
     @classmethod
     def from_site(cls, site: SiteArrays) -> Resources:
-        cols: list[FloatArray] = []
-        limits: list[float] = []
-        rated = site.rated_kw
-        for j in range(site.m):
-            member = site.membership[:, j]
-            if float(rated @ member) > site.node_limit_kw[j] + 1e-9:  # a node that can bind
-                cols.append(member.copy())
-                limits.append(float(site.node_limit_kw[j]))
-            if np.isfinite(site.node_limit_a[j]):
-                for p in range(3):
-                    amps = member * site.phase_a_per_kw[:, p]
-                    if float(rated @ amps) > site.node_limit_a[j] + 1e-9:
-                        cols.append(amps)
-                        limits.append(float(site.node_limit_a[j]))
-        cols.append(np.ones(site.n))
-        coef = sp.csr_matrix(np.stack(cols, axis=1))
-        return cls(coef=coef, static_limit=np.array(limits, dtype=float), entries=_entries(coef))
+        """The site's :class:`envs.limit_rows.LimitRows` (the rows that can bind) and the connection."""
+        rows = LimitRows.from_site(site)
+        by_node = np.lexsort((rows.phase, rows.node))  # node by node, kW first (the fills' summation order)
+        coef = sp.csr_matrix(np.column_stack([rows.weights[:, by_node], np.ones(site.n)]))
+        return cls(coef=coef, static_limit=rows.limit[by_node], entries=_entries(coef))
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -85,13 +74,13 @@ def site_headroom_kw(
 
 
 def charge_caps_kw(site: SiteArrays, state: SiteState) -> FloatArray:
-    """The most each charger should draw now (kW, >= 0): the projection's box (charger, EV and battery
-    room limits, :func:`envs.projection.charger_bounds`) and never more than the EV still needs."""
-    _, hi = charger_bounds(site, state)
+    """The most each charger should draw now (kW, >= 0): the projection's upper bound (charger, EV and
+    room limits, ``hi_kw`` of :func:`envs.physics.ev_terms`) and never more than the EV still needs."""
+    hi = ev_terms(site, state).hi_kw
     need_kw = np.maximum(np.asarray(state.energy_needed_kwh, dtype=float), 0.0) / (
         site.efficiency * state.dt_h
     )
-    return np.maximum(np.minimum(np.asarray(hi, dtype=float), need_kw), 0.0)
+    return np.maximum(np.minimum(hi, need_kw), 0.0)
 
 
 Coef: TypeAlias = FloatArray | sp.csr_matrix | Resources

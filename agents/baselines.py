@@ -21,6 +21,7 @@ round_robin         served in a rotating order; the queue moves on past those se
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 
@@ -33,6 +34,7 @@ from agents.allocate import (
 )
 from agents.base import Decision
 from envs.core import FloatArray, IntArray, SiteArrays, SiteState, Snapshot
+from envs.physics import ev_terms
 from envs.scenario import Scenario
 from envs.share import safe_static_share_kw
 
@@ -57,6 +59,28 @@ class _AllocatorPolicy:
         if self._site is None or self._res is None:
             raise RuntimeError(f"{self.name}: call reset(site) before act()")
         return self._site, self._res
+
+    def _step(self, snapshot: Snapshot) -> _Step:
+        """What every allocator reads first: the caps, the chargers that want power and the limits now."""
+        site, res = self._ready()
+        state = snapshot.state
+        caps = charge_caps_kw(site, state)
+        limits = res.limits(site_headroom_kw(site, state))
+        return _Step(site, res, state, caps, np.flatnonzero(caps > 0), limits)
+
+
+class _Step(NamedTuple):
+    """One step as an allocator sees it (:meth:`_AllocatorPolicy._step`)."""
+
+    site: SiteArrays
+    res: Resources
+    state: SiteState
+    caps_kw: FloatArray
+    """(n,) the most each charger should draw (:func:`agents.allocate.charge_caps_kw`)"""
+    active: IntArray
+    """chargers with a positive cap"""
+    limits: FloatArray
+    """(R,) every resource's limit with the connection's headroom now"""
 
 
 class Uncontrolled(_AllocatorPolicy):
@@ -123,13 +147,11 @@ class EqualShare(_AllocatorPolicy):
         return active[np.argsort((active - self._turn) % site.n, kind="stable")]
 
     def act(self, snapshot: Snapshot) -> Decision:
-        site, res = self._ready()
-        state = snapshot.state
-        caps = charge_caps_kw(site, state)
-        active = np.flatnonzero(caps > 0)
-        limits = res.limits(site_headroom_kw(site, state))
-        order = self._admission_order(site, state, active)
-        alloc = fair_with_minimum(res.coef, limits, caps, site.min_kw, order, self._weights(state))
+        s = self._step(snapshot)
+        order = self._admission_order(s.site, s.state, s.active)
+        alloc = fair_with_minimum(
+            s.res.coef, s.limits, s.caps_kw, s.site.min_kw, order, self._weights(s.state)
+        )
         return Decision(alloc)
 
 
@@ -161,19 +183,10 @@ def edf_key(site: SiteArrays, state: SiteState, caps_kw: FloatArray) -> FloatArr
     return np.asarray(state.time_left_h, dtype=float)
 
 
-def laxity_h(site: SiteArrays, state: SiteState) -> FloatArray:
-    """Hours an EV can still wait: time left minus the time its remaining energy takes at full power."""
-    rate_kw = np.minimum(site.rated_kw, np.asarray(state.ev_max_charge_kw, dtype=float)) * site.efficiency
-    with np.errstate(divide="ignore", invalid="ignore"):
-        needed_h = np.where(
-            rate_kw > 0, np.asarray(state.energy_needed_kwh) / np.where(rate_kw > 0, rate_kw, 1), 0
-        )
-    return np.asarray(state.time_left_h, dtype=float) - needed_h
-
-
 def llf_key(site: SiteArrays, state: SiteState, caps_kw: FloatArray) -> FloatArray:
-    """Least laxity first."""
-    return laxity_h(site, state)
+    """Least laxity first: hours an EV can still wait, time left minus the time its remaining energy takes
+    at the rate its charger can hold (``laxity_h`` of :func:`envs.physics.ev_terms`)."""
+    return ev_terms(site, state).laxity_h
 
 
 class SortKeyPolicy(_AllocatorPolicy):
@@ -189,13 +202,14 @@ class SortKeyPolicy(_AllocatorPolicy):
         return active[np.lexsort((active, key))]  # ties: charger order
 
     def act(self, snapshot: Snapshot) -> Decision:
-        site, res = self._ready()
-        state = snapshot.state
-        caps = charge_caps_kw(site, state)
-        active = np.flatnonzero(caps > 0)
-        order = self._order(site, state, caps, active)
-        limits = res.limits(site_headroom_kw(site, state))
-        return Decision(greedy_fill(res, limits, caps, order, site.min_kw))
+        s = self._step(snapshot)
+        order = self._order(s.site, s.state, s.caps_kw, s.active)
+        alloc = greedy_fill(s.res, s.limits, s.caps_kw, order, s.site.min_kw)
+        self._served(order, alloc, s.caps_kw)
+        return Decision(alloc)
+
+    def _served(self, order: IntArray, alloc_kw: FloatArray, caps_kw: FloatArray) -> None:
+        """Called with each step's serving order and allocation (a rotating queue moves on here)."""
 
 
 class RoundRobin(SortKeyPolicy):
@@ -213,18 +227,10 @@ class RoundRobin(SortKeyPolicy):
     def _order(self, site: SiteArrays, state: SiteState, caps: FloatArray, active: IntArray) -> IntArray:
         return active[np.argsort((active - self._start) % site.n, kind="stable")]
 
-    def act(self, snapshot: Snapshot) -> Decision:
-        site, res = self._ready()
-        state = snapshot.state
-        caps = charge_caps_kw(site, state)
-        active = np.flatnonzero(caps > 0)
-        order = self._order(site, state, caps, active)
-        limits = res.limits(site_headroom_kw(site, state))
-        alloc = greedy_fill(res, limits, caps, order, site.min_kw)
-        short = order[alloc[order] < caps[order] - 1e-9]
+    def _served(self, order: IntArray, alloc_kw: FloatArray, caps_kw: FloatArray) -> None:
+        short = order[alloc_kw[order] < caps_kw[order] - 1e-9]
         if len(short):
             self._start = int(short[0])
-        return Decision(alloc)
 
 
 def edf() -> SortKeyPolicy:

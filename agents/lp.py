@@ -33,7 +33,7 @@ one HiGHS model and re-solves it warm each step.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import highspy
@@ -42,6 +42,7 @@ import scipy.sparse as sp
 
 from envs.config import Tariff
 from envs.core import BoolArray, FloatArray, IntArray, SiteArrays
+from envs.limit_rows import LimitRows, can_bind, reach_kw
 
 INF = highspy.kHighsInf
 _EPS_EXPORT = 1e-6
@@ -242,32 +243,22 @@ class SiteLP:
             add(self.r_balance + t_range, self.col["bd"] + t_range, 1.0)
 
         # ---- limit tree: kW per node and current per node and phase, both directions
-        max_kw = np.maximum(site.rated_kw, site.max_discharge_kw)
         used = np.zeros(site.n, dtype=bool)
         used[self.slot_charger] = True
-        reach_kw = (max_kw * used) @ site.membership  # (m,) most a node can see
-        kw_nodes = np.flatnonzero(reach_kw > site.node_limit_kw + 1e-9)
-        reach_a = np.einsum("n,np,nm->mp", max_kw * used, site.phase_a_per_kw, site.membership)
-        a_nodes, a_phases = np.nonzero(reach_a > site.node_limit_a[:, None] + 1e-9)
+        max_kw = reach_kw(site, used)
+        tree = LimitRows.from_site(site, used)
         self.r_limits = row_pos
-        limit_rows: list[tuple[FloatArray, float]] = []  # coefficient per charger, limit
-        for j in kw_nodes:
-            limit_rows.append((site.membership[:, j], float(site.node_limit_kw[j])))
-        for j, p in zip(a_nodes, a_phases, strict=True):
-            limit_rows.append(
-                (site.membership[:, j] * site.phase_a_per_kw[:, p], float(site.node_limit_a[j]))
-            )
-        bound = np.array([lim for _, lim in limit_rows], dtype=float)
+        bound = tree.limit
         self.limit_row_bound = np.zeros(0)
         n_kept = 0
-        if limit_rows and nx:
-            coef = sp.csr_matrix(np.stack([c for c, _ in limit_rows], axis=1))  # (n, L)
+        if len(tree) and nx:
+            coef = sp.csr_matrix(tree.weights)  # (n, L)
             xk, lk, vk = _expand_rows(coef, self.x_charger)  # entries per charging column
             step_k = self.x_step[xk]
             # a (row, step) pair is kept only when the EVs present then could break it
             pair = lk * T + step_k
             reach = np.bincount(pair, weights=vk * max_kw[self.x_charger[xk]], minlength=len(bound) * T)
-            keep = reach > np.repeat(bound, T) + 1e-9
+            keep = can_bind(reach, np.repeat(bound, T))
             row_of_pair = np.full(len(bound) * T, -1, dtype=np.int64)
             n_kept = int(keep.sum())
             row_of_pair[keep] = row_pos + np.arange(n_kept)
@@ -340,85 +331,6 @@ class SiteLP:
         self.last_x: FloatArray = np.zeros(nx)
         """charging columns of the last solution, kW"""
 
-    # ------------------------------------------------------------------ data -> bounds and costs
-
-    def _bounds_and_costs(
-        self, d: LPData
-    ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray]:
-        site, tariff, T, dt = self.site, self.tariff, self.T, self.dt_h
-        c = self.col
-        lo = np.zeros(self.n_cols)
-        hi = np.full(self.n_cols, INF)
-        cost = np.zeros(self.n_cols)
-        nx, ny = self.sizes["x"], self.sizes["y"]
-        active_stop = np.minimum(np.asarray(d.active_stop, dtype=np.int64), self.slot_stop)
-        present = self.x_step < active_stop[self.x_slot] if nx else np.zeros(0, dtype=bool)
-        max_charge = np.asarray(d.max_charge_kw, dtype=float)
-        hi[c["x"] : c["x"] + nx] = np.where(present, max_charge[self.x_slot], 0.0) if nx else 0.0
-        cost[c["x"] : c["x"] + nx] = _EPS_LATE * self.x_step
-        if ny:
-            xi = self.y_of_x
-            dis = (
-                np.zeros(self.K)
-                if d.max_discharge_kw is None
-                else np.asarray(d.max_discharge_kw, dtype=float)
-            )
-            hi[c["y"] : c["y"] + ny] = np.where(present[xi], dis[self.x_slot[xi]], 0.0)
-            # degradation is charged per kWh out of the EV battery: grid-side kW * dt / efficiency
-            cost[c["y"] : c["y"] + ny] = tariff.ev_degradation_per_kwh * dt / self._eff_x[xi]
-            need = np.asarray(d.need_kwh, dtype=float)
-            room = need if d.room_kwh is None else np.maximum(np.asarray(d.room_kwh, dtype=float), need)
-            floor = (
-                np.zeros(self.K) if d.dischargeable_kwh is None else np.asarray(d.dischargeable_kwh, float)
-            )
-            lo[c["e"] : c["e"] + ny] = -floor[self.x_slot[xi]]
-            hi[c["e"] : c["e"] + ny] = room[self.x_slot[xi]]
-        pv = np.asarray(d.pv_kw, dtype=float)
-        forced = np.asarray(d.base_load_kw, dtype=float) - pv  # a building above the limit is not ours to fix
-        hi[c["gi"] : c["gi"] + T] = np.maximum(site.import_limit_kw, forced)
-        hi[c["ge"] : c["ge"] + T] = (
-            site.export_limit_kw if self.pv_curtailable else np.maximum(site.export_limit_kw, -forced)
-        )
-        cost[c["gi"] : c["gi"] + T] = dt * np.asarray(d.import_price_per_kwh, dtype=float)
-        cost[c["ge"] : c["ge"] + T] = -dt * np.asarray(d.export_price_per_kwh, dtype=float) + _EPS_EXPORT
-        hi[c["cu"] : c["cu"] + T] = pv if self.pv_curtailable else 0.0
-        if self.has_battery:
-            hi[c["bc"] : c["bc"] + T] = site.battery_max_charge_kw
-            hi[c["bd"] : c["bd"] + T] = site.battery_max_discharge_kw
-            cost[c["bd"] : c["bd"] + T] = tariff.battery_degradation_per_kwh * dt / site.battery_efficiency
-            lo[c["soc"] : c["soc"] + T] = site.battery_soc_min_kwh
-            hi[c["soc"] : c["soc"] + T] = site.battery_soc_max_kwh
-            cost[c["soc"] + T - 1] = -d.terminal_battery_value_per_kwh
-        if self.has_peak:
-            floor_kw = (
-                np.zeros(self.P) if d.peak_floor_kw is None else np.asarray(d.peak_floor_kw, dtype=float)
-            )
-            lo[c["pk"] : c["pk"] + self.P] = floor_kw
-            hi[c["pk"] : c["pk"] + self.P] = INF
-            demand = tariff.demand_charge_per_kw if d.demand_charge_per_kw is None else d.demand_charge_per_kw
-            cost[c["pk"] : c["pk"] + self.P] = demand
-        cost[c["miss"] : c["miss"] + self.K] = tariff.missing_energy_penalty_per_kwh
-        hi[c["miss"] : c["miss"] + self.K] = np.maximum(np.asarray(d.need_kwh, dtype=float), 0.0)
-
-        rlo = np.zeros(self.n_rows)
-        rhi = np.zeros(self.n_rows)
-        bal = np.asarray(d.base_load_kw, dtype=float) - pv
-        rlo[self.r_balance : self.r_balance + T] = bal
-        rhi[self.r_balance : self.r_balance + T] = bal
-        if self.n_limit_rows:
-            lim = self.limit_row_bound
-            rlo[self.r_limits : self.r_limits + len(lim)] = -lim
-            rhi[self.r_limits : self.r_limits + len(lim)] = lim
-        if self.has_peak:
-            rlo[self.r_peak : self.r_peak + T] = -INF
-            rhi[self.r_peak : self.r_peak + T] = 0.0
-        need = np.maximum(np.asarray(d.need_kwh, dtype=float), 0.0)
-        rlo[self.r_need : self.r_need + self.K] = need
-        rhi[self.r_need : self.r_need + self.K] = need
-        if self.has_battery:
-            rlo[self.r_battery] = rhi[self.r_battery] = d.battery_initial_kwh
-        return lo, hi, cost, rlo, rhi
-
     # ------------------------------------------------------------------ solving
 
     def solve(
@@ -434,7 +346,7 @@ class SiteLP:
         see :attr:`x_slot` / :attr:`x_step`) force those columns to 0 / to at least the charger's minimum."""
         import time
 
-        lo, hi, cost, rlo, rhi = self._bounds_and_costs(data)
+        lo, hi, cost, rlo, rhi = _bounds_and_costs(self, data)
         xs = slice(self.col["x"], self.col["x"] + self.sizes["x"])
         if x_on is not None:
             lo[xs] = np.where(x_on, np.minimum(self.min_x_kw(data), hi[xs]), lo[xs])
@@ -448,21 +360,7 @@ class SiteLP:
             for key, value in self.highs_options.items():
                 h.setOptionValue(key, value)
             h.setOptionValue("threads", 1)
-            lp = highspy.HighsLp()
-            lp.num_col_ = self.n_cols
-            lp.num_row_ = self.n_rows
-            lp.col_cost_ = cost
-            lp.col_lower_ = lo
-            lp.col_upper_ = hi
-            lp.row_lower_ = rlo
-            lp.row_upper_ = rhi
-            lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
-            lp.a_matrix_.start_ = self.matrix.indptr.astype(np.int32)
-            lp.a_matrix_.index_ = self.matrix.indices.astype(np.int32)
-            lp.a_matrix_.value_ = self.matrix.data
-            lp.a_matrix_.num_col_ = self.n_cols
-            lp.a_matrix_.num_row_ = self.n_rows
-            h.passModel(lp)
+            h.passModel(_highs_lp(self.matrix, cost, lo, hi, rlo, rhi))
             self._highs = h
         else:
             hx: Any = h  # the stubs lack some of the methods Highs has
@@ -481,7 +379,7 @@ class SiteLP:
         x = np.asarray(h.getSolution().col_value)
         solve_s = time.perf_counter() - t0
         self.last_x = x[self.col["x"] : self.col["x"] + self.sizes["x"]].copy()
-        return self._solution(x, cost, solve_s)
+        return _solution(self, x, cost, solve_s)
 
     def min_x_kw(self, data: LPData) -> FloatArray:
         """The least power each charging column may have when on: the charger's minimum, or the EV's own
@@ -524,41 +422,131 @@ class SiteLP:
             off |= small & ~up
             sol = self.solve(data, warm=True, time_limit_s=time_limit_s, x_off=off, x_on=on)
             total += sol.solve_s
-        return LPSolution(
-            charger_kw=sol.charger_kw,
-            battery_kw=sol.battery_kw,
-            site_import_kw=sol.site_import_kw,
-            pv_curtailed_kw=sol.pv_curtailed_kw,
-            missing_kwh=sol.missing_kwh,
-            peak_kw=sol.peak_kw,
-            objective=sol.objective,
-            solve_s=total,
-        )
+        return replace(sol, solve_s=total)
 
-    def _solution(self, v: FloatArray, cost: FloatArray, solve_s: float) -> LPSolution:
-        c, T = self.col, self.T
-        nx, ny = self.sizes["x"], self.sizes["y"]
-        charger_kw = np.zeros((self.site.n, T))
-        if nx:
-            np.add.at(charger_kw, (self.x_charger, self.x_step), v[c["x"] : c["x"] + nx])
-        if ny:
-            xi = self.y_of_x
-            np.add.at(charger_kw, (self.x_charger[xi], self.x_step[xi]), -v[c["y"] : c["y"] + ny])
-        battery = v[c["bc"] : c["bc"] + T] - v[c["bd"] : c["bd"] + T] if self.has_battery else np.zeros(T)
-        gi = v[c["gi"] : c["gi"] + T]
-        ge = v[c["ge"] : c["ge"] + T]
-        true_cost = cost.copy()
-        true_cost[c["x"] : c["x"] + nx] = 0.0
-        true_cost[c["ge"] : c["ge"] + T] -= _EPS_EXPORT
-        if self.has_battery:
-            true_cost[c["soc"] + T - 1] = 0.0
-        return LPSolution(
-            charger_kw=charger_kw,
-            battery_kw=battery,
-            site_import_kw=gi - ge,
-            pv_curtailed_kw=v[c["cu"] : c["cu"] + T].copy(),
-            missing_kwh=v[c["miss"] : c["miss"] + self.K].copy(),
-            peak_kw=v[c["pk"] : c["pk"] + self.P].copy() if self.has_peak else np.zeros(self.P),
-            objective=float(true_cost @ v),
-            solve_s=solve_s,
-        )
+
+def _solution(lp: SiteLP, v: FloatArray, cost: FloatArray, solve_s: float) -> LPSolution:
+    """The schedule of the solved column values ``v`` (``cost``: the column costs of the solve)."""
+    c, T = lp.col, lp.T
+    nx, ny = lp.sizes["x"], lp.sizes["y"]
+    charger_kw = np.zeros((lp.site.n, T))
+    if nx:
+        np.add.at(charger_kw, (lp.x_charger, lp.x_step), v[c["x"] : c["x"] + nx])
+    if ny:
+        xi = lp.y_of_x
+        np.add.at(charger_kw, (lp.x_charger[xi], lp.x_step[xi]), -v[c["y"] : c["y"] + ny])
+    battery = v[c["bc"] : c["bc"] + T] - v[c["bd"] : c["bd"] + T] if lp.has_battery else np.zeros(T)
+    gi = v[c["gi"] : c["gi"] + T]
+    ge = v[c["ge"] : c["ge"] + T]
+    true_cost = cost.copy()
+    true_cost[c["x"] : c["x"] + nx] = 0.0
+    true_cost[c["ge"] : c["ge"] + T] -= _EPS_EXPORT
+    if lp.has_battery:
+        true_cost[c["soc"] + T - 1] = 0.0
+    return LPSolution(
+        charger_kw=charger_kw,
+        battery_kw=battery,
+        site_import_kw=gi - ge,
+        pv_curtailed_kw=v[c["cu"] : c["cu"] + T].copy(),
+        missing_kwh=v[c["miss"] : c["miss"] + lp.K].copy(),
+        peak_kw=v[c["pk"] : c["pk"] + lp.P].copy() if lp.has_peak else np.zeros(lp.P),
+        objective=float(true_cost @ v),
+        solve_s=solve_s,
+    )
+
+
+def _highs_lp(
+    matrix: sp.csc_matrix, cost: FloatArray, lo: FloatArray, hi: FloatArray, rlo: FloatArray, rhi: FloatArray
+) -> highspy.HighsLp:
+    """A HiGHS model of the column-wise ``matrix`` with these costs and column and row bounds."""
+    n_rows, n_cols = matrix.shape
+    lp = highspy.HighsLp()
+    lp.num_col_ = n_cols
+    lp.num_row_ = n_rows
+    lp.col_cost_ = cost
+    lp.col_lower_ = lo
+    lp.col_upper_ = hi
+    lp.row_lower_ = rlo
+    lp.row_upper_ = rhi
+    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+    lp.a_matrix_.start_ = matrix.indptr.astype(np.int32)
+    lp.a_matrix_.index_ = matrix.indices.astype(np.int32)
+    lp.a_matrix_.value_ = matrix.data
+    lp.a_matrix_.num_col_ = n_cols
+    lp.a_matrix_.num_row_ = n_rows
+    return lp
+
+
+# ------------------------------------------------------------------ data -> bounds and costs
+
+
+def _bounds_and_costs(
+    lp: SiteLP, d: LPData
+) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray]:
+    """Column bounds, costs and row bounds of ``lp``'s structure for the data ``d``: all that changes
+    between solves (``(lo, hi, cost, row_lo, row_hi)``)."""
+    site, tariff, T, dt = lp.site, lp.tariff, lp.T, lp.dt_h
+    c = lp.col
+    lo = np.zeros(lp.n_cols)
+    hi = np.full(lp.n_cols, INF)
+    cost = np.zeros(lp.n_cols)
+    nx, ny = lp.sizes["x"], lp.sizes["y"]
+    active_stop = np.minimum(np.asarray(d.active_stop, dtype=np.int64), lp.slot_stop)
+    present = lp.x_step < active_stop[lp.x_slot] if nx else np.zeros(0, dtype=bool)
+    max_charge = np.asarray(d.max_charge_kw, dtype=float)
+    hi[c["x"] : c["x"] + nx] = np.where(present, max_charge[lp.x_slot], 0.0) if nx else 0.0
+    cost[c["x"] : c["x"] + nx] = _EPS_LATE * lp.x_step
+    if ny:
+        xi = lp.y_of_x
+        dis = np.zeros(lp.K) if d.max_discharge_kw is None else np.asarray(d.max_discharge_kw, dtype=float)
+        hi[c["y"] : c["y"] + ny] = np.where(present[xi], dis[lp.x_slot[xi]], 0.0)
+        # degradation is charged per kWh out of the EV battery: grid-side kW * dt / efficiency
+        cost[c["y"] : c["y"] + ny] = tariff.ev_degradation_per_kwh * dt / lp._eff_x[xi]
+        need = np.asarray(d.need_kwh, dtype=float)
+        room = need if d.room_kwh is None else np.maximum(np.asarray(d.room_kwh, dtype=float), need)
+        floor = np.zeros(lp.K) if d.dischargeable_kwh is None else np.asarray(d.dischargeable_kwh, float)
+        lo[c["e"] : c["e"] + ny] = -floor[lp.x_slot[xi]]
+        hi[c["e"] : c["e"] + ny] = room[lp.x_slot[xi]]
+    pv = np.asarray(d.pv_kw, dtype=float)
+    forced = np.asarray(d.base_load_kw, dtype=float) - pv  # a building above the limit is not ours to fix
+    hi[c["gi"] : c["gi"] + T] = np.maximum(site.import_limit_kw, forced)
+    hi[c["ge"] : c["ge"] + T] = (
+        site.export_limit_kw if lp.pv_curtailable else np.maximum(site.export_limit_kw, -forced)
+    )
+    cost[c["gi"] : c["gi"] + T] = dt * np.asarray(d.import_price_per_kwh, dtype=float)
+    cost[c["ge"] : c["ge"] + T] = -dt * np.asarray(d.export_price_per_kwh, dtype=float) + _EPS_EXPORT
+    hi[c["cu"] : c["cu"] + T] = pv if lp.pv_curtailable else 0.0
+    if lp.has_battery:
+        hi[c["bc"] : c["bc"] + T] = site.battery_max_charge_kw
+        hi[c["bd"] : c["bd"] + T] = site.battery_max_discharge_kw
+        cost[c["bd"] : c["bd"] + T] = tariff.battery_degradation_per_kwh * dt / site.battery_efficiency
+        lo[c["soc"] : c["soc"] + T] = site.battery_soc_min_kwh
+        hi[c["soc"] : c["soc"] + T] = site.battery_soc_max_kwh
+        cost[c["soc"] + T - 1] = -d.terminal_battery_value_per_kwh
+    if lp.has_peak:
+        floor_kw = np.zeros(lp.P) if d.peak_floor_kw is None else np.asarray(d.peak_floor_kw, dtype=float)
+        lo[c["pk"] : c["pk"] + lp.P] = floor_kw
+        hi[c["pk"] : c["pk"] + lp.P] = INF
+        demand = tariff.demand_charge_per_kw if d.demand_charge_per_kw is None else d.demand_charge_per_kw
+        cost[c["pk"] : c["pk"] + lp.P] = demand
+    cost[c["miss"] : c["miss"] + lp.K] = tariff.missing_energy_penalty_per_kwh
+    hi[c["miss"] : c["miss"] + lp.K] = np.maximum(np.asarray(d.need_kwh, dtype=float), 0.0)
+
+    rlo = np.zeros(lp.n_rows)
+    rhi = np.zeros(lp.n_rows)
+    bal = np.asarray(d.base_load_kw, dtype=float) - pv
+    rlo[lp.r_balance : lp.r_balance + T] = bal
+    rhi[lp.r_balance : lp.r_balance + T] = bal
+    if lp.n_limit_rows:
+        lim = lp.limit_row_bound
+        rlo[lp.r_limits : lp.r_limits + len(lim)] = -lim
+        rhi[lp.r_limits : lp.r_limits + len(lim)] = lim
+    if lp.has_peak:
+        rlo[lp.r_peak : lp.r_peak + T] = -INF
+        rhi[lp.r_peak : lp.r_peak + T] = 0.0
+    need = np.maximum(np.asarray(d.need_kwh, dtype=float), 0.0)
+    rlo[lp.r_need : lp.r_need + lp.K] = need
+    rhi[lp.r_need : lp.r_need + lp.K] = need
+    if lp.has_battery:
+        rlo[lp.r_battery] = rhi[lp.r_battery] = d.battery_initial_kwh
+    return lo, hi, cost, rlo, rhi

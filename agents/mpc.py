@@ -24,6 +24,7 @@ from agents.base import Decision
 from agents.lp import LPData, LPError, SiteLP
 from agents.optimum import off_or_minimum
 from envs.core import SiteArrays, Snapshot
+from envs.physics import ev_terms
 from envs.scenario import Scenario
 
 
@@ -98,10 +99,10 @@ class ModelPredictiveControl:
 
         present = np.asarray(st.ev_present, dtype=bool)
         need = np.where(present, np.maximum(np.asarray(st.energy_needed_kwh, dtype=float), 0.0), 0.0)
-        rate = np.where(present, np.minimum(site.rated_kw, np.asarray(st.ev_max_charge_kw, dtype=float)), 0.0)
-        steps_left = np.where(present, np.round(np.asarray(st.time_left_h, dtype=float) / dt), 0).astype(
-            np.int64
-        )
+        # the deadline terms: the rate each charger can hold the EV at (on its grid) and whole steps left
+        terms = ev_terms(site, st)
+        rate = terms.rate_kw
+        steps_left = np.where(present, terms.steps_left, 0)
         after = np.maximum(steps_left - H, 0)
         need_in = np.maximum(need - self.hedge * rate * site.efficiency * dt * after, 0.0)
         dis = np.where(

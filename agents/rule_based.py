@@ -32,6 +32,7 @@ import pandas as pd
 from agents.allocate import Resources, fair_fill, greedy_fill, resource_use, site_headroom_kw
 from agents.base import Decision
 from envs.core import BoolArray, FloatArray, IntArray, SiteArrays, SiteState, Snapshot
+from envs.physics import EVTerms, battery_box, ev_terms, round_trip_pays
 from envs.projection import ceil_to_grid, charger_bounds
 from envs.scenario import Scenario
 
@@ -53,14 +54,19 @@ class _Deadlines:
     """(K,) distinct departure steps (the shortfall through a resource peaks at one of them)"""
     by_k: FloatArray
     """(a, K) kWh each EV must have by step ``k``"""
-    own_kwh: FloatArray
-    """(a,) kWh each EV must have now (``k = 1``)"""
+    own_kw: FloatArray
+    """(a,) kW each EV must draw now on its own (``must_kw`` of :func:`envs.physics.ev_terms`)"""
     site_kwh: FloatArray
     """(K,) the sum over EVs of ``by_k``"""
 
     @classmethod
     def of(
-        cls, need_grid_kwh: FloatArray, later_step_kwh: FloatArray, steps_left: IntArray, active: BoolArray
+        cls,
+        need_grid_kwh: FloatArray,
+        later_step_kwh: FloatArray,
+        steps_left: IntArray,
+        must_kw: FloatArray,
+        active: BoolArray,
     ) -> _Deadlines:
         idx = np.flatnonzero(active)
         pos = np.full(len(active), -1, dtype=np.int64)
@@ -68,8 +74,7 @@ class _Deadlines:
         g, later, sl = need_grid_kwh[idx], later_step_kwh[idx], steps_left[idx]
         ks = np.unique(sl)
         by_k = np.maximum(g[:, None] - later[:, None] * np.maximum(sl[:, None] - ks[None, :], 0), 0.0)
-        own = np.maximum(g - later * (sl - 1), 0.0)
-        return cls(idx, pos, sl, ks, by_k, own, by_k.sum(axis=0))
+        return cls(idx, pos, sl, ks, by_k, must_kw[idx], by_k.sum(axis=0))
 
 
 class RuleBasedDLM:
@@ -193,30 +198,26 @@ class RuleBasedDLM:
         # the box, never above the need; the need's power rounded up to the grid, so that the projection's
         # rounding toward zero does not leave the EV a sliver short when it finishes
         caps = np.maximum(np.minimum(hi_kw, ceil_to_grid(need / (eff * dt), site.resolution_kw)), 0.0)
-        rate = np.minimum(site.rated_kw, np.asarray(st.ev_max_charge_kw, dtype=float))
-        rate = np.where(present, rate, 0.0)
-        steps_left = np.maximum(np.floor(np.asarray(st.time_left_h, dtype=float) / dt + 1e-6), 1).astype(
-            np.int64
-        )
+        # the deadline terms on the planned need: the rate each charger can hold, steps left, laxity, what
+        # each EV must draw now and what it could spare at the hedged rate
+        terms = ev_terms(site, st, need, self.hedge)
+        rate, steps_left = terms.rate_kw, terms.steps_left
         active = present & (caps > 0) & (need > 1e-9)
         idx = np.flatnonzero(active)
 
-        dl = _Deadlines.of(need / eff, self.hedge * rate * dt, steps_left, active)
+        dl = _Deadlines.of(need / eff, self.hedge * rate * dt, steps_left, terms.must_kw, active)
 
         # ---- 4. peak target (demand charge): the cheapest deadline-feasible level, never below the peak
         peak_so_far = float(snapshot.peak_import_kw)
         target = self._peak_target(
             site, snapshot, need, eff, steps_left, active, net_h, price_h, peak_so_far, dl
         )
-        expect_kw = self._expected_kw(need, rate, steps_left, active, net_h, target, H)
+        expect_kw = _expected_kw(need, rate, steps_left, active, net_h, target, H)
 
         # ---- 1. deadlines: what must be charged now so that every EV, and every node of the limit tree
         # and the connection under the peak target, can still deliver what deadlines force through it
-        step_kwh = rate * eff * dt
-        with np.errstate(divide="ignore", invalid="ignore"):
-            laxity = np.where(rate > 0, steps_left - need / np.maximum(step_kwh, 1e-12), np.inf)
-        must = self._forced_kw(res, dl, caps, self._room_kwh(net_h, target, dt, dl.ks)[1], dt)
-        order = idx[np.argsort(laxity[idx], kind="stable")]
+        must = _forced_kw(res, dl, caps, self._room_kwh(net_h, target, dt, dl.ks)[1], dt, self.node_margin)
+        order = idx[np.argsort(terms.laxity_h[idx], kind="stable")]
         hard = res.limits(site_headroom_kw(site, st))
         a_must = greedy_fill(res, hard, must, order)
         forced_import = base_now - pv_now + float(a_must.sum())
@@ -237,7 +238,7 @@ class RuleBasedDLM:
             a_pv = fair_fill(res, pv_lim, np.where(active, rem_caps, 0.0))
             rem_caps -= a_pv
             soft = np.maximum(soft - resource_use(res, a_pv), 0.0)
-        want = self._cheap_now(need, rate, expect_kw, eff, dt, steps_left, active, price_h, H)
+        want = _cheap_now(need, rate, expect_kw, eff, dt, steps_left, active, price_h, H)
         want = np.minimum(want, rem_caps)
         a_cheap = greedy_fill(res, soft, want, order, site.min_kw)
         charger_kw = a_must + a_pv + a_cheap
@@ -252,12 +253,12 @@ class RuleBasedDLM:
         cheapest = float(imp_h.min())
         # ---- 5. V2G in expensive hours, only from EVs that keep their departure energy
         if self.v2g and site.bidirectional.any():
-            v2g_kw = self._v2g(site, snapshot, charger_kw, need, rate, eff, dt, steps_left, imp_h, import_kw)
+            v2g_kw = _v2g(site, snapshot, charger_kw, terms, imp_h, import_kw)
             charger_kw = charger_kw - v2g_kw
             import_kw -= float(v2g_kw.sum())
         battery_kw = 0.0
         if self.use_battery and site.has_battery:
-            battery_kw = self._battery(site, snapshot, import_kw, target, imp_h, price_h, cheapest)
+            battery_kw = _battery(site, snapshot, import_kw, target, imp_h, price_h, cheapest)
         return Decision(charger_kw, battery_kw)
 
     # ------------------------------------------------------------------ the rules
@@ -325,167 +326,174 @@ class RuleBasedDLM:
         with_now = cum[..., kk] + beyond * mean
         return with_now, with_now - room[..., :1]
 
-    def _forced_kw(
-        self, res: Resources, dl: _Deadlines, caps: FloatArray, site_room_kwh: FloatArray, dt: float
-    ) -> FloatArray:
-        """What deadlines force now (kW per charger).
 
-        Each EV that could not finish at ``hedge`` of its full power in its later steps must charge the
-        difference now. That is not enough where EVs share a node of the limit tree (or the connection
-        under the peak target): for every resource and every departure step ``k`` among the present EVs,
-        the energy the EVs below it must have by step ``k`` (what they cannot get after ``k`` at hedged
-        full power) has to fit through the resource in the ``k - 1`` later steps at ``node_margin`` of its
-        limit (the connection: under the peak target, ``site_room_kwh``); what does not fit must flow now,
-        and goes to the EVs below the resource that leave first.
-        """
-        n = len(caps)
-        forced = np.zeros(n)
-        idx = dl.idx
-        if len(idx) == 0:
-            return forced
-        forced[idx] = np.minimum(dl.own_kwh / dt, caps[idx])
-        ei, er, ec = res.entries
-        keep = dl.pos[ei] >= 0
-        ei, er, ec = ei[keep], er[keep], ec[keep]
-        pe = dl.pos[ei]
-        R = len(res.static_limit) + 1
-        # (R, K) energy forced through each resource by each departure step, minus the room after now
-        short = np.asarray(res.coef[idx].T @ dl.by_k)
-        short[:-1] -= (self.node_margin * res.static_limit * dt)[:, None] * (dl.ks - 1)[None, :]
-        short[-1] -= site_room_kwh
-        k_star = np.argmax(short, axis=1)
-        need_now = np.max(short, axis=1) / dt  # (R,) resource units that must flow now
-        # hand each resource's shortfall to its EVs that leave first, twice (a parent sees its children's)
-        srt = np.lexsort((dl.steps[pe], er))
-        ei, er, ec, pe = ei[srt], er[srt], ec[srt], pe[srt]
-        useful_kw = np.minimum(caps[ei], dl.by_k[pe, k_star[er]] / dt)
-        for _ in range(2):
-            deficit = need_now - np.bincount(er, weights=forced[ei] * ec, minlength=R)
-            on = deficit[er] > 1e-9
-            if not on.any():
-                break
-            e_i, e_r, e_c = ei[on], er[on], ec[on]
-            extra = np.maximum(useful_kw[on] - forced[e_i], 0.0) * e_c
-            cs = np.cumsum(extra)
-            first = np.flatnonzero(np.r_[True, e_r[1:] != e_r[:-1]])
-            start = np.repeat(cs[first] - extra[first], np.diff(np.r_[first, len(e_r)]))
-            take = np.clip(deficit[e_r] - (cs - extra - start), 0.0, extra) / e_c
-            add = np.zeros(n)
-            np.maximum.at(add, e_i, take)
-            forced += add
-        return np.minimum(forced, caps)
+# ------------------------------------------------------------------ the rules without state
 
-    @staticmethod
-    def _expected_kw(
-        need: FloatArray,
-        rate: FloatArray,
-        steps_left: np.ndarray,
-        active: np.ndarray,
-        net_h: FloatArray,
-        target: float,
-        H: int,
-    ) -> FloatArray:
-        """The power each EV can expect on average for the rest of its stay: its rate, or, when the site
-        is crowded, its need-weighted share of the average room under the target over its stay."""
-        room_h = np.maximum(target - net_h, 0.0)
-        mean_room = np.cumsum(room_h) / np.arange(1, H + 1)
-        stay = np.minimum(steps_left, H)
-        total_need = float(need[active].sum())
-        share = need / total_need if total_need > 0 else np.zeros_like(need)
-        share_kw = mean_room[stay - 1] * share
-        return np.where(active, np.maximum(np.minimum(rate, share_kw), 1e-6), 0.0)
 
-    @staticmethod
-    def _cheap_now(
-        need: FloatArray,
-        rate: FloatArray,
-        expect_kw: FloatArray,
-        eff: FloatArray,
-        dt: float,
-        steps_left: np.ndarray,
-        active: np.ndarray,
-        price_h: FloatArray,
-        H: int,
-    ) -> FloatArray:
-        """Power each EV wants now because now is among the cheapest steps of its stay that it needs
-        (counted at the power it can expect)."""
-        stay = np.minimum(steps_left, H)
-        steps_needed = np.ceil(need / (np.maximum(expect_kw, 1e-6) * eff * dt) - 1e-9)
-        cheaper = np.concatenate([[0], np.cumsum(price_h[1:] < price_h[0] - 1e-12)])  # (H,)
-        n_cheaper = cheaper[stay - 1].astype(float)
-        beyond = steps_left > H
-        if beyond.any() and H > 1:
-            n_cheaper = np.where(beyond, n_cheaper * (steps_left - 1) / (H - 1), n_cheaper)
-        return np.where(active & (n_cheaper < steps_needed), rate, 0.0)
+def _forced_kw(
+    res: Resources,
+    dl: _Deadlines,
+    caps: FloatArray,
+    site_room_kwh: FloatArray,
+    dt: float,
+    node_margin: float,
+) -> FloatArray:
+    """What deadlines force now (kW per charger).
 
-    def _v2g(
-        self,
-        site: SiteArrays,
-        snapshot: Snapshot,
-        charger_kw: FloatArray,
-        need: FloatArray,
-        rate: FloatArray,
-        eff: FloatArray,
-        dt: float,
-        steps_left: np.ndarray,
-        imp_h: FloatArray,
-        import_kw: float,
-    ) -> FloatArray:
-        """Discharge power per EV (>= 0) for V2G in an expensive hour."""
-        st = snapshot.state
-        tariff = site.config.tariff
-        dis_max = np.minimum(site.max_discharge_kw, np.asarray(st.ev_max_discharge_kw, dtype=float))
-        stay = np.minimum(steps_left, len(imp_h))
-        # cheapest import price before each EV leaves (its recharge price)
-        run_min = np.minimum.accumulate(imp_h)
-        recharge = run_min[stay - 1]
-        value_now = snapshot.import_price_per_kwh if import_kw > 0 else snapshot.export_price_per_kwh
-        worth = value_now * eff * eff > recharge + tariff.ev_degradation_per_kwh
-        # energy it can give and still make its departure energy at (hedged) full power later
-        spare_kwh = self.hedge * rate * eff * dt * (steps_left - 1) - need
-        dis_kw = np.minimum(dis_max, np.maximum(spare_kwh, 0.0) * eff / dt)
-        dis_kw = np.minimum(dis_kw, np.asarray(st.energy_dischargeable_kwh, dtype=float) * eff / dt)
-        ok = np.asarray(st.ev_present, bool) & worth & (charger_kw <= 0) & (steps_left > 1)
-        dis_kw = np.where(ok, np.maximum(dis_kw, 0.0), 0.0)
-        export_pays = snapshot.export_price_per_kwh * eff * eff > recharge + tariff.ev_degradation_per_kwh
-        if not (export_pays & (dis_kw > 0)).any():
-            # exporting does not pay: discharge at most what the site imports
-            total = float(dis_kw.sum())
-            if total > max(import_kw, 0.0) and total > 0:
-                dis_kw *= max(import_kw, 0.0) / total
-        small = dis_kw < site.min_kw - 1e-9
-        return np.where(small, 0.0, dis_kw)
+    Each EV that could not finish at ``hedge`` of its full power in its later steps must charge the
+    difference now. That is not enough where EVs share a node of the limit tree (or the connection
+    under the peak target): for every resource and every departure step ``k`` among the present EVs,
+    the energy the EVs below it must have by step ``k`` (what they cannot get after ``k`` at hedged
+    full power) has to fit through the resource in the ``k - 1`` later steps at ``node_margin`` of its
+    limit (the connection: under the peak target, ``site_room_kwh``); what does not fit must flow now,
+    and goes to the EVs below the resource that leave first.
+    """
+    n = len(caps)
+    forced = np.zeros(n)
+    idx = dl.idx
+    if len(idx) == 0:
+        return forced
+    forced[idx] = np.minimum(dl.own_kw, caps[idx])
+    ei, er, ec = res.entries
+    keep = dl.pos[ei] >= 0
+    ei, er, ec = ei[keep], er[keep], ec[keep]
+    pe = dl.pos[ei]
+    R = len(res.static_limit) + 1
+    # (R, K) energy forced through each resource by each departure step, minus the room after now
+    short = np.asarray(res.coef[idx].T @ dl.by_k)
+    short[:-1] -= (node_margin * res.static_limit * dt)[:, None] * (dl.ks - 1)[None, :]
+    short[-1] -= site_room_kwh
+    k_star = np.argmax(short, axis=1)
+    need_now = np.max(short, axis=1) / dt  # (R,) resource units that must flow now
+    # hand each resource's shortfall to its EVs that leave first, twice (a parent sees its children's)
+    srt = np.lexsort((dl.steps[pe], er))
+    ei, er, ec, pe = ei[srt], er[srt], ec[srt], pe[srt]
+    useful_kw = np.minimum(caps[ei], dl.by_k[pe, k_star[er]] / dt)
+    for _ in range(2):
+        deficit = need_now - np.bincount(er, weights=forced[ei] * ec, minlength=R)
+        on = deficit[er] > 1e-9
+        if not on.any():
+            break
+        e_i, e_r, e_c = ei[on], er[on], ec[on]
+        extra = np.maximum(useful_kw[on] - forced[e_i], 0.0) * e_c
+        cs = np.cumsum(extra)
+        first = np.flatnonzero(np.r_[True, e_r[1:] != e_r[:-1]])
+        start = np.repeat(cs[first] - extra[first], np.diff(np.r_[first, len(e_r)]))
+        take = np.clip(deficit[e_r] - (cs - extra - start), 0.0, extra) / e_c
+        add = np.zeros(n)
+        np.maximum.at(add, e_i, take)
+        forced += add
+    return np.minimum(forced, caps)
 
-    def _battery(
-        self,
-        site: SiteArrays,
-        snapshot: Snapshot,
-        import_kw: float,
-        target: float,
-        imp_h: FloatArray,
-        price_h: FloatArray,
-        cheapest: float,
-    ) -> float:
-        """Battery kW (+ charge): shave above the target, discharge in expensive hours, charge from PV
-        surplus and in the cheapest hours under the target."""
-        st = snapshot.state
-        dt = float(st.dt_h)
-        eta = site.battery_efficiency
-        tariff = site.config.tariff
-        soc = float(np.asarray(st.battery_soc_kwh))
-        can_dis = max(min(site.battery_max_discharge_kw, (soc - site.battery_soc_min_kwh) * eta / dt), 0.0)
-        can_chg = max(min(site.battery_max_charge_kw, (site.battery_soc_max_kwh - soc) / (eta * dt)), 0.0)
-        price = snapshot.import_price_per_kwh
-        if import_kw > target:
-            return -min(can_dis, import_kw - target)
-        if import_kw < 0:  # surplus would be exported: store it if that beats exporting
-            if snapshot.export_price_per_kwh < price_h.max() * eta * eta:
-                return min(can_chg, -import_kw)
-            return 0.0
-        if price * eta * eta > cheapest + tariff.battery_degradation_per_kwh and price >= np.quantile(
-            imp_h, 0.75
-        ):
-            return -min(can_dis, import_kw)
-        if price <= np.quantile(imp_h, 0.25):
-            return min(can_chg, max(target - import_kw, 0.0))
+
+def _expected_kw(
+    need: FloatArray,
+    rate: FloatArray,
+    steps_left: np.ndarray,
+    active: np.ndarray,
+    net_h: FloatArray,
+    target: float,
+    H: int,
+) -> FloatArray:
+    """The power each EV can expect on average for the rest of its stay: its rate, or, when the site
+    is crowded, its need-weighted share of the average room under the target over its stay."""
+    room_h = np.maximum(target - net_h, 0.0)
+    mean_room = np.cumsum(room_h) / np.arange(1, H + 1)
+    stay = np.minimum(steps_left, H)
+    total_need = float(need[active].sum())
+    share = need / total_need if total_need > 0 else np.zeros_like(need)
+    share_kw = mean_room[stay - 1] * share
+    return np.where(active, np.maximum(np.minimum(rate, share_kw), 1e-6), 0.0)
+
+
+def _cheap_now(
+    need: FloatArray,
+    rate: FloatArray,
+    expect_kw: FloatArray,
+    eff: FloatArray,
+    dt: float,
+    steps_left: np.ndarray,
+    active: np.ndarray,
+    price_h: FloatArray,
+    H: int,
+) -> FloatArray:
+    """Power each EV wants now because now is among the cheapest steps of its stay that it needs
+    (counted at the power it can expect)."""
+    stay = np.minimum(steps_left, H)
+    steps_needed = np.ceil(need / (np.maximum(expect_kw, 1e-6) * eff * dt) - 1e-9)
+    cheaper = np.concatenate([[0], np.cumsum(price_h[1:] < price_h[0] - 1e-12)])  # (H,)
+    n_cheaper = cheaper[stay - 1].astype(float)
+    beyond = steps_left > H
+    if beyond.any() and H > 1:
+        n_cheaper = np.where(beyond, n_cheaper * (steps_left - 1) / (H - 1), n_cheaper)
+    return np.where(active & (n_cheaper < steps_needed), rate, 0.0)
+
+
+def _v2g(
+    site: SiteArrays,
+    snapshot: Snapshot,
+    charger_kw: FloatArray,
+    terms: EVTerms,
+    imp_h: FloatArray,
+    import_kw: float,
+) -> FloatArray:
+    """Discharge power per EV (>= 0) for V2G in an expensive hour: where the round trip to the
+    cheapest recharge before it leaves pays, as much as it can spare and still finish at the hedged
+    rate (``terms``: the deadline terms of the planned need)."""
+    st = snapshot.state
+    dt = float(st.dt_h)
+    eff = site.efficiency
+    steps_left = terms.steps_left
+    deg = site.config.tariff.ev_degradation_per_kwh
+    dis_max = np.minimum(site.max_discharge_kw, np.asarray(st.ev_max_discharge_kw, dtype=float))
+    stay = np.minimum(steps_left, len(imp_h))
+    # cheapest import price before each EV leaves (its recharge price)
+    run_min = np.minimum.accumulate(imp_h)
+    recharge = run_min[stay - 1]
+    value_now = snapshot.import_price_per_kwh if import_kw > 0 else snapshot.export_price_per_kwh
+    worth = round_trip_pays(value_now, recharge, eff, deg)
+    # energy it can give and still make its departure energy at (hedged) full power later
+    dis_kw = np.minimum(dis_max, np.maximum(terms.spare_kwh, 0.0) * eff / dt)
+    dis_kw = np.minimum(dis_kw, np.asarray(st.energy_dischargeable_kwh, dtype=float) * eff / dt)
+    ok = np.asarray(st.ev_present, bool) & worth & (charger_kw <= 0) & (steps_left > 1)
+    dis_kw = np.where(ok, np.maximum(dis_kw, 0.0), 0.0)
+    export_pays = round_trip_pays(snapshot.export_price_per_kwh, recharge, eff, deg)
+    if not (export_pays & (dis_kw > 0)).any():
+        # exporting does not pay: discharge at most what the site imports
+        total = float(dis_kw.sum())
+        if total > max(import_kw, 0.0) and total > 0:
+            dis_kw *= max(import_kw, 0.0) / total
+    small = dis_kw < site.min_kw - 1e-9
+    return np.where(small, 0.0, dis_kw)
+
+
+def _battery(
+    site: SiteArrays,
+    snapshot: Snapshot,
+    import_kw: float,
+    target: float,
+    imp_h: FloatArray,
+    price_h: FloatArray,
+    cheapest: float,
+) -> float:
+    """Battery kW (+ charge): shave above the target, discharge in expensive hours, charge from PV
+    surplus and in the cheapest hours under the target."""
+    st = snapshot.state
+    dt = float(st.dt_h)
+    eta = site.battery_efficiency
+    tariff = site.config.tariff
+    lo_kw, can_chg = battery_box(site, float(np.asarray(st.battery_soc_kwh)), dt)
+    can_dis = -lo_kw
+    price = snapshot.import_price_per_kwh
+    if import_kw > target:
+        return -min(can_dis, import_kw - target)
+    if import_kw < 0:  # surplus would be exported: store it if that beats exporting
+        if round_trip_pays(price_h.max(), snapshot.export_price_per_kwh, eta, 0.0):
+            return min(can_chg, -import_kw)
         return 0.0
+    pays = round_trip_pays(price, cheapest, eta, tariff.battery_degradation_per_kwh)
+    if pays and price >= np.quantile(imp_h, 0.75):
+        return -min(can_dis, import_kw)
+    if price <= np.quantile(imp_h, 0.25):
+        return min(can_chg, max(target - import_kw, 0.0))
+    return 0.0

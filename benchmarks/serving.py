@@ -37,7 +37,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -142,9 +142,12 @@ def start_service(
 
 
 def start_simulator(
-    scenario: Path, ocpp: int, http: int, duration_s: float, meter_interval_s: float, extra: list[str]
-) -> subprocess.Popen[bytes]:
+    scenario: Path, ocpp: int, http: int, duration_s: float, meter_interval_s: float, extra: list[str],
+    config: Path | None = None,
+) -> subprocess.Popen[bytes]:  # fmt: skip
     cmd = [sys.executable, "-m", "evdlm.cli", "simulate", "--scenario", str(scenario)]
+    if config is not None:
+        cmd += ["--config", str(config)]  # the station layout as the service has it
     cmd += ["--csms", f"ws://127.0.0.1:{ocpp}", "--speed", "1", "--version", "mixed", "--json"]
     cmd += ["--meter-url", f"http://127.0.0.1:{http}/api/meter", "--meter-interval-s", str(meter_interval_s)]
     cmd += ["--duration-s", str(duration_s), *extra]
@@ -166,6 +169,17 @@ def wait_http(port: int, timeout_s: float = 60.0) -> None:
         except OSError:
             time.sleep(0.2)
     raise RuntimeError(f"the service did not answer on port {port}")
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of a process, MiB (0 where /proc cannot tell)."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return float(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return 0.0
 
 
 def metric(text: str, name: str) -> float:
@@ -192,11 +206,19 @@ def run_phase(
     db = f"sqlite:///{work / 'serving.db'}"
     config = write_config(work, scenario, interval_s, ocpp, http, db)
     log = work / "service.log"
+    t_start, utc_start = time.monotonic(), datetime.now(UTC)
     svc = start_service(config, log, policy, failsafe)
     out: dict[str, Any] = {"stations": n, "policy": policy, "failsafe": failsafe}
+    rss: list[tuple[float, float]] = []
     try:
         wait_http(http)
-        sim = start_simulator(scenario, ocpp, http, duration_s, meter_interval_s, extra)
+        out["time_to_listen_s"] = round(time.monotonic() - t_start, 2)
+        sim = start_simulator(scenario, ocpp, http, duration_s, meter_interval_s, extra, config)
+        if kill_at_s is None:
+            # memory of the service over the run (soak: growth after the first tenth)
+            while sim.poll() is None:
+                rss.append((time.monotonic() - t_start, rss_mib(svc.pid)))
+                time.sleep(min(5.0, max(duration_s / 50, 0.5)))
         if kill_at_s is not None:
             time.sleep(kill_at_s)
             before = http_json(http, "/api/state")
@@ -211,7 +233,7 @@ def run_phase(
             out["restart_s"] = round(time.monotonic() - t_kill, 2)
             out["transactions_before_kill"] = len(running)
             out["transactions_resumed"] = sum(resumed.get(k) == v for k, v in running.items())
-        stdout, _ = sim.communicate(timeout=duration_s + 120)
+        stdout, _ = sim.communicate(timeout=duration_s + 300)
         report = json.loads(stdout.decode().strip().splitlines()[-1])
         metrics = http_json(http, "/metrics")
         state = http_json(http, "/api/state")
@@ -247,8 +269,27 @@ def run_phase(
             "import_limit_kw": report["import_limit_kw"],
             "energy_delivered_kwh": round(sum(report["energy_delivered_kwh"].values()), 2),
             "offenders_flagged": [c["id"] for c in state["chargers"] if c["flags"]["not_following_profile"]],
+            "requests_before_boot": report.get("refused_unregistered", 0),
+            "controllable_violations": state["loop"].get("violations", 0),
+            "uncontrollable_overloads": state["loop"].get("overloads_uncontrollable", 0),
+            "disconnects": report.get("disconnects", 0),
+            "reboots": report.get("reboots", 0),
+            "late_meter_values": report.get("late_meter_values", 0),
+            "meter_faults": metric(metrics, "evdlm_meter_faults_total"),
+            "transactions": report.get("transactions_seen", 0),
+            "worst_profile_delay_s": report.get("worst_profile_delay_s", 0.0),
+            "transactions_unprotected_at_end": report.get("transactions_unprotected_at_end", 0),
         }
     )
+    if report.get("first_boot_accepted_utc") and kill_at_s is None:
+        first = datetime.fromisoformat(report["first_boot_accepted_utc"])
+        out["time_to_first_boot_s"] = round((first - utc_start).total_seconds(), 2)
+    valid = [m for m in rss if m[1] > 0]
+    if len(valid) >= 4:
+        settled = valid[len(valid) // 10]  # after the first tenth: stations connected, caches warm
+        out["rss_mib_settled"] = round(settled[1], 1)
+        out["rss_mib_end"] = round(valid[-1][1], 1)
+        out["rss_growth_pct"] = round(100.0 * (valid[-1][1] - settled[1]) / settled[1], 1)
     flagged = [c["flagged_at"] for c in state["chargers"] if c.get("flagged_at")]
     last = report.get("last_violation_utc")
     if flagged:
@@ -398,11 +439,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--meter-interval-s", type=float, default=10.0)
     p.add_argument("--fault-stations", type=int, default=40)
     p.add_argument("--fault-interval-s", type=float, default=2.0)
+    p.add_argument("--soak", type=float, metavar="MINUTES", help="only the soak: --stations for MINUTES")
+    p.add_argument("--chaos-per-h", type=float, default=6.0, help="soak: disconnects+reboots/station/h")
+    p.add_argument("--late-meter-share", type=float, default=0.1, help="soak: share of late MeterValues")
     p.add_argument("--json", action="store_true")
     p.add_argument("--v2g", action="store_true", help="run the V2G scenario (OCPP 2.1) instead")
     p.add_argument("--v2g-stations", type=int, default=50)
     p.add_argument("--v2g-minutes", type=float, default=8.0)
     args = p.parse_args(argv)
+    if args.soak is not None:
+        soak(args)
+        return
     results: dict[str, Any] = {}
     if args.v2g:
         with tempfile.TemporaryDirectory(prefix="evdlm-bench-v2g-") as tmp:
@@ -443,6 +490,10 @@ def main(argv: list[str] | None = None) -> None:
         return
     s, o, r = results["scale"], results["offender"], results["restart"]
     print(f"scale: {s['stations']} stations ({s['connected_at_end']} connected at end), {s['cycles']} cycles")
+    print(
+        f"  time to listen {s['time_to_listen_s']} s (process start to /health answering), to the first "
+        f"accepted BootNotification {s.get('time_to_first_boot_s')} s"
+    )
     print(f"  loop latency p99 {s['p99_loop_latency_ms']:.1f} ms, mean {s['mean_loop_latency_ms']:.1f} ms")
     print(
         f"  messages received {s['messages_received']:.0f}; calls unanswered {s['calls_unanswered']} "
@@ -451,6 +502,12 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"  physical site: max import {s['max_site_import_kw']} / {s['import_limit_kw']} kW, "
         f"violation ticks {s['violation_ticks']} (nodes {s['node_violation_ticks']})"
+    )
+    print(
+        f"  failsafe: {s['requests_before_boot']} requests before a boot was accepted; {s['transactions']} "
+        f"transactions, worst delay to a profile in force {s['worst_profile_delay_s']:.2f} s "
+        f"(control interval {s['control_interval_s']} s), "
+        f"{s['transactions_unprotected_at_end']} never covered"
     )
     print(
         f"offender ({o['stations']} stations, {o['control_interval_s']} s loop, flagged "
@@ -463,6 +520,38 @@ def main(argv: list[str] | None = None) -> None:
     print(
         f"restart after SIGKILL: {r['transactions_resumed']} of {r['transactions_before_kill']} transactions "
         f"resumed, service back in {r['restart_s']} s; violations {r['violation_ticks']}"
+    )
+
+
+def soak(args: argparse.Namespace) -> None:
+    """``--soak MINUTES``: the stations connect at once and run for MINUTES with random disconnects,
+    reboots and late MeterValues; the figures the issue asks for (violations, unanswered calls, memory
+    growth, p99 loop latency)."""
+    extra = ["--chaos-per-h", str(args.chaos_per_h), "--late-meter-share", str(args.late_meter_share)]
+    with tempfile.TemporaryDirectory(prefix="evdlm-bench-soak-") as tmp:
+        r = run_phase(
+            Path(tmp), args.stations, 60.0 * args.soak, args.interval_s, args.meter_interval_s, extra
+        )
+    if args.json:
+        print(json.dumps({"soak": r}))
+        return
+    print(
+        f"soak: {r['stations']} stations, {args.soak:g} min, {r['cycles']} cycles; {r['disconnects']} "
+        f"disconnects, {r['reboots']} reboots, {r['late_meter_values']} late MeterValues"
+    )
+    print(
+        f"  violations: {r['controllable_violations']:.0f} controllable (service), "
+        f"{r['violation_ticks']} site / {r['node_violation_ticks']} node ticks (simulator); "
+        f"{r['uncontrollable_overloads']:.0f} uncontrollable overloads"
+    )
+    print(
+        f"  calls unanswered {r['calls_unanswered']} of {r['calls_sent_by_stations']}; loop latency p99 "
+        f"{r['p99_loop_latency_ms']:.1f} ms, mean {r['mean_loop_latency_ms']:.1f} ms"
+    )
+    print(
+        f"  memory {r.get('rss_mib_settled')} -> {r.get('rss_mib_end')} MiB "
+        f"({r.get('rss_growth_pct')} % after the first tenth); worst delay to a profile in force "
+        f"{r['worst_profile_delay_s']:.2f} s; {r['requests_before_boot']} requests before a boot"
     )
 
 

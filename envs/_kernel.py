@@ -21,15 +21,32 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, vectorize
+from numba import njit
+
+from envs.physics import (
+    BIG,
+    GRID_EPS,
+    battery_box_one,
+    ceil_grid,
+    ev_terms_one,
+    floor_grid,
+    held_rate_kw,
+)
+
+Net = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+"""the site's rows as one tuple: ``(row_ptr, row_idx, row_w, col_ptr, col_row, col_w, layer_ptr)``"""
+EVArrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+"""the EVs of ``(B, n)`` states as one tuple: ``(present, ev_max_charge, ev_max_discharge, need, room,
+dischargeable, time_left)``"""
+
+Consts = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+"""the site's constants as one tuple: ``(row_limit, res, min_kw, site_c, site_s)``"""
+Now = tuple[np.ndarray, np.ndarray, np.ndarray]
+"""``(B,)`` site values of the states: ``(base_kw, pv_kw, soc_kwh)``"""
 
 TOL_KW = 1e-9
 """violation threshold, kW (or A for phase rows)"""
-GRID_EPS = 1e-9
-"""relative slack when snapping to a charger's resolution grid (absorbs float noise in ``k * res``)"""
 MAX_PASSES = 64
-BIG = float(np.finfo(np.float64).max)
-"""laxity of an empty slot"""
 
 # indices into the per-charger site matrix ``site_c`` (5, n)
 C_RATED, C_MAX_DIS, C_EFF, C_BIDIR, C_RES = 0, 1, 2, 3, 4
@@ -48,62 +65,24 @@ C_RATED, C_MAX_DIS, C_EFF, C_BIDIR, C_RES = 0, 1, 2, 3, 4
 N_SITE_SCALARS = 9
 
 
-# ---------------------------------------------------------------------------------------------- grid
-
-
-@njit(cache=True)
-def floor_grid(v: float, res: float) -> float:
-    """Largest grid point ``k * res <= v`` for ``v >= 0`` (``res == 0``: unchanged)."""
-    if res > 0.0:
-        return math.floor(v / res + GRID_EPS) * res
-    return v
-
-
-@njit(cache=True)
-def ceil_grid(v: float, res: float) -> float:
-    """Smallest grid point ``k * res >= v`` for ``v >= 0`` (``res == 0``: unchanged)."""
-    if res > 0.0:
-        return math.ceil(v / res - GRID_EPS) * res
-    return v
-
-
-@vectorize(["float64(float64, float64)"], cache=True)
-def floor_to_grid(v: float, res: float) -> float:
-    """:func:`floor_grid` as a ufunc over arrays (for callers outside the kernel), kW."""
-    return floor_grid(v, res)
-
-
-@vectorize(["float64(float64, float64)"], cache=True)
-def ceil_to_grid(v: float, res: float) -> float:
-    """:func:`ceil_grid` as a ufunc over arrays (for callers outside the kernel), kW."""
-    return ceil_grid(v, res)
-
-
 # ---------------------------------------------------------------------------------------------- bounds
 
 
 @njit(cache=True)
 def ev_bounds(
     site_c: np.ndarray,
-    present: np.ndarray,
-    ev_max_charge: np.ndarray,
-    ev_max_discharge: np.ndarray,
-    need: np.ndarray,
-    room: np.ndarray,
-    dischargeable: np.ndarray,
-    time_left: np.ndarray,
+    ev: EVArrays,
     dt_h: float,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Per-charger box ``(lo, hi)``, laxity (h) and must-charge power (kW) of ``(B, n)`` states
     (``charger_bounds`` documents the box).
 
-    The must-charge power is what the EV needs now so that charging at ``full`` for the rest of its time
-    still delivers its need: ``max(need - full * (time_left - dt), 0) / (eff * dt)``, capped at ``hi``.
-
-    ``full`` is the rate the charger can really hold: ``min(rated, EV max)`` rounded down to the charger's
-    grid, times the efficiency (kWh per h on the battery side); the departure margin and the laxity use it,
-    so an EV allowed to discharge now can still finish on the grid it is controlled on.
+    ``hi``, the laxity and the must-charge power are the deadline terms of :func:`envs.physics.ev_terms_one`
+    (at ``hedge = 1``): the rate the charger can really hold is ``min(rated, EV max)`` rounded down to its
+    grid. The departure margin of the discharge bound is the EV's spare energy there, so an EV allowed to
+    discharge now can still finish on the grid it is controlled on.
     """
+    present, ev_max_charge, ev_max_discharge, need, room, dischargeable, time_left = ev
     batch, n = present.shape
     lo = np.zeros((batch, n))
     hi = np.zeros((batch, n))
@@ -115,40 +94,25 @@ def ev_bounds(
                 lax[b, i] = BIG
                 continue
             eff = site_c[C_EFF, i]
-            rate = min(site_c[C_RATED, i], ev_max_charge[b, i])
-            res = site_c[C_RES, i]
-            held = floor_grid(rate, res) if math.isfinite(rate) else rate
-            hi[b, i] = max(min(rate, room[b, i] / (eff * dt_h)), 0.0)
-            full = held * eff
-            tl = time_left[b, i]
-            nd = need[b, i]
-            future = full * max(tl - dt_h, 0.0)
-            if nd > future:
-                must[b, i] = min((nd - future) / (eff * dt_h), hi[b, i])
+            _, hi[b, i], lax[b, i], must[b, i], spare = ev_terms_one(
+                site_c[C_RATED, i], site_c[C_RES, i], eff, ev_max_charge[b, i], need[b, i], room[b, i],
+                time_left[b, i], dt_h, 1.0,
+            )  # fmt: skip
             if site_c[C_BIDIR, i] > 0.5:
                 floor_kw = dischargeable[b, i] * eff / dt_h
-                departure_kw = (future - nd) * eff / dt_h
+                departure_kw = spare * eff / dt_h
                 dis = min(site_c[C_MAX_DIS, i], ev_max_discharge[b, i], floor_kw, departure_kw)
                 lo[b, i] = -max(dis, 0.0)
-            if nd > 0.0:
-                to_go = nd / full if full > 0.0 else math.inf
-            else:
-                to_go = 0.0
-            v = tl - to_go
-            if math.isnan(v):
-                v = math.inf
-            lax[b, i] = min(max(v, -BIG), BIG)
     return lo, hi, lax, must
 
 
 @njit(cache=True)
 def _battery_box(site_s: np.ndarray, soc: float, dt_h: float) -> tuple[float, float]:
-    if site_s[S_HAS_BATTERY] < 0.5:
-        return 0.0, 0.0
-    eff = site_s[S_B_EFF]
-    up = min(site_s[S_B_MAX_CHARGE], max(site_s[S_B_SOC_MAX] - soc, 0.0) / (eff * dt_h))
-    down = min(site_s[S_B_MAX_DISCHARGE], max(soc - site_s[S_B_SOC_MIN], 0.0) * eff / dt_h)
-    return -down, up
+    """:func:`envs.physics.battery_box_one` of the site scalars ``site_s``."""
+    return battery_box_one(
+        site_s[S_HAS_BATTERY] > 0.5, site_s[S_B_MAX_CHARGE], site_s[S_B_MAX_DISCHARGE], site_s[S_B_SOC_MIN],
+        site_s[S_B_SOC_MAX], site_s[S_B_EFF], soc, dt_h,
+    )  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------- rows
@@ -175,9 +139,7 @@ def _any_outside(vals: np.ndarray, rlo: np.ndarray, rhi: np.ndarray) -> bool:
 
 @njit(cache=True)
 def _local_reset(
-    row_ptr: np.ndarray,
-    row_idx: np.ndarray,
-    row_w: np.ndarray,
+    net: Net,
     x: np.ndarray,
     anchor: np.ndarray,
     rlo: np.ndarray,
@@ -186,6 +148,7 @@ def _local_reset(
 ) -> None:
     """Fail-safe, in place: every coordinate of a violated row goes to the anchor's value until no row is
     violated; where even that fails, the whole allocation becomes the anchor."""
+    row_ptr, row_idx, row_w = net[0], net[1], net[2]
     n_rows = vals.shape[0]
     for _ in range(x.shape[0] + 1):
         _rows(row_ptr, row_idx, row_w, x, vals)
@@ -271,10 +234,7 @@ def _waterfill_row(
 
 @njit(cache=True)
 def _sequential(
-    row_ptr: np.ndarray,
-    row_idx: np.ndarray,
-    row_w: np.ndarray,
-    layer_ptr: np.ndarray,
+    net: Net,
     x: np.ndarray,
     lo: np.ndarray,
     hi: np.ndarray,
@@ -285,6 +245,7 @@ def _sequential(
 ) -> None:
     """Sequential water-filling passes over the violated rows, layer by layer (leaves to root, the site
     last), then, if anything is left, the longest step from the feasible ``anchor`` toward ``x``."""
+    row_ptr, row_idx, row_w, layer_ptr = net[0], net[1], net[2], net[6]
     _rows(row_ptr, row_idx, row_w, x, vals)
     if not _any_outside(vals, rlo, rhi):
         return
@@ -327,12 +288,7 @@ def _sequential(
 
 @njit(cache=True)
 def _fill(
-    row_ptr: np.ndarray,
-    row_idx: np.ndarray,
-    row_w: np.ndarray,
-    col_ptr: np.ndarray,
-    col_row: np.ndarray,
-    col_w: np.ndarray,
+    net: Net,
     base: np.ndarray,
     caps: np.ndarray,
     order: np.ndarray,
@@ -350,6 +306,7 @@ def _fill(
     it (``rounding``: floored to its grid), or nothing where that is below its minimum ``min_a`` (the
     minimum current of a charging charger), so the result is feasible by construction.
     """
+    row_ptr, row_idx, row_w, col_ptr, col_row, col_w = net[0], net[1], net[2], net[3], net[4], net[5]
     _rows(row_ptr, row_idx, row_w, base, vals)
     n_rows = vals.shape[0]
     head = np.empty(n_rows)
@@ -419,12 +376,7 @@ def _setup_one(
 
 @njit(cache=True)
 def _anchor(
-    row_ptr: np.ndarray,
-    row_idx: np.ndarray,
-    row_w: np.ndarray,
-    col_ptr: np.ndarray,
-    col_row: np.ndarray,
-    col_w: np.ndarray,
+    net: Net,
     lo: np.ndarray,
     hi: np.ndarray,
     lax: np.ndarray,
@@ -439,6 +391,7 @@ def _anchor(
     """The safe allocation (in ``anchor``): all off, or, where the site row forbids all-off, forced
     discharge (most slack first, the battery before any EV) or forced charging (least slack first, each
     charger its minimum ``m_kw`` or more, or nothing). Returns whether it satisfies every row."""
+    row_ptr, row_idx, row_w = net[0], net[1], net[2]
     n_coord = anchor.shape[0]
     n = n_coord - 1
     k = rlo.shape[0] - 1
@@ -461,7 +414,7 @@ def _anchor(
     if direction > 0:
         min_a[:n] = m_kw
     a = _fill(
-        row_ptr, row_idx, row_w, col_ptr, col_row, col_w, zero, caps, order, direction, rlo, rhi, res,
+        net, zero, caps, order, direction, rlo, rhi, res,
         rounding, min_a, vals,
     )  # fmt: skip
     for c in range(n_coord):
@@ -472,12 +425,7 @@ def _anchor(
 
 @njit(cache=True)
 def _fleet_terms(
-    row_ptr: np.ndarray,
-    row_idx: np.ndarray,
-    row_w: np.ndarray,
-    col_ptr: np.ndarray,
-    col_row: np.ndarray,
-    col_w: np.ndarray,
+    net: Net,
     site_c: np.ndarray,
     present: np.ndarray,
     ev_max_charge: np.ndarray,
@@ -504,6 +452,7 @@ def _fleet_terms(
     Discharge margin: an EV's future rate is its proportional share of every row its fleet would overload
     (``rate * limit / sum w * rate``), so V2G never counts on capacity the others need.
     """
+    row_ptr, row_idx, row_w, col_ptr, col_row, col_w = net[0], net[1], net[2], net[3], net[4], net[5]
     n = must.shape[0]
     n_rows = rhi.shape[0]
     load = np.zeros(n_rows)
@@ -511,8 +460,7 @@ def _fleet_terms(
     for i in range(n):
         if not present[i] or need[i] <= 0.0:
             continue
-        r_kw = min(site_c[C_RATED, i], ev_max_charge[i])
-        rate[i] = floor_grid(r_kw, site_c[C_RES, i]) if math.isfinite(r_kw) else r_kw
+        rate[i] = held_rate_kw(site_c[C_RATED, i], ev_max_charge[i], site_c[C_RES, i])
         for p in range(col_ptr[i], col_ptr[i + 1]):
             load[col_row[p]] += col_w[p] * rate[i]
     for r in range(n_rows):
@@ -571,12 +519,7 @@ def _fleet_terms(
 
 @njit(cache=True)
 def _departure_floor(
-    row_ptr: np.ndarray,
-    row_idx: np.ndarray,
-    row_w: np.ndarray,
-    col_ptr: np.ndarray,
-    col_row: np.ndarray,
-    col_w: np.ndarray,
+    net: Net,
     must: np.ndarray,
     m_kw: np.ndarray,
     lax: np.ndarray,
@@ -615,7 +558,7 @@ def _departure_floor(
         return
     order = np.argsort(key, kind="mergesort")
     got = _fill(
-        row_ptr, row_idx, row_w, col_ptr, col_row, col_w, anchor, caps, order, 1.0, rlo, rhi, res, rounding,
+        net, anchor, caps, order, 1.0, rlo, rhi, res, rounding,
         m_kw, vals,
     )  # fmt: skip
     for i in range(n):
@@ -626,13 +569,7 @@ def _departure_floor(
 
 @njit(cache=True)
 def _min_current(
-    row_ptr: np.ndarray,
-    row_idx: np.ndarray,
-    row_w: np.ndarray,
-    col_ptr: np.ndarray,
-    col_row: np.ndarray,
-    col_w: np.ndarray,
-    layer_ptr: np.ndarray,
+    net: Net,
     res: np.ndarray,
     m_kw: np.ndarray,
     need_kw: np.ndarray,
@@ -658,6 +595,7 @@ def _min_current(
     off: ``[lo, 0]``), so freed capacity goes back to the others. A charger whose box starts above 0 (a
     granted departure floor) stays on at its floor.
     """
+    row_ptr, row_idx, row_w = net[0], net[1], net[2]
     n = m_kw.shape[0]
     n_coord = x.shape[0]
     any_cand = False
@@ -690,7 +628,7 @@ def _min_current(
             caps[i] = m_kw[i]
     order = np.argsort(key, kind="mergesort")
     got = _fill(
-        row_ptr, row_idx, row_w, col_ptr, col_row, col_w, z, caps, order, 1.0, rlo, rhi, res, False, m_kw,
+        net, z, caps, order, 1.0, rlo, rhi, res, False, m_kw,
         vals,
     )  # fmt: skip
     granted = np.zeros(n, dtype=np.bool_)
@@ -700,7 +638,7 @@ def _min_current(
         if granted[i]:
             z[i] += m_kw[i]
     floor = z.copy()
-    _local_reset(row_ptr, row_idx, row_w, floor, anchor, rlo, rhi, vals)
+    _local_reset(net, floor, anchor, rlo, rhi, vals)
     any_off = False
     on = np.zeros(n, dtype=np.bool_)
     for i in range(n):
@@ -730,16 +668,12 @@ def _min_current(
             hi2[i] = 0.0
     for c in range(n_coord):
         x[c] = min(max(req[c], lo2[c]), hi2[c])
-    _sequential(row_ptr, row_idx, row_w, layer_ptr, x, lo2, hi2, rlo, rhi, floor, vals)
+    _sequential(net, x, lo2, hi2, rlo, rhi, floor, vals)
 
 
 @njit(cache=True)
 def _round(
-    row_ptr: np.ndarray,
-    row_idx: np.ndarray,
-    row_w: np.ndarray,
-    col_ptr: np.ndarray,
-    col_row: np.ndarray,
+    net: Net,
     res: np.ndarray,
     x: np.ndarray,
     lo: np.ndarray,
@@ -751,6 +685,7 @@ def _round(
 ) -> None:
     """Snap chargers to their grid toward zero (in place); where that breaks a row, round the offending ones
     away from zero, let the battery absorb a site excess, and as the last resort reset to the safe anchor."""
+    row_ptr, row_idx, row_w, col_ptr, col_row = net[0], net[1], net[2], net[3], net[4]
     n_coord = x.shape[0]
     n = n_coord - 1
     k = vals.shape[0] - 1
@@ -786,36 +721,24 @@ def _round(
             if (in_over and xc[i] < 0.0) or (in_under and xc[i] > 0.0):
                 away = math.copysign(ceil_grid(abs(xc[i]), res[i]), xc[i])
                 x[i] = min(max(away, lo[i]), hi[i])
-    _local_reset(row_ptr, row_idx, row_w, x, anchor, rlo, rhi, vals)
+    _local_reset(net, x, anchor, rlo, rhi, vals)
 
 
 # ---------------------------------------------------------------------------------------------- entry points
 
 
 @njit(cache=True)
+def _scratch(n_coord: int, n_rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per-state scratch of the entry points: box ``lo, hi`` and row bounds and values ``rlo, rhi, vals``."""
+    return np.empty(n_coord), np.empty(n_coord), np.empty(n_rows), np.empty(n_rows), np.empty(n_rows)
+
+
+@njit(cache=True)
 def project_batch(
-    row_ptr: np.ndarray,
-    row_idx: np.ndarray,
-    row_w: np.ndarray,
-    col_ptr: np.ndarray,
-    col_row: np.ndarray,
-    col_w: np.ndarray,
-    layer_ptr: np.ndarray,
-    row_limit: np.ndarray,
-    res: np.ndarray,
-    min_kw: np.ndarray,
-    site_c: np.ndarray,
-    site_s: np.ndarray,
-    present: np.ndarray,
-    ev_max_charge: np.ndarray,
-    ev_max_discharge: np.ndarray,
-    need: np.ndarray,
-    room: np.ndarray,
-    dischargeable: np.ndarray,
-    time_left: np.ndarray,
-    base_kw: np.ndarray,
-    pv_kw: np.ndarray,
-    soc_kwh: np.ndarray,
+    net: Net,
+    consts: Consts,
+    ev: EVArrays,
+    now: Now,
     dt_h: float,
     req: np.ndarray,
     enforce_min_current: bool,
@@ -825,24 +748,21 @@ def project_batch(
     """Project ``req`` ``(B, n + 1)`` for ``B`` states; returns ``(x, paused, feasible, curtailed_kw,
     site_import_kw, moved_kw)``. ``departure_floor``: EVs that must charge now to finish get at least that
     (:func:`_departure_floor`)."""
+    present, ev_max_charge, need, time_left = ev[0], ev[1], ev[3], ev[6]
+    row_limit, res, min_kw, site_c, site_s = consts
+    base_kw, pv_kw, soc_kwh = now
     batch, n_coord = req.shape
     n = n_coord - 1
     n_rows = row_limit.shape[0] + 1
-    lo_c, hi_c, lax, must = ev_bounds(
-        site_c, present, ev_max_charge, ev_max_discharge, need, room, dischargeable, time_left, dt_h
-    )
+    lo_c, hi_c, lax, must = ev_bounds(site_c, ev, dt_h)
     out = np.empty((batch, n_coord))
     paused = np.zeros((batch, n), dtype=np.bool_)
     feasible = np.ones(batch, dtype=np.bool_)
     curtailed = np.zeros(batch)
     site_import = np.empty(batch)
     moved = np.empty(batch)
-    lo = np.empty(n_coord)
-    hi = np.empty(n_coord)
-    rlo = np.empty(n_rows)
-    rhi = np.empty(n_rows)
+    lo, hi, rlo, rhi, vals = _scratch(n_coord, n_rows)
     anchor = np.empty(n_coord)
-    vals = np.empty(n_rows)
     m_kw = np.empty(n)
     need_kw = np.empty(n)
     for b in range(batch):
@@ -856,17 +776,17 @@ def project_batch(
                 m = ceil_grid(m, res[i])
             m_kw[i] = min(m, hi[i])
         feasible[b] = _anchor(
-            row_ptr, row_idx, row_w, col_ptr, col_row, col_w, lo, hi, lax[b], rlo, rhi, res, rounding,
+            net, lo, hi, lax[b], rlo, rhi, res, rounding,
             m_kw, anchor, vals,
         )  # fmt: skip
         if departure_floor and feasible[b]:
             must_b = must[b].copy()
             _fleet_terms(
-                row_ptr, row_idx, row_w, col_ptr, col_row, col_w, site_c, present[b], ev_max_charge[b],
+                net, site_c, present[b], ev_max_charge[b],
                 need[b], time_left[b], dt_h, rhi, res, rounding, hi, lo, must_b,
             )  # fmt: skip
             _departure_floor(
-                row_ptr, row_idx, row_w, col_ptr, col_row, col_w, must_b, m_kw, lax[b], res, rounding, lo,
+                net, must_b, m_kw, lax[b], res, rounding, lo,
                 hi, rlo, rhi, anchor, vals,
             )  # fmt: skip
         for i in range(n):
@@ -874,14 +794,14 @@ def project_batch(
         x = out[b]
         for c in range(n_coord):
             x[c] = min(max(req[b, c], lo[c]), hi[c])
-        _sequential(row_ptr, row_idx, row_w, layer_ptr, x, lo, hi, rlo, rhi, anchor, vals)
+        _sequential(net, x, lo, hi, rlo, rhi, anchor, vals)
         if enforce_min_current:
             _min_current(
-                row_ptr, row_idx, row_w, col_ptr, col_row, col_w, layer_ptr, res, m_kw, need_kw, req[b], x,
+                net, res, m_kw, need_kw, req[b], x,
                 lo, hi, lax[b], rlo, rhi, anchor, paused[b], vals,
             )  # fmt: skip
         if rounding:
-            _round(row_ptr, row_idx, row_w, col_ptr, col_row, res, x, lo, hi, rlo, rhi, anchor, vals)
+            _round(net, res, x, lo, hi, rlo, rhi, anchor, vals)
         if not feasible[b]:
             x[:] = anchor
             paused[b, :] = False
@@ -893,55 +813,35 @@ def project_batch(
             d = x[c] - req[b, c]
             dist += d * d
         pv = max(pv_kw[b], 0.0)
-        net = base_kw[b] + total - pv  # before curtailment
+        net_kw = base_kw[b] + total - pv  # before curtailment
         if site_s[S_PV_CURTAILABLE] > 0.5:
-            curtailed[b] = min(max(-site_s[S_EXPORT] - net, 0.0), pv)
-        site_import[b] = net + curtailed[b]
+            curtailed[b] = min(max(-site_s[S_EXPORT] - net_kw, 0.0), pv)
+        site_import[b] = net_kw + curtailed[b]
         moved[b] = math.sqrt(dist)
     return out, paused, feasible, curtailed, site_import, moved
 
 
 @njit(cache=True)
 def fill_priority(
-    row_ptr: np.ndarray,
-    row_idx: np.ndarray,
-    row_w: np.ndarray,
-    col_ptr: np.ndarray,
-    col_row: np.ndarray,
-    col_w: np.ndarray,
-    row_limit: np.ndarray,
-    res: np.ndarray,
-    site_c: np.ndarray,
-    site_s: np.ndarray,
-    present: np.ndarray,
-    ev_max_charge: np.ndarray,
-    ev_max_discharge: np.ndarray,
-    need: np.ndarray,
-    room: np.ndarray,
-    dischargeable: np.ndarray,
-    time_left: np.ndarray,
-    base_kw: np.ndarray,
-    pv_kw: np.ndarray,
-    soc_kwh: np.ndarray,
+    net: Net,
+    consts: Consts,
+    ev: EVArrays,
+    now: Now,
     dt_h: float,
     scores: np.ndarray,
     allow_discharge: bool,
 ) -> np.ndarray:
     """The request of :func:`envs.projection.priority_fill` ``(B, n)``: capacity filled in descending
     score order (negative scores discharge first with ``allow_discharge``); the caller projects it."""
+    row_limit, res, site_c, site_s = consts[0], consts[1], consts[3], consts[4]
+    base_kw, pv_kw, soc_kwh = now
     batch, n = scores.shape
     n_coord = n + 1
     n_rows = row_limit.shape[0] + 1
     k = n_rows - 1
-    lo_c, hi_c, _, _ = ev_bounds(
-        site_c, present, ev_max_charge, ev_max_discharge, need, room, dischargeable, time_left, dt_h
-    )
+    lo_c, hi_c, _, _ = ev_bounds(site_c, ev, dt_h)
     out = np.zeros((batch, n))
-    lo = np.empty(n_coord)
-    hi = np.empty(n_coord)
-    rlo = np.empty(n_rows)
-    rhi = np.empty(n_rows)
-    vals = np.empty(n_rows)
+    lo, hi, rlo, rhi, vals = _scratch(n_coord, n_rows)
     caps = np.zeros(n_coord)
     key = np.empty(n_coord)
     no_min = np.zeros(n_coord)
@@ -965,7 +865,7 @@ def fill_priority(
             rlo_free[k] = -math.inf  # the charging filled next takes up what would be exported
             order = np.argsort(key, kind="mergesort")
             a = _fill(
-                row_ptr, row_idx, row_w, col_ptr, col_row, col_w, start, caps, order, -1.0, rlo_free, rhi,
+                net, start, caps, order, -1.0, rlo_free, rhi,
                 res, False, no_min, vals,
             )  # fmt: skip
             for c in range(n_coord):
@@ -978,7 +878,7 @@ def fill_priority(
         key[n] = math.inf
         order = np.argsort(key, kind="mergesort")
         a = _fill(
-            row_ptr, row_idx, row_w, col_ptr, col_row, col_w, start, caps, order, 1.0, rlo, rhi, res, False,
+            net, start, caps, order, 1.0, rlo, rhi, res, False,
             no_min, vals,
         )  # fmt: skip
         for i in range(n):

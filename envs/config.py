@@ -273,9 +273,11 @@ def read_yaml(path: str | Path) -> object:
     """Parse a YAML file; unreadable or bad YAML is a :class:`ConfigError` naming the file and line."""
     p = Path(path)
     try:
-        text = p.read_text()
+        text = p.read_text(encoding="utf-8")
     except OSError as err:
         raise ConfigError(f"{p}: cannot read: {err.strerror}") from None
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{p}: not UTF-8 text (byte {err.start}); save the file as UTF-8") from None
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as err:

@@ -55,6 +55,7 @@ from envs.scenario import (
     check_consistency,
     read_csv,
     resample_timeseries,
+    shown,
     validate_sessions,
     validate_timeseries,
 )
@@ -112,11 +113,15 @@ def _check_session(
     fields: tuple[str, str, str],
 ) -> None:
     if departure <= arrival:
-        raise _bad(source, row, fields[1], f"departure {departure} is not after arrival {arrival}")
+        raise _bad(
+            source, row, fields[1], f"departure {shown(departure)} is not after arrival {shown(arrival)}"
+        )
     if energy_kwh < 0:
-        raise _bad(source, row, fields[2], f"negative energy {energy_kwh}")
+        raise _bad(source, row, fields[2], f"negative energy {shown(energy_kwh)}")
     if energy_kwh > MAX_SESSION_ENERGY_KWH:
-        raise _bad(source, row, fields[2], f"{energy_kwh} is implausibly large (check units: kWh, not Wh)")
+        raise _bad(
+            source, row, fields[2], f"{shown(energy_kwh)} is implausibly large (check units: kWh, not Wh)"
+        )
 
 
 def _rfc1123(value: object, source: str, row: str, field: str) -> pd.Timestamp:
@@ -125,11 +130,16 @@ def _rfc1123(value: object, source: str, row: str, field: str) -> pd.Timestamp:
     text = str(value).strip()
     for fmt in ("%a, %d %b %Y %H:%M:%S %Z", "ISO8601"):
         try:
-            ts = pd.to_datetime(text, format=fmt, utc=True)
+            ts = pd.Timestamp(pd.to_datetime(text, format=fmt))
         except (ValueError, TypeError):
             continue
-        if not pd.isna(ts):
-            return pd.Timestamp(ts).as_unit("ns")
+        if pd.isna(ts):
+            continue
+        if ts.tzinfo is None:  # refused like a time without offset in sessions.csv: UTC would be a guess
+            raise _bad(
+                source, row, field, f"date {text!r} has no time zone (e.g. 'GMT' or an offset like +00:00)"
+            )
+        return ts.tz_convert("UTC").as_unit("ns")
     raise _bad(source, row, field, f"not an RFC 1123 date: {text!r}")
 
 
@@ -335,7 +345,9 @@ def read_elaad(path: str | Path) -> pd.DataFrame:
         kwh = _number(rec["TotalEnergy"], source, row, "TotalEnergy")
         max_kw = _number(rec.get("MaxPower"), source, row, "MaxPower", required=False)
         if max_kw > MAX_EV_POWER_KW:
-            raise _bad(source, row, "MaxPower", f"{max_kw} is implausibly large (check units: kW, not W)")
+            raise _bad(
+                source, row, "MaxPower", f"{shown(max_kw)} is implausibly large (check units: kW, not W)"
+            )
         if not max_kw > 0:
             max_kw = float("nan")  # unknown (a session that drew nothing says nothing about the EV)
         _check_session(

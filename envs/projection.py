@@ -36,8 +36,9 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import sparse
 
-from envs import _kernel
+from envs import _kernel, physics
 from envs.core import BoolArray, FloatArray, IntArray, SiteArrays, SiteState
+from envs.limit_rows import LimitRows, can_bind, reach_kw
 
 _SPARSE_ABOVE = 40_000
 """:meth:`ProjectionPlan.rows` goes through scipy.sparse when the dense weight matrix has more entries"""
@@ -83,6 +84,10 @@ class ProjectionPlan:
     """(5, n) per-charger constants: rating, discharge max, efficiency, bidirectional, resolution"""
     site_s: FloatArray = field(init=False, repr=False)
     """site constants (grid limits, battery, PV curtailable), indexed by ``envs._kernel.S_*``"""
+    net: _kernel.Net = field(init=False, repr=False)
+    """the rows as the kernel takes them: ``(row_ptr, row_idx, row_w, col_ptr, col_row, col_w, layer_ptr)``"""
+    consts: _kernel.Consts = field(init=False, repr=False)
+    """the constants as the kernel takes them: ``(row_limit, resolution_kw, min_kw, site_c, site_s)``"""
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -107,6 +112,12 @@ class ProjectionPlan:
         site_s[_kernel.S_B_EFF] = site.battery_efficiency if site.has_battery else 1.0
         site_s[_kernel.S_PV_CURTAILABLE] = float(self.pv_curtailable)
         set_(self, "site_s", site_s)
+        set_(
+            self,
+            "net",
+            (self.row_ptr, self.row_idx, self.row_w, self.col_ptr, self.col_row, self.col_w, self.layer_ptr),
+        )
+        set_(self, "consts", (self.row_limit, self.resolution_kw, self.min_kw, self.site_c, site_s))
 
     @property
     def n_rows(self) -> int:
@@ -124,7 +135,8 @@ class ProjectionPlan:
         """Build the plan; ``sparse_rows`` forces sparse (True) or dense (False) row products, None picks
         by size."""
         n, m = site.n, site.m
-        cap_kw = np.maximum(site.rated_kw, site.max_discharge_kw)  # largest |kW| a charger can carry
+        cap_kw = reach_kw(site)  # largest |kW| a charger can carry
+        tree = LimitRows.from_site(site)  # the rows that can bind
         member = site.membership > 0.5  # (n, m)
         volt_v = [c.voltage_v for c in site.config.chargers]
         rows: list[tuple[int, int, int, FloatArray, float]] = []  # (depth, kind, node, weights(n,), limit)
@@ -136,17 +148,14 @@ class ProjectionPlan:
             amps = float(site.node_limit_a[j])
             phase_rows: list[tuple[int, FloatArray]] = []
             merged = False
-            if np.isfinite(amps):
-                for p in range(3):
-                    a = np.where(inside, site.phase_a_per_kw[:, p], 0.0)
-                    on = a > 0
-                    if not on.any() or float(np.sum(a * cap_kw)) <= amps:
-                        continue  # nobody on this phase, or it can never bind
-                    if np.array_equal(on, inside) and np.allclose(a[on], a[on][0], rtol=1e-12, atol=0.0):
-                        kw_limit = min(kw_limit, amps / float(a[on][0]))  # a multiple of the kW row
-                        merged = True
-                    else:
-                        phase_rows.append((p, a))
+            for r in np.flatnonzero((tree.node == j) & (tree.phase >= 0)):
+                a = tree.weights[:, r]
+                on = a > 0
+                if np.array_equal(on, inside) and np.allclose(a[on], a[on][0], rtol=1e-12, atol=0.0):
+                    kw_limit = min(kw_limit, amps / float(a[on][0]))  # a multiple of the kW row
+                    merged = True
+                else:
+                    phase_rows.append((int(tree.phase[r]), a))
             depth = int(site.node_depth[j])
             ones = inside.astype(np.float64)
             volts = {volt_v[i] for i in np.flatnonzero(inside)}
@@ -155,7 +164,7 @@ class ProjectionPlan:
                 implied = kw_limit >= 3.0 * amps * volts.pop() / 1000.0
             else:
                 implied = False
-            if float(np.sum(cap_kw[inside])) > kw_limit and not implied:
+            if can_bind(float(np.sum(cap_kw[inside])), kw_limit) and not implied:
                 rows.append((depth, -1, j, ones, kw_limit))
             for p, a in phase_rows:
                 rows.append((depth, p, j, a, amps))
@@ -284,7 +293,7 @@ def _ev_bounds(
     batch = batch_shape[0] if batch_shape else 1
     sa = _StateArrays(state, batch, site.n)
     site_c = _plan_of(site, plan).site_c if plan is not None else _site_c(site)
-    lo, hi, lax, _ = _kernel.ev_bounds(site_c, *sa.charger, sa.dt_h)
+    lo, hi, lax, _ = _kernel.ev_bounds(site_c, sa.charger, sa.dt_h)
     if not batch_shape:
         return lo[0], hi[0], lax[0]
     return lo, hi, lax
@@ -363,10 +372,6 @@ def _batch_size(
     return (shape[0] if shape else 1), bool(shape)
 
 
-def _site_args(plan: ProjectionPlan) -> tuple[_A, _A, _A, _A, _A, _A]:
-    return (plan.row_ptr, plan.row_idx, plan.row_w, plan.col_ptr, plan.col_row, plan.col_w)
-
-
 def project(
     site: SiteArrays,
     state: SiteState,
@@ -405,15 +410,10 @@ def project(
         raise ValueError("requested power must be finite")
     sa = _StateArrays(state, batch, n)
     x, paused, feasible, curtailed, site_import, moved = _kernel.project_batch(
-        *_site_args(plan),
-        plan.layer_ptr,
-        plan.row_limit,
-        plan.resolution_kw,
-        plan.min_kw,
-        plan.site_c,
-        plan.site_s,
-        *sa.charger,
-        *_site_values(state, batch),
+        plan.net,
+        plan.consts,
+        sa.charger,
+        _site_values(state, batch),
         sa.dt_h,
         req,
         bool(enforce_min_current),
@@ -472,13 +472,10 @@ def priority_fill(
     sc = np.ascontiguousarray(np.broadcast_to(np.asarray(scores, dtype=np.float64), (batch, n)))
     sa = _StateArrays(state, batch, n)
     filled = _kernel.fill_priority(
-        *_site_args(plan),
-        plan.row_limit,
-        plan.resolution_kw,
-        plan.site_c,
-        plan.site_s,
-        *sa.charger,
-        *_site_values(state, batch),
+        plan.net,
+        plan.consts,
+        sa.charger,
+        _site_values(state, batch),
         sa.dt_h,
         sc,
         bool(allow_discharge),
@@ -487,9 +484,9 @@ def priority_fill(
     return project(site, state, request, 0.0, plan=plan, box=box, departure_floor=departure_floor)
 
 
-ceil_to_grid = _kernel.ceil_to_grid
+ceil_to_grid = physics.ceil_to_grid
 """``ceil_to_grid(kw, resolution_kw)``: the smallest point of each charger's grid at or above ``kw``"""
-floor_to_grid = _kernel.floor_to_grid
+floor_to_grid = physics.floor_to_grid
 """``floor_to_grid(kw, resolution_kw)``: the largest point of each charger's grid at or below ``kw``; the
 projection rounds its output this way (toward zero for positive values). Both are numpy ufuncs."""
 

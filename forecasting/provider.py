@@ -29,9 +29,10 @@ import pandas as pd
 from envs.core import FloatArray, ForecastWindow
 from envs.forecast import COLUMNS
 from envs.scenario import Scenario
+from forecasting.base import Forecast, _BaseForecaster, _Context
 from forecasting.data import ALL_SERIES, gbr_params, scenario_series, series_spec
 from forecasting.history import CleanSeries, HistoryQuality, clean_values
-from forecasting.models import Forecast, GBRParams, _BaseForecaster, _Context, make_forecaster
+from forecasting.models import GBRParams, make_forecaster
 
 FORMAT_VERSION = 1
 

@@ -1,37 +1,33 @@
 """MLflow logging of backtests: parameters, metrics and a plot of forecast against truth.
 
-The tracking store is ``MLFLOW_TRACKING_URI`` when set, else a SQLite file ``.evdlm/mlflow.db`` in the
-working directory with artifacts under ``.evdlm/mlartifacts``.
+The tracking store follows :mod:`evdlm.tracking_uri`: ``--tracking-uri``, else ``MLFLOW_TRACKING_URI``, else
+a SQLite file ``.evdlm/mlflow.db`` in the working directory with artifacts under ``.evdlm/mlartifacts``.
 """
 
 from __future__ import annotations
 
-import os
 import tempfile
 from pathlib import Path
 
+from evdlm.tracking_uri import resolve_tracking_store
 from forecasting.backtest import BacktestConfig, BacktestReport, plot_backtest
 
 EXPERIMENT = "evdlm-forecasting"
 
 
 def default_tracking_uri(workdir: str | Path | None = None) -> str:
-    """``MLFLOW_TRACKING_URI`` if set, else ``sqlite:///<workdir>/.evdlm/mlflow.db``."""
-    env = os.environ.get("MLFLOW_TRACKING_URI")
-    if env:
-        return env
-    folder = Path.cwd() if workdir is None else Path(workdir)
-    return f"sqlite:///{(folder / '.evdlm' / 'mlflow.db').resolve()}"
+    """The store of :func:`evdlm.tracking_uri.resolve_tracking_store`: ``MLFLOW_TRACKING_URI`` if set, else
+    ``sqlite:///<workdir>/.evdlm/mlflow.db``."""
+    return resolve_tracking_store(None, workdir).uri
 
 
-def _experiment_id(name: str, artifact_root: Path | None) -> str:
+def _experiment_id(name: str, artifact_location: str | None) -> str:
     import mlflow
 
     exp = mlflow.get_experiment_by_name(name)
     if exp is not None:
         return str(exp.experiment_id)
-    location = None if artifact_root is None else artifact_root.resolve().as_uri()
-    return str(mlflow.create_experiment(name, artifact_location=location))
+    return str(mlflow.create_experiment(name, artifact_location=artifact_location))
 
 
 def log_backtests(
@@ -44,16 +40,9 @@ def log_backtests(
     """Log one run with the reports' metrics (prefixed by series name) and plots; returns the run id."""
     import mlflow
 
-    uri = default_tracking_uri() if tracking_uri is None else tracking_uri
-    artifact_root = None
-    if uri.startswith("sqlite:///") and "MLFLOW_TRACKING_URI" not in os.environ and tracking_uri is None:
-        db = Path(uri.removeprefix("sqlite:///"))
-        db.parent.mkdir(parents=True, exist_ok=True)
-        artifact_root = db.parent / "mlartifacts"
-    elif uri.startswith("sqlite:///"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    mlflow.set_tracking_uri(uri)
-    exp_id = _experiment_id(EXPERIMENT, artifact_root)
+    store = resolve_tracking_store(tracking_uri)
+    mlflow.set_tracking_uri(store.uri)
+    exp_id = _experiment_id(EXPERIMENT, store.artifact_location)
     with mlflow.start_run(experiment_id=exp_id, run_name=run_name) as run:
         mlflow.log_params(
             {

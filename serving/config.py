@@ -6,8 +6,10 @@ never in the YAML: they come from a secrets file (``station_id: password`` per l
 environment (``EVDLM_OCPP_PASSWORD_<STATION_ID>``, the id upper-cased with non-alphanumerics as ``_``).
 
 Connector mapping: a station's ``connectors`` table maps an OCPP connector id (1.6) or EVSE id (2.0.1) to a
-charger id of the site. Without a table, charger ``<station>-<k>`` is connector ``k`` of station
-``<station>`` (so charger ``CP001-1`` is connector 1 of station ``CP001``).
+charger id of the site. Without a table, a configured station ``S`` serves the charger whose id is ``S``
+(connector 1) and the chargers ``S-<k>`` (connector ``k``): the station id is never split, only a
+configured station's own id is looked for (``CP-00001`` is a station of its own, connector 1). A charger
+that two stations would claim, or two chargers one connector, is an error naming them.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Literal
@@ -36,8 +39,16 @@ class _Frozen(BaseModel):
 class StationConfig(_Frozen):
     """One OCPP charging station; ``connectors`` maps connector/EVSE id -> site charger id."""
 
-    id: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.:\-]+$")
-    connectors: dict[int, str] = Field(default_factory=dict)
+    id: str = Field(
+        min_length=1,
+        pattern=r"^[A-Za-z0-9_.:\-]+$",
+        description="OCPP identity (last websocket path segment)",
+    )
+    connectors: dict[int, str] = Field(
+        default_factory=dict,
+        description="connector (1.6) / EVSE (2.0.1) id -> site charger id; empty: charger `<id>` is "
+        "connector 1 and chargers `<id>-<k>` connector k",
+    )
 
 
 class MeterConfig(_Frozen):
@@ -50,20 +61,98 @@ class MeterConfig(_Frozen):
     chargers' own measurements plus ``assumed_base_load_kw`` (and counts the meter as fresh).
     """
 
-    source: Literal["station", "http", "modbus", "none"] = "none"
-    station_id: str | None = None
-    host: str = "127.0.0.1"
-    port: int = Field(default=502, gt=0, lt=65536)
-    unit_id: int = Field(default=1, ge=0, le=247)
+    source: Literal["station", "http", "modbus", "none"] = Field(
+        default="none",
+        description="station: MeterValues of connector/EVSE 0 of `station_id`; http: POST /api/meter; "
+        "modbus: float32 holding registers; none: chargers' own meters + `assumed_base_load_kw`",
+    )
+    station_id: str | None = Field(
+        default=None, description="the station whose connector 0 is the site meter"
+    )
+    host: str = Field(default="127.0.0.1", description="Modbus TCP host")
+    port: int = Field(default=502, gt=0, lt=65536, description="Modbus TCP port")
+    unit_id: int = Field(default=1, ge=0, le=247, description="Modbus unit id")
     import_register: int = Field(default=0, ge=0, description="register of net import power (float32, W)")
     pv_register: int | None = Field(default=None, ge=0, description="register of PV power (float32, W)")
     scale: float = Field(default=1.0, gt=0, description="multiplier turning the register value into W")
-    poll_interval_s: float = Field(default=1.0, gt=0)
+    poll_interval_s: float = Field(default=1.0, gt=0, description="seconds between Modbus reads")
 
     @model_validator(mode="after")
     def _check(self) -> MeterConfig:
         if self.source == "station" and not self.station_id:
             raise ValueError("meter source 'station' needs station_id")
+        return self
+
+
+class RegisterConfig(_Frozen):
+    """One value in holding registers of a battery: raw * ``scale`` is the value in the unit it is for."""
+
+    address: int = Field(ge=0, le=65535)
+    type: Literal["uint16", "int16", "uint32", "int32", "float32"] = Field(
+        default="int16", description="register type: the signedness and width of the raw value"
+    )
+    scale: float = Field(default=1.0, description="multiplier from the raw value to %, W or s")
+    word_order: Literal["big", "little"] = Field(default="big", description="32-bit types: high word first")
+
+    @field_validator("scale")
+    @classmethod
+    def _scale(cls, value: float) -> float:
+        if not (math.isfinite(value) and value != 0):
+            raise ValueError("scale must be a finite non-zero number")
+        return value
+
+
+class BatteryRegisters(_Frozen):
+    """The register map of a battery that does not speak SunSpec (``battery.registers``)."""
+
+    soc_pct: RegisterConfig = Field(description="state of charge, % (after scale)")
+    power_w: RegisterConfig = Field(description="battery power, W (after scale)")
+    setpoint_w: RegisterConfig = Field(description="charge/discharge setpoint, W (after scale)")
+    power_sign: Literal[1, -1] = Field(default=1, description="1: the device reports charging positive")
+    setpoint_sign: Literal[1, -1] = Field(default=1, description="1: a positive setpoint charges")
+    revert_s: RegisterConfig | None = Field(
+        default=None, description="the device's setpoint watchdog, s, written at connect (revert_timeout_s)"
+    )
+
+
+class BatteryConfig(_Frozen):
+    """The site battery over Modbus TCP (``battery:`` in the serving YAML).
+
+    ``map: sunspec`` discovers SunSpec models 124 and 101-103/111-113 from ``sunspec_base``;
+    ``map: registers`` uses ``registers``. The battery is read every ``poll_interval_s``; a reading older
+    than ``stale_timeout_s`` (or a lost link) makes it absent for the policy and the projection, and it
+    is commanded idle where it can still be reached. The battery's size and power limits are the site's
+    (``battery:`` in the site YAML). See docs/serving.md, "The site battery".
+    """
+
+    map: Literal["sunspec", "registers"] = "registers"
+    host: str = "127.0.0.1"
+    port: int = Field(default=502, gt=0, lt=65536)
+    unit_id: int = Field(default=1, ge=0, le=247)
+    sunspec_base: int | None = Field(
+        default=None, ge=0, le=65535, description="SunSpec base register (None: try 40000, 0, 50000)"
+    )
+    registers: BatteryRegisters | None = None
+    poll_interval_s: float = Field(default=1.0, gt=0, description="seconds between readings")
+    stale_timeout_s: float = Field(default=5.0, gt=0, description="a reading older than this is stale")
+    timeout_s: float = Field(default=1.0, gt=0, description="wait for one Modbus answer")
+    revert_timeout_s: int | None = Field(
+        default=None, gt=0, le=65535, description="written to the device's setpoint watchdog at connect"
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> BatteryConfig:
+        if self.map == "registers" and self.registers is None:
+            raise ValueError(
+                "battery map 'registers' needs a 'registers' table (soc_pct, power_w, setpoint_w)"
+            )
+        if self.map == "sunspec" and self.registers is not None:
+            raise ValueError("battery map 'sunspec' takes no 'registers' table (the device lists its models)")
+        if self.stale_timeout_s <= self.poll_interval_s:
+            raise ValueError(
+                f"stale_timeout_s ({self.stale_timeout_s}) must exceed "
+                f"poll_interval_s ({self.poll_interval_s})"
+            )
         return self
 
 
@@ -128,8 +217,8 @@ class TimeOfUsePeriod(_Frozen):
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
     start: str = Field(alias="from", pattern=r"^([01]\d|2[0-3]):[0-5]\d$", description="local HH:MM")
-    import_price_per_kwh: float
-    export_price_per_kwh: float
+    import_price_per_kwh: float = Field(description="import price of the period, per kWh")
+    export_price_per_kwh: float = Field(description="export price of the period, per kWh")
 
     @property
     def minute_of_day(self) -> int:
@@ -147,8 +236,12 @@ class PricesConfig(_Frozen):
     applies, else the flat ``import_price_per_kwh`` / ``export_price_per_kwh`` of the serving config.
     """
 
-    csv: Path | None = None
-    time_of_use: tuple[TimeOfUsePeriod, ...] = ()
+    csv: Path | None = Field(
+        default=None, description="timestamp (with offset), import_price_per_kwh, export_price_per_kwh"
+    )
+    time_of_use: tuple[TimeOfUsePeriod, ...] = Field(
+        default=(), description="daily periods in local time (`from`, prices); the last runs into the first"
+    )
     timezone: str | None = Field(default=None, description="time zone of the table (default: the site's)")
 
     @model_validator(mode="after")
@@ -171,19 +264,27 @@ class PricesConfig(_Frozen):
 class TLSConfig(_Frozen):
     """OCPP security profile 2: TLS with the server certificate (PEM) and key."""
 
-    cert_file: Path
-    key_file: Path
+    cert_file: Path = Field(description="server certificate chain, PEM")
+    key_file: Path = Field(description="its private key, PEM")
 
 
 class ServingConfig(_Frozen):
     """Everything ``evdlm serve`` needs besides the policy and the secrets."""
 
     site: Path = Field(description="site YAML, relative to the serving YAML")
-    stations: tuple[StationConfig, ...] = Field(min_length=1)
-    control_interval_s: float = Field(default=10.0, gt=0)
+    stations: tuple[StationConfig, ...] = Field(
+        min_length=1, description="the OCPP stations and their connectors (below)"
+    )
+    control_interval_s: float = Field(default=10.0, gt=0, description="control loop period, wall seconds")
+    time_scale: float = Field(
+        default=1.0,
+        gt=0,
+        description="stations' seconds per wall second: 1 on a site, N against 'evdlm simulate --speed N'",
+    )
     policy_budget_s: float = Field(default=0.5, gt=0, description="time budget of the policy per cycle")
-    meter: MeterConfig = MeterConfig()
+    meter: MeterConfig = Field(default=MeterConfig(), description="where the site meter is read (below)")
     meter_timeout_s: float = Field(default=30.0, gt=0, description="site meter older than this is stale")
+    battery: BatteryConfig | None = Field(default=None, description="the site battery over Modbus TCP")
     station_meter_timeout_s: float = Field(
         default=60.0, gt=0, description="a charger measurement older than this counts as unknown"
     )
@@ -209,30 +310,60 @@ class ServingConfig(_Frozen):
     offender_tolerance_kw: float = Field(
         default=0.5, ge=0, description="drawing more than limit + this (and +10 %) flags a station"
     )
+    meter_fault_rel_tol: float = Field(
+        default=0.1,
+        ge=0,
+        description="a charger reading above rating x (1 + this) + meter_fault_abs_kw is a fault",
+    )
+    meter_fault_abs_kw: float = Field(
+        default=1.0, ge=0, description="absolute tolerance of the charger meter plausibility checks, kW"
+    )
+    site_meter_fault_factor: float = Field(
+        default=2.0,
+        gt=1,
+        description="a site reading beyond this x (import limit + charger ratings), either way, is a fault",
+    )
     default_session_energy_kwh: float = Field(
         default=20.0, gt=0, description="energy assumed asked by an EV that does not say (OCPP 1.6)"
     )
     default_dwell_h: float = Field(default=8.0, gt=0, description="stay assumed when no departure is known")
-    import_price_per_kwh: float = 0.25
-    export_price_per_kwh: float = 0.05
+    import_price_per_kwh: float = Field(default=0.25, description="flat import price where no tariff applies")
+    export_price_per_kwh: float = Field(default=0.05, description="flat export price where no tariff applies")
     forecast_horizon_steps: int = Field(
         default=96, gt=0, description="window length in control intervals without forecast/prices"
     )
-    forecast: ForecastConfig | None = None
-    prices: PricesConfig | None = None
-    heartbeat_interval_s: int = Field(default=300, gt=0)
-    ocpp_host: str = "127.0.0.1"
-    ocpp_port: int = Field(default=9000, ge=0, lt=65536)
-    http_host: str = "127.0.0.1"
-    http_port: int = Field(default=8080, ge=0, lt=65536)
+    forecast: ForecastConfig | None = Field(default=None, description="base load / PV forecast (below)")
+    prices: PricesConfig | None = Field(default=None, description="the tariff over time (below)")
+    heartbeat_interval_s: int = Field(default=300, gt=0, description="heartbeat interval told at boot, s")
+    ocpp_host: str = Field(default="127.0.0.1", description="OCPP websocket listening address")
+    ocpp_port: int = Field(default=9000, ge=0, lt=65536, description="OCPP port (0: any free port)")
+    http_host: str = Field(default="127.0.0.1", description="operator API (and dashboard) address")
+    http_port: int = Field(default=8080, ge=0, lt=65536, description="operator API port (0: any free port)")
     dashboard_port: int | None = Field(
         default=None, ge=0, lt=65536, description="operator dashboard on http_host (None: off)"
     )
-    tls: TLSConfig | None = None
+    tls: TLSConfig | None = Field(default=None, description="security profile 2: TLS (below); None: plain ws")
     require_auth: bool = Field(default=True, description="OCPP security profile >= 1 (HTTP Basic auth)")
     secrets_file: Path | None = Field(default=None, description="YAML 'station_id: password' (not in git)")
-    database_url: str = "sqlite:///.evdlm/serving.db"
+    database_url: str = Field(
+        default="sqlite:///.evdlm/serving.db",
+        description="SQLAlchemy URL (SQLite WAL, or postgresql+psycopg)",
+    )
     response_timeout_s: float = Field(default=10.0, gt=0, description="wait for a station's answer")
+    max_frame_bytes: int = Field(
+        default=2**18,
+        ge=1024,
+        description="largest websocket frame accepted; a larger one closes the station's connection (1009)",
+    )
+    start_on_fallback: bool = Field(
+        default=False,
+        description="start on the fallback when the policy cannot be loaded (else a start-up error, exit 2)",
+    )
+    failsafe_retry_s: float = Field(
+        default=1.0,
+        gt=0,
+        description="first wait before a refused failsafe is tried again (doubles, <= 60 s)",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> ServingConfig:
@@ -240,6 +371,12 @@ class ServingConfig(_Frozen):
         dup = {i for i in ids if ids.count(i) > 1}
         if dup:
             raise ValueError(f"duplicate station ids: {sorted(dup)}")
+        if self.battery is not None and self.battery.stale_timeout_s > self.control_interval_s:
+            raise ValueError(
+                f"battery.stale_timeout_s ({self.battery.stale_timeout_s}) must not exceed "
+                f"control_interval_s ({self.control_interval_s}): the battery must go idle within one "
+                "control interval"
+            )
         if self.planning is not None:
             steps = window_steps(self.planning.horizon, self.control_interval_s)
             if steps > MAX_WINDOW_STEPS:
@@ -303,6 +440,28 @@ def resolve_paths(cfg: ServingConfig, base: Path) -> ServingConfig:
 _SUFFIX = re.compile(r"^(?P<station>.+)-(?P<k>\d+)$")
 
 
+def default_connectors(station_id: str, charger_ids: Sequence[str]) -> dict[int, str]:
+    """The connectors of a station configured without a table: the charger named like the station is
+    connector 1, a charger ``<station_id>-<k>`` connector ``k``. Raises :class:`ConfigError` where two
+    chargers would be the same connector (naming both)."""
+    table: dict[int, str] = {}
+    for cid in charger_ids:
+        if cid == station_id:
+            k = 1
+        else:
+            m = _SUFFIX.match(cid)
+            if not (m and m.group("station") == station_id):
+                continue
+            k = int(m.group("k"))
+        if k in table:
+            raise ConfigError(
+                f"station {station_id!r}: chargers {table[k]!r} and {cid!r} would both be connector {k} "
+                "(ambiguous); give the station a 'connectors' table"
+            )
+        table[k] = cid
+    return table
+
+
 def connector_map(cfg: ServingConfig, site: SiteConfig) -> dict[tuple[str, int], str]:
     """``(station id, connector id) -> charger id`` for every configured station; validated both ways.
 
@@ -314,12 +473,7 @@ def connector_map(cfg: ServingConfig, site: SiteConfig) -> dict[tuple[str, int],
     out: dict[tuple[str, int], str] = {}
     claimed: dict[str, tuple[str, int]] = {}
     for st in cfg.stations:
-        table = dict(st.connectors)
-        if not table:
-            for cid in site.charger_ids:
-                m = _SUFFIX.match(cid)
-                if m and m.group("station") == st.id:
-                    table[int(m.group("k"))] = cid
+        table = dict(st.connectors) if st.connectors else default_connectors(st.id, site.charger_ids)
         if not table and not (cfg.meter.source == "station" and cfg.meter.station_id == st.id):
             raise ConfigError(f"station {st.id!r}: no connector maps to a charger (set 'connectors')")
         for k, cid in sorted(table.items()):
@@ -328,7 +482,10 @@ def connector_map(cfg: ServingConfig, site: SiteConfig) -> dict[tuple[str, int],
             if cid not in known:
                 raise ConfigError(f"station {st.id!r}: connector {k} maps to unknown charger {cid!r}")
             if cid in claimed:
-                raise ConfigError(f"charger {cid!r} is mapped twice: {claimed[cid]} and {(st.id, k)}")
+                raise ConfigError(
+                    f"charger {cid!r} is mapped twice (ambiguous): connector {claimed[cid][1]} of station "
+                    f"{claimed[cid][0]!r} and connector {k} of station {st.id!r}; give 'connectors' tables"
+                )
             claimed[cid] = (st.id, k)
             out[(st.id, k)] = cid
     if cfg.meter.source == "station" and cfg.meter.station_id not in station_ids:
@@ -366,6 +523,24 @@ def load_passwords(cfg: ServingConfig, environ: dict[str, str] | None = None) ->
         if value:
             out[st.id] = value
     return out
+
+
+def check_auth(cfg: ServingConfig, passwords: dict[str, str]) -> None:
+    """Raise :class:`ConfigError` where ``require_auth`` is on and a station has no password: every
+    connection of that station would be refused (401), silently, for as long as the service runs."""
+    if not cfg.require_auth:
+        return
+    missing = [s.id for s in cfg.stations if s.id not in passwords]
+    if missing:
+        shown = ", ".join(repr(m) for m in missing[:5]) + (
+            f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        )
+        raise ConfigError(
+            f"require_auth is on (the default) but station(s) {shown} have no password, so every connection "
+            "of theirs would be refused (401): give them passwords (secrets_file / --secrets, or "
+            f"{PASSWORD_ENV_PREFIX}<ID>), or set require_auth: false (no OCPP authentication; bind to "
+            "127.0.0.1 only)"
+        )
 
 
 def load_operator_token(cfg: ServingConfig, environ: dict[str, str] | None = None) -> str | None:

@@ -14,6 +14,10 @@ Chargers the central system does not control this cycle (a station measured abov
 decision as :class:`FixedLoad`: their measured draw is an uncontrollable load on their slot, taken off
 every row they are in (node kW, node phase currents, the site) by :func:`fixed_load_view`, so the same
 projection gives the rest of their node, phase and site less.
+
+The site battery is used only while it is present (:mod:`serving.battery`: a fresh reading over a working
+link, and a fresh site meter); otherwise the decision is projected on the site without its battery
+(:func:`without_battery`), so whatever the policy asked of it becomes 0 kW and no charger counts on it.
 """
 
 from __future__ import annotations
@@ -84,6 +88,17 @@ def fixed_load_view(
     return view_plan, view_state
 
 
+def without_battery(site: SiteArrays) -> SiteArrays:
+    """``site`` with no stationary battery (the projection's battery box is then ``[0, 0]``)."""
+    if not site.has_battery:
+        return site
+    return dataclasses.replace(
+        site, has_battery=False, battery_capacity_kwh=0.0, battery_max_charge_kw=0.0,
+        battery_max_discharge_kw=0.0, battery_soc_min_kwh=0.0, battery_soc_max_kwh=0.0,
+        battery_initial_kwh=0.0, battery_efficiency=1.0,
+    )  # fmt: skip
+
+
 @dataclass(frozen=True)
 class CycleOutcome:
     """The result of one decision: feasible limits and how they were reached."""
@@ -102,6 +117,11 @@ class CycleOutcome:
     schedule_kw: FloatArray | None = None
     """(n, periods) the plan sent with each TxProfile, its first column ``limits_kw``
     (:mod:`serving.schedule`); None where no schedule is planned"""
+    battery_present: bool = False
+    """the site battery was available to this decision"""
+    battery_kw: float = 0.0
+    """the battery setpoint, kW (+ charge): projected, its charging within :func:`battery_charge_room_kw`;
+    0 when the battery was absent"""
 
 
 def _check_decision(decision: object, n: int) -> tuple[FloatArray, float] | str:
@@ -144,6 +164,11 @@ class Controller:
         self.schedule_period_s = schedule_period_s
         self.control_interval_s = control_interval_s
         self.plan = ProjectionPlan.from_site(site)
+        self.site_no_battery = without_battery(site)
+        """the site as the projection sees it while the battery is absent"""
+        self.plan_no_battery = (
+            self.plan if self.site_no_battery is site else ProjectionPlan.from_site(self.site_no_battery)
+        )
         self.departure_floor = departure_floor
         """project with the departure floor (an EV that must charge now to finish gets that power)"""
         self.policy = policy
@@ -187,15 +212,30 @@ class Controller:
             return None
         return checked[0], checked[1], self.fallback.name
 
-    def view(self, state: SiteState, fixed: FixedLoad | None) -> tuple[ProjectionPlan, SiteState]:
-        """The projection plan and state with ``fixed`` chargers as uncontrollable loads."""
-        return fixed_load_view(self.plan, state, fixed)
+    def view(
+        self, state: SiteState, fixed: FixedLoad | None, battery: bool = False
+    ) -> tuple[ProjectionPlan, SiteState]:
+        """The projection plan and state with ``fixed`` chargers as uncontrollable loads; ``battery``:
+        the battery is present (else the plan of the site without it)."""
+        return fixed_load_view(self.plan if battery else self.plan_no_battery, state, fixed)
 
     async def decide(
-        self, snapshot: Snapshot, meter_stale: bool, fixed: FixedLoad | None = None
+        self,
+        snapshot: Snapshot,
+        meter_stale: bool,
+        fixed: FixedLoad | None = None,
+        battery_present: bool = False,
+        drawable_kw: FloatArray | None = None,
+        battery_room_kw: float | None = None,
     ) -> CycleOutcome:
         """Feasible limits for ``snapshot``; ``fixed`` chargers keep their ``hold_kw`` and their measured
-        draw is reserved on every node, phase and the site (see :func:`fixed_load_view`)."""
+        draw is reserved on every node, phase and the site (see :func:`fixed_load_view`). The battery
+        takes part only when ``battery_present`` and the meter is fresh (else it is projected to 0 kW);
+        ``drawable_kw`` (n,): what each charger may draw before this cycle's profiles arrive (its last
+        limit, or its safe share where it has none), which the battery's charging leaves room for;
+        ``battery_room_kw``: a further bound on its charging (the loop's, from the site meter alone)."""
+        battery_on = battery_present and not meter_stale and self.site.has_battery
+        site = self.site if battery_on else self.site_no_battery
         state = snapshot.state
         present: BoolArray = np.asarray(state.ev_present, dtype=bool)
         reason: str | None = None
@@ -213,12 +253,12 @@ class Controller:
             request, battery = got
             assert self.policy is not None
             name = self.policy.name
-        plan, view_state = self.view(state, fixed)
+        plan, view_state = self.view(state, fixed, battery_on)
         if fixed is not None and fixed.any:
             request = np.where(fixed.mask, 0.0, request)
-        res = project(
-            self.site, view_state, request, battery, plan=plan, departure_floor=self.departure_floor
-        )
+        if not battery_on:
+            battery = 0.0
+        res = project(site, view_state, request, battery, plan=plan, departure_floor=self.departure_floor)
         projected = np.asarray(res.charger_kw, dtype=float)
         # negative (discharge) only where the snapshot allows this EV to discharge (V2G over 2.1)
         may_discharge = np.asarray(view_state.ev_max_discharge_kw, dtype=float) > 0
@@ -233,7 +273,7 @@ class Controller:
         schedule = None
         if self.schedule_periods > 1:
             schedule = plan_schedule(
-                self.site, plan, view_state, snapshot.forecast, limits, self.schedule_periods,
+                site, plan, view_state, snapshot.forecast, limits, self.schedule_periods,
                 self.schedule_period_s, self.control_interval_s, self.departure_floor,
                 self.safe_share_kw if meter_stale else None,
             )  # fmt: skip
@@ -243,10 +283,41 @@ class Controller:
             cut = schedule[:, 0] > limits
             limits = schedule[:, 0].copy()
             assumed = np.where(cut, limits, assumed)
+        battery_kw = 0.0
+        if battery_on:
+            battery_kw = float(np.asarray(res.battery_kw))
+            if battery_kw > 0:
+                drawable = self.safe_share_kw if drawable_kw is None else drawable_kw
+                room = battery_charge_room_kw(self.site, state, present, assumed, drawable)
+                if battery_room_kw is not None:
+                    room = min(room, battery_room_kw)
+                battery_kw = min(battery_kw, max(room, 0.0))
         planned = float(
-            np.asarray(self.site.site_import_kw(assumed, state.base_load_kw, state.pv_kw, res.battery_kw))
+            np.asarray(self.site.site_import_kw(assumed, state.base_load_kw, state.pv_kw, battery_kw))
         )
-        return CycleOutcome(limits, name, reason, meter_stale, res, planned, assumed, schedule)
+        return CycleOutcome(
+            limits, name, reason, meter_stale, res, planned, assumed, schedule, battery_on, battery_kw
+        )
+
+
+def battery_charge_room_kw(
+    site: SiteArrays, state: SiteState, present: BoolArray, assumed_kw: FloatArray, drawable_kw: FloatArray
+) -> float:
+    """The most the site battery may charge (kW) without counting on chargers that draw on their own.
+
+    A battery setpoint acts within milliseconds, a charging profile only after a round trip: a charger
+    keeps its last limit until its new profile is accepted, and one without a profile (an idle charger
+    that may start a transaction at any moment, or a transaction not yet given its TxProfile) draws its
+    static safe share (its TxDefault profile or its station's maximum profile). The safe shares fit the
+    import limit together with ``failsafe_base_load_kw``, not with a charging battery on top. So the
+    battery charges only into what is left of the import limit after the base load, PV and, per charger,
+    the larger of its planned draw and what it may draw now (``drawable_kw``: its last limit, or its safe
+    share where it has none). A charger planned to discharge (V2G) counts as drawing nothing, never less:
+    the battery does not charge from discharge it cannot count on (the EV may leave or stop).
+    """
+    planned = np.where(present, np.maximum(assumed_kw, 0.0), 0.0)
+    reserved = float(np.sum(np.maximum(planned, drawable_kw)))
+    return float(site.import_limit_kw - float(state.base_load_kw) + float(state.pv_kw) - reserved)
 
 
 def keeps_feasible(
@@ -255,11 +326,16 @@ def keeps_feasible(
     state: SiteState,
     kept_kw: FloatArray,
     fixed: FixedLoad | None = None,
+    battery_charge_kw: float = 0.0,
 ) -> bool:
     """The feasibility predicate of the limits a station keeps: True when the projection leaves every
     charger of ``kept_kw`` its limit (within one step of its grid), with ``fixed`` chargers reserved at
-    their measured draw (:func:`fixed_load_view`). The deadband uses it to decide whether limits it would
-    leave unsent can stay."""
+    their measured draw (:func:`fixed_load_view`) and ``battery_charge_kw`` (the battery's charging
+    setpoint, >= 0) as load. The deadband uses it to decide whether limits it would leave unsent can
+    stay; ``site`` and ``plan`` are the site without its battery (:func:`without_battery`), so no kept
+    limit counts on a battery discharging."""
+    if battery_charge_kw > 0:
+        state = dataclasses.replace(state, base_load_kw=float(state.base_load_kw) + battery_charge_kw)
     view_plan, view_state = fixed_load_view(plan, state, fixed)
     x = kept_kw if fixed is None else np.where(fixed.mask, 0.0, kept_kw)
     res = project(site, view_state, x, 0.0, plan=view_plan)

@@ -24,7 +24,7 @@ from typing import Any
 from ocpp.charge_point import ChargePoint as _BaseChargePoint
 from ocpp.exceptions import FormatViolationError, OCPPError, ProtocolError
 from ocpp.messages import Call, CallError, MessageType
-from ocpp.routing import on
+from ocpp.routing import after, on
 from ocpp.v16 import ChargePoint as ChargePoint16
 from ocpp.v16 import call_result as result16
 from ocpp.v16.enums import Action as Action16
@@ -157,10 +157,23 @@ def sampled_values(meter_value: list[dict[str, Any]]) -> tuple[float | None, flo
 
 
 class _Robust(_BaseChargePoint):
-    """Message loop that survives any frame: bad JSON is dropped, bad Calls get a CallError."""
+    """Message loop that survives any frame: bad JSON is dropped, bad Calls get a CallError.
+
+    It also knows when the station is registered on this connection (OCPP 1.6 section 4.2, 2.0.1 B01):
+    once its BootNotification was answered Accepted, or - a station reconnecting without rebooting does
+    not boot again - once it sent any other request (a conforming station sends none before it is
+    accepted). :meth:`StationEvents.registered` is called then, after the answer is on the wire; the
+    central system sends the station nothing before.
+    """
 
     events: StationEvents
     version: Version
+    registered: bool = False
+
+    def _now_registered(self) -> None:
+        if not self.registered:
+            self.registered = True
+            self.events.registered(self.id)
 
     async def start(self) -> None:
         while True:
@@ -209,6 +222,8 @@ class _Robust(_BaseChargePoint):
                 await self._send(Call(msg[1], action, msg[3]).create_call_error(error).to_json())
                 return
             metrics.inc("messages_total", action=_safe_label(action), outcome="ok")
+            if action != "BootNotification":
+                self._now_registered()  # a station that did not boot again on this connection
             return
         if len(msg) < 3 or not isinstance(msg[1], str):
             metrics.inc("messages_total", action="?", outcome="malformed")
@@ -302,10 +317,15 @@ class Station16(_Robust, ChargePoint16):
 
     @on(Action16.boot_notification)
     async def on_boot(self, charge_point_vendor: str, charge_point_model: str, **_: Any) -> Any:
+        self.registered = False  # a (re)boot: registered again once this answer is out
         await self.events.booted(Booted(self.id, self.version, charge_point_vendor, charge_point_model))
         return result16.BootNotification(
             current_time=_now_iso(), interval=self.events.heartbeat_interval_s, status="Accepted"
         )
+
+    @after(Action16.boot_notification)
+    def after_boot(self, **_: Any) -> None:
+        self._now_registered()  # the Accepted answer is on the wire
 
     @on(Action16.heartbeat)
     def on_heartbeat(self, **_: Any) -> Any:
@@ -344,6 +364,10 @@ class Station16(_Robust, ChargePoint16):
         await self.events.transaction_ended(event)
         return result16.StopTransaction(id_tag_info={"status": "Accepted"})
 
+    @after(Action16.start_transaction)
+    def after_start(self, connector_id: int, **_: Any) -> None:
+        self.events.transaction_answered(self.id, connector_id)  # its transactionId is on the wire
+
     @on(Action16.meter_values)
     def on_meter_values(self, connector_id: int, meter_value: list[dict[str, Any]], **_: Any) -> Any:
         self.events.meter_reading(parse_meter_reading(self.id, connector_id, meter_value))
@@ -361,10 +385,15 @@ class Station201(_Robust, ChargePoint201):
     @on(Action201.boot_notification)
     async def on_boot(self, charging_station: dict[str, Any], reason: str, **_: Any) -> Any:
         vendor, model = charging_station.get("vendor_name"), charging_station.get("model")
+        self.registered = False  # a (re)boot: registered again once this answer is out
         await self.events.booted(Booted(self.id, self.version, vendor, model))
         return result201.BootNotification(
             current_time=_now_iso(), interval=self.events.heartbeat_interval_s, status="Accepted"
         )
+
+    @after(Action201.boot_notification)
+    def after_boot(self, **_: Any) -> None:
+        self._now_registered()  # the Accepted answer is on the wire
 
     @on(Action201.heartbeat)
     def on_heartbeat(self, **_: Any) -> Any:
@@ -407,6 +436,11 @@ class Station201(_Robust, ChargePoint201):
             TransactionUpdated(self.id, tx_id, evse_id, tag, energy_wh, when, reading)
         )
         return result201.TransactionEvent(id_token_info={"status": "Accepted"} if id_token else None)
+
+    @after(Action201.transaction_event)
+    def after_transaction_event(self, event_type: str, evse: dict[str, Any] | None = None, **_: Any) -> None:
+        if event_type != "Ended" and evse is not None:
+            self.events.transaction_answered(self.id, int(evse["id"]))
 
     @on(Action201.notify_ev_charging_needs)
     def on_charging_needs(self, charging_needs: dict[str, Any], evse_id: int, **_: Any) -> Any:

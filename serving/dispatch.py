@@ -1,8 +1,12 @@
 """Writing limits to the stations: the failsafe, the deadband, decreases before increases, units.
 
-:class:`Dispatcher` holds the open station connections and is the only writer of charging profiles. At a
-station's connect or boot it installs the failsafe at the static safe share (``ChargePointMaxProfile`` /
-``ChargingStationMaxProfile``, per-connector ``TxDefaultProfile`` where refused). Each cycle
+:class:`Dispatcher` holds the open station connections and is the only writer of charging profiles. It
+sends a station nothing before the station is registered on its connection (its BootNotification
+answered Accepted, or another request received: :class:`serving.csms._Robust`); right then it installs
+the failsafe at the static safe share (``ChargePointMaxProfile`` / ``ChargingStationMaxProfile``,
+per-connector ``TxDefaultProfile`` where refused), retried with exponential backoff until one is
+accepted. A transaction that starts while its station holds no failsafe gets a ``TxProfile`` at its safe
+share at once, when its start is answered (not at the next cycle). Each cycle
 :func:`select_updates` picks the limits worth sending (outside the deadband, or any decrease where the
 limits kept would not be feasible) and :meth:`Dispatcher.send` writes them: every decrease first, the
 increases only once every decrease was accepted, so no limit is exceeded in between. kW become each
@@ -33,6 +37,8 @@ from serving.schedule import period_starts
 LOG = logging.getLogger("evdlm.serving")
 
 FailsafeMode = Literal["max", "tx_default"]
+FAILSAFE_RETRY_MAX_S = 60.0
+"""longest wait between two failsafe attempts"""
 Writes = dict[str, list[tuple[ConnectorLive, float, FloatArray | None]]]
 """per station id: the connectors to write, their new limit, kW, and the plan (kW per period) or None"""
 
@@ -98,6 +104,7 @@ class Dispatcher:
         metrics: Metrics,
         failsafe_mode: FailsafeMode,
         spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]],
+        failsafe_retry_s: float = 1.0,
     ) -> None:
         self.site = site
         self.live = live
@@ -107,8 +114,14 @@ class Dispatcher:
         self._spawn = spawn
         self.connections: dict[str, Station] = {}
         self._busy: set[str] = set()
-        self.period_s = 900.0
         """stations with profiles on their way (a station gets one batch at a time)"""
+        self.period_s = 900.0
+        self.failsafe_retry_s = failsafe_retry_s
+        """first wait before the failsafe is tried again; doubles up to :data:`FAILSAFE_RETRY_MAX_S`"""
+        self._failsafe_tasks: dict[str, asyncio.Task[Any]] = {}
+        self.after_failsafe: Callable[[str, Station], Coroutine[Any, Any, None]] | None = None
+        """run (spawned) once the failsafe's first attempt on a connection is answered, accepted or not
+        (the service asks a 2.1 station for its V2X operation modes then)"""
 
     # ------------------------------------------------------------------ failsafe
 
@@ -156,11 +169,60 @@ class Dispatcher:
         self.metrics.inc("failsafe_refused_total")
         return None
 
-    async def failsafe_soon(self, sid: str, cp: Station, delay_s: float = 0.5) -> None:
-        """Install the failsafe shortly after connect even when the station does not boot again."""
-        await asyncio.sleep(delay_s)
-        if self.connections.get(sid) is cp and self.live.stations[sid].failsafe is None:
-            await self.install_failsafe(sid)
+    def registered(self, sid: str) -> None:
+        """The station is registered on its connection: install its failsafe now, until accepted."""
+        cp = self.connections.get(sid)
+        if cp is None:
+            return
+        old = self._failsafe_tasks.pop(sid, None)
+        if old is not None:
+            old.cancel()
+        task = self._spawn(self.keep_failsafe(sid, cp))
+        self._failsafe_tasks[sid] = task
+        task.add_done_callback(
+            lambda t: self._failsafe_tasks.pop(sid, None) if self._failsafe_tasks.get(sid) is t else None
+        )
+
+    async def keep_failsafe(self, sid: str, cp: Station) -> str | None:
+        """Install the failsafe on ``cp`` and retry (``failsafe_retry_s``, doubling, at most
+        :data:`FAILSAFE_RETRY_MAX_S`) while it is refused or unanswered and ``cp`` is the connection."""
+        station = self.live.stations[sid]
+        wait_s = self.failsafe_retry_s
+        first = True
+        while self.connections.get(sid) is cp and station.registered:
+            station.failsafe_attempts += 1
+            purpose = await self.install_failsafe(sid)
+            if first and self.after_failsafe is not None and self.connections.get(sid) is cp:
+                self._spawn(self.after_failsafe(sid, cp))
+            first = False
+            if purpose is not None:
+                return purpose
+            self.metrics.inc("failsafe_retries_total")
+            await asyncio.sleep(wait_s)
+            wait_s = min(2.0 * wait_s, FAILSAFE_RETRY_MAX_S)
+        return None
+
+    def transaction_answered(self, sid: str, k: int) -> None:
+        """A transaction's start was answered: where its station holds no failsafe yet, cover it now with
+        a TxProfile at its safe share (the next cycle may raise it)."""
+        c = self.live.connector(sid, k)
+        station = self.live.stations.get(sid)
+        if c is None or station is None or not c.active or c.limit_value is not None:
+            return
+        if station.failsafe is not None or not station.registered or sid not in self.connections:
+            return
+        owned = sid not in self._busy  # an earlier batch in flight keeps the station busy itself
+        self._busy.add(sid)
+        self.metrics.inc("failsafe_tx_covers_total")
+
+        async def cover() -> None:
+            try:
+                await self._send_tx_profiles(sid, [(c, float(self.safe_share_kw[c.index]), None)])
+            finally:
+                if owned:
+                    self._busy.discard(sid)
+
+        self._spawn(cover())
 
     def cap_kw(self) -> FloatArray:
         """(n,) what each charger can draw at most given its station's failsafe maximum profile."""
@@ -172,6 +234,11 @@ class Dispatcher:
         return cap
 
     # ------------------------------------------------------------------ transaction profiles
+
+    @property
+    def in_flight(self) -> bool:
+        """profiles of this or an earlier cycle are still on their way (no increase may go out)"""
+        return bool(self._busy)
 
     def send(
         self,
@@ -191,6 +258,8 @@ class Dispatcher:
             c = self.live.connectors[i]
             if c.station_id not in self.connections or c.station_id in self._busy:
                 continue
+            if not self.live.stations[c.station_id].registered:
+                continue  # nothing goes to a station before it is registered
             kw = float(limits_kw[i])
             current_kw = c.limit_kw if c.limit_kw is not None else float(self.safe_share_kw[i])
             target = decreases if kw < current_kw else increases

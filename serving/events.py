@@ -154,6 +154,14 @@ class StationEvents(Protocol):
 
     async def booted(self, event: Booted) -> None: ...
 
+    def registered(self, station_id: str) -> None:
+        """The station is registered on its connection (BootNotification answered Accepted, or another
+        request received): from now on the central system may send it requests."""
+
+    def transaction_answered(self, station_id: str, connector_id: int) -> None:
+        """A transaction start (or 2.0.1 update) on ``connector_id`` was answered: its id is known to
+        both sides, so a TxProfile may name it."""
+
     def status_changed(self, event: StatusChanged) -> None: ...
 
     def meter_reading(self, event: MeterReading) -> None: ...

@@ -3,9 +3,10 @@
 :class:`LiveForecast` gives the control loop, every cycle and cheaply, the
 :class:`~envs.core.ForecastWindow` of its :class:`~envs.core.Snapshot` and the prices now:
 
-* **history**: each cycle the measured base load (site import + PV - measured chargers; the service
-  measures no battery, so none is taken off) and PV (from the site meter, where it reports PV) go into a
-  :class:`MeterHistory` of per-step means on the forecaster's grid (``step``, aligned to UTC midnight);
+* **history**: each cycle the measured base load (site import + PV - measured chargers - the site
+  battery's measured power, where one is driven over Modbus) and PV (from the site meter, where it
+  reports PV) go into a :class:`MeterHistory` of per-step means on the forecaster's grid (``step``,
+  aligned to UTC midnight);
 * **forecast**: every ``refresh_every_s`` the service takes a copy of the history on the event loop and
   runs :meth:`LiveForecast.compute` (the fitted model's ``predict(origin, horizon)``) on a worker thread,
   then installs the result; the origin is the start of the current step, so the model reads complete

@@ -3,7 +3,9 @@
 :class:`LiveUpdater` is the service's :class:`~serving.events.StationEvents`: the OCPP handlers hand it
 typed events (:mod:`serving.events`), it updates :class:`~serving.live.LiveSite`, records transactions in
 the store and buffers meter samples in the :class:`~serving.journal.Journal`. It never decides a limit and
-never writes to a station; a boot is passed on to ``on_booted`` (the dispatcher reinstalls the failsafe).
+never writes to a station; a registration is passed on to ``on_registered`` (the dispatcher installs the
+failsafe) and an answered transaction start to ``on_transaction`` (the dispatcher covers it at once where
+its station holds no failsafe yet).
 """
 
 from __future__ import annotations
@@ -31,12 +33,23 @@ from serving.events import (
     TransactionUpdated,
 )
 from serving.journal import Journal
-from serving.live import LiveSite, SiteMeterReading
+from serving.live import ConnectorLive, LiveSite, SiteMeterReading
 from serving.metrics import Metrics
+from serving.plausibility import (
+    MeterFault,
+    charger_power_fault,
+    register_fault,
+    register_is_late,
+    site_meter_fault,
+)
 from serving.store import AsyncStore, MeterSample
 from serving.v2g import choose_mode
 
 LOG = logging.getLogger("evdlm.serving")
+
+
+def _kw(watts: float | None) -> float | None:
+    return None if watts is None else watts / 1000.0
 
 
 class LiveUpdater:
@@ -51,7 +64,8 @@ class LiveUpdater:
         journal: Journal,
         metrics: Metrics,
         spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]],
-        on_booted: Callable[[str], None],
+        on_registered: Callable[[str], None],
+        on_transaction: Callable[[str, int], None],
     ) -> None:
         self.cfg = cfg
         self.site = site
@@ -60,7 +74,8 @@ class LiveUpdater:
         self.journal = journal
         self._metrics = metrics
         self._spawn = spawn
-        self._on_booted = on_booted
+        self._on_registered = on_registered
+        self._on_transaction = on_transaction
 
     @property
     def metrics(self) -> Metrics:
@@ -88,8 +103,18 @@ class LiveUpdater:
         st = self.live.stations[sid]
         st.booted, st.vendor, st.model, st.last_seen = True, event.vendor, event.model, time.monotonic()
         store = self.store.store
+        # a (re)booted station holds no profile: nothing is in force until it is installed again
+        st.failsafe, st.registered = None, False
+        for c in st.connectors.values():
+            c.limit_value, c.limit_kw = None, None
         await self.store.run(store.station_seen, sid, event.version, event.vendor, event.model, True)
-        self._on_booted(sid)
+
+    def registered(self, station_id: str) -> None:
+        self.live.stations[station_id].registered = True
+        self._on_registered(station_id)
+
+    def transaction_answered(self, station_id: str, connector_id: int) -> None:
+        self._on_transaction(station_id, connector_id)
 
     def status_changed(self, event: StatusChanged) -> None:
         self.seen(event.station_id)
@@ -174,8 +199,25 @@ class LiveUpdater:
         c = self.live.connector(sid, k)
         if c is None:
             return
+        if e_imp is not None and register_is_late(
+            c.register_wh, e_imp, float(self.site.rated_kw[c.index]), self.cfg.meter_fault_rel_tol,
+            self.cfg.station_meter_timeout_s * self.cfg.time_scale,
+        ):  # fmt: skip
+            self.metrics.inc("meter_late_total")  # older than what we have: ignored
+            return
+        fault = self._implausible(c, event, now)
+        if fault is not None:
+            self._meter_fault(c, fault, now)
+            if fault == "register_jump" and e_imp is not None:
+                c.register_wh, c.register_at = e_imp, now  # judge the next reading against this one
+            return
+        if c.meter_fault is not None:
+            LOG.info("%s: meter plausible again", c.charger_id)
+            c.meter_fault = None
         if p_imp is not None or p_exp is not None:
             c.power_kw, c.power_at = ((p_imp or 0.0) - (p_exp or 0.0)) / 1000.0, now
+        if e_imp is not None:
+            c.register_wh, c.register_at = e_imp, now
         if e_imp is not None and c.active and c.tx_pk is not None:
             c.meter_last_wh = max(c.meter_last_wh, e_imp)
             self.journal.register(c.tx_pk, c.meter_last_wh)
@@ -184,6 +226,32 @@ class LiveUpdater:
                 c.export_start_wh = event.energy_export_wh
             c.export_last_wh = max(c.export_last_wh, event.energy_export_wh)
         self.journal.sample(MeterSample(wall, "charger", c.charger_id, c.power_kw, e_imp))
+
+    def _implausible(self, c: ConnectorLive, event: MeterReading, now: float) -> MeterFault | None:
+        """The meter fault of a charger reading (:mod:`serving.plausibility`), None where plausible."""
+        i, cfg = c.index, self.cfg
+        rated = float(self.site.rated_kw[i])
+        fault = charger_power_fault(
+            _kw(event.power_import_w), _kw(event.power_export_w), rated,
+            bool(self.site.max_discharge_kw[i] > 0), cfg.meter_fault_rel_tol, cfg.meter_fault_abs_kw,
+        )  # fmt: skip
+        if fault is None and event.energy_import_wh is not None:
+            fault = register_fault(
+                c.register_wh, event.energy_import_wh, (now - c.register_at) * cfg.time_scale, rated,
+                cfg.meter_fault_rel_tol,
+                cfg.meter_fault_abs_kw,
+            )  # fmt: skip
+        return fault
+
+    def _meter_fault(self, c: ConnectorLive, fault: MeterFault, now: float) -> None:
+        """Ignore an implausible reading: count it, flag the charger, assume it at its sent limit (so it
+        never takes headroom from the others; unknown where no limit was sent yet)."""
+        self.metrics.inc("meter_faults_total", kind=fault)
+        if c.meter_fault is None:
+            LOG.warning("%s: implausible meter reading (%s) ignored", c.charger_id, fault)
+            c.meter_fault_since = now
+        c.meter_fault = fault
+        c.power_kw, c.power_at = (c.limit_kw, now) if c.limit_kw is not None else (None, -np.inf)
 
     def charging_needs(self, event: ChargingNeeds) -> None:
         self.seen(event.station_id)
@@ -239,6 +307,17 @@ class LiveUpdater:
         if not np.isfinite(import_kw) or (pv_kw is not None and not np.isfinite(pv_kw)):
             self.metrics.inc("meter_rejected_total")
             return
+        site = self.site
+        fault = site_meter_fault(
+            import_kw, site.import_limit_kw, float(site.rated_kw.sum()), self.cfg.site_meter_fault_factor
+        )
+        if fault is not None:
+            self.metrics.inc("meter_faults_total", kind=fault)
+            if self.live.site_meter_fault is None:
+                LOG.warning("implausible site meter reading %.1f kW ignored (%s)", import_kw, fault)
+            self.live.site_meter_fault = fault
+            return
+        self.live.site_meter_fault = None
         self.live.meter = SiteMeterReading(import_kw, pv_kw, time.monotonic())
         self.metrics.set("site_import_kw", import_kw)
         self.journal.sample(MeterSample(datetime.now(UTC), "site", None, import_kw, None, pv_kw))

@@ -19,6 +19,7 @@ from serving.config import ServingConfig
 from serving.events import V2XNeeds
 
 if TYPE_CHECKING:
+    from serving.battery import BatteryStatus
     from serving.forecast import LiveForecast
 
 BIG_ENERGY_KWH = 1e6
@@ -69,6 +70,12 @@ class ConnectorLive:
     """the schedule last accepted (kW per period, the first one now), None before any"""
     plan_start: float = -np.inf
     """monotonic time its first period began"""
+    meter_fault: str | None = None
+    """kind of the last implausible reading (:mod:`serving.plausibility`), None once one is plausible"""
+    meter_fault_since: float = -np.inf
+    register_wh: float | None = None
+    """last accepted import energy register, Wh (any transaction)"""
+    register_at: float = -np.inf
 
     @property
     def active(self) -> bool:
@@ -136,8 +143,12 @@ class StationLive:
     booted: bool = False
     vendor: str | None = None
     model: str | None = None
+    registered: bool = False
+    """registered on its current connection (BootNotification answered Accepted, or another request)"""
     failsafe: str | None = None
-    """profile purpose installed as the failsafe (None until accepted)"""
+    """profile purpose the station holds as its failsafe (None until it accepted one on this connection)"""
+    failsafe_attempts: int = 0
+    """failsafe installations tried on the current connection (retried with backoff until accepted)"""
     last_seen: float = -np.inf
     operation_modes: tuple[str, ...] | None = None
     """2.1: the V2X operation modes the station reported (None until asked)"""
@@ -160,6 +171,8 @@ class LiveSite:
     connectors: list[ConnectorLive]
     """in site charger order"""
     meter: SiteMeterReading | None = None
+    site_meter_fault: str | None = None
+    """kind of the last implausible site meter reading, None once one is plausible"""
     peak_import_kw: float = 0.0
     by_tx: dict[tuple[str, str], ConnectorLive] = field(default_factory=dict)
 
@@ -213,6 +226,8 @@ class SnapshotInfo:
     """PV the site meter reported this cycle (None where it reports none or is stale)"""
     forecast_source: str = "flat"
     """where the window's future came from: ``flat`` (no forecast configured), ``model`` or ``persistence``"""
+    battery_present: bool = False
+    """the site battery may be used this cycle (a fresh reading over a working link)"""
 
 
 def _v2x_bounds(site: SiteArrays, c: ConnectorLive) -> tuple[float, float]:
@@ -237,6 +252,7 @@ def build_snapshot(
     now_utc: datetime | None = None,
     correction_kw: float = 0.0,
     forecast: LiveForecast | None = None,
+    battery: BatteryStatus | None = None,
 ) -> tuple[Snapshot, SnapshotInfo]:
     """Freeze the live state into a :class:`Snapshot`.
 
@@ -251,6 +267,11 @@ def build_snapshot(
     load, PV and the flat configured prices; with it, the window and the prices now come from
     :meth:`serving.forecast.LiveForecast.window` (the cached model forecast shifted to now, on the control
     grid, and the tariff series).
+
+    ``battery``: the site battery's status (:mod:`serving.battery`). Present, its SoC is the snapshot's
+    and its measured power is taken off the meter's import when the base load is estimated (it is no
+    base load). Absent (no link, stale, or none configured) the snapshot has no battery capacity (SoC at
+    the site's minimum) and nothing is taken off: whatever it still draws is base load for the meter.
     """
     site = live.site
     mono = time.monotonic() if now_mono is None else now_mono
@@ -263,6 +284,9 @@ def build_snapshot(
     dischargeable = np.zeros(n)
     need = np.zeros(n)
     time_left = np.zeros(n)
+    scale = cfg.time_scale
+    dt_h = cfg.control_interval_s * scale / 3600.0
+    """one control interval in the stations' hours (``time_scale`` > 1 against an accelerated simulator)"""
     overdraw = 0.0
     for c in live.connectors:
         if not c.active:
@@ -273,11 +297,11 @@ def build_snapshot(
         asked = c.energy_asked_kwh if c.energy_asked_kwh is not None else cfg.default_session_energy_kwh
         need[i] = max(0.0, asked - c.delivered_kwh)
         if c.departure is not None:
-            time_left[i] = max((c.departure - utc).total_seconds() / 3600.0, 0.0)
+            time_left[i] = max((c.departure - utc).total_seconds() * scale / 3600.0, 0.0)
         else:
             start = c.tx_start or utc
-            stay_h = (utc - start).total_seconds() / 3600.0
-            time_left[i] = max(cfg.default_dwell_h - stay_h, cfg.control_interval_s / 3600.0)
+            stay_h = (utc - start).total_seconds() * scale / 3600.0
+            time_left[i] = max(cfg.default_dwell_h - stay_h, dt_h)
         if c.discharging and not c.offender:
             dis_max[i], dischargeable[i] = _v2x_bounds(site, c)
         if c.offender and c.limit_kw is not None and np.isfinite(measured[i]):
@@ -291,17 +315,22 @@ def build_snapshot(
     source_none = cfg.meter.source == "none"
     fresh = meter is not None and mono - meter.at <= cfg.meter_timeout_s
     measured_sum = float(np.nansum(np.where(present, measured, 0.0)))
+    battery_on = battery is not None and battery.present and site.has_battery
+    battery_kw = float(battery.power_kw or 0.0) if battery is not None and battery_on else 0.0
+    soc_kwh = site.battery_soc_min_kwh
+    if battery is not None and battery_on and battery.soc_frac is not None:
+        soc_kwh = battery.soc_frac * site.battery_capacity_kwh
     measured_base: float | None = None
     measured_pv: float | None = None
     if source_none:
         pv = 0.0
         base = cfg.assumed_base_load_kw
-        site_import: float | None = base + measured_sum
+        site_import: float | None = base + measured_sum + battery_kw
         stale = False
     elif fresh:
         assert meter is not None
         pv = meter.pv_kw or 0.0
-        base = max(0.0, meter.import_kw + pv - measured_sum)
+        base = max(0.0, meter.import_kw + pv - measured_sum - battery_kw)
         site_import = meter.import_kw
         stale = False
         measured_base, measured_pv = base, meter.pv_kw
@@ -311,7 +340,6 @@ def build_snapshot(
         site_import = None
         stale = True
     base_eff = base + max(correction_kw, 0.0)
-    dt_h = cfg.control_interval_s / 3600.0
     state = SiteState(
         ev_present=present,
         ev_max_charge_kw=np.where(present, ev_max, 0.0),
@@ -323,6 +351,7 @@ def build_snapshot(
         base_load_kw=base_eff,
         pv_kw=pv,
         dt_h=dt_h,
+        battery_soc_kwh=soc_kwh,
     )
     if forecast is None:
         h = cfg.forecast_horizon_steps
@@ -346,6 +375,9 @@ def build_snapshot(
         export_price_per_kwh=export_price,
         forecast=window,
         peak_import_kw=live.peak_import_kw,
+        battery_kw_last=battery_kw,
     )
-    info = SnapshotInfo(stale, site_import, base_eff, pv, overdraw, measured_base, measured_pv, source)
+    info = SnapshotInfo(
+        stale, site_import, base_eff, pv, overdraw, measured_base, measured_pv, source, battery_on
+    )
     return snap, info

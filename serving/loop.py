@@ -2,11 +2,13 @@
 
 :meth:`SiteLoop.run_cycle` is the whole cycle on one screen. **Read** freezes the live state into a
 :class:`~envs.core.Snapshot` (offenders flagged, their draw taken as given, the closed-loop correction
-applied, the forecast fed). **Decide** is :meth:`serving.control.Controller.decide` (policy within its
-budget, else the fallback, always projected). **Write** picks the limits worth sending (deadband, and any
-decrease where keeping the old limits would not be feasible) and hands them to the
-:class:`~serving.dispatch.Dispatcher`. **Record** counts, logs and persists the decision and publishes the
-state. The loop owns no connection and parses no protocol.
+applied, the forecast fed, the site battery's status taken). **Decide** is
+:meth:`serving.control.Controller.decide` (policy within its budget, else the fallback, always
+projected). **Write** picks the limits worth sending (deadband, and any decrease where keeping the old
+limits would not be feasible) and hands them to the :class:`~serving.dispatch.Dispatcher`, and the
+projected battery setpoint to the :class:`~serving.battery.ModbusBattery` (idle while it is absent).
+**Record** counts, logs and persists the decision and publishes the state. The loop owns no connection
+and parses no protocol.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,6 +26,7 @@ import numpy as np
 
 from envs.core import FloatArray, Snapshot
 from envs.share import profile_to_kw_one
+from serving.battery import ModbusBattery
 from serving.config import ServingConfig
 from serving.control import Controller, CycleOutcome, FixedLoad, keeps_feasible
 from serving.dispatch import Dispatcher, select_updates, signed_profile
@@ -32,6 +36,10 @@ from serving.live import LiveSite, SnapshotInfo, build_snapshot
 from serving.metrics import Metrics
 from serving.schedule import plan_moved
 from serving.store import DecisionRecord, MeterSample
+from serving.violations import TOLERANCE_KW, Violation, site_cause
+
+VIOLATIONS_KEPT = 20
+"""attributed violations kept for the operator view"""
 
 LOG = logging.getLogger("evdlm.serving")
 
@@ -57,6 +65,11 @@ class Reading:
     snapshot: Snapshot
     info: SnapshotInfo
     fixed: FixedLoad
+    drawable_kw: FloatArray | None = None
+    """(n,) what each charger may draw before this cycle's profiles arrive: its last accepted limit, or
+    its safe share where it has none (an idle charger may start a transaction at it); only with a battery"""
+    battery_room_now_kw: float | None = None
+    """the most the battery may charge judged on the site meter alone (None without a fresh one)"""
 
 
 class SiteLoop:
@@ -73,8 +86,11 @@ class SiteLoop:
         metrics: Metrics,
         forecast: LiveForecast | None,
         spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]],
+        battery: ModbusBattery | None = None,
     ) -> None:
         self.cfg = cfg
+        self.battery = battery
+        """the site battery over Modbus (read in :meth:`read`, commanded in :meth:`write`)"""
         self._spawn = spawn
         self.site = controller.site
         self.live = live
@@ -89,6 +105,10 @@ class SiteLoop:
         """load the last plans did not foresee (closed loop on the site meter), reserved next cycle, kW"""
         self.last: CycleSummary | None = None
         self._last_cycle_mono = -np.inf
+        self._last_other_kw: float | None = None
+        """non-charger net load (import - chargers measured) when the last plan was made, kW"""
+        self.violations: deque[Violation] = deque(maxlen=VIOLATIONS_KEPT)
+        """the last limits exceeded, attributed (:mod:`serving.violations`)"""
 
     async def run_cycle(self) -> CycleSummary:
         t0 = time.perf_counter()
@@ -108,8 +128,9 @@ class SiteLoop:
         self._update_correction(fixed)
         utc = datetime.now(UTC)
         cap_kw = self.dispatcher.cap_kw()
+        battery = None if self.battery is None else self.battery.status(now)
         snapshot, info = build_snapshot(
-            self.live, self.cfg, self.cycle, cap_kw, now, utc, self.correction_kw, self.forecast
+            self.live, self.cfg, self.cycle, cap_kw, now, utc, self.correction_kw, self.forecast, battery
         )
         if self.forecast is not None:
             done = self.forecast.observe(utc, info.measured_base_load_kw, info.measured_pv_kw)
@@ -117,7 +138,37 @@ class SiteLoop:
                 sample = MeterSample(done.start, HISTORY_SOURCE, None, done.base_load_kw, None, done.pv_kw)
                 self.journal.sample(sample)
             self.metrics.inc("forecast_cycles_total", source=info.forecast_source)
-        return Reading(snapshot, info, fixed)
+        if self.battery is None:
+            return Reading(snapshot, info, fixed)
+        drawable = self._drawable_kw()
+        return Reading(snapshot, info, fixed, drawable, self._battery_room_now(snapshot, info, drawable, now))
+
+    def _battery_room_now(
+        self, snapshot: Snapshot, info: SnapshotInfo, drawable: FloatArray, now: float
+    ) -> float | None:
+        """The import limit less the measured import without the battery, less what the chargers may
+        still add (their drawable power above their measured draw): a bound on the battery's charging
+        that needs no base-load estimate, so a charger measurement older than the site meter's cannot
+        make room that is not there."""
+        if info.site_import_kw is None or not info.battery_present:
+            return None
+        measured = self.live.measured_kw(now, self.cfg.station_meter_timeout_s)
+        measured = np.where(np.isfinite(measured), measured, 0.0)
+        may_add = float(np.sum(np.maximum(np.maximum(drawable, 0.0) - measured, 0.0)))  # V2G: as if it stops
+        without_battery = info.site_import_kw - snapshot.battery_kw_last
+        return float(self.site.import_limit_kw - without_battery - may_add)
+
+    def _drawable_kw(self) -> FloatArray:
+        """(n,) each charger's last limit, or its safe share (at most its station's cap) where it has none;
+        a flagged offender its measured draw where that is more."""
+        share = np.minimum(self.dispatcher.safe_share_kw, self.dispatcher.cap_kw())
+        out = np.array(share, dtype=float)
+        for c in self.live.connectors:
+            if c.active and c.limit_kw is not None:
+                out[c.index] = c.limit_kw
+            if c.offender and c.power_kw is not None:
+                out[c.index] = max(out[c.index], c.power_kw)
+        return out
 
     def _follow_plans(self, now: float) -> None:
         """A station follows its schedule on its own: each charger's current limit is its sent plan's
@@ -183,11 +234,17 @@ class SiteLoop:
     # ------------------------------------------------------------------ decide
 
     async def decide(self, reading: Reading) -> CycleOutcome:
-        outcome = await self.controller.decide(reading.snapshot, reading.info.meter_stale, reading.fixed)
+        info = reading.info
+        outcome = await self.controller.decide(
+            reading.snapshot, info.meter_stale, reading.fixed, battery_present=info.battery_present,
+            drawable_kw=reading.drawable_kw, battery_room_kw=reading.battery_room_now_kw,
+        )  # fmt: skip
         if outcome.fallback_reason is not None:
             self.metrics.inc("fallbacks_total", reason=outcome.fallback_reason)
-        if reading.info.meter_stale:
+        if info.meter_stale:
             self.metrics.inc("stale_meter_cycles_total")
+        if self.battery is not None and not info.battery_present:
+            self.metrics.inc("battery_absent_cycles_total")
         return outcome
 
     # ------------------------------------------------------------------ write
@@ -196,8 +253,10 @@ class SiteLoop:
         """Send the limits that moved (or must go down); returns how many profiles were queued."""
         state, fixed, ctl = reading.snapshot.state, reading.fixed, self.controller
 
+        charge_kw = max(outcome.battery_kw, 0.0)
+
         def feasible(kept_kw: FloatArray) -> bool:
-            return keeps_feasible(self.site, ctl.plan, state, kept_kw, fixed)
+            return keeps_feasible(ctl.site_no_battery, ctl.plan_no_battery, state, kept_kw, fixed, charge_kw)
 
         sent_values = [c.limit_value for c in self.live.connectors]
         updates = select_updates(
@@ -207,7 +266,10 @@ class SiteLoop:
         schedule = outcome.schedule_kw
         if schedule is not None:
             updates = sorted(set(updates) | set(self._plans_moved(schedule, updates)))
-        return self.dispatcher.send(outcome.limits_kw, updates, schedule, self.cfg.schedule_period_s)
+        sent = self.dispatcher.send(outcome.limits_kw, updates, schedule, self.cfg.schedule_period_s)
+        if self.battery is not None:
+            self.battery.command(self._battery_setpoint(outcome))
+        return sent
 
     def _plans_moved(self, schedule: FloatArray, updates: list[int]) -> list[int]:
         """Chargers whose plan moved beyond the deadband in a future period (or ran half out), at most
@@ -228,6 +290,29 @@ class SiteLoop:
                 out.append(c.index)
         return out
 
+    def _battery_gauges(self, outcome: CycleOutcome) -> None:
+        assert self.battery is not None
+        st = self.battery.status()
+        self.metrics.set("battery_present", float(outcome.battery_present))
+        self.metrics.set("battery_setpoint_kw", st.setpoint_kw)
+        if st.soc_frac is not None and st.power_kw is not None:
+            self.metrics.set("battery_soc_ratio", st.soc_frac)
+            self.metrics.set("battery_power_kw", st.power_kw)
+
+    def _battery_setpoint(self, outcome: CycleOutcome) -> float:
+        """The setpoint to write (kW, + charge): the projected one (0 while the battery is absent), except
+        that an increase of the site's import (more charge, less discharge) waits while charger profiles
+        are on their way, as a charger's increase waits for the decreases: the battery goes no higher than
+        it is this cycle, so the site is never over a limit in between."""
+        assert self.battery is not None
+        kw = outcome.battery_kw
+        if outcome.battery_present and self.dispatcher.in_flight:
+            held = min(kw, self.battery.status().setpoint_kw)
+            if held < kw:
+                self.metrics.inc("battery_increases_held_total")
+            return held
+        return kw
+
     # ------------------------------------------------------------------ record
 
     def record(self, reading: Reading, outcome: CycleOutcome, sent: int, latency_s: float) -> CycleSummary:
@@ -236,10 +321,11 @@ class SiteLoop:
         self.metrics.loop_latency_s.observe(latency_s)
         self.metrics.inc("cycles_total")
         limit = self.site.import_limit_kw
-        if info.site_import_kw is not None and info.site_import_kw > limit + 1e-6:
-            self.metrics.inc("violations_total")
-            LOG.warning("site import %.2f kW above its limit %.2f kW", info.site_import_kw, limit)
+        last_planned = None if self.last is None else self.last.outcome.planned_import_kw
+        self._attribute(info.site_import_kw, last_planned)
         self.metrics.set("import_limit_kw", limit)
+        if self.battery is not None:
+            self._battery_gauges(outcome)
         latency_ms = latency_s * 1000.0
         self.last = CycleSummary(
             self.cycle, datetime.now(UTC), outcome, latency_ms, info.site_import_kw, info.base_load_kw,
@@ -267,3 +353,31 @@ class SiteLoop:
         self._spawn(self.journal.persist(record))
         self.publisher.publish()
         return self.last
+
+    def _attribute(self, site_import_kw: float | None, last_planned_import_kw: float | None) -> None:
+        """Count and keep every limit exceeded at this cycle's reading, with its cause."""
+        site = self.site
+        measured = self.live.measured_kw(time.monotonic(), self.cfg.station_meter_timeout_s)
+        measured0 = np.where(np.isfinite(measured), measured, 0.0)
+        now = datetime.now(UTC)
+        found: list[Violation] = []
+        if site_import_kw is not None:
+            chargers_kw = float(measured0.sum())
+            cause = site_cause(
+                site_import_kw, site.import_limit_kw, chargers_kw, self._last_other_kw, last_planned_import_kw
+            )
+            if cause is not None:
+                excess = site_import_kw - site.import_limit_kw
+                found.append(Violation(now, "site", site.import_limit_kw, site_import_kw, excess, cause))
+            self._last_other_kw = site_import_kw - chargers_kw
+        node_kw = np.abs(site.node_power_kw(measured0))
+        for j in np.flatnonzero(node_kw > site.node_limit_kw + TOLERANCE_KW):
+            lim, kw = float(site.node_limit_kw[j]), float(node_kw[j])
+            found.append(Violation(now, str(site.node_ids[j]), lim, kw, kw - lim, "controllable"))
+        for v in found:
+            self.metrics.inc("violations_total", limit="site" if v.limit == "site" else "node", cause=v.cause)
+            self.violations.append(v)
+            LOG.warning(
+                "%s %.2f kW above its limit %.2f kW by %.2f kW (%s)", v.limit, v.measured_kw, v.limit_kw,
+                v.excess_kw, v.cause,
+            )  # fmt: skip

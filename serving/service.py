@@ -33,6 +33,7 @@ from agents.base import Policy
 from envs.config import ConfigError, SiteConfig
 from envs.core import FloatArray, SiteArrays
 from envs.share import safe_static_share_kw
+from serving.battery import ModbusBattery
 from serving.config import ServingConfig, connector_map
 from serving.control import Controller
 from serving.csms import (
@@ -62,10 +63,13 @@ LOG = logging.getLogger("evdlm.serving")
 __all__ = [
     "HISTORY_SOURCE",
     "CycleSummary",
+    "PolicyLoadError",
     "Service",
     "check_site_matches",
     "default_fallback",
     "load_policy",
+    "load_policy_strict",
+    "starved_chargers",
 ]
 
 
@@ -102,6 +106,16 @@ class Service:
                 LOG.error("policy %s failed to reset (%s); the fallback decides", policy.name, err)
                 policy_error, policy = "load_failed", None
         self.safe_share_kw: FloatArray = safe_static_share_kw(self.site, cfg.failsafe_base_load_kw)
+        starved = starved_chargers(self.site, self.safe_share_kw)
+        if starved:
+            shown = ", ".join(starved[:10]) + (f" and {len(starved) - 10} more" if len(starved) > 10 else "")
+            LOG.warning(
+                "the static safe share of %d charger(s) is below their minimum current (0 kW): %s. Their "
+                "station's failsafe holds them at 0 while the central system is lost or the site meter is "
+                "stale, and the failsafe maximum profile caps them at 0 online: lower "
+                "failsafe_base_load_kw or use --failsafe tx_default",
+                len(starved), shown,
+            )  # fmt: skip
         self.controller = Controller(
             self.site, policy, fallback, self.safe_share_kw, cfg.policy_budget_s, policy_error,
             departure_floor=cfg.departure_floor, schedule_periods=cfg.schedule_periods,
@@ -111,14 +125,18 @@ class Service:
         self.journal = Journal(self.store, self.metrics)
         self.publisher = Publisher(self.state)
         self.dispatcher = Dispatcher(
-            self.site, self.live, self.safe_share_kw, self.metrics, failsafe_mode, self._spawn
-        )
+            self.site, self.live, self.safe_share_kw, self.metrics, failsafe_mode, self._spawn,
+            cfg.failsafe_retry_s,
+        )  # fmt: skip
+        self.dispatcher.after_failsafe = self._after_failsafe
         self.updater = LiveUpdater(
-            cfg, self.site, self.live, self.store, self.journal, self.metrics, self._spawn, self._on_booted
-        )
+            cfg, self.site, self.live, self.store, self.journal, self.metrics, self._spawn,
+            self.dispatcher.registered, self.dispatcher.transaction_answered,
+        )  # fmt: skip
+        self.battery = ModbusBattery(cfg.battery) if cfg.battery is not None else None
         self.loop = SiteLoop(
             cfg, self.live, self.controller, self.dispatcher, self.journal, self.publisher, self.metrics,
-            self.forecast, self._spawn,
+            self.forecast, self._spawn, self.battery,
         )  # fmt: skip
         self._tasks: set[asyncio.Task[Any]] = set()
         self._ws_server: Server | None = None
@@ -148,7 +166,7 @@ class Service:
             ),
             ssl=ssl_ctx,
             ping_interval=None,
-            max_size=2**18,
+            max_size=self.cfg.max_frame_bytes,
             compression=None,
         )
         self.ocpp_port = int(next(iter(self._ws_server.sockets)).getsockname()[1])
@@ -166,6 +184,8 @@ class Service:
             from serving.meter import ModbusMeter
 
             self._spawn(ModbusMeter(self.cfg.meter, self.on_site_meter).run())
+        if self.battery is not None:
+            self._spawn(self.battery.run())
         if loop:
             self._loop_task = asyncio.create_task(self._control_loop())
             if self.forecast is not None and self.forecast.model is not None:
@@ -235,32 +255,23 @@ class Service:
         cp: Station = station_class(version)(sid, ws, self.updater)
         connections[sid] = cp
         station.connected, station.ocpp_version = True, version
-        station.failsafe = None
+        station.failsafe, station.registered, station.failsafe_attempts = None, False, 0
         for c in station.connectors.values():
             c.limit_value, c.limit_kw = None, None  # the station may have lost them; resend
         self.metrics.inc("connections_total", version=version)
         self.updater.set_gauges()
         self._spawn(self.store.run(self.store.store.station_seen, sid, version))
-        self._spawn(self.dispatcher.failsafe_soon(sid, cp))
         try:
             await cp.start()
         finally:
             if connections.get(sid) is cp:
                 del connections[sid]
-                station.connected = False
+                station.connected = station.registered = False
                 self.updater.set_gauges()
 
-    def _on_booted(self, sid: str) -> None:
-        """A station booted: it may have dropped its profiles; reinstall the failsafe."""
-        cp = self.dispatcher.connections.get(sid)
-        if cp is not None:
-            self.live.stations[sid].failsafe = None
-            # after the answer is on the wire: a call from inside a handler would deadlock
-            self._spawn(self._after_boot(sid, cp))
-
-    async def _after_boot(self, sid: str, cp: Station) -> None:
-        """The failsafe first; then, from a 2.1 station, the V2X operation modes it supports."""
-        await self.dispatcher.failsafe_soon(sid, cp, 0.02)
+    async def _after_failsafe(self, sid: str, cp: Station) -> None:
+        """After the failsafe's first attempt, a 2.1 station is asked for the V2X operation modes it
+        supports (GetVariables)."""
         if isinstance(cp, Station21) and self.dispatcher.connections.get(sid) is cp:
             self.updater.operation_modes(await cp.operation_modes())
 
@@ -335,7 +346,7 @@ class Service:
         """The live site as JSON-ready data (``/api/state``, :func:`serving.view.site_state`)."""
         return site_state(
             self.site, self.live, self.cfg, self.metrics, self.safe_share_kw, self.loop.cycle, self.loop.last,
-            self.forecast,
+            self.forecast, self.loop.violations, None if self.battery is None else self.battery.status(),
         )  # fmt: skip
 
     def subscribe(self) -> asyncio.Queue[dict[str, Any]]:
@@ -357,6 +368,11 @@ class Service:
         self.on_site_meter(import_kw, pv_kw)
 
 
+def starved_chargers(site: SiteArrays, safe_share_kw: FloatArray) -> list[str]:
+    """The chargers whose static safe share cannot give them their minimum current (share 0)."""
+    return [site.charger_ids[i] for i in range(site.n) if safe_share_kw[i] <= 0.0 < site.rated_kw[i]]
+
+
 def default_fallback() -> Policy | None:
     """The rule-based DLM (imported lazily); None when it cannot be built (then the static share decides)."""
     try:
@@ -368,22 +384,35 @@ def default_fallback() -> Policy | None:
         return None
 
 
-def load_policy(spec: str, custom_class: bool = False) -> tuple[Policy | None, str | None]:
+class PolicyLoadError(Exception):
+    """The configured policy cannot be loaded (the message says why)."""
+
+
+def load_policy_strict(spec: str, custom_class: bool = False) -> Policy:
     """The policy ``spec`` names, through :func:`agents.registry.load_policy` (a registered name such as
     ``rule_based`` or ``static``, a saved model folder, ``models:/name/version``, ``runs:/...``); with
     ``custom_class``, ``spec`` is ``module:Class`` instead and that class is imported and built.
 
-    Returns ``(policy, None)`` or ``(None, why)``; a policy that cannot be loaded is not fatal: the
-    fallback decides every cycle and the reason is counted.
+    Raises :class:`PolicyLoadError` with the reason where it cannot be loaded (``evdlm serve`` then
+    refuses to start, unless told to start on the fallback).
     """
     from agents.registry import load_policy as load_registered
 
     try:
         if custom_class and ":" not in spec:
             raise ValueError(f"a custom policy class is 'module:Class', not {spec!r}")
-        return load_registered(spec, allow_custom=custom_class), None
+        return load_registered(spec, allow_custom=custom_class)
     except Exception as err:
-        LOG.error("policy %r cannot be loaded: %s", spec, err)
+        raise PolicyLoadError(f"policy {spec!r} cannot be loaded: {type(err).__name__}: {err}") from err
+
+
+def load_policy(spec: str, custom_class: bool = False) -> tuple[Policy | None, str | None]:
+    """:func:`load_policy_strict`, forgiving: ``(policy, None)`` or ``(None, 'load_failed')`` (logged), for
+    callers that run on the fallback when the policy cannot be loaded."""
+    try:
+        return load_policy_strict(spec, custom_class), None
+    except PolicyLoadError as err:
+        LOG.error("%s", err)
         return None, "load_failed"
 
 
@@ -392,3 +421,8 @@ def check_site_matches(cfg: ServingConfig, site: SiteConfig) -> None:
     connector_map(cfg, site)
     if not site.chargers:
         raise ConfigError("the site has no chargers")
+    if cfg.battery is not None and site.battery is None:
+        raise ConfigError(
+            "battery: the serving config drives a battery over Modbus, but the site YAML has no 'battery' "
+            "(its capacity and power limits)"
+        )

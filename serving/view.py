@@ -8,6 +8,7 @@ Pure functions over the live state, the last cycle and the counters; no I/O. :fu
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -17,8 +18,10 @@ from envs.core import FloatArray, SiteArrays
 from serving.config import ServingConfig
 from serving.live import LiveSite
 from serving.metrics import Metrics
+from serving.violations import Violation
 
 if TYPE_CHECKING:
+    from serving.battery import BatteryStatus
     from serving.forecast import LiveForecast
     from serving.loop import CycleSummary
 
@@ -48,8 +51,13 @@ def site_state(
     cycle: int,
     last: CycleSummary | None,
     forecast: LiveForecast | None,
+    violations: Sequence[Violation] = (),
+    battery: BatteryStatus | None = None,
 ) -> dict[str, Any]:
-    """The live site as JSON-ready data: ``/api/state``, the server-sent events and the dashboard."""
+    """The live site as JSON-ready data: ``/api/state``, the server-sent events and the dashboard.
+
+    ``violations`` are the last attributed limit violations (:mod:`serving.violations`); ``loop.violations``
+    counts the controllable ones, the others are apart."""
     now = time.monotonic()
     utc = datetime.now(UTC)
     measured = live.measured_kw(now, cfg.station_meter_timeout_s)
@@ -94,7 +102,9 @@ def site_state(
                     "not_following_profile": c.offender,
                     "offline": not bool(st and st.connected),
                     "v2g_active": bool(c.limit_kw is not None and c.limit_kw < 0),
+                    "meter_fault": c.meter_fault is not None,
                 },
+                "meter_fault": c.meter_fault,
             }
         )
     h = metrics.loop_latency_s
@@ -111,6 +121,7 @@ def site_state(
             "peak_import_kw": live.peak_import_kw,
             "meter_age_s": None if meter is None else now - meter.at,
             "meter_stale": None if last is None else last.outcome.meter_stale,
+            "meter_fault": live.site_meter_fault,
         },
         "loop": {
             "cycle": cycle,
@@ -120,7 +131,13 @@ def site_state(
             "latency_ms": None if last is None else last.latency_ms,
             "p99_latency_ms": None if h.n == 0 else h.quantile(0.99) * 1000.0,
             "fallbacks": metrics.count("fallbacks_total"),
-            "violations": metrics.count("violations_total"),
+            "violations": metrics.count("violations_total", cause="controllable"),
+            "violations_base_load_rise": metrics.count("violations_total", cause="base_load_rise"),
+            "overloads_uncontrollable": metrics.count("violations_total", cause="uncontrollable"),
+            "last_uncontrollable": next(
+                (v.time.isoformat() for v in reversed(violations) if v.cause == "uncontrollable"), None
+            ),
+            "recent_violations": [v.to_json() for v in list(violations)[-5:]],
             "planned_import_kw": None if last is None else last.outcome.planned_import_kw,
             "control_interval_s": cfg.control_interval_s,
         },
@@ -139,8 +156,10 @@ def site_state(
                 "id": s.id,
                 "connected": s.connected,
                 "ocpp_version": s.ocpp_version,
+                "registered": s.registered,
                 "failsafe": s.failsafe,
                 "v2x_operation_modes": None if s.operation_modes is None else list(s.operation_modes),
+                "failsafe_attempts": s.failsafe_attempts,
                 "vendor": s.vendor,
                 "model": s.model,
             }
@@ -148,6 +167,30 @@ def site_state(
         ],
         "chargers": chargers,
         "forecast": forecast_state(forecast, metrics),
+        "battery": battery_state(site, battery, last),
+    }
+
+
+def battery_state(
+    site: SiteArrays, status: BatteryStatus | None, last: CycleSummary | None
+) -> dict[str, Any] | None:
+    """The site battery's part of :func:`site_state` (None without a battery link configured): its link,
+    SoC, measured power and the setpoint (kW, + charge), and whether the last decision could use it."""
+    if status is None:
+        return None
+    soc = status.soc_frac
+    return {
+        "link": status.link,
+        "present": status.present,
+        "soc_pct": None if soc is None else round(soc * 100.0, 2),
+        "soc_kwh": None if soc is None else round(soc * site.battery_capacity_kwh, 3),
+        "capacity_kwh": site.battery_capacity_kwh,
+        "power_kw": status.power_kw,
+        "setpoint_kw": status.setpoint_kw,
+        "planned_kw": None if last is None else last.outcome.battery_kw,
+        "max_charge_kw": site.battery_max_charge_kw,
+        "max_discharge_kw": site.battery_max_discharge_kw,
+        "age_s": status.age_s,
     }
 
 

@@ -146,6 +146,41 @@ class PhysicalSite:
         self.v2g_min_soc = 0.2
         self.site_import_kw = 0.0
         self.pv_kw = 0.0
+        self._unprotected_since: dict[tuple[str, int, str], float] = {}
+        """charging transactions with no profile in force yet -> monotonic time first seen charging"""
+        self._protected: set[tuple[str, int, str]] = set()
+        self.worst_profile_delay_s = 0.0
+        """longest wall time a transaction charged before any profile (max, TxDefault, Tx) limited it"""
+        self.transactions_seen = 0
+        self.battery_kw = 0.0
+        """the site battery's power now (kW, + charge; :mod:`stationsim.battery`), part of the import"""
+
+    def protected(self, sid: str, c: SimConnector) -> bool:
+        """A profile is in force for ``c``'s transaction: station maximum, TxDefault or its TxProfile."""
+        prof = self.profiles[sid]
+        tx = prof.tx_kw.get(c.connector_id)
+        return (
+            prof.max_kw is not None
+            or c.connector_id in prof.tx_default_kw
+            or (tx is not None and tx[0] == c.tx_id)
+        )
+
+    def _track_protection(self, sid: str, c: SimConnector, wall: float) -> None:
+        key = (sid, c.connector_id, c.tx_id or "")
+        if key in self._protected:
+            return
+        since = self._unprotected_since.setdefault(key, wall)
+        if since == wall:
+            self.transactions_seen += 1
+        if self.protected(sid, c):
+            self._protected.add(key)
+            del self._unprotected_since[key]
+        self.worst_profile_delay_s = max(self.worst_profile_delay_s, wall - since)
+
+    @property
+    def unprotected_now(self) -> int:
+        """charging transactions that have had no profile in force so far"""
+        return len(self._unprotected_since)
 
     def series_at(self, t: pd.Timestamp) -> tuple[float, float]:
         k = int(np.clip(self._ts_index.searchsorted(t, side="right") - 1, 0, len(self._base) - 1))
@@ -254,6 +289,7 @@ class PhysicalSite:
                     continue
                 if c.tx_id is not None:
                     charging.setdefault(sid, []).append(c)
+                    self._track_protection(sid, c, time.monotonic())
         all_charging = [c for conns in charging.values() for c in conns]
         ev_lo, can_take_kw = self.ev_box_kw(all_charging, dt_h)
         wall_now = datetime.now(UTC)
@@ -289,7 +325,7 @@ class PhysicalSite:
                 self.delivered[str(s["session_id"])] = c.delivered_kwh
                 power[c.charger] = c.power_kw
         base, pv = self.series_at(now)
-        imp = float(site.site_import_kw(power, base, pv))
+        imp = float(site.site_import_kw(power, base, pv, self.battery_kw))
         self.max_import = max(self.max_import, imp)
         excess = max(imp - site.import_limit_kw, -imp - site.export_limit_kw)
         node_excess = np.abs(site.node_power_kw(power)) - site.node_limit_kw

@@ -30,6 +30,7 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
+from ocpp.exceptions import SecurityError
 from ocpp.routing import on
 from ocpp.v16 import ChargePoint as CP16
 from ocpp.v16 import call_result as result16
@@ -45,7 +46,8 @@ from websockets.typing import Subprotocol
 from envs.core import SiteArrays
 from envs.scenario import Scenario
 from stationsim import messages as msg
-from stationsim.physics import PhysicalSite, SimConnector
+from stationsim.battery import SimBattery
+from stationsim.physics import PhysicalSite, SimConnector, StationProfiles
 
 LOG = logging.getLogger("evdlm.simulator")
 Version = Literal["1.6", "2.0.1", "2.1"]
@@ -92,6 +94,13 @@ class SimOptions:
     start_at: datetime | None = None
     """simulated time starts at this wall-clock time (at speed 1 the simulated clock is then the wall
     clock, so the central system's tariff and forecasts line up with the scenario)"""
+    chaos_per_h: float = 0.0
+    """soak: random disconnects and reboots per station per wall hour (0: none)"""
+    reboot_share: float = 0.3
+    """soak: the share of those events that are reboots (profiles lost, transactions restarted)"""
+    late_meter_share: float = 0.0
+    """soak: the share of MeterValues sent late (0.5-2 meter intervals after they were measured)"""
+    seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -108,6 +117,10 @@ class SimProgress:
     """energy into the EVs so far"""
     violation_ticks: int
     """physics ticks with the site or a node over its limit so far (site + node)"""
+
+
+class CentralSystemUnreachable(ConnectionError):
+    """No station could connect to the central system during the warm-up (nothing listens at the URL)."""
 
 
 @dataclass
@@ -138,6 +151,26 @@ class SimReport:
     """wall-clock time (ISO, UTC) of the last tick with the site or a node above its limit"""
     energy_exported_kwh: float = 0.0
     """energy the EVs gave back to the site (V2G), kWh at the grid side"""
+    refused_unregistered: int = 0
+    """requests of the central system that came before the station's boot was accepted (refused)"""
+    worst_profile_delay_s: float = 0.0
+    """longest wall time a transaction charged before any profile limited it (tick resolution)"""
+    transactions_unprotected_at_end: int = 0
+    """charging transactions that never had a profile in force"""
+    transactions_seen: int = 0
+    disconnects: int = 0
+    """soak: random disconnects"""
+    reboots: int = 0
+    """soak: random reboots"""
+    late_meter_values: int = 0
+    """soak: MeterValues sent late"""
+    first_boot_accepted_utc: str | None = None
+    """wall-clock time (ISO, UTC) the first BootNotification was accepted"""
+    battery_charged_kwh: float | None = None
+    """energy into the simulated site battery (grid side; None without one)"""
+    battery_discharged_kwh: float | None = None
+    battery_soc_end: float | None = None
+    """its state of charge at the end, 0..1"""
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items()}
@@ -146,17 +179,11 @@ class SimReport:
 def station_layout(
     site: SiteArrays, mapping: dict[tuple[str, int], str] | None
 ) -> dict[tuple[str, int], str]:
-    """``(station, connector) -> charger``: the given mapping, or ``<station>-<k>`` from the charger ids."""
+    """``(station, connector) -> charger``: the given mapping, else every charger a station of its own
+    (its id, connector 1), as ``evdlm serve --site`` configures it. An id is never split at a dash."""
     if mapping:
         return dict(mapping)
-    out: dict[tuple[str, int], str] = {}
-    for cid in site.charger_ids:
-        head, _, tail = cid.rpartition("-")
-        if head and tail.isdigit():
-            out[(head, int(tail))] = cid
-        else:
-            out[(cid, 1)] = cid
-    return out
+    return {(cid, 1): cid for cid in site.charger_ids}
 
 
 def _auth_header(station: str, password: str | None) -> dict[str, str]:
@@ -166,49 +193,78 @@ def _auth_header(station: str, password: str | None) -> dict[str, str]:
     return {"Authorization": f"Basic {token}"}
 
 
-class _SimCP16(CP16):
+class _Conforming:
+    """A station that refuses every request of the central system before its BootNotification was
+    answered Accepted on this connection (OCPP 1.6 section 4.2, 2.0.1 B01/B02): it answers a CallError
+    ``SecurityError`` and counts the request in :attr:`SiteSimulator.refused_unregistered`.
+
+    The answer is recognised in the message loop itself (a CallResult with ``status``, ``currentTime``
+    and ``interval`` is the BootNotification's), so a request that follows it on the wire is accepted
+    even before the boot coroutine resumes.
+    """
+
     sim: SiteSimulator
     station: str
+    registered: bool = False
 
+    async def route_message(self, raw_msg: Any) -> None:
+        with contextlib.suppress(TypeError, ValueError):
+            frame = json.loads(raw_msg)
+            if isinstance(frame, list) and len(frame) == 3 and frame[0] == 3 and isinstance(frame[2], dict):
+                body = frame[2]
+                if body.get("status") == "Accepted" and "currentTime" in body and "interval" in body:
+                    self.registered = True
+                    if self.sim.first_boot_accepted_utc is None:
+                        self.sim.first_boot_accepted_utc = datetime.now(UTC).isoformat()
+        await super().route_message(raw_msg)  # type: ignore[misc]
+
+    def check_registered(self) -> None:
+        if not self.registered:
+            self.sim.refused_unregistered += 1
+            raise SecurityError(description="not registered: BootNotification not accepted yet")
+
+
+class _SimCP16(_Conforming, CP16):
     @on(Action16.set_charging_profile)
     def on_set_profile(self, connector_id: int, cs_charging_profiles: dict[str, Any], **_: Any) -> Any:
+        self.check_registered()
         ok = self.sim.install_profile(self.station, connector_id, cs_charging_profiles, "1.6")
         return result16.SetChargingProfile(status="Accepted" if ok else "Rejected")
 
     @on(Action16.clear_charging_profile)
     def on_clear(self, **_: Any) -> Any:
+        self.check_registered()
         return result16.ClearChargingProfile(status="Accepted")
 
 
-class _SimCP201(CP201):
-    sim: SiteSimulator
-    station: str
-
+class _SimCP201(_Conforming, CP201):
     @on(Action201.set_charging_profile)
     def on_set_profile(self, evse_id: int, charging_profile: dict[str, Any], **_: Any) -> Any:
+        self.check_registered()
         ok = self.sim.install_profile(self.station, evse_id, charging_profile, "2.0.1")
         return result201.SetChargingProfile(status="Accepted" if ok else "Rejected")
 
     @on(Action201.clear_charging_profile)
     def on_clear(self, **_: Any) -> Any:
+        self.check_registered()
         return result201.ClearChargingProfile(status="Accepted")
 
 
-class _SimCP21(CP21):
-    sim: SiteSimulator
-    station: str
-
+class _SimCP21(_Conforming, CP21):
     @on(Action201.set_charging_profile)
     def on_set_profile(self, evse_id: int, charging_profile: dict[str, Any], **_: Any) -> Any:
+        self.check_registered()
         ok = self.sim.install_profile(self.station, evse_id, charging_profile, "2.1")
         return result21.SetChargingProfile(status="Accepted" if ok else "Rejected")
 
     @on(Action201.clear_charging_profile)
     def on_clear(self, **_: Any) -> Any:
+        self.check_registered()
         return result21.ClearChargingProfile(status="Accepted")
 
     @on(Action201.get_variables)
     def on_get_variables(self, get_variable_data: list[dict[str, Any]], **_: Any) -> Any:
+        self.check_registered()
         out = []
         for item in get_variable_data:
             comp, var = item["component"], item["variable"]
@@ -261,16 +317,28 @@ class SiteSimulator:
         self.physics.v2g_min_soc = self.opt.v2g_min_soc
         self.cps: dict[str, SimCP] = {}
         self.booted: set[str] = set()
+        self.last_connect_error: str | None = None
         self.queues: dict[str, asyncio.Queue[tuple[str, SimConnector]]] = {s: asyncio.Queue() for s in names}
         self.sim_start = sim_start if sim_start is not None else scenario.start
         first = sessions["arrival"].min() if len(sessions) else scenario.start
         self.sim_start = max(self.sim_start, pd.Timestamp(first) - pd.Timedelta(seconds=1))
         self.last_departure = sessions["departure"].max() if len(sessions) else scenario.start
         self._wall0 = 0.0
+        self._rngs: dict[str, np.random.Generator] = {}
+        self.first_boot_accepted_utc: str | None = None
+        """wall-clock time (ISO, UTC) the first BootNotification of any station was accepted"""
         self.calls_sent = self.calls_answered = self.calls_failed = self.calls_cancelled = 0
         self.dropped = 0
         self.garbage_sent = 0
+        self.refused_unregistered = 0
+        """requests of the central system refused because they came before the boot was accepted"""
+        self.disconnects = self.reboots = self.late_meter_values = 0
+        self._late: dict[str, list[tuple[float, Any]]] = {s: [] for s in names}
+        """per station: (monotonic time due, prebuilt MeterValues / TransactionEvent) sent late"""
         self._running = True
+        self.battery: SimBattery | None = None
+        """the site battery (served over Modbus by :class:`stationsim.battery.BatteryServer`), whose power
+        is part of the site's import"""
 
     # ------------------------------------------------------------------ time
 
@@ -297,6 +365,9 @@ class SiteSimulator:
         return self.physics.last_node_violation_at
 
     def _tick(self, dt_h: float) -> None:
+        if self.battery is not None:
+            self.battery.advance()
+            self.physics.battery_kw = self.battery.power_kw
         self.physics.tick(self.sim_now(), dt_h, self._emit)
 
     def _emit(self, sid: str, kind: str, c: SimConnector) -> None:
@@ -362,7 +433,45 @@ class SiteSimulator:
             else:
                 await self._call(cp, msg.ended201(c, ending))
         elif kind == "meter" and c.tx_id is not None:
-            await self._call(cp, msg.meter_values16(c) if v == "1.6" else msg.updated201(c, v == "2.1"))
+            payload = msg.meter_values16(c) if v == "1.6" else msg.updated201(c, v == "2.1")
+            rng = self._rng(c.station)
+            if self.opt.late_meter_share > 0 and rng.random() < self.opt.late_meter_share:
+                delay_s = self.opt.meter_interval_s * float(rng.uniform(0.5, 2.0))
+                self._late[c.station].append((time.monotonic() + delay_s, payload))
+                return
+            await self._call(cp, payload)
+
+    def _rng(self, sid: str) -> np.random.Generator:
+        rng = self._rngs.get(sid)
+        if rng is None:
+            rng = self._rngs[sid] = np.random.default_rng([self.opt.seed, zlib.crc32(sid.encode())])
+        return rng
+
+    def _next_chaos(self, sid: str) -> float:
+        """monotonic time of the station's next random disconnect or reboot (inf without chaos)"""
+        if self.opt.chaos_per_h <= 0:
+            return np.inf
+        return time.monotonic() + float(self._rng(sid).exponential(3600.0 / self.opt.chaos_per_h))
+
+    def _reboot(self, sid: str) -> None:
+        """A reboot: the station loses its profiles and its running transactions (their stop messages
+        are lost); the EVs still plugged in start new transactions after the boot."""
+        self.reboots += 1
+        self.physics.profiles[sid] = StationProfiles()
+        for c in self.stations[sid]:
+            if c.tx_id is not None:
+                c.tx_id = None
+                c.power_kw = 0.0
+                self.dropped += 1
+
+    async def _send_late(self, cp: SimCP, sid: str) -> None:
+        now = time.monotonic()
+        due = [p for t, p in self._late[sid] if t <= now]
+        if due:
+            self._late[sid] = [(t, p) for t, p in self._late[sid] if t > now]
+            for payload in due:
+                self.late_meter_values += 1
+                await self._call(cp, payload)
 
     async def _boot(self, cp: SimCP, sid: str) -> None:
         for payload in msg.boot(self.version[sid], self.stations[sid]):
@@ -375,6 +484,7 @@ class SiteSimulator:
         drop = self.opt.drop_off.get(sid)
         next_meter = time.monotonic() + self.opt.meter_interval_s * (zlib.crc32(sid.encode()) % 97) / 97.0
         next_garbage = time.monotonic() + 0.5
+        next_chaos = self._next_chaos(sid)
         while self._running:
             try:
                 ws: ClientConnection = await connect(
@@ -388,6 +498,7 @@ class SiteSimulator:
                 )
             except Exception as err:
                 LOG.debug("%s: connect failed: %s", sid, err)
+                self.last_connect_error = str(err) or type(err).__name__
                 await asyncio.sleep(0.5)
                 continue
             cp: SimCP
@@ -403,8 +514,23 @@ class SiteSimulator:
             try:
                 await self._boot(cp, sid)
                 self.booted.add(sid)
+                for c in self.stations[sid]:
+                    if c.session is not None and c.tx_id is None and self._wall0 < time.monotonic():
+                        self.queues[sid].put_nowait(("arrive", c))  # an EV still plugged in after a reboot
                 while self._running and not reader.done():
                     now = time.monotonic()
+                    if now >= next_chaos:
+                        next_chaos = self._next_chaos(sid)
+                        self.cps.pop(sid, None)
+                        await ws.close()
+                        if self._rng(sid).random() < self.opt.reboot_share:
+                            self._reboot(sid)
+                        else:
+                            self.disconnects += 1
+                        await asyncio.sleep(float(self._rng(sid).uniform(0.5, 5.0)))
+                        break
+                    if self._late[sid]:
+                        await self._send_late(cp, sid)
                     if drop is not None and now - self._wall0 >= drop[0]:
                         LOG.info("%s drops off for %.1f s", sid, drop[1])
                         drop = None
@@ -468,12 +594,21 @@ class SiteSimulator:
         tasks = [asyncio.create_task(self._station(sid)) for sid in self.stations]
         if self.opt.meter_push_url:
             tasks.append(asyncio.create_task(self._meter_push()))
-        deadline = time.monotonic() + max(self.opt.warmup_s, 0.0) + 30.0
+        t_start = time.monotonic()
+        deadline = t_start + max(self.opt.warmup_s, 0.0) + 30.0
         profiles = self.physics.profiles.values()
         while time.monotonic() < deadline and (
             len(self.booted) < len(self.stations) or any(p.received == 0 for p in profiles)
         ):
             await asyncio.sleep(0.05)  # every station connected, booted and given its failsafe
+        if not self.booted:
+            self._running = False
+            for t in tasks:
+                t.cancel()
+            raise CentralSystemUnreachable(
+                f"no station could connect to {self.url} in {deadline - t_start:.0f} s "
+                f"({self.last_connect_error or 'no answer'}): is 'evdlm serve' running there?"
+            )
         await asyncio.sleep(self.opt.warmup_s)
         if self.opt.start_at is not None:
             await asyncio.sleep(max((self.opt.start_at - datetime.now(UTC)).total_seconds(), 0.0))
@@ -527,6 +662,17 @@ class SiteSimulator:
             stations=len(self.stations),
             last_violation_utc=_utc_of(max(phys.last_violation_at, phys.last_node_violation_at)),
             energy_exported_kwh=round(phys.exported_kwh, 4),
+            refused_unregistered=self.refused_unregistered,
+            worst_profile_delay_s=round(phys.worst_profile_delay_s, 3),
+            transactions_unprotected_at_end=phys.unprotected_now,
+            transactions_seen=phys.transactions_seen,
+            disconnects=self.disconnects,
+            reboots=self.reboots,
+            late_meter_values=self.late_meter_values,
+            first_boot_accepted_utc=self.first_boot_accepted_utc,
+            battery_charged_kwh=None if self.battery is None else round(self.battery.energy_in_kwh, 4),
+            battery_discharged_kwh=None if self.battery is None else round(self.battery.energy_out_kwh, 4),
+            battery_soc_end=None if self.battery is None else round(self.battery.soc_frac, 4),
         )
 
     def _progress(self, wall_s: float, end_wall_s: float) -> SimProgress:

@@ -10,6 +10,24 @@ from pathlib import Path
 import pytest
 
 
+@pytest.fixture(autouse=True)
+def _mlflow_store_outside_the_repository(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[None]:
+    """No test writes MLflow runs into the repository (``mlruns/``, ``.evdlm/``, ``mlflow.db``): unless a
+    test says otherwise, the store is a SQLite file in the session's temporary folder; what a test or a
+    command sets (``MLFLOW_TRACKING_URI``, MLflow's global URI) is undone after it."""
+    import sys
+
+    store = tmp_path_factory.getbasetemp() / "mlflow-default"
+    store.mkdir(exist_ok=True)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{store / 'mlflow.db'}")
+    yield
+    mlflow = sys.modules.get("mlflow")
+    if mlflow is not None:
+        mlflow.set_tracking_uri(None)
+
+
 @pytest.fixture(scope="session")
 def local_ray() -> Iterator[None]:
     """A local Ray (2 CPUs, small object store, scratch under the temp folder), shut down at the end."""

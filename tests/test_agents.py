@@ -275,8 +275,9 @@ def test_static_caps_each_charger_so_all_fit_the_connection() -> None:
 
 def test_rule_based_defers_flexible_energy_to_the_cheap_hours() -> None:
     site = make_site(n=2, import_kw=40.0, feeder_kw=100.0)
-    # EV 0 needs 2.75 kWh (one step at 11 kW) and stays 2 h; the last step of its stay is cheap
-    state = make_state(site, [2.75, -1.0], [2.0, 0.0])
+    # EV 0 needs 2.7 kWh (one step at the 10.97 kW its 11 kW charger holds on its grid) and stays 2 h;
+    # the last step of its stay is cheap
+    state = make_state(site, [2.7, -1.0], [2.0, 0.0])
     prices = [0.4, 0.4, 0.4, 0.4, 0.4, 0.4, 0.4, 0.1]
     d = run_policy("rule_based", site, make_snapshot(state, prices))
     assert d.charger_kw[0] == 0.0

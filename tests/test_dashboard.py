@@ -22,6 +22,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from serving.config import connector_map
 from serving.dashboard import clean_json
 from serving.dashboard.history import History, HistoryPoint, point_from_decision, point_from_state
 from serving.service import Service
@@ -103,7 +104,8 @@ def _sim(svc: Service, scenario: Any, **kw: Any) -> SiteSimulator:
         warmup_s=0.3,
         **kw,
     )
-    return SiteSimulator(scenario, f"ws://127.0.0.1:{svc.ocpp_port}", opts)
+    mapping = connector_map(svc.cfg, scenario.site)  # the stations as the service has them
+    return SiteSimulator(scenario, f"ws://127.0.0.1:{svc.ocpp_port}", opts, mapping)
 
 
 async def _get(url: str, token: str | None = TOKEN) -> tuple[int, str]:

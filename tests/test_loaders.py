@@ -173,9 +173,9 @@ def test_elaad_missing_stop_uses_connected_time(tmp_path: Path) -> None:
         (
             ",15.75,7.36",
             ",15.75,7360",
-            "row 3, field 'MaxPower': 7360.0 is implausibly large (check units: kW",
+            "row 3, field 'MaxPower': 7360 is implausibly large (check units: kW",
         ),
-        (",15.75,7.36", ",15750,7.36", "row 3, field 'TotalEnergy': 15750.0 is implausibly large"),
+        (",15.75,7.36", ",15750,7.36", "row 3, field 'TotalEnergy': 15750 is implausibly large"),
         (
             "2019-01-02 12:30:00,2019-01-02 14:00:00",
             "2019-01-02 12:30:00,2019-01-02 11:00:00",

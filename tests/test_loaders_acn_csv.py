@@ -171,7 +171,7 @@ def _edited(tmp_path: Path, row: int, column: str, value: str) -> Path:
             7,
             "requested_energy (kWh)",
             "12000",
-            "row 7, field 'requested_energy (kWh)': 12000.0 is implausibly",
+            "row 7, field 'requested_energy (kWh)': 12000 is implausibly",
         ),
         (8, "estimated_departure", "2019-11-01 00:00:00-07:00", "row 8, field 'estimated_departure'"),
         (9, "station_id", "", "row 9, field 'station_id': missing"),

@@ -542,3 +542,52 @@ def test_short_feasible_counts_only_requests_the_optimum_delivers() -> None:
     assert short_feasible(optimum, optimum) == (0, 0.0, 4)
     with pytest.raises(ValueError, match="shape"):
         short_feasible(policy[:2], optimum)
+
+
+# --------------------------------------------------------------------------- issue 17: the command line
+
+
+def test_commands_find_registered_models_in_the_projects_store(
+    trained: TrainResult, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``make run`` registers into ``.evdlm/mlflow.db``; ``evaluate`` (and ``serve``) must look there."""
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from envs.scenario import save_scenario
+    from evdlm.cli import app
+
+    project = tmp_path / "project"
+    (project / ".evdlm").mkdir(parents=True)
+    shutil.copy(trained.tracking_uri.removeprefix("sqlite:///"), project / ".evdlm" / "mlflow.db")
+    scenario = generate_scenario("depot", chargers=4, days=1, seed=2, step="1h", demand_charge_per_kw=10.0)
+    folder = save_scenario(scenario, tmp_path / "depot")
+    monkeypatch.chdir(project)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    result = CliRunner().invoke(
+        app, ["evaluate", "-s", str(folder), "-p", f"rule_based,{trained.model_uri}", "--no-tracking"]
+    )
+    assert result.exit_code == 0, result.output
+    assert trained.model_uri in result.output
+    assert not (project / "mlflow.db").exists()
+
+
+def test_a_policy_for_another_site_is_one_error_line(trained: TrainResult, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from envs.scenario import save_scenario
+    from evdlm.cli import app
+
+    bigger = save_scenario(
+        generate_scenario("depot", chargers=6, days=1, seed=1, step="1h"), tmp_path / "six"
+    )
+    runner = CliRunner()
+    for args in (
+        ["evaluate", "-s", str(bigger), "-p", str(trained.bundle_dir), "--no-tracking"],
+        ["serve", "--site", str(bigger / "site.yaml"), "--policy", str(trained.bundle_dir)],
+    ):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, result.output
+        assert "Traceback" not in result.output
+        assert "error: " in result.output and "4 chargers" in result.output, args

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from envs.cli import scenario_app
 from envs.scenario import load_scenario
+from evdlm.cli.scenario import scenario_app
 
 FIX = Path(__file__).parent / "fixtures"
 runner = CliRunner()

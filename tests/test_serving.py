@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from ocpp.messages import Call, _validate_payload
 from ocpp.v16 import call as call16
 
-from envs.config import ConfigError
+from envs.config import ConfigError, site_from_dict
 from envs.core import SiteArrays, SiteState
 from envs.projection import ProjectionPlan, project
 from envs.share import kw_to_profile as limits_in_unit
@@ -27,6 +27,7 @@ from serving.live import LiveSite, build_snapshot
 from serving.meter import decode_float32, encode_float32
 from serving.metrics import Metrics
 from serving.profiles import set_charging_profile
+from stationsim.simulator import station_layout
 from tests.test_serving_helpers import (
     FullPower,
     NaNPolicy,
@@ -197,8 +198,46 @@ def test_connector_map_default_and_explicit(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="unknown charger"):
         connector_map(serving_config(tmp_path, stations=[{"id": "A", "connectors": {1: "nope"}}]), site)
     twice = serving_config(tmp_path, stations=[{"id": "A", "connectors": {1: "CP1-1"}}, {"id": "CP1"}])
-    with pytest.raises(ConfigError, match="mapped twice"):
+    with pytest.raises(ConfigError, match="charger 'CP1-1' is mapped twice"):
         connector_map(twice, site)
+
+
+def test_station_ids_with_dashes_are_never_split(tmp_path: Path) -> None:
+    site = site_from_dict(
+        {
+            "name": "dashes",
+            "grid": {"import_limit_kw": 50.0},
+            "nodes": [{"id": "main", "max_power_kw": 50.0}],
+            "chargers": [
+                {"id": cid, "node": "main", "max_current_a": 16.0} for cid in ("CP-00001", "CP-00002", "X")
+            ],
+        }
+    )
+    stations = [{"id": "CP-00001"}, {"id": "CP-00002"}, {"id": "X"}]
+    cfg = serving_config(tmp_path, stations=stations)
+    # each operator id is a station of its own, connector 1 (not station 'CP', connectors 1 and 2)
+    assert connector_map(cfg, site) == {
+        ("CP-00001", 1): "CP-00001",
+        ("CP-00002", 1): "CP-00002",
+        ("X", 1): "X",
+    }
+    # the simulator and 'serve --site' lay the site out the same way
+    assert station_layout(SiteArrays.from_config(site), None) == connector_map(cfg, site)
+    # a station 'CP' would claim CP-00001 and CP-00002 as connectors 1 and 2: ambiguous, named
+    ambiguous = serving_config(tmp_path, stations=[*stations, {"id": "CP"}])
+    with pytest.raises(ConfigError, match=r"charger 'CP-00001' is mapped twice .*station 'CP'"):
+        connector_map(ambiguous, site)
+    # a station whose own id and '<id>-1' are both chargers: which is connector 1?
+    both = site_from_dict(
+        {
+            "name": "both",
+            "grid": {"import_limit_kw": 50.0},
+            "nodes": [{"id": "main", "max_power_kw": 50.0}],
+            "chargers": [{"id": cid, "node": "main", "max_current_a": 16.0} for cid in ("S", "S-1")],
+        }
+    )
+    with pytest.raises(ConfigError, match="chargers 'S' and 'S-1' would both be connector 1"):
+        connector_map(serving_config(tmp_path, stations=[{"id": "S"}]), both)
 
 
 def test_serving_yaml_rejects_passwords_and_resolves_paths(tmp_path: Path) -> None:
@@ -444,6 +483,12 @@ class _FakeService:
         self.seen_count += 1
 
     async def booted(self, event: Any) -> None:
+        self.seen_count += 1
+
+    def registered(self, sid: str) -> None:
+        self.seen_count += 1
+
+    def transaction_answered(self, sid: str, k: int) -> None:
         self.seen_count += 1
 
 

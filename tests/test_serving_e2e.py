@@ -22,6 +22,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 from websockets.typing import Subprotocol
 
+from serving.config import ServingConfig, connector_map
 from serving.service import Service
 from stationsim.simulator import SimOptions, SiteSimulator
 from tests.test_serving_helpers import (
@@ -48,7 +49,13 @@ def _sim(svc: Service, scenario: Any, push_meter: bool = True, **kw: Any) -> Sit
         warmup_s=0.5,
         **kw,
     )
-    return SiteSimulator(scenario, f"ws://127.0.0.1:{svc.ocpp_port}", opts)
+    mapping = connector_map(svc.cfg, scenario.site)  # the stations as the service has them
+    return SiteSimulator(scenario, f"ws://127.0.0.1:{svc.ocpp_port}", opts, mapping)
+
+
+def _config(tmp_path: Path, **overrides: Any) -> ServingConfig:
+    """The helpers' serving config, told the simulator's speed (``time_scale``)."""
+    return serving_config(tmp_path, **{"time_scale": SPEED, **overrides})
 
 
 async def _get(svc: Service, path: str, token: str | None = None) -> tuple[int, Any]:
@@ -64,7 +71,7 @@ async def _get(svc: Service, path: str, token: str | None = None) -> tuple[int, 
 
 async def test_both_versions_end_to_end_with_a_garbage_sending_station(tmp_path: Path) -> None:
     site = small_site()
-    cfg = serving_config(tmp_path)
+    cfg = _config(tmp_path)
     svc = Service(cfg, site, FullPower(), PASSWORDS, operator_token="op-token")
     await svc.start()
     try:
@@ -92,6 +99,7 @@ async def test_both_versions_end_to_end_with_a_garbage_sending_station(tmp_path:
     assert all(v > 0.5 for v in rep.energy_delivered_kwh.values())
     assert rep.calls_failed == 0 and rep.calls_sent == rep.calls_answered + rep.calls_cancelled
     assert rep.garbage_sent >= 2 and rep.connected_at_end == 2
+    assert rep.refused_unregistered == 0  # nothing was sent to a station before its boot was accepted
     # failsafe first: both stations took the station-wide maximum profile
     assert {s["id"]: s["failsafe"] for s in state["stations"]} == {
         "CP1": "ChargePointMaxProfile",
@@ -116,7 +124,7 @@ async def test_both_versions_end_to_end_with_a_garbage_sending_station(tmp_path:
 
 async def test_handshake_refuses_wrong_password_unknown_station_and_no_credentials(tmp_path: Path) -> None:
     site = small_site()
-    svc = Service(serving_config(tmp_path), site, FullPower(), PASSWORDS)
+    svc = Service(_config(tmp_path), site, FullPower(), PASSWORDS)
     await svc.start(loop=False)
     url = f"ws://127.0.0.1:{svc.ocpp_port}"
 
@@ -182,7 +190,7 @@ def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
 async def test_security_profile_2_tls_with_basic_auth(tmp_path: Path) -> None:
     cert, key = _self_signed(tmp_path)
     site = small_site()
-    cfg = serving_config(tmp_path, tls={"cert_file": cert, "key_file": key})
+    cfg = _config(tmp_path, tls={"cert_file": cert, "key_file": key})
     svc = Service(cfg, site, FullPower(), PASSWORDS)
     await svc.start()
     client_ctx = ssl.create_default_context(cafile=str(cert))
@@ -195,6 +203,7 @@ async def test_security_profile_2_tls_with_basic_auth(tmp_path: Path) -> None:
                 duration_s=1.0, warmup_s=0.3,
                 meter_push_url=f"http://127.0.0.1:{svc.http_port}/api/meter",
             ),
+            connector_map(cfg, site),
         )  # fmt: skip
         rep = await sim.run()
         # a plain-text client cannot talk to the TLS port
@@ -211,7 +220,7 @@ async def test_security_profile_2_tls_with_basic_auth(tmp_path: Path) -> None:
 
 async def test_raising_policy_falls_back_every_cycle_and_is_counted(tmp_path: Path) -> None:
     site = small_site()
-    svc = Service(serving_config(tmp_path), site, Raising(), PASSWORDS)
+    svc = Service(_config(tmp_path), site, Raising(), PASSWORDS)
     await svc.start()
     try:
         rep = await _sim(svc, small_scenario(site), duration_s=1.5).run()
@@ -231,7 +240,7 @@ async def test_stale_meter_steps_down_to_the_static_safe_share(tmp_path: Path) -
     scenario = small_scenario(site, chargers=2)
     results = {}
     for push in (True, False):
-        cfg = serving_config(tmp_path / str(push), meter_timeout_s=0.5)
+        cfg = _config(tmp_path / str(push), meter_timeout_s=0.5)
         svc = Service(cfg, site, FullPower(), PASSWORDS, failsafe_mode="tx_default")
         await svc.start()
         try:
@@ -253,7 +262,7 @@ async def test_stale_meter_steps_down_to_the_static_safe_share(tmp_path: Path) -
 
 async def test_station_ignoring_its_profile_is_flagged_and_the_others_make_room(tmp_path: Path) -> None:
     site = small_site()
-    svc = Service(serving_config(tmp_path), site, FullPower(), PASSWORDS, failsafe_mode="tx_default")
+    svc = Service(_config(tmp_path), site, FullPower(), PASSWORDS, failsafe_mode="tx_default")
     await svc.start()
     try:
         sim = _sim(svc, small_scenario(site), ignore_profiles=frozenset({"CP1"}), duration_s=3.0)
@@ -277,7 +286,7 @@ async def test_station_ignoring_its_profile_inside_a_feeder_is_taken_off_its_fee
 ) -> None:
     # f1: 27 kW for three 11.04 kW chargers, 9 kW each; CP1 ignoring its profile draws 2 x 11.04 kW
     site = feeder_site(feeder_kw=27.0, import_limit_kw=60.0)
-    svc = Service(serving_config(tmp_path), site, FullPower(), PASSWORDS, failsafe_mode="tx_default")
+    svc = Service(_config(tmp_path), site, FullPower(), PASSWORDS, failsafe_mode="tx_default")
     await svc.start()
     try:
         sim = _sim(svc, small_scenario(site), ignore_profiles=frozenset({"CP1"}), duration_s=3.0)
@@ -332,7 +341,7 @@ async def test_restart_resumes_running_transactions(tmp_path: Path) -> None:
     import contextlib
 
     site = small_site()
-    cfg = serving_config(tmp_path, meter={"source": "none"}, assumed_base_load_kw=5.0)
+    cfg = _config(tmp_path, meter={"source": "none"}, assumed_base_load_kw=5.0)
     svc = Service(cfg, site, FullPower(), PASSWORDS)
     await svc.start(loop=False)
     cp, ws, task = await _station(svc.ocpp_port)

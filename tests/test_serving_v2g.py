@@ -16,6 +16,7 @@ from envs.config import SiteConfig, site_from_dict
 from envs.core import ForecastWindow, SiteArrays, SiteState, Snapshot
 from envs.projection import ProjectionPlan, project
 from envs.scenario import Scenario, make_scenario
+from serving.config import connector_map
 from serving.csms import parse_charging_needs
 from serving.events import V2XNeeds
 from serving.profiles import set_charging_profile
@@ -101,7 +102,8 @@ def _sim(svc: Service, scenario: Scenario, **kw: Any) -> SiteSimulator:
         speed=SPEED, tick_s=0.05, meter_interval_s=0.2, passwords=PASSWORDS, version="2.1",
         meter_push_url=f"http://127.0.0.1:{svc.http_port}/api/meter", warmup_s=0.5, **kw,
     )  # fmt: skip
-    return SiteSimulator(scenario, f"ws://127.0.0.1:{svc.ocpp_port}", opts)
+    mapping = connector_map(svc.cfg, scenario.site)  # the stations as the service has them
+    return SiteSimulator(scenario, f"ws://127.0.0.1:{svc.ocpp_port}", opts, mapping)
 
 
 def _record_profiles(sim: SiteSimulator) -> list[tuple[str, int, dict[str, Any]]]:

@@ -1,29 +1,45 @@
-"""MLflow helpers: where runs go, and logging an evaluation as a parent run with a child per policy.
+"""Training's one door to MLflow: the tracking store, experiments, and logging an evaluation as a parent
+run with a child per policy.
 
-With no configuration MLflow uses a SQLite store inside the project folder (the working directory):
-``.evdlm/mlflow.db`` with artifacts in ``.evdlm/mlartifacts``. ``--tracking-uri`` or the
-``MLFLOW_TRACKING_URI`` environment variable point it elsewhere (a server, another file store). Then
-``mlflow ui --backend-store-uri sqlite:///.evdlm/mlflow.db`` shows the runs with their plots.
+The store follows the one rule of :mod:`evdlm.tracking_uri`: ``--tracking-uri``, else ``MLFLOW_TRACKING_URI``,
+else the SQLite store ``.evdlm/mlflow.db`` in the project folder (the working directory) with artifacts in
+``.evdlm/mlartifacts``. ``mlflow ui --backend-store-uri sqlite:///.evdlm/mlflow.db`` shows the runs with
+their plots.
 """
 
 from __future__ import annotations
 
-import os
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from evdlm.tracking_uri import PROJECT_DIR_NAME, resolve_tracking_store
 
 if TYPE_CHECKING:
     from training.evaluate import EvaluationReport
 
-PROJECT_DIR_NAME = ".evdlm"
+__all__ = [
+    "PROJECT_DIR_NAME",
+    "LoggedEvaluation",
+    "TrackingLocation",
+    "ensure_experiment",
+    "log_evaluation",
+    "metric_batch",
+    "resolve_tracking",
+    "sb3_mlflow_output",
+    "tracking_location",
+]
+
 DEFAULT_EXPERIMENT = "evdlm-evaluation"
 
 
 @dataclass(frozen=True)
 class TrackingLocation:
-    """Where MLflow writes: the tracking URI and, for the local default, the artifact folder."""
+    """Where MLflow writes: the tracking URI and, for a SQLite store, the artifact folder."""
 
     tracking_uri: str
     artifact_location: str | None
@@ -35,26 +51,70 @@ class TrackingLocation:
 def resolve_tracking(
     tracking_uri: str | None = None, project_dir: str | Path | None = None
 ) -> TrackingLocation:
-    """The explicit URI, else ``MLFLOW_TRACKING_URI``, else the SQLite store under ``.evdlm``."""
-    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
-    if uri:
-        return TrackingLocation(uri, None)
-    root = Path(project_dir) if project_dir is not None else Path.cwd()
-    folder = root / PROJECT_DIR_NAME
-    folder.mkdir(parents=True, exist_ok=True)
-    artifacts = folder / "mlartifacts"
-    artifacts.mkdir(parents=True, exist_ok=True)
-    return TrackingLocation(f"sqlite:///{(folder / 'mlflow.db').resolve()}", artifacts.resolve().as_uri())
+    """The explicit URI, else ``MLFLOW_TRACKING_URI``, else the SQLite store under ``.evdlm``
+    (:func:`evdlm.tracking_uri.resolve_tracking_store`)."""
+    store = resolve_tracking_store(tracking_uri, project_dir)
+    return TrackingLocation(store.uri, store.artifact_location)
 
 
-def _experiment_id(location: TrackingLocation, name: str) -> str:
-    import mlflow
+def tracking_location(tracking_uri: str | None = None) -> tuple[str, str | None]:
+    """``(tracking URI, artifact root for new experiments)`` of :func:`resolve_tracking`."""
+    loc = resolve_tracking(tracking_uri)
+    return loc.tracking_uri, loc.artifact_location
 
-    client = mlflow.tracking.MlflowClient(tracking_uri=location.tracking_uri)
-    found = client.get_experiment_by_name(name)
-    if found is not None:
-        return str(found.experiment_id)
-    return str(client.create_experiment(name, artifact_location=location.artifact_location))
+
+def ensure_experiment(name: str, tracking_uri: str, artifact_root: str | None) -> str:
+    """The id of experiment ``name``, created (artifacts under ``artifact_root``) if missing."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri)
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return str(exp.experiment_id)
+    location = None if artifact_root is None else f"{artifact_root}/{name}"
+    try:
+        return str(client.create_experiment(name, artifact_location=location))
+    except MlflowException:
+        exp = client.get_experiment_by_name(name)  # another process created it meanwhile
+        if exp is None:
+            raise
+        return str(exp.experiment_id)
+
+
+def metric_batch(metrics: dict[str, float], prefix: str, step: int) -> list[Any]:
+    """``metrics`` as MLflow ``Metric`` entities named ``<prefix><key>`` at ``step``, for ``log_batch``."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    return [Metric(f"{prefix}{k}", v, now, step) for k, v in metrics.items()]
+
+
+def sb3_mlflow_output(client: Any, run_id: str) -> Any:
+    """An SB3 logger output that sends every scalar it logs to the MLflow run (the learning curves)."""
+    from mlflow.entities import Metric
+    from stable_baselines3.common.logger import KVWriter
+
+    class MlflowOutputFormat(KVWriter):
+        def write(
+            self, key_values: dict[str, Any], key_excluded: dict[str, tuple[str, ...]], step: int = 0
+        ) -> None:
+            now = int(time.time() * 1000)
+            metrics = [
+                Metric(key, float(value), now, int(step))
+                for key, value in key_values.items()
+                if isinstance(value, int | float | np.integer | np.floating)
+                and not isinstance(value, bool)
+                and "mlflow" not in key_excluded.get(key, ())
+                and np.isfinite(float(value))
+            ]
+            if metrics:
+                client.log_batch(run_id, metrics=metrics)
+
+        def close(self) -> None:
+            pass
+
+    return MlflowOutputFormat()
 
 
 @dataclass(frozen=True)
@@ -84,7 +144,7 @@ def log_evaluation(
 
     location = resolve_tracking(tracking_uri)
     mlflow.set_tracking_uri(location.tracking_uri)
-    exp_id = _experiment_id(location, experiment)
+    exp_id = ensure_experiment(experiment, location.tracking_uri, location.artifact_location)
     children: list[str] = []
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)

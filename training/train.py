@@ -31,7 +31,13 @@ from agents.learned import LearnedPolicy, detached_statistics
 from training.held_out import EvalPoint, HeldOutEvaluator, held_out_scenarios, summarise
 from training.learner import build_model, build_vec_env, make_env, policy_meta
 from training.rl_config import TrainConfig
-from training.tracking import PROJECT_DIR_NAME
+from training.tracking import (
+    PROJECT_DIR_NAME,
+    ensure_experiment,
+    metric_batch,
+    sb3_mlflow_output,
+    tracking_location,
+)
 
 if TYPE_CHECKING:
     from stable_baselines3.common.base_class import BaseAlgorithm
@@ -72,71 +78,7 @@ class TrainResult:
         return self.evaluations[-1]
 
 
-# --------------------------------------------------------------------------- tracking
-
-
-def tracking_location(tracking_uri: str | None = None) -> tuple[str, str | None]:
-    """``(tracking URI, artifact root for new experiments)``: the project's default store
-    (:func:`training.tracking.resolve_tracking`), or the given URI with artifacts beside a sqlite file."""
-    from training.tracking import resolve_tracking
-
-    loc = resolve_tracking(tracking_uri)
-    if loc.artifact_location is not None:
-        return loc.tracking_uri, loc.artifact_location
-    m = re.match(r"^sqlite:///(.+)$", loc.tracking_uri)
-    if m is None:
-        return loc.tracking_uri, None  # a server decides where artifacts go
-    return loc.tracking_uri, (Path(m.group(1)).resolve().parent / "mlartifacts").as_uri()
-
-
-def ensure_experiment(name: str, tracking_uri: str, artifact_root: str | None) -> str:
-    """The id of experiment ``name``, created (artifacts under ``artifact_root``) if missing."""
-    from mlflow.tracking import MlflowClient
-
-    client = MlflowClient(tracking_uri)
-    exp = client.get_experiment_by_name(name)
-    if exp is not None:
-        return str(exp.experiment_id)
-    location = None if artifact_root is None else f"{artifact_root}/{name}"
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return str(client.create_experiment(name, artifact_location=location))
-    except MlflowException:
-        exp = client.get_experiment_by_name(name)  # another process created it meanwhile
-        if exp is None:
-            raise
-        return str(exp.experiment_id)
-
-
 # --------------------------------------------------------------------------- callbacks
-
-
-def _mlflow_writer(client: Any, run_id: str) -> Any:
-    """An SB3 logger output that sends every scalar it logs to the MLflow run (the learning curves)."""
-    from mlflow.entities import Metric
-    from stable_baselines3.common.logger import KVWriter
-
-    class MlflowOutputFormat(KVWriter):
-        def write(
-            self, key_values: dict[str, Any], key_excluded: dict[str, tuple[str, ...]], step: int = 0
-        ) -> None:
-            now = int(time.time() * 1000)
-            metrics = [
-                Metric(key, float(value), now, int(step))
-                for key, value in key_values.items()
-                if isinstance(value, int | float | np.integer | np.floating)
-                and not isinstance(value, bool)
-                and "mlflow" not in key_excluded.get(key, ())
-                and np.isfinite(float(value))
-            ]
-            if metrics:
-                client.log_batch(run_id, metrics=metrics)
-
-        def close(self) -> None:
-            pass
-
-    return MlflowOutputFormat()
 
 
 def _callbacks(
@@ -192,6 +134,10 @@ def _callbacks(
         freq = max(ck // config.training.n_envs, 1)
         out.append(CheckpointCallback(freq, str(checkpoint_dir), name_prefix="ckpt", save_vecnormalize=True))
     return out
+
+
+def _budget_s(max_minutes: float | None) -> float | None:
+    return None if max_minutes is None else max_minutes * 60.0
 
 
 class _Clock:
@@ -315,13 +261,13 @@ def train(
     ) as run:
         run_id = run.info.run_id
         mlflow.log_params(config.flat_params())
-        model.set_logger(Logger(folder=None, output_formats=[_mlflow_writer(client, run_id)]))
+        model.set_logger(Logger(folder=None, output_formats=[sb3_mlflow_output(client, run_id)]))
 
         best: list[tuple[EvalPoint, Path, EvaluationReport]] = []
 
         def on_eval(point: EvalPoint, policy: LearnedPolicy, rep: EvaluationReport) -> None:
             points.append(point)
-            client.log_batch(run_id, metrics=_metrics(point, "eval/", point.timesteps))
+            client.log_batch(run_id, metrics=metric_batch(point.metrics(), "eval/", point.timesteps))
             if config.evaluation.keep_best and (not best or point.cost_total < best[0][0].cost_total):
                 best[:] = [(point, policy.save_bundle(out / "best"), rep)]
             if report is not None:
@@ -338,11 +284,13 @@ def train(
                 on_eval(point0, initial, report0)
         remaining = max(t_cfg.total_timesteps - start_steps, 0)
         if remaining > 0:
+            from training.progress import TrainingProgress
+
+            bar = [TrainingProgress(remaining, _budget_s(t_cfg.max_minutes), clock)] if progress else []
             model.learn(
                 total_timesteps=remaining,
-                callback=callbacks,
+                callback=[*callbacks, *bar],
                 reset_num_timesteps=resume_from is None,
-                progress_bar=progress,
             )
         wall_s = clock()
         steps = int(model.num_timesteps)
@@ -359,7 +307,7 @@ def train(
             selected, bundle, rep = best[0]
         _log_artifacts(config, points, rep, out)
         mlflow.log_metrics({"train/wall_s": wall_s, "train/timesteps": float(steps)})
-        client.log_batch(run_id, metrics=_metrics(selected, "selected/", selected.timesteps))
+        client.log_batch(run_id, metrics=metric_batch(selected.metrics(), "selected/", selected.timesteps))
         mlflow.set_tag("evdlm.selected_timesteps", str(selected.timesteps))
         logged = log_policy(bundle, config.registered_model_name if register else None)
         venv.close()
@@ -377,13 +325,6 @@ def train(
         evaluations=tuple(points),
         selected=selected,
     )
-
-
-def _metrics(point: EvalPoint, prefix: str, step: int) -> list[Any]:
-    from mlflow.entities import Metric
-
-    now = int(time.time() * 1000)
-    return [Metric(f"{prefix}{k}", v, now, step) for k, v in point.metrics().items()]
 
 
 def _log_artifacts(
@@ -495,10 +436,12 @@ def describe_result(result: TrainResult) -> str:
     def pct(x: float | None) -> str:
         return "n/a" if x is None else f"{x:+.2f} %"
 
+    held_out = ", ".join(s.name for s in held_out_scenarios(result.config))
     lines = [
-        f"trained {result.config.name}: {result.timesteps} steps in {result.wall_s / 60:.1f} min "
-        f"(registered policy from step {p.timesteps})",
-        f"  held-out cost {p.cost_total:.2f}, gap to optimum {pct(p.gap_to_optimum_pct)} "
+        f"trained {result.config.name}: {result.timesteps:,} steps in {result.wall_s / 60:.1f} min "
+        f"(registered policy from step {p.timesteps:,})",
+        f"  on held-out scenario(s) {held_out}:",
+        f"  cost {p.cost_total:.2f}, gap to optimum {pct(p.gap_to_optimum_pct)} "
         f"(rule-based DLM {pct(p.rule_based_gap_to_optimum_pct)}), "
         f"vs rule-based {pct(p.gap_to_rule_based_pct)}",
         f"  energy delivered {p.energy_delivered_pct:.2f} %, violations {p.violations}, "

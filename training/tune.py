@@ -150,8 +150,7 @@ def tune_config(
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
-    from training.tracking import PROJECT_DIR_NAME
-    from training.train import ensure_experiment, tracking_location
+    from training.tracking import PROJECT_DIR_NAME, ensure_experiment, tracking_location
 
     t = config.tune
     if not t.search_space:

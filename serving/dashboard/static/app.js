@@ -76,12 +76,39 @@ function renderCards(s) {
   setNum("interval", loop.control_interval_s, 1);
   setNum("fallbacks", loop.fallbacks, 0);
   setNum("violations", loop.violations, 0);
+  setNum("overloads", loop.overloads_uncontrollable ?? 0, 0);
+  setNum("load-rises", loop.violations_base_load_rise ?? 0, 0);
+  const lastOverload = loop.last_uncontrollable;
+  setText("last-overload", lastOverload ? new Date(lastOverload).toLocaleTimeString() : "—", lastOverload ?? "");
   const offenders = s.chargers.filter((c) => c.flags.not_following_profile).length;
   setNum("offenders", offenders, 0);
   $("card-counters").classList.toggle("alarm", loop.violations > 0 || offenders > 0);
 }
 
-const FLAG_TEXT = { not_following_profile: "not following profile", offline: "offline", v2g_active: "V2G" };
+// The site battery over Modbus (null without one): SoC, power (+ charge, - discharge), the setpoint written
+// and its link; absent (lost or stale link) means the loop plans without it and it is commanded idle.
+function renderBattery(b) {
+  const card = $("card-battery");
+  card.hidden = !b;
+  if (!b) return;
+  card.dataset.link = raw(b.link);
+  setNum("battery-soc", b.soc_pct, 1);
+  setNum("battery-power", b.power_kw, 2);
+  setNum("battery-setpoint", b.setpoint_kw, 2);
+  const link = $("battery-link");
+  link.dataset.value = raw(b.link);
+  link.textContent = b.link;
+  link.className = "pill " + (b.present ? "pill-primary" : "pill-fallback");
+  const p = b.power_kw;
+  const note = !b.present ? "ABSENT: planned without it, set idle"
+    : isNum(p) && p > 0.05 ? "charging" : isNum(p) && p < -0.05 ? "discharging" : "idle";
+  setText("battery-note", note, b.present);
+  card.classList.toggle("alarm", !b.present);
+}
+
+const FLAG_TEXT = {
+  not_following_profile: "not following profile", offline: "offline", v2g_active: "V2G", meter_fault: "meter fault",
+};
 
 function cell(field, value, text, cls = "num") {
   return `<td class="${cls}" data-field="${field}" data-value="${esc(raw(value))}">${esc(text)}</td>`;
@@ -195,6 +222,7 @@ function render() {
   const s = model.state;
   if (!s) return;
   renderCards(s);
+  renderBattery(s.battery);
   renderChargers(s.chargers);
   renderTree(s.nodes);
   renderChart();

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from evdlm.cli_errors import bad_input
+from evdlm.cli.errors import bad_input
 
 forecast_app = typer.Typer(help="Fit and backtest forecasts.", no_args_is_help=True)
 
@@ -27,16 +27,22 @@ def backtest_cmd(
     max_iter: int = typer.Option(50, help="boosting iterations (gbr)"),
     mlflow_log: bool = typer.Option(True, "--mlflow/--no-mlflow", help="log the run to MLflow"),
     as_json: bool = typer.Option(False, "--json", help="print one JSON object"),
+    tracking_uri: str | None = typer.Option(
+        None,
+        "--tracking-uri",
+        help="MLflow tracking URI (default: MLFLOW_TRACKING_URI, else .evdlm/mlflow.db)",
+    ),
 ) -> None:
     """Rolling-origin backtest: MAE, RMSE, pinball loss and skill vs seasonal naive (1 - MAE/MAE_naive)."""
     import pandas as pd
 
     from envs.config import ConfigError
-    from envs.scenario import load_scenario
+    from envs.scenario import load_scenario, plural
+    from evdlm.tracking_uri import use_tracking_store
     from forecasting.backtest import BacktestConfig, backtest_with_skill
     from forecasting.data import TARGETS, gbr_params, series_spec, target_frame
     from forecasting.models import MODEL_NAMES, GBRParams, make_forecaster
-    from forecasting.tracking import default_tracking_uri, log_backtests, report_metrics
+    from forecasting.tracking import log_backtests, report_metrics
 
     if target not in TARGETS:
         raise typer.BadParameter(f"choose one of {', '.join(TARGETS)}", param_hint="--target")
@@ -48,6 +54,14 @@ def backtest_cmd(
         raise bad_input(err) from None
     frame = target_frame(sc, target)
     step = sc.step
+    days = sc.n_steps * step / pd.Timedelta(days=1)
+    if initial_train_days + horizon_h / 24.0 > days:
+        fits = max(days - horizon_h / 24.0, 0.0)
+        raise bad_input(
+            f"scenario {sc.name} holds {plural(days, 'day')}: too few for --initial-train-days "
+            f"{initial_train_days:g} of history plus a --horizon-h {horizon_h:g} forecast; give at most "
+            f"--initial-train-days {fits:g} (or a longer scenario)"
+        )
     config = BacktestConfig(
         horizon_steps=max(int(pd.Timedelta(hours=horizon_h) // step), 1),
         origin_every_steps=max(int(pd.Timedelta(hours=origin_every_h) // step), 1),
@@ -63,6 +77,7 @@ def backtest_cmd(
     except ValueError as err:
         raise bad_input(err) from None
     run_id = None
+    store = use_tracking_store(tracking_uri) if mlflow_log else None
     if mlflow_log:
         params_log: dict[str, str | int | float] = {
             "scenario": sc.name,
@@ -72,7 +87,9 @@ def backtest_cmd(
         }
         if model == "gbr":
             params_log["max_iter"] = max_iter
-        run_id = log_backtests(reports, params_log, config, run_name=f"{target}-{model}")
+        run_id = log_backtests(
+            reports, params_log, config, run_name=f"{target}-{model}", tracking_uri=tracking_uri
+        )
     if as_json:
         out = {
             "scenario": sc.name,
@@ -95,8 +112,8 @@ def backtest_cmd(
             typer.echo(f"    skill vs {name}: {rep.skill(name):+.1%}")
         if rep.result.n_imputed_origins:
             typer.echo(f"    {rep.result.n_imputed_origins} origins had imputed history")
-    if run_id:
-        typer.echo(f"MLflow run {run_id} at {default_tracking_uri()}")
+    if run_id and store is not None:
+        typer.echo(f"MLflow run {run_id} at {store.uri}")
 
 
 @forecast_app.command("fit")

@@ -13,11 +13,12 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from evdlm.cli_errors import bad_input
+from evdlm.cli.errors import bad_input
 
 if TYPE_CHECKING:
+    from agents.base import Policy
     from envs.config import SiteConfig
-    from serving.config import ServingConfig
+    from serving.config import BatteryConfig, ServingConfig
 
 _SIM_BAR = "simulating {percentage:3.0f}%|{bar:30}| {elapsed}<{remaining} {postfix}"
 """tqdm format of ``evdlm simulate``'s progress (a fraction of the replay's wall time)"""
@@ -26,6 +27,11 @@ _SIM_BAR = "simulating {percentage:3.0f}%|{bar:30}| {elapsed}<{remaining} {postf
 class FailsafeOption(StrEnum):
     max = "max"
     tx_default = "tx_default"
+
+
+class BatteryMapOption(StrEnum):
+    registers = "registers"
+    sunspec = "sunspec"
 
 
 class VersionOption(StrEnum):
@@ -42,7 +48,7 @@ def _parse_start(text: str) -> datetime:
 
 
 def default_serving_config(site_path: Path, site: SiteConfig, secrets: Path | None) -> ServingConfig:
-    """A serving config for a bare site: one station per ``<station>-<k>`` group (else per charger)."""
+    """A serving config for a bare site: every charger a station of its own (its id, connector 1)."""
     from envs.core import SiteArrays
     from serving.config import ServingConfig, StationConfig
     from stationsim.simulator import station_layout
@@ -58,6 +64,73 @@ def default_serving_config(site_path: Path, site: SiteConfig, secrets: Path | No
         require_auth=secrets is not None,
         secrets_file=secrets,
     )
+
+
+FRAME_LOGGERS = ("ocpp", "websockets")
+"""libraries that log every OCPP frame or connection at INFO"""
+
+
+def quiet_frames(level: str) -> None:
+    """Below DEBUG, the libraries' per-frame lines are left out (a site of 6 stations wrote 109 of 133
+    log lines as frames in 3 minutes): the service's own INFO lines say what happened."""
+    import logging
+
+    if level != "DEBUG":
+        for name in FRAME_LOGGERS:
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def check_listening(url: str, wait_s: float = 15.0) -> None:
+    """Raise :class:`OSError` (saying what to do) unless something accepts TCP connections at ``url``
+    within ``wait_s`` (a central system started just before, ``evdlm serve ... &``, gets that long)."""
+    import socket
+    import time
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise OSError(f"--csms {url}: expected ws://HOST:PORT or wss://HOST:PORT")
+    port = parts.port or (443 if parts.scheme == "wss" else 80)
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            socket.create_connection((parts.hostname, port), timeout=3.0).close()
+            return
+        except OSError as err:
+            if time.monotonic() >= deadline:
+                why = err.strerror or type(err).__name__
+                raise OSError(
+                    f"nothing listens at --csms {url} ({why}, waited {wait_s:g} s): start the central "
+                    f"system first, e.g. 'evdlm serve --site SITE.yaml --ocpp-port {port}'"
+                ) from None
+            time.sleep(0.25)
+
+
+def describe_duration(sim_s: float, speed: float, duration_s: float | None) -> str:
+    """``replaying 13.7 h of site time at --speed 60: about 14 min of wall time`` (``sim_s``: first arrival
+    to last departure)."""
+    wall_s = sim_s / speed if duration_s is None else min(duration_s, sim_s / speed)
+    wall = f"{wall_s / 60:.0f} min" if wall_s >= 90 else f"{wall_s:.0f} s"
+    limit = "" if duration_s is None else f" (stopped by --duration-s {duration_s:g})"
+    return (
+        f"replaying {sim_s / 3600:.1f} h of site time at --speed {speed:g}: about {wall} of wall time{limit}"
+    )
+
+
+def battery_option(kind: BatteryMapOption, host: str, port: int, cfg: ServingConfig) -> BatteryConfig:
+    """The ``battery`` section ``--battery-port`` stands for: SunSpec, or the simulator's register map
+    (``stationsim.battery.SIM_REGISTERS``), polled at most every second and stale within the interval."""
+    from serving.config import BatteryConfig
+    from stationsim.battery import SIM_REGISTERS
+
+    poll = min(1.0, cfg.control_interval_s / 4)
+    out: dict[str, object] = {
+        "map": kind.value, "host": host, "port": port, "poll_interval_s": poll,
+        "stale_timeout_s": min(5.0, cfg.control_interval_s), "revert_timeout_s": 15,
+    }  # fmt: skip
+    if kind is BatteryMapOption.registers:
+        out["registers"] = SIM_REGISTERS
+    return BatteryConfig.model_validate(out)
 
 
 def register(app: typer.Typer) -> None:
@@ -98,7 +171,37 @@ def register(app: typer.Typer) -> None:
             Path | None,
             typer.Option(help="fitted forecaster from 'evdlm forecast fit' (overrides forecast.model)"),
         ] = None,
-        log_level: Annotated[str, typer.Option(help="DEBUG, INFO, WARNING")] = "INFO",
+        allow_fallback: Annotated[
+            bool,
+            typer.Option(
+                "--allow-fallback",
+                help="start on the rule-based fallback when the policy cannot be loaded (default: exit 2)",
+            ),
+        ] = False,
+        time_scale: Annotated[
+            float | None,
+            typer.Option(help="stations' seconds per wall second: N against 'evdlm simulate --speed N'"),
+        ] = None,
+        log_level: Annotated[
+            str, typer.Option(help="DEBUG, INFO, WARNING (every OCPP frame is logged at DEBUG only)")
+        ] = "INFO",
+        tracking_uri: Annotated[
+            str | None,
+            typer.Option(
+                help="MLflow store of models:/ policies (default: MLFLOW_TRACKING_URI, else .evdlm/mlflow.db)"
+            ),
+        ] = None,
+        battery_port: Annotated[
+            int | None,
+            typer.Option(min=1, max=65535, help="drive the site battery over Modbus TCP at this port"),
+        ] = None,
+        battery_map: Annotated[
+            BatteryMapOption,
+            typer.Option(help="with --battery-port: SunSpec, or the simulator's register map"),
+        ] = BatteryMapOption.sunspec,
+        battery_host: Annotated[
+            str, typer.Option(help="with --battery-port: the battery's address")
+        ] = "127.0.0.1",
     ) -> None:
         """Run the live DLM: OCPP 1.6J/2.0.1 central system, control loop, operator API."""
         import asyncio
@@ -108,10 +211,14 @@ def register(app: typer.Typer) -> None:
         from pydantic import ValidationError
 
         from envs.config import ConfigError, format_validation_error, load_site
-        from serving.config import load_operator_token, load_passwords, load_serving_config
-        from serving.service import Service, load_policy
+        from evdlm.tracking_uri import use_tracking_store
+        from serving.config import check_auth, load_operator_token, load_passwords, load_serving_config
+        from serving.service import PolicyLoadError, Service, check_site_matches, load_policy_strict
 
-        logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        level = log_level.upper()
+        logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+        quiet_frames(level)
+        use_tracking_store(tracking_uri)
         if config is None and site is None:
             raise bad_input("give --config SERVING.yaml or --site SITE.yaml")
         try:
@@ -133,6 +240,10 @@ def register(app: typer.Typer) -> None:
                 update["dashboard_port"] = dashboard_port
             if database_url is not None:
                 update["database_url"] = database_url
+            if time_scale is not None:
+                update["time_scale"] = time_scale
+            if battery_port is not None:
+                update["battery"] = battery_option(battery_map, battery_host, battery_port, cfg)
             if forecaster is not None:
                 from serving.config import ForecastConfig
 
@@ -141,7 +252,9 @@ def register(app: typer.Typer) -> None:
             cfg = cfg.model_copy(update=update)
             # revalidate: the window length depends on the forecast and the control interval
             cfg = type(cfg).model_validate(cfg.model_dump(by_alias=True))
+            check_site_matches(cfg, site_cfg)  # stations and chargers, a battery link without a battery
             passwords = load_passwords(cfg)
+            check_auth(cfg, passwords)
             token = load_operator_token(cfg)
         except (ConfigError, OSError) as err:
             raise bad_input(str(err)) from None
@@ -151,7 +264,25 @@ def register(app: typer.Typer) -> None:
             logging.getLogger("evdlm.serving").warning(
                 "OCPP authentication is OFF (no secrets): any configured station id can connect"
             )
-        pol, why = load_policy(policy, custom_class=policy_class)
+        why: str | None = None
+        try:
+            pol: Policy | None = load_policy_strict(policy, custom_class=policy_class)
+        except PolicyLoadError as err:
+            if not (allow_fallback or cfg.start_on_fallback):
+                raise bad_input(
+                    f"{err} (to start on the rule-based fallback anyway: --allow-fallback or "
+                    "start_on_fallback: true)"
+                ) from None
+            logging.getLogger("evdlm.serving").error("%s; starting on the fallback as allowed", err)
+            pol, why = None, "load_failed"
+        check_site = getattr(pol, "check_site", None)  # a learned policy knows the site it was trained for
+        if check_site is not None:
+            from envs.core import SiteArrays
+
+            try:
+                check_site(SiteArrays.from_config(site_cfg))
+            except ValueError as err:  # SiteMismatchError: refuse to start rather than serve the fallback
+                raise bad_input(f"--policy {policy}: {err}") from None
 
         async def main() -> None:
             try:
@@ -187,6 +318,44 @@ def register(app: typer.Typer) -> None:
         asyncio.run(main())
 
     @app.command()
+    def secrets(
+        config: Annotated[Path, typer.Option("--config", help="serving YAML whose secrets_file to create")],
+        operator_token: Annotated[
+            bool, typer.Option("--operator-token/--no-operator-token", help="also an operator API token")
+        ] = True,
+    ) -> None:
+        """Create the serving YAML's secrets file: a random password per station (and an operator token),
+        readable by the owner only. An existing file is never overwritten."""
+        import os
+        import secrets as random_secrets
+
+        from envs.config import ConfigError
+        from serving.config import load_serving_config
+
+        try:
+            cfg = load_serving_config(config)
+        except ConfigError as err:
+            raise bad_input(err) from None
+        path = None if cfg.secrets_file is None else Path(os.path.normpath(cfg.secrets_file))
+        if path is None:
+            raise bad_input(f"{config}: no secrets_file to create (set one, or use --secrets with serve)")
+        if path.exists():
+            raise bad_input(f"{path}: exists; not overwritten (delete it to make new passwords)")
+        lines = [f"{st.id}: {random_secrets.token_urlsafe(18)}" for st in cfg.stations]
+        if operator_token:
+            lines.append(f"operator_token: {random_secrets.token_urlsafe(24)}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write("\n".join(lines) + "\n")
+        stations = ", ".join(st.id for st in cfg.stations)
+        typer.echo(
+            f"wrote {path} (owner-only): passwords for {stations}"
+            + (", an operator token" if operator_token else "")
+        )
+        typer.echo("give each station its password (HTTP Basic, user = station id)")
+
+    @app.command()
     def simulate(
         scenario: Annotated[Path, typer.Option("--scenario", help="scenario folder to replay")],
         csms: Annotated[str, typer.Option("--csms", help="central system URL, e.g. ws://127.0.0.1:9000")],
@@ -203,16 +372,40 @@ def register(app: typer.Typer) -> None:
         duration_s: Annotated[float | None, typer.Option(help="stop after this many wall seconds")] = None,
         ignore_profiles: Annotated[str, typer.Option(help="stations that ignore profiles, a,b")] = "",
         garbage: Annotated[str, typer.Option(help="stations sending malformed frames")] = "",
+        wait_s: Annotated[
+            float, typer.Option(help="wall seconds to wait for the central system to listen")
+        ] = 15.0,
         drop_off: Annotated[
             str, typer.Option(help="STATION:AT_S:FOR_S,... stations that disconnect for a while")
         ] = "",
+        chaos_per_h: Annotated[
+            float, typer.Option(help="soak: random disconnects and reboots per station per wall hour")
+        ] = 0.0,
+        late_meter_share: Annotated[float, typer.Option(help="soak: share of MeterValues sent late")] = 0.0,
+        seed: Annotated[int, typer.Option(help="seed of the soak's randomness")] = 0,
         json_out: Annotated[bool, typer.Option("--json", help="print the report as one JSON object")] = False,
         start_at: Annotated[
             str | None, typer.Option(help="ISO time at which simulated time starts (default: after warm-up)")
         ] = None,
         no_v2x: Annotated[str, typer.Option(help="2.1 stations that report no V2X operation mode")] = "",
+        battery_port: Annotated[
+            int | None,
+            typer.Option(
+                min=0,
+                max=65535,
+                help="serve the site's battery (site YAML 'battery') over Modbus TCP on this port (0: any)",
+            ),
+        ] = None,
+        battery_map: Annotated[
+            BatteryMapOption,
+            typer.Option(help="the simulated battery's registers: SunSpec or the 'registers' map"),
+        ] = BatteryMapOption.sunspec,
+        battery_host: Annotated[
+            str, typer.Option(help="address the Modbus battery listens on")
+        ] = "127.0.0.1",
     ) -> None:
-        """Replay a scenario with simulated OCPP stations against a running central system."""
+        """Replay a scenario with simulated OCPP stations against a running central system; with
+        --battery-port, the site battery is served over Modbus TCP too (docs/serving.md, the site battery)."""
         import asyncio
         import json
         import os
@@ -224,7 +417,14 @@ def register(app: typer.Typer) -> None:
         from envs.scenario import load_scenario
         from serving.config import OPERATOR_TOKEN_ENV, connector_map, load_passwords
         from serving.config import load_serving_config as load_cfg
-        from stationsim.simulator import SimOptions, SimProgress, SiteSimulator
+        from stationsim.battery import BatteryServer, SimBattery
+        from stationsim.simulator import (
+            CentralSystemUnreachable,
+            SimOptions,
+            SimProgress,
+            SimReport,
+            SiteSimulator,
+        )
 
         def split(text: str) -> frozenset[str]:
             return frozenset(s.strip() for s in text.split(",") if s.strip())
@@ -246,6 +446,9 @@ def register(app: typer.Typer) -> None:
             for item in split(drop_off):
                 sid, at, span = item.split(":")
                 drops[sid] = (float(at), float(span))
+            if battery_port is not None and sc.site.battery is None:
+                raise ValueError("--battery-port: the scenario's site.yaml has no 'battery' to serve")
+            check_listening(csms, wait_s)
         except (ConfigError, OSError, ValueError) as err:
             raise bad_input(str(err)) from None
         opts = SimOptions(
@@ -262,8 +465,14 @@ def register(app: typer.Typer) -> None:
             duration_s=duration_s,
             start_at=None if start_at is None else _parse_start(start_at),
             no_v2x=split(no_v2x),
+            chaos_per_h=chaos_per_h,
+            late_meter_share=late_meter_share,
+            seed=seed,
         )
         sim = SiteSimulator(sc, csms, opts, mapping)
+        if not json_out:
+            sim_s = (sim.last_departure - sim.sim_start).total_seconds()
+            typer.echo(describe_duration(sim_s, speed, duration_s), err=True)
         with tqdm(total=1.0, unit="", disable=json_out, bar_format=_SIM_BAR, file=sys.stderr) as bar:
 
             def show(p: SimProgress) -> None:
@@ -271,7 +480,30 @@ def register(app: typer.Typer) -> None:
                 when = f"{p.sim_time:%Y-%m-%d %H:%M}"
                 bar.set_postfix_str(f"{when}  {p.delivered_kwh:.1f} kWh  violation ticks {p.violation_ticks}")
 
-            report = asyncio.run(sim.run(progress=show))
+            async def run() -> SimReport:
+                if battery_port is None or sc.site.battery is None:
+                    return await sim.run(progress=show)
+                sim.battery = SimBattery.from_site(sc.site.battery, speed)
+                server = BatteryServer(
+                    sim.battery,
+                    "sunspec" if battery_map is BatteryMapOption.sunspec else "registers",
+                    battery_host,
+                    battery_port,
+                )
+                await server.start()
+                typer.echo(
+                    f"Modbus battery ({battery_map.value} map) on {battery_host}:{server.port}", err=True
+                )
+                try:
+                    return await sim.run(progress=show)
+                finally:
+                    await server.stop()
+
+            try:
+                report = asyncio.run(run())
+            except CentralSystemUnreachable as err:
+                bar.close()
+                raise bad_input(err) from None
         data = report.to_json()
         if json_out:
             typer.echo(json.dumps(data))
@@ -284,6 +516,12 @@ def register(app: typer.Typer) -> None:
             f"violation ticks {report.violation_ticks} (node {report.node_violation_ticks}), "
             f"max excess {report.max_excess_kw:.2f} kW"
         )
+        if report.battery_soc_end is not None:
+            typer.echo(
+                f"battery: charged {report.battery_charged_kwh:.2f} kWh, discharged "
+                f"{report.battery_discharged_kwh:.2f} kWh, "
+                f"SoC at the end {100 * report.battery_soc_end:.1f} %"
+            )
         typer.echo(
             f"calls {report.calls_sent} sent, {report.calls_answered} answered, "
             f"{report.calls_failed} failed; "

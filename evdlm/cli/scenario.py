@@ -12,7 +12,7 @@ from typing import Annotated, TypeVar
 
 import typer
 
-from evdlm.cli_errors import bad_input
+from evdlm.cli.errors import bad_input
 
 scenario_app = typer.Typer(help="Create, import and check scenarios.", no_args_is_help=True)
 
