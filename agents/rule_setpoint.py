@@ -16,6 +16,7 @@ import pandas as pd
 
 from agents.base import Decision
 from agents.rule_based import RuleBasedDLM
+from envs import physics
 from envs.core import FloatArray, SiteArrays, Snapshot
 from envs.scenario import Scenario
 
@@ -108,25 +109,15 @@ class SetpointAllocator:
         return float(levels[int(np.argmax(feasible))]) if feasible.any() else hi
 
     def ev_terms(self, snapshot: Snapshot, hi_kw: FloatArray) -> _EVTerms:
-        """Per-charger need, steps left, activity, deadline-forced kW and laxity of a snapshot."""
-        site = self.site
+        """Per-charger need, steps left, activity, deadline-forced kW and laxity of a snapshot: the core's
+        deadline terms (:func:`envs.physics.ev_terms`, at ``hedge`` of the holdable rate), laxity in steps."""
         st = snapshot.state
-        dt = float(st.dt_h)
-        eff = site.efficiency
-        present = np.asarray(st.ev_present, dtype=bool)
         need = np.maximum(np.asarray(st.energy_needed_kwh, dtype=float), 0.0)
-        rate = np.where(present, np.minimum(site.rated_kw, np.asarray(st.ev_max_charge_kw, dtype=float)), 0.0)
-        steps_left = np.maximum(np.floor(np.asarray(st.time_left_h, dtype=float) / dt + 1e-6), 1).astype(
-            np.int64
-        )
-        active = present & (hi_kw > 0) & (need > 1e-9)
-        step_kwh = rate * eff * dt
-        must = np.where(
-            active, np.maximum(need - self.hedge * step_kwh * (steps_left - 1), 0.0) / (eff * dt), 0.0
-        )
-        with np.errstate(divide="ignore", invalid="ignore"):
-            laxity = np.where(active, steps_left - need / np.maximum(step_kwh, 1e-12), np.inf)
-        return _EVTerms(need, steps_left, active, np.minimum(must, hi_kw), laxity)
+        terms = physics.ev_terms(self.site, st, need_kwh=need, hedge=self.hedge)
+        active = np.asarray(st.ev_present, dtype=bool) & (hi_kw > 0) & (need > 1e-9)
+        must = np.where(active, np.minimum(terms.must_kw, hi_kw), 0.0)
+        laxity = np.where(active, terms.laxity_h / float(st.dt_h), np.inf)
+        return _EVTerms(need, np.asarray(terms.steps_left, dtype=np.int64), active, must, laxity)
 
     @staticmethod
     def fill_kw(budget_kw: float, room_kw: FloatArray, laxity: FloatArray) -> FloatArray:
@@ -180,25 +171,25 @@ class SetpointAllocator:
         site = self.site
         import_kw = net_now_kw + float(charger_kw.sum())
         prices = np.asarray(snapshot.forecast.import_price_per_kwh, dtype=float)
-        eta2 = float(np.mean(site.efficiency)) ** 2
-        gain = (
-            snapshot.import_price_per_kwh * eta2
-            - float(prices.min())
-            - site.config.tariff.ev_degradation_per_kwh
+        # the round trip pays per charger (each EV's energy goes through its own charger both ways)
+        pays = physics.round_trip_pays(
+            snapshot.import_price_per_kwh,
+            float(prices.min()) + self.v2g_min_gain_per_kwh,
+            site.efficiency,
+            site.config.tariff.ev_degradation_per_kwh,
         )
         out = np.zeros(site.n)
-        if gain < self.v2g_min_gain_per_kwh or import_kw <= 0 or fraction <= 0:
+        if not pays.any() or import_kw <= 0 or fraction <= 0:
             return out
         # what each EV can give and still finish at ``v2g_hedge`` of its full power: the recharge spreads
         # over the rest of its stay instead of raising the peak
         st = snapshot.state
         dt = float(st.dt_h)
         present = np.asarray(st.ev_present, dtype=bool)
-        rate = np.where(present, np.minimum(site.rated_kw, np.asarray(st.ev_max_charge_kw, dtype=float)), 0.0)
-        steps_left = np.maximum(np.floor(np.asarray(st.time_left_h, dtype=float) / dt + 1e-6), 1)
         need = np.maximum(np.asarray(st.energy_needed_kwh, dtype=float), 0.0)
-        spare_kwh = self.v2g_hedge * rate * site.efficiency * dt * (steps_left - 1) - need
-        spare_kw = np.maximum(spare_kwh, 0.0) * site.efficiency / dt
+        terms = physics.ev_terms(site, st, need_kwh=need, hedge=self.v2g_hedge)
+        steps_left = np.asarray(terms.steps_left, dtype=np.int64)
+        spare_kw = np.where(pays, np.maximum(terms.spare_kwh, 0.0) * site.efficiency / dt, 0.0)
         can = np.where((charger_kw <= 0) & (lo_kw < 0), np.minimum(-lo_kw, spare_kw), 0.0)
         order = np.argsort(-np.where(np.isfinite(laxity), laxity, 1e9), kind="stable")
         before = np.cumsum(can[order]) - can[order]
@@ -217,7 +208,7 @@ class SetpointAllocator:
         scale, lo_s, hi_s = 1.0, 0.0, 1.0
         for _ in range(6):
             extra_kwh = scale * out * dt / site.efficiency
-            if self.min_level_kw(need + extra_kwh, steps_left.astype(np.int64), active, net_h, dt) <= paid_kw:
+            if self.min_level_kw(need + extra_kwh, steps_left, active, net_h, dt) <= paid_kw:
                 lo_s = scale
             else:
                 hi_s = scale

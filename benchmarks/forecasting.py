@@ -1,12 +1,20 @@
 """Forecasting figures: day-ahead backtests on generated scenarios, fit and forecast times.
 
     python -m benchmarks.forecasting [--days 42] [--kinds workplace,depot] [--json]
+    python -m benchmarks.forecasting --real [--every-h 6] [--json]
 
 For each generated scenario and each series (base load, PV, EV arrivals, EV energy) a rolling-origin
 backtest with one day-ahead forecast (96 steps) from every local midnight after 14 days of training, the
 model refitted weekly; gradient boosting against seasonal naive (yesterday, last week) and persistence.
 Times: fitting one series on 90 days of 15-minute data, and one 24-hour forecast (``predict``) and one
 provider window (cached, as the environment calls it).
+
+``--real``: the same backtest (day-ahead horizon, origins every ``--every-h`` hours, weekly refit) on the
+ten real-data benchmark weeks of :mod:`benchmarks.real`, origins inside each week only: base load and PV
+(the Dutch series of :mod:`benchmarks.real_data` on the week and the 28 days before it) and EV demand (the
+ACN sessions of the week's period, from the period's first day on). Skill over seasonal naive (yesterday)
+from the MAE pooled over all weeks' origins, for the fitted models of ``forecast fit`` (gbr; PV:
+clear-sky index) and for gbr on PV (the model before the clear-sky index).
 """
 
 from __future__ import annotations
@@ -21,6 +29,99 @@ import numpy as np
 import pandas as pd
 
 TARGET_SKILL = 0.20
+REAL_HISTORY_DAYS = 28
+
+
+def _real_frames(week: object) -> tuple[pd.DataFrame, int, pd.Timestamp]:
+    """A benchmark week's series on the week and the 28 days before it, the position of the week's
+    first step, and the first day of the week's ACN period (EV demand is unknown before it)."""
+    import math
+
+    from benchmarks import real, real_data
+    from forecasting.data import ev_demand_frame
+
+    assert isinstance(week, real.Week)
+    start = pd.Timestamp(week.start, tz=real.TIMEZONE)
+    end = start + pd.DateOffset(days=7)
+    first = start - pd.DateOffset(days=REAL_HISTORY_DAYS)
+    index = pd.date_range(first.tz_convert("UTC"), end.tz_convert("UTC"), freq=real.STEP, inclusive="left")
+    n = len(real.stations(week.site))
+    ts = real_data.timeseries(
+        index,
+        real.TIMEZONE,
+        base_peak_kw=real.BASE_PEAK_KW_PER_CHARGER_KW * real.CHARGER_KW * n,
+        pv_kwp=math.ceil(real.PV_KWP_PER_CHARGER * n),
+        import_adder_per_kwh=real.IMPORT_ADDER_PER_KWH,
+    )
+    ev = ev_demand_frame(real.read_period(week.site, week.period), pd.DatetimeIndex(ts.index))
+    period_start = pd.Timestamp(week.period.split()[0], tz=real.TIMEZONE)
+    frame = pd.concat([ts[["base_load_kw", "pv_kw"]], ev], axis=1)
+    return frame, int(index.searchsorted(start.tz_convert("UTC"))), period_start
+
+
+def _real_backtests(every_h: float) -> tuple[dict[str, dict[str, float]], dict[str, str]]:
+    from benchmarks import real
+    from forecasting.backtest import BacktestConfig, backtest
+    from forecasting.data import ALL_SERIES, gbr_params, series_spec, site_model
+    from forecasting.models import make_forecaster
+
+    runs = [(col, site_model(col)) for col in ALL_SERIES] + [("pv_kw", "gbr")]
+    runs += [(col, "seasonal_naive") for col in ALL_SERIES]
+    sums: dict[tuple[str, str], list[float]] = {run: [0.0, 0.0] for run in runs}
+    per_week: dict[str, float] = {}
+    for week in real.WEEKS:
+        frame, first, period_start = _real_frames(week)
+        for col, model in runs:
+            series = frame[col]
+            start = first
+            if col.startswith("ev_"):
+                cut = int(pd.DatetimeIndex(series.index).searchsorted(period_start.tz_convert("UTC")))
+                series, start = series.iloc[cut:], first - cut
+            cfg = BacktestConfig(
+                horizon_steps=96,
+                origin_every_steps=round(every_h * 4),
+                initial_train_days=start / 96,
+                refit_every_days=7,
+            )
+            spec = series_spec(col, real.TIMEZONE)
+            f = make_forecaster(model, spec, gbr_params(col) if model == "gbr" else None)
+            r = backtest(f, series, cfg)
+            err = float(np.abs(r.point - r.truth).sum())
+            sums[(col, model)][0] += err
+            sums[(col, model)][1] += r.truth.size
+            if col == "pv_kw":
+                per_week[f"{week.name}.{model}"] = err / r.truth.size
+    out: dict[str, dict[str, float]] = {}
+    models: dict[str, str] = {}
+    for col, model in runs:
+        if model == "seasonal_naive":
+            continue
+        mae = sums[(col, model)][0] / sums[(col, model)][1]
+        naive = sums[(col, "seasonal_naive")][0] / sums[(col, "seasonal_naive")][1]
+        name = col if model == site_model(col) else f"{col}.{model}"
+        out[name] = {"mae": mae, "mae_seasonal_naive": naive, "skill": 1.0 - mae / naive}
+        models[name] = model
+    out["pv_kw_per_week_mae"] = per_week
+    return out, models
+
+
+def _main_real(every_h: float, as_json: bool) -> None:
+    res, models = _real_backtests(every_h)
+    checks = {"pv_skill_vs_seasonal_naive>=20%": res["pv_kw"]["skill"] >= TARGET_SKILL}
+    if as_json:
+        print(json.dumps({"every_h": every_h, "models": models, "backtests": res, "checks": checks}))
+        return
+    print(f"Day-ahead backtests on the real-data weeks (origins every {every_h:g} h inside each week)")
+    print(f"  {'series':<22}{'model':<17}{'MAE':>9}{'naive d':>10}{'skill d':>9}")
+    for name, r in res.items():
+        if "skill" in r:
+            print(
+                f"  {name:<22}{models[name]:<17}{r['mae']:>9.3f}{r['mae_seasonal_naive']:>10.3f}"
+                f"{r['skill']:>+9.1%}"
+            )
+    print("\nChecks:")
+    for name, ok in checks.items():
+        print(f"  {'PASS' if ok else 'FAIL'}  {name}")
 
 
 def _backtests(kind: str, days: int, seed: int) -> dict[str, dict[str, float]]:
@@ -98,8 +199,13 @@ def main() -> None:
     parser.add_argument("--kinds", default="workplace,depot")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--real", action="store_true", help="backtest on the real-data benchmark weeks")
+    parser.add_argument("--every-h", type=float, default=6.0, help="--real: hours between origins")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+    if args.real:
+        _main_real(args.every_h, args.json)
+        return
 
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
     backtests = {k: _backtests(k, args.days, args.seed + i) for i, k in enumerate(kinds)}

@@ -169,6 +169,9 @@ class _BaseForecaster:
     quantile_levels: tuple[float, ...] = ()
     uses_clear_sky: bool = False
     lookback_days: int = 1
+    clear_sky_days_ahead: int = 0
+    """days of target-time features past the horizon a forecast reads (the clear-sky energy of a target's
+    whole day); geometry, not observations"""
 
     def __init__(self, spec: SeriesSpec) -> None:
         self.spec = spec
@@ -215,7 +218,7 @@ class _BaseForecaster:
         )
         if clean.end != now:
             raise ValueError(f"{self.spec.name}: origin {now} is not on the history's {self.step} grid")
-        ctx = _make_context(self.spec, clean, horizon, self.uses_clear_sky)
+        ctx = _make_context(self.spec, clean, horizon + self._days_ahead_steps(), self.uses_clear_sky)
         return self._forecast(ctx, len(ctx.y), horizon, clean.quality)
 
     @property
@@ -240,7 +243,7 @@ class _BaseForecaster:
             raise ValueError(
                 f"{self.spec.name}: series step {clean.step} differs from the model's {self.step}"
             )
-        return _make_context(self.spec, clean, n_future, self.uses_clear_sky)
+        return _make_context(self.spec, clean, n_future + self._days_ahead_steps(), self.uses_clear_sky)
 
     def forecast_at(self, ctx: _Context, i: int, horizon: int) -> Forecast:
         """Forecast from origin ``i`` of ``ctx`` (reads ``ctx.y[:i]`` only)."""
@@ -270,6 +273,10 @@ class _BaseForecaster:
         point, quantiles = self.forecast_block(ctx, np.array([i], dtype=np.int64), horizon)
         index = pd.date_range(ctx.start + ctx.step * i, periods=horizon, freq=ctx.step)
         return Forecast(index, point[0], self.quantile_levels, quantiles[0], quality)
+
+    def _days_ahead_steps(self) -> int:
+        assert self.step is not None
+        return int(self.clear_sky_days_ahead * (pd.Timedelta("1D") // self.step))
 
     def _lookback_steps(self) -> int:
         assert self.step is not None

@@ -97,3 +97,10 @@ def gbr_params(column: str, base: GBRParams | None = None) -> GBRParams:
 def scenario_location(scenario: Scenario) -> Location:
     """Where the scenario's site is: coordinates of its time zone (a site config has none)."""
     return Location.for_timezone(scenario.site.timezone)
+
+
+def site_model(column: str, model: str = "gbr") -> str:
+    """The model a site's ``column`` is forecast with when ``model`` is asked for: with ``gbr``, PV is
+    forecast through its clear-sky index (:mod:`forecasting.clearsky`), which beat gradient boosting on
+    the real-data weeks (``python -m benchmarks.forecasting --real``)."""
+    return "clear_sky_index" if model == "gbr" and column == "pv_kw" else model

@@ -20,16 +20,26 @@ from forecasting.base import (
     _BaseForecaster,
     _Context,
 )
+from forecasting.clearsky import ClearSkyIndexForecaster, ClearSkyIndexParams
 from forecasting.gbr import FEATURE_NAMES, GBRParams, GradientBoostingForecaster
 
-ModelName = Literal["gbr", "seasonal_naive", "seasonal_naive_week", "persistence"]
-MODEL_NAMES: tuple[str, ...] = ("gbr", "seasonal_naive", "seasonal_naive_week", "persistence")
+ModelName = Literal["gbr", "clear_sky_index", "seasonal_naive", "seasonal_naive_week", "persistence"]
+MODEL_NAMES: tuple[str, ...] = (
+    "gbr",
+    "clear_sky_index",
+    "seasonal_naive",
+    "seasonal_naive_week",
+    "persistence",
+)
 
 
 def make_forecaster(model: str, spec: SeriesSpec, params: GBRParams | None = None) -> _BaseForecaster:
-    """A forecaster by name: ``gbr``, ``seasonal_naive`` (daily), ``seasonal_naive_week``, ``persistence``."""
+    """A forecaster by name: ``gbr``, ``clear_sky_index`` (PV), ``seasonal_naive`` (daily),
+    ``seasonal_naive_week``, ``persistence``."""
     if model == "gbr":
         return GradientBoostingForecaster(spec, params)
+    if model == "clear_sky_index":
+        return ClearSkyIndexForecaster(spec)
     if model == "seasonal_naive":
         return SeasonalNaive(spec, "day")
     if model == "seasonal_naive_week":
@@ -42,6 +52,8 @@ def make_forecaster(model: str, spec: SeriesSpec, params: GBRParams | None = Non
 __all__ = [  # the private two too: fitted forecasters saved before the split name this module
     "FEATURE_NAMES",
     "MODEL_NAMES",
+    "ClearSkyIndexForecaster",
+    "ClearSkyIndexParams",
     "Forecast",
     "ForecastError",
     "Forecaster",

@@ -30,7 +30,7 @@ from envs.core import FloatArray, ForecastWindow
 from envs.forecast import COLUMNS
 from envs.scenario import Scenario
 from forecasting.base import Forecast, _BaseForecaster, _Context
-from forecasting.data import ALL_SERIES, gbr_params, scenario_series, series_spec
+from forecasting.data import ALL_SERIES, gbr_params, scenario_series, series_spec, site_model
 from forecasting.history import CleanSeries, HistoryQuality, clean_values
 from forecasting.models import GBRParams, make_forecaster
 
@@ -57,12 +57,14 @@ class SiteForecaster:
         params: GBRParams | None = None,
         columns: tuple[str, ...] = ALL_SERIES,
     ) -> SiteForecaster:
-        """Fit ``model`` on each series of ``scenario`` (EV demand derived from its sessions)."""
+        """Fit ``model`` on each series of ``scenario`` (EV demand derived from its sessions; with ``gbr``,
+        PV through its clear-sky index, :func:`forecasting.data.site_model`)."""
         data = scenario_series(scenario)
         out: dict[str, _BaseForecaster] = {}
         for col in columns:
             spec = series_spec(col, scenario.site.timezone)
-            f = make_forecaster(model, spec, gbr_params(col, params) if model == "gbr" else None)
+            name = site_model(col, model)
+            f = make_forecaster(name, spec, gbr_params(col, params) if name == "gbr" else None)
             out[col] = f.fit(data[col])
         return cls(out, scenario.site.timezone, scenario.step, scenario.name, scenario.end)
 

@@ -292,7 +292,9 @@ def test_metrics_values() -> None:
     assert pinball_loss(np.array([1.0, 3.0]), np.array([2.0, 2.0]), 0.9) == pytest.approx((0.1 + 0.9) / 2)
 
 
-@pytest.mark.parametrize("model", ["gbr", "seasonal_naive", "seasonal_naive_week", "persistence"])
+@pytest.mark.parametrize(
+    "model", ["gbr", "clear_sky_index", "seasonal_naive", "seasonal_naive_week", "persistence"]
+)
 def test_no_lookahead_in_any_model(model: str, site_series: pd.DataFrame) -> None:
     s = site_series["pv_kw"]
     f = make_forecaster(model, _spec("pv_kw"), gbr_params("pv_kw", FAST)).fit(s.iloc[: 15 * DAY])

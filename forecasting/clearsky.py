@@ -1,0 +1,275 @@
+"""PV through its clear-sky index: the site's own clear-sky envelope times a forecast index from recent days.
+
+A day-ahead PV forecast is "how much sun will there be" times "what does this array make under a clear
+sky". The second part is geometry and the site: pvlib knows the sun, but a site configuration has no
+coordinates (the location is the capital of the time zone), no tilt, azimuth or shading. So the envelope is
+learned from the site's own recent history, which carries all of that:
+
+* **envelope** ``E(slot)``: at each time slot of the day, a high quantile (fitted: 0.9 or 1.0) of PV over
+  the last ``window_days`` days (the output on the clear days), scaled by the change in pvlib's clear-sky
+  energy from those days to the target day (the season moves the sun between them);
+* **clear-sky index** of each recent day ``k_b = PV energy / envelope energy``; the forecast index is
+  ``w * k_yesterday + (1 - w) * quantile(k_b)``, ``w`` and the quantile fitted on the history (how much
+  yesterday's weather persists; or, in ``slot`` mode, the same blend of the recent days slot by slot);
+  within a few hours of the origin it moves towards the index of the last hour (fading with the lead
+  time, time constant :attr:`ClearSkyIndexParams.intraday_tau_h`);
+* **forecast** ``index x E(slot)``, 0 where the envelope is 0 (night); quantiles from the spread of the
+  recent days' indices around their median.
+
+Everything a forecast at origin ``o`` reads is ``y[:o]`` (blocks of whole days counted back from the
+origin) and pvlib geometry of the target times.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from forecasting.base import FloatArray, IntArray, SeriesSpec, _BaseForecaster, _Context, _make_context
+from forecasting.history import CleanSeries, InsufficientHistoryError
+
+
+@dataclass(frozen=True)
+class ClearSkyIndexParams:
+    """Settings of :class:`ClearSkyIndexForecaster`; each ``None`` is chosen on the history at ``fit``
+    (the setting with the least in-sample MAE of day-ahead forecasts from origins every 6 h)."""
+
+    window_days: int | None = None
+    """days of history the envelope and the index distribution come from (None: 7, 14 or 21)"""
+    envelope_quantile: float | None = None
+    """quantile of the recent days at each slot that stands for a clear day (None: 0.8, 0.9 or 1.0)"""
+    index_quantile: float | None = None
+    """quantile of the recent days' indices forecast for a day (None: 0.4 to 0.7; 0.5 is the median,
+    MAE-optimal when the days are alike; the season's trend moves it)"""
+    persistence_weight: float | None = None
+    """weight of yesterday's index against the recent quantile (None: 0 to 1)"""
+    intraday_tau_h: float | None = None
+    """the last hour's index fades into the day's forecast index with this time constant (None: 1 to 8 h)"""
+    day_mode: Literal["index", "slot"] | None = None
+    """the forecast day: ``index`` = an index quantile times the envelope, ``slot`` = the recent days'
+    quantile at each slot (None: whichever fits the history better)"""
+    max_window_days: int = 21
+    quantile_levels: tuple[float, ...] = (0.1, 0.5, 0.9)
+
+    def __post_init__(self) -> None:
+        if self.window_days is not None and not 2 <= self.window_days <= self.max_window_days:
+            raise ValueError(f"window_days must lie in 2..{self.max_window_days}")
+        if 0.5 not in self.quantile_levels or any(not 0 < q < 1 for q in self.quantile_levels):
+            raise ValueError("quantile_levels must lie in (0, 1) and contain 0.5")
+        for name in ("envelope_quantile", "index_quantile", "persistence_weight"):
+            v = getattr(self, name)
+            if v is not None and not 0.0 <= v <= 1.0:
+                raise ValueError(f"{name} must lie in [0, 1], got {v}")
+        if self.intraday_tau_h is not None and self.intraday_tau_h <= 0:
+            raise ValueError("intraday_tau_h must be positive")
+
+
+WINDOW_GRID = (7, 14, 21)
+ENVELOPE_GRID = (0.9, 1.0)
+INDEX_GRID = (0.5, 0.6, 0.7)
+WEIGHT_GRID = (0.0, 0.2, 0.4, 0.7)
+TAU_GRID = (1.0, 3.0, 8.0)
+MODE_GRID: tuple[Literal["index", "slot"], ...] = ("index", "slot")
+DEFAULTS = {
+    "window_days": 14,
+    "envelope_quantile": 0.9,
+    "index_quantile": 0.5,
+    "persistence_weight": 0.3,
+    "intraday_tau_h": 2.0,
+}
+
+
+@dataclass(frozen=True, eq=False)
+class _Parts:
+    """What a forecast from each of ``m`` origins is made of (one window and envelope quantile)."""
+
+    envelope: FloatArray
+    """(m, d) clear-day output at each slot of the day, counted from the origin"""
+    indices: FloatArray
+    """(m, K) clear-sky index of each of the K days before the origin (NaN: not in the history)"""
+    season: FloatArray
+    """(m, H) pvlib clear-sky energy of the target's day over that of the window's days"""
+    index_now: FloatArray
+    """(m,) clear-sky index of the last hour (NaN where the envelope has no sun in it)"""
+    blocks: FloatArray
+    """(m, K, d) the K days before the origin (NaN before the history)"""
+    yesterday: FloatArray
+    """(m, d) the day before the origin (the envelope where unknown)"""
+
+
+def _quiet_nanquantile(x: FloatArray, q: float | FloatArray, axis: int) -> FloatArray:
+    """``np.nanquantile`` (linear interpolation) along ``axis``, vectorised (numpy's loops over every
+    other index in Python); NaN where a slice has no finite value. A sequence ``q`` adds a first axis."""
+    moved = np.sort(np.moveaxis(np.asarray(x, dtype=float), axis, -1), axis=-1)  # NaN sort last
+    count = np.isfinite(moved).sum(axis=-1)
+    qs = np.atleast_1d(np.asarray(q, dtype=float))
+    out = np.empty((len(qs), *moved.shape[:-1]))
+    last = np.maximum(count - 1, 0)
+    for j, level in enumerate(qs):
+        pos = level * last
+        lo = np.floor(pos).astype(np.int64)
+        hi = np.minimum(lo + 1, last)
+        frac = pos - lo
+        v_lo = np.take_along_axis(moved, lo[..., None], axis=-1)[..., 0]
+        v_hi = np.take_along_axis(moved, hi[..., None], axis=-1)[..., 0]
+        out[j] = np.where(count > 0, v_lo + frac * (v_hi - v_lo), np.nan)
+    return out[0] if np.ndim(q) == 0 else out
+
+
+class ClearSkyIndexForecaster(_BaseForecaster):
+    """PV = forecast clear-sky index x the site's clear-sky envelope (see the module docstring)."""
+
+    name = "clear_sky_index"
+    clear_sky_days_ahead = 1
+
+    def __init__(self, spec: SeriesSpec, params: ClearSkyIndexParams | None = None) -> None:
+        super().__init__(spec)
+        self.params = ClearSkyIndexParams() if params is None else params
+        self.quantile_levels = self.params.quantile_levels
+        self.uses_clear_sky = True
+        self.lookback_days = self.params.max_window_days + 1
+        self.settings_: dict[str, float] = {}
+        self.mode_: Literal["index", "slot"] = "index"
+        self._reset()
+
+    def _reset(self) -> None:
+        self.settings_ = {
+            name: float(default if getattr(self.params, name) is None else getattr(self.params, name))
+            for name, default in DEFAULTS.items()
+        }
+        self.mode_ = "index" if self.params.day_mode is None else self.params.day_mode
+
+    # -- the pieces, for many origins at once
+
+    def _parts(self, ctx: _Context, origins: IntArray, horizon: int, window: int, level: float) -> _Parts:
+        d = ctx.steps_per_day
+        # the K whole days before each origin: block b = y[o-(b+1)d : o-bd], NaN before the history
+        idx = (
+            origins[:, None, None] - (np.arange(window)[None, :, None] + 1) * d + np.arange(d)[None, None, :]
+        )
+        ok = (idx >= 0) & (idx < origins[:, None, None])
+        ypad = np.concatenate([ctx.y, [np.nan]])
+        blocks = np.where(ok, ypad[np.where(ok, idx, len(ctx.y))], np.nan)
+        env = _quiet_nanquantile(blocks, level, axis=1)
+        env = np.where(np.isfinite(env), np.maximum(env, 0.0), 0.0)
+        total = env.sum(axis=1, keepdims=True)
+        known = np.isfinite(blocks).all(axis=2)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            indices = np.where(known & (total > 0), np.nansum(blocks, axis=2) / total, np.nan)
+        # season: pvlib clear-sky energy of the target's day-block over the mean of the window's blocks
+        cs = np.concatenate([[0.0], np.cumsum(ctx.clear_sky)])
+        n = len(ctx.clear_sky)
+
+        def day_energy(start: IntArray) -> FloatArray:
+            return np.asarray(cs[np.clip(start + d, 0, n)] - cs[np.clip(start, 0, n)], dtype=float)
+
+        target = day_energy(origins[:, None] + (np.arange(horizon) // d)[None, :] * d)
+        starts = origins[:, None] - (np.arange(window)[None, :] + 1) * d
+        past = np.where(starts >= 0, day_energy(starts), np.nan)
+        with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mean_past = np.nanmean(past, axis=1)[:, None]
+            season = np.where(mean_past > 0, target / mean_past, 1.0)
+        season = np.where(np.isfinite(season), np.clip(season, 0.5, 2.0), 1.0)
+        # the last hour's index, where the envelope has sun in it
+        hour = max(round(d / 24), 1)
+        last = ctx.y[np.clip(origins[:, None] - hour + np.arange(hour)[None, :], 0, max(len(ctx.y) - 1, 0))]
+        env_last = env[:, (d - hour + np.arange(hour)) % d].sum(axis=1)
+        sunny = (env_last >= 0.05 * hour * env.max(axis=1)) & (env_last > 0) & (origins >= hour)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            index_now = np.where(sunny, last.sum(axis=1) / env_last, np.nan)
+        yesterday = np.where(np.isfinite(blocks[:, 0, :]), blocks[:, 0, :], env)
+        return _Parts(env, np.asarray(indices, dtype=float), season, index_now, blocks, yesterday)
+
+    def _day(self, parts: _Parts, blocks_q: FloatArray | None, index_q: float, weight: float) -> FloatArray:
+        """``(m, d)`` the forecast day (kW per slot, before the season factor): the recent days' index
+        quantile times the envelope, or (``blocks_q`` given) the recent days' quantile at each slot; each
+        blended with yesterday by ``weight``."""
+        if blocks_q is not None:
+            return np.asarray(weight * parts.yesterday + (1.0 - weight) * blocks_q)
+        k = parts.indices
+        centre = _quiet_nanquantile(k, index_q, axis=1)
+        centre = np.where(np.isfinite(centre), centre, 1.0)
+        yesterday = np.where(np.isfinite(k[:, 0]), k[:, 0], centre)
+        return np.asarray((weight * yesterday + (1.0 - weight) * centre)[:, None] * parts.envelope)
+
+    @staticmethod
+    def _lead(parts: _Parts, day: FloatArray, horizon: int, tau_h: float) -> FloatArray:
+        """``(m, H)`` point forecasts: the last hour's index times the envelope fading into ``day``."""
+        d = day.shape[1]
+        slot = np.arange(horizon) % d
+        fade = np.exp(-(np.arange(horizon) * 24.0 / d) / tau_h)[None, :]
+        now = np.where(np.isfinite(parts.index_now)[:, None], parts.index_now[:, None] * parts.envelope, day)
+        return np.asarray(np.maximum(fade * now[:, slot] + (1.0 - fade) * day[:, slot], 0.0) * parts.season)
+
+    # -- fit / predict
+
+    def _fit_clean(self, clean: CleanSeries) -> None:
+        ctx = _make_context(self.spec, clean, 0, True)
+        d = ctx.steps_per_day
+        n = len(ctx.y)
+        if n < d:
+            raise InsufficientHistoryError(
+                f"{self.spec.name}: the clear-sky-index model needs a day of history"
+            )
+        p = self.params
+        self._reset()
+        free = [name for name in DEFAULTS if getattr(p, name) is None]
+        # in-sample day-ahead forecasts from origins every 6 h (counted back from the end of the history)
+        # with at least 3 days behind them and a day ahead of them
+        origins = np.arange(n - d, 3 * d - 1, -max(d // 4, 1), dtype=np.int64)[::-1]
+        if len(origins) < 4 or not free:
+            return
+        truth = ctx.y[origins[:, None] + np.arange(d)[None, :]]
+
+        def grid(name: str, values: tuple[float, ...]) -> tuple[float, ...]:
+            v = getattr(p, name)
+            return values if v is None else (float(v),)
+
+        windows = tuple(w for w in grid("window_days", WINDOW_GRID) if w <= p.max_window_days)
+        modes = MODE_GRID if p.day_mode is None else (p.day_mode,)
+        best_err = np.inf
+        for window in windows:
+            for level in grid("envelope_quantile", ENVELOPE_GRID):
+                parts = self._parts(ctx, origins, d, int(window), level)
+                for mode in modes:
+                    for index_q in grid("index_quantile", INDEX_GRID):
+                        bq = None if mode == "index" else _quiet_nanquantile(parts.blocks, index_q, axis=1)
+                        bq = None if bq is None else np.where(np.isfinite(bq), bq, parts.envelope)
+                        for weight in grid("persistence_weight", WEIGHT_GRID):
+                            day = self._day(parts, bq, index_q, weight)
+                            for tau in grid("intraday_tau_h", TAU_GRID):
+                                err = float(np.abs(self._lead(parts, day, d, tau) - truth).mean())
+                                if err < best_err - 1e-12:
+                                    best_err = err
+                                    self.mode_ = mode
+                                    self.settings_ = {
+                                        "window_days": float(window),
+                                        "envelope_quantile": level,
+                                        "index_quantile": index_q,
+                                        "persistence_weight": weight,
+                                        "intraday_tau_h": tau,
+                                    }
+
+    def _predict_block(self, ctx: _Context, origins: IntArray, horizon: int) -> tuple[FloatArray, FloatArray]:
+        s = self.settings_
+        parts = self._parts(ctx, origins, horizon, int(s["window_days"]), s["envelope_quantile"])
+        bq = None
+        if self.mode_ == "slot":
+            bq = _quiet_nanquantile(parts.blocks, s["index_quantile"], axis=1)
+            bq = np.where(np.isfinite(bq), bq, parts.envelope)
+        day = self._day(parts, bq, s["index_quantile"], s["persistence_weight"])
+        point = self._lead(parts, day, horizon, s["intraday_tau_h"])
+        # quantiles: the spread of the recent days' indices around their median, times the envelope
+        k = parts.indices
+        qs = _quiet_nanquantile(k, np.asarray(self.quantile_levels), axis=1).T  # (m, Q)
+        median = _quiet_nanquantile(k, 0.5, axis=1)[:, None]
+        spread = np.where(np.isfinite(qs) & np.isfinite(median), qs - median, 0.0)
+        d = ctx.steps_per_day
+        shape = parts.envelope[:, np.arange(horizon) % d] * parts.season  # (m, H)
+        quantiles = np.maximum(point[:, None, :] + spread[:, :, None] * shape[:, None, :], 0.0)
+        quantiles[:, self.quantile_levels.index(0.5), :] = point
+        return point, np.sort(quantiles, axis=1)
