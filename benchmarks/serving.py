@@ -14,6 +14,15 @@ with ``evdlm serve`` and ``evdlm simulate`` as separate processes over loopback:
 
 Figures are printed, never asserted. The site is generated here: groups of 20 chargers (11 kW) on
 feeders, a connection sized for about 45 % of the installed power, a constant base load.
+
+``--v2g`` runs a fourth scenario instead of the three: a V2G site (``--v2g-stations`` OCPP 2.1 stations,
+bidirectional 11 kW chargers, an export limit that binds) with a tariff that is expensive for a few
+minutes in the middle; every EV allows V2X. The service (rule-based DLM, the tariff from the scenario's
+CSV) and ``evdlm simulate --version 2.1`` run in real time on the scenario's 10 s grid; the same policy is
+evaluated on the same scenario through the environment (``training.evaluate.run_episode``, perfect
+forecast, the service's departure floor). Reported: V2G energy exported live and in evaluation (battery
+side, as ``evdlm evaluate`` counts it), EVs leaving short live and in evaluation, violations of import,
+export and node limits, p99 loop latency.
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import yaml
 
@@ -290,6 +300,137 @@ def run_phase(
     return out
 
 
+V2G_STEP_S = 10
+
+
+def build_v2g_scenario(folder: Path, n: int, start: pd.Timestamp, minutes: float) -> Path:
+    """``n`` bidirectional chargers in groups of 20 on feeders (60 %), all EVs V2X from ``start`` to
+    ``start + minutes``, each asking a quarter of what its charger could give it in the stay; the tariff
+    is expensive (import 0.60, export 0.50) from 25 % to 60 % of the stay,
+    cheap (0.10 / 0.02) otherwise; the export limit is a quarter of the installed discharge power."""
+    groups = max(1, (n + 19) // 20)
+    charger_kw = 11.04
+    nodes: list[dict[str, Any]] = [{"id": "transformer", "max_power_kw": 0.5 * n * charger_kw + 50}]
+    for g in range(groups):
+        nodes.append({"id": f"g{g:03d}", "parent": "transformer", "max_power_kw": 20 * charger_kw * 0.6})
+    chargers = [
+        {
+            "id": f"S{i + 1:04d}-1", "node": f"g{i // 20:03d}", "max_current_a": 16.0, "rate_unit": "A",
+            "bidirectional": True, "max_discharge_kw": 11.0,
+        }
+        for i in range(n)
+    ]  # fmt: skip
+    grid = {
+        "import_limit_kw": round(0.45 * n * charger_kw + 20, 1),
+        "export_limit_kw": round(0.25 * n * 11.0, 1),
+    }
+    site = site_from_dict({"name": f"bench-v2g-{n}", "grid": grid, "nodes": nodes, "chargers": chargers})
+    steps = int(minutes * 60 / V2G_STEP_S)
+    idx = pd.date_range(start, periods=steps + 12, freq=f"{V2G_STEP_S}s")
+    frac = (idx - start) / pd.Timedelta(minutes=minutes)
+    expensive = (frac >= 0.25) & (frac < 0.6)
+    ts = pd.DataFrame(
+        {
+            "timestamp": idx, "base_load_kw": 20.0, "pv_kw": 0.0,
+            "import_price_per_kwh": np.where(expensive, 0.60, 0.10),
+            "export_price_per_kwh": np.where(expensive, 0.50, 0.02),
+        }
+    )  # fmt: skip
+    sessions = pd.DataFrame(
+        {
+            "session_id": [f"v{i}" for i in range(n)],
+            "charger_id": [c["id"] for c in chargers],
+            "arrival": [start] * n,
+            "departure": [start + pd.Timedelta(minutes=minutes)] * n,
+            "energy_kwh": round(0.25 * charger_kw * 0.95 * minutes / 60.0, 3),
+            "battery_kwh": 60.0,
+            "arrival_soc": 0.5,
+            "v2g": True,
+        }
+    )
+    return save_scenario(make_scenario(site, sessions, ts, "bench-v2g"), folder)
+
+
+def run_v2g(work: Path, n: int, minutes: float, interval_s: float = V2G_STEP_S) -> dict[str, Any]:
+    """The V2G scenario live (service + 2.1 simulator, real time) and through ``evaluate``."""
+    from envs.scenario import load_scenario
+    from training.evaluate import SHORT_KWH, EnvOptions, run_episode
+
+    work.mkdir(parents=True, exist_ok=True)
+    start = (pd.Timestamp.now(tz="UTC") + pd.Timedelta(seconds=20 + n / 20)).ceil("10s")
+    scenario = build_v2g_scenario(work / "scenario", n, start, minutes)
+    ocpp, http = _free_port(), _free_port()
+    config = write_config(work, scenario, interval_s, ocpp, http, f"sqlite:///{work / 'serving.db'}")
+    cfg = yaml.safe_load(config.read_text())
+    cfg["prices"] = {"csv": str(scenario / "timeseries.csv")}
+    # the plan on the policy's step (the scenario's 10 s), 5 minutes ahead: a stay of minutes is shorter
+    # than the default 15-minute period, whose first period may only discharge what a whole period allows
+    cfg["schedule_period_s"] = float(interval_s)
+    cfg["schedule_periods"] = 30
+    config.write_text(yaml.safe_dump(cfg))
+    # TxDefault failsafe: the environment caps no station at its safe share either
+    svc = start_service(config, work / "service.log", "rule_based", "tx_default")
+    try:
+        wait_http(http)
+        extra = ["--start-at", start.isoformat()]
+        cmd = [sys.executable, "-m", "evdlm.cli", "simulate", "--scenario", str(scenario)]
+        cmd += ["--csms", f"ws://127.0.0.1:{ocpp}", "--speed", "1", "--version", "2.1", "--json"]
+        cmd += [
+            "--meter-url",
+            f"http://127.0.0.1:{http}/api/meter",
+            "--meter-interval-s",
+            str(interval_s / 2),
+        ]
+        sim = subprocess.Popen(
+            [*cmd, *extra], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=_env(), cwd=ROOT
+        )
+        stdout, _ = sim.communicate(timeout=minutes * 60 + 300)
+        report = json.loads(stdout.decode().strip().splitlines()[-1])
+        metrics = http_json(http, "/metrics")
+        state = http_json(http, "/api/state")
+    finally:
+        if svc.poll() is None:
+            svc.send_signal(signal.SIGTERM)
+            try:
+                svc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                svc.kill()
+    sc = load_scenario(scenario)
+    eff = float(sc.site.chargers[0].efficiency)
+    floor = bool(cfg.get("departure_floor", True))
+    row = run_episode("rule_based", sc, 0, EnvOptions(departure_floor=floor)).row
+    asked, got = report["energy_asked_kwh"], report["energy_delivered_kwh"]
+    live_short = sum(asked[k] - got.get(k, 0.0) > SHORT_KWH for k in asked)
+    live_kwh = report["energy_exported_kwh"] / eff  # battery side, as evaluate counts it
+    count = metric(metrics, "evdlm_loop_latency_seconds_count")
+    return {
+        "stations": n,
+        "minutes": minutes,
+        "control_interval_s": interval_s,
+        "v2g_exported_live_kwh": round(live_kwh, 3),
+        "v2g_exported_evaluate_kwh": round(row.v2g_exported_kwh, 3),
+        "v2g_live_vs_evaluate_pct": round(100.0 * (live_kwh / row.v2g_exported_kwh - 1.0), 2)
+        if row.v2g_exported_kwh > 0
+        else None,
+        "evs_short_live": int(live_short),
+        "evs_short_evaluate": row.evs_short,
+        "energy_delivered_live_kwh": round(sum(got.values()), 3),
+        "energy_delivered_evaluate_kwh": round(row.energy_delivered_kwh, 3),
+        "violation_ticks_import_or_export": report["violation_ticks"],
+        "node_violation_ticks": report["node_violation_ticks"],
+        "violations_evaluate": row.violations,
+        "max_site_import_kw": round(report["max_site_import_kw"], 2),
+        "import_limit_kw": report["import_limit_kw"],
+        "export_limit_kw": float(sc.site.grid.export_limit_kw),
+        "cycles": int(count),
+        "p99_loop_latency_ms": state["loop"]["p99_latency_ms"],
+        "mean_loop_latency_ms": 1000 * metric(metrics, "evdlm_loop_latency_seconds_sum") / max(count, 1),
+        "calls_unanswered": report["calls_failed"],
+        "profiles_sent": metric(metrics, "evdlm_profiles_sent_total"),
+        "discharging_at_end": sum(1 for c in state["chargers"] if (c.get("discharge_kw") or 0) > 0),
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--stations", type=int, default=1000)
@@ -302,11 +443,31 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--chaos-per-h", type=float, default=6.0, help="soak: disconnects+reboots/station/h")
     p.add_argument("--late-meter-share", type=float, default=0.1, help="soak: share of late MeterValues")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--v2g", action="store_true", help="run the V2G scenario (OCPP 2.1) instead")
+    p.add_argument("--v2g-stations", type=int, default=50)
+    p.add_argument("--v2g-minutes", type=float, default=8.0)
     args = p.parse_args(argv)
     if args.soak is not None:
         soak(args)
         return
     results: dict[str, Any] = {}
+    if args.v2g:
+        with tempfile.TemporaryDirectory(prefix="evdlm-bench-v2g-") as tmp:
+            v = run_v2g(Path(tmp), args.v2g_stations, args.v2g_minutes)
+        if args.json:
+            print(json.dumps({"v2g": v}))
+            return
+        print(
+            f"v2g: {v['stations']} OCPP 2.1 stations, {v['minutes']} min, {v['cycles']} cycles; V2G exported "
+            f"live {v['v2g_exported_live_kwh']} kWh vs evaluate {v['v2g_exported_evaluate_kwh']} kWh "
+            f"({v['v2g_live_vs_evaluate_pct']} %)"
+        )
+        print(
+            f"  EVs short: live {v['evs_short_live']}, evaluate {v['evs_short_evaluate']}; violation ticks "
+            f"import/export {v['violation_ticks_import_or_export']}, nodes {v['node_violation_ticks']}; "
+            f"loop latency p99 {v['p99_loop_latency_ms']:.1f} ms"
+        )
+        return
     with tempfile.TemporaryDirectory(prefix="evdlm-bench-serving-") as tmp:
         base = Path(tmp)
         results["scale"] = run_phase(

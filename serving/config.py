@@ -300,6 +300,13 @@ class ServingConfig(_Frozen):
     )
     deadband_a: float = Field(default=0.5, ge=0, description="resend an A profile only beyond this change")
     deadband_w: float = Field(default=300.0, ge=0, description="resend a W profile only beyond this change")
+    schedule_periods: int = Field(
+        default=8, ge=1, le=96,
+        description="periods of each TxProfile's schedule (1: a single limit, as before schedules)",
+    )  # fmt: skip
+    schedule_period_s: float = Field(
+        default=900.0, gt=0, description="length of one schedule period, s (the plan's step)"
+    )
     offender_tolerance_kw: float = Field(
         default=0.5, ge=0, description="drawing more than limit + this (and +10 %) flags a station"
     )

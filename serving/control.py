@@ -34,6 +34,7 @@ import numpy as np
 from agents.base import Decision, Policy
 from envs.core import BoolArray, FloatArray, SiteArrays, SiteState, Snapshot
 from envs.projection import ProjectionPlan, ProjectionResult, project
+from serving.schedule import plan_schedule
 
 LOG = logging.getLogger("evdlm.serving")
 
@@ -113,6 +114,9 @@ class CycleOutcome:
     """net import the plan expects: base load + limits (fixed chargers at their measured draw) - PV"""
     assumed_kw: FloatArray
     """(n,) what the plan expects each charger to draw: its limit, or the measured draw of a fixed one"""
+    schedule_kw: FloatArray | None = None
+    """(n, periods) the plan sent with each TxProfile, its first column ``limits_kw``
+    (:mod:`serving.schedule`); None where no schedule is planned"""
     battery_present: bool = False
     """the site battery was available to this decision"""
     battery_kw: float = 0.0
@@ -151,8 +155,14 @@ class Controller:
         budget_s: float,
         policy_error: str | None = None,
         departure_floor: bool = True,
+        schedule_periods: int = 1,
+        schedule_period_s: float = 900.0,
+        control_interval_s: float = 10.0,
     ) -> None:
         self.site = site
+        self.schedule_periods = schedule_periods
+        self.schedule_period_s = schedule_period_s
+        self.control_interval_s = control_interval_s
         self.plan = ProjectionPlan.from_site(site)
         self.site_no_battery = without_battery(site)
         """the site as the projection sees it while the battery is absent"""
@@ -249,14 +259,30 @@ class Controller:
         if not battery_on:
             battery = 0.0
         res = project(site, view_state, request, battery, plan=plan, departure_floor=self.departure_floor)
-        limits = np.where(present, np.maximum(np.asarray(res.charger_kw, dtype=float), 0.0), 0.0)
+        projected = np.asarray(res.charger_kw, dtype=float)
+        # negative (discharge) only where the snapshot allows this EV to discharge (V2G over 2.1)
+        may_discharge = np.asarray(view_state.ev_max_discharge_kw, dtype=float) > 0
+        limits = np.where(present, np.where(may_discharge, projected, np.maximum(projected, 0.0)), 0.0)
         assumed = limits
         if fixed is not None and fixed.any:
             limits = np.where(fixed.mask & present, fixed.hold_kw, limits)
             assumed = np.where(fixed.mask & present, fixed.draw_kw, limits)
         if meter_stale:
-            limits = np.minimum(limits, self.safe_share_kw)
+            limits = np.clip(limits, 0.0, self.safe_share_kw)  # no discharge without a site meter
             assumed = np.where(fixed.mask, assumed, limits) if fixed is not None else limits
+        schedule = None
+        if self.schedule_periods > 1:
+            schedule = plan_schedule(
+                site, plan, view_state, snapshot.forecast, limits, self.schedule_periods,
+                self.schedule_period_s, self.control_interval_s, self.departure_floor,
+                self.safe_share_kw if meter_stale else None,
+            )  # fmt: skip
+            if fixed is not None and fixed.any:
+                schedule[fixed.mask] = fixed.hold_kw[fixed.mask, None]
+            # what is sent now is the schedule's first period (a discharge no deeper than it can hold)
+            cut = schedule[:, 0] > limits
+            limits = schedule[:, 0].copy()
+            assumed = np.where(cut, limits, assumed)
         battery_kw = 0.0
         if battery_on:
             battery_kw = float(np.asarray(res.battery_kw))
@@ -269,7 +295,9 @@ class Controller:
         planned = float(
             np.asarray(self.site.site_import_kw(assumed, state.base_load_kw, state.pv_kw, battery_kw))
         )
-        return CycleOutcome(limits, name, reason, meter_stale, res, planned, assumed, battery_on, battery_kw)
+        return CycleOutcome(
+            limits, name, reason, meter_stale, res, planned, assumed, schedule, battery_on, battery_kw
+        )
 
 
 def battery_charge_room_kw(

@@ -1,6 +1,6 @@
-"""The OCPP side of the central system: handshake checks and message handlers for 1.6J and 2.0.1.
+"""The OCPP side of the central system: handshake checks and message handlers for 1.6J, 2.0.1 and 2.1.
 
-This is the protocol edge: every 1.6J and 2.0.1 payload is parsed here into a typed event of
+This is the protocol edge: every 1.6J, 2.0.1 and 2.1 payload is parsed here into a typed event of
 :mod:`serving.events` and handed to a :class:`~serving.events.StationEvents` (the service's live-state
 updater); nothing past this module sees a raw OCPP dict, and the handlers never decide limits.
 
@@ -28,6 +28,8 @@ from ocpp.routing import after, on
 from ocpp.v16 import ChargePoint as ChargePoint16
 from ocpp.v16 import call_result as result16
 from ocpp.v16.enums import Action as Action16
+from ocpp.v21 import call as call21
+from ocpp.v21 import call_result as result21
 from ocpp.v201 import ChargePoint as ChargePoint201
 from ocpp.v201 import call_result as result201
 from ocpp.v201.enums import Action as Action201
@@ -40,17 +42,22 @@ from serving.events import (
     Booted,
     ChargingNeeds,
     MeterReading,
+    OperationModes,
     StationEvents,
     StatusChanged,
     TransactionEnded,
     TransactionStarted,
     TransactionUpdated,
+    V2XNeeds,
 )
 from serving.profiles import Version
 
 LOG = logging.getLogger("evdlm.serving.ocpp")
-SUBPROTOCOLS = ("ocpp2.0.1", "ocpp1.6")
-VERSION_OF = {"ocpp1.6": "1.6", "ocpp2.0.1": "2.0.1"}
+SUBPROTOCOLS = ("ocpp2.1", "ocpp2.0.1", "ocpp1.6")
+"""offered in this order of preference: a station offering several gets the newest"""
+VERSION_OF = {"ocpp1.6": "1.6", "ocpp2.0.1": "2.0.1", "ocpp2.1": "2.1"}
+BPT_TRANSFERS = frozenset({"AC_BPT", "AC_BPT_DER", "DC_BPT", "DC_ACDP_BPT"})
+"""2.1 energy transfer modes with bidirectional power transfer (the EV may discharge)"""
 
 
 def station_id_from_path(path: str) -> str:
@@ -233,7 +240,23 @@ def parse_meter_reading(
 ) -> MeterReading:
     """The typed reading of one MeterValues list (see :func:`sampled_values`)."""
     p_imp, p_exp, e_imp = sampled_values(meter_value or [])
-    return MeterReading(station_id, connector_id, p_imp, p_exp, e_imp)
+    return MeterReading(station_id, connector_id, p_imp, p_exp, e_imp, export_register(meter_value or []))
+
+
+def export_register(meter_value: list[dict[str, Any]]) -> float | None:
+    """The whole-connector ``Energy.Active.Export.Register`` in Wh (V2G), None where not reported."""
+    out: float | None = None
+    for mv in meter_value or []:
+        for sv in mv.get("sampled_value", []) or []:
+            if sv.get("phase") or sv.get("measurand") != "Energy.Active.Export.Register":
+                continue
+            unit = sv.get("unit") or (sv.get("unit_of_measure") or {}).get("unit")
+            multiplier = 10 ** int((sv.get("unit_of_measure") or {}).get("multiplier", 0) or 0)
+            try:
+                out = float(sv["value"]) * multiplier * (1000.0 if unit == "kWh" else 1.0)
+            except (KeyError, TypeError, ValueError):
+                continue
+    return out
 
 
 def _float(value: Any) -> float | None:
@@ -241,16 +264,46 @@ def _float(value: Any) -> float | None:
 
 
 def parse_charging_needs(station_id: str, evse_id: int, needs: dict[str, Any]) -> ChargingNeeds:
-    """The typed 2.0.1 ``chargingNeeds``: AC parameters first, DC where there are none."""
+    """The typed 2.0.1 / 2.1 ``chargingNeeds``: AC parameters first, DC where there are none.
+
+    2.1 adds ``v2xChargingParameters`` and the energy transfer modes: the EV offers discharge when its
+    requested or available transfer modes include a bidirectional one (``*_BPT``) and it declares a
+    discharge power or current above 0. Its declared energies (target / min / max, min / max V2X) and
+    target SoC are kept as declared values.
+    """
     ac = needs.get("ac_charging_parameters") or {}
     dc = needs.get("dc_charging_parameters") or {}
+    v2x = needs.get("v2x_charging_parameters") or {}
+    transfers = {str(needs.get("requested_energy_transfer") or "")}
+    transfers.update(str(t) for t in needs.get("available_energy_transfer") or [])
+    max_dis_w = _float(v2x.get("max_discharge_power"))
+    max_dis_a = _float(v2x.get("max_discharge_current"))
+    bpt = bool(transfers & BPT_TRANSFERS)
+    offers = bpt and ((max_dis_w or 0.0) > 0 or (max_dis_a or 0.0) > 0)
+    energy = ac.get("energy_amount", dc.get("energy_amount"))
+    if energy is None:
+        energy = v2x.get("ev_target_energy_request")
     return ChargingNeeds(
         station_id=station_id,
         connector_id=evse_id,
-        energy_wh=_float(ac.get("energy_amount", dc.get("energy_amount"))),
-        ev_max_current_a=_float(ac.get("ev_max_current")) or None,
-        ev_max_power_w=_float(dc.get("ev_max_power")) or None,
+        energy_wh=_float(energy),
+        ev_max_current_a=_float(ac.get("ev_max_current")) or _float(v2x.get("max_charge_current")) or None,
+        ev_max_power_w=_float(dc.get("ev_max_power")) or _float(v2x.get("max_charge_power")) or None,
         departure=parse_time(needs.get("departure_time")),
+        v2x=V2XNeeds(
+            offered=offers,
+            transfer_modes=tuple(sorted(t for t in transfers if t)),
+            max_discharge_w=max_dis_w,
+            max_discharge_a=max_dis_a,
+            min_energy_wh=_float(v2x.get("ev_min_energy_request")),
+            max_energy_wh=_float(v2x.get("ev_max_energy_request")),
+            min_v2x_energy_wh=_float(v2x.get("ev_min_v2x_energy_request")),
+            max_v2x_energy_wh=_float(v2x.get("ev_max_v2x_energy_request")),
+            target_soc=_float(v2x.get("target_soc")),
+            control_mode=needs.get("control_mode"),
+        )
+        if v2x or bpt
+        else None,
     )
 
 
@@ -400,6 +453,50 @@ class Station201(_Robust, ChargePoint201):
         return result201.MeterValues()
 
 
+class Station21(Station201):
+    """OCPP 2.1 handlers of one connected station: the 2.0.1 handlers (boot, authorisation, status,
+    transactions, meter values, charging needs with its V2X parameters), validated against the 2.1
+    schemas. Only the calls sent differ (:mod:`serving.profiles` builds 2.1 ``SetChargingProfile``)."""
+
+    _call = call21
+    _call_result = result21
+    _ocpp_version = "2.1"
+
+    def __init__(self, station_id: str, connection: Any, events: StationEvents) -> None:
+        super().__init__(station_id, connection, events)
+        self.version = "2.1"
+
+    async def operation_modes(self) -> OperationModes:
+        """The V2X operation modes the station reports (``V2XChargingCtrlr.SupportedOperationModes``,
+        GetVariables); empty where it reports none, refuses, or does not answer."""
+        req = call21.GetVariables(
+            get_variable_data=[
+                {
+                    "component": {"name": "V2XChargingCtrlr"},
+                    "variable": {"name": "SupportedOperationModes"},
+                }
+            ]
+        )
+        try:
+            res = await self.call(req, suppress=False)
+        except Exception as err:
+            LOG.info("station %s: no V2X operation modes (%s)", self.id, err)
+            return OperationModes(self.id, ())
+        modes: list[str] = []
+        for item in getattr(res, "get_variable_result", None) or []:
+            if str(item.get("attribute_status")) == "Accepted" and item.get("attribute_value"):
+                modes += [m.strip() for m in str(item["attribute_value"]).split(",") if m.strip()]
+        return OperationModes(self.id, tuple(modes))
+
+
+Station = Station16 | Station201 | Station21
+
+
+def station_class(version: str) -> type[Station16] | type[Station201] | type[Station21]:
+    """The handler class of a negotiated version (``1.6``, ``2.0.1``, ``2.1``)."""
+    return {"1.6": Station16, "2.0.1": Station201, "2.1": Station21}[version]
+
+
 def call_error_frame(unique_id: str, error: OCPPError) -> str:
     return CallError(unique_id, error.code, error.description, error.details).to_json()
 
@@ -408,7 +505,9 @@ __all__ = [
     "SUBPROTOCOLS",
     "VERSION_OF",
     "FormatViolationError",
+    "Station",
     "Station16",
+    "Station21",
     "Station201",
     "asyncio",
     "call_error_frame",
@@ -417,5 +516,6 @@ __all__ = [
     "parse_charging_needs",
     "parse_meter_reading",
     "sampled_values",
+    "station_class",
     "station_id_from_path",
 ]

@@ -28,19 +28,32 @@ from envs.core import BoolArray, FloatArray, SiteArrays, SiteState
 from envs.projection import ProjectionPlan
 from envs.share import amps_mask, kw_to_profile, kw_to_profile_one, profile_to_kw, profile_to_kw_one
 from serving.control import keeps_feasible
-from serving.csms import Station16, Station201
+from serving.csms import Station
 from serving.live import ConnectorLive, LiveSite, StationLive
 from serving.metrics import Metrics
 from serving.profiles import Purpose, set_charging_profile
+from serving.schedule import period_starts
 
 LOG = logging.getLogger("evdlm.serving")
 
 FailsafeMode = Literal["max", "tx_default"]
-Station = Station16 | Station201
 FAILSAFE_RETRY_MAX_S = 60.0
 """longest wait between two failsafe attempts"""
-Writes = dict[str, list[tuple[ConnectorLive, float]]]
-"""per station id: the connectors to write and their new limit, kW"""
+Writes = dict[str, list[tuple[ConnectorLive, float, FloatArray | None]]]
+"""per station id: the connectors to write, their new limit, kW, and the plan (kW per period) or None"""
+
+
+def signed_profile(site: SiteArrays, i: int, kw: float) -> float:
+    """kW -> charger ``i``'s profile unit, rounded towards 0 to one decimal: never more charge and never
+    more discharge than ``kw`` (negative = discharge)."""
+    value = kw_to_profile_one(site, i, abs(kw))
+    return -value if kw < 0 else value
+
+
+def signed_profiles(site: SiteArrays, kw: FloatArray, amps: BoolArray) -> FloatArray:
+    """:func:`signed_profile` of every charger (``kw`` (n,)); identical to ``kw_to_profile`` for kW >= 0."""
+    kw = np.asarray(kw, dtype=float)
+    return np.asarray(np.sign(kw) * kw_to_profile(site, np.abs(kw), amps), dtype=float)
 
 
 def select_updates(
@@ -61,7 +74,7 @@ def select_updates(
     keeps_feasible` with ``plan`` where given) - whenever it goes down. Vectorised over the chargers.
     """
     amps = amps_mask(site)
-    new_value = kw_to_profile(site, np.asarray(new_kw, dtype=float), amps)
+    new_value = signed_profiles(site, np.asarray(new_kw, dtype=float), amps)
     old = np.array([np.nan if v is None else float(v) for v in sent_value])
     band = np.where(amps, deadband_a, deadband_w)
     active = np.asarray(active, dtype=bool)
@@ -102,9 +115,13 @@ class Dispatcher:
         self.connections: dict[str, Station] = {}
         self._busy: set[str] = set()
         """stations with profiles on their way (a station gets one batch at a time)"""
+        self.period_s = 900.0
         self.failsafe_retry_s = failsafe_retry_s
         """first wait before the failsafe is tried again; doubles up to :data:`FAILSAFE_RETRY_MAX_S`"""
         self._failsafe_tasks: dict[str, asyncio.Task[Any]] = {}
+        self.after_failsafe: Callable[[str, Station], Coroutine[Any, Any, None]] | None = None
+        """run (spawned) once the failsafe's first attempt on a connection is answered, accepted or not
+        (the service asks a 2.1 station for its V2X operation modes then)"""
 
     # ------------------------------------------------------------------ failsafe
 
@@ -171,9 +188,13 @@ class Dispatcher:
         :data:`FAILSAFE_RETRY_MAX_S`) while it is refused or unanswered and ``cp`` is the connection."""
         station = self.live.stations[sid]
         wait_s = self.failsafe_retry_s
+        first = True
         while self.connections.get(sid) is cp and station.registered:
             station.failsafe_attempts += 1
             purpose = await self.install_failsafe(sid)
+            if first and self.after_failsafe is not None and self.connections.get(sid) is cp:
+                self._spawn(self.after_failsafe(sid, cp))
+            first = False
             if purpose is not None:
                 return purpose
             self.metrics.inc("failsafe_retries_total")
@@ -196,7 +217,7 @@ class Dispatcher:
 
         async def cover() -> None:
             try:
-                await self._send_tx_profiles(sid, [(c, float(self.safe_share_kw[c.index]))])
+                await self._send_tx_profiles(sid, [(c, float(self.safe_share_kw[c.index]), None)])
             finally:
                 if owned:
                     self._busy.discard(sid)
@@ -219,10 +240,18 @@ class Dispatcher:
         """profiles of this or an earlier cycle are still on their way (no increase may go out)"""
         return bool(self._busy)
 
-    def send(self, limits_kw: FloatArray, updates: list[int]) -> int:
+    def send(
+        self,
+        limits_kw: FloatArray,
+        updates: list[int],
+        schedule_kw: FloatArray | None = None,
+        period_s: float = 900.0,
+    ) -> int:
         """Queue the TxProfiles of ``updates`` (indices into ``limits_kw``), decreases first; returns how
         many were queued. Stations offline or still busy with an earlier batch are skipped, and while any
-        is busy no increase goes out (a decrease of an earlier cycle may still be on its way)."""
+        is busy no increase goes out (a decrease of an earlier cycle may still be on its way).
+        ``schedule_kw`` (n, periods): each profile carries its charger's plan, ``period_s`` apart."""
+        self.period_s = period_s
         decreases: Writes = {}
         increases: Writes = {}
         for i in updates:
@@ -234,7 +263,8 @@ class Dispatcher:
             kw = float(limits_kw[i])
             current_kw = c.limit_kw if c.limit_kw is not None else float(self.safe_share_kw[i])
             target = decreases if kw < current_kw else increases
-            target.setdefault(c.station_id, []).append((c, kw))
+            row = None if schedule_kw is None else np.asarray(schedule_kw[i], dtype=float)
+            target.setdefault(c.station_id, []).append((c, kw, row))
         if self._busy:
             increases = {}
         sent = sum(len(v) for v in decreases.values()) + sum(len(v) for v in increases.values())
@@ -260,27 +290,41 @@ class Dispatcher:
             for sid in (*decreases, *increases):
                 self._busy.discard(sid)
 
-    async def _send_tx_profiles(self, sid: str, items: list[tuple[ConnectorLive, float]]) -> bool:
+    async def _send_tx_profiles(
+        self, sid: str, items: list[tuple[ConnectorLive, float, FloatArray | None]]
+    ) -> bool:
         """Send TxProfiles to one station, one after the other; True when every one was accepted."""
         cp = self.connections.get(sid)
         if cp is None:
             return False
         all_ok = True
-        for c, kw in items:
+        for c, kw, row in items:
             if not c.active or c.ocpp_tx_id is None:
                 continue
             ch = self.site.config.chargers[c.index]
-            value = kw_to_profile_one(self.site, c.index, kw)
+            v2g = c.v2g_mode if cp.version == "2.1" and c.discharging else "charge_only"
+            if v2g == "charge_only":
+                kw = max(kw, 0.0)
+                row = None if row is None else np.maximum(row, 0.0)
+            value = signed_profile(self.site, c.index, kw)
+            periods = None
+            if row is not None and len(row) > 1:
+                values = [value] + [signed_profile(self.site, c.index, float(p)) for p in row[1:]]
+                starts = period_starts(len(values), self.period_s)
+                periods = list(zip(starts, values, strict=True))
             tx_id = c.ocpp_tx_id
             req = set_charging_profile(
-                cp.version, "TxProfile", c.connector_id, value, ch.rate_unit, ch.phases, tx_id
-            )
+                cp.version, "TxProfile", c.connector_id, value, ch.rate_unit, ch.phases, tx_id,
+                now=datetime.now(UTC), periods=periods, v2g_mode=v2g,
+                duration_s=None if periods is None else round(periods[-1][0] + self.period_s),
+            )  # fmt: skip
             self.metrics.inc("profiles_sent_total")
             ok = await self._call_profile(cp, req, "TxProfile")
             if ok and c.ocpp_tx_id == tx_id:
                 c.limit_value = value
                 c.limit_kw = kw if ch.rate_unit == "W" else profile_to_kw_one(self.site, c.index, value)
                 c.limit_sent_at = time.monotonic()
+                c.plan_kw, c.plan_start = row, c.limit_sent_at
             all_ok = all_ok and ok
         return all_ok
 

@@ -49,11 +49,41 @@ class MeterReading:
     power_export_w: float | None
     energy_import_wh: float | None
     """import energy register"""
+    energy_export_wh: float | None = None
+    """export energy register (V2G)"""
+
+
+@dataclass(frozen=True)
+class V2XNeeds:
+    """What a 2.1 EV declared about bidirectional transfer (``v2xChargingParameters``), as declared.
+
+    Energies are the EV's, in Wh, signed as in OCPP 2.1: ``min_v2x_energy_wh`` is the energy to the
+    bottom of its V2X range (negative: the EV holds that much above it, which it may give back)."""
+
+    offered: bool
+    """the EV allows discharge: a bidirectional transfer mode and a discharge power or current above 0"""
+    transfer_modes: tuple[str, ...]
+    max_discharge_w: float | None
+    max_discharge_a: float | None
+    min_energy_wh: float | None
+    max_energy_wh: float | None
+    min_v2x_energy_wh: float | None
+    max_v2x_energy_wh: float | None
+    target_soc: float | None
+    control_mode: str | None
+
+
+@dataclass(frozen=True)
+class OperationModes:
+    """The V2X operation modes a 2.1 station reports (``V2XChargingCtrlr.SupportedOperationModes``)."""
+
+    station_id: str
+    modes: tuple[str, ...]
 
 
 @dataclass(frozen=True)
 class ChargingNeeds:
-    """What the EV asked for (2.0.1 NotifyEVChargingNeeds)."""
+    """What the EV asked for (2.0.1 / 2.1 NotifyEVChargingNeeds)."""
 
     station_id: str
     connector_id: int
@@ -64,6 +94,8 @@ class ChargingNeeds:
     ev_max_power_w: float | None
     """DC: the EV's power limit"""
     departure: datetime | None
+    v2x: V2XNeeds | None = None
+    """2.1: the EV's V2X parameters (None where it sent none)"""
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,7 @@ from serving.events import (
     Booted,
     ChargingNeeds,
     MeterReading,
+    OperationModes,
     StatusChanged,
     TransactionEnded,
     TransactionStarted,
@@ -42,6 +43,7 @@ from serving.plausibility import (
     site_meter_fault,
 )
 from serving.store import AsyncStore, MeterSample
+from serving.v2g import choose_mode
 
 LOG = logging.getLogger("evdlm.serving")
 
@@ -162,8 +164,11 @@ class LiveUpdater:
         if known is not None and event.reading is not None:
             r = event.reading
             self.meter_reading(
-                MeterReading(sid, known.connector_id, r.power_import_w, r.power_export_w, r.energy_import_wh)
-            )
+                MeterReading(
+                    sid, known.connector_id, r.power_import_w, r.power_export_w, r.energy_import_wh,
+                    r.energy_export_wh,
+                )
+            )  # fmt: skip
 
     async def transaction_ended(self, event: TransactionEnded) -> None:
         self.seen(event.station_id)
@@ -209,13 +214,17 @@ class LiveUpdater:
         if c.meter_fault is not None:
             LOG.info("%s: meter plausible again", c.charger_id)
             c.meter_fault = None
-        if p_imp is not None:
-            c.power_kw, c.power_at = p_imp / 1000.0, now
+        if p_imp is not None or p_exp is not None:
+            c.power_kw, c.power_at = ((p_imp or 0.0) - (p_exp or 0.0)) / 1000.0, now
         if e_imp is not None:
             c.register_wh, c.register_at = e_imp, now
         if e_imp is not None and c.active and c.tx_pk is not None:
             c.meter_last_wh = max(c.meter_last_wh, e_imp)
             self.journal.register(c.tx_pk, c.meter_last_wh)
+        if event.energy_export_wh is not None and c.active:
+            if c.export_start_wh is None:
+                c.export_start_wh = event.energy_export_wh
+            c.export_last_wh = max(c.export_last_wh, event.energy_export_wh)
         self.journal.sample(MeterSample(wall, "charger", c.charger_id, c.power_kw, e_imp))
 
     def _implausible(self, c: ConnectorLive, event: MeterReading, now: float) -> MeterFault | None:
@@ -256,9 +265,40 @@ class LiveUpdater:
         elif event.ev_max_power_w is not None:
             c.ev_max_kw = profile_to_kw_one(self.site, c.index, event.ev_max_power_w, "W")
         c.departure = event.departure or c.departure
+        if event.v2x is not None:
+            c.v2x = event.v2x
+            c.v2x_declared_net_kwh = c.delivered_kwh
+            if event.energy_wh is None and event.v2x.min_energy_wh is not None:
+                c.energy_asked_kwh = c.delivered_kwh + max(event.v2x.min_energy_wh, 0.0) / 1000.0
         if c.tx_pk is not None:
             update = self.store.store.update_transaction
             self._spawn(self.store.run(update, c.tx_pk, None, c.energy_asked_kwh, c.departure, c.ev_max_kw))
+        self.choose_v2g_mode(event.station_id, event.connector_id)
+
+    def operation_modes(self, event: OperationModes) -> None:
+        """A 2.1 station reported its V2X operation modes: its running transactions are re-judged."""
+        st = self.live.stations.get(event.station_id)
+        if st is None:
+            return
+        st.operation_modes = event.modes
+        for k in st.connectors:
+            self.choose_v2g_mode(event.station_id, k)
+
+    def choose_v2g_mode(self, station_id: str, connector_id: int) -> None:
+        """Decide whether the transaction may discharge (:func:`serving.v2g.choose_mode`); a change is
+        logged and stored with the transaction (the journal of its V2G modes)."""
+        st = self.live.stations.get(station_id)
+        c = self.live.connector(station_id, connector_id)
+        if st is None or c is None or not c.active:
+            return
+        bidirectional = bool(self.site.bidirectional[c.index]) and self.site.max_discharge_kw[c.index] > 0
+        mode, reason = choose_mode(bidirectional, st.ocpp_version, st.operation_modes, c.v2x)
+        if (mode, reason) == (c.v2g_mode, c.v2g_reason):
+            return
+        c.v2g_mode, c.v2g_reason = mode, reason
+        LOG.info("%s transaction %s: V2G mode %s (%s)", c.charger_id, c.ocpp_tx_id, mode, reason)
+        if c.tx_pk is not None:
+            self._spawn(self.store.run(self.store.store.record_v2g_mode, c.tx_pk, mode, reason))
 
     # ------------------------------------------------------------------ the site meter
 

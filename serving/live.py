@@ -16,6 +16,7 @@ import numpy as np
 
 from envs.core import FloatArray, ForecastWindow, SiteArrays, SiteState, Snapshot
 from serving.config import ServingConfig
+from serving.events import V2XNeeds
 
 if TYPE_CHECKING:
     from serving.battery import BatteryStatus
@@ -55,6 +56,20 @@ class ConnectorLive:
     offender_cycles: int = 0
     offender_since: float = -np.inf
     """monotonic time the current offender flag was raised"""
+    export_start_wh: float | None = None
+    """export energy register at the transaction's first reading of it (V2G), Wh"""
+    export_last_wh: float = 0.0
+    v2x: V2XNeeds | None = None
+    """the EV's declared V2X parameters (2.1), None where it declared none"""
+    v2x_declared_net_kwh: float = 0.0
+    """net energy delivered when ``v2x`` was declared, kWh (its energies are relative to that moment)"""
+    v2g_mode: str = "charge_only"
+    """``charge_only``, ``CentralSetpoint`` or ``ExternalLimits`` (:func:`serving.v2g.choose_mode`)"""
+    v2g_reason: str = "no_ev_needs"
+    plan_kw: FloatArray | None = None
+    """the schedule last accepted (kW per period, the first one now), None before any"""
+    plan_start: float = -np.inf
+    """monotonic time its first period began"""
     meter_fault: str | None = None
     """kind of the last implausible reading (:mod:`serving.plausibility`), None once one is plausible"""
     meter_fault_since: float = -np.inf
@@ -67,8 +82,20 @@ class ConnectorLive:
         return self.tx_pk is not None
 
     @property
+    def exported_kwh(self) -> float:
+        """energy the EV gave back to the site in this transaction (V2G), kWh"""
+        if self.export_start_wh is None:
+            return 0.0
+        return max(0.0, (self.export_last_wh - self.export_start_wh) / 1000.0)
+
+    @property
     def delivered_kwh(self) -> float:
-        return max(0.0, (self.meter_last_wh - self.meter_start_wh) / 1000.0)
+        """net energy delivered to the EV (import minus V2G export), kWh, never below 0"""
+        return max(0.0, (self.meter_last_wh - self.meter_start_wh) / 1000.0 - self.exported_kwh)
+
+    @property
+    def discharging(self) -> bool:
+        return self.v2g_mode != "charge_only"
 
     def clear_transaction(self) -> None:
         self.tx_pk = None
@@ -84,6 +111,27 @@ class ConnectorLive:
         self.offender = False
         self.offender_cycles = 0
         self.offender_since = -np.inf
+        self.export_start_wh = None
+        self.export_last_wh = 0.0
+        self.v2x = None
+        self.v2x_declared_net_kwh = 0.0
+        self.v2g_mode = "charge_only"
+        self.v2g_reason = "no_ev_needs"
+        self.plan_kw = None
+        self.plan_start = -np.inf
+
+    def dischargeable_kwh(self, efficiency: float) -> float:
+        """Energy the EV may still give back, kWh on its battery side: what it declared above the bottom of
+        its V2X range (``-evMinV2XEnergyRequest``), moved by the net energy since (charged energy at
+        ``efficiency``, discharged energy over it); without that declaration only what it received in
+        this transaction."""
+        net = (self.meter_last_wh - self.meter_start_wh) / 1000.0 - self.exported_kwh
+        ev = self.v2x
+        if ev is None or ev.min_v2x_energy_wh is None:
+            return max(0.0, net) * efficiency
+        delta = net - self.v2x_declared_net_kwh
+        moved = delta * efficiency if delta > 0 else delta / efficiency
+        return max(0.0, -ev.min_v2x_energy_wh / 1000.0 + moved)
 
 
 @dataclass
@@ -102,6 +150,8 @@ class StationLive:
     failsafe_attempts: int = 0
     """failsafe installations tried on the current connection (retried with backoff until accepted)"""
     last_seen: float = -np.inf
+    operation_modes: tuple[str, ...] | None = None
+    """2.1: the V2X operation modes the station reported (None until asked)"""
 
 
 @dataclass
@@ -180,6 +230,19 @@ class SnapshotInfo:
     """the site battery may be used this cycle (a fresh reading over a working link)"""
 
 
+def _v2x_bounds(site: SiteArrays, c: ConnectorLive) -> tuple[float, float]:
+    """``(discharge max kW, dischargeable kWh)`` of a transaction allowed to discharge: the charger's
+    discharge rating and the EV's declared discharge power (or current), and what it may give back."""
+    i = c.index
+    cap = float(site.max_discharge_kw[i])
+    ev = c.v2x
+    if ev is not None and ev.max_discharge_w is not None:
+        cap = min(cap, ev.max_discharge_w / 1000.0)
+    elif ev is not None and ev.max_discharge_a is not None:
+        cap = min(cap, ev.max_discharge_a * float(site.kw_per_a[i]))
+    return max(cap, 0.0), c.dischargeable_kwh(float(site.efficiency[i]))
+
+
 def build_snapshot(
     live: LiveSite,
     cfg: ServingConfig,
@@ -217,6 +280,8 @@ def build_snapshot(
     present = live.active_mask()
     measured = live.measured_kw(mono, cfg.station_meter_timeout_s)
     ev_max = np.full(n, np.inf)
+    dis_max = np.zeros(n)
+    dischargeable = np.zeros(n)
     need = np.zeros(n)
     time_left = np.zeros(n)
     scale = cfg.time_scale
@@ -237,9 +302,15 @@ def build_snapshot(
             start = c.tx_start or utc
             stay_h = (utc - start).total_seconds() * scale / 3600.0
             time_left[i] = max(cfg.default_dwell_h - stay_h, dt_h)
+        if c.discharging and not c.offender:
+            dis_max[i], dischargeable[i] = _v2x_bounds(site, c)
         if c.offender and c.limit_kw is not None and np.isfinite(measured[i]):
             overdraw += max(0.0, float(measured[i]) - c.limit_kw)
     ev_max = np.minimum(ev_max, cap_kw)
+    if np.any(present & ~np.isfinite(measured)):
+        # a charger whose draw is not measured yet makes the base load (import - measured chargers) an
+        # over-estimate: safe for the import limit, not for the export limit; no EV discharges meanwhile
+        dis_max[:] = 0.0
     meter = live.meter
     source_none = cfg.meter.source == "none"
     fresh = meter is not None and mono - meter.at <= cfg.meter_timeout_s
@@ -272,10 +343,10 @@ def build_snapshot(
     state = SiteState(
         ev_present=present,
         ev_max_charge_kw=np.where(present, ev_max, 0.0),
-        ev_max_discharge_kw=np.zeros(n),
+        ev_max_discharge_kw=np.where(present, dis_max, 0.0),
         energy_needed_kwh=need,
         energy_room_kwh=need.copy(),
-        energy_dischargeable_kwh=np.zeros(n),
+        energy_dischargeable_kwh=np.where(present, dischargeable, 0.0),
         time_left_h=time_left,
         base_load_kw=base_eff,
         pv_kw=pv,

@@ -1,19 +1,28 @@
-"""Charging profiles as OCPP 1.6 and 2.0.1 ``SetChargingProfile`` requests (pure functions).
+"""Charging profiles as OCPP 1.6, 2.0.1 and 2.1 ``SetChargingProfile`` requests (pure functions).
 
 Profile ids are stable, so a new profile replaces the previous one of the same purpose and connector:
 the failsafe maximum profile is id 1, per-connector TxDefault profiles are ``10 + connector`` and the
 transaction profiles are ``100 + connector``. Limits carry one decimal and ``numberPhases``.
+
+A TxProfile with a schedule (``periods``: more than one) is ``Absolute`` from ``now`` with a ``duration``
+of the whole plan: when it ends without a newer one, the station falls back to the failsafe profiles
+below it. On 2.1 a transaction allowed to discharge gets its periods in its V2G mode: ``CentralSetpoint``
+periods carry ``setpoint`` (negative = discharge) bounded by ``limit`` and ``dischargeLimit``;
+``ExternalLimits`` periods carry ``limit`` and ``dischargeLimit`` (<= 0), the most the EV may charge and
+discharge.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Literal
 
 from ocpp.v16 import call as call16
+from ocpp.v21 import call as call21
 from ocpp.v201 import call as call201
 
-Version = Literal["1.6", "2.0.1"]
+Version = Literal["1.6", "2.0.1", "2.1"]
 Purpose = Literal["ChargePointMaxProfile", "TxDefaultProfile", "TxProfile"]
 
 MAX_PROFILE_ID = 1
@@ -39,6 +48,22 @@ def profile_id(purpose: Purpose, connector_id: int) -> int:
     return TX_PROFILE_BASE_ID + connector_id
 
 
+def _period(start_s: int, value: float, number_phases: int, mode: str) -> dict[str, object]:
+    """One schedule period; ``value`` signed (negative = discharge, only in a driven V2G mode)."""
+    if mode == "CentralSetpoint":
+        return {
+            "start_period": start_s, "setpoint": round(value, 1), "limit": _round1(value),
+            "discharge_limit": round(min(value, 0.0), 1), "operation_mode": mode,
+            "number_phases": number_phases,
+        }  # fmt: skip
+    if mode == "ExternalLimits":
+        return {
+            "start_period": start_s, "limit": _round1(value), "discharge_limit": round(min(value, 0.0), 1),
+            "operation_mode": mode, "number_phases": number_phases,
+        }  # fmt: skip
+    return {"start_period": start_s, "limit": _round1(value), "number_phases": number_phases}
+
+
 def set_charging_profile(
     version: Version,
     purpose: Purpose,
@@ -48,13 +73,21 @@ def set_charging_profile(
     number_phases: int,
     transaction_id: str | None = None,
     now: datetime | None = None,
-) -> call16.SetChargingProfile | call201.SetChargingProfile:
+    periods: Sequence[tuple[int, float]] | None = None,
+    v2g_mode: str = "charge_only",
+    duration_s: int | None = None,
+) -> call16.SetChargingProfile | call201.SetChargingProfile | call21.SetChargingProfile:
     """One ``SetChargingProfile`` request.
 
-    ``connector_id`` is the 1.6 connector or the 2.0.1 EVSE id (0 for the station-wide maximum profile).
-    A TxProfile needs ``transaction_id``; the maximum profile is absolute from ``now``, the others are
-    relative to the transaction start and hold until replaced.
+    ``connector_id`` is the 1.6 connector or the 2.0.1 / 2.1 EVSE id (0 for the station-wide maximum
+    profile). A TxProfile needs ``transaction_id``; the maximum profile is absolute from ``now``, a
+    single-period Tx / TxDefault profile is relative to the transaction start and holds until replaced.
+    ``periods`` (``(start s from now, value)``, values in ``unit``) makes a TxProfile a schedule, absolute
+    from ``now`` for ``duration_s`` (default: the last period as long as the one before). ``v2g_mode``
+    (2.1 only) is the transaction's V2G mode: values below 0 are sent only in a driven mode.
     """
+    if v2g_mode != "charge_only" and version != "2.1":
+        raise ValueError("only OCPP 2.1 carries discharge periods")
     if purpose == "TxProfile" and transaction_id is None:
         raise ValueError("a TxProfile needs the transaction id")
     if purpose == "ChargePointMaxProfile" and connector_id != 0:
@@ -64,11 +97,24 @@ def set_charging_profile(
     pid = profile_id(purpose, connector_id)
     stack = STACK_TX if purpose == "TxProfile" else STACK_FAILSAFE
     kind = "Absolute" if purpose == "ChargePointMaxProfile" else "Relative"
-    period = {"start_period": 0, "limit": _round1(limit), "number_phases": number_phases}
+    plan = list(periods) if periods is not None and purpose == "TxProfile" else [(0, limit)]
+    duration: int | None = None
+    if len(plan) > 1:
+        if now is None:
+            raise ValueError("a schedule needs now")
+        kind = "Absolute"
+        duration = duration_s if duration_s is not None else plan[-1][0] + (plan[-1][0] - plan[-2][0])
+    mode = v2g_mode if version == "2.1" else "charge_only"
+    period_list = [_period(int(t), v, number_phases, mode) for t, v in plan]
     if version == "1.6":
-        schedule16: dict[str, object] = {"charging_rate_unit": unit, "charging_schedule_period": [period]}
+        schedule16: dict[str, object] = {
+            "charging_rate_unit": unit,
+            "charging_schedule_period": period_list,
+        }
         if kind == "Absolute" and now is not None:
             schedule16["start_schedule"] = _iso(now)
+        if duration is not None:
+            schedule16["duration"] = duration
         profile16: dict[str, object] = {
             "charging_profile_id": pid,
             "stack_level": stack,
@@ -84,10 +130,12 @@ def set_charging_profile(
     schedule201: dict[str, object] = {
         "id": pid,
         "charging_rate_unit": unit,
-        "charging_schedule_period": [period],
+        "charging_schedule_period": period_list,
     }
     if kind == "Absolute" and now is not None:
         schedule201["start_schedule"] = _iso(now)
+    if duration is not None:
+        schedule201["duration"] = duration
     profile201: dict[str, object] = {
         "id": pid,
         "stack_level": stack,
@@ -97,4 +145,6 @@ def set_charging_profile(
     }
     if purpose == "TxProfile":
         profile201["transaction_id"] = transaction_id
+    if version == "2.1":
+        return call21.SetChargingProfile(evse_id=connector_id, charging_profile=profile201)
     return call201.SetChargingProfile(evse_id=connector_id, charging_profile=profile201)

@@ -39,9 +39,10 @@ from serving.control import Controller
 from serving.csms import (
     SUBPROTOCOLS,
     VERSION_OF,
-    Station16,
-    Station201,
+    Station,
+    Station21,
     make_process_request,
+    station_class,
     station_id_from_path,
 )
 from serving.dispatch import Dispatcher, FailsafeMode
@@ -117,7 +118,8 @@ class Service:
             )  # fmt: skip
         self.controller = Controller(
             self.site, policy, fallback, self.safe_share_kw, cfg.policy_budget_s, policy_error,
-            departure_floor=cfg.departure_floor,
+            departure_floor=cfg.departure_floor, schedule_periods=cfg.schedule_periods,
+            schedule_period_s=cfg.schedule_period_s, control_interval_s=cfg.control_interval_s,
         )  # fmt: skip
         self.store = AsyncStore(Store(cfg.database_url))
         self.journal = Journal(self.store, self.metrics)
@@ -126,6 +128,7 @@ class Service:
             self.site, self.live, self.safe_share_kw, self.metrics, failsafe_mode, self._spawn,
             cfg.failsafe_retry_s,
         )  # fmt: skip
+        self.dispatcher.after_failsafe = self._after_failsafe
         self.updater = LiveUpdater(
             cfg, self.site, self.live, self.store, self.journal, self.metrics, self._spawn,
             self.dispatcher.registered, self.dispatcher.transaction_answered,
@@ -249,9 +252,7 @@ class Service:
             LOG.warning("station %s reconnected; closing its previous connection", sid)
             with contextlib.suppress(Exception):
                 await old._connection.close()
-        cp: Station16 | Station201 = (
-            Station16(sid, ws, self.updater) if version == "1.6" else Station201(sid, ws, self.updater)
-        )
+        cp: Station = station_class(version)(sid, ws, self.updater)
         connections[sid] = cp
         station.connected, station.ocpp_version = True, version
         station.failsafe, station.registered, station.failsafe_attempts = None, False, 0
@@ -267,6 +268,12 @@ class Service:
                 del connections[sid]
                 station.connected = station.registered = False
                 self.updater.set_gauges()
+
+    async def _after_failsafe(self, sid: str, cp: Station) -> None:
+        """After the failsafe's first attempt, a 2.1 station is asked for the V2X operation modes it
+        supports (GetVariables)."""
+        if isinstance(cp, Station21) and self.dispatcher.connections.get(sid) is cp:
+            self.updater.operation_modes(await cp.operation_modes())
 
     async def install_failsafe(self, sid: str) -> str | None:
         return await self.dispatcher.install_failsafe(sid)

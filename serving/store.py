@@ -69,6 +69,18 @@ class TransactionRow(Base):
     stop_reason: Mapped[str | None] = mapped_column(String(32))
 
 
+class V2GModeRow(Base):
+    """The V2G control mode of a transaction, and why, each time it was decided (a table of its own, so
+    a database of an earlier version gains it at start without a migration)."""
+
+    __tablename__ = "transaction_v2g_modes"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    transaction_id: Mapped[int] = mapped_column(Integer, index=True)
+    time: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    mode: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(String(64))
+
+
 class MeterReadingRow(Base):
     __tablename__ = "meter_readings"
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
@@ -290,6 +302,19 @@ class Store:
         if values:
             with self._sessions.begin() as s:
                 s.execute(update(TransactionRow).where(TransactionRow.id == tx_pk).values(**values))
+
+    def record_v2g_mode(self, tx_pk: int, mode: str, reason: str, now: datetime | None = None) -> None:
+        """Store the V2G mode decided for a transaction and its reason."""
+        with self._sessions.begin() as s:
+            s.add(V2GModeRow(transaction_id=tx_pk, time=now or datetime.now(UTC), mode=mode, reason=reason))
+
+    def v2g_modes(self, tx_pk: int) -> list[tuple[str, str]]:
+        """``(mode, reason)`` of a transaction, oldest first."""
+        with self._sessions() as s:
+            rows = s.scalars(
+                select(V2GModeRow).where(V2GModeRow.transaction_id == tx_pk).order_by(V2GModeRow.id)
+            ).all()
+            return [(r.mode, r.reason) for r in rows]
 
     def update_meter_registers(self, registers: Sequence[tuple[int, float]]) -> None:
         """Bulk update of ``(tx pk, meter_last_wh)``."""

@@ -88,6 +88,13 @@ def site_state(
                 "limit_unit": site.config.chargers[c.index].rate_unit,
                 "power_kw": None if not np.isfinite(measured[c.index]) else float(measured[c.index]),
                 "safe_share_kw": float(safe_share_kw[c.index]),
+                "v2g_mode": c.v2g_mode,
+                "v2g_reason": c.v2g_reason,
+                "discharge_kw": (
+                    float(max(-measured[c.index], 0.0)) if np.isfinite(measured[c.index]) else None
+                ),
+                "energy_exported_kwh": round(c.exported_kwh, 3),
+                "schedule_kw": None if c.plan_kw is None else [round(float(v), 3) for v in c.plan_kw],
                 "flagged_at": (
                     (utc - timedelta(seconds=now - c.offender_since)).isoformat() if c.offender else None
                 ),
@@ -105,7 +112,10 @@ def site_state(
         "site": {
             "name": site.config.name,
             "import_limit_kw": site.import_limit_kw,
+            "export_limit_kw": float(site.export_limit_kw) if np.isfinite(site.export_limit_kw) else None,
             "site_import_kw": None if meter is None else meter.import_kw,
+            "export_kw": None if meter is None else max(-meter.import_kw, 0.0),
+            "discharge_kw": float(np.sum(np.maximum(-measured0, 0.0))),
             "pv_kw": None if meter is None else meter.pv_kw,
             "base_load_kw": None if last is None else last.base_load_kw,
             "peak_import_kw": live.peak_import_kw,
@@ -148,6 +158,7 @@ def site_state(
                 "ocpp_version": s.ocpp_version,
                 "registered": s.registered,
                 "failsafe": s.failsafe,
+                "v2x_operation_modes": None if s.operation_modes is None else list(s.operation_modes),
                 "failsafe_attempts": s.failsafe_attempts,
                 "vendor": s.vendor,
                 "model": s.model,

@@ -1,8 +1,9 @@
 """The OCPP calls a simulated station sends, built from its connector's state (pure functions).
 
-1.6J and 2.0.1 payloads of the ``ocpp`` package: status, transaction start/stop (2.0.1 TransactionEvent
-Started/Updated/Ended with a ``seq_no`` per connector), MeterValues (whole-connector power in W and the
-import register in Wh) and the 2.0.1 EV charging needs.
+1.6J, 2.0.1 and 2.1 payloads of the ``ocpp`` package: status, transaction start/stop (2.0.1
+TransactionEvent Started/Updated/Ended with a ``seq_no`` per connector), MeterValues (whole-connector
+power in W and the import register in Wh) and the EV charging needs. 2.1 sends the 2.0.1 shapes
+(validated against the 2.1 schemas) plus the EV's V2X parameters and the export side of the meter.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from typing import Any
 
 import numpy as np
 from ocpp.v16 import call as call16
+from ocpp.v21 import call as call21
 from ocpp.v201 import call as call201
 
 from envs.core import SiteArrays
@@ -27,7 +29,7 @@ def _tag(c: SimConnector) -> str:
     return f"TAG-{c.session['session_id']}"[:20]
 
 
-def boot(version: str, connectors: list[SimConnector]) -> list[Any]:
+def boot(version: str, connectors: list[SimConnector]) -> list[Any]:  # 2.1: the 2.0.1 shapes
     """BootNotification and one StatusNotification per connector."""
     if version == "1.6":
         out: list[Any] = [call16.BootNotification(charge_point_model="SimCP", charge_point_vendor="evdlm")]
@@ -90,7 +92,8 @@ def tx_id201(c: SimConnector) -> str:
     return f"{c.station}-{c.connector_id}-{c.session['session_id']}"[:36]
 
 
-def meter_value201(c: SimConnector, include_power: bool = True) -> dict[str, Any]:
+def meter_value201(c: SimConnector, include_power: bool = True, export: bool = False) -> dict[str, Any]:
+    """Power and import register; with ``export`` (2.1 V2X) also export power and register."""
     values: list[dict[str, Any]] = [
         {
             "value": round(c.register_wh, 1),
@@ -98,15 +101,32 @@ def meter_value201(c: SimConnector, include_power: bool = True) -> dict[str, Any
             "unit_of_measure": {"unit": "Wh"},
         }
     ]
+    if export:
+        values.append(
+            {
+                "value": round(c.export_wh, 1),
+                "measurand": "Energy.Active.Export.Register",
+                "unit_of_measure": {"unit": "Wh"},
+            }
+        )
     if include_power:
         values.insert(
             0,
             {
-                "value": round(c.power_kw * 1000, 1),
+                "value": round(max(c.power_kw, 0.0) * 1000, 1),
                 "measurand": "Power.Active.Import",
                 "unit_of_measure": {"unit": "W"},
             },
         )
+        if export:
+            values.insert(
+                1,
+                {
+                    "value": round(max(-c.power_kw, 0.0) * 1000, 1),
+                    "measurand": "Power.Active.Export",
+                    "unit_of_measure": {"unit": "W"},
+                },
+            )
     return {"timestamp": now_iso(), "sampled_value": values}
 
 
@@ -118,20 +138,21 @@ def _event201(c: SimConnector, event_type: str, trigger: str, info: dict[str, An
     )  # fmt: skip
 
 
-def started201(c: SimConnector, tx_id: str) -> call201.TransactionEvent:
+def started201(c: SimConnector, tx_id: str, export: bool = False) -> call201.TransactionEvent:
     """TransactionEvent Started (advances the connector's ``seq_no``)."""
     return _event201(
         c, "Started", "CablePluggedIn", {"transaction_id": tx_id, "charging_state": "Charging"},
         evse={"id": c.connector_id, "connector_id": 1}, id_token={"id_token": _tag(c), "type": "Central"},
-        meter_value=[meter_value201(c, include_power=False)],
+        meter_value=[meter_value201(c, include_power=False, export=export)],
     )  # fmt: skip
 
 
-def updated201(c: SimConnector) -> call201.TransactionEvent:
+def updated201(c: SimConnector, export: bool = False) -> call201.TransactionEvent:
     """TransactionEvent Updated with the periodic meter values (advances ``seq_no``)."""
     return _event201(
-        c, "Updated", "MeterValuePeriodic", {"transaction_id": c.tx_id}, meter_value=[meter_value201(c)]
-    )
+        c, "Updated", "MeterValuePeriodic", {"transaction_id": c.tx_id},
+        meter_value=[meter_value201(c, export=export)],
+    )  # fmt: skip
 
 
 def ended201(c: SimConnector, tx_id: str) -> call201.TransactionEvent:
@@ -164,3 +185,34 @@ def charging_needs201(
             "ac_charging_parameters": ac,
         },
     )
+
+
+# --------------------------------------------------------------------------- OCPP 2.1
+
+
+def charging_needs21(
+    site: SiteArrays, c: SimConnector, departure: datetime, dischargeable_kwh: float
+) -> call21.NotifyEVChargingNeeds:
+    """The 2.1 EV's needs: those of 2.0.1 and, where the session may discharge (``c.v2x``), a
+    bidirectional transfer mode with its V2X parameters: charge and discharge power (W), the energy to
+    its target (the session's energy) and to the bottom of its V2X range (negative: what it holds above
+    it, ``dischargeable_kwh``)."""
+    base = charging_needs201(site, c, departure).charging_needs
+    if not c.v2x:
+        return call21.NotifyEVChargingNeeds(evse_id=c.connector_id, charging_needs=base)
+    s = c.session
+    assert s is not None
+    ev_max = float(s["max_power_kw"]) if np.isfinite(s["max_power_kw"]) else float(site.rated_kw[c.charger])
+    rated = float(site.rated_kw[c.charger])
+    dis = min(float(site.max_discharge_kw[c.charger]), ev_max)
+    needs = dict(base)
+    needs["requested_energy_transfer"] = "AC_BPT"
+    needs["available_energy_transfer"] = ["AC_three_phase", "AC_BPT"]
+    needs["control_mode"] = "DynamicControl"
+    needs["v2x_charging_parameters"] = {
+        "max_charge_power": round(min(ev_max, rated) * 1000.0, 1),
+        "max_discharge_power": round(dis * 1000.0, 1),
+        "ev_target_energy_request": round(float(s["energy_kwh"]) * 1000.0, 1),
+        "ev_min_v2x_energy_request": round(-dischargeable_kwh * 1000.0, 1),
+    }
+    return call21.NotifyEVChargingNeeds(evse_id=c.connector_id, charging_needs=needs)

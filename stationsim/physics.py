@@ -8,13 +8,23 @@ section 3.13) and what the EV can take, which is the core's charger box
 double draws with the same physics as the simulator of ``envs/``. Energy goes in at ``p * efficiency *
 dt``. The site (base load + chargers - PV from the scenario) is checked against the import limit and
 every node's limit at every tick.
+
+Schedules: an ``Absolute`` profile with several periods is followed on the wall clock from its
+``startSchedule`` (the central system plans in wall time) and lapses after its ``duration``; then the
+station falls back to the profiles below it (TxDefault, the station maximum), as OCPP says. A 2.1 EV that
+may discharge (the session's ``v2g`` flag on a bidirectional charger of a 2.1 station) follows
+``CentralSetpoint`` periods' ``setpoint`` and, in ``ExternalLimits`` periods with no charging allowed,
+discharges at ``dischargeLimit``; it never goes below its own SoC floor (``v2g_min_soc``, or its arrival
+SoC if lower; without a known battery, only what it received in this session). Net energy (charged at
+``efficiency``, discharged over it) is what the EV keeps.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -38,17 +48,63 @@ class SimConnector:
     delivered_kwh: float = 0.0
     register_wh: float = 0.0
     power_kw: float = 0.0
+    """signed: negative while discharging"""
     seq_no: int = 0
+    v2x: bool = False
+    """this session may discharge (set at arrival by the simulator)"""
+    export_wh: float = 0.0
+    """export energy register (V2G), Wh"""
+
+
+@dataclass
+class Period:
+    """One schedule period in kW (converted at receipt)."""
+
+    start_s: float
+    limit_kw: float
+    discharge_kw: float = 0.0
+    """discharge limit, kW (<= 0)"""
+    setpoint_kw: float | None = None
+
+
+@dataclass
+class Schedule:
+    """An installed profile's schedule: periods from ``start`` (wall clock; None: from now on, as a
+    relative single-period profile), until ``duration_s`` (None: open-ended)."""
+
+    periods: list[Period]
+    start: datetime | None = None
+    duration_s: float | None = None
+    tx_id: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def at(self, now: datetime) -> Period | None:
+        """The period in force at ``now``; None before the start or after the end."""
+        if self.start is None:
+            return self.periods[0]
+        t = (now - self.start).total_seconds()
+        if t < -1.0 or (self.duration_s is not None and t >= self.duration_s):
+            return None
+        current = self.periods[0]
+        for p in self.periods:
+            if p.start_s <= t:
+                current = p
+        return current
 
 
 class StationProfiles:
-    """Installed profiles of one station: purpose/connector -> limit in kW (converted at receipt)."""
+    """Installed profiles of one station: purpose/connector -> schedule in kW (converted at receipt)."""
 
     def __init__(self) -> None:
         self.max_kw: float | None = None
         self.tx_default_kw: dict[int, float] = {}
-        self.tx_kw: dict[int, tuple[str | None, float]] = {}
+        self.tx: dict[int, Schedule] = {}
         self.received = 0
+
+    @property
+    def tx_kw(self) -> dict[int, tuple[str | None, float]]:
+        """connector -> (transaction, first period's limit kW) of each TxProfile"""
+        return {k: (s.tx_id, s.periods[0].limit_kw) for k, s in self.tx.items()}
 
 
 class PhysicalSite:
@@ -85,6 +141,9 @@ class PhysicalSite:
         self.last_node_violation_at = -np.inf
         """monotonic time of the last tick with a node above its kW limit"""
         self.ticks = 0
+        self.exported_kwh = 0.0
+        """energy the EVs gave back (V2G), kWh at the grid side"""
+        self.v2g_min_soc = 0.2
         self.site_import_kw = 0.0
         self.pv_kw = 0.0
         self._unprotected_since: dict[tuple[str, int, str], float] = {}
@@ -137,10 +196,28 @@ class PhysicalSite:
         prof.received += 1
         purpose = profile["charging_profile_purpose"]
         schedule = profile["charging_schedule"]
-        if version == "2.0.1":
+        if version != "1.6":
             schedule = schedule[0]
-        period = schedule["charging_schedule_period"][0]
-        kw = self.to_kw(station, connector_id, schedule["charging_rate_unit"], float(period["limit"]))
+        unit = schedule["charging_rate_unit"]
+        periods = []
+        for p in schedule["charging_schedule_period"]:
+            lim = p.get("limit")
+            setpoint = p.get("setpoint")
+            periods.append(
+                Period(
+                    start_s=float(p["start_period"]),
+                    limit_kw=np.inf if lim is None else self.to_kw(station, connector_id, unit, float(lim)),
+                    discharge_kw=self.to_kw(
+                        station, connector_id, unit, float(p.get("discharge_limit") or 0.0)
+                    ),
+                    setpoint_kw=None
+                    if setpoint is None or p.get("operation_mode") != "CentralSetpoint"
+                    else self.to_kw(station, connector_id, unit, float(setpoint)),
+                )
+            )
+        if not periods:
+            return False
+        kw = periods[0].limit_kw
         if purpose in ("ChargePointMaxProfile", "ChargingStationMaxProfile"):
             if connector_id != 0:
                 return False
@@ -156,20 +233,34 @@ class PhysicalSite:
             tx = profile.get("transaction_id")
             if c is None or c.tx_id is None or (tx is not None and str(tx) != c.tx_id):
                 return False
-            prof.tx_kw[connector_id] = (c.tx_id, kw)
+            start = None
+            if profile.get("charging_profile_kind") == "Absolute" and schedule.get("start_schedule"):
+                start = datetime.fromisoformat(str(schedule["start_schedule"]).replace("Z", "+00:00"))
+            duration = schedule.get("duration")
+            prof.tx[connector_id] = Schedule(
+                periods, start, None if duration is None else float(duration), c.tx_id
+            )
         else:
             return False
         return True
 
+    def period_now(self, station: str, c: SimConnector, now: datetime | None = None) -> Period | None:
+        """The TxProfile period in force for ``c``'s transaction (None: none, or it lapsed)."""
+        sched = self.profiles[station].tx.get(c.connector_id)
+        if sched is None or sched.tx_id != c.tx_id:
+            return None
+        return sched.at(now or datetime.now(UTC))
+
     def allowed_kw(self, station: str) -> dict[int, float]:
         """Per connector of ``station``: what its profiles allow now, kW (inf without a profile)."""
         prof = self.profiles[station]
+        now = datetime.now(UTC)
         out: dict[int, float] = {}
         for c in self.stations[station]:
             lim = np.inf
-            tx = prof.tx_kw.get(c.connector_id)
-            if tx is not None and tx[0] == c.tx_id:
-                lim = tx[1]
+            period = self.period_now(station, c, now)
+            if period is not None:
+                lim = period.limit_kw
             elif c.connector_id in prof.tx_default_kw:
                 lim = prof.tx_default_kw[c.connector_id]
             out[c.connector_id] = lim
@@ -199,7 +290,9 @@ class PhysicalSite:
                 if c.tx_id is not None:
                     charging.setdefault(sid, []).append(c)
                     self._track_protection(sid, c, time.monotonic())
-        can_take_kw = self.can_take_kw([c for conns in charging.values() for c in conns], dt_h)
+        all_charging = [c for conns in charging.values() for c in conns]
+        ev_lo, can_take_kw = self.ev_box_kw(all_charging, dt_h)
+        wall_now = datetime.now(UTC)
         for sid, conns in charging.items():
             allowed = self.allowed_kw(sid)
             ignore = sid in self.ignore_profiles
@@ -208,25 +301,33 @@ class PhysicalSite:
                 p = float(can_take_kw[c.charger])
                 if not ignore:
                     p = min(p, allowed[c.connector_id])
-                draws.append((c, max(p, 0.0)))
+                    period = self.period_now(sid, c, wall_now) if c.v2x else None
+                    if period is not None:
+                        p = self._v2x_draw(period, p, float(ev_lo[c.charger]))
+                draws.append((c, p if c.v2x else max(p, 0.0)))
             prof = self.profiles[sid]
-            total = sum(p for _, p in draws)
+            total = sum(max(p, 0.0) for _, p in draws)
             scale = 1.0
             if not ignore and prof.max_kw is not None and total > prof.max_kw:
                 scale = prof.max_kw / total
             for c, p in draws:
-                c.power_kw = p * scale
+                c.power_kw = p * scale if p > 0 else p
                 s = c.session
                 assert s is not None
                 eff = float(site.efficiency[c.charger])
-                c.delivered_kwh += c.power_kw * dt_h * eff
-                c.register_wh += c.power_kw * dt_h * 1000.0
+                if c.power_kw >= 0:
+                    c.delivered_kwh += c.power_kw * dt_h * eff
+                    c.register_wh += c.power_kw * dt_h * 1000.0
+                else:
+                    c.delivered_kwh += c.power_kw * dt_h / eff
+                    c.export_wh -= c.power_kw * dt_h * 1000.0
+                    self.exported_kwh -= c.power_kw * dt_h
                 self.delivered[str(s["session_id"])] = c.delivered_kwh
                 power[c.charger] = c.power_kw
         base, pv = self.series_at(now)
         imp = float(site.site_import_kw(power, base, pv, self.battery_kw))
         self.max_import = max(self.max_import, imp)
-        excess = imp - site.import_limit_kw
+        excess = max(imp - site.import_limit_kw, -imp - site.export_limit_kw)
         node_excess = np.abs(site.node_power_kw(power)) - site.node_limit_kw
         self.ticks += 1
         wall = time.monotonic()
@@ -247,31 +348,64 @@ class PhysicalSite:
         self.site_import_kw = imp
         self.pv_kw = pv
 
+    @staticmethod
+    def _v2x_draw(period: Period, charge_cap_kw: float, ev_lo_kw: float) -> float:
+        """A V2X EV's power in a period: the setpoint (CentralSetpoint) within the period's limits and
+        its own box; in ExternalLimits with no charging allowed, discharge at the discharge limit."""
+        lo = max(period.discharge_kw, ev_lo_kw)
+        if period.setpoint_kw is not None:
+            return float(min(max(period.setpoint_kw, lo), charge_cap_kw))
+        if period.discharge_kw < 0 and period.limit_kw <= 0:
+            return float(min(lo, 0.0))
+        return charge_cap_kw
+
+    def dischargeable_kwh(self, c: SimConnector) -> float:
+        """What the EV may still give back, kWh on its battery side (its own SoC floor)."""
+        s = c.session
+        if s is None or not c.v2x:
+            return 0.0
+        battery, soc0 = float(s["battery_kwh"]), float(s["arrival_soc"])
+        if not (np.isfinite(battery) and np.isfinite(soc0)):
+            return max(c.delivered_kwh, 0.0)
+        floor = min(self.v2g_min_soc, soc0)
+        return max(battery * (soc0 - floor) + c.delivered_kwh, 0.0)
+
     def can_take_kw(self, conns: list[SimConnector], dt_h: float) -> FloatArray:
-        """(n,) what each charging EV can take this tick, kW: the core's charger box
-        (:func:`envs.projection.charger_bounds`: rating, the EV's own limit, no charging past its need).
-        A tick of no duration (``dt_h`` 0) only bounds by rating and EV limit."""
+        """(n,) what each charging EV can take this tick, kW (the upper side of :meth:`ev_box_kw`)."""
+        return self.ev_box_kw(conns, dt_h)[1]
+
+    def ev_box_kw(self, conns: list[SimConnector], dt_h: float) -> tuple[FloatArray, FloatArray]:
+        """``(lo, hi)`` (n,) of each charging EV this tick, kW: the core's charger box
+        (:func:`envs.projection.charger_bounds`: rating, the EV's own limit, no charging past its need,
+        discharge only for a V2X session down to its SoC floor). A tick of no duration (``dt_h`` 0) only
+        bounds by rating and EV limit."""
         n = self.site.n
         present = np.zeros(n, dtype=bool)
         ev_max = np.zeros(n)
         need = np.zeros(n)
+        dis_max = np.zeros(n)
+        dischargeable = np.zeros(n)
         for c in conns:
             s = c.session
             assert s is not None
             present[c.charger] = True
             ev_max[c.charger] = float(s["max_power_kw"]) if np.isfinite(s["max_power_kw"]) else np.inf
             need[c.charger] = max(float(s["energy_kwh"]) - c.delivered_kwh, 0.0)
+            if c.v2x:
+                dis_max[c.charger] = min(float(self.site.max_discharge_kw[c.charger]), ev_max[c.charger])
+                dischargeable[c.charger] = self.dischargeable_kwh(c)
         room = need if dt_h > 0 else np.where(present, np.inf, 0.0)
         state = SiteState(
             ev_present=present,
             ev_max_charge_kw=ev_max,
-            ev_max_discharge_kw=np.zeros(n),
+            ev_max_discharge_kw=dis_max,
             energy_needed_kwh=need,
             energy_room_kwh=room,
-            energy_dischargeable_kwh=np.zeros(n),
+            energy_dischargeable_kwh=dischargeable if dt_h > 0 else dis_max * 1e3,
             time_left_h=np.full(n, 1e3),  # no departure bound on the draw
             base_load_kw=0.0,
             pv_kw=0.0,
             dt_h=dt_h if dt_h > 0 else 1.0,
         )
-        return charger_bounds(self.site, state)[1]
+        lo, hi = charger_bounds(self.site, state)
+        return np.asarray(lo, dtype=float), np.asarray(hi, dtype=float)

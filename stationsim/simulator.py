@@ -35,6 +35,8 @@ from ocpp.routing import on
 from ocpp.v16 import ChargePoint as CP16
 from ocpp.v16 import call_result as result16
 from ocpp.v16.enums import Action as Action16
+from ocpp.v21 import ChargePoint as CP21
+from ocpp.v21 import call_result as result21
 from ocpp.v201 import ChargePoint as CP201
 from ocpp.v201 import call_result as result201
 from ocpp.v201.enums import Action as Action201
@@ -48,7 +50,7 @@ from stationsim.battery import SimBattery
 from stationsim.physics import PhysicalSite, SimConnector, StationProfiles
 
 LOG = logging.getLogger("evdlm.simulator")
-Version = Literal["1.6", "2.0.1"]
+Version = Literal["1.6", "2.0.1", "2.1"]
 GARBAGE_FRAMES = (
     "this is not json",
     "[2,",
@@ -83,6 +85,15 @@ class SimOptions:
     response_timeout_s: float = 10.0
     warmup_s: float = 1.0
     """wall seconds for the stations to connect and boot before simulated time starts"""
+    v2x_modes: str = "ChargingOnly,CentralSetpoint,ExternalLimits"
+    """the V2X operation modes a 2.1 station reports (GetVariables SupportedOperationModes)"""
+    no_v2x: frozenset[str] = frozenset()
+    """2.1 stations that report ChargingOnly only (no discharge)"""
+    v2g_min_soc: float = 0.2
+    """a V2X EV never discharges below this SoC (or its arrival SoC, if lower)"""
+    start_at: datetime | None = None
+    """simulated time starts at this wall-clock time (at speed 1 the simulated clock is then the wall
+    clock, so the central system's tariff and forecasts line up with the scenario)"""
     chaos_per_h: float = 0.0
     """soak: random disconnects and reboots per station per wall hour (0: none)"""
     reboot_share: float = 0.3
@@ -138,6 +149,8 @@ class SimReport:
     stations: int
     last_violation_utc: str | None = None
     """wall-clock time (ISO, UTC) of the last tick with the site or a node above its limit"""
+    energy_exported_kwh: float = 0.0
+    """energy the EVs gave back to the site (V2G), kWh at the grid side"""
     refused_unregistered: int = 0
     """requests of the central system that came before the station's boot was accepted (refused)"""
     worst_profile_delay_s: float = 0.0
@@ -237,6 +250,37 @@ class _SimCP201(_Conforming, CP201):
         return result201.ClearChargingProfile(status="Accepted")
 
 
+class _SimCP21(_Conforming, CP21):
+    @on(Action201.set_charging_profile)
+    def on_set_profile(self, evse_id: int, charging_profile: dict[str, Any], **_: Any) -> Any:
+        self.check_registered()
+        ok = self.sim.install_profile(self.station, evse_id, charging_profile, "2.1")
+        return result21.SetChargingProfile(status="Accepted" if ok else "Rejected")
+
+    @on(Action201.clear_charging_profile)
+    def on_clear(self, **_: Any) -> Any:
+        self.check_registered()
+        return result21.ClearChargingProfile(status="Accepted")
+
+    @on(Action201.get_variables)
+    def on_get_variables(self, get_variable_data: list[dict[str, Any]], **_: Any) -> Any:
+        self.check_registered()
+        out = []
+        for item in get_variable_data:
+            comp, var = item["component"], item["variable"]
+            known = comp.get("name") == "V2XChargingCtrlr" and var.get("name") == "SupportedOperationModes"
+            value = "ChargingOnly" if self.station in self.sim.opt.no_v2x else self.sim.opt.v2x_modes
+            out.append(
+                {"attribute_status": "Accepted", "attribute_value": value, "component": comp, "variable": var}
+                if known
+                else {"attribute_status": "UnknownComponent", "component": comp, "variable": var}
+            )
+        return result21.GetVariables(get_variable_result=out)
+
+
+SimCP = _SimCP16 | _SimCP201 | _SimCP21
+
+
 class SiteSimulator:
     """Runs every station of a scenario against a central system at ``csms_url`` (``ws://host:port``)."""
 
@@ -270,7 +314,8 @@ class SiteSimulator:
             v = self.opt.version
             self.version[sid] = ("1.6" if j % 2 == 0 else "2.0.1") if v == "mixed" else v
         self.physics = PhysicalSite(scenario, self.site, self.stations, self.opt.ignore_profiles)
-        self.cps: dict[str, _SimCP16 | _SimCP201] = {}
+        self.physics.v2g_min_soc = self.opt.v2g_min_soc
+        self.cps: dict[str, SimCP] = {}
         self.booted: set[str] = set()
         self.last_connect_error: str | None = None
         self.queues: dict[str, asyncio.Queue[tuple[str, SimConnector]]] = {s: asyncio.Queue() for s in names}
@@ -337,7 +382,7 @@ class SiteSimulator:
 
     # ------------------------------------------------------------------ messaging
 
-    async def _call(self, cp: _SimCP16 | _SimCP201, payload: Any) -> Any:
+    async def _call(self, cp: SimCP, payload: Any) -> Any:
         self.calls_sent += 1
         try:
             res = await cp.call(payload, suppress=False)
@@ -351,7 +396,7 @@ class SiteSimulator:
         self.calls_answered += 1
         return res
 
-    async def _handle_event(self, cp: _SimCP16 | _SimCP201, kind: str, c: SimConnector) -> None:
+    async def _handle_event(self, cp: SimCP, kind: str, c: SimConnector) -> None:
         v = self.version[c.station]
         if kind == "arrive":
             s = c.session
@@ -365,10 +410,17 @@ class SiteSimulator:
                 await self._call(cp, msg.status16(c, "Charging"))
             else:
                 tx = msg.tx_id201(c)
-                res = await self._call(cp, msg.started201(c, tx))
+                v21 = v == "2.1"
+                c.v2x = v21 and bool(s.get("v2g", False)) and bool(self.site.bidirectional[c.charger])
+                res = await self._call(cp, msg.started201(c, tx, export=v21))
                 if res is not None and c.session is s:
                     c.tx_id = tx
-                    await self._call(cp, msg.charging_needs201(self.site, c, self.wall_of(s["departure"])))
+                    departure = self.wall_of(s["departure"])
+                    if v21:
+                        dis = self.physics.dischargeable_kwh(c)
+                        await self._call(cp, msg.charging_needs21(self.site, c, departure, dis))
+                    else:
+                        await self._call(cp, msg.charging_needs201(self.site, c, departure))
         elif kind == "depart":
             ending = c.tx_id
             c.tx_id = None
@@ -381,7 +433,7 @@ class SiteSimulator:
             else:
                 await self._call(cp, msg.ended201(c, ending))
         elif kind == "meter" and c.tx_id is not None:
-            payload = msg.meter_values16(c) if v == "1.6" else msg.updated201(c)
+            payload = msg.meter_values16(c) if v == "1.6" else msg.updated201(c, v == "2.1")
             rng = self._rng(c.station)
             if self.opt.late_meter_share > 0 and rng.random() < self.opt.late_meter_share:
                 delay_s = self.opt.meter_interval_s * float(rng.uniform(0.5, 2.0))
@@ -412,7 +464,7 @@ class SiteSimulator:
                 c.power_kw = 0.0
                 self.dropped += 1
 
-    async def _send_late(self, cp: _SimCP16 | _SimCP201, sid: str) -> None:
+    async def _send_late(self, cp: SimCP, sid: str) -> None:
         now = time.monotonic()
         due = [p for t, p in self._late[sid] if t <= now]
         if due:
@@ -421,13 +473,13 @@ class SiteSimulator:
                 self.late_meter_values += 1
                 await self._call(cp, payload)
 
-    async def _boot(self, cp: _SimCP16 | _SimCP201, sid: str) -> None:
+    async def _boot(self, cp: SimCP, sid: str) -> None:
         for payload in msg.boot(self.version[sid], self.stations[sid]):
             await self._call(cp, payload)
 
     async def _station(self, sid: str) -> None:
         v = self.version[sid]
-        sub = "ocpp1.6" if v == "1.6" else "ocpp2.0.1"
+        sub = {"1.6": "ocpp1.6", "2.0.1": "ocpp2.0.1", "2.1": "ocpp2.1"}[v]
         headers = _auth_header(sid, self.opt.passwords.get(sid))
         drop = self.opt.drop_off.get(sid)
         next_meter = time.monotonic() + self.opt.meter_interval_s * (zlib.crc32(sid.encode()) % 97) / 97.0
@@ -449,9 +501,13 @@ class SiteSimulator:
                 self.last_connect_error = str(err) or type(err).__name__
                 await asyncio.sleep(0.5)
                 continue
-            cp: _SimCP16 | _SimCP201 = (_SimCP16 if v == "1.6" else _SimCP201)(
-                sid, ws, response_timeout=self.opt.response_timeout_s
-            )
+            cp: SimCP
+            if v == "1.6":
+                cp = _SimCP16(sid, ws, response_timeout=self.opt.response_timeout_s)
+            elif v == "2.0.1":
+                cp = _SimCP201(sid, ws, response_timeout=self.opt.response_timeout_s)
+            else:
+                cp = _SimCP21(sid, ws, response_timeout=self.opt.response_timeout_s)
             cp.sim, cp.station = self, sid
             reader = asyncio.create_task(cp.start())
             self.cps[sid] = cp
@@ -554,6 +610,8 @@ class SiteSimulator:
                 f"({self.last_connect_error or 'no answer'}): is 'evdlm serve' running there?"
             )
         await asyncio.sleep(self.opt.warmup_s)
+        if self.opt.start_at is not None:
+            await asyncio.sleep(max((self.opt.start_at - datetime.now(UTC)).total_seconds(), 0.0))
         self._wall0 = time.monotonic()
         self._tick(0.0)
         end_wall = (
@@ -603,6 +661,7 @@ class SiteSimulator:
             connected_at_end=connected,
             stations=len(self.stations),
             last_violation_utc=_utc_of(max(phys.last_violation_at, phys.last_node_violation_at)),
+            energy_exported_kwh=round(phys.exported_kwh, 4),
             refused_unregistered=self.refused_unregistered,
             worst_profile_delay_s=round(phys.worst_profile_delay_s, 3),
             transactions_unprotected_at_end=phys.unprotected_now,

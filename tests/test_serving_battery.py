@@ -23,7 +23,7 @@ from envs.core import SiteArrays, Snapshot
 from envs.scenario import Scenario
 from serving.battery import BatteryStatus, ModbusBattery
 from serving.battery_map import Register, SunSpecMap, decode, encode, walk_models
-from serving.config import BatteryConfig, load_serving_config
+from serving.config import BatteryConfig, connector_map, load_serving_config
 from serving.control import Controller
 from serving.live import LiveSite, build_snapshot
 from serving.service import Service, check_site_matches
@@ -485,7 +485,8 @@ async def test_simulated_site_with_a_modbus_battery_stays_within_its_import_limi
                 meter_push_url=f"http://127.0.0.1:{svc.http_port}/api/meter",
                 operator_token=svc.operator_token, warmup_s=0.5, duration_s=2.5,
             )  # fmt: skip
-            sim = SiteSimulator(scenario, f"ws://127.0.0.1:{svc.ocpp_port}", opts)
+            mapping = connector_map(svc.cfg, scenario.site)  # the stations as the service has them
+            sim = SiteSimulator(scenario, f"ws://127.0.0.1:{svc.ocpp_port}", opts, mapping)
             sim.battery = sim_batt
             rep = await sim.run()
             state = svc.state()

@@ -6,6 +6,7 @@ commands so ``evdlm --help`` stays fast.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -36,7 +37,14 @@ class BatteryMapOption(StrEnum):
 class VersionOption(StrEnum):
     v16 = "1.6"
     v201 = "2.0.1"
+    v21 = "2.1"
     mixed = "mixed"
+
+
+def _parse_start(text: str) -> datetime:
+    """An ISO time (UTC where it names no offset)."""
+    t = datetime.fromisoformat(text)
+    return t if t.tzinfo is not None else t.replace(tzinfo=UTC)
 
 
 def default_serving_config(site_path: Path, site: SiteConfig, secrets: Path | None) -> ServingConfig:
@@ -376,6 +384,10 @@ def register(app: typer.Typer) -> None:
         late_meter_share: Annotated[float, typer.Option(help="soak: share of MeterValues sent late")] = 0.0,
         seed: Annotated[int, typer.Option(help="seed of the soak's randomness")] = 0,
         json_out: Annotated[bool, typer.Option("--json", help="print the report as one JSON object")] = False,
+        start_at: Annotated[
+            str | None, typer.Option(help="ISO time at which simulated time starts (default: after warm-up)")
+        ] = None,
+        no_v2x: Annotated[str, typer.Option(help="2.1 stations that report no V2X operation mode")] = "",
         battery_port: Annotated[
             int | None,
             typer.Option(
@@ -451,6 +463,8 @@ def register(app: typer.Typer) -> None:
             operator_token=os.environ.get(OPERATOR_TOKEN_ENV),
             passwords=passwords,
             duration_s=duration_s,
+            start_at=None if start_at is None else _parse_start(start_at),
+            no_v2x=split(no_v2x),
             chaos_per_h=chaos_per_h,
             late_meter_share=late_meter_share,
             seed=seed,

@@ -44,7 +44,11 @@ function renderCards(s) {
   setNum("import-limit", site.import_limit_kw, 1);
   const headroom = isNum(site.site_import_kw) ? site.import_limit_kw - site.site_import_kw : null;
   setNum("headroom", headroom, 1);
-  $("card-import").classList.toggle("alarm", isNum(headroom) && headroom < -1e-6);
+  setNum("site-export", site.export_kw, 2);
+  setNum("export-limit", site.export_limit_kw, 1);
+  setNum("site-discharge", site.discharge_kw, 2);
+  const overExport = isNum(site.export_kw) && isNum(site.export_limit_kw) && site.export_kw > site.export_limit_kw + 1e-6;
+  $("card-import").classList.toggle("alarm", (isNum(headroom) && headroom < -1e-6) || overExport);
   const meter = $("meter");
   meter.dataset.stale = raw(site.meter_stale);
   meter.textContent = site.meter_stale ? "meter STALE: stepping down to the safe share"
@@ -130,6 +134,8 @@ function renderChargers(chargers) {
       + cell("time_left_h", c.time_left_h, duration(c.time_left_h))
       + cell("limit_kw", c.limit_kw, limitText)
       + cell("power_kw", c.power_kw, fmt(c.power_kw, 2))
+      + cell("discharge_kw", c.discharge_kw, fmt(c.discharge_kw, 2))
+      + cell("v2g_mode", c.v2g_mode, c.v2g_mode === "charge_only" ? "charge only" : (c.v2g_mode ?? "—"), "")
       + `<td data-field="flags">${flags.map((f) =>
         `<span class="flag flag-${f}" data-flag="${f}">${FLAG_TEXT[f]}</span>`).join("")}</td></tr>`;
   });
