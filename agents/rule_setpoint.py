@@ -116,7 +116,8 @@ class SetpointAllocator:
         terms = physics.ev_terms(self.site, st, need_kwh=need, hedge=self.hedge)
         active = np.asarray(st.ev_present, dtype=bool) & (hi_kw > 0) & (need > 1e-9)
         must = np.where(active, np.minimum(terms.must_kw, hi_kw), 0.0)
-        laxity = np.where(active, terms.laxity_h / float(st.dt_h), np.inf)
+        with np.errstate(over="ignore"):  # laxity_h is clipped at +-BIG hours; in steps that may be inf
+            laxity = np.where(active, terms.laxity_h / float(st.dt_h), np.inf)
         return _EVTerms(need, np.asarray(terms.steps_left, dtype=np.int64), active, must, laxity)
 
     @staticmethod
