@@ -25,16 +25,15 @@ from typing import Any
 import numpy as np
 
 from envs.core import FloatArray, Snapshot
-from envs.share import profile_to_kw_one
 from serving.battery import ModbusBattery
 from serving.config import ServingConfig
 from serving.control import Controller, CycleOutcome, FixedLoad, keeps_feasible
-from serving.dispatch import Dispatcher, select_updates, signed_profile
+from serving.dispatch import Dispatcher, select_updates
 from serving.forecast import LiveForecast
 from serving.journal import HISTORY_SOURCE, Journal, Publisher
 from serving.live import LiveSite, SnapshotInfo, build_snapshot
 from serving.metrics import Metrics
-from serving.schedule import plan_moved
+from serving.plans import follow_plans, plans_moved
 from serving.store import DecisionRecord, MeterSample
 from serving.violations import TOLERANCE_KW, Violation, site_cause
 
@@ -122,7 +121,7 @@ class SiteLoop:
     def read(self) -> Reading:
         now = time.monotonic()
         self.cycle += 1
-        self._follow_plans(now)
+        follow_plans(self.site, self.live.connectors, self.cfg.schedule_period_s, now)
         self._flag_offenders(now)
         fixed = self._fixed_load()
         self._update_correction(fixed)
@@ -169,20 +168,6 @@ class SiteLoop:
             if c.offender and c.power_kw is not None:
                 out[c.index] = max(out[c.index], c.power_kw)
         return out
-
-    def _follow_plans(self, now: float) -> None:
-        """A station follows its schedule on its own: each charger's current limit is its sent plan's
-        period now (the last one past its end), so the deadband, the feasibility check and the offender
-        check compare with what the station does."""
-        period_s = self.cfg.schedule_period_s
-        for c in self.live.connectors:
-            if not c.active or c.plan_kw is None or c.limit_kw is None or len(c.plan_kw) < 2:
-                continue
-            k = min(int(max(now - c.plan_start, 0.0) // period_s), len(c.plan_kw) - 1)
-            value = signed_profile(self.site, c.index, float(c.plan_kw[k]))
-            if value != c.limit_value:
-                c.limit_value = value
-                c.limit_kw = profile_to_kw_one(self.site, c.index, value)
 
     def _flag_offenders(self, now: float) -> None:
         """Flag stations drawing more than their limit; a flag holds until a fresh reading clears it."""
@@ -265,30 +250,12 @@ class SiteLoop:
         )  # fmt: skip
         schedule = outcome.schedule_kw
         if schedule is not None:
-            updates = sorted(set(updates) | set(self._plans_moved(schedule, updates)))
+            moved = plans_moved(self.site, self.live.connectors, self.cfg, schedule, updates)
+            updates = sorted(set(updates) | set(moved))
         sent = self.dispatcher.send(outcome.limits_kw, updates, schedule, self.cfg.schedule_period_s)
         if self.battery is not None:
             self.battery.command(self._battery_setpoint(outcome))
         return sent
-
-    def _plans_moved(self, schedule: FloatArray, updates: list[int]) -> list[int]:
-        """Chargers whose plan moved beyond the deadband in a future period (or ran half out), at most
-        once a minute (or a period, if shorter) each."""
-        now = time.monotonic()
-        chosen = set(updates)
-        out = []
-        for c in self.live.connectors:
-            if not c.active or c.index in chosen or c.plan_kw is None:
-                continue
-            if now - c.plan_start < min(self.cfg.schedule_period_s, 60.0):
-                continue  # a plan-only change waits a little: no resend storm from a shifting period
-            ch = self.site.config.chargers[c.index]
-            band_kw = self.cfg.deadband_a * ch.kw_per_a if ch.rate_unit == "A" else self.cfg.deadband_w / 1e3
-            if plan_moved(
-                c.plan_kw, now - c.plan_start, schedule[c.index], self.cfg.schedule_period_s, band_kw
-            ):
-                out.append(c.index)
-        return out
 
     def _battery_gauges(self, outcome: CycleOutcome) -> None:
         assert self.battery is not None

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -107,6 +108,35 @@ class StationProfiles:
         return {k: (s.tx_id, s.periods[0].limit_kw) for k, s in self.tx.items()}
 
 
+class ProtectionTracker:
+    """How long charging transactions went before a profile (max, TxDefault, Tx) was in force for them."""
+
+    def __init__(self) -> None:
+        self._unprotected_since: dict[tuple[str, int, str], float] = {}
+        """charging transactions with no profile in force yet -> monotonic time first seen charging"""
+        self._protected: set[tuple[str, int, str]] = set()
+        self.worst_profile_delay_s = 0.0
+        """longest wall time a transaction charged before any profile (max, TxDefault, Tx) limited it"""
+        self.transactions_seen = 0
+
+    def track(self, key: tuple[str, int, str], protected: Callable[[], bool], wall: float) -> None:
+        """One tick of the charging transaction ``key`` (station, connector, transaction) at ``wall``."""
+        if key in self._protected:
+            return
+        since = self._unprotected_since.setdefault(key, wall)
+        if since == wall:
+            self.transactions_seen += 1
+        if protected():
+            self._protected.add(key)
+            del self._unprotected_since[key]
+        self.worst_profile_delay_s = max(self.worst_profile_delay_s, wall - since)
+
+    @property
+    def unprotected_now(self) -> int:
+        """charging transactions that have had no profile in force so far"""
+        return len(self._unprotected_since)
+
+
 class PhysicalSite:
     """Profiles, draws and limit statistics of the simulated site (one event loop)."""
 
@@ -146,12 +176,8 @@ class PhysicalSite:
         self.v2g_min_soc = 0.2
         self.site_import_kw = 0.0
         self.pv_kw = 0.0
-        self._unprotected_since: dict[tuple[str, int, str], float] = {}
-        """charging transactions with no profile in force yet -> monotonic time first seen charging"""
-        self._protected: set[tuple[str, int, str]] = set()
-        self.worst_profile_delay_s = 0.0
-        """longest wall time a transaction charged before any profile (max, TxDefault, Tx) limited it"""
-        self.transactions_seen = 0
+        self.protection = ProtectionTracker()
+        """how long transactions charged before a profile limited them"""
         self.battery_kw = 0.0
         """the site battery's power now (kW, + charge; :mod:`stationsim.battery`), part of the import"""
 
@@ -164,23 +190,6 @@ class PhysicalSite:
             or c.connector_id in prof.tx_default_kw
             or (tx is not None and tx[0] == c.tx_id)
         )
-
-    def _track_protection(self, sid: str, c: SimConnector, wall: float) -> None:
-        key = (sid, c.connector_id, c.tx_id or "")
-        if key in self._protected:
-            return
-        since = self._unprotected_since.setdefault(key, wall)
-        if since == wall:
-            self.transactions_seen += 1
-        if self.protected(sid, c):
-            self._protected.add(key)
-            del self._unprotected_since[key]
-        self.worst_profile_delay_s = max(self.worst_profile_delay_s, wall - since)
-
-    @property
-    def unprotected_now(self) -> int:
-        """charging transactions that have had no profile in force so far"""
-        return len(self._unprotected_since)
 
     def series_at(self, t: pd.Timestamp) -> tuple[float, float]:
         k = int(np.clip(self._ts_index.searchsorted(t, side="right") - 1, 0, len(self._base) - 1))
@@ -289,7 +298,8 @@ class PhysicalSite:
                     continue
                 if c.tx_id is not None:
                     charging.setdefault(sid, []).append(c)
-                    self._track_protection(sid, c, time.monotonic())
+                    key = (sid, c.connector_id, c.tx_id or "")
+                    self.protection.track(key, partial(self.protected, sid, c), time.monotonic())
         all_charging = [c for conns in charging.values() for c in conns]
         ev_lo, can_take_kw = self.ev_box_kw(all_charging, dt_h)
         wall_now = datetime.now(UTC)

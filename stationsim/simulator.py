@@ -16,9 +16,7 @@ for a while), ``garbage`` (sends malformed frames now and then).
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
-import json
 import logging
 import ssl
 import time
@@ -30,16 +28,6 @@ from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
-from ocpp.exceptions import SecurityError
-from ocpp.routing import on
-from ocpp.v16 import ChargePoint as CP16
-from ocpp.v16 import call_result as result16
-from ocpp.v16.enums import Action as Action16
-from ocpp.v21 import ChargePoint as CP21
-from ocpp.v21 import call_result as result21
-from ocpp.v201 import ChargePoint as CP201
-from ocpp.v201 import call_result as result201
-from ocpp.v201.enums import Action as Action201
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.typing import Subprotocol
 
@@ -47,7 +35,20 @@ from envs.core import SiteArrays
 from envs.scenario import Scenario
 from stationsim import messages as msg
 from stationsim.battery import SimBattery
-from stationsim.physics import PhysicalSite, SimConnector, StationProfiles
+from stationsim.chaos import next_chaos_at, reboot, send_late
+from stationsim.physics import PhysicalSite, SimConnector
+from stationsim.report import SimReport, build_report
+from stationsim.station_events import handle_event, meter_push
+from stationsim.stations import SimCP, _auth_header, _SimCP16, _SimCP21, _SimCP201
+
+__all__ = [
+    "CentralSystemUnreachable",
+    "SimOptions",
+    "SimProgress",
+    "SimReport",
+    "SiteSimulator",
+    "station_layout",
+]
 
 LOG = logging.getLogger("evdlm.simulator")
 Version = Literal["1.6", "2.0.1", "2.1"]
@@ -123,59 +124,6 @@ class CentralSystemUnreachable(ConnectionError):
     """No station could connect to the central system during the warm-up (nothing listens at the URL)."""
 
 
-@dataclass
-class SimReport:
-    """What the simulated site saw. Violations are ticks where the physical site exceeded a limit."""
-
-    energy_asked_kwh: dict[str, float]
-    energy_delivered_kwh: dict[str, float]
-    import_limit_kw: float
-    max_site_import_kw: float
-    violation_ticks: int
-    node_violation_ticks: int
-    max_excess_kw: float
-    longest_violation_s: float
-    ticks: int
-    calls_sent: int
-    calls_answered: int
-    calls_failed: int
-    """calls that timed out or got a CallError"""
-    calls_cancelled: int
-    """calls still in flight when the run ended"""
-    messages_dropped_offline: int
-    profiles_received: int
-    garbage_sent: int
-    connected_at_end: int
-    stations: int
-    last_violation_utc: str | None = None
-    """wall-clock time (ISO, UTC) of the last tick with the site or a node above its limit"""
-    energy_exported_kwh: float = 0.0
-    """energy the EVs gave back to the site (V2G), kWh at the grid side"""
-    refused_unregistered: int = 0
-    """requests of the central system that came before the station's boot was accepted (refused)"""
-    worst_profile_delay_s: float = 0.0
-    """longest wall time a transaction charged before any profile limited it (tick resolution)"""
-    transactions_unprotected_at_end: int = 0
-    """charging transactions that never had a profile in force"""
-    transactions_seen: int = 0
-    disconnects: int = 0
-    """soak: random disconnects"""
-    reboots: int = 0
-    """soak: random reboots"""
-    late_meter_values: int = 0
-    """soak: MeterValues sent late"""
-    first_boot_accepted_utc: str | None = None
-    """wall-clock time (ISO, UTC) the first BootNotification was accepted"""
-    battery_charged_kwh: float | None = None
-    """energy into the simulated site battery (grid side; None without one)"""
-    battery_discharged_kwh: float | None = None
-    battery_soc_end: float | None = None
-    """its state of charge at the end, 0..1"""
-
-    def to_json(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items()}
-
-
 def station_layout(
     site: SiteArrays, mapping: dict[tuple[str, int], str] | None
 ) -> dict[tuple[str, int], str]:
@@ -184,101 +132,6 @@ def station_layout(
     if mapping:
         return dict(mapping)
     return {(cid, 1): cid for cid in site.charger_ids}
-
-
-def _auth_header(station: str, password: str | None) -> dict[str, str]:
-    if password is None:
-        return {}
-    token = base64.b64encode(f"{station}:{password}".encode()).decode()
-    return {"Authorization": f"Basic {token}"}
-
-
-class _Conforming:
-    """A station that refuses every request of the central system before its BootNotification was
-    answered Accepted on this connection (OCPP 1.6 section 4.2, 2.0.1 B01/B02): it answers a CallError
-    ``SecurityError`` and counts the request in :attr:`SiteSimulator.refused_unregistered`.
-
-    The answer is recognised in the message loop itself (a CallResult with ``status``, ``currentTime``
-    and ``interval`` is the BootNotification's), so a request that follows it on the wire is accepted
-    even before the boot coroutine resumes.
-    """
-
-    sim: SiteSimulator
-    station: str
-    registered: bool = False
-
-    async def route_message(self, raw_msg: Any) -> None:
-        with contextlib.suppress(TypeError, ValueError):
-            frame = json.loads(raw_msg)
-            if isinstance(frame, list) and len(frame) == 3 and frame[0] == 3 and isinstance(frame[2], dict):
-                body = frame[2]
-                if body.get("status") == "Accepted" and "currentTime" in body and "interval" in body:
-                    self.registered = True
-                    if self.sim.first_boot_accepted_utc is None:
-                        self.sim.first_boot_accepted_utc = datetime.now(UTC).isoformat()
-        await super().route_message(raw_msg)  # type: ignore[misc]
-
-    def check_registered(self) -> None:
-        if not self.registered:
-            self.sim.refused_unregistered += 1
-            raise SecurityError(description="not registered: BootNotification not accepted yet")
-
-
-class _SimCP16(_Conforming, CP16):
-    @on(Action16.set_charging_profile)
-    def on_set_profile(self, connector_id: int, cs_charging_profiles: dict[str, Any], **_: Any) -> Any:
-        self.check_registered()
-        ok = self.sim.install_profile(self.station, connector_id, cs_charging_profiles, "1.6")
-        return result16.SetChargingProfile(status="Accepted" if ok else "Rejected")
-
-    @on(Action16.clear_charging_profile)
-    def on_clear(self, **_: Any) -> Any:
-        self.check_registered()
-        return result16.ClearChargingProfile(status="Accepted")
-
-
-class _SimCP201(_Conforming, CP201):
-    @on(Action201.set_charging_profile)
-    def on_set_profile(self, evse_id: int, charging_profile: dict[str, Any], **_: Any) -> Any:
-        self.check_registered()
-        ok = self.sim.install_profile(self.station, evse_id, charging_profile, "2.0.1")
-        return result201.SetChargingProfile(status="Accepted" if ok else "Rejected")
-
-    @on(Action201.clear_charging_profile)
-    def on_clear(self, **_: Any) -> Any:
-        self.check_registered()
-        return result201.ClearChargingProfile(status="Accepted")
-
-
-class _SimCP21(_Conforming, CP21):
-    @on(Action201.set_charging_profile)
-    def on_set_profile(self, evse_id: int, charging_profile: dict[str, Any], **_: Any) -> Any:
-        self.check_registered()
-        ok = self.sim.install_profile(self.station, evse_id, charging_profile, "2.1")
-        return result21.SetChargingProfile(status="Accepted" if ok else "Rejected")
-
-    @on(Action201.clear_charging_profile)
-    def on_clear(self, **_: Any) -> Any:
-        self.check_registered()
-        return result21.ClearChargingProfile(status="Accepted")
-
-    @on(Action201.get_variables)
-    def on_get_variables(self, get_variable_data: list[dict[str, Any]], **_: Any) -> Any:
-        self.check_registered()
-        out = []
-        for item in get_variable_data:
-            comp, var = item["component"], item["variable"]
-            known = comp.get("name") == "V2XChargingCtrlr" and var.get("name") == "SupportedOperationModes"
-            value = "ChargingOnly" if self.station in self.sim.opt.no_v2x else self.sim.opt.v2x_modes
-            out.append(
-                {"attribute_status": "Accepted", "attribute_value": value, "component": comp, "variable": var}
-                if known
-                else {"attribute_status": "UnknownComponent", "component": comp, "variable": var}
-            )
-        return result21.GetVariables(get_variable_result=out)
-
-
-SimCP = _SimCP16 | _SimCP201 | _SimCP21
 
 
 class SiteSimulator:
@@ -396,82 +249,11 @@ class SiteSimulator:
         self.calls_answered += 1
         return res
 
-    async def _handle_event(self, cp: SimCP, kind: str, c: SimConnector) -> None:
-        v = self.version[c.station]
-        if kind == "arrive":
-            s = c.session
-            if s is None:
-                return
-            if v == "1.6":
-                await self._call(cp, msg.status16(c, "Preparing"))
-                res = await self._call(cp, msg.start16(c))
-                if res is not None and res.id_tag_info.get("status") == "Accepted" and c.session is s:
-                    c.tx_id = str(res.transaction_id)
-                await self._call(cp, msg.status16(c, "Charging"))
-            else:
-                tx = msg.tx_id201(c)
-                v21 = v == "2.1"
-                c.v2x = v21 and bool(s.get("v2g", False)) and bool(self.site.bidirectional[c.charger])
-                res = await self._call(cp, msg.started201(c, tx, export=v21))
-                if res is not None and c.session is s:
-                    c.tx_id = tx
-                    departure = self.wall_of(s["departure"])
-                    if v21:
-                        dis = self.physics.dischargeable_kwh(c)
-                        await self._call(cp, msg.charging_needs21(self.site, c, departure, dis))
-                    else:
-                        await self._call(cp, msg.charging_needs201(self.site, c, departure))
-        elif kind == "depart":
-            ending = c.tx_id
-            c.tx_id = None
-            c.power_kw = 0.0
-            if ending is None:
-                return
-            if v == "1.6":
-                await self._call(cp, msg.stop16(c, ending))
-                await self._call(cp, msg.status16(c, "Available"))
-            else:
-                await self._call(cp, msg.ended201(c, ending))
-        elif kind == "meter" and c.tx_id is not None:
-            payload = msg.meter_values16(c) if v == "1.6" else msg.updated201(c, v == "2.1")
-            rng = self._rng(c.station)
-            if self.opt.late_meter_share > 0 and rng.random() < self.opt.late_meter_share:
-                delay_s = self.opt.meter_interval_s * float(rng.uniform(0.5, 2.0))
-                self._late[c.station].append((time.monotonic() + delay_s, payload))
-                return
-            await self._call(cp, payload)
-
     def _rng(self, sid: str) -> np.random.Generator:
         rng = self._rngs.get(sid)
         if rng is None:
             rng = self._rngs[sid] = np.random.default_rng([self.opt.seed, zlib.crc32(sid.encode())])
         return rng
-
-    def _next_chaos(self, sid: str) -> float:
-        """monotonic time of the station's next random disconnect or reboot (inf without chaos)"""
-        if self.opt.chaos_per_h <= 0:
-            return np.inf
-        return time.monotonic() + float(self._rng(sid).exponential(3600.0 / self.opt.chaos_per_h))
-
-    def _reboot(self, sid: str) -> None:
-        """A reboot: the station loses its profiles and its running transactions (their stop messages
-        are lost); the EVs still plugged in start new transactions after the boot."""
-        self.reboots += 1
-        self.physics.profiles[sid] = StationProfiles()
-        for c in self.stations[sid]:
-            if c.tx_id is not None:
-                c.tx_id = None
-                c.power_kw = 0.0
-                self.dropped += 1
-
-    async def _send_late(self, cp: SimCP, sid: str) -> None:
-        now = time.monotonic()
-        due = [p for t, p in self._late[sid] if t <= now]
-        if due:
-            self._late[sid] = [(t, p) for t, p in self._late[sid] if t > now]
-            for payload in due:
-                self.late_meter_values += 1
-                await self._call(cp, payload)
 
     async def _boot(self, cp: SimCP, sid: str) -> None:
         for payload in msg.boot(self.version[sid], self.stations[sid]):
@@ -484,7 +266,7 @@ class SiteSimulator:
         drop = self.opt.drop_off.get(sid)
         next_meter = time.monotonic() + self.opt.meter_interval_s * (zlib.crc32(sid.encode()) % 97) / 97.0
         next_garbage = time.monotonic() + 0.5
-        next_chaos = self._next_chaos(sid)
+        next_chaos = next_chaos_at(self, sid)
         while self._running:
             try:
                 ws: ClientConnection = await connect(
@@ -520,17 +302,17 @@ class SiteSimulator:
                 while self._running and not reader.done():
                     now = time.monotonic()
                     if now >= next_chaos:
-                        next_chaos = self._next_chaos(sid)
+                        next_chaos = next_chaos_at(self, sid)
                         self.cps.pop(sid, None)
                         await ws.close()
                         if self._rng(sid).random() < self.opt.reboot_share:
-                            self._reboot(sid)
+                            reboot(self, sid)
                         else:
                             self.disconnects += 1
                         await asyncio.sleep(float(self._rng(sid).uniform(0.5, 5.0)))
                         break
                     if self._late[sid]:
-                        await self._send_late(cp, sid)
+                        await send_late(self, cp, sid)
                     if drop is not None and now - self._wall0 >= drop[0]:
                         LOG.info("%s drops off for %.1f s", sid, drop[1])
                         drop = None
@@ -551,7 +333,7 @@ class SiteSimulator:
                         kind, c = await asyncio.wait_for(self.queues[sid].get(), timeout=0.1)
                     except TimeoutError:
                         continue
-                    await self._handle_event(cp, kind, c)
+                    await handle_event(self, cp, kind, c)
             except Exception as err:
                 LOG.debug("%s: connection lost: %s", sid, err)
             finally:
@@ -569,31 +351,13 @@ class SiteSimulator:
             if self._running:
                 await asyncio.sleep(0.2)
 
-    async def _meter_push(self) -> None:
-        import aiohttp
-
-        assert self.opt.meter_push_url is not None
-        headers = {}
-        if self.opt.operator_token:
-            headers["Authorization"] = f"Bearer {self.opt.operator_token}"
-        async with aiohttp.ClientSession(headers=headers) as http:
-            while self._running:
-                body = {
-                    "import_kw": round(self.physics.site_import_kw, 4),
-                    "pv_kw": self.physics.pv_kw,
-                }
-                with contextlib.suppress(Exception):
-                    async with http.post(self.opt.meter_push_url, data=json.dumps(body)) as resp:
-                        await resp.read()
-                await asyncio.sleep(min(1.0, self.opt.meter_interval_s))
-
     async def run(self, progress: Callable[[SimProgress], None] | None = None) -> SimReport:
         """Run until the last departure (or ``duration_s``) and report. ``progress`` is called about once
         per wall second (and at the end) with where the replay stands."""
         self._wall0 = time.monotonic() + 1e9  # the clock starts after the warm-up
         tasks = [asyncio.create_task(self._station(sid)) for sid in self.stations]
         if self.opt.meter_push_url:
-            tasks.append(asyncio.create_task(self._meter_push()))
+            tasks.append(asyncio.create_task(meter_push(self)))
         t_start = time.monotonic()
         deadline = t_start + max(self.opt.warmup_s, 0.0) + 30.0
         profiles = self.physics.profiles.values()
@@ -640,40 +404,7 @@ class SiteSimulator:
             for t in tasks:
                 with contextlib.suppress(BaseException):
                     await t
-        phys = self.physics
-        return SimReport(
-            energy_asked_kwh=phys.asked,
-            energy_delivered_kwh={k: round(v, 4) for k, v in phys.delivered.items()},
-            import_limit_kw=self.site.import_limit_kw,
-            max_site_import_kw=float(phys.max_import),
-            violation_ticks=phys.violation_ticks,
-            node_violation_ticks=phys.node_violation_ticks,
-            max_excess_kw=float(phys.max_excess),
-            longest_violation_s=phys.longest_violation_s,
-            ticks=phys.ticks,
-            calls_sent=self.calls_sent,
-            calls_answered=self.calls_answered,
-            calls_failed=self.calls_failed,
-            calls_cancelled=self.calls_cancelled,
-            messages_dropped_offline=self.dropped,
-            profiles_received=sum(p.received for p in phys.profiles.values()),
-            garbage_sent=self.garbage_sent,
-            connected_at_end=connected,
-            stations=len(self.stations),
-            last_violation_utc=_utc_of(max(phys.last_violation_at, phys.last_node_violation_at)),
-            energy_exported_kwh=round(phys.exported_kwh, 4),
-            refused_unregistered=self.refused_unregistered,
-            worst_profile_delay_s=round(phys.worst_profile_delay_s, 3),
-            transactions_unprotected_at_end=phys.unprotected_now,
-            transactions_seen=phys.transactions_seen,
-            disconnects=self.disconnects,
-            reboots=self.reboots,
-            late_meter_values=self.late_meter_values,
-            first_boot_accepted_utc=self.first_boot_accepted_utc,
-            battery_charged_kwh=None if self.battery is None else round(self.battery.energy_in_kwh, 4),
-            battery_discharged_kwh=None if self.battery is None else round(self.battery.energy_out_kwh, 4),
-            battery_soc_end=None if self.battery is None else round(self.battery.soc_frac, 4),
-        )
+        return build_report(self, connected)
 
     def _progress(self, wall_s: float, end_wall_s: float) -> SimProgress:
         return SimProgress(
@@ -683,10 +414,3 @@ class SiteSimulator:
             delivered_kwh=float(sum(self.physics.delivered.values())),
             violation_ticks=self.physics.violation_ticks + self.physics.node_violation_ticks,
         )
-
-
-def _utc_of(mono: float) -> str | None:
-    """The wall-clock UTC time of a monotonic time (None where it never happened)."""
-    if not np.isfinite(mono):
-        return None
-    return (datetime.now(UTC) - timedelta(seconds=time.monotonic() - mono)).isoformat()

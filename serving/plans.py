@@ -1,0 +1,51 @@
+"""The sent plans (multi-period TxProfiles) as the site loop tracks them: the limit each station follows
+now, and the chargers whose plan moved enough to be sent again."""
+
+from __future__ import annotations
+
+import time
+
+from envs.core import FloatArray, SiteArrays
+from envs.share import profile_to_kw_one
+from serving.config import ServingConfig
+from serving.dispatch import signed_profile
+from serving.live import ConnectorLive
+from serving.schedule import plan_moved
+
+
+def follow_plans(site: SiteArrays, connectors: list[ConnectorLive], period_s: float, now: float) -> None:
+    """A station follows its schedule on its own: each charger's current limit is its sent plan's
+    period now (the last one past its end), so the deadband, the feasibility check and the offender
+    check compare with what the station does."""
+    for c in connectors:
+        if not c.active or c.plan_kw is None or c.limit_kw is None or len(c.plan_kw) < 2:
+            continue
+        k = min(int(max(now - c.plan_start, 0.0) // period_s), len(c.plan_kw) - 1)
+        value = signed_profile(site, c.index, float(c.plan_kw[k]))
+        if value != c.limit_value:
+            c.limit_value = value
+            c.limit_kw = profile_to_kw_one(site, c.index, value)
+
+
+def plans_moved(
+    site: SiteArrays,
+    connectors: list[ConnectorLive],
+    cfg: ServingConfig,
+    schedule: FloatArray,
+    updates: list[int],
+) -> list[int]:
+    """Chargers whose plan moved beyond the deadband in a future period (or ran half out), at most
+    once a minute (or a period, if shorter) each."""
+    now = time.monotonic()
+    chosen = set(updates)
+    out = []
+    for c in connectors:
+        if not c.active or c.index in chosen or c.plan_kw is None:
+            continue
+        if now - c.plan_start < min(cfg.schedule_period_s, 60.0):
+            continue  # a plan-only change waits a little: no resend storm from a shifting period
+        ch = site.config.chargers[c.index]
+        band_kw = cfg.deadband_a * ch.kw_per_a if ch.rate_unit == "A" else cfg.deadband_w / 1e3
+        if plan_moved(c.plan_kw, now - c.plan_start, schedule[c.index], cfg.schedule_period_s, band_kw):
+            out.append(c.index)
+    return out
