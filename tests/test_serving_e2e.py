@@ -301,8 +301,10 @@ async def test_station_ignoring_its_profile_inside_a_feeder_is_taken_off_its_fee
     # before it was flagged, CP1's 2 x 11.04 kW and CP2-1's share overloaded the 27 kW feeder, while the
     # 60 kW connection never bound: only a per-node correction can bring the feeder back
     assert rep.node_violation_ticks > 0 and rep.violation_ticks == 0
-    # the cycle that flags it reserves its measured draw on f1: no node violation after the next cycle
-    assert sim.last_node_violation_at <= min(flagged_at) + interval_s
+    # the cycle that flags an offender reserves its measured draw on f1: no node violation after the cycle
+    # that follows the flagging of the last of them (CP1's two connectors may start, and be flagged, a cycle
+    # apart: the feeder stays over until the second one is flagged too)
+    assert sim.last_node_violation_at <= max(flagged_at) + interval_s
     f1 = next(nd for nd in state["nodes"] if nd["id"] == "f1")
     assert f1["measured_kw"] <= 27.0 + 1e-6
     limits = {c["id"]: c["limit_kw"] for c in state["chargers"]}
