@@ -154,6 +154,16 @@ def start_simulator(
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=_env(), cwd=ROOT)
 
 
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a started ``evdlm serve``: SIGTERM (a clean shutdown), killed after 20 s."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 def http_json(port: int, path: str) -> Any:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as resp:
         body = resp.read().decode()
@@ -238,12 +248,7 @@ def run_phase(
         metrics = http_json(http, "/metrics")
         state = http_json(http, "/api/state")
     finally:
-        if svc.poll() is None:
-            svc.send_signal(signal.SIGTERM)
-            try:
-                svc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                svc.kill()
+        _stop(svc)
     count = metric(metrics, "evdlm_loop_latency_seconds_count")
     out.update(
         {
@@ -389,12 +394,7 @@ def run_v2g(work: Path, n: int, minutes: float, interval_s: float = V2G_STEP_S) 
         metrics = http_json(http, "/metrics")
         state = http_json(http, "/api/state")
     finally:
-        if svc.poll() is None:
-            svc.send_signal(signal.SIGTERM)
-            try:
-                svc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                svc.kill()
+        _stop(svc)
     sc = load_scenario(scenario)
     eff = float(sc.site.chargers[0].efficiency)
     floor = bool(cfg.get("departure_floor", True))
