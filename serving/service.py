@@ -52,6 +52,7 @@ from serving.journal import HISTORY_SOURCE, Journal, Publisher, resume
 from serving.live import LiveSite
 from serving.loop import CycleSummary, SiteLoop
 from serving.metrics import Metrics
+from serving.policy_step import on_own_step
 from serving.store import AsyncStore, Store
 from serving.view import health, site_state
 
@@ -100,6 +101,7 @@ class Service:
         if fallback is not None:
             fallback.reset(self.site)
         if policy is not None:
+            policy = on_own_step(policy, cfg)  # a learned policy decides on the step it was trained on
             try:
                 policy.reset(self.site)
             except Exception as err:

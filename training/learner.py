@@ -160,4 +160,5 @@ def policy_meta(config: TrainConfig, env: LearnedAction, timesteps: int) -> Poli
         allow_discharge=config.env.allow_discharge,
         residual_scale=config.env.residual_scale,
         trained_timesteps=timesteps,
+        step_s=e.source.dt_h * 3600.0,
     )

@@ -1,11 +1,13 @@
-"""The trained policy as an MLflow model: logged with its normalisation statistics and site, registered.
+"""The trained policy as an MLflow model: one artifact from training to the site, registered.
 
 A learned policy is saved as a *bundle* folder (:mod:`agents.learned`: the SB3 model, the VecNormalize
-statistics, the site configuration it was trained for and ``policy.json`` with the observation layout
-fingerprint). :func:`log_policy` logs that bundle as an ``mlflow.pyfunc`` model and registers it, so that
-``models:/<name>/<version>`` and ``runs:/<run_id>/policy`` load it back anywhere: as a pyfunc model that
-maps raw observations to actions (the signature says their shapes), or, through
-:func:`agents.registry.load_policy` (which downloads the bundle, nothing of this module), as a
+statistics (the observation normaliser), the site configuration it was trained for, ``policy.json`` with
+the fingerprints of the observation layout and the site and the step it decides on). :func:`log_policy`
+first attaches the training config and a copy of the fitted forecaster (``provider: model``) to the
+bundle (:func:`agents.learned.bundle.attach_training`), then logs that bundle as an ``mlflow.pyfunc``
+model and registers it, so that ``models:/<name>/<version>`` and ``runs:/<run_id>/policy`` load it back
+anywhere: as a pyfunc model that maps raw observations to actions (the signature says their shapes), or,
+through :func:`agents.registry.load_policy` (which downloads the bundle, nothing of this module), as a
 :class:`~agents.learned.LearnedPolicy` acting on snapshots. This module is the logging half only.
 """
 
@@ -19,11 +21,14 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pandas as pd
+import yaml
 from mlflow.models import ModelSignature
 from mlflow.pyfunc import PythonModel, PythonModelContext
 from mlflow.types import Schema, TensorSpec
 
 from agents.learned import LearnedPolicy
+from agents.learned.bundle import attach_training
+from training.rl_config import TrainConfig
 
 ARTIFACT_NAME = "policy"
 """name of the MLflow model inside its run: ``runs:/<run_id>/policy``"""
@@ -79,15 +84,31 @@ def _pip_requirements() -> list[str]:
     return out
 
 
-def log_policy(bundle_dir: str | Path, registered_model_name: str | None = None) -> LoggedPolicy:
+def training_config_yaml(config: TrainConfig) -> str:
+    """The training config as YAML text (what the bundle's ``train.yaml`` holds)."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+def forecaster_path(config: TrainConfig) -> Path | None:
+    """The fitted forecaster the config's observation window comes from (``provider: model``), else None."""
+    fc = config.env.forecast
+    return Path(fc.model_path) if fc.provider == "model" and fc.model_path else None
+
+
+def log_policy(
+    bundle_dir: str | Path, registered_model_name: str | None = None, config: TrainConfig | None = None
+) -> LoggedPolicy:
     """Log a policy bundle as a pyfunc model in the active MLflow run and register it under the name.
 
-    Needs an active run (``mlflow.start_run``). Requirements are pinned to the versions installed here,
-    so logging does not spend time inferring them.
+    With ``config``, the training config and a copy of its fitted forecaster are put into the bundle
+    first, so the registered model is all a site needs. Needs an active run (``mlflow.start_run``).
+    Requirements are pinned to the versions installed here, so logging does not spend time inferring them.
     """
     run = mlflow.active_run()
     if run is None:
         raise RuntimeError("log_policy needs an active MLflow run")
+    if config is not None:
+        attach_training(bundle_dir, training_config_yaml(config), forecaster_path(config))
     policy = LearnedPolicy.from_bundle(bundle_dir)
     meta = policy.meta
     signature = ModelSignature(

@@ -309,7 +309,7 @@ def train(
         mlflow.log_metrics({"train/wall_s": wall_s, "train/timesteps": float(steps)})
         client.log_batch(run_id, metrics=metric_batch(selected.metrics(), "selected/", selected.timesteps))
         mlflow.set_tag("evdlm.selected_timesteps", str(selected.timesteps))
-        logged = log_policy(bundle, config.registered_model_name if register else None)
+        logged = log_policy(bundle, config.registered_model_name if register else None, config)
         venv.close()
     return TrainResult(
         config=config,

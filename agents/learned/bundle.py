@@ -1,8 +1,12 @@
 """The bundle of a learned policy, and where one is found: a folder, an MLflow model, a ``models:/`` URI.
 
-A bundle is a folder: ``model.zip`` (SB3), ``vecnormalize.pkl`` (observation statistics), ``site.yaml``
-(the site it was trained for) and ``policy.json`` (:class:`PolicyMeta`, with a fingerprint of the
-observation layout). Training logs the bundle as an MLflow model (:mod:`training.mlflow_model`);
+A bundle is a folder: ``model.zip`` (SB3), ``vecnormalize.pkl`` (the observation normaliser: VecNormalize
+statistics), ``site.yaml`` (the site it was trained for), ``policy.json`` (:class:`PolicyMeta`: the
+fingerprints of the observation layout and of the site, the step it decides on), and, once training
+attached them (:func:`attach_training`), ``train.yaml`` (the training config) and ``forecaster.joblib``
+(the fitted forecaster its observation's window came from, when the config used ``provider: model``), so
+that the site needs nothing of the training folder. Training logs the bundle as an MLflow model
+(:mod:`training.mlflow_model`);
 :func:`bundle_folder` finds it again, in a folder or behind a ``models:/`` / ``runs:/`` URI, by downloading
 the model's artifacts only (MLflow imported when a URI is given, nothing of the logging code loaded).
 """
@@ -12,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import pickle
+import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,6 +37,12 @@ BUNDLE_META = "policy.json"
 MODEL_FILE = "model.zip"
 VECNORM_FILE = "vecnormalize.pkl"
 SITE_FILE = "site.yaml"
+CONFIG_FILE = "train.yaml"
+"""the training config the policy was trained with (text, as training wrote it)"""
+FORECASTER_FILE = "forecaster.joblib"
+"""the fitted forecaster of the policy's observation window (``provider: model``), a copy"""
+DEFAULT_STEP_S = 900.0
+"""the decision step of a bundle written before ``step_s`` was recorded (the generator's 15 minutes)"""
 BUNDLE_FORMAT = 1
 MLFLOW_MODEL_FILE = "MLmodel"
 """the file that marks an MLflow model folder"""
@@ -56,6 +67,13 @@ def layout_fingerprint(layout: ObservationLayout, mode: str, act_dim: int) -> st
     return hashlib.sha256(json.dumps(desc, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def site_fingerprint(site: SiteConfig) -> str:
+    """A short hash of a site's physics (grid, limit tree, chargers, battery, PV, tariff; not its name)."""
+    data = site.model_dump(mode="json", exclude_none=True)
+    data.pop("name", None)
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+
+
 @dataclass(frozen=True)
 class PolicyMeta:
     """What a learned policy was trained for (``policy.json`` in its bundle)."""
@@ -76,6 +94,10 @@ class PolicyMeta:
     trained_timesteps: int = 0
     site_name: str = ""
     format: int = BUNDLE_FORMAT
+    step_s: float = DEFAULT_STEP_S
+    """the step it was trained on, s: the grid it decides on when served (:mod:`serving.policy_step`)"""
+    site_fingerprint: str = ""
+    """:func:`site_fingerprint` of the site it was trained for ("" in bundles written before)"""
 
     @property
     def observation(self) -> ObservationSpec:
@@ -106,6 +128,7 @@ class PolicyMeta:
         allow_discharge: bool,
         residual_scale: float,
         trained_timesteps: int = 0,
+        step_s: float = DEFAULT_STEP_S,
     ) -> PolicyMeta:
         layout = layout_for(site, spec)
         act = action_dim(site, mode)
@@ -125,6 +148,8 @@ class PolicyMeta:
             layout_fingerprint=layout_fingerprint(layout, mode, act),
             trained_timesteps=trained_timesteps,
             site_name=site.config.name,
+            step_s=float(step_s),
+            site_fingerprint=site_fingerprint(site.config),
         )
 
 
@@ -158,6 +183,10 @@ class Bundle:
     meta: PolicyMeta
     vecnormalize: VecNormalize | None
     site: SiteConfig | None
+    training_config: str | None = None
+    """the training config (YAML text) it was trained with, when attached"""
+    forecaster_file: Path | None = None
+    """the fitted forecaster of its observation window, when it was trained on one"""
 
 
 def read_bundle(path: str | Path) -> Bundle:
@@ -173,7 +202,9 @@ def read_bundle(path: str | Path) -> Bundle:
         with open(folder / VECNORM_FILE, "rb") as fh:
             vecnorm = _frozen(pickle.load(fh))
     site = load_site(folder / SITE_FILE) if (folder / SITE_FILE).exists() else None
-    return Bundle(model, meta, vecnorm, site)
+    config = (folder / CONFIG_FILE).read_text() if (folder / CONFIG_FILE).exists() else None
+    forecaster = folder / FORECASTER_FILE if (folder / FORECASTER_FILE).exists() else None
+    return Bundle(model, meta, vecnorm, site, config, forecaster)
 
 
 def write_bundle(bundle: Bundle, path: str | Path) -> Path:
@@ -186,8 +217,23 @@ def write_bundle(bundle: Bundle, path: str | Path) -> Path:
             pickle.dump(bundle.vecnormalize, fh)
     if bundle.site is not None:
         dump_site(bundle.site, folder / SITE_FILE)
+    attach_training(folder, bundle.training_config, bundle.forecaster_file)
     (folder / BUNDLE_META).write_text(json.dumps(bundle.meta.to_json_dict(), indent=2, sort_keys=True) + "\n")
     return folder
+
+
+def attach_training(folder: str | Path, config_yaml: str | None, forecaster: str | Path | None) -> None:
+    """Put the training config (YAML text) and a copy of the fitted forecaster file into the bundle
+    ``folder``, so the bundle alone is what evaluation and the site load (None: leave that part out)."""
+    out = Path(folder)
+    if config_yaml is not None:
+        (out / CONFIG_FILE).write_text(config_yaml)
+    if forecaster is not None:
+        src, dst = Path(forecaster), out / FORECASTER_FILE
+        if not src.is_file():
+            raise FileNotFoundError(f"{src}: the policy's forecaster is not a file")
+        if src.resolve() != dst.resolve():
+            shutil.copyfile(src, dst)
 
 
 def is_model_uri(spec: str) -> bool:

@@ -5,10 +5,18 @@ live service treat it alike: :class:`~agents.learned.observation.SnapshotObserve
 the model predicts, the bundle's action mode (:mod:`agents.learned.actions`) makes the decision.
 :meth:`LearnedPolicy.reset` refuses a site whose charger count or observation layout differs from the one it
 was trained for (:class:`~agents.learned.bundle.SiteMismatchError`).
+
+A policy trained on a fitted forecaster (``provider: model``) carries it in its bundle and sees its own
+forecast wherever it acts: in evaluation (:meth:`LearnedPolicy.reset` with a scenario) its forecaster is
+bound to the scenario's time series, exactly as the training env bound it, and replaces the base load
+and PV of every snapshot's window; live (no scenario) the service builds the window from the same
+forecaster (:mod:`serving.policy_step`). It decides on the step it was trained on
+(:attr:`PolicyMeta.step_s <agents.learned.bundle.PolicyMeta.step_s>`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,11 +32,13 @@ from agents.learned.bundle import (
     is_learned_spec,
     layout_fingerprint,
     read_bundle,
+    site_fingerprint,
     write_bundle,
 )
 from agents.learned.observation import SnapshotObserver, layout_for
 from envs.config import SiteConfig
-from envs.core import SiteArrays, Snapshot
+from envs.core import ForecastWindow, SiteArrays, Snapshot
+from envs.forecast import BoundForecast
 from envs.obs import F32Array
 from envs.scenario import Scenario
 
@@ -36,12 +46,16 @@ if TYPE_CHECKING:
     from stable_baselines3.common.base_class import BaseAlgorithm
     from stable_baselines3.common.vec_env import VecNormalize
 
+    from forecasting.provider import SiteForecaster
+
 
 class LearnedPolicy:
     """A trained SB3 model acting on snapshots (see the module doc). Deterministic: the mean action.
 
     ``vecnormalize`` holds the observation statistics the model was trained with (None: raw
     observations). ``site`` is the configuration it was trained for, kept for reference and serving.
+    ``training_config``: the training config (YAML text); ``forecaster_file``: the fitted forecaster its
+    observation's window comes from (None: the window it is given).
     """
 
     def __init__(
@@ -50,21 +64,48 @@ class LearnedPolicy:
         meta: PolicyMeta,
         vecnormalize: VecNormalize | None = None,
         site: SiteConfig | None = None,
+        training_config: str | None = None,
+        forecaster_file: Path | None = None,
     ) -> None:
         self.model = model
         self.meta = meta
         self.vecnormalize = vecnormalize
         self.trained_site = site
+        self.training_config = training_config
+        self.forecaster_file = forecaster_file
         self.name = meta.name
         self._observer: SnapshotObserver | None = None
         self._action: ActionMode | None = None
+        self._forecaster: SiteForecaster | None = None
+        self._bound: BoundForecast | None = None
+
+    @property
+    def step_s(self) -> float:
+        """The step it was trained on (s): it decides once per step of this length."""
+        return self.meta.step_s
+
+    def forecaster(self) -> SiteForecaster | None:
+        """Its fitted forecaster (loaded once), None when it was trained without one."""
+        if self.forecaster_file is None:
+            return None
+        if self._forecaster is None:
+            from forecasting.provider import SiteForecaster
+
+            self._forecaster = SiteForecaster.load(self.forecaster_file)
+        return self._forecaster
+
+    def site_matches(self, site: SiteConfig) -> bool:
+        """True when ``site`` is the site it was trained for (same physics; unknown in old bundles)."""
+        return not self.meta.site_fingerprint or self.meta.site_fingerprint == site_fingerprint(site)
 
     def without_discharge(self) -> LearnedPolicy:
         """The same trained policy with V2G and battery discharge disabled (to measure what V2G adds)."""
         from dataclasses import replace
 
         meta = replace(self.meta, name=f"{self.meta.name}-no-discharge", allow_discharge=False)
-        return LearnedPolicy(self.model, meta, self.vecnormalize, self.trained_site)
+        return LearnedPolicy(
+            self.model, meta, self.vecnormalize, self.trained_site, self.training_config, self.forecaster_file
+        )
 
     # ------------------------------------------------------------------ persistence
 
@@ -72,7 +113,7 @@ class LearnedPolicy:
     def from_bundle(cls, path: str | Path) -> LearnedPolicy:
         """The policy of a bundle folder (:func:`agents.learned.bundle.read_bundle`)."""
         b = read_bundle(path)
-        return cls(b.model, b.meta, b.vecnormalize, b.site)
+        return cls(b.model, b.meta, b.vecnormalize, b.site, b.training_config, b.forecaster_file)
 
     @classmethod
     def load(cls, spec: str | Path) -> LearnedPolicy:
@@ -81,7 +122,11 @@ class LearnedPolicy:
 
     def save_bundle(self, path: str | Path) -> Path:
         """Write the bundle folder (model, statistics, site, ``policy.json``)."""
-        return write_bundle(Bundle(self.model, self.meta, self.vecnormalize, self.trained_site), path)
+        bundle = Bundle(
+            self.model, self.meta, self.vecnormalize, self.trained_site, self.training_config,
+            self.forecaster_file,
+        )  # fmt: skip
+        return write_bundle(bundle, path)
 
     # ------------------------------------------------------------------ acting
 
@@ -127,10 +172,32 @@ class LearnedPolicy:
         self._observer = SnapshotObserver(site, m.observation)
         self._action = action_mode(m.action_mode, site, m.allow_discharge, m.residual_scale)
         self._action.reset(None if scenario is None else scenario.end)
+        self._bound = None
+        forecaster = self.forecaster()
+        if forecaster is not None and scenario is not None:
+            from forecasting.provider import ModelForecast
+
+            try:
+                self._bound = ModelForecast(forecaster).bind(scenario.timeseries)
+            except ValueError as err:
+                raise SiteMismatchError(
+                    f"policy {m.name!r}, its forecaster on {scenario.name!r}: {err}"
+                ) from None
+
+    def _own_forecast(self, snapshot: Snapshot) -> Snapshot:
+        """``snapshot`` with the base load and PV of its window from this policy's own forecaster (bound to
+        the scenario at :meth:`reset`), as the training env showed them; unchanged live."""
+        if self._bound is None:
+            return snapshot
+        fc = snapshot.forecast
+        own = self._bound.window(snapshot.step_index, fc.horizon)
+        window = ForecastWindow(own.base_load_kw, own.pv_kw, fc.import_price_per_kwh, fc.export_price_per_kwh)
+        return dataclasses.replace(snapshot, forecast=window)
 
     def act(self, snapshot: Snapshot) -> Decision:
         if self._observer is None or self._action is None:
             raise RuntimeError(f"{self.name}: call reset(site) before act()")
+        snapshot = self._own_forecast(snapshot)
         observed = self._observer.observe(snapshot)
         action = self.predict_observation(observed.obs)[0]
         return self._action.decide(snapshot, observed, action)

@@ -133,6 +133,30 @@ def battery_option(kind: BatteryMapOption, host: str, port: int, cfg: ServingCon
     return BatteryConfig.model_validate(out)
 
 
+def policy_site_and_forecast(cfg: ServingConfig, site: SiteConfig, policy: Policy) -> ServingConfig:
+    """A learned policy's bundle on this site: a warning when it was trained for another site of the same
+    layout, and the live forecast made by its own forecaster
+    (:func:`serving.policy_step.with_policy_forecaster`)."""
+    import logging
+
+    from serving.policy_step import with_policy_forecaster
+
+    log = logging.getLogger("evdlm.serving")
+    matches = getattr(policy, "site_matches", None)
+    if matches is not None and not matches(site):
+        log.warning(
+            "policy %s was trained for site %r; %r has the same layout but other limits or chargers",
+            policy.name, getattr(getattr(policy, "meta", None), "site_name", "?"), site.name,
+        )  # fmt: skip
+    try:
+        cfg, note = with_policy_forecaster(cfg, policy)
+    except Exception as err:
+        raise bad_input(f"policy {policy.name}: its forecaster cannot be used: {err}") from None
+    if note is not None:
+        log.warning("%s", note)
+    return cfg
+
+
 def register(app: typer.Typer) -> None:
     """Add the serving commands to the root app."""
 
@@ -283,6 +307,8 @@ def register(app: typer.Typer) -> None:
                 check_site(SiteArrays.from_config(site_cfg))
             except ValueError as err:  # SiteMismatchError: refuse to start rather than serve the fallback
                 raise bad_input(f"--policy {policy}: {err}") from None
+        if pol is not None:
+            cfg = policy_site_and_forecast(cfg, site_cfg, pol)
 
         async def main() -> None:
             try:
