@@ -98,6 +98,8 @@ class OwnStepPolicy:
     def reset(self, site: SiteArrays, scenario: Scenario | None = None) -> None:
         self.policy.reset(site, scenario)
         self._held, self._present, self._next_ns = None, None, 0
+        self.decisions.clear()
+        self.held_cycles = 0
 
     def why_decide(self, snapshot: Snapshot) -> str | None:
         """Why this cycle needs a new decision (one of :data:`REASONS`), None to hold."""

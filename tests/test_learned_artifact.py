@@ -9,6 +9,7 @@ on an arrival or a departure.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import UTC, timedelta
 from pathlib import Path
@@ -27,9 +28,11 @@ from envs.env import ChargingSiteEnv
 from envs.generate import generate_scenario
 from envs.projection import project
 from envs.scenario import Scenario
+from envs.share import safe_static_share_kw
 from evdlm.cli.serve import default_serving_config, policy_site_and_forecast
 from forecasting.provider import ModelForecast, SiteForecaster
 from serving.config import ServingConfig, connector_map
+from serving.control import Controller
 from serving.forecast import HistoryStep, LiveForecast
 from serving.forecast_refresh import make_live_forecast
 from serving.live import LiveSite, SiteMeterReading, build_snapshot
@@ -226,11 +229,20 @@ def test_for_the_same_state_the_live_decision_equals_the_envs(
         snap = env.snapshot()
         decision = policy.act(snap)
         if t >= 8 and t % 5 == 0 and int(np.sum(snap.state.ev_present)) >= 1 and _whole_step(snap):
-            live_decision = _served_decision(served, site, site_cfg, cfg, scenario, t, snap)
+            live_decision, live_snap, limits_kw = _served_decision(
+                served, site, site_cfg, cfg, scenario, t, snap
+            )
             np.testing.assert_allclose(live_decision.charger_kw, decision.charger_kw, rtol=1e-5, atol=1e-5)
+            # the same projection: on the env's state, and the serving loop's on its live state
             a = project(site, snap.state, decision.charger_kw, decision.battery_kw)
             b = project(site, snap.state, live_decision.charger_kw, live_decision.battery_kw)
             np.testing.assert_allclose(b.charger_kw, a.charger_kw, rtol=1e-5, atol=1e-5)
+            live_state = live_snap.state
+            c = project(site, live_state, decision.charger_kw, 0.0, departure_floor=cfg.departure_floor)
+            expected = np.where(
+                live_state.ev_present, np.maximum(np.asarray(c.charger_kw, dtype=float), 0.0), 0.0
+            )
+            np.testing.assert_allclose(limits_kw, expected, rtol=1e-5, atol=1e-5)
             compared += 1
         env.step(kw_request(decision, site))
     assert compared >= 3
@@ -251,7 +263,9 @@ def _served_decision(
     scenario: Scenario,
     t: int,
     snap: Snapshot,
-) -> Decision:
+) -> tuple[Decision, Snapshot, np.ndarray]:
+    """The served policy's decision for the env's state through the serving loop's read (the live state
+    frozen by ``build_snapshot``) and decide (the controller, which projects it on the live state)."""
     now_mono = time.monotonic()
     live = _live_from_env(site, cfg, site_cfg, snap, now_mono)
     forecast = _seeded_forecast(cfg, site_cfg, scenario, t)
@@ -259,4 +273,11 @@ def _served_decision(
     live_snap, info = build_snapshot(live, cfg, t, np.full(site.n, np.inf), now_mono, utc, 0.0, forecast)
     assert info.forecast_source == "model" and not info.meter_stale
     served.reset(site)
-    return served.act(live_snap)
+    share = safe_static_share_kw(site, cfg.failsafe_base_load_kw)
+    ctl = Controller(site, served, None, share, 5.0, departure_floor=cfg.departure_floor)
+    try:
+        outcome = asyncio.run(ctl.decide(live_snap, meter_stale=False))
+    finally:
+        ctl.close()
+    assert outcome.fallback_reason is None and served.decisions == {"start": 1}
+    return served.act(live_snap), live_snap, outcome.limits_kw  # the held decision
