@@ -322,6 +322,12 @@ def register(app: typer.Typer) -> None:
                 f"<station>, API http://{cfg.http_host}:{svc.http_port}/api/state, policy "
                 f"{pol.name if pol else 'fallback only (' + str(why) + ')'}"
             )
+            grid_s = getattr(svc.controller.policy, "step_s", None)
+            if grid_s is not None and svc.controller.policy is not pol:  # served on its own step
+                typer.echo(
+                    f"policy decides every {grid_s / 60:g} min (its training step), early on arrivals and "
+                    f"departures; its decision is re-projected every {cfg.control_interval_s:g} s"
+                )
             if svc.forecast is not None:
                 fc = svc.forecast
                 model = "model" if fc.model is not None else f"persistence ({fc.fallback_reason})"
