@@ -90,7 +90,7 @@ def registered(trained: tuple[TrainResult, Path]) -> LearnedPolicy:
 
 
 def test_the_registered_model_carries_config_forecaster_normaliser_and_fingerprint(
-    trained: tuple[TrainResult, Path], registered: LearnedPolicy
+    registered: LearnedPolicy, tmp_path: Path
 ) -> None:
     p = registered
     assert p.meta.step_s == 900.0
@@ -106,6 +106,12 @@ def test_the_registered_model_carries_config_forecaster_normaliser_and_fingerpri
         update={"grid": p.trained_site.grid.model_copy(update={"import_limit_kw": 1.0})}
     )
     assert not p.site_matches(other)
+
+    # a bundle saved again (e.g. copied to the site) keeps its config and forecaster
+    copy = LearnedPolicy.from_bundle(p.save_bundle(tmp_path / "copy"))
+    assert copy.training_config == p.training_config and copy.meta == p.meta
+    assert copy.forecaster_file == tmp_path / "copy" / FORECASTER_FILE
+    assert copy.forecaster_file.read_bytes() == p.forecaster_file.read_bytes()
 
 
 def test_evaluate_loads_the_registered_model_and_shows_it_its_own_forecast(registered: LearnedPolicy) -> None:
