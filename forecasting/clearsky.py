@@ -14,7 +14,14 @@ learned from the site's own recent history, which carries all of that:
   within a few hours of the origin it moves towards the index of the last hour (fading with the lead
   time, time constant :attr:`ClearSkyIndexParams.intraday_tau_h`);
 * **forecast** ``index x E(slot)``, 0 where the envelope is 0 (night); quantiles from the spread of the
-  recent days' indices around their median.
+  recent days' indices around their median;
+* **settings** are chosen on the history by the MAE of in-sample day-ahead forecasts, recent origins
+  weighted more: an origin's weight fades as ``exp(-age / memory)``, and the memory (1.5, 3 or 7 days, or
+  none) is itself chosen walk-forward inside the history (at each in-sample origin, the settings the
+  earlier origins chose, scored on that origin's day ahead);
+* **between refits** (``adapt``) each forecast switches its index quantile and yesterday's weight to the
+  pair whose day-ahead forecasts from the last four days' origins (each over by the origin) were best,
+  with the same memory: a grey spell that turns sunny is followed within a day, not at the next refit.
 
 Everything a forecast at origin ``o`` reads is ``y[:o]`` (blocks of whole days counted back from the
 origin) and pvlib geometry of the target times.
@@ -51,6 +58,12 @@ class ClearSkyIndexParams:
     day_mode: Literal["index", "slot"] | None = None
     """the forecast day: ``index`` = an index quantile times the envelope, ``slot`` = the recent days'
     quantile at each slot (None: whichever fits the history better)"""
+    memory_days: float | None = None
+    """how fast the in-sample judgement of the settings forgets, days (None: chosen walk-forward on the
+    history from :data:`MEMORY_GRID_DAYS`; ``inf``: all origins alike)"""
+    adapt: bool = True
+    """at each origin, switch the index quantile and yesterday's weight to the pair whose forecasts of the
+    last days were best (weighted by the memory): the weather's regime between refits"""
     max_window_days: int = 21
     quantile_levels: tuple[float, ...] = (0.1, 0.5, 0.9)
 
@@ -63,6 +76,8 @@ class ClearSkyIndexParams:
             v = getattr(self, name)
             if v is not None and not 0.0 <= v <= 1.0:
                 raise ValueError(f"{name} must lie in [0, 1], got {v}")
+        if self.memory_days is not None and not self.memory_days > 0:
+            raise ValueError("memory_days must be positive")
         if self.intraday_tau_h is not None and self.intraday_tau_h <= 0:
             raise ValueError("intraday_tau_h must be positive")
 
@@ -80,6 +95,49 @@ DEFAULTS = {
     "persistence_weight": 0.3,
     "intraday_tau_h": 2.0,
 }
+
+
+ADAPT_GRID = tuple((q, w) for q in (0.5, 0.6, 0.7) for w in (0.0, 0.2, 0.4, 0.7, 1.0))
+"""(index quantile, weight of yesterday) pairs a forecast may switch to at its origin
+(:attr:`ClearSkyIndexParams.adapt`)"""
+ADAPT_DAYS = 4
+"""days of past day-ahead forecasts that judge the switch"""
+MEMORY_GRID_DAYS = (1.5, 3.0, 7.0, np.inf)
+"""how far back the settings are judged: the weight of an in-sample origin fades as exp(-age / memory)"""
+
+
+def recency_weights(origins: IntArray, end: IntArray, now: int, d: int, memory_days: float) -> FloatArray:
+    """(m,) weights of in-sample origins for a choice made at step ``now``: 0 where the origin's day
+    ahead is not over by ``now``, else ``exp(-(now - end) / memory)``, summing to 1 (0 where none)."""
+    known = end <= now
+    age_days = np.maximum(now - end, 0) / d
+    w = np.where(known, np.exp(-age_days / memory_days) if np.isfinite(memory_days) else 1.0, 0.0)
+    total = w.sum()
+    return np.asarray(w / total if total > 0 else w, dtype=float)
+
+
+def choose_memory(
+    err: FloatArray, origins: IntArray, end: IntArray, now: int, d: int, fixed: float | None
+) -> float:
+    """The memory (days) whose choices of settings, made walk-forward inside the history (at each
+    in-sample origin, from the origins whose day ahead was over by then), forecast the later origins best:
+    how fast the weather's regime changes at this site, judged on the history alone."""
+    if fixed is not None:
+        return fixed
+    best, best_err = float(np.inf), np.inf
+    judged = origins >= origins[0] + 3 * d  # at least three days of earlier forecasts to choose from
+    if not judged.any():
+        return best
+    for memory in MEMORY_GRID_DAYS:
+        total = 0.0
+        for j in np.flatnonzero(judged):
+            w = recency_weights(origins, end, int(origins[j]), d, memory)
+            if w.sum() <= 0:
+                continue
+            total += float(err[int(np.argmin(err @ w)), j])
+        if total < best_err - 1e-12:
+            best, best_err = float(memory), total
+    return best
 
 
 @dataclass(frozen=True, eq=False)
@@ -133,6 +191,7 @@ class ClearSkyIndexForecaster(_BaseForecaster):
         self.lookback_days = self.params.max_window_days + 1
         self.settings_: dict[str, float] = {}
         self.mode_: Literal["index", "slot"] = "index"
+        self.memory_days_: float = float(np.inf)
         self._reset()
 
     def _reset(self) -> None:
@@ -205,6 +264,45 @@ class ClearSkyIndexForecaster(_BaseForecaster):
         now = np.where(np.isfinite(parts.index_now)[:, None], parts.index_now[:, None] * parts.envelope, day)
         return np.asarray(np.maximum(fade * now[:, slot] + (1.0 - fade) * day[:, slot], 0.0) * parts.season)
 
+    def _candidate_days(self, ctx: _Context, origins: IntArray, parts: _Parts) -> FloatArray:
+        """``(C, m, d)`` the forecast day of every :data:`ADAPT_GRID` candidate (index quantile, weight of
+        yesterday) with the fitted window, envelope, mode."""
+        out = []
+        for index_q, weight in ADAPT_GRID:
+            bq = None
+            if self.mode_ == "slot":
+                bq = _quiet_nanquantile(parts.blocks, index_q, axis=1)
+                bq = np.where(np.isfinite(bq), bq, parts.envelope)
+            out.append(self._day(parts, bq, index_q, weight))
+        return np.stack(out)
+
+    def _adapted_day(self, ctx: _Context, origins: IntArray, parts: _Parts, fitted: FloatArray) -> FloatArray:
+        """``(m, d)`` per origin, the forecast day of the :data:`ADAPT_GRID` candidate whose day-ahead
+        forecasts from the origins of the last :data:`ADAPT_DAYS` days (every 6 h, each over by the origin)
+        were best, weighted by the fitted memory; the fitted day where there are none."""
+        s = self.settings_
+        d = ctx.steps_per_day
+        every = max(d // 4, 1)
+        lags = d + every * np.arange(ADAPT_DAYS * 4)  # a past origin's day ahead is over by the origin
+        past = (origins[:, None] - lags[None, :]).ravel()
+        ok = past >= 3 * d
+        if not ok.any():
+            return fitted
+        safe = np.where(ok, past, 3 * d)
+        pparts = self._parts(ctx, safe, d, int(s["window_days"]), s["envelope_quantile"])
+        truth = ctx.y[np.minimum(safe[:, None] + np.arange(d)[None, :], len(ctx.y) - 1)]
+        errs = []
+        for day in self._candidate_days(ctx, safe, pparts):
+            errs.append(np.abs(self._lead(pparts, day, d, s["intraday_tau_h"]) - truth).mean(axis=1))
+        err = np.stack(errs).reshape(len(ADAPT_GRID), len(origins), len(lags))  # (C, m, L)
+        age_days = (lags - d) / d
+        w = np.where(ok.reshape(len(origins), len(lags)), np.exp(-age_days / self.memory_days_)[None, :], 0.0)
+        score = (err * w[None]).sum(axis=2)  # (C, m)
+        best = np.argmin(score, axis=0)
+        days = self._candidate_days(ctx, origins, parts)
+        chosen = days[best, np.arange(len(origins))]
+        return np.asarray(np.where((w.sum(axis=1) > 0)[:, None], chosen, fitted))
+
     # -- fit / predict
 
     def _fit_clean(self, clean: CleanSeries) -> None:
@@ -231,7 +329,8 @@ class ClearSkyIndexForecaster(_BaseForecaster):
 
         windows = tuple(w for w in grid("window_days", WINDOW_GRID) if w <= p.max_window_days)
         modes = MODE_GRID if p.day_mode is None else (p.day_mode,)
-        best_err = np.inf
+        combos: list[tuple[Literal["index", "slot"], dict[str, float]]] = []
+        errors: list[FloatArray] = []  # per combination: the MAE of each origin's day-ahead forecast
         for window in windows:
             for level in grid("envelope_quantile", ENVELOPE_GRID):
                 parts = self._parts(ctx, origins, d, int(window), level)
@@ -242,17 +341,25 @@ class ClearSkyIndexForecaster(_BaseForecaster):
                         for weight in grid("persistence_weight", WEIGHT_GRID):
                             day = self._day(parts, bq, index_q, weight)
                             for tau in grid("intraday_tau_h", TAU_GRID):
-                                err = float(np.abs(self._lead(parts, day, d, tau) - truth).mean())
-                                if err < best_err - 1e-12:
-                                    best_err = err
-                                    self.mode_ = mode
-                                    self.settings_ = {
-                                        "window_days": float(window),
-                                        "envelope_quantile": level,
-                                        "index_quantile": index_q,
-                                        "persistence_weight": weight,
-                                        "intraday_tau_h": tau,
-                                    }
+                                errors.append(np.abs(self._lead(parts, day, d, tau) - truth).mean(axis=1))
+                                combos.append(
+                                    (
+                                        mode,
+                                        {
+                                            "window_days": float(window),
+                                            "envelope_quantile": level,
+                                            "index_quantile": index_q,
+                                            "persistence_weight": weight,
+                                            "intraday_tau_h": tau,
+                                        },
+                                    )
+                                )
+        err = np.stack(errors)  # (combinations, origins)
+        end = origins + d  # the day-ahead forecast of an origin is known from here on
+        memory = choose_memory(err, origins, end, n, d, p.memory_days)
+        self.memory_days_ = memory
+        mode, settings = combos[int(np.argmin(err @ recency_weights(origins, end, n, d, memory)))]
+        self.mode_, self.settings_ = mode, settings
 
     def _predict_block(self, ctx: _Context, origins: IntArray, horizon: int) -> tuple[FloatArray, FloatArray]:
         s = self.settings_
@@ -262,6 +369,8 @@ class ClearSkyIndexForecaster(_BaseForecaster):
             bq = _quiet_nanquantile(parts.blocks, s["index_quantile"], axis=1)
             bq = np.where(np.isfinite(bq), bq, parts.envelope)
         day = self._day(parts, bq, s["index_quantile"], s["persistence_weight"])
+        if self.params.adapt and np.isfinite(self.memory_days_):
+            day = self._adapted_day(ctx, origins, parts, day)
         point = self._lead(parts, day, horizon, s["intraday_tau_h"])
         # quantiles: the spread of the recent days' indices around their median, times the envelope
         k = parts.indices
