@@ -29,14 +29,17 @@ origin) and pvlib geometry of the target times.
 
 from __future__ import annotations
 
+import copy
 import warnings
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+import pandas as pd
 
 from forecasting.base import FloatArray, IntArray, SeriesSpec, _BaseForecaster, _Context, _make_context
 from forecasting.history import CleanSeries, InsufficientHistoryError
+from forecasting.weather import weather_columns, weather_index
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,8 @@ ADAPT_GRID = tuple((q, w) for q in (0.5, 0.6, 0.7) for w in (0.0, 0.2, 0.4, 0.7,
 (:attr:`ClearSkyIndexParams.adapt`)"""
 ADAPT_DAYS = 4
 """days of past day-ahead forecasts that judge the switch"""
+NO_WEATHER = (1.0, 0.0, 0.0)
+"""the weather blend that ignores the weather"""
 MEMORY_GRID_DAYS = (1.5, 3.0, 7.0, np.inf)
 """how far back the settings are judged: the weight of an in-sample origin fades as exp(-age / memory)"""
 
@@ -183,9 +188,15 @@ class ClearSkyIndexForecaster(_BaseForecaster):
     name = "clear_sky_index"
     clear_sky_days_ahead = 1
 
-    def __init__(self, spec: SeriesSpec, params: ClearSkyIndexParams | None = None) -> None:
+    def __init__(
+        self, spec: SeriesSpec, params: ClearSkyIndexParams | None = None, weather: pd.DataFrame | None = None
+    ) -> None:
         super().__init__(spec)
         self.params = ClearSkyIndexParams() if params is None else params
+        self.weather = weather if weather_columns(weather) else None
+        """the site's weather-forecast columns (:mod:`forecasting.weather`) over the times it forecasts"""
+        self.weather_coef_: tuple[float, ...] = NO_WEATHER
+        """weights of the forecast, the envelope x the weather's index, and its irradiance"""
         self.quantile_levels = self.params.quantile_levels
         self.uses_clear_sky = True
         self.lookback_days = self.params.max_window_days + 1
@@ -194,7 +205,72 @@ class ClearSkyIndexForecaster(_BaseForecaster):
         self.memory_days_: float = float(np.inf)
         self._reset()
 
+    def with_weather(self, weather: pd.DataFrame | None) -> ClearSkyIndexForecaster:
+        """A copy (fitted state kept) that reads ``weather`` (the weather-forecast columns over the times it
+        will forecast) in place of its own."""
+        out = copy.copy(self)
+        out.weather = weather if weather_columns(weather) else None
+        return out
+
+    def _weather_k(self, ctx: _Context) -> FloatArray | None:
+        """(n_total,) the weather forecast's clear-sky index over ``ctx`` (None without weather)."""
+        if self.weather is None:
+            return None
+        times = pd.date_range(ctx.start, periods=len(ctx.clear_sky), freq=ctx.step)
+        return weather_index(self.weather, times, ctx.clear_sky)
+
+    def _weather_terms(
+        self, ctx: _Context, origins: IntArray, parts: _Parts, point: FloatArray
+    ) -> FloatArray | None:
+        """``(3, m, H)`` the blend's regressors: the forecast itself, envelope x season x the weather's
+        index (the site's own clear-day shape) and the weather's irradiance (index x clear sky, kW/m²);
+        NaN where the weather has no index. None without weather."""
+        k_all = self._weather_k(ctx)
+        if k_all is None:
+            return None
+        horizon = point.shape[1]
+        d = ctx.steps_per_day
+        at = np.minimum(origins[:, None] + np.arange(horizon)[None, :], len(k_all) - 1)
+        k = k_all[at]
+        shape = parts.envelope[:, np.arange(horizon) % d] * parts.season
+        return np.stack([np.where(np.isfinite(k), point, np.nan), shape * k, ctx.clear_sky[at] * k])
+
+    def _weather_blend(
+        self, ctx: _Context, origins: IntArray, parts: _Parts, point: FloatArray, coef: tuple[float, ...]
+    ) -> FloatArray:
+        """``coef . regressors`` (:meth:`_weather_terms`) where the weather has an index, ``point``
+        elsewhere."""
+        if coef == NO_WEATHER:
+            return point
+        terms = self._weather_terms(ctx, origins, parts, point)
+        if terms is None:
+            return point
+        blended = np.tensordot(np.asarray(coef), terms, axes=1)
+        return np.asarray(np.where(np.isfinite(blended), np.maximum(blended, 0.0), point))
+
+    def _fit_weather(self, ctx: _Context, origins: IntArray, truth: FloatArray) -> None:
+        """Non-negative least squares of the truth on :meth:`_weather_terms` over the in-sample day-ahead
+        forecasts: how much the weather columns add at this site (nothing: ``(1, 0, 0)``)."""
+        from scipy.optimize import nnls
+
+        self.weather_coef_ = NO_WEATHER
+        if self.weather is None or len(origins) == 0:
+            return
+        d = ctx.steps_per_day
+        point, parts = self._point_parts(ctx, origins, d)
+        terms = self._weather_terms(ctx, origins, parts, point)
+        if terms is None:
+            return
+        ok = np.all(np.isfinite(terms), axis=0) & np.isfinite(truth)
+        if ok.sum() < d:
+            return
+        coef, _ = nnls(terms[:, ok].T, truth[ok])
+        fitted = float(np.abs(coef @ terms[:, ok] - truth[ok]).mean())
+        if fitted < float(np.abs(point[ok] - truth[ok]).mean()):
+            self.weather_coef_ = (float(coef[0]), float(coef[1]), float(coef[2]))
+
     def _reset(self) -> None:
+        self.weather_coef_ = NO_WEATHER
         self.settings_ = {
             name: float(default if getattr(self.params, name) is None else getattr(self.params, name))
             for name, default in DEFAULTS.items()
@@ -319,9 +395,12 @@ class ClearSkyIndexForecaster(_BaseForecaster):
         # in-sample day-ahead forecasts from origins every 6 h (counted back from the end of the history)
         # with at least 3 days behind them and a day ahead of them
         origins = np.arange(n - d, 3 * d - 1, -max(d // 4, 1), dtype=np.int64)[::-1]
-        if len(origins) < 4 or not free:
+        if len(origins) < 4:
             return
         truth = ctx.y[origins[:, None] + np.arange(d)[None, :]]
+        if not free:
+            self._fit_weather(ctx, origins, truth)
+            return
 
         def grid(name: str, values: tuple[float, ...]) -> tuple[float, ...]:
             v = getattr(p, name)
@@ -360,8 +439,10 @@ class ClearSkyIndexForecaster(_BaseForecaster):
         self.memory_days_ = memory
         mode, settings = combos[int(np.argmin(err @ recency_weights(origins, end, n, d, memory)))]
         self.mode_, self.settings_ = mode, settings
+        self._fit_weather(ctx, origins, truth)
 
-    def _predict_block(self, ctx: _Context, origins: IntArray, horizon: int) -> tuple[FloatArray, FloatArray]:
+    def _point_parts(self, ctx: _Context, origins: IntArray, horizon: int) -> tuple[FloatArray, _Parts]:
+        """``(m, H)`` point forecasts without the weather, and their parts, with the fitted settings."""
         s = self.settings_
         parts = self._parts(ctx, origins, horizon, int(s["window_days"]), s["envelope_quantile"])
         bq = None
@@ -371,7 +452,11 @@ class ClearSkyIndexForecaster(_BaseForecaster):
         day = self._day(parts, bq, s["index_quantile"], s["persistence_weight"])
         if self.params.adapt and np.isfinite(self.memory_days_):
             day = self._adapted_day(ctx, origins, parts, day)
-        point = self._lead(parts, day, horizon, s["intraday_tau_h"])
+        return self._lead(parts, day, horizon, s["intraday_tau_h"]), parts
+
+    def _predict_block(self, ctx: _Context, origins: IntArray, horizon: int) -> tuple[FloatArray, FloatArray]:
+        point, parts = self._point_parts(ctx, origins, horizon)
+        point = self._weather_blend(ctx, origins, parts, point, self.weather_coef_)
         # quantiles: the spread of the recent days' indices around their median, times the envelope
         k = parts.indices
         qs = _quiet_nanquantile(k, np.asarray(self.quantile_levels), axis=1).T  # (m, Q)
