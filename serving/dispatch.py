@@ -23,7 +23,7 @@ import logging
 import time
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 import numpy as np
 
@@ -33,9 +33,10 @@ from envs.rotation import Rotation
 from envs.share import amps_mask, kw_to_profile, kw_to_profile_one, profile_to_kw, profile_to_kw_one
 from serving.control import keeps_feasible
 from serving.csms import Station
+from serving.failsafe_profiles import failsafe_requests
 from serving.live import ConnectorLive, LiveSite, StationLive
 from serving.metrics import Metrics
-from serving.profiles import Purpose, Version, set_charging_profile
+from serving.profiles import Purpose, set_charging_profile
 from serving.schedule import period_starts
 
 LOG = logging.getLogger("evdlm.serving")
@@ -45,15 +46,6 @@ FAILSAFE_RETRY_MAX_S = 60.0
 """longest wait between two failsafe attempts"""
 Writes = dict[str, list[tuple[ConnectorLive, float, FloatArray | None]]]
 """per station id: the connectors to write, their new limit, kW, and the plan (kW per period) or None"""
-
-
-def _merged(periods: list[tuple[int, float]]) -> list[tuple[int, float]]:
-    """``(start, value)`` periods with each run of equal values kept once (its first start)."""
-    out: list[tuple[int, float]] = []
-    for t, value in periods:
-        if not out or out[-1][1] != value:
-            out.append((int(t), float(value)))
-    return out
 
 
 def signed_profile(site: SiteArrays, i: int, kw: float) -> float:
@@ -155,58 +147,6 @@ class Dispatcher:
             return [(0, self.safe_share_kw)]
         return self.rotation.day_periods()
 
-    def station_safe_limit(
-        self, station: StationLive, share_kw: FloatArray | None = None
-    ) -> tuple[float, Literal["A", "W"], int]:
-        """Station-wide failsafe limit: the sum of its connectors' safe shares (``share_kw``, default the
-        static share), in A when all agree."""
-        share = self.safe_share_kw if share_kw is None else share_kw
-        idx = [c.index for c in station.connectors.values()]
-        chargers = [self.site.config.chargers[i] for i in idx]
-        total_kw = float(sum(share[i] for i in idx))
-        same = len({(c.rate_unit, c.phases, c.voltage_v) for c in chargers}) == 1
-        if same and chargers[0].rate_unit == "A":
-            amps = sum(kw_to_profile_one(self.site, i, float(share[i])) for i in idx)
-            return amps, "A", chargers[0].phases
-        watts = float(kw_to_profile(self.site, np.array([total_kw]), np.zeros(1, dtype=bool))[0])
-        return watts, "W", max(c.phases for c in chargers)
-
-    def failsafe_requests(
-        self, version: str, station: StationLive, purpose: Purpose, now: datetime
-    ) -> list[Any]:
-        """The ``SetChargingProfile`` requests of a station's failsafe: one maximum profile, or one
-        TxDefault profile per connector; daily recurring over the rotation's periods where they differ
-        over the day (merged where the station's value does not change), else one period."""
-        day = self._day_periods()
-        midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
-        v = cast(Version, version)
-        if purpose == "ChargePointMaxProfile":
-            values = [(t, *self.station_safe_limit(station, kw)) for t, kw in day]
-            periods = _merged([(t, value) for t, value, _, _ in values])
-            _, _, unit, phases = values[0]
-            if len(periods) == 1:
-                return [set_charging_profile(v, purpose, 0, periods[0][1], unit, phases, now=now)]
-            return [
-                set_charging_profile(
-                    v, purpose, 0, 0.0, unit, phases, now=midnight, periods=periods, daily=True
-                )
-            ]
-        reqs = []
-        for k, c in sorted(station.connectors.items()):
-            ch = self.site.config.chargers[c.index]
-            periods = _merged(
-                [(t, kw_to_profile_one(self.site, c.index, float(kw[c.index]))) for t, kw in day]
-            )
-            if len(periods) == 1:
-                reqs.append(set_charging_profile(v, purpose, k, periods[0][1], ch.rate_unit, ch.phases))
-            else:
-                reqs.append(
-                    set_charging_profile(
-                        v, purpose, k, 0.0, ch.rate_unit, ch.phases, now=midnight, periods=periods, daily=True
-                    )
-                )
-        return reqs
-
     async def install_failsafe(self, sid: str) -> str | None:
         """Install the failsafe profile on a station; returns the purpose accepted (None if none was)."""
         station = self.live.stations[sid]
@@ -219,7 +159,7 @@ class Dispatcher:
         if self.failsafe_mode == "tx_default":
             purposes = ["TxDefaultProfile"]
         for purpose in purposes:
-            reqs = self.failsafe_requests(version, station, purpose, now)
+            reqs = failsafe_requests(self.site, self._day_periods(), version, station, purpose, now)
             ok = True
             for req in reqs:
                 ok = ok and await self._call_profile(cp, req, purpose)
@@ -241,7 +181,8 @@ class Dispatcher:
     async def _rotation_per_connector(self, cp: Station, station: StationLive, now: datetime) -> None:
         """Below the maximum profile, each connector's turn as a daily TxDefault profile (best effort:
         the maximum profile already keeps every limit; this only keeps a turn from being split)."""
-        for req in self.failsafe_requests(cp.version, station, "TxDefaultProfile", now):
+        day = self._day_periods()
+        for req in failsafe_requests(self.site, day, cp.version, station, "TxDefaultProfile", now):
             if not await self._call_profile(cp, req, "TxDefaultProfile"):
                 LOG.warning("station %s: a connector's failsafe turn (TxDefault) was refused", cp.id)
                 self.metrics.inc("failsafe_turns_refused_total")

@@ -50,6 +50,7 @@ async def test_starved_chargers_take_turns_in_the_station_held_failsafe(
     assert "4 slot(s) of 3600 s" in warning
     await svc.start(loop=False)
     stations: dict[str, StrictStation] = {}
+    readers: list[asyncio.Task[Any]] = []
     try:
         for sid in ("CP1", "CP2"):
             ws = await connect(
@@ -60,7 +61,7 @@ async def test_starved_chargers_take_turns_in_the_station_held_failsafe(
             cp = StrictStation(sid, ws, response_timeout=5)
             cp.setup(refuse_failsafe=0)
             cp.registered = True
-            asyncio.get_running_loop().create_task(cp.start())
+            readers.append(asyncio.get_running_loop().create_task(cp.start()))
             await cp.call(call16.BootNotification(charge_point_model="m", charge_point_vendor="v"))
             stations[sid] = cp
         deadline = asyncio.get_running_loop().time() + 5.0
@@ -69,6 +70,8 @@ async def test_starved_chargers_take_turns_in_the_station_held_failsafe(
         ):
             await asyncio.sleep(0.05)
     finally:
+        for task in readers:
+            task.cancel()
         for cp in stations.values():
             await cp._connection.close()
         await svc.stop()
