@@ -7,8 +7,9 @@
   :class:`~serving.ingest.LiveUpdater`, which keeps :class:`~serving.live.LiveSite` current;
 - the site loop (:mod:`serving.loop`) every ``control_interval_s``: read -> frozen snapshot -> decide
   (:mod:`serving.control`: policy within its budget, else the fallback, always projected) -> write;
-- writing: :mod:`serving.dispatch` installs each station's failsafe at the static safe share and sends
-  the charging profiles, decreases first;
+- writing: :mod:`serving.dispatch` installs each station's failsafe (the static safe share, or where
+  that starves chargers the rotation of :mod:`envs.rotation`) and sends the charging profiles,
+  decreases first;
 - persistence and publishing (:mod:`serving.journal`), the view model of the API and the dashboard
   (:mod:`serving.view`), the forecast refresh.
 
