@@ -9,7 +9,8 @@ projection in the environment or the live service.
 
 ==================  =========================================================================
 uncontrolled        every EV at its maximum from arrival; the projection alone keeps limits
-static              a fixed kW cap per charger sized so all chargers at once fit the connection
+static              a fixed kW cap per charger sized so all chargers at once fit the connection; chargers
+                    that cap would starve take turns at their minimum (the failsafe rotation)
 equal_share         the meter's free capacity (limit - base + PV) shared equally (max-min fair)
 priority_share      the same weighted by session priority, ``2 ** priority`` per EV
 edf                 earliest departure first
@@ -35,8 +36,8 @@ from agents.allocate import (
 from agents.base import Decision
 from envs.core import FloatArray, IntArray, SiteArrays, SiteState, Snapshot
 from envs.physics import ev_terms
+from envs.rotation import Rotation, failsafe_rotation
 from envs.scenario import Scenario
-from envs.share import safe_static_share_kw
 
 SortKey = Callable[[SiteArrays, SiteState, FloatArray], FloatArray]
 """(site, state, caps_kw) -> key per charger; smaller is served first"""
@@ -95,13 +96,15 @@ class Uncontrolled(_AllocatorPolicy):
 
 
 class StaticShare(_AllocatorPolicy):
-    """Static load management: each charger is capped at a fixed kW, regardless of use.
+    """Static load management: each charger is capped by a fixed daily plan, regardless of use.
 
-    The caps are the site's static safe share (:func:`envs.share.safe_static_share_kw`): what every charger
-    can draw at once within every node, phase and the connection minus ``reserve_kw`` for the building, on
-    the chargers' grid and at least their minimum current where they are on at all. Without an explicit
-    reserve, the reserve is the scenario's peak base load when a scenario is given (what an installer sizes
-    for), else 0. The live service installs the same share as its failsafe.
+    The caps are the site's failsafe rotation (:func:`envs.rotation.failsafe_rotation`): the static safe
+    share (what every charger can draw at once within every node, phase and the connection minus
+    ``reserve_kw`` for the building, on the chargers' grid and at least their minimum current where they
+    are on at all), and where that share is below a charger's minimum current, turns at the minimum in
+    slots of the UTC day, so no charger is starved. Without an explicit reserve, the reserve is the
+    scenario's peak base load when a scenario is given (what an installer sizes for), else 0. The live
+    service installs the same rotation as its failsafe.
     """
 
     name = "static"
@@ -109,19 +112,20 @@ class StaticShare(_AllocatorPolicy):
     def __init__(self, reserve_kw: float | None = None) -> None:
         super().__init__()
         self.reserve_kw = reserve_kw
-        self._cap_kw: FloatArray | None = None
+        self._rotation: Rotation | None = None
 
     def reset(self, site: SiteArrays, scenario: Scenario | None = None) -> None:
         super().reset(site, scenario)
         reserve = self.reserve_kw
         if reserve is None:
             reserve = float(scenario.timeseries["base_load_kw"].max()) if scenario is not None else 0.0
-        self._cap_kw = safe_static_share_kw(site, reserve)
+        self._rotation = failsafe_rotation(site, reserve)
 
     def act(self, snapshot: Snapshot) -> Decision:
         site, _ = self._ready()
-        assert self._cap_kw is not None
-        return Decision(np.minimum(charge_caps_kw(site, snapshot.state), self._cap_kw))
+        assert self._rotation is not None
+        cap = self._rotation.kw_at_time(snapshot.timestamp)
+        return Decision(np.minimum(charge_caps_kw(site, snapshot.state), cap))
 
 
 class EqualShare(_AllocatorPolicy):

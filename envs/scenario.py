@@ -29,6 +29,7 @@ from envs.scenario_checks import (
     SESSION_OPTIONAL,
     SESSION_REQUIRED,
     TIMESERIES_COLUMNS,
+    TIMESERIES_WEATHER,
     check_consistency,
     grid_step,
     plural,
@@ -47,6 +48,7 @@ __all__ = [
     "SESSION_OPTIONAL",
     "SESSION_REQUIRED",
     "TIMESERIES_COLUMNS",
+    "TIMESERIES_WEATHER",
     "Scenario",
     "ScenarioSummary",
     "charger_load_kw",
@@ -177,7 +179,8 @@ def save_scenario(scenario: Scenario, path: str | Path) -> Path:
     for col in ("arrival", "departure", *(["declared_departure"] if "declared_departure" in columns else [])):
         sessions[col] = [t.isoformat() for t in pd.DatetimeIndex(sessions[col]).tz_convert(tz)]
     sessions.to_csv(folder / "sessions.csv", index=False, lineterminator="\n")
-    ts = scenario.timeseries[list(TIMESERIES_COLUMNS)].copy()
+    weather = [c for c in TIMESERIES_WEATHER if c in scenario.timeseries.columns]
+    ts = scenario.timeseries[list(TIMESERIES_COLUMNS) + weather].copy()
     ts.insert(0, "timestamp", [t.isoformat() for t in pd.DatetimeIndex(ts.index).tz_convert(tz)])
     ts.to_csv(folder / "timeseries.csv", index=False, lineterminator="\n")
     return folder

@@ -30,6 +30,10 @@ SESSION_OPTIONAL = (
     *SESSION_DECLARED,
 )
 TIMESERIES_COLUMNS = ("base_load_kw", "pv_kw", "import_price_per_kwh", "export_price_per_kwh")
+TIMESERIES_WEATHER = ("irradiance_forecast_w_m2", "cloud_cover_forecast_pct")
+"""Optional weather-forecast columns (the forecast for each step, issued before it): kept when present,
+never required; the PV forecaster uses them (:mod:`forecasting.weather`)."""
+WEATHER_RANGE = {"irradiance_forecast_w_m2": (0.0, 1500.0), "cloud_cover_forecast_pct": (0.0, 100.0)}
 SESSION_DEFAULTS: dict[str, float | bool | int] = {
     "max_power_kw": np.nan,
     "battery_kwh": np.nan,
@@ -284,7 +288,9 @@ def validate_timeseries(df: pd.DataFrame, source: str = "timeseries.csv") -> pd.
     """Check a time-series frame; return it on a regular UTC index with :data:`TIMESERIES_COLUMNS`.
 
     Accepts a ``timestamp`` column or a DatetimeIndex. A grid with gaps is an error; a regular grid of
-    another resolution is fine (use :func:`resample_timeseries` to change it). Extra columns are dropped.
+    another resolution is fine (use :func:`resample_timeseries` to change it). The optional weather
+    columns (:data:`TIMESERIES_WEATHER`) are kept when present (complete, numeric, within
+    :data:`WEATHER_RANGE`); other extra columns are dropped.
     """
     out = df.rename(columns=lambda c: str(c).strip())
     if "timestamp" in out.columns:
@@ -304,8 +310,9 @@ def validate_timeseries(df: pd.DataFrame, source: str = "timeseries.csv") -> pd.
     missing = [c for c in TIMESERIES_COLUMNS if c not in out.columns]
     if missing:
         raise ConfigError(f"{source}: missing required column(s) {missing}")
-    out = out[list(TIMESERIES_COLUMNS)].copy()
-    for col in TIMESERIES_COLUMNS:
+    weather = tuple(c for c in TIMESERIES_WEATHER if c in out.columns)
+    out = out[list(TIMESERIES_COLUMNS + weather)].copy()
+    for col in TIMESERIES_COLUMNS + weather:
         vals = pd.to_numeric(out[col], errors="coerce")
         bad = vals.isna() | ~np.isfinite(vals.to_numpy(dtype=float, na_value=np.nan))
         if bad.any():
@@ -317,6 +324,12 @@ def validate_timeseries(df: pd.DataFrame, source: str = "timeseries.csv") -> pd.
         if neg.any():
             row = _first(neg)
             raise _fail(source, row + 2, col, f"negative power {out[col].iloc[row]}")
+    for col in weather:
+        lo, hi = WEATHER_RANGE[col]
+        outside = (out[col] < lo) | (out[col] > hi)
+        if outside.any():
+            row = _first(outside)
+            raise _fail(source, row + 2, col, f"{out[col].iloc[row]} is outside {lo:g}..{hi:g}")
     if len(out) < 2:
         raise ConfigError(f"{source}: needs at least two rows")
     idx = pd.DatetimeIndex(out.index).tz_convert("UTC").as_unit(_TIME_UNIT)

@@ -30,11 +30,21 @@ from envs.core import FloatArray, ForecastWindow
 from envs.forecast import COLUMNS
 from envs.scenario import Scenario
 from forecasting.base import Forecast, _BaseForecaster, _Context
+from forecasting.clearsky import ClearSkyIndexForecaster
 from forecasting.data import ALL_SERIES, gbr_params, scenario_series, series_spec, site_model
 from forecasting.history import CleanSeries, HistoryQuality, clean_values
 from forecasting.models import GBRParams, make_forecaster
+from forecasting.weather import weather_columns
 
 FORMAT_VERSION = 1
+
+
+def _with_weather(f: _BaseForecaster, timeseries: pd.DataFrame) -> _BaseForecaster:
+    """A PV model reading the weather-forecast columns of the series it is bound to (none: none)."""
+    if not isinstance(f, ClearSkyIndexForecaster):
+        return f
+    cols = weather_columns(timeseries)
+    return f.with_weather(timeseries[list(cols)] if cols else None)
 
 
 @dataclass(eq=False)
@@ -65,6 +75,8 @@ class SiteForecaster:
             spec = series_spec(col, scenario.site.timezone)
             name = site_model(col, model)
             f = make_forecaster(name, spec, gbr_params(col, params) if name == "gbr" else None)
+            if isinstance(f, ClearSkyIndexForecaster):  # weather-forecast columns where the scenario has them
+                f = f.with_weather(scenario.timeseries[list(weather_columns(scenario.timeseries))])
             out[col] = f.fit(data[col])
         return cls(out, scenario.site.timezone, scenario.step, scenario.name, scenario.end)
 
@@ -150,7 +162,9 @@ class _BoundModel:
         self.n = len(index)
         self.prices = timeseries[list(COLUMNS[2:])].to_numpy(dtype=float).T.copy()  # (2, T)
         self.series = {
-            col: self._prepare(provider.site.forecaster(col), timeseries[col], index, step)
+            col: self._prepare(
+                _with_weather(provider.site.forecaster(col), timeseries), timeseries[col], index, step
+            )
             for col in ("base_load_kw", "pv_kw")
         }
 

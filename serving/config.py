@@ -294,6 +294,16 @@ class ServingConfig(_Frozen):
     failsafe_base_load_kw: float = Field(
         default=0.0, ge=0, description="non-EV load reserved when computing the static safe share, kW"
     )
+    failsafe_slot_s: int = Field(
+        default=3600, ge=60, le=86400,
+        description="longest turn of the failsafe rotation, s (chargers the static share starves take "
+        "turns at their minimum current; rounded down to a divisor of a day)",
+    )  # fmt: skip
+    failsafe_guard_s: int = Field(
+        default=60, ge=0, le=3600,
+        description="at a change of rotation slot, the old slot's chargers stop this long before the new "
+        "ones start, s (covers station clocks that differ by less)",
+    )  # fmt: skip
     departure_floor: bool = Field(
         default=True,
         description="the projection charges an EV that must charge now to reach its need by its departure",

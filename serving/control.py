@@ -34,6 +34,7 @@ import numpy as np
 from agents.base import Decision, Policy
 from envs.core import BoolArray, FloatArray, SiteArrays, SiteState, Snapshot
 from envs.projection import ProjectionPlan, ProjectionResult, project
+from envs.rotation import Rotation, second_of_day
 from serving.schedule import plan_schedule
 
 LOG = logging.getLogger("evdlm.serving")
@@ -158,8 +159,11 @@ class Controller:
         schedule_periods: int = 1,
         schedule_period_s: float = 900.0,
         control_interval_s: float = 10.0,
+        rotation: Rotation | None = None,
     ) -> None:
         self.site = site
+        self.rotation = rotation
+        """the failsafe over the day (:mod:`envs.rotation`); None: ``safe_share_kw`` all day"""
         self.schedule_periods = schedule_periods
         self.schedule_period_s = schedule_period_s
         self.control_interval_s = control_interval_s
@@ -178,6 +182,24 @@ class Controller:
         self.policy_error = policy_error
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evdlm-policy")
         self._pending: Future[Decision] | None = None
+
+    def safe_kw(self, timestamp: np.datetime64) -> FloatArray:
+        """(n,) the failsafe at ``timestamp`` (UTC): the rotation's slot in force, or the static share."""
+        if self.rotation is None:
+            return self.safe_share_kw
+        return self.rotation.kw_at_time(timestamp)
+
+    def _stale_caps(self, timestamp: np.datetime64, periods: int) -> FloatArray | None:
+        """(n, periods) the least the failsafe allows over each schedule period from ``timestamp``, the
+        first the failsafe now; None without a rotating failsafe."""
+        if self.rotation is None or not self.rotation.rotates:
+            return None
+        t0 = second_of_day(timestamp)
+        cols = [self.rotation.kw_at(t0)]
+        for k in range(1, periods):
+            start = t0 + k * self.schedule_period_s
+            cols.append(self.rotation.lowest_between(start, start + self.schedule_period_s))
+        return np.stack(cols, axis=1)
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
@@ -238,13 +260,14 @@ class Controller:
         site = self.site if battery_on else self.site_no_battery
         state = snapshot.state
         present: BoolArray = np.asarray(state.ev_present, dtype=bool)
+        share = self.safe_kw(snapshot.timestamp)
         reason: str | None = None
         got = self._run_policy(snapshot)
         if isinstance(got, str):
             reason = got
             fb = self._run_fallback(snapshot)
             if fb is None:
-                request, battery, name = np.where(present, self.safe_share_kw, 0.0), 0.0, "static"
+                request, battery, name = np.where(present, share, 0.0), 0.0, "static"
             else:
                 request, battery = fb[0], fb[1]
                 name = fb[2]
@@ -268,15 +291,18 @@ class Controller:
             limits = np.where(fixed.mask & present, fixed.hold_kw, limits)
             assumed = np.where(fixed.mask & present, fixed.draw_kw, limits)
         if meter_stale:
-            limits = np.clip(limits, 0.0, self.safe_share_kw)  # no discharge without a site meter
+            limits = np.clip(limits, 0.0, share)  # no discharge without a site meter
             assumed = np.where(fixed.mask, assumed, limits) if fixed is not None else limits
         schedule = None
         if self.schedule_periods > 1:
             schedule = plan_schedule(
                 site, plan, view_state, snapshot.forecast, limits, self.schedule_periods,
                 self.schedule_period_s, self.control_interval_s, self.departure_floor,
-                self.safe_share_kw if meter_stale else None,
+                share if meter_stale else None,
             )  # fmt: skip
+            caps = self._stale_caps(snapshot.timestamp, self.schedule_periods) if meter_stale else None
+            if caps is not None:
+                schedule = np.minimum(schedule, caps)  # a later period never past its slot's failsafe
             if fixed is not None and fixed.any:
                 schedule[fixed.mask] = fixed.hold_kw[fixed.mask, None]
             # what is sent now is the schedule's first period (a discharge no deeper than it can hold)
@@ -287,7 +313,7 @@ class Controller:
         if battery_on:
             battery_kw = float(np.asarray(res.battery_kw))
             if battery_kw > 0:
-                drawable = self.safe_share_kw if drawable_kw is None else drawable_kw
+                drawable = share if drawable_kw is None else drawable_kw
                 room = battery_charge_room_kw(self.site, state, present, assumed, drawable)
                 if battery_room_kw is not None:
                     room = min(room, battery_room_kw)

@@ -5,8 +5,11 @@ sends a station nothing before the station is registered on its connection (its 
 answered Accepted, or another request received: :class:`serving.csms._Robust`); right then it installs
 the failsafe at the static safe share (``ChargePointMaxProfile`` / ``ChargingStationMaxProfile``,
 per-connector ``TxDefaultProfile`` where refused), retried with exponential backoff until one is
-accepted. A transaction that starts while its station holds no failsafe gets a ``TxProfile`` at its safe
-share at once, when its start is answered (not at the next cycle). Each cycle
+accepted. Where the static share starves a charger (below its minimum current), the failsafe is the
+site's rotation (:mod:`envs.rotation`) instead: a ``Recurring`` ``Daily`` profile whose periods are the
+rotation's, so the station keeps taking turns without the central system. A transaction that starts
+while its station holds no failsafe gets a ``TxProfile`` at its failsafe value now at once, when its
+start is answered (not at the next cycle). Each cycle
 :func:`select_updates` picks the limits worth sending (outside the deadband, or any decrease where the
 limits kept would not be feasible) and :meth:`Dispatcher.send` writes them: every decrease first, the
 increases only once every decrease was accepted, so no limit is exceeded in between. kW become each
@@ -26,9 +29,11 @@ import numpy as np
 
 from envs.core import BoolArray, FloatArray, SiteArrays, SiteState
 from envs.projection import ProjectionPlan
+from envs.rotation import Rotation
 from envs.share import amps_mask, kw_to_profile, kw_to_profile_one, profile_to_kw, profile_to_kw_one
 from serving.control import keeps_feasible
 from serving.csms import Station
+from serving.failsafe_profiles import failsafe_requests
 from serving.live import ConnectorLive, LiveSite, StationLive
 from serving.metrics import Metrics
 from serving.profiles import Purpose, set_charging_profile
@@ -105,10 +110,13 @@ class Dispatcher:
         failsafe_mode: FailsafeMode,
         spawn: Callable[[Coroutine[Any, Any, Any]], asyncio.Task[Any]],
         failsafe_retry_s: float = 1.0,
+        rotation: Rotation | None = None,
     ) -> None:
         self.site = site
         self.live = live
         self.safe_share_kw = safe_share_kw
+        self.rotation = rotation
+        """the failsafe over the day where it rotates (None or one slot: ``safe_share_kw`` all day)"""
         self.metrics = metrics
         self.failsafe_mode: FailsafeMode = failsafe_mode
         self._spawn = spawn
@@ -125,17 +133,19 @@ class Dispatcher:
 
     # ------------------------------------------------------------------ failsafe
 
-    def station_safe_limit(self, station: StationLive) -> tuple[float, Literal["A", "W"], int]:
-        """Station-wide failsafe limit: the sum of its connectors' safe shares, in A when all agree."""
-        idx = [c.index for c in station.connectors.values()]
-        chargers = [self.site.config.chargers[i] for i in idx]
-        total_kw = float(sum(self.safe_share_kw[i] for i in idx))
-        same = len({(c.rate_unit, c.phases, c.voltage_v) for c in chargers}) == 1
-        if same and chargers[0].rate_unit == "A":
-            amps = sum(kw_to_profile_one(self.site, i, float(self.safe_share_kw[i])) for i in idx)
-            return amps, "A", chargers[0].phases
-        watts = float(kw_to_profile(self.site, np.array([total_kw]), np.zeros(1, dtype=bool))[0])
-        return watts, "W", max(c.phases for c in chargers)
+    def failsafe_kw(self, now: datetime | None = None) -> FloatArray:
+        """(n,) what each charger's failsafe allows at ``now`` (UTC, default now): the rotation's slot in
+        force, or the static safe share."""
+        if self.rotation is None:
+            return self.safe_share_kw
+        t = now or datetime.now(UTC)
+        return self.rotation.kw_at(t.hour * 3600 + t.minute * 60 + t.second + t.microsecond * 1e-6)
+
+    def _day_periods(self) -> list[tuple[int, FloatArray]]:
+        """The failsafe over the UTC day, ``(start s, (n,) kW)``; one period where it does not rotate."""
+        if self.rotation is None:
+            return [(0, self.safe_share_kw)]
+        return self.rotation.day_periods()
 
     async def install_failsafe(self, sid: str) -> str | None:
         """Install the failsafe profile on a station; returns the purpose accepted (None if none was)."""
@@ -149,25 +159,33 @@ class Dispatcher:
         if self.failsafe_mode == "tx_default":
             purposes = ["TxDefaultProfile"]
         for purpose in purposes:
-            if purpose == "ChargePointMaxProfile":
-                limit, unit, phases = self.station_safe_limit(station)
-                reqs = [set_charging_profile(version, purpose, 0, limit, unit, phases, now=now)]
-            else:
-                reqs = []
-                for k, c in sorted(station.connectors.items()):
-                    ch = self.site.config.chargers[c.index]
-                    value = kw_to_profile_one(self.site, c.index, float(self.safe_share_kw[c.index]))
-                    reqs.append(set_charging_profile(version, purpose, k, value, ch.rate_unit, ch.phases))
+            reqs = failsafe_requests(self.site, self._day_periods(), version, station, purpose, now)
             ok = True
             for req in reqs:
                 ok = ok and await self._call_profile(cp, req, purpose)
             if ok:
                 station.failsafe = purpose
                 LOG.info("station %s: failsafe %s installed", sid, purpose)
+                if purpose == "ChargePointMaxProfile" and self._splits_unevenly(station):
+                    await self._rotation_per_connector(cp, station, now)
                 return purpose
         LOG.error("station %s refused every failsafe profile", sid)
         self.metrics.inc("failsafe_refused_total")
         return None
+
+    def _splits_unevenly(self, station: StationLive) -> bool:
+        """The failsafe rotates and the station has several connectors: a station-wide maximum alone could
+        be split among them below their minimum current, so each connector also needs its own turn."""
+        return self.rotation is not None and self.rotation.rotates and len(station.connectors) > 1
+
+    async def _rotation_per_connector(self, cp: Station, station: StationLive, now: datetime) -> None:
+        """Below the maximum profile, each connector's turn as a daily TxDefault profile (best effort:
+        the maximum profile already keeps every limit; this only keeps a turn from being split)."""
+        day = self._day_periods()
+        for req in failsafe_requests(self.site, day, cp.version, station, "TxDefaultProfile", now):
+            if not await self._call_profile(cp, req, "TxDefaultProfile"):
+                LOG.warning("station %s: a connector's failsafe turn (TxDefault) was refused", cp.id)
+                self.metrics.inc("failsafe_turns_refused_total")
 
     def registered(self, sid: str) -> None:
         """The station is registered on its connection: install its failsafe now, until accepted."""
@@ -217,7 +235,7 @@ class Dispatcher:
 
         async def cover() -> None:
             try:
-                await self._send_tx_profiles(sid, [(c, float(self.safe_share_kw[c.index]), None)])
+                await self._send_tx_profiles(sid, [(c, float(self.failsafe_kw()[c.index]), None)])
             finally:
                 if owned:
                     self._busy.discard(sid)
@@ -227,10 +245,11 @@ class Dispatcher:
     def cap_kw(self) -> FloatArray:
         """(n,) what each charger can draw at most given its station's failsafe maximum profile."""
         cap = np.full(self.site.n, np.inf)
+        share = self.failsafe_kw()
         for st in self.live.stations.values():
             if st.failsafe == "ChargePointMaxProfile":
                 for c in st.connectors.values():
-                    cap[c.index] = self.safe_share_kw[c.index]
+                    cap[c.index] = share[c.index]
         return cap
 
     # ------------------------------------------------------------------ transaction profiles
@@ -254,6 +273,7 @@ class Dispatcher:
         self.period_s = period_s
         decreases: Writes = {}
         increases: Writes = {}
+        share = self.failsafe_kw()
         for i in updates:
             c = self.live.connectors[i]
             if c.station_id not in self.connections or c.station_id in self._busy:
@@ -261,7 +281,7 @@ class Dispatcher:
             if not self.live.stations[c.station_id].registered:
                 continue  # nothing goes to a station before it is registered
             kw = float(limits_kw[i])
-            current_kw = c.limit_kw if c.limit_kw is not None else float(self.safe_share_kw[i])
+            current_kw = c.limit_kw if c.limit_kw is not None else float(share[i])
             target = decreases if kw < current_kw else increases
             row = None if schedule_kw is None else np.asarray(schedule_kw[i], dtype=float)
             target.setdefault(c.station_id, []).append((c, kw, row))

@@ -160,7 +160,7 @@ class SiteLoop:
     def _drawable_kw(self) -> FloatArray:
         """(n,) each charger's last limit, or its safe share (at most its station's cap) where it has none;
         a flagged offender its measured draw where that is more."""
-        share = np.minimum(self.dispatcher.safe_share_kw, self.dispatcher.cap_kw())
+        share = np.minimum(self.dispatcher.failsafe_kw(), self.dispatcher.cap_kw())
         out = np.array(share, dtype=float)
         for c in self.live.connectors:
             if c.active and c.limit_kw is not None:

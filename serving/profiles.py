@@ -76,6 +76,7 @@ def set_charging_profile(
     periods: Sequence[tuple[int, float]] | None = None,
     v2g_mode: str = "charge_only",
     duration_s: int | None = None,
+    daily: bool = False,
 ) -> call16.SetChargingProfile | call201.SetChargingProfile | call21.SetChargingProfile:
     """One ``SetChargingProfile`` request.
 
@@ -85,6 +86,9 @@ def set_charging_profile(
     ``periods`` (``(start s from now, value)``, values in ``unit``) makes a TxProfile a schedule, absolute
     from ``now`` for ``duration_s`` (default: the last period as long as the one before). ``v2g_mode``
     (2.1 only) is the transaction's V2G mode: values below 0 are sent only in a driven mode.
+    ``daily``: a failsafe (maximum or TxDefault) profile ``Recurring`` ``Daily`` from ``now`` (a UTC
+    midnight) over ``periods`` (``(start s after midnight, value)``): the failsafe rotation
+    (:mod:`envs.rotation`), held by the station without the central system.
     """
     if v2g_mode != "charge_only" and version != "2.1":
         raise ValueError("only OCPP 2.1 carries discharge periods")
@@ -94,12 +98,17 @@ def set_charging_profile(
         raise ValueError("the maximum profile goes on connector / EVSE 0")
     if purpose != "ChargePointMaxProfile" and connector_id < 1:
         raise ValueError("Tx and TxDefault profiles go on a connector / EVSE > 0")
+    if daily and (purpose == "TxProfile" or now is None or not periods):
+        raise ValueError("a daily profile is a failsafe profile with periods from a midnight (now)")
     pid = profile_id(purpose, connector_id)
     stack = STACK_TX if purpose == "TxProfile" else STACK_FAILSAFE
     kind = "Absolute" if purpose == "ChargePointMaxProfile" else "Relative"
     plan = list(periods) if periods is not None and purpose == "TxProfile" else [(0, limit)]
     duration: int | None = None
-    if len(plan) > 1:
+    if daily:
+        assert periods is not None
+        plan, kind, duration = list(periods), "Recurring", 86_400
+    elif len(plan) > 1:
         if now is None:
             raise ValueError("a schedule needs now")
         kind = "Absolute"
@@ -111,7 +120,7 @@ def set_charging_profile(
             "charging_rate_unit": unit,
             "charging_schedule_period": period_list,
         }
-        if kind == "Absolute" and now is not None:
+        if kind in ("Absolute", "Recurring") and now is not None:
             schedule16["start_schedule"] = _iso(now)
         if duration is not None:
             schedule16["duration"] = duration
@@ -122,6 +131,8 @@ def set_charging_profile(
             "charging_profile_kind": kind,
             "charging_schedule": schedule16,
         }
+        if daily:
+            profile16["recurrency_kind"] = "Daily"
         if purpose == "TxProfile":
             assert transaction_id is not None
             profile16["transaction_id"] = int(transaction_id)
@@ -132,7 +143,7 @@ def set_charging_profile(
         "charging_rate_unit": unit,
         "charging_schedule_period": period_list,
     }
-    if kind == "Absolute" and now is not None:
+    if kind in ("Absolute", "Recurring") and now is not None:
         schedule201["start_schedule"] = _iso(now)
     if duration is not None:
         schedule201["duration"] = duration
@@ -143,6 +154,8 @@ def set_charging_profile(
         "charging_profile_kind": kind,
         "charging_schedule": [schedule201],
     }
+    if daily:
+        profile201["recurrency_kind"] = "Daily"
     if purpose == "TxProfile":
         profile201["transaction_id"] = transaction_id
     if version == "2.1":

@@ -7,8 +7,9 @@
   :class:`~serving.ingest.LiveUpdater`, which keeps :class:`~serving.live.LiveSite` current;
 - the site loop (:mod:`serving.loop`) every ``control_interval_s``: read -> frozen snapshot -> decide
   (:mod:`serving.control`: policy within its budget, else the fallback, always projected) -> write;
-- writing: :mod:`serving.dispatch` installs each station's failsafe at the static safe share and sends
-  the charging profiles, decreases first;
+- writing: :mod:`serving.dispatch` installs each station's failsafe (the static safe share, or where
+  that starves chargers the rotation of :mod:`envs.rotation`) and sends the charging profiles,
+  decreases first;
 - persistence and publishing (:mod:`serving.journal`), the view model of the API and the dashboard
   (:mod:`serving.view`), the forecast refresh.
 
@@ -32,7 +33,7 @@ from websockets.typing import Subprotocol
 from agents.base import Policy
 from envs.config import ConfigError, SiteConfig
 from envs.core import FloatArray, SiteArrays
-from envs.share import safe_static_share_kw
+from envs.rotation import describe, failsafe_rotation
 from serving.battery import ModbusBattery
 from serving.config import ServingConfig, connector_map
 from serving.control import Controller
@@ -107,28 +108,28 @@ class Service:
             except Exception as err:
                 LOG.error("policy %s failed to reset (%s); the fallback decides", policy.name, err)
                 policy_error, policy = "load_failed", None
-        self.safe_share_kw: FloatArray = safe_static_share_kw(self.site, cfg.failsafe_base_load_kw)
-        starved = starved_chargers(self.site, self.safe_share_kw)
-        if starved:
-            shown = ", ".join(starved[:10]) + (f" and {len(starved) - 10} more" if len(starved) > 10 else "")
+        self.rotation = failsafe_rotation(
+            self.site, cfg.failsafe_base_load_kw, cfg.failsafe_slot_s, cfg.failsafe_guard_s
+        )
+        self.safe_share_kw: FloatArray = self.rotation.share_kw
+        if self.rotation.starved.any():
             LOG.warning(
-                "the static safe share of %d charger(s) is below their minimum current (0 kW): %s. Their "
-                "station's failsafe holds them at 0 while the central system is lost or the site meter is "
-                "stale, and the failsafe maximum profile caps them at 0 online: lower "
-                "failsafe_base_load_kw or use --failsafe tx_default",
-                len(starved), shown,
-            )  # fmt: skip
+                "failsafe: %s. Their stations hold this rotation as a daily recurring failsafe profile "
+                "while the central system is lost, and the service follows it while the site meter is stale",
+                describe(self.site, self.rotation),
+            )
         self.controller = Controller(
             self.site, policy, fallback, self.safe_share_kw, cfg.policy_budget_s, policy_error,
             departure_floor=cfg.departure_floor, schedule_periods=cfg.schedule_periods,
             schedule_period_s=cfg.schedule_period_s, control_interval_s=cfg.control_interval_s,
+            rotation=self.rotation,
         )  # fmt: skip
         self.store = AsyncStore(Store(cfg.database_url))
         self.journal = Journal(self.store, self.metrics)
         self.publisher = Publisher(self.state)
         self.dispatcher = Dispatcher(
             self.site, self.live, self.safe_share_kw, self.metrics, failsafe_mode, self._spawn,
-            cfg.failsafe_retry_s,
+            cfg.failsafe_retry_s, self.rotation,
         )  # fmt: skip
         self.dispatcher.after_failsafe = self._after_failsafe
         self.updater = LiveUpdater(
@@ -347,8 +348,9 @@ class Service:
     def state(self) -> dict[str, Any]:
         """The live site as JSON-ready data (``/api/state``, :func:`serving.view.site_state`)."""
         return site_state(
-            self.site, self.live, self.cfg, self.metrics, self.safe_share_kw, self.loop.cycle, self.loop.last,
-            self.forecast, self.loop.violations, None if self.battery is None else self.battery.status(),
+            self.site, self.live, self.cfg, self.metrics, self.dispatcher.failsafe_kw(), self.loop.cycle,
+            self.loop.last, self.forecast, self.loop.violations,
+            None if self.battery is None else self.battery.status(),
         )  # fmt: skip
 
     def subscribe(self) -> asyncio.Queue[dict[str, Any]]:
