@@ -185,15 +185,15 @@ def _local_reset(net: Net, w: Work, x: np.ndarray) -> None:
 
 @njit(cache=True)
 def _waterfill_row(
-    net: Net, r: int, x: np.ndarray, lo: np.ndarray, hi: np.ndarray, excess: float, up: bool
-) -> None:
+    row_ptr: np.ndarray, row_idx: np.ndarray, row_w: np.ndarray, r: int, x: np.ndarray, lo: np.ndarray,
+    hi: np.ndarray, excess: float, up: bool,
+) -> None:  # fmt: skip
     """Exact projection of ``x`` (in place) onto row ``r`` at its limit, intersected with the box.
 
     Above the limit members move to ``max(x - mu * w, lo)`` with the ``mu >= 0`` that removes ``excess``
     (below: ``min(x + mu * w, hi)``): members are sorted by the multiplier at which they reach their bound
     and ``mu`` is read off the prefix sums of the piecewise-linear row value.
     """
-    row_ptr, row_idx, row_w = net[0], net[1], net[2]
     p0 = row_ptr[r]
     m = row_ptr[r + 1] - p0
     if m == 0:
@@ -246,10 +246,10 @@ def _sequential(net: Net, w: Work, x: np.ndarray) -> None:
                 over = vals[r] - rhi[r]
                 under = rlo[r] - vals[r]
                 if over > TOL_KW:
-                    _waterfill_row(net, r, x, lo, hi, over, True)
+                    _waterfill_row(row_ptr, row_idx, row_w, r, x, lo, hi, over, True)
                     moved = True
                 elif under > TOL_KW:
-                    _waterfill_row(net, r, x, lo, hi, under, False)
+                    _waterfill_row(row_ptr, row_idx, row_w, r, x, lo, hi, under, False)
                     moved = True
             if moved:
                 _rows(row_ptr, row_idx, row_w, x, vals)
