@@ -116,7 +116,7 @@ def measure(fresh: bool, warmup: bool = False) -> dict[str, float]:
 async def _boot_and_listen(
     port: int, station: str, t0: float, proc: subprocess.Popen[bytes]
 ) -> dict[str, float]:
-    async def listen() -> float:
+    async def listen() -> tuple[float, float]:
         while not _listening(port):
             if proc.poll() is not None:
                 raise RuntimeError(f"evdlm serve exited with {proc.returncode} before it listened")
