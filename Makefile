@@ -10,7 +10,9 @@ export PYTHONHASHSEED := 0
 
 .PHONY: install install-test run test lint typecheck pytest bench bench-data bench-real clean
 
-# pip shows what it collects and installs (no -q): the first install takes a few minutes, never silently
+# pip shows what it collects and installs (no -q): the first install takes a few minutes, never silently;
+# then every numba kernel is compiled once into its on-disk cache (evdlm/warmup.py), so that the first
+# `evdlm serve` of a fresh clone listens in seconds instead of compiling for a minute
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --upgrade pip
@@ -18,11 +20,13 @@ $(BIN)/python:
 $(VENV)/.installed: pyproject.toml constraints.txt | $(BIN)/python
 	@echo "installing evdlm and its dependencies into $(VENV) (torch, ray, mlflow: a few minutes the first time)"
 	$(PIP) -e .
+	$(BIN)/python -m evdlm.warmup
 	touch $@
 
 $(VENV)/.installed-test: pyproject.toml constraints.txt | $(BIN)/python
 	@echo "installing evdlm with its test tools into $(VENV) (a few minutes the first time)"
 	$(PIP) -e '.[test]'
+	$(BIN)/python -m evdlm.warmup
 	touch $(VENV)/.installed $@
 
 install: $(VENV)/.installed

@@ -45,6 +45,11 @@ Consts = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 """the site's constants as one tuple: ``(row_limit, res, min_kw, site_c, site_s)``"""
 Now = tuple[np.ndarray, np.ndarray, np.ndarray]
 """``(B,)`` site values of the states: ``(base_kw, pv_kw, soc_kwh)``"""
+Work = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+"""one state's scratch as one tuple: ``(lo, hi, rlo, rhi, anchor, vals)``: the box (chargers then battery),
+the row bounds, the safe anchor and the row values"""
+Grid = tuple[np.ndarray, bool]
+"""the chargers' grid: ``(res, rounding)``: step (kW) and whether allocations are rounded to it"""
 
 TOL_KW = 1e-9
 """violation threshold, kW (or A for phase rows)"""
@@ -143,17 +148,11 @@ def _any_outside(vals: np.ndarray, rlo: np.ndarray, rhi: np.ndarray) -> bool:
 
 
 @njit(cache=True)
-def _local_reset(
-    net: Net,
-    x: np.ndarray,
-    anchor: np.ndarray,
-    rlo: np.ndarray,
-    rhi: np.ndarray,
-    vals: np.ndarray,
-) -> None:
+def _local_reset(net: Net, w: Work, x: np.ndarray) -> None:
     """Fail-safe, in place: every coordinate of a violated row goes to the anchor's value until no row is
     violated; where even that fails, the whole allocation becomes the anchor."""
     row_ptr, row_idx, row_w = net[0], net[1], net[2]
+    rlo, rhi, anchor, vals = w[2], w[3], w[4], w[5]
     n_rows = vals.shape[0]
     for _ in range(x.shape[0] + 1):
         _rows(row_ptr, row_idx, row_w, x, vals)
@@ -186,16 +185,9 @@ def _local_reset(
 
 @njit(cache=True)
 def _waterfill_row(
-    row_ptr: np.ndarray,
-    row_idx: np.ndarray,
-    row_w: np.ndarray,
-    r: int,
-    x: np.ndarray,
-    lo: np.ndarray,
-    hi: np.ndarray,
-    excess: float,
-    up: bool,
-) -> None:
+    row_ptr: np.ndarray, row_idx: np.ndarray, row_w: np.ndarray, r: int, x: np.ndarray, lo: np.ndarray,
+    hi: np.ndarray, excess: float, up: bool,
+) -> None:  # fmt: skip
     """Exact projection of ``x`` (in place) onto row ``r`` at its limit, intersected with the box.
 
     Above the limit members move to ``max(x - mu * w, lo)`` with the ``mu >= 0`` that removes ``excess``
@@ -238,19 +230,11 @@ def _waterfill_row(
 
 
 @njit(cache=True)
-def _sequential(
-    net: Net,
-    x: np.ndarray,
-    lo: np.ndarray,
-    hi: np.ndarray,
-    rlo: np.ndarray,
-    rhi: np.ndarray,
-    anchor: np.ndarray,
-    vals: np.ndarray,
-) -> None:
+def _sequential(net: Net, w: Work, x: np.ndarray) -> None:
     """Sequential water-filling passes over the violated rows, layer by layer (leaves to root, the site
     last), then, if anything is left, the longest step from the feasible ``anchor`` toward ``x``."""
     row_ptr, row_idx, row_w, layer_ptr = net[0], net[1], net[2], net[6]
+    lo, hi, rlo, rhi, anchor, vals = w
     _rows(row_ptr, row_idx, row_w, x, vals)
     if not _any_outside(vals, rlo, rhi):
         return
@@ -293,25 +277,18 @@ def _sequential(
 
 @njit(cache=True)
 def _fill(
-    net: Net,
-    base: np.ndarray,
-    caps: np.ndarray,
-    order: np.ndarray,
-    direction: float,
-    rlo: np.ndarray,
-    rhi: np.ndarray,
-    res: np.ndarray,
-    rounding: bool,
+    net: Net, w: Work, grid: Grid, base: np.ndarray, caps: np.ndarray, order: np.ndarray, direction: float,
     min_a: np.ndarray,
-    vals: np.ndarray,
-) -> np.ndarray:
-    """Greedy fill in ``order``: magnitudes ``a`` with ``base + direction * a`` inside every row.
+) -> np.ndarray:  # fmt: skip
+    """Greedy fill in ``order``: magnitudes ``a`` with ``base + direction * a`` inside the rows of ``w``.
 
     Each coordinate takes up to its cap within the headroom its rows have left after the coordinates before
     it (``rounding``: floored to its grid), or nothing where that is below its minimum ``min_a`` (the
     minimum current of a charging charger), so the result is feasible by construction.
     """
     row_ptr, row_idx, row_w, col_ptr, col_row, col_w = net[0], net[1], net[2], net[3], net[4], net[5]
+    rlo, rhi, vals = w[2], w[3], w[5]
+    res, rounding = grid
     _rows(row_ptr, row_idx, row_w, base, vals)
     n_rows = vals.shape[0]
     head = np.empty(n_rows)
@@ -342,19 +319,10 @@ def _fill(
 
 @njit(cache=True)
 def _setup_one(
-    consts: Consts,
-    now: Now,
-    b: int,
-    lo_c: np.ndarray,
-    hi_c: np.ndarray,
-    dt_h: float,
-    rounding: bool,
-    lo: np.ndarray,
-    hi: np.ndarray,
-    rlo: np.ndarray,
-    rhi: np.ndarray,
+    consts: Consts, now: Now, b: int, lo_c: np.ndarray, hi_c: np.ndarray, dt_h: float, rounding: bool, w: Work
 ) -> None:
-    """Box ``lo, hi`` (chargers then battery) and row bounds ``rlo, rhi`` of state ``b``, in place."""
+    """Box ``lo, hi`` (chargers, battery) and row bounds ``rlo, rhi`` of state ``b`` (in place in ``w``)."""
+    lo, hi, rlo, rhi = w[0], w[1], w[2], w[3]
     row_limit, site_c, site_s = consts[0], consts[3], consts[4]
     base_kw, pv_kw, soc_kwh = now[0][b], now[1][b], now[2][b]
     n = lo_c.shape[0]
@@ -379,23 +347,12 @@ def _setup_one(
 
 
 @njit(cache=True)
-def _anchor(
-    net: Net,
-    lo: np.ndarray,
-    hi: np.ndarray,
-    lax: np.ndarray,
-    rlo: np.ndarray,
-    rhi: np.ndarray,
-    res: np.ndarray,
-    rounding: bool,
-    m_kw: np.ndarray,
-    anchor: np.ndarray,
-    vals: np.ndarray,
-) -> bool:
-    """The safe allocation (in ``anchor``): all off, or, where the site row forbids all-off, forced
+def _anchor(net: Net, w: Work, grid: Grid, lax: np.ndarray, m_kw: np.ndarray) -> bool:
+    """The safe allocation (in ``anchor`` of ``w``): all off, or, where the site row forbids all-off, forced
     discharge (most slack first, the battery before any EV) or forced charging (least slack first, each
     charger its minimum ``m_kw`` or more, or nothing). Returns whether it satisfies every row."""
     row_ptr, row_idx, row_w = net[0], net[1], net[2]
+    lo, hi, rlo, rhi, anchor, vals = w
     n_coord = anchor.shape[0]
     n = n_coord - 1
     k = rlo.shape[0] - 1
@@ -417,10 +374,7 @@ def _anchor(
     min_a = np.zeros(n_coord)
     if direction > 0:
         min_a[:n] = m_kw
-    a = _fill(
-        net, zero, caps, order, direction, rlo, rhi, res,
-        rounding, min_a, vals,
-    )  # fmt: skip
+    a = _fill(net, w, grid, zero, caps, order, direction, min_a)
     for c in range(n_coord):
         anchor[c] = direction * a[c]
     _rows(row_ptr, row_idx, row_w, anchor, vals)
@@ -429,21 +383,9 @@ def _anchor(
 
 @njit(cache=True)
 def _fleet_terms(
-    net: Net,
-    site_c: np.ndarray,
-    present: np.ndarray,
-    ev_max_charge: np.ndarray,
-    need: np.ndarray,
-    time_left: np.ndarray,
-    dt_h: float,
-    rhi: np.ndarray,
-    res: np.ndarray,
-    rounding: bool,
-    hi: np.ndarray,
-    lo: np.ndarray,
-    must: np.ndarray,
+    net: Net, w: Work, grid: Grid, site_c: np.ndarray, ev: EVArrays, b: int, dt_h: float, must: np.ndarray
 ) -> None:
-    """Departure terms with the fleet in view, for one state (in place on ``must`` and ``lo``).
+    """Departure terms with the fleet in view, for state ``b`` (in place on ``must`` and ``lo`` of ``w``).
 
     Must-charge, per row that the EVs still needing energy could overload (``sum w * rate > limit``; the
     site row's limit is the import headroom now): in order of departure, the energy the first ``k`` EVs
@@ -457,6 +399,9 @@ def _fleet_terms(
     (``rate * limit / sum w * rate``), so V2G never counts on capacity the others need.
     """
     row_ptr, row_idx, row_w, col_ptr, col_row, col_w = net[0], net[1], net[2], net[3], net[4], net[5]
+    lo, hi, rhi = w[0], w[1], w[3]
+    res, rounding = grid
+    present, ev_max_charge, need, time_left = ev[0][b], ev[1][b], ev[3][b], ev[6][b]
     n = must.shape[0]
     n_rows = rhi.shape[0]
     load = np.zeros(n_rows)
@@ -523,20 +468,9 @@ def _fleet_terms(
 
 @njit(cache=True)
 def _departure_floor(
-    net: Net,
-    must: np.ndarray,
-    m_kw: np.ndarray,
-    lax: np.ndarray,
-    res: np.ndarray,
-    rounding: bool,
-    lo: np.ndarray,
-    hi: np.ndarray,
-    rlo: np.ndarray,
-    rhi: np.ndarray,
-    anchor: np.ndarray,
-    vals: np.ndarray,
+    net: Net, w: Work, grid: Grid, must: np.ndarray, m_kw: np.ndarray, lax: np.ndarray
 ) -> None:
-    """Raise the box floor (``lo``) and the anchor of EVs that must charge now to finish (in place).
+    """Raise the box floor (``lo``) and the anchor of EVs that must charge now to finish (in place in ``w``).
 
     An EV's floor is its must-charge power rounded up to its grid and to at least its minimum, capped at
     ``hi``; floors are granted least slack first by the greedy :func:`_fill` on top of the anchor (all of
@@ -544,6 +478,8 @@ def _departure_floor(
     and the water-filling keeps every granted EV at or above its floor. Only an all-off anchor is raised
     (a forced discharge or charge already decides every charger).
     """
+    lo, hi, anchor = w[0], w[1], w[4]
+    res, rounding = grid
     n = must.shape[0]
     for c in range(anchor.shape[0]):
         if anchor[c] != 0.0:
@@ -561,10 +497,7 @@ def _departure_floor(
     if not some:
         return
     order = np.argsort(key, kind="mergesort")
-    got = _fill(
-        net, anchor, caps, order, 1.0, rlo, rhi, res, rounding,
-        m_kw, vals,
-    )  # fmt: skip
+    got = _fill(net, w, grid, anchor, caps, order, 1.0, m_kw)
     for i in range(n):
         if got[i] > 0.0:
             lo[i] = got[i]
@@ -573,21 +506,9 @@ def _departure_floor(
 
 @njit(cache=True)
 def _min_current(
-    net: Net,
-    res: np.ndarray,
-    m_kw: np.ndarray,
-    need_kw: np.ndarray,
-    req: np.ndarray,
-    x: np.ndarray,
-    lo: np.ndarray,
-    hi: np.ndarray,
-    lax: np.ndarray,
-    rlo: np.ndarray,
-    rhi: np.ndarray,
-    anchor: np.ndarray,
-    paused: np.ndarray,
-    vals: np.ndarray,
-) -> None:
+    net: Net, w: Work, res: np.ndarray, m_kw: np.ndarray, lax: np.ndarray, need_kw: np.ndarray,
+    req: np.ndarray, x: np.ndarray, paused: np.ndarray,
+) -> None:  # fmt: skip
     """Every charger off or at least at its minimum ``m_kw`` (in place on ``x``; ``paused`` flags the
     chargers switched off).
 
@@ -600,6 +521,7 @@ def _min_current(
     granted departure floor) stays on at its floor.
     """
     row_ptr, row_idx, row_w = net[0], net[1], net[2]
+    lo, hi, rlo, rhi, _, vals = w
     n = m_kw.shape[0]
     n_coord = x.shape[0]
     any_cand = False
@@ -631,10 +553,7 @@ def _min_current(
         if want[i]:
             caps[i] = m_kw[i]
     order = np.argsort(key, kind="mergesort")
-    got = _fill(
-        net, z, caps, order, 1.0, rlo, rhi, res, False, m_kw,
-        vals,
-    )  # fmt: skip
+    got = _fill(net, w, (res, False), z, caps, order, 1.0, m_kw)
     granted = np.zeros(n, dtype=np.bool_)
     for i in range(n):
         granted[i] = want[i] and (m_kw[i] <= 0.0 or got[i] > 0.0)
@@ -642,7 +561,7 @@ def _min_current(
         if granted[i]:
             z[i] += m_kw[i]
     floor = z.copy()
-    _local_reset(net, floor, anchor, rlo, rhi, vals)
+    _local_reset(net, w, floor)
     any_off = False
     on = np.zeros(n, dtype=np.bool_)
     for i in range(n):
@@ -672,24 +591,15 @@ def _min_current(
             hi2[i] = 0.0
     for c in range(n_coord):
         x[c] = min(max(req[c], lo2[c]), hi2[c])
-    _sequential(net, x, lo2, hi2, rlo, rhi, floor, vals)
+    _sequential(net, (lo2, hi2, rlo, rhi, floor, vals), x)
 
 
 @njit(cache=True)
-def _round(
-    net: Net,
-    res: np.ndarray,
-    x: np.ndarray,
-    lo: np.ndarray,
-    hi: np.ndarray,
-    rlo: np.ndarray,
-    rhi: np.ndarray,
-    anchor: np.ndarray,
-    vals: np.ndarray,
-) -> None:
+def _round(net: Net, w: Work, res: np.ndarray, x: np.ndarray) -> None:
     """Snap chargers to their grid toward zero (in place); where that breaks a row, round the offending ones
     away from zero, let the battery absorb a site excess, and as the last resort reset to the safe anchor."""
     row_ptr, row_idx, row_w, col_ptr, col_row = net[0], net[1], net[2], net[3], net[4]
+    lo, hi, rlo, rhi, _, vals = w
     n_coord = x.shape[0]
     n = n_coord - 1
     k = vals.shape[0] - 1
@@ -725,16 +635,19 @@ def _round(
             if (in_over and xc[i] < 0.0) or (in_under and xc[i] > 0.0):
                 away = math.copysign(ceil_grid(abs(xc[i]), res[i]), xc[i])
                 x[i] = min(max(away, lo[i]), hi[i])
-    _local_reset(net, x, anchor, rlo, rhi, vals)
+    _local_reset(net, w, x)
 
 
 # ---------------------------------------------------------------------------------------------- entry points
 
 
 @njit(cache=True)
-def _scratch(n_coord: int, n_rows: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per-state scratch of the entry points: box ``lo, hi`` and row bounds and values ``rlo, rhi, vals``."""
-    return np.empty(n_coord), np.empty(n_coord), np.empty(n_rows), np.empty(n_rows), np.empty(n_rows)
+def _scratch(n_coord: int, n_rows: int) -> Work:
+    """Per-state scratch of the entry points (:data:`Work`)."""
+    return (
+        np.empty(n_coord), np.empty(n_coord), np.empty(n_rows), np.empty(n_rows), np.zeros(n_coord),
+        np.empty(n_rows),
+    )  # fmt: skip
 
 
 @njit(cache=True)
@@ -752,7 +665,7 @@ def project_batch(
     """Project ``req`` ``(B, n + 1)`` for ``B`` states; returns ``(x, paused, feasible, curtailed_kw,
     site_import_kw, moved_kw)``. ``departure_floor``: EVs that must charge now to finish get at least that
     (:func:`_departure_floor`)."""
-    present, ev_max_charge, need, time_left = ev[0], ev[1], ev[3], ev[6]
+    present, need = ev[0], ev[3]
     row_limit, res, min_kw, site_c, site_s = consts
     base_kw, pv_kw = now[0], now[1]
     batch, n_coord = req.shape
@@ -765,44 +678,33 @@ def project_batch(
     curtailed = np.zeros(batch)
     site_import = np.empty(batch)
     moved = np.empty(batch)
-    lo, hi, rlo, rhi, vals = _scratch(n_coord, n_rows)
-    anchor = np.empty(n_coord)
+    w = _scratch(n_coord, n_rows)
+    lo, hi, _, _, anchor, _ = w
+    grid = (res, rounding)
     m_kw = np.empty(n)
     need_kw = np.empty(n)
     for b in range(batch):
-        _setup_one(consts, now, b, lo_c[b], hi_c[b], dt_h, rounding, lo, hi, rlo, rhi)
+        _setup_one(consts, now, b, lo_c[b], hi_c[b], dt_h, rounding, w)
         for i in range(n):
             m = min_kw[i] if enforce_min_current else 0.0
             if rounding:
                 m = ceil_grid(m, res[i])
             m_kw[i] = min(m, hi[i])
-        feasible[b] = _anchor(
-            net, lo, hi, lax[b], rlo, rhi, res, rounding,
-            m_kw, anchor, vals,
-        )  # fmt: skip
+        feasible[b] = _anchor(net, w, grid, lax[b], m_kw)
         if departure_floor and feasible[b]:
             must_b = must[b].copy()
-            _fleet_terms(
-                net, site_c, present[b], ev_max_charge[b],
-                need[b], time_left[b], dt_h, rhi, res, rounding, hi, lo, must_b,
-            )  # fmt: skip
-            _departure_floor(
-                net, must_b, m_kw, lax[b], res, rounding, lo,
-                hi, rlo, rhi, anchor, vals,
-            )  # fmt: skip
+            _fleet_terms(net, w, grid, site_c, ev, b, dt_h, must_b)
+            _departure_floor(net, w, grid, must_b, m_kw, lax[b])
         for i in range(n):
             need_kw[i] = need[b, i] / (site_c[C_EFF, i] * dt_h) if present[b, i] else 0.0
         x = out[b]
         for c in range(n_coord):
             x[c] = min(max(req[b, c], lo[c]), hi[c])
-        _sequential(net, x, lo, hi, rlo, rhi, anchor, vals)
+        _sequential(net, w, x)
         if enforce_min_current:
-            _min_current(
-                net, res, m_kw, need_kw, req[b], x,
-                lo, hi, lax[b], rlo, rhi, anchor, paused[b], vals,
-            )  # fmt: skip
+            _min_current(net, w, res, m_kw, lax[b], need_kw, req[b], x, paused[b])
         if rounding:
-            _round(net, res, x, lo, hi, rlo, rhi, anchor, vals)
+            _round(net, w, res, x)
         if not feasible[b]:
             x[:] = anchor
             paused[b, :] = False
@@ -841,12 +743,14 @@ def fill_priority(
     k = n_rows - 1
     lo_c, hi_c, _, _ = ev_bounds(site_c, ev, dt_h)
     out = np.zeros((batch, n))
-    lo, hi, rlo, rhi, vals = _scratch(n_coord, n_rows)
+    w = _scratch(n_coord, n_rows)
+    lo, hi, rlo, rhi, anchor, vals = w
+    grid = (res, False)
     caps = np.zeros(n_coord)
     key = np.empty(n_coord)
     no_min = np.zeros(n_coord)
     for b in range(batch):
-        _setup_one(consts, now, b, lo_c[b], hi_c[b], dt_h, False, lo, hi, rlo, rhi)
+        _setup_one(consts, now, b, lo_c[b], hi_c[b], dt_h, False, w)
         start = np.zeros(n_coord)
         neg_any = False
         if allow_discharge:
@@ -861,10 +765,7 @@ def fill_priority(
             rlo_free = rlo.copy()
             rlo_free[k] = -math.inf  # the charging filled next takes up what would be exported
             order = np.argsort(key, kind="mergesort")
-            a = _fill(
-                net, start, caps, order, -1.0, rlo_free, rhi,
-                res, False, no_min, vals,
-            )  # fmt: skip
+            a = _fill(net, (lo, hi, rlo_free, rhi, anchor, vals), grid, start, caps, order, -1.0, no_min)
             for c in range(n_coord):
                 start[c] = -a[c]
         for i in range(n):
@@ -874,10 +775,7 @@ def fill_priority(
         caps[n] = 0.0
         key[n] = math.inf
         order = np.argsort(key, kind="mergesort")
-        a = _fill(
-            net, start, caps, order, 1.0, rlo, rhi, res, False,
-            no_min, vals,
-        )  # fmt: skip
+        a = _fill(net, w, grid, start, caps, order, 1.0, no_min)
         for i in range(n):
             out[b, i] = start[i] + a[i]
     return out

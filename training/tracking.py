@@ -1,5 +1,7 @@
-"""Training's one door to MLflow: the tracking store, experiments, and logging an evaluation as a parent
-run with a child per policy.
+"""Training's one door to MLflow: the tracking store, experiments, a training or tuning run
+(:func:`start_run` and its :class:`TrackingRun`), registering a model, and logging an evaluation as a parent
+run with a child per policy. No other module of ``training/`` imports mlflow (but the pyfunc wrapper
+:mod:`training.mlflow_model`); ``tests/test_tracking_door.py`` holds the rule.
 
 The store follows the one rule of :mod:`evdlm.tracking_uri`: ``--tracking-uri``, else ``MLFLOW_TRACKING_URI``,
 else the SQLite store ``.evdlm/mlflow.db`` in the project folder (the working directory) with artifacts in
@@ -11,6 +13,8 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,11 +30,14 @@ __all__ = [
     "PROJECT_DIR_NAME",
     "LoggedEvaluation",
     "TrackingLocation",
+    "TrackingRun",
     "ensure_experiment",
     "log_evaluation",
     "metric_batch",
+    "register_model",
     "resolve_tracking",
     "sb3_mlflow_output",
+    "start_run",
     "tracking_location",
 ]
 
@@ -115,6 +122,81 @@ def sb3_mlflow_output(client: Any, run_id: str) -> Any:
             pass
 
     return MlflowOutputFormat()
+
+
+@dataclass(frozen=True)
+class TrackingRun:
+    """An open MLflow run of training or tuning (from :func:`start_run`): what is logged goes to it."""
+
+    tracking_uri: str
+    experiment_id: str
+    run_id: str
+    client: Any
+    """the ``MlflowClient`` of ``tracking_uri``"""
+
+    def log_params(self, params: Mapping[str, object]) -> None:
+        import mlflow
+
+        mlflow.log_params(dict(params))
+
+    def log_metrics(self, metrics: Mapping[str, float]) -> None:
+        import mlflow
+
+        mlflow.log_metrics(dict(metrics))
+
+    def log_metrics_at(self, metrics: dict[str, float], prefix: str, step: int) -> None:
+        """``metrics`` named ``<prefix><key>`` at training step ``step`` (one batch)."""
+        self.client.log_batch(self.run_id, metrics=metric_batch(metrics, prefix, step))
+
+    def set_tag(self, key: str, value: str) -> None:
+        import mlflow
+
+        mlflow.set_tag(key, value)
+
+    def log_artifact(self, path: str | Path, folder: str | None = None) -> None:
+        """The file ``path`` as an artifact of the run (under ``folder`` when given)."""
+        import mlflow
+
+        mlflow.log_artifact(str(path), folder)
+
+    def sb3_output(self) -> Any:
+        """:func:`sb3_mlflow_output` of this run (the learning curves)."""
+        return sb3_mlflow_output(self.client, self.run_id)
+
+
+@contextmanager
+def start_run(
+    tracking_uri: str | None,
+    experiment: str,
+    run_name: str,
+    tags: Mapping[str, str] | None = None,
+    parent_run_id: str | None = None,
+) -> Iterator[TrackingRun]:
+    """Open a run named ``run_name`` in ``experiment`` (created if missing) of the store of
+    :func:`tracking_location`, nested under ``parent_run_id`` when given; it ends when the block does."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    uri, root = tracking_location(tracking_uri)
+    mlflow.set_tracking_uri(uri)
+    experiment_id = ensure_experiment(experiment, uri, root)
+    with mlflow.start_run(
+        experiment_id=experiment_id,
+        run_name=run_name,
+        tags=dict(tags or {}),
+        nested=parent_run_id is not None,
+        parent_run_id=parent_run_id,
+    ) as run:
+        yield TrackingRun(uri, experiment_id, run.info.run_id, MlflowClient(uri))
+
+
+def register_model(model_uri: str, name: str) -> str:
+    """Register the model at ``model_uri`` (a ``runs:/`` URI) as a new version of ``name``; returns its
+    ``models:/NAME/VERSION`` URI."""
+    import mlflow
+
+    mv = mlflow.register_model(model_uri, name)
+    return f"models:/{mv.name}/{mv.version}"
 
 
 @dataclass(frozen=True)

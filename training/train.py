@@ -33,9 +33,9 @@ from training.learner import build_model, build_vec_env, make_env, policy_meta
 from training.rl_config import TrainConfig
 from training.tracking import (
     PROJECT_DIR_NAME,
+    TrackingRun,
     ensure_experiment,
-    metric_batch,
-    sb3_mlflow_output,
+    start_run,
     tracking_location,
 )
 
@@ -191,9 +191,7 @@ def train(
     a checkpoint ``.zip`` written by an earlier run; training continues up to
     ``training.total_timesteps``.
     """
-    import mlflow
     import torch
-    from mlflow.tracking import MlflowClient
     from stable_baselines3.common.logger import Logger
     from stable_baselines3.common.utils import set_random_seed
     from stable_baselines3.common.vec_env import VecNormalize
@@ -202,10 +200,6 @@ def train(
 
     torch.set_num_threads(config.training.torch_threads)
     set_random_seed(config.seed)
-    uri, root = tracking_location(tracking_uri)
-    mlflow.set_tracking_uri(uri)
-    client = MlflowClient(uri)
-    experiment_id = ensure_experiment(config.tracking.experiment, uri, root)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = (
         Path(out_dir)
@@ -252,22 +246,15 @@ def train(
     tags = {"evdlm.kind": "train", "evdlm.config": config.name}
     if resume_from is not None:
         tags["evdlm.resumed_from"] = str(resume_from)
-    with mlflow.start_run(
-        experiment_id=experiment_id,
-        run_name=run_name,
-        tags=tags,
-        nested=parent_run_id is not None,
-        parent_run_id=parent_run_id,
-    ) as run:
-        run_id = run.info.run_id
-        mlflow.log_params(config.flat_params())
-        model.set_logger(Logger(folder=None, output_formats=[sb3_mlflow_output(client, run_id)]))
+    with start_run(tracking_uri, config.tracking.experiment, run_name, tags, parent_run_id) as run:
+        run.log_params(config.flat_params())
+        model.set_logger(Logger(folder=None, output_formats=[run.sb3_output()]))
 
         best: list[tuple[EvalPoint, Path, EvaluationReport]] = []
 
         def on_eval(point: EvalPoint, policy: LearnedPolicy, rep: EvaluationReport) -> None:
             points.append(point)
-            client.log_batch(run_id, metrics=metric_batch(point.metrics(), "eval/", point.timesteps))
+            run.log_metrics_at(point.metrics(), "eval/", point.timesteps)
             if config.evaluation.keep_best and (not best or point.cost_total < best[0][0].cost_total):
                 best[:] = [(point, policy.save_bundle(out / "best"), rep)]
             if report is not None:
@@ -305,17 +292,17 @@ def train(
         selected = points[-1]
         if best and best[0][0].cost_total < selected.cost_total:
             selected, bundle, rep = best[0]
-        _log_artifacts(config, points, rep, out)
-        mlflow.log_metrics({"train/wall_s": wall_s, "train/timesteps": float(steps)})
-        client.log_batch(run_id, metrics=metric_batch(selected.metrics(), "selected/", selected.timesteps))
-        mlflow.set_tag("evdlm.selected_timesteps", str(selected.timesteps))
+        _log_artifacts(config, points, rep, out, run)
+        run.log_metrics({"train/wall_s": wall_s, "train/timesteps": float(steps)})
+        run.log_metrics_at(selected.metrics(), "selected/", selected.timesteps)
+        run.set_tag("evdlm.selected_timesteps", str(selected.timesteps))
         logged = log_policy(bundle, config.registered_model_name if register else None, config)
         venv.close()
     return TrainResult(
         config=config,
-        run_id=run_id,
-        tracking_uri=uri,
-        experiment_id=experiment_id,
+        run_id=run.run_id,
+        tracking_uri=run.tracking_uri,
+        experiment_id=run.experiment_id,
         run_model_uri=logged.run_model_uri,
         model_uri=logged.registered_model_uri or logged.run_model_uri,
         bundle_dir=bundle,
@@ -328,10 +315,9 @@ def train(
 
 
 def _log_artifacts(
-    config: TrainConfig, points: Sequence[EvalPoint], rep: EvaluationReport, out: Path
+    config: TrainConfig, points: Sequence[EvalPoint], rep: EvaluationReport, out: Path, run: TrackingRun
 ) -> None:
     """The config, the held-out table and the curve of the gap to the optimum against training time."""
-    import mlflow
     import yaml
 
     cfg_path = out / "config.yaml"
@@ -343,7 +329,7 @@ def _log_artifacts(
 
     pd.DataFrame([asdict(p) for p in points]).to_csv(curve, index=False)
     for p in (cfg_path, table, curve):
-        mlflow.log_artifact(str(p))
+        run.log_artifact(p)
     if not config.tracking.log_plots:
         return
     from training.plots import comparison_chart, import_plot
@@ -351,14 +337,12 @@ def _log_artifacts(
     plots = out / "plots"
     plots.mkdir(exist_ok=True)
     if points:
-        mlflow.log_artifact(
-            str(plot_gap_curve(points, plots / "gap_vs_time.png", title=config.name)), "plots"
-        )
+        run.log_artifact(plot_gap_curve(points, plots / "gap_vs_time.png", title=config.name), "plots")
     for k, scenario in enumerate(rep.scenarios()):
-        mlflow.log_artifact(str(comparison_chart(rep, scenario, plots / f"comparison_{k}.png")), "plots")
+        run.log_artifact(comparison_chart(rep, scenario, plots / f"comparison_{k}.png"), "plots")
     for (scenario, policy, seed), trace in rep.traces.items():
         png = import_plot(trace, f"{policy} on {scenario}", plots / f"import_{policy}_{scenario}_{seed}.png")
-        mlflow.log_artifact(str(png), "plots")
+        run.log_artifact(png, "plots")
 
 
 def plot_gap_curve(points: Sequence[EvalPoint], path: Path, title: str = "") -> Path:

@@ -145,34 +145,30 @@ def tune_config(
     register: bool = True,
 ) -> TuneResult:
     """Run the search; every trial lands in MLflow under one parent run, the best policy is registered."""
-    import mlflow
     import ray
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
-    from training.tracking import PROJECT_DIR_NAME, ensure_experiment, tracking_location
+    from training.tracking import PROJECT_DIR_NAME, register_model, start_run
 
     t = config.tune
     if not t.search_space:
         raise ValueError(f"config {config.name!r}: tune.search_space is empty; nothing to search")
-    uri, root_uri = tracking_location(tracking_uri)
-    mlflow.set_tracking_uri(uri)
-    experiment_id = ensure_experiment(config.tracking.experiment, uri, root_uri)
     root = Path(out_dir) if out_dir is not None else Path.cwd() / PROJECT_DIR_NAME / "tune" / config.name
     root.mkdir(parents=True, exist_ok=True)
     started_ray = _init_ray(ray_address, num_cpus)
     try:
-        with mlflow.start_run(
-            experiment_id=experiment_id, run_name=f"tune-{config.name}", tags={"evdlm.kind": "tune"}
+        with start_run(
+            tracking_uri, config.tracking.experiment, f"tune-{config.name}", {"evdlm.kind": "tune"}
         ) as parent:
-            mlflow.log_params({f"tune.{k}": str(v) for k, v in t.model_dump(mode="json").items()})
+            parent.log_params({f"tune.{k}": str(v) for k, v in t.model_dump(mode="json").items()})
             scheduler = ASHAScheduler(
                 time_attr="training_iteration",
                 max_t=10_000,
                 grace_period=t.grace_period_evals,
                 reduction_factor=t.reduction_factor,
             )
-            trainable = _trainable(config, uri, parent.info.run_id, str(root / "trials"))
+            trainable = _trainable(config, parent.tracking_uri, parent.run_id, str(root / "trials"))
             storage = str((root / "ray").resolve())
             tuner = tune.Tuner(
                 tune.with_resources(trainable, {"cpu": t.cpus_per_trial}),
@@ -203,14 +199,13 @@ def tune_config(
             if not finished:
                 raise RuntimeError(f"tune {config.name!r}: no trial reported a result (see {root})")
             best = min(finished, key=_cost if t.metric == "cost_total" else _gap)
-            mlflow.log_params({f"best.{k}": str(v) for k, v in best.overrides.items()})
+            parent.log_params({f"best.{k}": str(v) for k, v in best.overrides.items()})
             if best.gap_to_optimum_pct is not None and math.isfinite(best.gap_to_optimum_pct):
-                mlflow.log_metric("best/gap_to_optimum_pct", best.gap_to_optimum_pct)
+                parent.log_metrics({"best/gap_to_optimum_pct": best.gap_to_optimum_pct})
             registered = None
             if register and best.run_model_uri is not None:
-                mv = mlflow.register_model(best.run_model_uri, config.registered_model_name)
-                registered = f"models:/{mv.name}/{mv.version}"
-            return TuneResult(parent.info.run_id, uri, t.metric, best, tuple(trials), registered)
+                registered = register_model(best.run_model_uri, config.registered_model_name)
+            return TuneResult(parent.run_id, parent.tracking_uri, t.metric, best, tuple(trials), registered)
     finally:
         if started_ray:
             ray.shutdown()
