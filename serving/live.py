@@ -8,6 +8,7 @@ Mutable per-connector and per-station records are updated only by the OCPP handl
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
 
 BIG_ENERGY_KWH = 1e6
 BIG_TIME_H = 1e3
+LIMIT_LOG_LEN = 32
+"""limits kept per connector to judge its draw at the time of a site meter reading"""
 
 
 @dataclass
@@ -76,6 +79,8 @@ class ConnectorLive:
     register_wh: float | None = None
     """last accepted import energy register, Wh (any transaction)"""
     register_at: float = -np.inf
+    limit_log: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=LIMIT_LOG_LEN))
+    """(monotonic time it took effect, kW) of the last limits, for :meth:`draw_floor_kw`"""
 
     @property
     def active(self) -> bool:
@@ -96,6 +101,28 @@ class ConnectorLive:
     @property
     def discharging(self) -> bool:
         return self.v2g_mode != "charge_only"
+
+    def note_limit(self, at: float) -> None:
+        """Log the limit now in force (``limit_kw``), in force since monotonic time ``at``."""
+        if self.limit_kw is not None:
+            self.limit_log.append((at, self.limit_kw))
+
+    def draw_floor_kw(self, since: float) -> float | None:
+        """The charger's draw as it may have been at any time from ``since`` on: its last measurement,
+        but no more than any limit in force in that time (the one in force at ``since`` and every later
+        one), since a station follows a lower limit at once. None without a measurement.
+
+        A site meter reading and a charger's MeterValues are taken at different times; a charger whose
+        limit went down and up again between them may have drawn far less when the site meter read than
+        its measurement says, and subtracting the measurement would make the base load look smaller than
+        it is."""
+        if self.power_kw is None:
+            return None
+        kw = self.power_kw
+        before = [lim for at, lim in self.limit_log if at <= since]
+        if before:
+            kw = min(kw, before[-1])
+        return min([kw] + [lim for at, lim in self.limit_log if at > since])
 
     def clear_transaction(self) -> None:
         self.tx_pk = None
@@ -119,6 +146,7 @@ class ConnectorLive:
         self.v2g_reason = "no_ev_needs"
         self.plan_kw = None
         self.plan_start = -np.inf
+        self.limit_log.clear()
 
     def dischargeable_kwh(self, efficiency: float) -> float:
         """Energy the EV may still give back, kWh on its battery side: what it declared above the bottom of
@@ -243,6 +271,33 @@ def _v2x_bounds(site: SiteArrays, c: ConnectorLive) -> tuple[float, float]:
     return max(cap, 0.0), c.dischargeable_kwh(float(site.efficiency[i]))
 
 
+def reading_slack_s(cfg: ServingConfig) -> float:
+    """How long before its arrival a reading may have been taken (a quarter control interval), s."""
+    return 0.25 * cfg.control_interval_s
+
+
+def draws_at_meter(
+    live: LiveSite, measured: FloatArray, meter_at: float, cfg: ServingConfig, battery: BatteryStatus | None
+) -> tuple[float, float]:
+    """``(chargers kW, battery kW)`` to take off the site meter's import (read at monotonic ``meter_at``)
+    to find the base load: per measured charger (``measured`` finite) its :meth:`ConnectorLive.draw_floor_kw`
+    from the earlier of the two readings on, and the battery's ``power_floor_kw``. Both err low, so the
+    base load errs high (safe for the import limit): a reading older or newer than the site meter's,
+    across a limit or setpoint change, would otherwise make the base load look smaller than it is."""
+    slack = reading_slack_s(cfg)
+    chargers = 0.0
+    for c in live.connectors:
+        if not c.active or not np.isfinite(measured[c.index]):
+            continue
+        floor = c.draw_floor_kw(min(meter_at, c.power_at) - slack)
+        chargers += float(measured[c.index]) if floor is None else floor
+    battery_kw = 0.0
+    if battery is not None:
+        low = battery.power_floor_kw if battery.power_floor_kw is not None else battery.power_kw
+        battery_kw = float(low or 0.0)
+    return chargers, battery_kw
+
+
 def build_snapshot(
     live: LiveSite,
     cfg: ServingConfig,
@@ -330,7 +385,10 @@ def build_snapshot(
     elif fresh:
         assert meter is not None
         pv = meter.pv_kw or 0.0
-        base = max(0.0, meter.import_kw + pv - measured_sum - battery_kw)
+        chargers_then, battery_then = draws_at_meter(
+            live, measured, meter.at, cfg, battery if battery_on else None
+        )
+        base = max(0.0, meter.import_kw + pv - chargers_then - battery_then)
         site_import = meter.import_kw
         stale = False
         measured_base, measured_pv = base, meter.pv_kw

@@ -25,6 +25,7 @@ def follow_plans(site: SiteArrays, connectors: list[ConnectorLive], period_s: fl
         if value != c.limit_value:
             c.limit_value = value
             c.limit_kw = profile_to_kw_one(site, c.index, value)
+            c.note_limit(c.plan_start + k * period_s)
 
 
 def plans_moved(
