@@ -79,6 +79,8 @@ class ConnectorLive:
     register_wh: float | None = None
     """last accepted import energy register, Wh (any transaction)"""
     register_at: float = -np.inf
+    started_at: float = -np.inf
+    """monotonic time the central system learnt of the running transaction (it drew nothing before)"""
     limit_log: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=LIMIT_LOG_LEN))
     """(monotonic time it took effect, kW) of the last limits, for :meth:`draw_floor_kw`"""
 
@@ -110,7 +112,8 @@ class ConnectorLive:
     def draw_floor_kw(self, since: float) -> float | None:
         """The charger's draw as it may have been at any time from ``since`` on: its last measurement,
         but no more than any limit in force in that time (the one in force at ``since`` and every later
-        one), since a station follows a lower limit at once. None without a measurement.
+        one), since a station follows a lower limit at once, and nothing where its transaction started
+        after ``since``. None without a measurement.
 
         A site meter reading and a charger's MeterValues are taken at different times; a charger whose
         limit went down and up again between them may have drawn far less when the site meter read than
@@ -119,6 +122,8 @@ class ConnectorLive:
         if self.power_kw is None:
             return None
         kw = self.power_kw
+        if since < self.started_at:
+            kw = min(kw, 0.0)  # the transaction may have started after ``since``
         before = [lim for at, lim in self.limit_log if at <= since]
         if before:
             kw = min(kw, before[-1])
@@ -147,6 +152,7 @@ class ConnectorLive:
         self.plan_kw = None
         self.plan_start = -np.inf
         self.limit_log.clear()
+        self.started_at = -np.inf
 
     def dischargeable_kwh(self, efficiency: float) -> float:
         """Energy the EV may still give back, kWh on its battery side: what it declared above the bottom of
