@@ -158,11 +158,14 @@ class Controller:
         schedule_periods: int = 1,
         schedule_period_s: float = 900.0,
         control_interval_s: float = 10.0,
+        time_scale: float = 1.0,
     ) -> None:
         self.site = site
         self.schedule_periods = schedule_periods
         self.schedule_period_s = schedule_period_s
         self.control_interval_s = control_interval_s
+        self.time_scale = time_scale
+        """the stations' seconds per wall second (a schedule period moves that much more energy)"""
         self.plan = ProjectionPlan.from_site(site)
         self.site_no_battery = without_battery(site)
         """the site as the projection sees it while the battery is absent"""
@@ -275,7 +278,7 @@ class Controller:
             schedule = plan_schedule(
                 site, plan, view_state, snapshot.forecast, limits, self.schedule_periods,
                 self.schedule_period_s, self.control_interval_s, self.departure_floor,
-                self.safe_share_kw if meter_stale else None,
+                self.safe_share_kw if meter_stale else None, self.time_scale,
             )  # fmt: skip
             if fixed is not None and fixed.any:
                 schedule[fixed.mask] = fixed.hold_kw[fixed.mask, None]

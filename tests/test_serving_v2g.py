@@ -242,6 +242,37 @@ def test_every_planned_period_is_feasible_and_discharge_respects_the_departure_m
     assert plan_moved(sched[0], 900.0 * (h // 2 + 1), sched[0], 900.0, 0.5)  # less than half left
 
 
+def test_schedule_periods_move_the_stations_energy_when_time_is_scaled() -> None:
+    """``--time-scale N`` against ``evdlm simulate --speed N``: a station steps through its periods on the
+    wall clock (``startPeriod`` in wall seconds), while one wall second moves N seconds of energy. The
+    plan of 6 s periods at N = 600 is the plan of 3600 s periods at N = 1, and an EV needing 5 kWh at
+    11 kW is done after its first 1-hour period (6 wall s), not after 600 of them."""
+    site = SiteArrays.from_config(v2g_site(export_limit_kw=6.0))
+    present = np.array([True, True, False, False])
+    state = SiteState(
+        ev_present=present,
+        ev_max_charge_kw=np.where(present, np.inf, 0.0),
+        ev_max_discharge_kw=np.zeros(4),
+        energy_needed_kwh=np.array([5.0, 30.0, 0.0, 0.0]),
+        energy_room_kwh=np.array([5.0, 30.0, 0.0, 0.0]),
+        energy_dischargeable_kwh=np.zeros(4),
+        time_left_h=np.array([4.0, 2.5, 0.0, 0.0]),
+        base_load_kw=1.0,
+        pv_kw=0.0,
+        dt_h=600 * 0.2 / 3600,
+    )
+    plan = ProjectionPlan.from_site(site)
+    now = np.asarray(project(site, state, np.array([11.0, 11.0, 0.0, 0.0]), 0.0, plan=plan).charger_kw)
+    window = ForecastWindow(np.full(400, 1.0), np.zeros(400), np.full(400, 0.2), np.full(400, 0.05))
+    scaled = plan_schedule(site, plan, state, window, now, 4, 6.0, 0.2, time_scale=600.0)
+    wall = plan_schedule(site, plan, state, window, now, 4, 3600.0, 120.0)
+    assert np.allclose(scaled, wall)
+    assert scaled[0, 0] > 4.0 and np.all(scaled[0, 1:] == 0.0)  # 5 kWh done in the first hour
+    assert np.all(scaled[1, :2] > 4.0) and np.all(scaled[1, 3:] == 0.0)  # gone after 2.5 h
+    unscaled = plan_schedule(site, plan, state, window, now, 4, 6.0, 0.2)  # as before: 6 s of energy
+    assert np.all(unscaled[0] > 4.0)  # it would plan to keep charging a full EV
+
+
 # --------------------------------------------------------------------------- over loopback
 
 
