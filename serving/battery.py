@@ -79,6 +79,8 @@ class BatteryStatus:
     power_floor_kw: float | None = None
     """the lowest power it may have run at since the ``since`` given to :meth:`ModbusBattery.status`
     (the reading in force then and every later one), kW; ``power_kw`` where no ``since`` was given"""
+    power_ceiling_kw: float | None = None
+    """the highest, likewise"""
 
 
 def register_map(cfg: BatteryConfig) -> RegisterMap:
@@ -120,10 +122,12 @@ class ModbusBattery:
 
     # ------------------------------------------------------------------ the loop's side (synchronous)
 
-    def status(self, now: float | None = None, since: float | None = None) -> BatteryStatus:
+    def status(
+        self, now: float | None = None, since: float | None = None, until: float = float("inf")
+    ) -> BatteryStatus:
         """The battery as the loop's read step sees it: present only with a fresh reading over a working
-        link (``stale_timeout_s``). ``since`` (monotonic): the time of the site meter reading the loop
-        subtracts the battery's power from (see ``power_floor_kw``)."""
+        link (``stale_timeout_s``). ``[since, until]`` (monotonic): when the site meter reading the loop
+        subtracts the battery's power from was taken (see ``power_floor_kw``)."""
         mono = time.monotonic() if now is None else now
         age = mono - self.read_at if self.reading is not None else None
         fresh = age is not None and age <= self.cfg.stale_timeout_s
@@ -132,21 +136,29 @@ class ModbusBattery:
             link = "stale"
         r = self.reading
         power = None if r is None else r.power_kw
-        floor = power if since is None or power is None else self.power_floor_kw(since)
+        floor = ceiling = power
+        if since is not None and power is not None:
+            floor, ceiling = self.power_floor_kw(since, until), self.power_ceiling_kw(since, until)
         return BatteryStatus(
             link == "ok" and not self._needs_idle, link, None if r is None else r.soc_frac, power, age,
-            self.written_kw, floor,
+            self.written_kw, floor, ceiling,
         )  # fmt: skip
 
-    def power_floor_kw(self, since: float) -> float | None:
+    def power_ceiling_kw(self, since: float, until: float = float("inf")) -> float | None:
+        """The highest power read in force at any time from ``since`` on (see :meth:`power_floor_kw`)."""
+        powers = self._powers_since(since, until)
+        return max(powers) if powers else None
+
+    def _powers_since(self, since: float, until: float = float("inf")) -> list[float]:
+        before = [kw for at, kw in self._powers if at <= since]
+        return before[-1:] + [kw for at, kw in self._powers if since < at <= until]
+
+    def power_floor_kw(self, since: float, until: float = float("inf")) -> float | None:
         """The lowest power read in force at any time from monotonic ``since`` on (the reading before it
         and every later one), kW; None before any reading. A site meter reading taken before a setpoint
         change holds the battery's old power: subtracting the new one would misjudge the base load."""
-        if not self._powers:
-            return None
-        before = [kw for at, kw in self._powers if at <= since]
-        later = [kw for at, kw in self._powers if at > since]
-        return min(before[-1:] + later) if before or later else None
+        powers = self._powers_since(since, until)
+        return min(powers) if powers else None
 
     def command(self, kw: float) -> None:
         """The setpoint the loop's write step decided (kW, + charge); written at once by :meth:`run`."""

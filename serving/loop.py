@@ -127,8 +127,13 @@ class SiteLoop:
         self._update_correction(fixed)
         utc = datetime.now(UTC)
         cap_kw = self.dispatcher.cap_kw()
-        meter_at = None if self.live.meter is None else self.live.meter.at - reading_slack_s(self.cfg)
-        battery = None if self.battery is None else self.battery.status(now, meter_at)
+        battery = None
+        if self.battery is not None:
+            meter, slack = self.live.meter, reading_slack_s(self.cfg)
+            if meter is None:
+                battery = self.battery.status(now)
+            else:  # its power as it may have been when the site meter read
+                battery = self.battery.status(now, meter.at - slack, meter.at + slack)
         snapshot, info = build_snapshot(
             self.live, self.cfg, self.cycle, cap_kw, now, utc, self.correction_kw, self.forecast, battery
         )
@@ -156,11 +161,11 @@ class SiteLoop:
         if info.site_import_kw is None or not info.battery_present or meter is None:
             return None
         measured = self.live.measured_kw(now, self.cfg.station_meter_timeout_s)
-        chargers_then, battery_then = draws_at_meter(self.live, measured, meter.at, self.cfg, battery)
+        then = draws_at_meter(self.live, measured, meter.at, self.cfg, battery)
         measured = np.where(np.isfinite(measured), measured, 0.0)
         # each charger may draw the larger of its drawable power and its measured draw (V2G: as if it stops)
         may_draw = float(np.sum(np.maximum(np.maximum(drawable, 0.0), measured)))
-        base_then = info.site_import_kw - battery_then - chargers_then
+        base_then = info.site_import_kw - then.battery_kw - then.chargers_kw
         return float(self.site.import_limit_kw - base_then - may_draw)
 
     def _drawable_kw(self) -> FloatArray:
@@ -239,6 +244,7 @@ class SiteLoop:
         outcome = await self.controller.decide(
             reading.snapshot, info.meter_stale, reading.fixed, battery_present=info.battery_present,
             drawable_kw=reading.drawable_kw, battery_room_kw=reading.battery_room_now_kw,
+            base_low_kw=info.base_load_low_kw,
         )  # fmt: skip
         if outcome.fallback_reason is not None:
             self.metrics.inc("fallbacks_total", reason=outcome.fallback_reason)

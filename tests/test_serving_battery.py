@@ -603,6 +603,8 @@ def test_the_base_load_takes_off_the_draws_as_they_were_when_the_site_meter_read
     measured = live.measured_kw(12.0, 10.0)
     assert c.draw_floor_kw(9.95) == 0.0  # went to 0 in between: may have drawn nothing at the meter
     assert c.draw_floor_kw(11.6) == 4.5  # the measurement, no lower limit after it
+    assert c.draw_floor_kw(9.95, 10.2) == 4.5  # both readings before the dip: it says nothing of them
+    assert c.draw_ceiling_kw(10.4, 12.0) == 4.5 and c.draw_floor_kw(10.4, 10.6) == 0.0
     battery = ModbusBattery(battery_cfg(1))
     for at, kw in [(10.0, 14.3), (11.0, 14.3), (11.2, 20.0), (11.4, 20.0)]:
         battery._powers.append((at, kw))
@@ -610,7 +612,8 @@ def test_the_base_load_takes_off_the_draws_as_they_were_when_the_site_meter_read
     assert battery.power_floor_kw(11.3) == 20.0
     assert battery.power_floor_kw(5.0) == 14.3
     st = BatteryStatus(True, "ok", 0.5, 20.0, 0.0, 20.0, battery.power_floor_kw(11.05))
-    chargers, batt = draws_at_meter(live, measured, 11.1, cfg, st)
-    assert (chargers, batt) == (0.0, 14.3)
+    then = draws_at_meter(live, measured, 11.1, cfg, st)
+    assert (then.chargers_kw, then.battery_kw) == (0.0, 14.3)
+    assert then.chargers_high_kw == 4.5  # the other side, for the export limit
     c.power_at = 11.8  # a reading since the limit came back: that is what it draws
-    assert draws_at_meter(live, live.measured_kw(12.0, 10.0), 12.0, cfg, None) == (4.5, 0.0)
+    assert draws_at_meter(live, live.measured_kw(12.0, 10.0), 12.0, cfg, None)[:2] == (4.5, 0.0)
