@@ -33,7 +33,7 @@ from serving.forecast import LiveForecast
 from serving.journal import HISTORY_SOURCE, Journal, Publisher
 from serving.live import LiveSite, SnapshotInfo, build_snapshot, draws_at_meter, reading_slack_s
 from serving.metrics import Metrics
-from serving.plans import follow_plans, plans_moved
+from serving.plans import follow_plans, plans_moved, plans_step_away
 from serving.store import DecisionRecord, MeterSample
 from serving.violations import TOLERANCE_KW, Violation, site_cause
 
@@ -273,7 +273,10 @@ class SiteLoop:
         schedule = outcome.schedule_kw
         if schedule is not None:
             moved = plans_moved(self.site, self.live.connectors, self.cfg, schedule, updates)
-            updates = sorted(set(updates) | set(moved))
+            away = plans_step_away(
+                self.site, self.live.connectors, self.cfg, outcome.limits_kw, time.monotonic()
+            )
+            updates = sorted(set(updates) | set(moved) | set(away))
         sent = self.dispatcher.send(outcome.limits_kw, updates, schedule, self.cfg.schedule_period_s)
         if self.battery is not None:
             self.battery.command(self._battery_setpoint(outcome))

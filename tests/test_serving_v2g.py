@@ -385,6 +385,25 @@ async def test_a_station_that_loses_its_central_system_follows_its_last_schedule
     assert rep.max_site_import_kw <= 30.0 + 1e-6
 
 
+def test_a_plan_about_to_step_away_from_the_decision_is_resent(tmp_path: Path) -> None:
+    """Periods as long as the control interval: a plan sent 9.5 s ago steps into its next period within
+    the next cycle; where that period is further than the deadband from this cycle's decision the
+    decision goes out now (the deadband alone compares with the period in force now)."""
+    from serving.live import LiveSite
+    from serving.plans import plans_step_away
+
+    site_cfg = v2g_site()
+    site = SiteArrays.from_config(site_cfg)
+    cfg = serving_config(tmp_path, control_interval_s=10.0, schedule_period_s=10.0, schedule_periods=4)
+    live = LiveSite.build(site, connector_map(cfg, site_cfg), ["CP1", "CP2"])
+    for c, plan in zip(live.connectors, ([-11.0, 0.0, 0.0, 0.0], [-11.0, -11.0, -11.0, 0.0]), strict=False):
+        c.tx_pk, c.limit_kw, c.plan_kw, c.plan_start = 1, plan[0], np.array(plan), 100.0
+    decision = np.array([-11.0, -11.0, 0.0, 0.0])
+    assert plans_step_away(site, live.connectors, cfg, decision, 109.5) == [0]  # would stop discharging
+    assert plans_step_away(site, live.connectors, cfg, decision, 101.0) == []  # its next period is far
+    assert plans_step_away(site, live.connectors, cfg, np.array([0.0, -11.0, 0, 0]), 109.5) == []
+
+
 def test_16_and_201_profiles_carry_the_plan_for_charging() -> None:
     now = datetime(2030, 1, 1, tzinfo=UTC)
     periods = [(0, 16.0), (900, 10.0), (1800, 6.0)]
