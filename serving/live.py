@@ -118,7 +118,7 @@ class ConnectorLive:
     def draw_floor_kw(self, since: float, until: float = np.inf) -> float | None:
         """The lowest the charger's draw may have been at any time in ``[since, until]``: its last
         measurement, but no more than any limit in force in that time (a station follows a lower limit
-        at once), and nothing where its transaction started after ``since``. None without a measurement.
+        at once). None without a measurement.
 
         A site meter reading and a charger's MeterValues are taken at different times; a charger whose
         limit went down and up again between them may have drawn far less when the site meter read than
@@ -126,10 +126,7 @@ class ConnectorLive:
         it is."""
         if self.power_kw is None:
             return None
-        kw = self.power_kw
-        if since < self.started_at:
-            kw = min(kw, 0.0)  # the transaction may have started after ``since``
-        return min([kw, *self._limits_in_force(since, until)])
+        return min([self.power_kw, *self._limits_in_force(since, until)])
 
     def draw_ceiling_kw(self, since: float, until: float = np.inf) -> float | None:
         """The other side of :meth:`draw_floor_kw`: its last measurement, or any limit in force in
@@ -320,6 +317,8 @@ def draws_at_meter(
         # between the two readings (a limit that took effect after both says nothing about either)
         since, until = min(meter_at, c.power_at) - slack, max(meter_at, c.power_at) + slack
         floor, ceiling = c.draw_floor_kw(since, until), c.draw_ceiling_kw(since, until)
+        if floor is not None and meter_at < c.started_at:
+            floor = min(floor, 0.0)  # the site meter read before the central system knew of the transaction
         low += float(measured[c.index]) if floor is None else floor
         high += float(measured[c.index]) if ceiling is None else ceiling
     b_low = b_high = 0.0

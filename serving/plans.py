@@ -56,11 +56,12 @@ def plans_step_away(
     site: SiteArrays, connectors: list[ConnectorLive], cfg: ServingConfig, limits_kw: FloatArray, now: float
 ) -> list[int]:
     """Chargers whose sent plan will be, halfway through the next control interval, in a later period
-    further than the deadband from this cycle's decision: they get the decision now. The deadband compares the decision
-    with the period in force *now*; a station about to step into its next period on its own (a plan sent
-    one period ago, with periods as long as the control interval) would otherwise follow that period,
-    not this cycle's decision, for most of the interval (in the V2G benchmark, EVs kept discharging by
-    the decision stopped at their plan's next period, every third cycle)."""
+    further than the deadband from this cycle's decision: they get the decision now. The deadband
+    compares the decision with the period in force *now*; a station about to step into its next period
+    on its own (a plan sent one period ago, with periods as long as the control interval) would
+    otherwise follow that period, not this cycle's decision, for most of the interval (in the V2G
+    benchmark, EVs kept discharging by the decision stopped at their plan's next period, every third
+    cycle)."""
     out = []
     for c in connectors:
         if not c.active or c.plan_kw is None or len(c.plan_kw) < 2 or c.limit_kw is None:
