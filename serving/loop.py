@@ -228,10 +228,8 @@ class SiteLoop:
         self.correction_kw = max(0.0, self.correction_kw + error)
 
     def _plan_in_force_at(self) -> float:
-        """Monotonic time from which the site meter shows the last plan: after its cycle, after every
-        profile on its way was answered and after the battery took its setpoint (inf while profiles are
-        still on their way). A reading taken before holds the chargers at their old limits (or the
-        failsafe a new transaction starts at) and the battery at its old power."""
+        """Monotonic time from which the site meter shows the last plan: its profiles answered (inf while
+        on their way), the battery's setpoint written. A reading before shows the old limits and power."""
         if self.dispatcher.in_flight:
             return np.inf
         battery_at = -np.inf if self.battery is None else self.battery.written_at
