@@ -379,6 +379,7 @@ def run_v2g(work: Path, n: int, minutes: float, interval_s: float = V2G_STEP_S) 
         wait_http(http)
         extra = ["--start-at", start.isoformat()]
         cmd = [sys.executable, "-m", "evdlm.cli", "simulate", "--scenario", str(scenario)]
+        cmd += ["--config", str(config)]  # the station layout as the service has it
         cmd += ["--csms", f"ws://127.0.0.1:{ocpp}", "--speed", "1", "--version", "2.1", "--json"]
         cmd += [
             "--meter-url",

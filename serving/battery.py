@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -48,6 +49,8 @@ LinkState = Literal["connecting", "ok", "stale", "lost"]
 
 RECONNECT_MAX_S = 2.0
 """longest wait between two connection attempts to a battery that is away"""
+READINGS_KEPT = 256
+"""power readings kept to judge the battery's power at the time of a site meter reading"""
 
 
 class _Wait(Exception):
@@ -73,6 +76,11 @@ class BatteryStatus:
     """seconds since the last good reading"""
     setpoint_kw: float
     """the setpoint last written, kW (+ charge)"""
+    power_floor_kw: float | None = None
+    """the lowest power it may have run at since the ``since`` given to :meth:`ModbusBattery.status`
+    (the reading in force then and every later one), kW; ``power_kw`` where no ``since`` was given"""
+    power_ceiling_kw: float | None = None
+    """the highest, likewise"""
 
 
 def register_map(cfg: BatteryConfig) -> RegisterMap:
@@ -102,17 +110,24 @@ class ModbusBattery:
         """monotonic time of the last good reading"""
         self.wanted_kw = 0.0
         self.written_kw = 0.0
+        self.written_at = -float("inf")
+        """monotonic time the setpoint last changed"""
         self.errors = 0
         self._storage: list[int] = []
         self._wake = asyncio.Event()
         self._needs_idle = True
         """write idle before anything else (at start and after every reconnect)"""
+        self._powers: deque[tuple[float, float]] = deque(maxlen=READINGS_KEPT)
+        """(monotonic time, kW) of the last power readings"""
 
     # ------------------------------------------------------------------ the loop's side (synchronous)
 
-    def status(self, now: float | None = None) -> BatteryStatus:
+    def status(
+        self, now: float | None = None, since: float | None = None, until: float = float("inf")
+    ) -> BatteryStatus:
         """The battery as the loop's read step sees it: present only with a fresh reading over a working
-        link (``stale_timeout_s``)."""
+        link (``stale_timeout_s``). ``[since, until]`` (monotonic): when the site meter reading the loop
+        subtracts the battery's power from was taken (see ``power_floor_kw``)."""
         mono = time.monotonic() if now is None else now
         age = mono - self.read_at if self.reading is not None else None
         fresh = age is not None and age <= self.cfg.stale_timeout_s
@@ -120,10 +135,30 @@ class ModbusBattery:
         if link == "ok" and not fresh:
             link = "stale"
         r = self.reading
+        power = None if r is None else r.power_kw
+        floor = ceiling = power
+        if since is not None and power is not None:
+            floor, ceiling = self.power_floor_kw(since, until), self.power_ceiling_kw(since, until)
         return BatteryStatus(
-            link == "ok" and not self._needs_idle, link, None if r is None else r.soc_frac,
-            None if r is None else r.power_kw, age, self.written_kw,
+            link == "ok" and not self._needs_idle, link, None if r is None else r.soc_frac, power, age,
+            self.written_kw, floor, ceiling,
         )  # fmt: skip
+
+    def power_ceiling_kw(self, since: float, until: float = float("inf")) -> float | None:
+        """The highest power read in force at any time from ``since`` on (see :meth:`power_floor_kw`)."""
+        powers = self._powers_since(since, until)
+        return max(powers) if powers else None
+
+    def _powers_since(self, since: float, until: float = float("inf")) -> list[float]:
+        before = [kw for at, kw in self._powers if at <= since]
+        return before[-1:] + [kw for at, kw in self._powers if since < at <= until]
+
+    def power_floor_kw(self, since: float, until: float = float("inf")) -> float | None:
+        """The lowest power read in force at any time from monotonic ``since`` on (the reading before it
+        and every later one), kW; None before any reading. A site meter reading taken before a setpoint
+        change holds the battery's old power: subtracting the new one would misjudge the base load."""
+        powers = self._powers_since(since, until)
+        return min(powers) if powers else None
 
     def command(self, kw: float) -> None:
         """The setpoint the loop's write step decided (kW, + charge); written at once by :meth:`run`."""
@@ -222,6 +257,7 @@ class ModbusBattery:
         if self._needs_idle and isinstance(self.map, SunSpecMap):
             await self._write_setpoint(client, 0.0)  # the first write after connect needs WChaMax read
         self.reading, self.read_at = reading, time.monotonic()
+        self._powers.append((self.read_at, reading.power_kw))
         if self._needs_idle and self.written_kw == 0.0:
             self._needs_idle = False
             LOG.info("battery %s:%d answers; present again", self.cfg.host, self.cfg.port)
@@ -252,6 +288,8 @@ class ModbusBattery:
             if self._storage[M124_STORCTL_MOD] != STORCTL_BOTH:
                 await write_registers(client, m.storage + M124_STORCTL_MOD, [STORCTL_BOTH], unit)
                 self._storage[M124_STORCTL_MOD] = STORCTL_BOTH
+        if kw != self.written_kw:
+            self.written_at = time.monotonic()
         self.written_kw = kw
 
     async def _write_revert(self, client: Any, seconds: int) -> None:

@@ -315,7 +315,9 @@ class ServingConfig(_Frozen):
         description="periods of each TxProfile's schedule (1: a single limit, as before schedules)",
     )  # fmt: skip
     schedule_period_s: float = Field(
-        default=900.0, gt=0, description="length of one schedule period, s (the plan's step)"
+        default=900.0,
+        gt=0,
+        description="length of one schedule period, wall s as sent (the plan's step; x time_scale in energy)",
     )
     offender_tolerance_kw: float = Field(
         default=0.5, ge=0, description="drawing more than limit + this (and +10 %) flags a station"

@@ -160,6 +160,7 @@ class Controller:
         schedule_period_s: float = 900.0,
         control_interval_s: float = 10.0,
         rotation: Rotation | None = None,
+        time_scale: float = 1.0,
     ) -> None:
         self.site = site
         self.rotation = rotation
@@ -167,6 +168,8 @@ class Controller:
         self.schedule_periods = schedule_periods
         self.schedule_period_s = schedule_period_s
         self.control_interval_s = control_interval_s
+        self.time_scale = time_scale
+        """the stations' seconds per wall second (a schedule period moves that much more energy)"""
         self.plan = ProjectionPlan.from_site(site)
         self.site_no_battery = without_battery(site)
         """the site as the projection sees it while the battery is absent"""
@@ -174,6 +177,8 @@ class Controller:
             self.plan if self.site_no_battery is site else ProjectionPlan.from_site(self.site_no_battery)
         )
         self.departure_floor = departure_floor
+        self.no_discharge_cycles = 0
+        """cycles decided again without discharge (export at risk at the lowest base load the meter allows)"""
         """project with the departure floor (an EV that must charge now to finish gets that power)"""
         self.policy = policy
         self.fallback = fallback
@@ -249,15 +254,20 @@ class Controller:
         battery_present: bool = False,
         drawable_kw: FloatArray | None = None,
         battery_room_kw: float | None = None,
+        base_low_kw: float | None = None,
     ) -> CycleOutcome:
         """Feasible limits for ``snapshot``; ``fixed`` chargers keep their ``hold_kw`` and their measured
         draw is reserved on every node, phase and the site (see :func:`fixed_load_view`). The battery
         takes part only when ``battery_present`` and the meter is fresh (else it is projected to 0 kW);
         ``drawable_kw`` (n,): what each charger may draw before this cycle's profiles arrive (its last
         limit, or its safe share where it has none), which the battery's charging leaves room for;
-        ``battery_room_kw``: a further bound on its charging (the loop's, from the site meter alone)."""
-        battery_on = battery_present and not meter_stale and self.site.has_battery
-        site = self.site if battery_on else self.site_no_battery
+        ``battery_room_kw``: a further bound on its charging (the loop's, from the site meter alone).
+
+        ``base_low_kw``: the lowest base load the site meter allows (the snapshot's base load errs high
+        for the import limit, :func:`serving.live.draws_at_meter`); where the decision would take the
+        site past its export limit with that base load, it is decided again with no discharge at all
+        (EVs and battery): a base load over-estimated while readings straddle a change must not make the
+        projection discharge into an overload that is not there."""
         state = snapshot.state
         present: BoolArray = np.asarray(state.ev_present, dtype=bool)
         share = self.safe_kw(snapshot.timestamp)
@@ -276,6 +286,51 @@ class Controller:
             request, battery = got
             assert self.policy is not None
             name = self.policy.name
+        outcome = self._project(
+            snapshot, request, battery, name, reason, meter_stale, fixed, battery_present, drawable_kw,
+            battery_room_kw,
+        )  # fmt: skip
+        if base_low_kw is None or meter_stale:
+            return outcome
+        export_kw = -float(
+            np.asarray(
+                self.site.site_import_kw(outcome.limits_kw, base_low_kw, state.pv_kw, outcome.battery_kw)
+            )
+        )
+        if export_kw <= self.site.export_limit_kw + 1e-6:
+            return outcome
+        LOG.info(
+            "cycle %d: no discharge (%.1f kW of export at the lowest base load the site meter allows)",
+            snapshot.step_index, export_kw,
+        )  # fmt: skip
+        self.no_discharge_cycles += 1
+        calm = dataclasses.replace(
+            snapshot, state=dataclasses.replace(state, ev_max_discharge_kw=np.zeros(self.site.n))
+        )
+        return self._project(
+            calm, np.maximum(request, 0.0), max(battery, 0.0), name, reason, meter_stale, fixed,
+            battery_present, drawable_kw, battery_room_kw,
+        )  # fmt: skip
+
+    def _project(
+        self,
+        snapshot: Snapshot,
+        request: FloatArray,
+        battery: float,
+        name: str,
+        reason: str | None,
+        meter_stale: bool,
+        fixed: FixedLoad | None,
+        battery_present: bool,
+        drawable_kw: FloatArray | None,
+        battery_room_kw: float | None,
+    ) -> CycleOutcome:
+        """The decision's projection, schedule and battery setpoint (see :meth:`decide`)."""
+        share = self.safe_kw(snapshot.timestamp)
+        battery_on = battery_present and not meter_stale and self.site.has_battery
+        site = self.site if battery_on else self.site_no_battery
+        state = snapshot.state
+        present: BoolArray = np.asarray(state.ev_present, dtype=bool)
         plan, view_state = self.view(state, fixed, battery_on)
         if fixed is not None and fixed.any:
             request = np.where(fixed.mask, 0.0, request)
@@ -298,7 +353,7 @@ class Controller:
             schedule = plan_schedule(
                 site, plan, view_state, snapshot.forecast, limits, self.schedule_periods,
                 self.schedule_period_s, self.control_interval_s, self.departure_floor,
-                share if meter_stale else None,
+                share if meter_stale else None, self.time_scale,
             )  # fmt: skip
             caps = self._stale_caps(snapshot.timestamp, self.schedule_periods) if meter_stale else None
             if caps is not None:

@@ -123,6 +123,9 @@ class Dispatcher:
         self.connections: dict[str, Station] = {}
         self._busy: set[str] = set()
         """stations with profiles on their way (a station gets one batch at a time)"""
+        self.settled_at = -np.inf
+        """monotonic time the last batch of profiles was answered (what a site meter reading taken
+        before it shows is not yet the plan that batch carried)"""
         self.period_s = 900.0
         self.failsafe_retry_s = failsafe_retry_s
         """first wait before the failsafe is tried again; doubles up to :data:`FAILSAFE_RETRY_MAX_S`"""
@@ -239,6 +242,7 @@ class Dispatcher:
             finally:
                 if owned:
                     self._busy.discard(sid)
+                self.settled_at = time.monotonic()
 
         self._spawn(cover())
 
@@ -309,6 +313,7 @@ class Dispatcher:
         finally:
             for sid in (*decreases, *increases):
                 self._busy.discard(sid)
+            self.settled_at = time.monotonic()
 
     async def _send_tx_profiles(
         self, sid: str, items: list[tuple[ConnectorLive, float, FloatArray | None]]
@@ -345,6 +350,7 @@ class Dispatcher:
                 c.limit_kw = kw if ch.rate_unit == "W" else profile_to_kw_one(self.site, c.index, value)
                 c.limit_sent_at = time.monotonic()
                 c.plan_kw, c.plan_start = row, c.limit_sent_at
+                c.note_limit(c.limit_sent_at)
             all_ok = all_ok and ok
         return all_ok
 

@@ -141,6 +141,7 @@ class LiveUpdater:
             c.clear_transaction()
         if not c.active:
             c.tx_pk, c.ocpp_tx_id, c.id_tag, c.tx_start = tx.id, tx.ocpp_tx_id, event.id_tag, tx.start_time
+            c.started_at = time.monotonic()
             c.meter_start_wh = c.meter_last_wh = tx.meter_start_wh
             c.energy_asked_kwh, c.departure, c.ev_max_kw = tx.energy_asked_kwh, tx.departure, tx.ev_max_kw
         c.status = "Charging"

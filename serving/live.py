@@ -8,9 +8,10 @@ Mutable per-connector and per-station records are updated only by the OCPP handl
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
 
 BIG_ENERGY_KWH = 1e6
 BIG_TIME_H = 1e3
+LIMIT_LOG_LEN = 32
+"""limits kept per connector to judge its draw at the time of a site meter reading"""
 
 
 @dataclass
@@ -76,6 +79,10 @@ class ConnectorLive:
     register_wh: float | None = None
     """last accepted import energy register, Wh (any transaction)"""
     register_at: float = -np.inf
+    started_at: float = -np.inf
+    """monotonic time the central system learnt of the running transaction (it drew nothing before)"""
+    limit_log: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=LIMIT_LOG_LEN))
+    """(monotonic time it took effect, kW) of the last limits, for :meth:`draw_floor_kw`"""
 
     @property
     def active(self) -> bool:
@@ -96,6 +103,37 @@ class ConnectorLive:
     @property
     def discharging(self) -> bool:
         return self.v2g_mode != "charge_only"
+
+    def note_limit(self, at: float) -> None:
+        """Log the limit now in force (``limit_kw``), in force since monotonic time ``at``."""
+        if self.limit_kw is not None:
+            self.limit_log.append((at, self.limit_kw))
+
+    def _limits_in_force(self, since: float, until: float) -> list[float]:
+        """The limits in force at some time in ``[since, until]``: the one at ``since`` and every later
+        one up to ``until`` (monotonic times)."""
+        before = [lim for at, lim in self.limit_log if at <= since]
+        return before[-1:] + [lim for at, lim in self.limit_log if since < at <= until]
+
+    def draw_floor_kw(self, since: float, until: float = np.inf) -> float | None:
+        """The lowest the charger's draw may have been at any time in ``[since, until]``: its last
+        measurement, but no more than any limit in force in that time (a station follows a lower limit
+        at once). None without a measurement.
+
+        A site meter reading and a charger's MeterValues are taken at different times; a charger whose
+        limit went down and up again between them may have drawn far less when the site meter read than
+        its measurement says, and subtracting the measurement would make the base load look smaller than
+        it is."""
+        if self.power_kw is None:
+            return None
+        return min([self.power_kw, *self._limits_in_force(since, until)])
+
+    def draw_ceiling_kw(self, since: float, until: float = np.inf) -> float | None:
+        """The other side of :meth:`draw_floor_kw`: its last measurement, or any limit in force in
+        ``[since, until]`` where that is more (it may have drawn up to it). None without a measurement."""
+        if self.power_kw is None:
+            return None
+        return max([self.power_kw, *self._limits_in_force(since, until)])
 
     def clear_transaction(self) -> None:
         self.tx_pk = None
@@ -119,6 +157,8 @@ class ConnectorLive:
         self.v2g_reason = "no_ev_needs"
         self.plan_kw = None
         self.plan_start = -np.inf
+        self.limit_log.clear()
+        self.started_at = -np.inf
 
     def dischargeable_kwh(self, efficiency: float) -> float:
         """Energy the EV may still give back, kWh on its battery side: what it declared above the bottom of
@@ -228,6 +268,8 @@ class SnapshotInfo:
     """where the window's future came from: ``flat`` (no forecast configured), ``model`` or ``persistence``"""
     battery_present: bool = False
     """the site battery may be used this cycle (a fresh reading over a working link)"""
+    base_load_low_kw: float | None = None
+    """the lowest base load the site meter allows (readings straddling a change), None without one"""
 
 
 def _v2x_bounds(site: SiteArrays, c: ConnectorLive) -> tuple[float, float]:
@@ -241,6 +283,50 @@ def _v2x_bounds(site: SiteArrays, c: ConnectorLive) -> tuple[float, float]:
     elif ev is not None and ev.max_discharge_a is not None:
         cap = min(cap, ev.max_discharge_a * float(site.kw_per_a[i]))
     return max(cap, 0.0), c.dischargeable_kwh(float(site.efficiency[i]))
+
+
+def reading_slack_s(cfg: ServingConfig) -> float:
+    """How long before its arrival a reading may have been taken (a quarter control interval), s."""
+    return 0.25 * cfg.control_interval_s
+
+
+class DrawsAtMeter(NamedTuple):
+    """The controllable draws to take off a site meter reading, kW: ``low`` sums err low (the base load
+    errs high: safe for the import limit), ``high`` sums err high (for the export limit)."""
+
+    chargers_kw: float
+    battery_kw: float
+    chargers_high_kw: float
+    battery_high_kw: float
+
+
+def draws_at_meter(
+    live: LiveSite, measured: FloatArray, meter_at: float, cfg: ServingConfig, battery: BatteryStatus | None
+) -> DrawsAtMeter:
+    """The chargers' and the battery's power as they may have been when the site meter read (monotonic
+    ``meter_at``), to find the base load: per measured charger (``measured`` finite) its
+    :meth:`ConnectorLive.draw_floor_kw` (and ``draw_ceiling_kw``) between the two readings, and the
+    battery's ``power_floor_kw`` (and ``power_ceiling_kw``). A reading older or newer than the
+    site meter's, across a limit or setpoint change, would otherwise make the base load look smaller
+    than it is."""
+    slack = reading_slack_s(cfg)
+    low = high = 0.0
+    for c in live.connectors:
+        if not c.active or not np.isfinite(measured[c.index]):
+            continue
+        # between the two readings (a limit that took effect after both says nothing about either)
+        since, until = min(meter_at, c.power_at) - slack, max(meter_at, c.power_at) + slack
+        floor, ceiling = c.draw_floor_kw(since, until), c.draw_ceiling_kw(since, until)
+        if floor is not None and meter_at < c.started_at:
+            floor = min(floor, 0.0)  # the site meter read before the central system knew of the transaction
+        low += float(measured[c.index]) if floor is None else floor
+        high += float(measured[c.index]) if ceiling is None else ceiling
+    b_low = b_high = 0.0
+    if battery is not None:
+        now = float(battery.power_kw or 0.0)
+        b_low = now if battery.power_floor_kw is None else battery.power_floor_kw
+        b_high = now if battery.power_ceiling_kw is None else battery.power_ceiling_kw
+    return DrawsAtMeter(low, b_low, high, b_high)
 
 
 def build_snapshot(
@@ -322,6 +408,7 @@ def build_snapshot(
         soc_kwh = battery.soc_frac * site.battery_capacity_kwh
     measured_base: float | None = None
     measured_pv: float | None = None
+    base_low: float | None = None
     if source_none:
         pv = 0.0
         base = cfg.assumed_base_load_kw
@@ -330,7 +417,9 @@ def build_snapshot(
     elif fresh:
         assert meter is not None
         pv = meter.pv_kw or 0.0
-        base = max(0.0, meter.import_kw + pv - measured_sum - battery_kw)
+        then = draws_at_meter(live, measured, meter.at, cfg, battery if battery_on else None)
+        base = max(0.0, meter.import_kw + pv - then.chargers_kw - then.battery_kw)
+        base_low = max(0.0, meter.import_kw + pv - then.chargers_high_kw - then.battery_high_kw)
         site_import = meter.import_kw
         stale = False
         measured_base, measured_pv = base, meter.pv_kw
@@ -378,6 +467,6 @@ def build_snapshot(
         battery_kw_last=battery_kw,
     )
     info = SnapshotInfo(
-        stale, site_import, base_eff, pv, overdraw, measured_base, measured_pv, source, battery_on
+        stale, site_import, base_eff, pv, overdraw, measured_base, measured_pv, source, battery_on, base_low
     )
     return snap, info

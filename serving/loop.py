@@ -25,15 +25,15 @@ from typing import Any
 import numpy as np
 
 from envs.core import FloatArray, Snapshot
-from serving.battery import ModbusBattery
+from serving.battery import BatteryStatus, ModbusBattery
 from serving.config import ServingConfig
 from serving.control import Controller, CycleOutcome, FixedLoad, keeps_feasible
 from serving.dispatch import Dispatcher, select_updates
 from serving.forecast import LiveForecast
 from serving.journal import HISTORY_SOURCE, Journal, Publisher
-from serving.live import LiveSite, SnapshotInfo, build_snapshot
+from serving.live import LiveSite, SnapshotInfo, build_snapshot, draws_at_meter, reading_slack_s
 from serving.metrics import Metrics
-from serving.plans import follow_plans, plans_moved
+from serving.plans import follow_plans, plans_moved, plans_step_away
 from serving.store import DecisionRecord, MeterSample
 from serving.violations import TOLERANCE_KW, Violation, site_cause
 
@@ -127,7 +127,13 @@ class SiteLoop:
         self._update_correction(fixed)
         utc = datetime.now(UTC)
         cap_kw = self.dispatcher.cap_kw()
-        battery = None if self.battery is None else self.battery.status(now)
+        battery = None
+        if self.battery is not None:
+            meter, slack = self.live.meter, reading_slack_s(self.cfg)
+            if meter is None:
+                battery = self.battery.status(now)
+            else:  # its power as it may have been when the site meter read
+                battery = self.battery.status(now, meter.at - slack, meter.at + slack)
         snapshot, info = build_snapshot(
             self.live, self.cfg, self.cycle, cap_kw, now, utc, self.correction_kw, self.forecast, battery
         )
@@ -140,22 +146,27 @@ class SiteLoop:
         if self.battery is None:
             return Reading(snapshot, info, fixed)
         drawable = self._drawable_kw()
-        return Reading(snapshot, info, fixed, drawable, self._battery_room_now(snapshot, info, drawable, now))
+        room = self._battery_room_now(info, drawable, now, battery)
+        return Reading(snapshot, info, fixed, drawable, room)
 
     def _battery_room_now(
-        self, snapshot: Snapshot, info: SnapshotInfo, drawable: FloatArray, now: float
+        self, info: SnapshotInfo, drawable: FloatArray, now: float, battery: BatteryStatus | None
     ) -> float | None:
-        """The import limit less the measured import without the battery, less what the chargers may
-        still add (their drawable power above their measured draw): a bound on the battery's charging
-        that needs no base-load estimate, so a charger measurement older than the site meter's cannot
-        make room that is not there."""
-        if info.site_import_kw is None or not info.battery_present:
+        """The import limit less the base load the site meter shows (its import less the chargers' and
+        the battery's power as they were when it read: :func:`serving.live.draws_at_meter`, erring low),
+        less what every charger may draw (the larger of its drawable power and its measured draw): a
+        bound on the battery's charging with no closed-loop correction and no forecast in it, so no
+        measurement older or newer than the site meter's can make room that is not there."""
+        meter = self.live.meter
+        if info.site_import_kw is None or not info.battery_present or meter is None:
             return None
         measured = self.live.measured_kw(now, self.cfg.station_meter_timeout_s)
+        then = draws_at_meter(self.live, measured, meter.at, self.cfg, battery)
         measured = np.where(np.isfinite(measured), measured, 0.0)
-        may_add = float(np.sum(np.maximum(np.maximum(drawable, 0.0) - measured, 0.0)))  # V2G: as if it stops
-        without_battery = info.site_import_kw - snapshot.battery_kw_last
-        return float(self.site.import_limit_kw - without_battery - may_add)
+        # each charger may draw the larger of its drawable power and its measured draw (V2G: as if it stops)
+        may_draw = float(np.sum(np.maximum(np.maximum(drawable, 0.0), measured)))
+        base_then = info.site_import_kw - then.battery_kw - then.chargers_kw
+        return float(self.site.import_limit_kw - base_then - may_draw)
 
     def _drawable_kw(self) -> FloatArray:
         """(n,) each charger's last limit, or its safe share (at most its station's cap) where it has none;
@@ -210,11 +221,19 @@ class SiteLoop:
         meter, last = self.live.meter, self.last
         if meter is None or last is None or time.monotonic() - meter.at > self.cfg.meter_timeout_s:
             return
-        if meter.at <= self._last_cycle_mono:
-            return  # no reading since the last plan
+        if meter.at - reading_slack_s(self.cfg) <= self._plan_in_force_at():
+            return  # no reading since the last plan took effect: its error says nothing about the plan
         explained = float(np.sum((fixed.draw_kw - last.outcome.assumed_kw)[fixed.mask]))
         error = meter.import_kw - last.outcome.planned_import_kw - explained
         self.correction_kw = max(0.0, self.correction_kw + error)
+
+    def _plan_in_force_at(self) -> float:
+        """Monotonic time from which the site meter shows the last plan: its profiles answered (inf while
+        on their way), the battery's setpoint written. A reading before shows the old limits and power."""
+        if self.dispatcher.in_flight:
+            return np.inf
+        battery_at = -np.inf if self.battery is None else self.battery.written_at
+        return max(self._last_cycle_mono, self.dispatcher.settled_at, battery_at)
 
     # ------------------------------------------------------------------ decide
 
@@ -223,6 +242,7 @@ class SiteLoop:
         outcome = await self.controller.decide(
             reading.snapshot, info.meter_stale, reading.fixed, battery_present=info.battery_present,
             drawable_kw=reading.drawable_kw, battery_room_kw=reading.battery_room_now_kw,
+            base_low_kw=info.base_load_low_kw,
         )  # fmt: skip
         if outcome.fallback_reason is not None:
             self.metrics.inc("fallbacks_total", reason=outcome.fallback_reason)
@@ -251,7 +271,10 @@ class SiteLoop:
         schedule = outcome.schedule_kw
         if schedule is not None:
             moved = plans_moved(self.site, self.live.connectors, self.cfg, schedule, updates)
-            updates = sorted(set(updates) | set(moved))
+            away = plans_step_away(
+                self.site, self.live.connectors, self.cfg, outcome.limits_kw, time.monotonic()
+            )
+            updates = sorted(set(updates) | set(moved) | set(away))
         sent = self.dispatcher.send(outcome.limits_kw, updates, schedule, self.cfg.schedule_period_s)
         if self.battery is not None:
             self.battery.command(self._battery_setpoint(outcome))

@@ -25,6 +25,7 @@ def follow_plans(site: SiteArrays, connectors: list[ConnectorLive], period_s: fl
         if value != c.limit_value:
             c.limit_value = value
             c.limit_kw = profile_to_kw_one(site, c.index, value)
+            c.note_limit(c.plan_start + k * period_s)
 
 
 def plans_moved(
@@ -47,5 +48,32 @@ def plans_moved(
         ch = site.config.chargers[c.index]
         band_kw = cfg.deadband_a * ch.kw_per_a if ch.rate_unit == "A" else cfg.deadband_w / 1e3
         if plan_moved(c.plan_kw, now - c.plan_start, schedule[c.index], cfg.schedule_period_s, band_kw):
+            out.append(c.index)
+    return out
+
+
+def plans_step_away(
+    site: SiteArrays, connectors: list[ConnectorLive], cfg: ServingConfig, limits_kw: FloatArray, now: float
+) -> list[int]:
+    """Chargers whose sent plan will be, halfway through the next control interval, in a later period
+    further than the deadband from this cycle's decision: they get the decision now. The deadband
+    compares the decision with the period in force *now*; a station about to step into its next period
+    on its own (a plan sent one period ago, with periods as long as the control interval) would
+    otherwise follow that period, not this cycle's decision, for most of the interval (in the V2G
+    benchmark, EVs kept discharging by the decision stopped at their plan's next period, every third
+    cycle)."""
+    out = []
+    for c in connectors:
+        if not c.active or c.plan_kw is None or len(c.plan_kw) < 2 or c.limit_kw is None:
+            continue
+        last = len(c.plan_kw) - 1
+        age = max(now - c.plan_start, 0.0)
+        k_now = min(int(age // cfg.schedule_period_s), last)
+        k_next = min(int((age + cfg.control_interval_s / 2) // cfg.schedule_period_s), last)
+        if k_next == k_now:
+            continue
+        ch = site.config.chargers[c.index]
+        band_kw = cfg.deadband_a * ch.kw_per_a if ch.rate_unit == "A" else cfg.deadband_w / 1e3
+        if abs(float(c.plan_kw[k_next]) - float(limits_kw[c.index])) > band_kw:
             out.append(c.index)
     return out

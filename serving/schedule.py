@@ -43,14 +43,18 @@ def plan_schedule(
     control_interval_s: float,
     departure_floor: bool = True,
     cap_kw: FloatArray | None = None,
+    time_scale: float = 1.0,
 ) -> FloatArray:
     """(n, periods) kW per charger and period, the first the decision now (``now_kw``, already
     projected) with any discharge cut to what a whole period allows; see the module docstring.
     ``cap_kw``: an upper bound on every period (the static safe share on a stale meter, where discharge
-    is off too)."""
+    is off too). ``period_s`` and ``control_interval_s`` are wall seconds (a station steps through its
+    periods on its clock, which is the wall clock, also in ``evdlm simulate --speed N``);
+    ``time_scale``: the stations' (energy) seconds per wall second, so one period moves
+    ``period_s * time_scale`` seconds' worth of energy, as ``state.dt_h`` does for the control interval."""
     n = site.n
     out = np.zeros((n, periods))
-    step_h = period_s / 3600.0
+    step_h = period_s * time_scale / 3600.0
     eff = np.asarray(site.efficiency, dtype=float)
     present0 = np.asarray(state.ev_present, dtype=bool)
     may_discharge = (np.asarray(state.ev_max_discharge_kw, dtype=float) > 0) & (cap_kw is None)

@@ -122,7 +122,7 @@ class Service:
             self.site, policy, fallback, self.safe_share_kw, cfg.policy_budget_s, policy_error,
             departure_floor=cfg.departure_floor, schedule_periods=cfg.schedule_periods,
             schedule_period_s=cfg.schedule_period_s, control_interval_s=cfg.control_interval_s,
-            rotation=self.rotation,
+            rotation=self.rotation, time_scale=cfg.time_scale,
         )  # fmt: skip
         self.store = AsyncStore(Store(cfg.database_url))
         self.journal = Journal(self.store, self.metrics)

@@ -65,7 +65,9 @@ async def handle_event(sim: SiteSimulator, cp: SimCP, kind: str, c: SimConnector
 
 
 async def meter_push(sim: SiteSimulator) -> None:
-    """Push the simulated site meter to the central system's meter endpoint while the run lasts."""
+    """Push the simulated site meter to the central system's meter endpoint while the run lasts, from the
+    first physics tick on (before it the site's import is no measurement: a 0 beside a running battery
+    would tell the central system the base load is negative)."""
     import aiohttp
 
     assert sim.opt.meter_push_url is not None
@@ -74,6 +76,9 @@ async def meter_push(sim: SiteSimulator) -> None:
         headers["Authorization"] = f"Bearer {sim.opt.operator_token}"
     async with aiohttp.ClientSession(headers=headers) as http:
         while sim._running:
+            if sim.physics.ticks == 0:
+                await asyncio.sleep(0.01)  # no reading before the simulated site exists (clock not started)
+                continue
             body = {
                 "import_kw": round(sim.physics.site_import_kw, 4),
                 "pv_kw": sim.physics.pv_kw,

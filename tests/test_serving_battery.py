@@ -459,12 +459,6 @@ class EVsAndBattery(AskBattery):
         return Decision(np.where(snapshot.state.ev_present, 4.5, 0.0), self.battery_kw)
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="open (issue 15): after the boot-ordered failsafe (issue 16) and TxProfile schedules (issue 15) "
-    "were merged with the battery, the simulated site goes over its import limit for 1-8 ticks in about one "
-    "run of three at --speed 600; the cause is not found yet (docs/serving.md, Limits)",
-)
 async def test_simulated_site_with_a_modbus_battery_stays_within_its_import_limit(tmp_path: Path) -> None:
     """End to end over loopback: OCPP stations, the site meter over HTTP and the battery over Modbus; the
     policy asks for everything, the projection shares the import limit between EVs and the battery, and
@@ -496,6 +490,17 @@ async def test_simulated_site_with_a_modbus_battery_stays_within_its_import_limi
             sim = SiteSimulator(scenario, f"ws://127.0.0.1:{svc.ocpp_port}", opts, mapping)
             sim.battery = sim_batt
             rep = await sim.run()
+
+            # the last cycle with the battery present (on a loaded machine a Modbus poll can come late,
+            # which makes the battery absent for a cycle: fail safe, and not what this test is about)
+            def battery_in_use() -> bool:
+                b = svc.battery
+                last = svc.last
+                return (
+                    b is not None and b.status().present and last is not None and last.outcome.battery_present
+                )
+
+            await until(battery_in_use, timeout_s=2.0)
             state = svc.state()
         finally:
             await svc.stop()
@@ -577,3 +582,38 @@ def test_evdlm_serve_refuses_a_battery_port_for_a_site_without_a_battery(tmp_pat
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 2
     assert "battery: the serving config drives a battery" in res.output
+
+
+def test_the_base_load_takes_off_the_draws_as_they_were_when_the_site_meter_read(tmp_path: Path) -> None:
+    """The cause of the end-to-end overshoot: the site meter read before the battery went from 14 to
+    20 kW (and before a charger's limit went 4.5 -> 0 -> 4.5 kW) must not make the base load 6 kW
+    (or 4.5 kW) smaller than it is."""
+    from serving.live import ConnectorLive, draws_at_meter
+
+    site = battery_site()
+    live = LiveSite.build(
+        SiteArrays.from_config(site), connector_map(serving_config(tmp_path), site), ["CP1", "CP2"]
+    )
+    cfg = serving_config(tmp_path, control_interval_s=0.2)  # slack 0.05 s
+    c: ConnectorLive = live.connectors[0]
+    c.tx_pk, c.power_kw, c.power_at = 1, 4.5, 10.0  # measured at 10.0 s
+    for at, kw in [(9.0, 4.5), (10.5, 0.0), (11.5, 4.5)]:
+        c.limit_kw = kw
+        c.note_limit(at)
+    measured = live.measured_kw(12.0, 10.0)
+    assert c.draw_floor_kw(9.95) == 0.0  # went to 0 in between: may have drawn nothing at the meter
+    assert c.draw_floor_kw(11.6) == 4.5  # the measurement, no lower limit after it
+    assert c.draw_floor_kw(9.95, 10.2) == 4.5  # both readings before the dip: it says nothing of them
+    assert c.draw_ceiling_kw(10.4, 12.0) == 4.5 and c.draw_floor_kw(10.4, 10.6) == 0.0
+    battery = ModbusBattery(battery_cfg(1))
+    for at, kw in [(10.0, 14.3), (11.0, 14.3), (11.2, 20.0), (11.4, 20.0)]:
+        battery._powers.append((at, kw))
+    assert battery.power_floor_kw(11.1) == 14.3  # the meter read before the new setpoint took
+    assert battery.power_floor_kw(11.3) == 20.0
+    assert battery.power_floor_kw(5.0) == 14.3
+    st = BatteryStatus(True, "ok", 0.5, 20.0, 0.0, 20.0, battery.power_floor_kw(11.05))
+    then = draws_at_meter(live, measured, 11.1, cfg, st)
+    assert (then.chargers_kw, then.battery_kw) == (0.0, 14.3)
+    assert then.chargers_high_kw == 4.5  # the other side, for the export limit
+    c.power_at = 11.8  # a reading since the limit came back: that is what it draws
+    assert draws_at_meter(live, live.measured_kw(12.0, 10.0), 12.0, cfg, None)[:2] == (4.5, 0.0)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -242,6 +242,69 @@ def test_every_planned_period_is_feasible_and_discharge_respects_the_departure_m
     assert plan_moved(sched[0], 900.0 * (h // 2 + 1), sched[0], 900.0, 0.5)  # less than half left
 
 
+def test_schedule_periods_move_the_stations_energy_when_time_is_scaled() -> None:
+    """``--time-scale N`` against ``evdlm simulate --speed N``: a station steps through its periods on the
+    wall clock (``startPeriod`` in wall seconds), while one wall second moves N seconds of energy. The
+    plan of 6 s periods at N = 600 is the plan of 3600 s periods at N = 1, and an EV needing 5 kWh at
+    11 kW is done after its first 1-hour period (6 wall s), not after 600 of them."""
+    site = SiteArrays.from_config(v2g_site(export_limit_kw=6.0))
+    present = np.array([True, True, False, False])
+    state = SiteState(
+        ev_present=present,
+        ev_max_charge_kw=np.where(present, np.inf, 0.0),
+        ev_max_discharge_kw=np.zeros(4),
+        energy_needed_kwh=np.array([5.0, 30.0, 0.0, 0.0]),
+        energy_room_kwh=np.array([5.0, 30.0, 0.0, 0.0]),
+        energy_dischargeable_kwh=np.zeros(4),
+        time_left_h=np.array([4.0, 2.5, 0.0, 0.0]),
+        base_load_kw=1.0,
+        pv_kw=0.0,
+        dt_h=600 * 0.2 / 3600,
+    )
+    plan = ProjectionPlan.from_site(site)
+    now = np.asarray(project(site, state, np.array([11.0, 11.0, 0.0, 0.0]), 0.0, plan=plan).charger_kw)
+    window = ForecastWindow(np.full(400, 1.0), np.zeros(400), np.full(400, 0.2), np.full(400, 0.05))
+    scaled = plan_schedule(site, plan, state, window, now, 4, 6.0, 0.2, time_scale=600.0)
+    wall = plan_schedule(site, plan, state, window, now, 4, 3600.0, 120.0)
+    assert np.allclose(scaled, wall)
+    assert scaled[0, 0] > 4.0 and np.all(scaled[0, 1:] == 0.0)  # 5 kWh done in the first hour
+    assert np.all(scaled[1, :2] > 4.0) and np.all(scaled[1, 3:] == 0.0)  # gone after 2.5 h
+    unscaled = plan_schedule(site, plan, state, window, now, 4, 6.0, 0.2)  # as before: 6 s of energy
+    assert np.all(unscaled[0] > 4.0)  # it would plan to keep charging a full EV
+
+
+async def test_an_over_estimated_base_load_never_makes_the_site_discharge_past_its_export_limit() -> None:
+    """The V2G benchmark's first metered cycle: the site meter read 50 EVs before their transactions were
+    known, so the base load errs high (here 40 kW on a 30 kW limit) and the projection discharged EVs to
+    'relieve' it; with the base load the meter also allows (5 kW), that is 39 kW of export on a 6 kW
+    limit. The decision is made again without discharge."""
+    from serving.control import Controller
+
+    site = SiteArrays.from_config(v2g_site(export_limit_kw=6.0))
+    policy = Discharge()
+    policy.reset(site)
+    ctl = Controller(site, policy, None, np.full(site.n, 5.0), 1.0)
+    try:
+        present = np.ones(site.n, dtype=bool)
+        state = SiteState(
+            ev_present=present, ev_max_charge_kw=np.full(site.n, np.inf),
+            ev_max_discharge_kw=np.full(site.n, 11.0), energy_needed_kwh=np.full(site.n, 1.0),
+            energy_room_kwh=np.full(site.n, 1.0), energy_dischargeable_kwh=np.full(site.n, 20.0),
+            time_left_h=np.full(site.n, 4.0), base_load_kw=40.0, pv_kw=0.0, dt_h=10 / 3600,
+        )  # fmt: skip
+        window = ForecastWindow(np.full(8, 40.0), np.zeros(8), np.full(8, 0.2), np.full(8, 0.05))
+        snap = Snapshot(state, np.datetime64("2025-06-02T08:00:00"), 1, 0.2, 0.05, window, 0.0)
+        hi = await ctl.decide(snap, False)  # the base load as the snapshot has it: discharge
+        assert float(hi.limits_kw.sum()) < -10.0
+        out = await ctl.decide(snap, False, base_low_kw=40.0)  # no doubt about it: the same
+        assert np.array_equal(out.limits_kw, hi.limits_kw)
+        out = await ctl.decide(snap, False, base_low_kw=5.0)
+        assert np.all(out.limits_kw >= 0.0) and ctl.no_discharge_cycles == 1
+        assert 5.0 + float(out.limits_kw.sum()) >= -6.0
+    finally:
+        ctl.close()
+
+
 # --------------------------------------------------------------------------- over loopback
 
 
@@ -302,11 +365,15 @@ async def test_a_station_that_loses_its_central_system_follows_its_last_schedule
     followed = []
     for _ in range(12):
         await asyncio.sleep(0.4)
+        now = datetime.now(UTC)
         for sid, conns in sim.stations.items():
             for c in conns:
-                period = sim.physics.period_now(sid, c)
+                period = sim.physics.period_now(sid, c, now)
                 if period is not None:
-                    followed.append((c.power_kw, period.limit_kw))
+                    # the power is the last tick's: the period then may have allowed more than the one now
+                    then = sim.physics.period_now(sid, c, now - timedelta(seconds=3 * sim.opt.tick_s))
+                    lim = period.limit_kw if then is None else max(period.limit_kw, then.limit_kw)
+                    followed.append((c.power_kw, lim))
     rep = await run
     assert followed, "no station kept a schedule"
     assert all(p <= lim + 1e-6 for p, lim in followed)
@@ -316,6 +383,25 @@ async def test_a_station_that_loses_its_central_system_follows_its_last_schedule
         assert sim.physics.profiles[sid].max_kw is not None
     assert rep.violation_ticks == 0 and rep.node_violation_ticks == 0
     assert rep.max_site_import_kw <= 30.0 + 1e-6
+
+
+def test_a_plan_about_to_step_away_from_the_decision_is_resent(tmp_path: Path) -> None:
+    """Periods as long as the control interval: a plan sent 9.5 s ago steps into its next period within
+    the next cycle; where that period is further than the deadband from this cycle's decision the
+    decision goes out now (the deadband alone compares with the period in force now)."""
+    from serving.live import LiveSite
+    from serving.plans import plans_step_away
+
+    site_cfg = v2g_site()
+    site = SiteArrays.from_config(site_cfg)
+    cfg = serving_config(tmp_path, control_interval_s=10.0, schedule_period_s=10.0, schedule_periods=4)
+    live = LiveSite.build(site, connector_map(cfg, site_cfg), ["CP1", "CP2"])
+    for c, plan in zip(live.connectors, ([-11.0, 0.0, 0.0, 0.0], [-11.0, -11.0, -11.0, 0.0]), strict=False):
+        c.tx_pk, c.limit_kw, c.plan_kw, c.plan_start = 1, plan[0], np.array(plan), 100.0
+    decision = np.array([-11.0, -11.0, 0.0, 0.0])
+    assert plans_step_away(site, live.connectors, cfg, decision, 109.5) == [0]  # would stop discharging
+    assert plans_step_away(site, live.connectors, cfg, decision, 101.0) == []  # its next period is far
+    assert plans_step_away(site, live.connectors, cfg, np.array([0.0, -11.0, 0, 0]), 109.5) == []
 
 
 def test_16_and_201_profiles_carry_the_plan_for_charging() -> None:
