@@ -33,11 +33,13 @@ class ModelPredictiveControl:
 
     name = "mpc"
 
-    def __init__(self, horizon: int = 96, hedge: float = 0.9) -> None:
+    def __init__(self, horizon: int = 96, hedge: float = 0.9, delay_cost_per_kwh_h: float = 0.016) -> None:
         if horizon < 1:
             raise ValueError("horizon must be at least 1 step")
         self.horizon = horizon
         self.hedge = hedge
+        self.delay_cost_per_kwh_h = delay_cost_per_kwh_h
+        """what charging an hour later costs per kWh in the plan (see the module docstring)"""
         self._site: SiteArrays | None = None
         self._lp: SiteLP | None = None
         self._episode_end: pd.Timestamp | None = None
@@ -142,6 +144,7 @@ class ModelPredictiveControl:
             terminal_battery_value_per_kwh=float(np.median(imp)) * site.battery_efficiency,
             demand_charge_per_kw=tariff.demand_charge_per_kw / self._horizons_left(snapshot, H * dt),
             present_fraction=frac,
+            delay_cost_per_kwh_h=self.delay_cost_per_kwh_h,
         )
         first = lp.x_step == 0
         try:

@@ -40,6 +40,7 @@ class PerfectForesightOptimum:
         mip_rel_gap: float = 5e-4,
         node_limit: int = 1000,
         exact_max_columns: int = 400,
+        repair_passes: int = 4,
     ) -> None:
         self.time_limit_s = time_limit_s
         """wall-clock safety net of the exact solve; the work is bounded by ``node_limit`` and
@@ -49,6 +50,9 @@ class PerfectForesightOptimum:
         """the exact model is tried only up to this many charging columns (sessions x steps present); larger
         scenarios use the relaxation, replayed with repair (``used_exact`` says which)"""
         self.exact = exact
+        self.repair_passes = repair_passes
+        """fix-and-resolve passes for the minimum current where the exact model is not used (0: the bare
+        relaxation)"""
         self.mip_rel_gap = mip_rel_gap
         self.used_exact = exact
         """whether the schedule in use is the exact model's (False: none near optimal in time, relaxation)"""
@@ -89,7 +93,7 @@ class PerfectForesightOptimum:
                 self.exact_gap = self.solution.mip_gap
                 self.used_exact = self.exact_gap <= self.accept_gap
         if not self.used_exact or self.solution is None:
-            self.solution = lp.solve(data)
+            self.solution = lp.solve_min_current(data, passes=self.repair_passes, settle=self.repair_passes > 0)
         solution = self.solution
         self._site = site
         # energy the plan still has to deliver to each charger's EV at the start of every step
@@ -165,7 +169,7 @@ class LPRelaxationBound(PerfectForesightOptimum):
     name = "optimum_lp"
 
     def __init__(self, time_limit_s: float | None = None) -> None:
-        super().__init__(time_limit_s=time_limit_s, exact=False)
+        super().__init__(time_limit_s=time_limit_s, exact=False, repair_passes=0)
 
 
 def off_or_minimum(
@@ -183,11 +187,16 @@ def off_or_minimum(
     chargers' total above ``headroom_kw`` (the planned peak), the chargers that went furthest above the plan
     fall back to it (or to 0 when the plan is below their minimum) until it fits; ``protect`` chargers
     (EVs in their last step) are left alone and rounded up, never down. Charging never exceeds
-    ``need_kw`` (what the EV still needs over the step) when given.
+    ``need_kw`` (what the EV still needs over the step) when given, and a target that asks for all of it
+    is kept even below half the minimum.
     """
     kw = np.asarray(target_kw, dtype=float).copy()
     small = (kw > 0) & (kw < min_kw)
     up = kw >= 0.5 * min_kw
+    if need_kw is not None:
+        # all the EV still needs, below its minimum: the projection charges that (an EV that takes less
+        # than the minimum is held to what it takes), so it is asked for, not switched off every step
+        up |= kw >= np.asarray(need_kw, dtype=float) - 1e-9
     if protect is not None:
         up |= protect  # an EV in its last step gets its minimum rather than nothing
     kw = np.where(small, np.where(up, min_kw, 0.0), kw)
