@@ -449,11 +449,7 @@ class SiteLP:
             # whose whole need is below one minimum step is on wherever the LP put any of it (else its
             # sliver would be moved on and switched off every step until the EV leaves short)
             sliver = need[self.x_slot] < min_x * eff_dt + 1e-9
-            up = small & ((self.last_x >= 0.5 * min_x) | sliver)
-            forced_kwh = np.bincount(
-                self.x_slot, weights=np.where(on | up, min_x * eff_dt, 0.0), minlength=self.K
-            )
-            up &= (forced_kwh <= room + 1e-9)[self.x_slot]
+            up = self._within_room(small & ((self.last_x >= 0.5 * min_x) | sliver), on, min_x * eff_dt, room)
             on |= up
             off |= small & ~up
             sol = self.solve(data, warm=True, time_limit_s=time_limit_s, x_off=off, x_on=on)
@@ -464,19 +460,40 @@ class SiteLP:
             small = (self.last_x > 1e-6) & (self.last_x < min_x - 1e-6)
             if small.any():
                 zero = self.last_x <= 1e-6
-                forced_kwh = np.bincount(
-                    self.x_slot, weights=np.where(on | small, min_x * eff_dt, 0.0), minlength=self.K
-                )
-                fits = small & (forced_kwh <= room + 1e-9)[self.x_slot]
+                fits = self._within_room(small, on, min_x * eff_dt, room)
                 try:
                     sol = self.solve(
-                        data, warm=True, time_limit_s=time_limit_s, x_off=off | zero | (small & ~fits), x_on=on | fits
+                        data,
+                        warm=True,
+                        time_limit_s=time_limit_s,
+                        x_off=off | zero | (small & ~fits),
+                        x_on=on | fits,
                     )
                 except LPError:  # the minima do not fit the limits together: keep the last plan
                     self._highs = None
                     sol = self.solve(data, warm=False, time_limit_s=time_limit_s, x_off=off, x_on=on)
                 total += sol.solve_s
         return replace(sol, solve_s=total)
+
+    def _within_room(
+        self, cand: BoolArray, on: BoolArray, step_kwh: FloatArray, room: FloatArray
+    ) -> BoolArray:
+        """The candidate columns that can be on at the minimum (``step_kwh`` each) on top of the ``on`` ones
+        within their slot's room, the largest planned first: a slot whose need the LP spread thinly over
+        many steps gets it in its few largest rather than in none."""
+        used = np.bincount(self.x_slot, weights=np.where(on & ~cand, step_kwh, 0.0), minlength=self.K)
+        idx = np.flatnonzero(cand)
+        if not len(idx):
+            return cand.copy()
+        order = idx[np.lexsort((-self.last_x[idx], self.x_slot[idx]))]  # by slot, largest first
+        slot = self.x_slot[order]
+        cum = np.cumsum(step_kwh[order])
+        first = np.searchsorted(slot, slot, side="left")  # start of each slot's run
+        before = np.concatenate([[0.0], cum])[first]
+        within = cum - before + used[slot] <= room[slot] + 1e-9
+        out = np.zeros_like(cand)
+        out[order[within]] = True
+        return out
 
 
 def _solution(lp: SiteLP, v: FloatArray, cost: FloatArray, solve_s: float) -> LPSolution:

@@ -93,7 +93,9 @@ class PerfectForesightOptimum:
                 self.exact_gap = self.solution.mip_gap
                 self.used_exact = self.exact_gap <= self.accept_gap
         if not self.used_exact or self.solution is None:
-            self.solution = lp.solve_min_current(data, passes=self.repair_passes, settle=self.repair_passes > 0)
+            self.solution = lp.solve_min_current(
+                data, passes=self.repair_passes, settle=self.repair_passes > 0
+            )
         solution = self.solution
         self._site = site
         # energy the plan still has to deliver to each charger's EV at the start of every step

@@ -32,7 +32,7 @@ MODES: tuple[str, ...] = ("perfect", "declared")
 """The benchmark's information modes, in the order the table shows them."""
 MODE_LABELS: dict[str, str] = {
     "perfect": "perfect: policies see the actual departures and energies and the true time series",
-    "declared": "declared: policies see the drivers' declarations and the fitted forecaster's base load and PV",
+    "declared": "declared: policies see the drivers' declarations and fitted forecasts of base load and PV",
 }
 HISTORY_DAYS = 28
 """days before each week the declared mode's forecaster is fitted on"""
