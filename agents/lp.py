@@ -33,7 +33,7 @@ one HiGHS model and re-solves it warm each step.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import highspy
@@ -431,69 +431,9 @@ class SiteLP:
         first step). ``settle``: a last solve with every column's on/off state fixed (the columns still below
         the minimum on at it, where the slot's room takes it), so that no column is left below its minimum.
         Returns the last solution; its ``solve_s`` is the total."""
-        sol = self.solve(data, warm=warm, time_limit_s=time_limit_s)
-        total = sol.solve_s
-        min_x = self.min_x_kw(data)
-        eff_dt = self._eff_x * self.dt_h
-        need = np.maximum(np.asarray(data.need_kwh, dtype=float), 0.0)
-        room = need if data.room_kwh is None else np.maximum(np.asarray(data.room_kwh, dtype=float), need)
-        off = np.zeros(self.sizes["x"], dtype=bool)
-        on = np.zeros(self.sizes["x"], dtype=bool)
-        for _ in range(passes):
-            small = (self.last_x > 1e-6) & (self.last_x < min_x - 1e-6)
-            if columns is not None:
-                small &= columns
-            if not small.any():
-                break
-            # from half the minimum up: on at the minimum, where the slot's room takes it; else off. A slot
-            # whose whole need is below one minimum step is on wherever the LP put any of it (else its
-            # sliver would be moved on and switched off every step until the EV leaves short)
-            sliver = need[self.x_slot] < min_x * eff_dt + 1e-9
-            up = self._within_room(small & ((self.last_x >= 0.5 * min_x) | sliver), on, min_x * eff_dt, room)
-            on |= up
-            off |= small & ~up
-            sol = self.solve(data, warm=True, time_limit_s=time_limit_s, x_off=off, x_on=on)
-            total += sol.solve_s
-        if settle:
-            # every column's on/off state fixed as it came out (the small ones on at the minimum where the
-            # slot's room takes it): the plan then keeps the rule everywhere, only amounts move
-            small = (self.last_x > 1e-6) & (self.last_x < min_x - 1e-6)
-            if small.any():
-                zero = self.last_x <= 1e-6
-                fits = self._within_room(small, on, min_x * eff_dt, room)
-                try:
-                    sol = self.solve(
-                        data,
-                        warm=True,
-                        time_limit_s=time_limit_s,
-                        x_off=off | zero | (small & ~fits),
-                        x_on=on | fits,
-                    )
-                except LPError:  # the minima do not fit the limits together: keep the last plan
-                    self._highs = None
-                    sol = self.solve(data, warm=False, time_limit_s=time_limit_s, x_off=off, x_on=on)
-                total += sol.solve_s
-        return replace(sol, solve_s=total)
+        from agents.lp_repair import solve_min_current
 
-    def _within_room(
-        self, cand: BoolArray, on: BoolArray, step_kwh: FloatArray, room: FloatArray
-    ) -> BoolArray:
-        """The candidate columns that can be on at the minimum (``step_kwh`` each) on top of the ``on`` ones
-        within their slot's room, the largest planned first: a slot whose need the LP spread thinly over
-        many steps gets it in its few largest rather than in none."""
-        used = np.bincount(self.x_slot, weights=np.where(on & ~cand, step_kwh, 0.0), minlength=self.K)
-        idx = np.flatnonzero(cand)
-        if not len(idx):
-            return cand.copy()
-        order = idx[np.lexsort((-self.last_x[idx], self.x_slot[idx]))]  # by slot, largest first
-        slot = self.x_slot[order]
-        cum = np.cumsum(step_kwh[order])
-        first = np.searchsorted(slot, slot, side="left")  # start of each slot's run
-        before = np.concatenate([[0.0], cum])[first]
-        within = cum - before + used[slot] <= room[slot] + 1e-9
-        out = np.zeros_like(cand)
-        out[order[within]] = True
-        return out
+        return solve_min_current(self, data, passes, warm, columns, time_limit_s, settle)
 
 
 def _solution(lp: SiteLP, v: FloatArray, cost: FloatArray, solve_s: float) -> LPSolution:

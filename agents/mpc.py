@@ -180,5 +180,7 @@ class ModelPredictiveControl:
         # an EV in its last step gets what it still needs even where the plan gave up on it (the LP's slack
         # is cheaper than the minimum it would take): rounded up to the minimum, inside the headroom rule
         target = plan_kw
-        kw = off_or_minimum(plan_kw, target, min_kw, headroom, protect=last, need_kw=need_kw)
+        kw = off_or_minimum(
+            plan_kw, target, min_kw, headroom, protect=last, need_kw=need_kw, finish_kw=need_kw
+        )
         return Decision(kw, battery_kw)

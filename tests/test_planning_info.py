@@ -84,7 +84,7 @@ def test_a_replay_target_that_is_all_the_ev_needs_is_kept_below_half_the_minimum
     target = np.array([0.4, 0.4, 0.4])
     min_kw = np.full(3, 1.248)
     need_kw = np.array([0.4, 3.0, 0.2])
-    kw = off_or_minimum(plan, target, min_kw, need_kw=need_kw)
+    kw = off_or_minimum(plan, target, min_kw, need_kw=need_kw, finish_kw=need_kw)
     # all the EV needs: asked for as it is (the projection holds it there); a part of a larger need below
     # half the minimum: off (carried to later steps); more than the need: capped at it
     assert kw.tolist() == pytest.approx([0.4, 0.0, 0.2])
