@@ -73,6 +73,7 @@ class PerfectForesightOptimum:
         self._planned_need: FloatArray | None = None
         self._planned_declared: FloatArray | None = None
         self._planned_missing: FloatArray | None = None
+        self._planned_room: FloatArray | None = None
         self._finish = False
 
     def reset(self, site: SiteArrays, scenario: Scenario | None = None) -> None:
@@ -160,17 +161,22 @@ class PerfectForesightOptimum:
         # the same for what the driver declared (what the snapshot shows), where it differs from the need
         declared = np.full((site.n, T + 1), np.nan)
         missing = np.zeros((site.n, T + 1))  # what the plan leaves each EV without (its slack)
+        room = np.full((site.n, T + 1), np.nan)  # V2G slots: the room the plan leaves at every step
+        room_kwh = data.need_kwh if data.room_kwh is None else np.maximum(data.room_kwh, data.need_kwh)
         for k in range(lp.K):
             c, a, d = int(slots.charger[k]), int(slots.start[k]), int(slots.stop[k])
             seg = into[c, a:d]
             done = np.concatenate([[0.0], np.cumsum(seg)[:-1]])
             planned[c, a:d] = np.maximum(data.need_kwh[k] - done, 0.0)
             missing[c, a:d] = solution.missing_kwh[k]
+            if lp.slot_v2g[k]:
+                room[c, a:d] = room_kwh[k] - done
             if slots.declared_kwh[k] != slots.request_kwh[k]:
                 declared[c, a:d] = np.maximum(slots.declared_kwh[k] * slots.inside[k] - done, 0.0)
         self._planned_need = planned
         self._planned_declared = declared
         self._planned_missing = missing
+        self._planned_room = room
 
     @property
     def solve_s(self) -> float:
@@ -205,6 +211,16 @@ class PerfectForesightOptimum:
             behind_d = np.where((pd_t > 0) | (need > 0), need - np.nan_to_num(pd_t), 0.0)
             behind_kwh = np.where(differs, behind_d, behind_kwh)
             need = np.where(differs, np.maximum(self._planned_need[:, t] + behind_d, 0.0), need)
+        cap_kwh = need
+        assert self._planned_room is not None
+        pr_t = self._planned_room[:, t]
+        v2g = np.isfinite(pr_t)
+        if v2g.any():
+            # a V2G plan charges beyond the need to discharge later: track it on the room (what the EV
+            # took in, both ways) and cap it at the room, not at the need
+            room = np.asarray(st.energy_room_kwh, dtype=float)
+            behind_kwh = np.where(v2g, room - np.nan_to_num(pr_t), behind_kwh)
+            cap_kwh = np.where(v2g, room, need)
         target_kw = np.maximum(plan_kw, 0.0) + behind_kwh / (eff * dt)
         kw = np.where(plan_kw < 0, plan_kw, np.maximum(target_kw, 0.0))
         kw = np.where(present, kw, 0.0)
@@ -214,7 +230,7 @@ class PerfectForesightOptimum:
         # projection allows); the bare relaxation's replay leaves such remainders (the cheaper of the
         # two replays is kept, see _best_replayed)
         finish = np.maximum(need - self._planned_missing[:, t], 0.0) / (eff * dt) if self._finish else None
-        kw = off_or_minimum(plan_kw, kw, site.min_kw, need_kw=need / (eff * dt), finish_kw=finish)
+        kw = off_or_minimum(plan_kw, kw, site.min_kw, need_kw=cap_kwh / (eff * dt), finish_kw=finish)
         return Decision(kw, battery_kw)
 
 
