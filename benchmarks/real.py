@@ -366,7 +366,8 @@ def table(results: list[dict[str, Any]]) -> str:
         )
         lines.append(
             f"  ({w['declared_energy_kwh']:.0f} declared, "
-            f"{w['declared_departure_early_pct']:.0f} % declare an earlier departure), max {w['max_concurrent_evs']} EVs; limit {w['import_limit_kw']:.0f} kW "
+            f"{w['declared_departure_early_pct']:.0f} % declare an earlier departure), "
+            f"max {w['max_concurrent_evs']} EVs; limit {w['import_limit_kw']:.0f} kW "
             f"(spread {w['spread_site_peak_kw']:.0f}, uncontrolled {w['uncontrolled_site_peak_kw']:.0f})"
         )
         for mode, rows in w["modes"].items():
