@@ -33,7 +33,7 @@ one HiGHS model and re-solves it warm each step.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import highspy
@@ -120,6 +120,9 @@ class LPData:
     """value of energy left in the battery at the end (MPC: keeps it from emptying at the horizon)"""
     demand_charge_per_kw: float | None = None
     """override of the tariff's demand charge (MPC: spread over the windows left in the period)"""
+    delay_cost_per_kwh_h: float | None = None
+    """cost per kWh charged per hour after the first step (MPC: capacity used now is not free later, when
+    EVs it does not know of yet arrive); None: a tie-breaking epsilon"""
     present_fraction: FloatArray | None = None
     """(K, T) fraction of each step each slot's EV is plugged in (sub-step time: it arrives or leaves
     mid-step); its charge and discharge bounds that step are scaled by it (defaults to 1)"""
@@ -404,9 +407,14 @@ class SiteLP:
 
     def min_x_kw(self, data: LPData) -> FloatArray:
         """The least power each charging column may have when on: the charger's minimum, or the EV's own
-        limit where that is lower (the safety projection holds such a charger to what the EV takes)."""
+        limit where that is lower, or all its room takes in one step where that is lower still (the safety
+        projection holds such a charger to what the EV takes: a sliver below one minimum step is charged
+        below the minimum, not switched off)."""
         rate = np.asarray(data.max_charge_kw, dtype=float)[self.x_slot]
-        return np.minimum(self.site.min_kw[self.x_charger], rate)
+        need = np.maximum(np.asarray(data.need_kwh, dtype=float), 0.0)
+        room = need if data.room_kwh is None else np.maximum(np.asarray(data.room_kwh, dtype=float), need)
+        room_kw = room[self.x_slot] / np.maximum(self._eff_x * self.dt_h, 1e-12)
+        return np.minimum(np.minimum(self.site.min_kw[self.x_charger], rate), room_kw)
 
     def solve_min_current(
         self,
@@ -415,39 +423,17 @@ class SiteLP:
         warm: bool = False,
         columns: BoolArray | None = None,
         time_limit_s: float | None = None,
+        settle: bool = False,
     ) -> LPSolution:
         """Solve, then re-solve with the charging columns that came out between 0 and the charger's minimum
         forced to 0, up to ``passes`` times (a fix-and-resolve heuristic for the minimum-current rule the LP
         relaxes; each re-solve is warm). ``columns`` limits the repair to some charging columns (MPC: the
-        first step). Returns the last solution; its ``solve_s`` is the total."""
-        sol = self.solve(data, warm=warm, time_limit_s=time_limit_s)
-        total = sol.solve_s
-        min_x = self.min_x_kw(data)
-        eff_dt = self._eff_x * self.dt_h
-        need = np.maximum(np.asarray(data.need_kwh, dtype=float), 0.0)
-        room = need if data.room_kwh is None else np.maximum(np.asarray(data.room_kwh, dtype=float), need)
-        off = np.zeros(self.sizes["x"], dtype=bool)
-        on = np.zeros(self.sizes["x"], dtype=bool)
-        for _ in range(passes):
-            small = (self.last_x > 1e-6) & (self.last_x < min_x - 1e-6)
-            if columns is not None:
-                small &= columns
-            if not small.any():
-                break
-            # from half the minimum up: on at the minimum, where the slot's room takes it; else off. A slot
-            # whose whole need is below one minimum step is on wherever the LP put any of it (else its
-            # sliver would be moved on and switched off every step until the EV leaves short)
-            sliver = need[self.x_slot] < min_x * eff_dt + 1e-9
-            up = small & ((self.last_x >= 0.5 * min_x) | sliver)
-            forced_kwh = np.bincount(
-                self.x_slot, weights=np.where(on | up, min_x * eff_dt, 0.0), minlength=self.K
-            )
-            up &= (forced_kwh <= room + 1e-9)[self.x_slot]
-            on |= up
-            off |= small & ~up
-            sol = self.solve(data, warm=True, time_limit_s=time_limit_s, x_off=off, x_on=on)
-            total += sol.solve_s
-        return replace(sol, solve_s=total)
+        first step). ``settle``: a last solve with every column's on/off state fixed (the columns still below
+        the minimum on at it, where the slot's room takes it), so that no column is left below its minimum.
+        Returns the last solution; its ``solve_s`` is the total."""
+        from agents.lp_repair import solve_min_current
+
+        return solve_min_current(self, data, passes, warm, columns, time_limit_s, settle)
 
 
 def _solution(lp: SiteLP, v: FloatArray, cost: FloatArray, solve_s: float) -> LPSolution:
@@ -522,7 +508,8 @@ def _bounds_and_costs(
     # sub-step presence: the fraction of each step the slot's EV is plugged in scales its bounds
     frac = 1.0 if d.present_fraction is None or not nx else d.present_fraction[lp.x_slot, lp.x_step]
     hi[c["x"] : c["x"] + nx] = np.where(present, max_charge[lp.x_slot] * frac, 0.0) if nx else 0.0
-    cost[c["x"] : c["x"] + nx] = _EPS_LATE * lp.x_step
+    late = _EPS_LATE if d.delay_cost_per_kwh_h is None else d.delay_cost_per_kwh_h * dt * dt + _EPS_LATE
+    cost[c["x"] : c["x"] + nx] = late * lp.x_step
     if ny:
         xi = lp.y_of_x
         dis = np.zeros(lp.K) if d.max_discharge_kw is None else np.asarray(d.max_discharge_kw, dtype=float)

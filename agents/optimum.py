@@ -13,6 +13,11 @@ scenario (pro-rated by time), so the optimum neither ignores it nor over-serves 
 
 :meth:`act` replays the schedule of the snapshot's step; where the simulation has fallen behind the plan
 (a request paused, rounding) it adds what is needed to catch up over the EV's remaining stay.
+
+Small scenarios (up to ``exact_max_columns`` charging columns) are solved exactly as a MILP
+(:mod:`agents.lp_exact`) and replayed as they are. Larger ones have two candidate schedules, the bare
+relaxation and the relaxation repaired for the minimum current (:mod:`agents.lp_repair`), each replayed
+through the environment in :meth:`reset`; the cheaper is kept (``replayed_costs``).
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ class PerfectForesightOptimum:
         mip_rel_gap: float = 5e-4,
         node_limit: int = 1000,
         exact_max_columns: int = 400,
+        repair_passes: int = 4,
     ) -> None:
         self.time_limit_s = time_limit_s
         """wall-clock safety net of the exact solve; the work is bounded by ``node_limit`` and
@@ -49,6 +55,9 @@ class PerfectForesightOptimum:
         """the exact model is tried only up to this many charging columns (sessions x steps present); larger
         scenarios use the relaxation, replayed with repair (``used_exact`` says which)"""
         self.exact = exact
+        self.repair_passes = repair_passes
+        """fix-and-resolve passes for the minimum current where the exact model is not used (0: the bare
+        relaxation)"""
         self.mip_rel_gap = mip_rel_gap
         self.used_exact = exact
         """whether the schedule in use is the exact model's (False: none near optimal in time, relaxation)"""
@@ -58,14 +67,21 @@ class PerfectForesightOptimum:
         """the exact model's proven gap at the end of its solve (nan: not run or no schedule)"""
         self.solution: LPSolution | None = None
         self.build_s = 0.0
+        self.replayed_costs: tuple[float, ...] = ()
+        """executed costs of the candidate schedules where the exact model is not used (relaxed, repaired)"""
         self._site: SiteArrays | None = None
         self._planned_need: FloatArray | None = None
         self._planned_declared: FloatArray | None = None
+        self._planned_missing: FloatArray | None = None
+        self._planned_room: FloatArray | None = None
+        self._finish = False
 
     def reset(self, site: SiteArrays, scenario: Scenario | None = None) -> None:
         if scenario is None:
             raise ValueError("optimum: the perfect-foresight optimum needs the scenario (simulation only)")
         t0 = time.perf_counter()
+        self.replayed_costs = ()
+        self._finish = False
         lp, data, slots = build_scenario_lp(site, scenario)
         self.build_s = time.perf_counter() - t0
         if lp.sizes["x"] > 150 * max(lp.T, 1):
@@ -88,11 +104,50 @@ class PerfectForesightOptimum:
                 # the relaxation's repaired replay: keep the exact one only when it is near optimal
                 self.exact_gap = self.solution.mip_gap
                 self.used_exact = self.exact_gap <= self.accept_gap
-        if not self.used_exact or self.solution is None:
-            self.solution = lp.solve(data)
-        solution = self.solution
         self._site = site
-        # energy the plan still has to deliver to each charger's EV at the start of every step
+        if not self.used_exact or self.solution is None:
+            self.solution = self._best_replayed(lp, data, slots, site, scenario)
+        self._follow(self.solution, lp, data, slots, site)
+
+    def _best_replayed(
+        self, lp: SiteLP, data: LPData, slots: _Slots, site: SiteArrays, scenario: Scenario
+    ) -> LPSolution:
+        """The relaxation's schedule and, with ``repair_passes``, the one repaired for the minimum current
+        (:meth:`SiteLP.solve_min_current` with ``settle``): each replayed through the environment, the
+        cheaper kept (``replayed_costs`` holds both). Neither is the simulator's physics, so which loses
+        less to the minimum current on replay depends on the site: the repair wins where EVs take slivers
+        (real sessions), the bare relaxation where forcing minima raises a dear peak."""
+        relaxed = lp.solve(data)
+        if self.repair_passes <= 0:
+            return relaxed
+        try:
+            repaired = lp.solve_min_current(data, passes=self.repair_passes, settle=True)
+        except LPError:
+            return relaxed
+        costs = []
+        for sol, finish in ((relaxed, False), (repaired, True)):
+            self._finish = finish
+            self._follow(sol, lp, data, slots, site)
+            costs.append(self._replayed_cost(sol, scenario))
+        self.replayed_costs = tuple(costs)
+        self._finish = costs[1] < costs[0]
+        return repaired if self._finish else relaxed
+
+    def _replayed_cost(self, solution: LPSolution, scenario: Scenario) -> float:
+        """What :meth:`act` following ``solution`` costs through the environment (as evaluation runs it)."""
+        from agents.rollout import rollout
+        from envs.env import ChargingSiteEnv
+
+        self.solution = solution
+        env = ChargingSiteEnv(scenario=scenario, step=None, forecast_horizon=1)
+        env.reset(seed=0)
+        return -float(sum(step.reward for step in rollout(self, env)))
+
+    def _follow(
+        self, solution: LPSolution, lp: SiteLP, data: LPData, slots: _Slots, site: SiteArrays
+    ) -> None:
+        """Use ``solution``: the energy it still has to deliver to each charger's EV at every step."""
+        self.solution = solution
         T = lp.T
         into = (
             np.where(
@@ -105,15 +160,23 @@ class PerfectForesightOptimum:
         planned = np.zeros((site.n, T + 1))
         # the same for what the driver declared (what the snapshot shows), where it differs from the need
         declared = np.full((site.n, T + 1), np.nan)
+        missing = np.zeros((site.n, T + 1))  # what the plan leaves each EV without (its slack)
+        room = np.full((site.n, T + 1), np.nan)  # V2G slots: the room the plan leaves at every step
+        room_kwh = data.need_kwh if data.room_kwh is None else np.maximum(data.room_kwh, data.need_kwh)
         for k in range(lp.K):
             c, a, d = int(slots.charger[k]), int(slots.start[k]), int(slots.stop[k])
             seg = into[c, a:d]
             done = np.concatenate([[0.0], np.cumsum(seg)[:-1]])
             planned[c, a:d] = np.maximum(data.need_kwh[k] - done, 0.0)
+            missing[c, a:d] = solution.missing_kwh[k]
+            if lp.slot_v2g[k]:
+                room[c, a:d] = room_kwh[k] - done
             if slots.declared_kwh[k] != slots.request_kwh[k]:
                 declared[c, a:d] = np.maximum(slots.declared_kwh[k] * slots.inside[k] - done, 0.0)
         self._planned_need = planned
         self._planned_declared = declared
+        self._planned_missing = missing
+        self._planned_room = room
 
     @property
     def solve_s(self) -> float:
@@ -148,11 +211,26 @@ class PerfectForesightOptimum:
             behind_d = np.where((pd_t > 0) | (need > 0), need - np.nan_to_num(pd_t), 0.0)
             behind_kwh = np.where(differs, behind_d, behind_kwh)
             need = np.where(differs, np.maximum(self._planned_need[:, t] + behind_d, 0.0), need)
+        cap_kwh = need
+        assert self._planned_room is not None
+        pr_t = self._planned_room[:, t]
+        v2g = np.isfinite(pr_t)
+        if v2g.any():
+            # a V2G plan charges beyond the need to discharge later: track it on the room (what the EV
+            # took in, both ways) and cap it at the room, not at the need
+            room = np.asarray(st.energy_room_kwh, dtype=float)
+            behind_kwh = np.where(v2g, room - np.nan_to_num(pr_t), behind_kwh)
+            cap_kwh = np.where(v2g, room, need)
         target_kw = np.maximum(plan_kw, 0.0) + behind_kwh / (eff * dt)
         kw = np.where(plan_kw < 0, plan_kw, np.maximum(target_kw, 0.0))
         kw = np.where(present, kw, 0.0)
         battery_kw = float(self.solution.battery_kw[t])
-        kw = off_or_minimum(plan_kw, kw, site.min_kw, need_kw=need / (eff * dt))
+        assert self._planned_missing is not None
+        # a repaired plan finishes EVs below their minimum where that is all they are to get (as the
+        # projection allows); the bare relaxation's replay leaves such remainders (the cheaper of the
+        # two replays is kept, see _best_replayed)
+        finish = np.maximum(need - self._planned_missing[:, t], 0.0) / (eff * dt) if self._finish else None
+        kw = off_or_minimum(plan_kw, kw, site.min_kw, need_kw=cap_kwh / (eff * dt), finish_kw=finish)
         return Decision(kw, battery_kw)
 
 
@@ -165,7 +243,7 @@ class LPRelaxationBound(PerfectForesightOptimum):
     name = "optimum_lp"
 
     def __init__(self, time_limit_s: float | None = None) -> None:
-        super().__init__(time_limit_s=time_limit_s, exact=False)
+        super().__init__(time_limit_s=time_limit_s, exact=False, repair_passes=0)
 
 
 def off_or_minimum(
@@ -175,6 +253,7 @@ def off_or_minimum(
     headroom_kw: float = np.inf,
     protect: BoolArray | None = None,
     need_kw: FloatArray | None = None,
+    finish_kw: FloatArray | None = None,
 ) -> FloatArray:
     """Turn an LP schedule (which relaxed the minimum current) into requests a charger can follow.
 
@@ -183,11 +262,17 @@ def off_or_minimum(
     chargers' total above ``headroom_kw`` (the planned peak), the chargers that went furthest above the plan
     fall back to it (or to 0 when the plan is below their minimum) until it fits; ``protect`` chargers
     (EVs in their last step) are left alone and rounded up, never down. Charging never exceeds
-    ``need_kw`` (what the EV still needs over the step) when given.
+    ``need_kw`` (what the EV still needs over the step) when given; a target of at least ``finish_kw``
+    (all the EV is to get, over one step) is kept even below half the minimum.
     """
     kw = np.asarray(target_kw, dtype=float).copy()
     small = (kw > 0) & (kw < min_kw)
     up = kw >= 0.5 * min_kw
+    if finish_kw is not None:
+        # all the EV still needs, below its minimum: the projection charges that (an EV that takes less
+        # than the minimum is held to what it takes), so it is asked for, not switched off every step
+        finish = np.asarray(finish_kw, dtype=float)
+        up |= (finish > 1e-9) & (kw >= finish - 1e-9)
     if protect is not None:
         up |= protect  # an EV in its last step gets its minimum rather than nothing
     kw = np.where(small, np.where(up, min_kw, 0.0), kw)

