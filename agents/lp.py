@@ -416,25 +416,6 @@ class SiteLP:
         room_kw = room[self.x_slot] / np.maximum(self._eff_x * self.dt_h, 1e-12)
         return np.minimum(np.minimum(self.site.min_kw[self.x_charger], rate), room_kw)
 
-    def solve_min_current(
-        self,
-        data: LPData,
-        passes: int = 3,
-        warm: bool = False,
-        columns: BoolArray | None = None,
-        time_limit_s: float | None = None,
-        settle: bool = False,
-    ) -> LPSolution:
-        """Solve, then re-solve with the charging columns that came out between 0 and the charger's minimum
-        forced to 0, up to ``passes`` times (a fix-and-resolve heuristic for the minimum-current rule the LP
-        relaxes; each re-solve is warm). ``columns`` limits the repair to some charging columns (MPC: the
-        first step). ``settle``: a last solve with every column's on/off state fixed (the columns still below
-        the minimum on at it, where the slot's room takes it), so that no column is left below its minimum.
-        Returns the last solution; its ``solve_s`` is the total."""
-        from agents.lp_repair import solve_min_current
-
-        return solve_min_current(self, data, passes, warm, columns, time_limit_s, settle)
-
 
 def _solution(lp: SiteLP, v: FloatArray, cost: FloatArray, solve_s: float) -> LPSolution:
     """The schedule of the solved column values ``v`` (``cost``: the column costs of the solve)."""

@@ -1,4 +1,4 @@
-"""Fix-and-resolve for the minimum-current rule the site LP relaxes (``SiteLP.solve_min_current``).
+"""Fix-and-resolve for the minimum-current rule the site LP relaxes (:func:`solve_min_current`).
 
 Columns that come out between 0 and the charger's minimum are forced to 0 or to the minimum and the LP is
 re-solved warm, a few times; ``settle`` ends with one solve that fixes every column's on/off state, so no
@@ -25,7 +25,12 @@ def solve_min_current(
     time_limit_s: float | None = None,
     settle: bool = False,
 ) -> LPSolution:
-    """:meth:`SiteLP.solve_min_current` (see there)."""
+    """Solve ``lp``, then re-solve with the charging columns that came out between 0 and the charger's minimum
+    forced to 0, up to ``passes`` times (a fix-and-resolve heuristic for the minimum-current rule the LP
+    relaxes; each re-solve is warm). ``columns`` limits the repair to some charging columns (MPC: the
+    first step). ``settle``: a last solve with every column's on/off state fixed (the columns still below
+    the minimum on at it, where the slot's room takes it), so that no column is left below its minimum.
+    Returns the last solution; its ``solve_s`` is the total."""
     sol = lp.solve(data, warm=warm, time_limit_s=time_limit_s)
     total = sol.solve_s
     min_x = lp.min_x_kw(data)

@@ -22,7 +22,7 @@ daily price spreads, so cheap hours still win, above the ties between nearly equ
 energy goes early among similar prices and leaves headroom for arrivals.
 
 Minimum current: the LP relaxes it; the first step's columns are repaired by fix-and-resolve
-(:meth:`agents.lp.SiteLP.solve_min_current`), where an EV whose remaining room is below one minimum step
+(:func:`agents.lp_repair.solve_min_current`), where an EV whose remaining room is below one minimum step
 is charged all of it below the minimum (as the projection allows), not switched off until it leaves short.
 """
 
@@ -33,6 +33,7 @@ import pandas as pd
 
 from agents.base import Decision
 from agents.lp import LPData, LPError, SiteLP
+from agents.lp_repair import solve_min_current
 from agents.optimum import off_or_minimum
 from envs.core import SiteArrays, Snapshot
 from envs.physics import STEP_EPS, ceil_to_grid, ev_terms
@@ -159,9 +160,9 @@ class ModelPredictiveControl:
         )
         first = lp.x_step == 0
         try:
-            sol = lp.solve_min_current(data, passes=2, warm=True, columns=first)
+            sol = solve_min_current(lp, data, passes=2, warm=True, columns=first)
         except LPError:
-            sol = lp.solve_min_current(data, passes=2, warm=False, columns=first)
+            sol = solve_min_current(lp, data, passes=2, warm=False, columns=first)
         self.solve_s.append(sol.solve_s)
         plan_kw = sol.charger_kw[:, 0]
         last = present & (steps_left <= 1)

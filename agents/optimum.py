@@ -28,6 +28,7 @@ import numpy as np
 
 from agents.base import Decision
 from agents.lp import LPData, LPError, LPSolution, SiteLP
+from agents.lp_repair import solve_min_current
 from envs.core import BoolArray, FloatArray, SiteArrays, Snapshot
 from envs.projection import floor_to_grid
 from envs.scenario import Scenario
@@ -113,7 +114,7 @@ class PerfectForesightOptimum:
         self, lp: SiteLP, data: LPData, slots: _Slots, site: SiteArrays, scenario: Scenario
     ) -> LPSolution:
         """The relaxation's schedule and, with ``repair_passes``, the one repaired for the minimum current
-        (:meth:`SiteLP.solve_min_current` with ``settle``): each replayed through the environment, the
+        (:func:`solve_min_current` with ``settle``): each replayed through the environment, the
         cheaper kept (``replayed_costs`` holds both). Neither is the simulator's physics, so which loses
         less to the minimum current on replay depends on the site: the repair wins where EVs take slivers
         (real sessions), the bare relaxation where forcing minima raises a dear peak."""
@@ -121,7 +122,7 @@ class PerfectForesightOptimum:
         if self.repair_passes <= 0:
             return relaxed
         try:
-            repaired = lp.solve_min_current(data, passes=self.repair_passes, settle=True)
+            repaired = solve_min_current(lp, data, passes=self.repair_passes, settle=True)
         except LPError:
             return relaxed
         costs = []

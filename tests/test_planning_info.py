@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from agents.lp_repair import solve_min_current
 from agents.mpc import ModelPredictiveControl
 from agents.optimum import build_scenario_lp, off_or_minimum
 from benchmarks import real
@@ -73,7 +74,7 @@ def test_a_column_may_charge_a_sliver_below_the_minimum_where_that_is_all_the_ev
     assert min_x == pytest.approx(np.full(lp.sizes["x"], 0.2 / (site.efficiency[0] * lp.dt_h)))
     big = replace(data, need_kwh=np.array([5.0]), room_kwh=np.array([5.0]))
     assert lp.min_x_kw(big) == pytest.approx(np.full(lp.sizes["x"], site.min_kw[0]))
-    sol = lp.solve_min_current(data, passes=3, settle=True)
+    sol = solve_min_current(lp, data, passes=3, settle=True)
     assert float(sol.missing_kwh.sum()) == pytest.approx(0.0, abs=1e-6)
     row = run_episode(ModelPredictiveControl(horizon=16), sc, options=EnvOptions(forecast_horizon=16)).row
     assert row.evs_departed == 1 and row.evs_short == 0
