@@ -34,6 +34,7 @@ from envs.share import amps_mask, kw_to_profile, kw_to_profile_one, profile_to_k
 from serving.control import keeps_feasible
 from serving.csms import Station
 from serving.failsafe_profiles import failsafe_requests
+from serving.hold import hold_rows, increases_to_send
 from serving.live import ConnectorLive, LiveSite, StationLive
 from serving.metrics import Metrics
 from serving.profiles import Purpose, set_charging_profile
@@ -128,6 +129,7 @@ class Dispatcher:
         before it shows is not yet the plan that batch carried)"""
         self.period_s = 900.0
         self.failsafe_retry_s = failsafe_retry_s
+        self._rows = hold_rows(site)
         """first wait before the failsafe is tried again; doubles up to :data:`FAILSAFE_RETRY_MAX_S`"""
         self._failsafe_tasks: dict[str, asyncio.Task[Any]] = {}
         self.after_failsafe: Callable[[str, Station], Coroutine[Any, Any, None]] | None = None
@@ -277,6 +279,7 @@ class Dispatcher:
         self.period_s = period_s
         decreases: Writes = {}
         increases: Writes = {}
+        delta = np.zeros(self.site.n)
         share = self.failsafe_kw()
         for i in updates:
             c = self.live.connectors[i]
@@ -286,6 +289,7 @@ class Dispatcher:
                 continue  # nothing goes to a station before it is registered
             kw = float(limits_kw[i])
             current_kw = c.limit_kw if c.limit_kw is not None else float(share[i])
+            delta[i] = kw - current_kw
             target = decreases if kw < current_kw else increases
             row = None if schedule_kw is None else np.asarray(schedule_kw[i], dtype=float)
             target.setdefault(c.station_id, []).append((c, kw, row))
@@ -295,23 +299,38 @@ class Dispatcher:
         if sent:
             self._busy.update(decreases)
             self._busy.update(increases)
-            self._spawn(self._dispatch(decreases, increases))
+            self._spawn(self._dispatch(decreases, increases, delta))
         return sent
 
-    async def _dispatch(self, decreases: Writes, increases: Writes) -> None:
+    async def _dispatch(self, decreases: Writes, increases: Writes, delta_kw: FloatArray) -> None:
+        """Decreases, then increases; where a decrease was not accepted, the increases that would use
+        the headroom it was to free wait for the next cycle (:mod:`serving.hold`); ``delta_kw`` (n,):
+        each charger's new limit less its old one."""
+        stations = (*decreases, *increases)  # every one of them busy until the batch is answered
         try:
             results = await asyncio.gather(
                 *(self._send_tx_profiles(sid, it) for sid, it in decreases.items())
             )
             if not all(results):
-                held = sum(len(v) for v in increases.values())
+                failed = [
+                    c.index
+                    for (sid, it), ok in zip(decreases.items(), results, strict=True)
+                    if not ok
+                    for c, _, _ in it
+                ]
+                missing = np.zeros(self.site.n)
+                missing[failed] = -delta_kw[failed]
+                go = increases_to_send(self._rows, missing, np.maximum(delta_kw, 0.0))
+                held = sum(1 for it in increases.values() for c, _, _ in it if not go[c.index])
                 if held:
                     LOG.warning("a decrease was not accepted: %d increase(s) held until next cycle", held)
                     self.metrics.inc("increases_held_total", float(held))
-                return
+                increases = {
+                    s: kept for s, it in increases.items() if (kept := [x for x in it if go[x[0].index]])
+                }
             await asyncio.gather(*(self._send_tx_profiles(sid, it) for sid, it in increases.items()))
         finally:
-            for sid in (*decreases, *increases):
+            for sid in stations:
                 self._busy.discard(sid)
             self.settled_at = time.monotonic()
 
