@@ -16,6 +16,7 @@ import pandas as pd
 
 from envs.core import SiteArrays
 from envs.forecast import PerfectForecast
+from envs.history import HistoryEpisodes
 from envs.obs import ObservationLayout
 from envs.scenario import Scenario, load_scenario, resample_timeseries
 from envs.sim import Episode, ForecastSource, compile_episode
@@ -96,11 +97,14 @@ class EnvConfig:
     """Everything that defines a :class:`ChargingSiteEnv` (the keyword arguments of its constructor).
 
     Give exactly one of ``scenario`` (a folder, a :class:`Scenario`, or a sequence of them: one is drawn
-    per episode) and ``generator`` (a :class:`GeneratorSpec` or a mapping with its keys).
+    per episode), ``generator`` (a :class:`GeneratorSpec` or a mapping with its keys) and ``history``
+    (:class:`envs.history.HistoryEpisodes`: windows of a site's history; its own ``window_days`` set the
+    episode length, its forecast provider the forecast windows).
     """
 
     scenario: ScenarioLike | tuple[ScenarioLike, ...] | None = None
     generator: GeneratorSpec | None = None
+    history: HistoryEpisodes | None = None
     step: str | None = "15min"
     """simulation step (pandas offset); time series are resampled to it. None: the scenario's own step"""
     episode_steps: int | None = None
@@ -140,8 +144,11 @@ class EnvConfig:
         return config
 
     def validate(self) -> None:
-        if (self.scenario is None) == (self.generator is None):
-            raise ValueError("give exactly one of scenario= and generator=")
+        given = [x is not None for x in (self.scenario, self.generator, self.history)]
+        if sum(given) != 1:
+            raise ValueError("give exactly one of scenario=, generator= and history=")
+        if self.history is not None and self.episode_steps is not None:
+            raise ValueError("history= sets its own episode length (window_days): leave episode_steps out")
         if self.generator is not None:
             self.generator.validate()
         if self.forecast_horizon < 1:
@@ -169,6 +176,10 @@ class EpisodeSource:
         if config.generator is not None:
             first = config.generator.generate(config.generator.seed, config.step)
             self.scenarios = ()
+        elif config.history is not None:
+            first = config.history.first
+            if config.step is not None and first.step != pd.Timedelta(config.step):
+                raise ValueError(f"history step {first.step} differs from step {config.step}")
         else:
             raw = config.scenario if isinstance(config.scenario, tuple) else (config.scenario,)
             loaded = []
@@ -206,6 +217,15 @@ class EpisodeSource:
         scenarios), ``start_step`` (with ``episode_steps``)."""
         opts = dict(options or {})
         c = self.config
+        if c.history is not None:
+            return c.history.sample(
+                self.site,
+                rng,
+                opts,
+                horizon=c.forecast_horizon,
+                allow_discharge=c.allow_discharge,
+                v2g_min_soc=c.v2g_min_soc,
+            )
         if c.generator is not None:
             seed = opts.pop("scenario_seed", None)
             pool = c.generator.pool

@@ -44,6 +44,7 @@ if TYPE_CHECKING:
     from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
     from training.evaluate import EvaluationReport
+    from training.site_history import TrainingHistory
 
 
 # --------------------------------------------------------------------------- results
@@ -69,6 +70,8 @@ class TrainResult:
     evaluations: tuple[EvalPoint, ...] = field(default_factory=tuple)
     selected: EvalPoint | None = None
     """the evaluation of the registered policy (the best one with ``evaluation.keep_best``)"""
+    history: TrainingHistory | None = None
+    """with ``env.history``: the history, its split and forecast (the test days are scored with it)"""
 
     @property
     def final(self) -> EvalPoint:
@@ -215,8 +218,16 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     checkpoint_dir = out / "checkpoints"
 
-    venv: VecEnv = build_vec_env(config)
-    probe = make_env(config)
+    history = None
+    if config.env.history is not None:
+        from training.site_history import training_history
+
+        history = training_history(config, out)
+        split = history.split_lines()
+        print("\n".join(split), flush=True)
+        (out / "split.txt").write_text("\n".join(split) + "\n")
+    venv: VecEnv = build_vec_env(config, history)
+    probe = make_env(config, history=history)
     site_config = probe.observing.site_env.site.config
     t_cfg = config.training
     if resume_from is not None:
@@ -245,13 +256,15 @@ def train(
         frozen = detached_statistics(stats) if stats is not None and stats.norm_obs else None
         return LearnedPolicy(m, policy_meta(config, probe, steps), frozen, site_config)
 
-    evaluator = HeldOutEvaluator(config)
+    evaluator = HeldOutEvaluator(config, history)
     clock = _Clock()
     points: list[EvalPoint] = []
     run_name = f"train-{config.name}"
     tags = {"evdlm.kind": "train", "evdlm.config": config.name}
     if resume_from is not None:
         tags["evdlm.resumed_from"] = str(resume_from)
+    if config.research_only:
+        tags["evdlm.research_only"] = "true"
     with mlflow.start_run(
         experiment_id=experiment_id,
         run_name=run_name,
@@ -261,6 +274,11 @@ def train(
     ) as run:
         run_id = run.info.run_id
         mlflow.log_params(config.flat_params())
+        if history is not None:
+            mlflow.log_params(history.history.split_params())
+            mlflow.log_artifact(str(out / "split.txt"))
+            if history.forecaster_path is not None:
+                mlflow.log_artifact(str(history.forecaster_path))
         model.set_logger(Logger(folder=None, output_formats=[sb3_mlflow_output(client, run_id)]))
 
         best: list[tuple[EvalPoint, Path, EvaluationReport]] = []
@@ -324,6 +342,7 @@ def train(
         wall_s=wall_s,
         evaluations=tuple(points),
         selected=selected,
+        history=history,
     )
 
 
@@ -436,7 +455,10 @@ def describe_result(result: TrainResult) -> str:
     def pct(x: float | None) -> str:
         return "n/a" if x is None else f"{x:+.2f} %"
 
-    held_out = ", ".join(s.name for s in held_out_scenarios(result.config))
+    if result.config.env.history is not None:
+        held_out = "the validation days of the history (see split.txt)"
+    else:
+        held_out = ", ".join(s.name for s in held_out_scenarios(result.config))
     lines = [
         f"trained {result.config.name}: {result.timesteps:,} steps in {result.wall_s / 60:.1f} min "
         f"(registered policy from step {p.timesteps:,})",
