@@ -193,6 +193,11 @@ class ChargingSiteEnv(gym.Env[np.ndarray, np.ndarray]):
         )  # fmt: skip
         return self._advance(res)
 
+    def close(self) -> None:
+        """Stops the background generation of a generator with ``prefetch`` (nothing else to release)."""
+        self.source.close()
+        super().close()
+
     def snapshot(self) -> Snapshot:
         """The current step as a :class:`~envs.core.Snapshot` (what every policy acts on); the same object
         until the next step or reset."""

@@ -179,7 +179,9 @@ class SiteHistory:
 
     def span(self, days: Sequence[Day], name: str | None = None) -> Scenario:
         """Consecutive days (of one segment) as a scenario: their time series and every session that is
-        plugged in during them (an EV that arrived earlier enters pro-rated, as in any window)."""
+        plugged in during them. An EV that arrived earlier arrives at the start with its energies pro-rated
+        to the part of its stay inside (and its arrival SoC raised by what it got before), as a window of
+        the whole history would simulate it; so the scenario can be saved and loaded as a folder."""
         if not days or any(d.segment != days[0].segment for d in days):
             raise ValueError("a span needs consecutive days of one segment")
         seg = self.segments[days[0].segment]
@@ -188,7 +190,7 @@ class SiteHistory:
         s = seg.sessions
         keep = ((s["arrival"] < t1) & (s["departure"] > t0)).to_numpy()
         label = name or f"{self.site.name}-{days[0].date.strftime('%Y-%m-%d')}"
-        return Scenario(self.site, s[keep].reset_index(drop=True), ts, label)
+        return Scenario(self.site, _entered(s[keep].reset_index(drop=True), t0), ts, label)
 
     def chunks(self, days: Sequence[Day], length: int) -> list[Scenario]:
         """``days`` in consecutive chunks of ``length`` days (a shorter tail chunk is kept), as scenarios."""
@@ -377,6 +379,29 @@ class HistoryEpisodes:
         if windows is None:
             return episode
         return replace(episode, forecast=np.ascontiguousarray(windows[start : start + n_steps + 1]))
+
+
+def _entered(sessions: pd.DataFrame, start: pd.Timestamp) -> pd.DataFrame:
+    """Sessions that arrived before ``start`` moved to arrive at it, pro-rated (:meth:`SiteHistory.span`)."""
+    early = (sessions["arrival"] < start).to_numpy()
+    if not early.any():
+        return sessions
+    out = sessions.copy()
+    arrival, departure = out["arrival"][early], out["departure"][early]
+    frac = ((departure - start) / (departure - arrival)).to_numpy(dtype=float)
+    energy = out.loc[early, "energy_kwh"].to_numpy(dtype=float)
+    out.loc[early, "energy_kwh"] = energy * frac
+    if "declared_energy_kwh" in out.columns:
+        out.loc[early, "declared_energy_kwh"] = (
+            out.loc[early, "declared_energy_kwh"].to_numpy(dtype=float) * frac
+        )
+    if "arrival_soc" in out.columns and "battery_kwh" in out.columns:
+        soc = out.loc[early, "arrival_soc"].to_numpy(dtype=float)
+        battery = out.loc[early, "battery_kwh"].to_numpy(dtype=float)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out.loc[early, "arrival_soc"] = np.minimum(soc + energy * (1.0 - frac) / battery, 1.0)
+    out.loc[early, "arrival"] = start
+    return out
 
 
 def _ns(times: pd.Series) -> np.ndarray:

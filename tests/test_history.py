@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from envs.config import ConfigError
+from envs.core import SiteArrays
 from envs.history import Augmentation, HistoryEpisodes, HistorySplit, SiteHistory, augment_sessions
 from envs.scenario import MAX_SESSION_ENERGY_KWH, load_scenario
 from evdlm.cli import app
@@ -93,9 +94,7 @@ def test_the_split_is_time_ordered_and_never_shuffled(history_folder: Path) -> N
         assert ep.n_steps == day.stop - day.start  # 25 steps on the day the clocks go back
 
 
-def h_site(h: SiteHistory):  # type: ignore[no-untyped-def]
-    from envs.core import SiteArrays
-
+def h_site(h: SiteHistory) -> SiteArrays:
     return SiteArrays.from_config(h.site)
 
 
@@ -272,3 +271,43 @@ def test_a_config_with_env_history_trains_on_the_real_fixture(history_folder: Pa
     seg = h.segments[0]
     assert fitted.trained_until <= seg.timeseries.index[h.validation_days[0].start]
     assert result.selected is not None and result.selected.violations == 0
+    assert result.test is not None and result.test.violations == 0 and result.test.rule_based_cost is not None
+
+
+# --------------------------------------------------------------------------- cheap resets
+
+
+def test_prefetched_scenarios_are_the_generated_ones_and_repeat_with_the_seed() -> None:
+    from envs.env import ChargingSiteEnv
+    from envs.episodes import GeneratorSpec
+
+    gen = {"kind": "depot", "chargers": 3, "days": 1, "seed": 10_000, "pv": True}
+
+    def names(env: ChargingSiteEnv, resets: int) -> list[str]:
+        out = []
+        env.reset(seed=7)
+        for _ in range(resets):
+            _, info = env.reset()
+            out.append(info["scenario"])
+            seed = int(info["scenario"].rsplit("-s", 1)[-1])  # generated names end with -s<seed>
+            direct = GeneratorSpec(**gen).generate(seed, "1h")  # type: ignore[arg-type]
+            ids = set(direct.sessions["session_id"])
+            assert set(env.episode.sessions.session_ids) <= ids
+            assert env.episode.sessions.size + env.episode.dropped_sessions == len(ids)
+        return out
+
+    a = ChargingSiteEnv(generator={**gen, "prefetch": 2}, step="1h", forecast_horizon=2)
+    b = ChargingSiteEnv(generator={**gen, "prefetch": 2}, step="1h", forecast_horizon=2)
+    try:
+        first, second = names(a, 4), names(b, 4)
+    finally:
+        a.close()
+        b.close()
+    assert first == second and len(set(first)) == 4
+
+
+def test_prefetch_and_pool_do_not_mix() -> None:
+    from envs.episodes import GeneratorSpec
+
+    with pytest.raises(ValueError, match="prefetch"):
+        GeneratorSpec.from_mapping({"pool": 4, "prefetch": 2})

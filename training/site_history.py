@@ -19,6 +19,7 @@ from training.rl_config import TrainConfig
 
 if TYPE_CHECKING:
     from envs.episode import ForecastSource
+    from training.held_out import EvalPoint
 
 FORECAST_COLUMNS = ("base_load_kw", "pv_kw")
 """the series a fitted forecaster forecasts (prices are known day-ahead and passed through)"""
@@ -94,3 +95,22 @@ def training_history(config: TrainConfig, out_dir: Path) -> TrainingHistory:
     source: ForecastSource = provider if type(provider) is not PerfectForecast else PerfectForecast()
     episodes = HistoryEpisodes(history, augmentation, source, horizon)
     return TrainingHistory(history, provider, episodes, saved)
+
+
+def score_test(
+    th: TrainingHistory,
+    policy: str,
+    timesteps: int,
+    wall_s: float,
+    baselines: tuple[str, ...] = ("rule_based",),
+) -> EvalPoint:
+    """The policy ``policy`` (a spec: bundle folder or ``models:/``) on the test weeks beside ``baselines``,
+    with the forecaster of the training part, summed as one :class:`~training.held_out.EvalPoint`."""
+    from training.evaluate import EnvOptions, evaluate
+    from training.held_out import summarise
+
+    options = EnvOptions(forecast=th.forecast, forecast_horizon=th.episodes.horizon)
+    tests = th.test_scenarios()
+    base = evaluate(list(baselines), tests, options=options).rows if baselines else []
+    mine = evaluate([policy], tests, options=options).rows
+    return summarise(mine, policy, base, timesteps, wall_s)

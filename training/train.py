@@ -18,6 +18,7 @@ config's seed as far as torch allows on CPU (one torch thread, seeded SB3, seede
 from __future__ import annotations
 
 import re
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -72,6 +73,8 @@ class TrainResult:
     """the evaluation of the registered policy (the best one with ``evaluation.keep_best``)"""
     history: TrainingHistory | None = None
     """with ``env.history``: the history, its split and forecast (the test days are scored with it)"""
+    test: EvalPoint | None = None
+    """with ``env.history``: the registered policy on the test days beside the rule-based DLM"""
 
     @property
     def final(self) -> EvalPoint:
@@ -224,7 +227,7 @@ def train(
 
         history = training_history(config, out)
         split = history.split_lines()
-        print("\n".join(split), flush=True)
+        print("\n".join(split), file=sys.stderr, flush=True)
         (out / "split.txt").write_text("\n".join(split) + "\n")
     venv: VecEnv = build_vec_env(config, history)
     probe = make_env(config, history=history)
@@ -327,6 +330,12 @@ def train(
         mlflow.log_metrics({"train/wall_s": wall_s, "train/timesteps": float(steps)})
         client.log_batch(run_id, metrics=metric_batch(selected.metrics(), "selected/", selected.timesteps))
         mlflow.set_tag("evdlm.selected_timesteps", str(selected.timesteps))
+        test = None
+        if history is not None:
+            from training.site_history import score_test
+
+            test = score_test(history, str(bundle), selected.timesteps, wall_s)
+            client.log_batch(run_id, metrics=metric_batch(test.metrics(), "test/", selected.timesteps))
         logged = log_policy(bundle, config.registered_model_name if register else None)
         venv.close()
     return TrainResult(
@@ -343,6 +352,7 @@ def train(
         evaluations=tuple(points),
         selected=selected,
         history=history,
+        test=test,
     )
 
 
@@ -468,6 +478,15 @@ def describe_result(result: TrainResult) -> str:
         f"vs rule-based {pct(p.gap_to_rule_based_pct)}",
         f"  energy delivered {p.energy_delivered_pct:.2f} %, violations {p.violations}, "
         f"V2G {p.v2g_exported_kwh:.1f} kWh",
+        *(
+            [
+                f"  on the test days (never seen): cost {result.test.cost_total:.2f}, vs rule-based "
+                f"{pct(result.test.gap_to_rule_based_pct)}, EVs short {result.test.evs_short}, "
+                f"violations {result.test.violations}"
+            ]
+            if result.test is not None
+            else []
+        ),
         f"  model: {result.model_uri}  (run {result.run_id})",
         f"  bundle: {result.bundle_dir}",
         f"  MLflow: {result.tracking_uri}  -> mlflow ui --backend-store-uri {result.tracking_uri}",
