@@ -311,3 +311,35 @@ def test_prefetch_and_pool_do_not_mix() -> None:
 
     with pytest.raises(ValueError, match="prefetch"):
         GeneratorSpec.from_mapping({"pool": 4, "prefetch": 2})
+
+
+def test_the_site_learning_benchmark_config_is_deployable_and_its_report_renders(tmp_path: Path) -> None:
+    from benchmarks.site_learning import SITES, plot_curves, site_config, table
+
+    config = site_config(SITES[1], tmp_path, minutes=1.0, eval_every=672, seed=0)
+    assert config.env.forecast.provider == "model" and not config.research_only
+    assert config.env.history is not None and config.env.history.test_days >= 21
+    assert config.env.action_mode == "rule_setpoint" and config.training.n_envs == 2
+    policies = {
+        name: {"mean_cost": cost, "costs": [cost], "evs_short": 1, "violations": 0, "vs_rule_pct": None}
+        | {"gap_to_optimum_pct": None}
+        for name, cost in (("rule_based", 100.0), ("learned", 98.0))
+    }
+    result = {
+        "site": "jpl-2019-09-01",
+        "split": ["history ...", "train", "validation", "test"],
+        "train_minutes": 1.0,
+        "timesteps": 1344,
+        "selected_timesteps": 672,
+        "test_weeks": ["a", "b", "c"],
+        "policies": policies,
+        "checks": {"zero_violations": True},
+        "curve": [
+            {"minutes": 0.0, "timesteps": 0.0, "gap_to_optimum_pct": 5.0, "rule_gap_to_optimum_pct": 5.0},
+            {"minutes": 1.0, "timesteps": 1344.0, "gap_to_optimum_pct": 3.0, "rule_gap_to_optimum_pct": 5.0},
+        ],
+    }
+    text = table([result])
+    assert "learned" in text and "zero_violations yes" in text
+    png = plot_curves([result], tmp_path / "curve.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
