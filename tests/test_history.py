@@ -202,7 +202,7 @@ def _config(folder: Path, **extra: object) -> dict[str, object]:
                 "test_days": 1,
                 "step": "1h",
             },
-            "action_mode": "rule_setpoint",
+            "action_mode": "rule_setpoint_hedged",
             "allow_discharge": False,
             "forecast": {"provider": "model", "horizon_steps": 4},
         },
@@ -270,6 +270,10 @@ def test_a_config_with_env_history_trains_on_the_real_fixture(history_folder: Pa
     assert fitted.trained_until is not None
     seg = h.segments[0]
     assert fitted.trained_until <= seg.timeseries.index[h.validation_days[0].start]
+    start = result.evaluations[0]
+    assert start.timesteps == 0 and start.rule_based_cost is not None
+    # rule_setpoint_hedged: the untrained policy is the registered rule-based DLM, cost for cost
+    assert start.cost_total == pytest.approx(start.rule_based_cost, rel=1e-12)
     assert result.selected is not None and result.selected.violations == 0
     assert result.test is not None and result.test.violations == 0 and result.test.rule_based_cost is not None
 
@@ -319,7 +323,7 @@ def test_the_site_learning_benchmark_config_is_deployable_and_its_report_renders
     config = site_config(SITES[1], tmp_path, minutes=1.0, eval_every=672, seed=0)
     assert config.env.forecast.provider == "model" and not config.research_only
     assert config.env.history is not None and config.env.history.test_days >= 21
-    assert config.env.action_mode == "rule_setpoint" and config.training.n_envs == 2
+    assert config.env.action_mode == "rule_setpoint_hedged" and config.training.n_envs == 2
     policies = {
         name: {"mean_cost": cost, "costs": [cost], "evs_short": 1, "violations": 0, "vs_rule_pct": None}
         | {"gap_to_optimum_pct": None}

@@ -19,7 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from envs.config import ConfigError, format_validation_error, read_yaml
 
-ActionMode = Literal["residual", "priority", "continuous", "setpoint", "rule_setpoint"]
+ActionMode = Literal[
+    "residual", "priority", "continuous", "setpoint", "rule_setpoint", "rule_setpoint_hedged"
+]
 ForecastKind = Literal["perfect", "noisy", "model"]
 SiteKind = Literal["depot", "workplace", "residential", "public"]
 Baseline = Literal["rule_based", "optimum"]
@@ -136,7 +138,8 @@ class EnvSpec(_Frozen):
         description=(
             "residual: per-charger kW correction on top of the rule-based DLM; setpoint: a few site-level "
             "numbers (import level, V2G share) filled by a deadline-first rule; rule_setpoint: site-level "
-            "corrections (import lift, V2G share) of the rule-based DLM's decision; priority: "
+            "corrections (import lift, V2G share) of the rule-based DLM's decision; rule_setpoint_hedged: "
+            "the same on the rule-based DLM as registered (not betting on declared departures); priority: "
             "per-charger scores filled in order by the projection; continuous: a fraction of each charger's "
             "range"
         ),
