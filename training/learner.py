@@ -80,6 +80,7 @@ def make_env(
         pv=g.pv,
         battery=g.battery,
         demand_charge_per_kw=g.demand_charge_per_kw,
+        prefetch=g.prefetch,
     )
     env = ChargingSiteEnv(
         generator=gen,

@@ -46,6 +46,12 @@ class GeneratorSpec(_Frozen):
     pv: bool = True
     battery: bool = False
     demand_charge_per_kw: float | None = Field(default=None, ge=0)
+    prefetch: int = Field(
+        default=0,
+        ge=0,
+        le=16,
+        description="generate the next N episodes' scenarios ahead in a background process (envs/prefetch.py)",
+    )
 
     def generate_kwargs(self, seed: int) -> dict[str, Any]:
         """Keyword arguments of :func:`envs.generate.generate_scenario` for one seed."""
