@@ -242,6 +242,12 @@ def test_generator_and_history_together_are_refused(tmp_path: Path) -> None:
         config_from_dict(data, "x.yaml")
 
 
+def test_a_history_config_takes_overrides(tmp_path: Path) -> None:
+    config = config_from_dict(_config(tmp_path), "x.yaml")
+    changed = config.with_overrides({"algorithm.learning_rate": 1e-4, "env.history.window_days": 2})
+    assert changed.env.history is not None and changed.env.history.window_days == 2
+
+
 def test_shipped_configs_say_they_are_research_only() -> None:
     from training.rl_config import shipped_config
 

@@ -160,7 +160,11 @@ class EnvSpec(_Frozen):
     @classmethod
     def _one_source(cls, data: Any) -> Any:
         if isinstance(data, dict) and data.get("history") is not None and "generator" in data:
-            raise ValueError("give env.generator or env.history, not both")
+            gen = data["generator"]
+            default = GeneratorSpec()
+            if gen != default and gen != default.model_dump(mode="python"):
+                raise ValueError("give env.generator or env.history, not both")
+            data = {k: v for k, v in data.items() if k != "generator"}  # a dumped config's default
         return data
 
     @model_validator(mode="after")
