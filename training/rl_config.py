@@ -50,7 +50,7 @@ class GeneratorSpec(_Frozen):
         default=0,
         ge=0,
         le=16,
-        description="generate the next N episodes' scenarios ahead in a background process (envs/prefetch.py)",
+        description="generate the next N episodes' scenarios ahead in a background process (envs/prefetch)",
     )
 
     def generate_kwargs(self, seed: int) -> dict[str, Any]:
