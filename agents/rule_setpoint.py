@@ -237,11 +237,13 @@ class RuleSetpoint:
 
     DEAD_ZONE = 0.1
 
-    def __init__(self, site: SiteArrays, allow_discharge: bool = True) -> None:
+    def __init__(self, site: SiteArrays, allow_discharge: bool = True, early_prior: float = 0.0) -> None:
         self.site = site
         self.allow_discharge = allow_discharge
-        # V2G is the agent's (entry 1, gated as in :class:`SetpointAllocator`), not the base's
-        self.base = RuleBasedDLM(v2g=False, use_battery=True, early_prior=0.0)
+        # V2G is the agent's (entry 1, gated as in :class:`SetpointAllocator`), not the base's.
+        # early_prior 0 (trust the declared departures from the start) is what the shipped policies were
+        # trained on; 1 is the registered rule-based DLM's (see :class:`agents.rule_based.RuleBasedDLM`)
+        self.base = RuleBasedDLM(v2g=False, use_battery=True, early_prior=early_prior)
         self.rule = SetpointAllocator(site, allow_discharge)
 
     def reset(self, episode_end: pd.Timestamp | None) -> None:

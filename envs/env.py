@@ -19,6 +19,7 @@ from gymnasium import spaces
 from envs import projection
 from envs.core import ForecastWindow, SiteArrays, SiteState, Snapshot
 from envs.episodes import GENERATOR_SEED_SPAN, EnvConfig, EpisodeSource, GeneratorSpec, ScenarioLike
+from envs.history import HistoryEpisodes
 from envs.obs import F32Array, ObservationLayout
 from envs.projection import ProjectionResult
 from envs.sim import OUTCOME_COUNTS, OUTCOME_FLOATS, BatchSim, Episode, ForecastSource
@@ -81,7 +82,7 @@ class ChargingSiteEnv(gym.Env[np.ndarray, np.ndarray]):
     ``TimeLimit`` wrapper for that). EVs still plugged in at the end are not penalised.
 
     ## Arguments
-    The fields of :class:`EnvConfig`: ``scenario`` or ``generator``, ``step``, ``episode_steps``,
+    The fields of :class:`EnvConfig`: ``scenario``, ``generator`` or ``history``, ``step``, ``episode_steps``,
     ``forecast``, ``forecast_horizon``, ``allow_discharge``, ``departure_floor``,
     ``v2g_min_soc``, ``price_scale_per_kwh``, ``time_scale_h``.
     """
@@ -93,6 +94,7 @@ class ChargingSiteEnv(gym.Env[np.ndarray, np.ndarray]):
         scenario: ScenarioLike | Sequence[ScenarioLike] | None = None,
         generator: GeneratorSpec | Mapping[str, object] | None = None,
         *,
+        history: HistoryEpisodes | None = None,
         step: str | None = "15min",
         episode_steps: int | None = None,
         forecast: ForecastSource | None = None,
@@ -109,6 +111,7 @@ class ChargingSiteEnv(gym.Env[np.ndarray, np.ndarray]):
         self.config = EnvConfig.from_kwargs(
             scenario=scenario,
             generator=generator,
+            history=history,
             step=step,
             episode_steps=episode_steps,
             forecast=forecast,
@@ -189,6 +192,11 @@ class ChargingSiteEnv(gym.Env[np.ndarray, np.ndarray]):
             departure_floor=self._departure_floor,
         )  # fmt: skip
         return self._advance(res)
+
+    def close(self) -> None:
+        """Stops the background generation of a generator with ``prefetch`` (nothing else to release)."""
+        self.source.close()
+        super().close()
 
     def snapshot(self) -> Snapshot:
         """The current step as a :class:`~envs.core.Snapshot` (what every policy acts on); the same object

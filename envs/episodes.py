@@ -16,7 +16,9 @@ import pandas as pd
 
 from envs.core import SiteArrays
 from envs.forecast import PerfectForecast
+from envs.history import HistoryEpisodes
 from envs.obs import ObservationLayout
+from envs.prefetch import ScenarioPrefetch
 from envs.scenario import Scenario, load_scenario, resample_timeseries
 from envs.sim import Episode, ForecastSource, compile_episode
 
@@ -36,6 +38,10 @@ class GeneratorSpec:
     ``pool``: draw ``k`` from ``[0, pool)`` instead and keep those scenarios in memory. Generating a
     scenario takes 50-100 ms, far longer than simulating a day of it, so with short episodes (``days``
     large and ``episode_steps`` small: every episode a random window) a pool keeps the simulator busy.
+
+    ``prefetch``: generate the next ``prefetch`` episodes' scenarios ahead in one background process
+    (:mod:`envs.prefetch`), so a reset of a fresh scenario costs about what a window of a loaded one does.
+    Not with ``pool``.
     """
 
     kind: Literal["depot", "workplace", "residential", "public"] = "depot"
@@ -48,6 +54,7 @@ class GeneratorSpec:
     demand_charge_per_kw: float | None = None
     start: str | None = None
     pool: int | None = None
+    prefetch: int = 0
 
     @classmethod
     def from_mapping(cls, data: Mapping[str, object]) -> GeneratorSpec:
@@ -67,6 +74,8 @@ class GeneratorSpec:
             raise ValueError("generator: chargers and days must be >= 1, seed >= 0")
         if self.pool is not None and self.pool < 1:
             raise ValueError("generator: pool must be >= 1")
+        if self.prefetch < 0 or (self.prefetch and self.pool is not None):
+            raise ValueError("generator: prefetch must be >= 0, and 0 with a pool")
 
     def generate(self, seed: int, step: str | None) -> Scenario:
         from envs.generate import generate_scenario
@@ -96,11 +105,14 @@ class EnvConfig:
     """Everything that defines a :class:`ChargingSiteEnv` (the keyword arguments of its constructor).
 
     Give exactly one of ``scenario`` (a folder, a :class:`Scenario`, or a sequence of them: one is drawn
-    per episode) and ``generator`` (a :class:`GeneratorSpec` or a mapping with its keys).
+    per episode), ``generator`` (a :class:`GeneratorSpec` or a mapping with its keys) and ``history``
+    (:class:`envs.history.HistoryEpisodes`: windows of a site's history; its own ``window_days`` set the
+    episode length, its forecast provider the forecast windows).
     """
 
     scenario: ScenarioLike | tuple[ScenarioLike, ...] | None = None
     generator: GeneratorSpec | None = None
+    history: HistoryEpisodes | None = None
     step: str | None = "15min"
     """simulation step (pandas offset); time series are resampled to it. None: the scenario's own step"""
     episode_steps: int | None = None
@@ -140,8 +152,11 @@ class EnvConfig:
         return config
 
     def validate(self) -> None:
-        if (self.scenario is None) == (self.generator is None):
-            raise ValueError("give exactly one of scenario= and generator=")
+        given = [x is not None for x in (self.scenario, self.generator, self.history)]
+        if sum(given) != 1:
+            raise ValueError("give exactly one of scenario=, generator= and history=")
+        if self.history is not None and self.episode_steps is not None:
+            raise ValueError("history= sets its own episode length (window_days): leave episode_steps out")
         if self.generator is not None:
             self.generator.validate()
         if self.forecast_horizon < 1:
@@ -169,6 +184,10 @@ class EpisodeSource:
         if config.generator is not None:
             first = config.generator.generate(config.generator.seed, config.step)
             self.scenarios = ()
+        elif config.history is not None:
+            first = config.history.first
+            if config.step is not None and first.step != pd.Timedelta(config.step):
+                raise ValueError(f"history step {first.step} differs from step {config.step}")
         else:
             raw = config.scenario if isinstance(config.scenario, tuple) else (config.scenario,)
             loaded = []
@@ -185,6 +204,11 @@ class EpisodeSource:
             first = loaded[0]
         self.first = first
         self._pool: dict[int, Scenario] = {}
+        self.prefetch: ScenarioPrefetch | None = None
+        if config.generator is not None and config.generator.prefetch:
+            self.prefetch = ScenarioPrefetch(
+                config.generator, config.step, config.generator.prefetch, GENERATOR_SEED_SPAN
+            )
         self.site = SiteArrays.from_config(first.site)
         self.dt_h = first.dt_h
         for s in self.scenarios[1:]:
@@ -206,9 +230,21 @@ class EpisodeSource:
         scenarios), ``start_step`` (with ``episode_steps``)."""
         opts = dict(options or {})
         c = self.config
+        if c.history is not None:
+            return c.history.sample(
+                self.site,
+                rng,
+                opts,
+                horizon=c.forecast_horizon,
+                allow_discharge=c.allow_discharge,
+                v2g_min_soc=c.v2g_min_soc,
+            )
         if c.generator is not None:
             seed = opts.pop("scenario_seed", None)
             pool = c.generator.pool
+            if self.prefetch is not None:
+                seed = self.prefetch.next_seed(rng) if seed is None else int(seed)
+                return self._compile(self.prefetch.take(seed), rng, opts)
             if seed is None:
                 seed = c.generator.seed + int(rng.integers(pool or GENERATOR_SEED_SPAN))
             seed = int(seed)
@@ -223,6 +259,15 @@ class EpisodeSource:
             if k is None:
                 k = int(rng.integers(len(self.scenarios))) if len(self.scenarios) > 1 else 0
             scenario = self.scenarios[int(k)]
+        return self._compile(scenario, rng, opts)
+
+    def close(self) -> None:
+        """Stop the background generation (if any)."""
+        if self.prefetch is not None:
+            self.prefetch.close()
+
+    def _compile(self, scenario: Scenario, rng: np.random.Generator, opts: dict[str, Any]) -> Episode:
+        c = self.config
         total = scenario.n_steps
         start = opts.pop("start_step", None)
         if c.episode_steps is None:

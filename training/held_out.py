@@ -14,6 +14,7 @@ from training.rl_config import TrainConfig
 
 if TYPE_CHECKING:
     from training.evaluate import EvalRow, EvaluationReport
+    from training.site_history import TrainingHistory
 
 
 @dataclass(frozen=True)
@@ -41,9 +42,13 @@ class EvalPoint:
         return {k: float(v) for k, v in asdict(self).items() if v is not None}
 
 
-def held_out_scenarios(config: TrainConfig) -> list[Scenario]:
-    """The generated evaluation scenarios (seeds below ``env.train_seed_offset``: never trained on)."""
+def held_out_scenarios(config: TrainConfig, history: TrainingHistory | None = None) -> list[Scenario]:
+    """The generated evaluation scenarios (seeds below ``env.train_seed_offset``: never trained on); with
+    ``env.history``, the history's validation days (after the training part, before the test part)."""
     from envs.generate import generate_scenario
+
+    if history is not None:
+        return history.validation_scenarios()
 
     g = config.env.generator
     out = []
@@ -94,15 +99,15 @@ def summarise(
 class HeldOutEvaluator:
     """Runs policies on the held-out scenarios; the baselines once, the learned policy on demand."""
 
-    def __init__(self, config: TrainConfig) -> None:
+    def __init__(self, config: TrainConfig, history: TrainingHistory | None = None) -> None:
         from training.evaluate import DEFAULT_HORIZON, EnvOptions
 
         self.config = config
-        self.scenarios = held_out_scenarios(config)
+        self.scenarios = held_out_scenarios(config, history)
         self.options = EnvOptions(
-            forecast=forecast_provider(config.env.forecast),
+            forecast=history.forecast if history is not None else forecast_provider(config.env.forecast),
             forecast_horizon=max(DEFAULT_HORIZON, config.env.forecast.horizon_steps),
-            step=config.env.generator.step,
+            step=config.env.step,
         )
         self._baselines: list[EvalRow] | None = None
 

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
     from stable_baselines3.common.base_class import BaseAlgorithm
     from stable_baselines3.common.vec_env import VecEnv
 
+    from training.site_history import TrainingHistory
+
 
 def forecast_provider(spec: ForecastSpec) -> ForecastProvider:
     """The forecast provider the observation's window comes from."""
@@ -39,11 +41,34 @@ def forecast_provider(spec: ForecastSpec) -> ForecastProvider:
     return cast("ForecastProvider", ModelForecast.load(path))
 
 
-def make_env(config: TrainConfig, site_seed: int | None = None) -> LearnedAction:
+def make_env(
+    config: TrainConfig, site_seed: int | None = None, history: TrainingHistory | None = None
+) -> LearnedAction:
     """One training env: generated scenarios on the site of ``site_seed`` (default: the training offset),
-    a new scenario per episode (seeds ``site_seed + k``), seen as a learned policy sees it."""
+    a new scenario per episode (seeds ``site_seed + k``), seen as a learned policy sees it. With
+    ``env.history``: windows of the history's training part (``history``, built once per run by
+    :func:`training.site_history.training_history`)."""
     from envs.env import ChargingSiteEnv, GeneratorSpec
+    from training.evaluate import DEFAULT_HORIZON
 
+    horizon = config.env.forecast.horizon_steps
+    if config.env.history is not None:
+        if history is None:
+            raise ValueError("a config with env.history needs its TrainingHistory (training_history())")
+        env = ChargingSiteEnv(
+            history=history.episodes,
+            step=config.env.history.step,
+            forecast=history.forecast,
+            forecast_horizon=history.episodes.horizon,
+            allow_discharge=config.env.allow_discharge,
+        )
+        return learned_env(
+            env,
+            config.env.action_mode,
+            config.env.allow_discharge,
+            config.env.residual_scale,
+            observation_horizon=horizon,
+        )
     g = config.env.generator
     seed = config.env.train_seed_offset if site_seed is None else site_seed
     gen = GeneratorSpec(
@@ -55,10 +80,8 @@ def make_env(config: TrainConfig, site_seed: int | None = None) -> LearnedAction
         pv=g.pv,
         battery=g.battery,
         demand_charge_per_kw=g.demand_charge_per_kw,
+        prefetch=g.prefetch,
     )
-    from training.evaluate import DEFAULT_HORIZON
-
-    horizon = config.env.forecast.horizon_steps
     env = ChargingSiteEnv(
         generator=gen,
         step=g.step,
@@ -77,19 +100,19 @@ def make_env(config: TrainConfig, site_seed: int | None = None) -> LearnedAction
     )
 
 
-def _env_thunk(config: TrainConfig) -> Callable[[], gym.Env[Any, Any]]:
+def _env_thunk(config: TrainConfig, history: TrainingHistory | None) -> Callable[[], gym.Env[Any, Any]]:
     def thunk() -> gym.Env[Any, Any]:
         from stable_baselines3.common.monitor import Monitor
 
-        return Monitor(make_env(config))
+        return Monitor(make_env(config, history=history))
 
     return thunk
 
 
-def build_vec_env(config: TrainConfig) -> VecEnv:
+def build_vec_env(config: TrainConfig, history: TrainingHistory | None = None) -> VecEnv:
     from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 
-    thunks = [_env_thunk(config) for _ in range(config.training.n_envs)]
+    thunks = [_env_thunk(config, history) for _ in range(config.training.n_envs)]
     if config.training.vec_env == "subproc" and len(thunks) > 1:
         return SubprocVecEnv(thunks, start_method="spawn")
     return DummyVecEnv(thunks)

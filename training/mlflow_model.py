@@ -96,19 +96,23 @@ def forecaster_path(config: TrainConfig) -> Path | None:
 
 
 def log_policy(
-    bundle_dir: str | Path, registered_model_name: str | None = None, config: TrainConfig | None = None
+    bundle_dir: str | Path,
+    registered_model_name: str | None = None,
+    config: TrainConfig | None = None,
+    forecaster: Path | None = None,
 ) -> LoggedPolicy:
     """Log a policy bundle as a pyfunc model in the active MLflow run and register it under the name.
 
     With ``config``, the training config and a copy of its fitted forecaster are put into the bundle
-    first, so the registered model is all a site needs. Needs an active run (``mlflow.start_run``).
+    first, so the registered model is all a site needs; ``forecaster``: the fitted forecaster when the config
+    names none (a history run fits one on its training part). Needs an active run (``mlflow.start_run``).
     Requirements are pinned to the versions installed here, so logging does not spend time inferring them.
     """
     run = mlflow.active_run()
     if run is None:
         raise RuntimeError("log_policy needs an active MLflow run")
     if config is not None:
-        attach_training(bundle_dir, training_config_yaml(config), forecaster_path(config))
+        attach_training(bundle_dir, training_config_yaml(config), forecaster or forecaster_path(config))
     policy = LearnedPolicy.from_bundle(bundle_dir)
     meta = policy.meta
     signature = ModelSignature(

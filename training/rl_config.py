@@ -19,7 +19,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from envs.config import ConfigError, format_validation_error, read_yaml
 
-ActionMode = Literal["residual", "priority", "continuous", "setpoint", "rule_setpoint"]
+ActionMode = Literal[
+    "residual", "priority", "continuous", "setpoint", "rule_setpoint", "rule_setpoint_hedged"
+]
 ForecastKind = Literal["perfect", "noisy", "model"]
 SiteKind = Literal["depot", "workplace", "residential", "public"]
 Baseline = Literal["rule_based", "optimum"]
@@ -44,6 +46,12 @@ class GeneratorSpec(_Frozen):
     pv: bool = True
     battery: bool = False
     demand_charge_per_kw: float | None = Field(default=None, ge=0)
+    prefetch: int = Field(
+        default=0,
+        ge=0,
+        le=16,
+        description="generate the next N episodes' scenarios ahead in a background process (envs/prefetch)",
+    )
 
     def generate_kwargs(self, seed: int) -> dict[str, Any]:
         """Keyword arguments of :func:`envs.generate.generate_scenario` for one seed."""
@@ -60,12 +68,57 @@ class GeneratorSpec(_Frozen):
         }
 
 
+class AugmentSpec(_Frozen):
+    """Optional augmentation of each training window of a history (:class:`envs.history.Augmentation`,
+    which documents each one); the time series always keep their real shape."""
+
+    resample_days: bool = Field(
+        default=False, description="each day's sessions from a training day drawn with replacement"
+    )
+    arrival_jitter_min: float = Field(
+        default=0.0, ge=0, le=120, description="arrivals move by U(-j, j) minutes"
+    )
+    stay_jitter_pct: float = Field(default=0.0, ge=0, le=50, description="stays x U(1 - p/100, 1 + p/100)")
+    energy_jitter_pct: float = Field(
+        default=0.0, ge=0, le=50, description="energies x U(1 - p/100, 1 + p/100)"
+    )
+    fleet_scale: tuple[float, float] = Field(
+        default=(1.0, 1.0),
+        description="sessions thinned or copied by f ~ U(low, high), 0.5 <= low <= high <= 1.5",
+    )
+
+    @model_validator(mode="after")
+    def _check_scale(self) -> AugmentSpec:
+        lo, hi = self.fleet_scale
+        if not 0.5 <= lo <= hi <= 1.5:
+            raise ValueError("fleet_scale must be [low, high] with 0.5 <= low <= high <= 1.5")
+        return self
+
+
+class HistorySpec(_Frozen):
+    """A site's own history as training data (:class:`envs.history.SiteHistory`): scenario folders of one
+    site, cut into whole local days and split in time order: training on the earliest days, validation
+    (checkpoint choice) on the next ``validation_days``, test on the last ``test_days``."""
+
+    folders: tuple[str, ...] = Field(
+        min_length=1, description="scenario folders (relative: from the working directory)"
+    )
+    window_days: int = Field(default=7, ge=1, le=366, description="days per training episode")
+    validation_days: int = Field(
+        default=14, ge=1, description="days after the training part, to choose the checkpoint"
+    )
+    test_days: int = Field(default=21, ge=1, description="the last days, to score the chosen policy")
+    step: str = Field(default="15min", description="simulation step (pandas offset)")
+    augment: AugmentSpec = AugmentSpec()
+
+
 class ForecastSpec(_Frozen):
     """The forecast window in the observation (and in the rule inside the action).
 
     ``perfect``: the scenario's own series; ``noisy``: those with a growing relative error; ``model``: a
     forecaster fitted by ``evdlm forecast fit --out FILE`` (:class:`forecasting.provider.ModelForecast`),
-    loaded from ``model_path`` (relative paths from the working directory).
+    loaded from ``model_path`` (relative paths from the working directory); with ``env.history`` and no
+    ``model_path``, one fitted on the history's training part when training starts.
     """
 
     provider: ForecastKind = "perfect"
@@ -74,19 +127,13 @@ class ForecastSpec(_Frozen):
     error_growth_per_step: float = Field(default=0.01, ge=0, le=1)
     model_path: str | None = Field(default=None, description="model provider: the fitted forecaster (joblib)")
 
-    @model_validator(mode="after")
-    def _check_model(self) -> ForecastSpec:
-        if self.provider == "model" and not self.model_path:
-            raise ValueError(
-                "provider 'model' needs model_path (a file written by `evdlm forecast fit --out`)"
-            )
-        return self
-
 
 class EnvSpec(_Frozen):
-    """What the agent trains on, sees and controls."""
+    """What the agent trains on, sees and controls: generated scenarios (``generator``) or a site's own
+    history (``history``), not both."""
 
     generator: GeneratorSpec = GeneratorSpec()
+    history: HistorySpec | None = None
     train_seed_offset: int = Field(
         default=10_000,
         ge=0,
@@ -97,7 +144,8 @@ class EnvSpec(_Frozen):
         description=(
             "residual: per-charger kW correction on top of the rule-based DLM; setpoint: a few site-level "
             "numbers (import level, V2G share) filled by a deadline-first rule; rule_setpoint: site-level "
-            "corrections (import lift, V2G share) of the rule-based DLM's decision; priority: "
+            "corrections (import lift, V2G share) of the rule-based DLM's decision; rule_setpoint_hedged: "
+            "the same on the rule-based DLM as registered (not betting on declared departures); priority: "
             "per-charger scores filled in order by the projection; continuous: a fraction of each charger's "
             "range"
         ),
@@ -107,6 +155,31 @@ class EnvSpec(_Frozen):
     )
     allow_discharge: bool = Field(default=True, description="V2G and battery discharge allowed to the agent")
     forecast: ForecastSpec = ForecastSpec()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_source(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("history") is not None and "generator" in data:
+            gen = data["generator"]
+            default = GeneratorSpec()
+            if gen != default and gen != default.model_dump(mode="python"):
+                raise ValueError("give env.generator or env.history, not both")
+            data = {k: v for k, v in data.items() if k != "generator"}  # a dumped config's default
+        return data
+
+    @model_validator(mode="after")
+    def _check_model(self) -> EnvSpec:
+        if self.forecast.provider == "model" and not self.forecast.model_path and self.history is None:
+            raise ValueError(
+                "env.forecast.provider 'model' needs model_path (a file written by `evdlm forecast fit "
+                "--out`), or env.history (then a forecaster is fitted on its training part)"
+            )
+        return self
+
+    @property
+    def step(self) -> str:
+        """The simulation step: the history's or the generator's."""
+        return self.history.step if self.history is not None else self.generator.step
 
 
 class _AlgoBase(_Frozen):
@@ -251,6 +324,13 @@ class TrainConfig(_Frozen):
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
     seed: int = Field(default=0, ge=0)
+    research_only: bool = Field(
+        default=False,
+        description=(
+            "allows a perfect forecast with tracking.registered_model: the registered policy saw the future "
+            "and is for research, not for a site (tagged evdlm.research_only in MLflow)"
+        ),
+    )
     env: EnvSpec = EnvSpec()
     algorithm: AlgorithmSpec = PPOSpec()
     training: TrainingSpec = TrainingSpec()
@@ -260,6 +340,16 @@ class TrainConfig(_Frozen):
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
+        if (
+            self.env.forecast.provider == "perfect"
+            and self.tracking.registered_model is not None
+            and not self.research_only
+        ):
+            raise ValueError(
+                "env.forecast.provider: 'perfect' sees the future, which no site can, and "
+                f"tracking.registered_model {self.tracking.registered_model!r} would register the policy as "
+                "deployable: use provider 'model' (fitted on the training part) or set research_only: true"
+            )
         clash = [s for s in self.evaluation.seeds if s >= self.env.train_seed_offset]
         if clash:
             raise ValueError(
@@ -284,6 +374,13 @@ class TrainConfig(_Frozen):
     @property
     def eval_days(self) -> int:
         return self.evaluation.days or self.env.generator.days
+
+    def history_folders(self, base: Path | None = None) -> list[Path]:
+        """The history's folders, relative ones from ``base`` (default: the working directory)."""
+        if self.env.history is None:
+            return []
+        root = base or Path.cwd()
+        return [Path(f) if Path(f).is_absolute() else root / f for f in self.env.history.folders]
 
     def flat_params(self) -> dict[str, str]:
         """Every leaf field as a dotted name and a short string (MLflow params)."""

@@ -18,6 +18,7 @@ config's seed as far as torch allows on CPU (one torch thread, seeded SB3, seede
 from __future__ import annotations
 
 import re
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
     from stable_baselines3.common.vec_env import VecEnv, VecNormalize
 
     from training.evaluate import EvaluationReport
+    from training.site_history import TrainingHistory
 
 
 # --------------------------------------------------------------------------- results
@@ -69,6 +71,10 @@ class TrainResult:
     evaluations: tuple[EvalPoint, ...] = field(default_factory=tuple)
     selected: EvalPoint | None = None
     """the evaluation of the registered policy (the best one with ``evaluation.keep_best``)"""
+    history: TrainingHistory | None = None
+    """with ``env.history``: the history, its split and forecast (the test days are scored with it)"""
+    test: EvalPoint | None = None
+    """with ``env.history``: the registered policy on the test days beside the rule-based DLM"""
 
     @property
     def final(self) -> EvalPoint:
@@ -209,8 +215,16 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     checkpoint_dir = out / "checkpoints"
 
-    venv: VecEnv = build_vec_env(config)
-    probe = make_env(config)
+    history = None
+    if config.env.history is not None:
+        from training.site_history import training_history
+
+        history = training_history(config, out)
+        split = history.split_lines()
+        print("\n".join(split), file=sys.stderr, flush=True)
+        (out / "split.txt").write_text("\n".join(split) + "\n")
+    venv: VecEnv = build_vec_env(config, history)
+    probe = make_env(config, history=history)
     site_config = probe.observing.site_env.site.config
     t_cfg = config.training
     if resume_from is not None:
@@ -239,15 +253,22 @@ def train(
         frozen = detached_statistics(stats) if stats is not None and stats.norm_obs else None
         return LearnedPolicy(m, policy_meta(config, probe, steps), frozen, site_config)
 
-    evaluator = HeldOutEvaluator(config)
+    evaluator = HeldOutEvaluator(config, history)
     clock = _Clock()
     points: list[EvalPoint] = []
     run_name = f"train-{config.name}"
     tags = {"evdlm.kind": "train", "evdlm.config": config.name}
     if resume_from is not None:
         tags["evdlm.resumed_from"] = str(resume_from)
+    if config.research_only:
+        tags["evdlm.research_only"] = "true"
     with start_run(tracking_uri, config.tracking.experiment, run_name, tags, parent_run_id) as run:
         run.log_params(config.flat_params())
+        if history is not None:
+            run.log_params(history.history.split_params())
+            run.log_artifact(out / "split.txt")
+            if history.forecaster_path is not None:
+                run.log_artifact(history.forecaster_path)
         model.set_logger(Logger(folder=None, output_formats=[run.sb3_output()]))
 
         best: list[tuple[EvalPoint, Path, EvaluationReport]] = []
@@ -296,7 +317,18 @@ def train(
         run.log_metrics({"train/wall_s": wall_s, "train/timesteps": float(steps)})
         run.log_metrics_at(selected.metrics(), "selected/", selected.timesteps)
         run.set_tag("evdlm.selected_timesteps", str(selected.timesteps))
-        logged = log_policy(bundle, config.registered_model_name if register else None, config)
+        test = None
+        if history is not None:
+            from training.site_history import score_test
+
+            test = score_test(history, str(bundle), selected.timesteps, wall_s)
+            run.log_metrics_at(test.metrics(), "test/", selected.timesteps)
+        logged = log_policy(
+            bundle,
+            config.registered_model_name if register else None,
+            config,
+            forecaster=None if history is None else history.forecaster_path,
+        )
         venv.close()
     return TrainResult(
         config=config,
@@ -311,6 +343,8 @@ def train(
         wall_s=wall_s,
         evaluations=tuple(points),
         selected=selected,
+        history=history,
+        test=test,
     )
 
 
@@ -420,7 +454,10 @@ def describe_result(result: TrainResult) -> str:
     def pct(x: float | None) -> str:
         return "n/a" if x is None else f"{x:+.2f} %"
 
-    held_out = ", ".join(s.name for s in held_out_scenarios(result.config))
+    if result.config.env.history is not None:
+        held_out = "the validation days of the history (see split.txt)"
+    else:
+        held_out = ", ".join(s.name for s in held_out_scenarios(result.config))
     lines = [
         f"trained {result.config.name}: {result.timesteps:,} steps in {result.wall_s / 60:.1f} min "
         f"(registered policy from step {p.timesteps:,})",
@@ -430,6 +467,15 @@ def describe_result(result: TrainResult) -> str:
         f"vs rule-based {pct(p.gap_to_rule_based_pct)}",
         f"  energy delivered {p.energy_delivered_pct:.2f} %, violations {p.violations}, "
         f"V2G {p.v2g_exported_kwh:.1f} kWh",
+        *(
+            [
+                f"  on the test days (never seen): cost {result.test.cost_total:.2f}, vs rule-based "
+                f"{pct(result.test.gap_to_rule_based_pct)}, EVs short {result.test.evs_short}, "
+                f"violations {result.test.violations}"
+            ]
+            if result.test is not None
+            else []
+        ),
         f"  model: {result.model_uri}  (run {result.run_id})",
         f"  bundle: {result.bundle_dir}",
         f"  MLflow: {result.tracking_uri}  -> mlflow ui --backend-store-uri {result.tracking_uri}",

@@ -152,8 +152,20 @@ class RuleSetpoint(ActionMode):
         return self._rule.decide(snapshot, bounds.lo_kw[0], bounds.hi_kw[0], a[0])
 
 
+class RuleSetpointHedged(RuleSetpoint):
+    """As ``rule_setpoint``, on the rule-based DLM exactly as registered (``rule_based``): it does not bet on
+    declared departures before drivers are seen to keep them (``early_prior`` 1). The zero action is then
+    the ``rule_based`` policy itself (without V2G), also where declarations are unreliable (real sites)."""
+
+    name = "rule_setpoint_hedged"
+
+    def __init__(self, site: SiteArrays, allow_discharge: bool = True, residual_scale: float = 0.5) -> None:
+        ActionMode.__init__(self, site, allow_discharge, residual_scale)
+        self._rule = RuleSetpointRule(site, allow_discharge, early_prior=1.0)
+
+
 ACTION_MODES: dict[str, type[ActionMode]] = {
-    cls.name: cls for cls in (Residual, Setpoint, RuleSetpoint, Normalised, Priority)
+    cls.name: cls for cls in (Residual, Setpoint, RuleSetpoint, RuleSetpointHedged, Normalised, Priority)
 }
 """the action modes by the name a bundle and a training config give"""
 
