@@ -139,6 +139,11 @@ def _decision_ms(
 
     for _ in rollout(Timed(), env, min(36 + steps, env.episode.n_steps)):  # type: ignore[arg-type]
         pass
+    return _percentiles_ms(times)
+
+
+def _percentiles_ms(times: list[float]) -> dict[str, float]:
+    """p50 and p99 of decision times given in seconds, in ms, and how many there were."""
     ms = np.asarray(times) * 1000.0
     return {
         "p50_ms": float(np.percentile(ms, 50)),
@@ -184,12 +189,7 @@ def _rule_based_ms(chargers: int, seed: int, steps: int = 60) -> dict[str, float
 
     for _ in rollout(Timed(), env, min(steps * 2, env.episode.n_steps)):  # type: ignore[arg-type]
         pass
-    ms = np.asarray(times) * 1000.0
-    return {
-        "p50_ms": float(np.percentile(ms, 50)),
-        "p99_ms": float(np.percentile(ms, 99)),
-        "steps": float(len(ms)),
-    }
+    return _percentiles_ms(times)
 
 
 def _summary(per_seed: list[dict[str, Any]], with_mpc: bool) -> dict[str, Any]:

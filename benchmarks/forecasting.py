@@ -43,9 +43,8 @@ REAL_HISTORY_DAYS = 28
 def _real_frames(week: object) -> tuple[pd.DataFrame, int, pd.Timestamp]:
     """A benchmark week's series on the week and the 28 days before it, the position of the week's
     first step, and the first day of the week's ACN period (EV demand is unknown before it)."""
-    import math
 
-    from benchmarks import real, real_data
+    from benchmarks import real
     from forecasting.data import ev_demand_frame
 
     assert isinstance(week, real.Week)
@@ -54,13 +53,7 @@ def _real_frames(week: object) -> tuple[pd.DataFrame, int, pd.Timestamp]:
     first = start - pd.DateOffset(days=REAL_HISTORY_DAYS)
     index = pd.date_range(first.tz_convert("UTC"), end.tz_convert("UTC"), freq=real.STEP, inclusive="left")
     n = len(real.stations(week.site))
-    ts = real_data.timeseries(
-        index,
-        real.TIMEZONE,
-        base_peak_kw=real.BASE_PEAK_KW_PER_CHARGER_KW * real.CHARGER_KW * n,
-        pv_kwp=math.ceil(real.PV_KWP_PER_CHARGER * n),
-        import_adder_per_kwh=real.IMPORT_ADDER_PER_KWH,
-    )
+    ts = real.site_timeseries(index, n)
     ev = ev_demand_frame(real.read_period(week.site, week.period), pd.DatetimeIndex(ts.index))
     period_start = pd.Timestamp(week.period.split()[0], tz=real.TIMEZONE)
     frame = pd.concat([ts[["base_load_kw", "pv_kw"]], ev], axis=1)

@@ -145,6 +145,18 @@ def read_period(site: str, period: str, cache: Path = CACHE) -> pd.DataFrame:
     return read_acn_csv(period_file(site, period, cache))
 
 
+def site_timeseries(index: pd.DatetimeIndex, n_stations: int) -> pd.DataFrame:
+    """Prices, PV and base load on ``index`` for a garage of ``n_stations`` chargers: PV and the building
+    sized by the charger count (:data:`PV_KWP_PER_CHARGER`, :data:`BASE_PEAK_KW_PER_CHARGER_KW`)."""
+    return real_data.timeseries(
+        index,
+        TIMEZONE,
+        base_peak_kw=BASE_PEAK_KW_PER_CHARGER_KW * CHARGER_KW * n_stations,
+        pv_kwp=math.ceil(PV_KWP_PER_CHARGER * n_stations),
+        import_adder_per_kwh=IMPORT_ADDER_PER_KWH,
+    )
+
+
 def stations(site: str, cache: Path = CACHE) -> list[str]:
     """Every station of ``site`` seen in its allowed periods, sorted."""
     seen: set[str] = set()
@@ -230,13 +242,7 @@ def build_week(week: Week, cache: Path = CACHE, rebuild: bool = False) -> BuiltW
     raw = raw[(raw["arrival"] >= start) & (raw["arrival"] < end)].reset_index(drop=True)
     ids = stations(week.site, cache)
     index = pd.date_range(start.tz_convert("UTC"), end.tz_convert("UTC"), freq=STEP, inclusive="left")
-    ts = real_data.timeseries(
-        index,
-        TIMEZONE,
-        base_peak_kw=BASE_PEAK_KW_PER_CHARGER_KW * CHARGER_KW * len(ids),
-        pv_kwp=math.ceil(PV_KWP_PER_CHARGER * len(ids)),
-        import_adder_per_kwh=IMPORT_ADDER_PER_KWH,
-    )
+    ts = site_timeseries(index, len(ids))
     draft_site = site_config(f"acn-{week.site}", ids, 1e6, v2g=week.v2g)
     draft = sessions_to_scenario(raw, draft_site, None, ts, STEP, name=week.name)
     net = draft.scenario.timeseries["base_load_kw"] - draft.scenario.timeseries["pv_kw"]
@@ -348,7 +354,8 @@ def run(
     return out
 
 
-def _fmt(value: Any, spec: str) -> str:
+def fmt_cell(value: Any, spec: str) -> str:
+    """``value`` formatted by ``spec``, or a right-aligned dash where it is missing or not finite."""
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "-".rjust(int(spec.split(".")[0]))
     return format(value, spec)
@@ -378,12 +385,12 @@ def table(results: list[dict[str, Any]]) -> str:
             )
             for r in rows:
                 lines.append(
-                    f"    {r['policy']:<15}{_fmt(r['cost_total'], '10.2f')}"
-                    f"{_fmt(r['gap_to_optimum_pct'], '9.2f')}"
-                    f"{_fmt(r['peak_import_kw'], '9.1f')}{_fmt(r['energy_delivered_pct'], '9.2f')}"
+                    f"    {r['policy']:<15}{fmt_cell(r['cost_total'], '10.2f')}"
+                    f"{fmt_cell(r['gap_to_optimum_pct'], '9.2f')}"
+                    f"{fmt_cell(r['peak_import_kw'], '9.1f')}{fmt_cell(r['energy_delivered_pct'], '9.2f')}"
                     f"{r['evs_short_declared']:>8}/{r['evs_short']:>4}/{r['evs_departed']:<4}"
-                    f"{_fmt(r['evs_short_kwh'], '10.1f')}"
-                    f"{r['violations']:>6}{_fmt(r['decision_ms_p99'], '9.1f')}"
+                    f"{fmt_cell(r['evs_short_kwh'], '10.1f')}"
+                    f"{r['violations']:>6}{fmt_cell(r['decision_ms_p99'], '9.1f')}"
                 )
         lines.append("")
     return "\n".join(lines)

@@ -17,7 +17,6 @@ What the *policies* are told is the benchmark's mode:
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -61,7 +60,7 @@ def perfect_scenario(scenario: Scenario) -> Scenario:
 def fitted_forecast(week: Week, cache: Path) -> ForecastProvider:
     """The declared mode's forecast provider for ``week``: base load and PV fitted (as ``evdlm forecast
     fit`` does) on the :data:`HISTORY_DAYS` days before the week, cached under ``cache``."""
-    from benchmarks import real, real_data
+    from benchmarks import real
     from forecasting.data import gbr_params, series_spec, site_model
     from forecasting.models import make_forecaster
     from forecasting.provider import ModelForecast, SiteForecaster
@@ -73,13 +72,7 @@ def fitted_forecast(week: Week, cache: Path) -> ForecastProvider:
     first = start - pd.DateOffset(days=HISTORY_DAYS)
     index = pd.date_range(first.tz_convert("UTC"), start.tz_convert("UTC"), freq=real.STEP, inclusive="left")
     n = len(real.stations(week.site, cache))
-    ts = real_data.timeseries(
-        index,
-        real.TIMEZONE,
-        base_peak_kw=real.BASE_PEAK_KW_PER_CHARGER_KW * real.CHARGER_KW * n,
-        pv_kwp=math.ceil(real.PV_KWP_PER_CHARGER * n),
-        import_adder_per_kwh=real.IMPORT_ADDER_PER_KWH,
-    )
+    ts = real.site_timeseries(index, n)
     fitted = {}
     for col in ("base_load_kw", "pv_kw"):
         name = site_model(col)

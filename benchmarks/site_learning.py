@@ -94,13 +94,7 @@ def build_history(site: Site, cache: Path = CACHE, rebuild: bool = False) -> Pat
     end = pd.Timestamp(last, tz=real.TIMEZONE) + pd.Timedelta(days=1)
     index = pd.date_range(start.tz_convert("UTC"), end.tz_convert("UTC"), freq=real.STEP, inclusive="left")
     ids = real.stations(site.site)
-    ts = real_data.timeseries(
-        index,
-        real.TIMEZONE,
-        base_peak_kw=real.BASE_PEAK_KW_PER_CHARGER_KW * real.CHARGER_KW * len(ids),
-        pv_kwp=math.ceil(real.PV_KWP_PER_CHARGER * len(ids)),
-        import_adder_per_kwh=real.IMPORT_ADDER_PER_KWH,
-    )
+    ts = real.site_timeseries(index, len(ids))
     work = cache / f"{site.name}-inputs"
     work.mkdir(parents=True, exist_ok=True)
     ts_path = work / "timeseries.csv"
@@ -279,12 +273,6 @@ def plot_curves(results: list[dict[str, Any]], path: Path) -> Path:
     return path
 
 
-def _fmt(x: float | None, spec: str) -> str:
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "-".rjust(int(spec.split(".")[0]))
-    return format(x, spec)
-
-
 def table(results: list[dict[str, Any]]) -> str:
     lines = []
     for res in results:
@@ -297,10 +285,9 @@ def table(results: list[dict[str, Any]]) -> str:
             f"  {'policy':<12}{'mean cost':>11}{'vs rule %':>11}{'gap opt %':>11}{'EVs short':>11}{'viol':>6}"
         )
         for name, s in res["policies"].items():
-            lines.append(
-                f"  {name:<12}{_fmt(s['mean_cost'], '11.2f')}{_fmt(s['vs_rule_pct'], '11.2f')}"
-                f"{_fmt(s['gap_to_optimum_pct'], '11.2f')}{s['evs_short']:>11}{s['violations']:>6}"
-            )
+            keys = ("mean_cost", "vs_rule_pct", "gap_to_optimum_pct")
+            cells = "".join(real.fmt_cell(s[k], "11.2f") for k in keys)
+            lines.append(f"  {name:<12}{cells}{s['evs_short']:>11}{s['violations']:>6}")
         checks = ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in res["checks"].items())
         lines.append(f"  targets: {checks}")
         lines.append("")

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from stable_baselines3.common.base_class import BaseAlgorithm
     from stable_baselines3.common.vec_env import VecEnv
 
+    from envs.env import ChargingSiteEnv
     from training.site_history import TrainingHistory
 
 
@@ -48,8 +49,7 @@ def make_env(
     a new scenario per episode (seeds ``site_seed + k``), seen as a learned policy sees it. With
     ``env.history``: windows of the history's training part (``history``, built once per run by
     :func:`training.site_history.training_history`)."""
-    from envs.env import ChargingSiteEnv, GeneratorSpec
-    from training.evaluate import DEFAULT_HORIZON
+    from envs.env import ChargingSiteEnv
 
     horizon = config.env.forecast.horizon_steps
     if config.env.history is not None:
@@ -62,13 +62,22 @@ def make_env(
             forecast_horizon=history.episodes.horizon,
             allow_discharge=config.env.allow_discharge,
         )
-        return learned_env(
-            env,
-            config.env.action_mode,
-            config.env.allow_discharge,
-            config.env.residual_scale,
-            observation_horizon=horizon,
-        )
+    else:
+        env = _generated_env(config, horizon, site_seed)
+    return learned_env(
+        env,
+        config.env.action_mode,
+        config.env.allow_discharge,
+        config.env.residual_scale,
+        observation_horizon=horizon,
+    )
+
+
+def _generated_env(config: TrainConfig, horizon: int, site_seed: int | None) -> ChargingSiteEnv:
+    """The env of a generator config: a new generated scenario per episode on the policy's site."""
+    from envs.env import ChargingSiteEnv, GeneratorSpec
+    from training.evaluate import DEFAULT_HORIZON
+
     g = config.env.generator
     seed = config.env.train_seed_offset if site_seed is None else site_seed
     gen = GeneratorSpec(
@@ -82,7 +91,7 @@ def make_env(
         demand_charge_per_kw=g.demand_charge_per_kw,
         prefetch=g.prefetch,
     )
-    env = ChargingSiteEnv(
+    return ChargingSiteEnv(
         generator=gen,
         step=g.step,
         forecast=forecast_provider(config.env.forecast),
@@ -90,13 +99,6 @@ def make_env(
         # the configured horizon of it
         forecast_horizon=max(DEFAULT_HORIZON, horizon),
         allow_discharge=config.env.allow_discharge,
-    )
-    return learned_env(
-        env,
-        config.env.action_mode,
-        config.env.allow_discharge,
-        config.env.residual_scale,
-        observation_horizon=horizon,
     )
 
 
