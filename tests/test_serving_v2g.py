@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -362,6 +363,7 @@ async def test_a_station_that_loses_its_central_system_follows_its_last_schedule
     run = asyncio.create_task(sim.run())
     await asyncio.sleep(2.5)
     await svc.stop()  # the central system is gone
+    stopped = time.monotonic()
     followed = []
     for _ in range(12):
         await asyncio.sleep(0.4)
@@ -377,6 +379,8 @@ async def test_a_station_that_loses_its_central_system_follows_its_last_schedule
     rep = await run
     assert followed, "no station kept a schedule"
     assert all(p <= lim + 1e-6 for p, lim in followed)
+    # a plan sent just before the stop runs its 6 s to the end: wait until the last one must have lapsed
+    await asyncio.sleep(max(0.0, stopped + 6.0 + 0.5 - time.monotonic()))
     # every schedule lapsed after its plan: the stations are back on the failsafe maximum profile
     for sid, conns in sim.stations.items():
         assert all(sim.physics.period_now(sid, c) is None for c in conns)
