@@ -34,10 +34,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from envs.core import BoolArray, FloatArray, IntArray, SiteArrays, SiteState
+from envs.core import BoolArray, FloatArray, IntArray, SiteArrays
 from envs.limit_rows import LimitRows
 from envs.projection import ProjectionPlan, project
-from envs.share import safe_static_share_kw
+from envs.share import occupied_state, safe_static_share_kw
 
 DAY_S = 86_400
 """a rotation repeats every UTC day"""
@@ -156,23 +156,6 @@ def _day_slot_s(slot_s: int, n_slots: int) -> int:
     return 1
 
 
-def _all_present(site: SiteArrays, present: BoolArray, base_load_kw: float) -> SiteState:
-    """Every charger of ``present`` with an EV that takes anything for ever; no PV."""
-    n = site.n
-    return SiteState(
-        ev_present=present,
-        ev_max_charge_kw=np.where(present, np.inf, 0.0),
-        ev_max_discharge_kw=np.zeros(n),
-        energy_needed_kwh=np.full(n, 1e6),
-        energy_room_kwh=np.full(n, 1e6),
-        energy_dischargeable_kwh=np.zeros(n),
-        time_left_h=np.full(n, 1e3),
-        base_load_kw=base_load_kw,
-        pv_kw=0.0,
-        dt_h=1.0,
-    )
-
-
 def _slot_share_kw(
     site: SiteArrays, plan: ProjectionPlan, others: BoolArray, draw_kw: FloatArray, reserve_kw: float
 ) -> FloatArray:
@@ -182,7 +165,7 @@ def _slot_share_kw(
     coords[0, : plan.n] = draw_kw
     taken = plan.rows(coords)[0, :-1]
     view = dataclasses.replace(plan, row_limit=np.maximum(plan.row_limit - taken, 0.0))
-    state = _all_present(site, others, reserve_kw + float(draw_kw.sum()))
+    state = occupied_state(site, others, reserve_kw + float(draw_kw.sum()))
     res = project(site, state, np.where(others, site.rated_kw, 0.0), 0.0, plan=view)
     return np.where(others, np.maximum(np.asarray(res.charger_kw, dtype=float), 0.0), 0.0)
 

@@ -21,6 +21,24 @@ from envs.projection import project
 RateUnit = Literal["A", "W"]
 
 
+def occupied_state(site: SiteArrays, present: BoolArray, base_load_kw: float) -> SiteState:
+    """Every charger of ``present`` with an EV that takes anything for ever, ``base_load_kw`` of other
+    (building) load, no PV: the state a failsafe share must be feasible in."""
+    n = site.n
+    return SiteState(
+        ev_present=present,
+        ev_max_charge_kw=np.where(present, np.inf, 0.0),
+        ev_max_discharge_kw=np.zeros(n),
+        energy_needed_kwh=np.full(n, 1e6),
+        energy_room_kwh=np.full(n, 1e6),
+        energy_dischargeable_kwh=np.zeros(n),
+        time_left_h=np.full(n, 1e3),
+        base_load_kw=base_load_kw,
+        pv_kw=0.0,
+        dt_h=1.0,
+    )
+
+
 def safe_static_share_kw(site: SiteArrays, reserve_kw: float = 0.0) -> FloatArray:
     """(n,) per-charger kW that is feasible with every charger occupied and drawing it at once.
 
@@ -28,19 +46,7 @@ def safe_static_share_kw(site: SiteArrays, reserve_kw: float = 0.0) -> FloatArra
     ``reserve_kw`` of other (building) load: whatever the projection returns is feasible by construction.
     Chargers it switches off (below the minimum current) get 0: they cannot charge without a central system.
     """
-    n = site.n
-    state = SiteState(
-        ev_present=np.ones(n, dtype=bool),
-        ev_max_charge_kw=np.full(n, np.inf),
-        ev_max_discharge_kw=np.zeros(n),
-        energy_needed_kwh=np.full(n, 1e6),
-        energy_room_kwh=np.full(n, 1e6),
-        energy_dischargeable_kwh=np.zeros(n),
-        time_left_h=np.full(n, 1e3),
-        base_load_kw=reserve_kw,
-        pv_kw=0.0,
-        dt_h=1.0,
-    )
+    state = occupied_state(site, np.ones(site.n, dtype=bool), reserve_kw)
     res = project(site, state, site.rated_kw.copy(), 0.0)
     return np.maximum(np.asarray(res.charger_kw, dtype=float), 0.0)
 
