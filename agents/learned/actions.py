@@ -136,10 +136,12 @@ class RuleSetpoint(ActionMode):
     :class:`agents.rule_setpoint.RuleSetpoint`)."""
 
     name = "rule_setpoint"
+    early_prior = 0.0
+    """the rule-based DLM's bet on declared departures (:class:`agents.rule_based.RuleBasedDLM`)"""
 
     def __init__(self, site: SiteArrays, allow_discharge: bool = True, residual_scale: float = 0.5) -> None:
         super().__init__(site, allow_discharge, residual_scale)
-        self._rule = RuleSetpointRule(site, allow_discharge)
+        self._rule = RuleSetpointRule(site, allow_discharge, early_prior=self.early_prior)
 
     @classmethod
     def dim(cls, site: SiteArrays) -> int:
@@ -158,10 +160,7 @@ class RuleSetpointHedged(RuleSetpoint):
     the ``rule_based`` policy itself (without V2G), also where declarations are unreliable (real sites)."""
 
     name = "rule_setpoint_hedged"
-
-    def __init__(self, site: SiteArrays, allow_discharge: bool = True, residual_scale: float = 0.5) -> None:
-        ActionMode.__init__(self, site, allow_discharge, residual_scale)
-        self._rule = RuleSetpointRule(site, allow_discharge, early_prior=1.0)
+    early_prior = 1.0
 
 
 ACTION_MODES: dict[str, type[ActionMode]] = {
