@@ -367,7 +367,7 @@ def test_ensure_experiment_survives_a_concurrent_create(
     """Two runs started together (benchmarks, Ray trials) may both find the experiment missing."""
     from mlflow.tracking import MlflowClient
 
-    from training.train import ensure_experiment
+    from training.tracking import ensure_experiment
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     real_id = MlflowClient(uri).create_experiment("race")

@@ -32,13 +32,7 @@ from agents.learned import LearnedPolicy, detached_statistics
 from training.held_out import EvalPoint, HeldOutEvaluator, held_out_scenarios, summarise
 from training.learner import build_model, build_vec_env, make_env, policy_meta
 from training.rl_config import TrainConfig
-from training.tracking import (
-    PROJECT_DIR_NAME,
-    TrackingRun,
-    ensure_experiment,
-    start_run,
-    tracking_location,
-)
+from training.tracking import PROJECT_DIR_NAME, TrackingRun, start_run
 
 if TYPE_CHECKING:
     from stable_baselines3.common.base_class import BaseAlgorithm
@@ -513,13 +507,11 @@ __all__ = [
     "build_model",
     "build_vec_env",
     "describe_result",
-    "ensure_experiment",
     "held_out_scenarios",
     "make_env",
     "plot_gap_curve",
     "quick_demo",
     "summarise",
-    "tracking_location",
     "train",
     "train_command",
 ]
