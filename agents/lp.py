@@ -340,6 +340,8 @@ class SiteLP:
         """extra HiGHS options for cold solves (e.g. ``simplex_strategy``)"""
         self.last_x: FloatArray = np.zeros(nx)
         """charging columns of the last solution, kW"""
+        self.last_v: FloatArray = np.zeros(self.n_cols)
+        """every column of the last solution (a start for the exact model)"""
 
     # ------------------------------------------------------------------ solving
 
@@ -353,6 +355,7 @@ class SiteLP:
         exact: bool = False,
         mip_rel_gap: float = 1e-4,
         node_limit: int | None = None,
+        start: FloatArray | None = None,
     ) -> LPSolution:
         """Solve for ``data``. With ``warm=True`` the HiGHS model of the previous call is updated in place
         (bounds and costs only) and re-solved from its last basis. ``x_off`` / ``x_on`` (per charging column,
@@ -363,7 +366,8 @@ class SiteLP:
         resolution grid, and an EV may take more than it asked (up to its room) where the grid makes the
         exact amount impossible. With a ``time_limit_s`` the best schedule found in time is returned
         (``LPSolution.mip_gap`` says how far from proven optimal); ``node_limit`` bounds the branch-and-bound
-        nodes instead (the same answer on any machine)."""
+        nodes instead (the same answer on any machine). ``start``: the MILP's starting schedule, every
+        column of a previous solve (:attr:`last_v`; default: the relaxation's, rounded)."""
         import time
 
         lo, hi, cost, rlo, rhi = _bounds_and_costs(self, data)
@@ -378,7 +382,9 @@ class SiteLP:
         if exact:
             from agents.lp_exact import solve_exact
 
-            return solve_exact(self, data, lo, hi, cost, rlo, rhi, time_limit_s, mip_rel_gap, node_limit)
+            return solve_exact(
+                self, data, lo, hi, cost, rlo, rhi, time_limit_s, mip_rel_gap, node_limit, start
+            )
         if not warm or h is None:
             h = _new_highs()
             for key, value in self.highs_options.items():
@@ -403,6 +409,7 @@ class SiteLP:
         x = np.asarray(h.getSolution().col_value)
         solve_s = time.perf_counter() - t0
         self.last_x = x[self.col["x"] : self.col["x"] + self.sizes["x"]].copy()
+        self.last_v = x.copy()
         return _solution(self, x, cost, solve_s)
 
     def min_x_kw(self, data: LPData) -> FloatArray:

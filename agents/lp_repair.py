@@ -59,15 +59,16 @@ def solve_min_current(
         # slot's room takes it): the plan then keeps the rule everywhere, only amounts move
         small = (lp.last_x > 1e-6) & (lp.last_x < min_x - 1e-6)
         if small.any():
-            zero = lp.last_x <= 1e-6
-            fits = _within_room(lp, small, on, min_x * eff_dt, room)
+            # the columns at or above the minimum stay on (else the re-solve moves some below it again)
+            big = lp.last_x >= min_x - 1e-6
+            fits = _within_room(lp, small, on | big, min_x * eff_dt, room)
             try:
                 sol = lp.solve(
                     data,
                     warm=True,
                     time_limit_s=time_limit_s,
-                    x_off=off | zero | (small & ~fits),
-                    x_on=on | fits,
+                    x_off=~(on | big | fits),
+                    x_on=on | big | fits,
                 )
             except LPError:  # the minima do not fit the limits together: keep the last plan
                 lp._highs = None

@@ -28,6 +28,7 @@ import numpy as np
 
 from agents.base import Decision
 from agents.lp import LPData, LPError, LPSolution, SiteLP
+from agents.lp_executable import executable_plan
 from agents.lp_repair import solve_min_current
 from envs.core import BoolArray, FloatArray, SiteArrays, Snapshot
 from envs.projection import floor_to_grid
@@ -68,6 +69,12 @@ class PerfectForesightOptimum:
         """the exact model's proven gap at the end of its solve (nan: not run or no schedule)"""
         self.solution: LPSolution | None = None
         self.build_s = 0.0
+        self.plan_kind = "exact" if exact else "relaxed"
+        """the schedule in use: ``exact`` (the MILP), ``executable`` (:mod:`agents.lp_executable`, replayed
+        as it is), ``relaxed`` or ``repaired`` (replayed with catch-up)"""
+        self.bound = float("nan")
+        """a lower bound on every policy's cost: the relaxation's objective (with the energy no policy can
+        deliver on the chargers' grid) or the exact model's proven bound"""
         self.replayed_costs: tuple[float, ...] = ()
         """executed costs of the candidate schedules where the exact model is not used (relaxed, repaired)"""
         self._site: SiteArrays | None = None
@@ -83,6 +90,8 @@ class PerfectForesightOptimum:
         t0 = time.perf_counter()
         self.replayed_costs = ()
         self._finish = False
+        self.plan_kind = "relaxed"
+        self.bound = float("nan")
         lp, data, slots = build_scenario_lp(site, scenario)
         self.build_s = time.perf_counter() - t0
         if lp.sizes["x"] > 150 * max(lp.T, 1):
@@ -105,6 +114,9 @@ class PerfectForesightOptimum:
                 # the relaxation's repaired replay: keep the exact one only when it is near optimal
                 self.exact_gap = self.solution.mip_gap
                 self.used_exact = self.exact_gap <= self.accept_gap
+                if self.used_exact:
+                    self.plan_kind = "exact"
+                    self.bound = float(self.solution.bound or self.solution.objective)
         self._site = site
         if not self.used_exact or self.solution is None:
             self.solution = self._best_replayed(lp, data, slots, site, scenario)
@@ -119,20 +131,28 @@ class PerfectForesightOptimum:
         less to the minimum current on replay depends on the site: the repair wins where EVs take slivers
         (real sessions), the bare relaxation where forcing minima raises a dear peak."""
         relaxed = lp.solve(data)
+        self.bound = relaxed.objective
         if self.repair_passes <= 0:
             return relaxed
         try:
+            executable, residue = executable_plan(
+                lp, data, slots.rate_kw, passes=self.repair_passes, departs=slots.departs
+            )
             repaired = solve_min_current(lp, data, passes=self.repair_passes, settle=True)
         except LPError:
             return relaxed
+        self.bound = relaxed.objective + residue
         costs = []
-        for sol, finish in ((relaxed, False), (repaired, True)):
-            self._finish = finish
+        for sol, kind in ((executable, "executable"), (relaxed, "relaxed"), (repaired, "repaired")):
+            self.plan_kind = kind
+            self._finish = kind == "repaired"
             self._follow(sol, lp, data, slots, site)
             costs.append(self._replayed_cost(sol, scenario))
         self.replayed_costs = tuple(costs)
-        self._finish = costs[1] < costs[0]
-        return repaired if self._finish else relaxed
+        best = int(np.argmin(costs))
+        self.plan_kind = ("executable", "relaxed", "repaired")[best]
+        self._finish = self.plan_kind == "repaired"
+        return (executable, relaxed, repaired)[best]
 
     def _replayed_cost(self, solution: LPSolution, scenario: Scenario) -> float:
         """What :meth:`act` following ``solution`` costs through the environment (as evaluation runs it)."""
@@ -191,7 +211,7 @@ class PerfectForesightOptimum:
         t = min(snapshot.step_index, self.solution.charger_kw.shape[1] - 1)
         plan_kw = self.solution.charger_kw[:, t]
         st = snapshot.state
-        if self.used_exact:
+        if self.used_exact or self.plan_kind == "executable":
             # the exact schedule is the simulator's own physics: replayed as it is, nothing is lost
             present = np.asarray(st.ev_present, bool)
             return Decision(np.where(present, plan_kw, 0.0), float(self.solution.battery_kw[t]))
@@ -313,6 +333,10 @@ class _Slots:
         """what its driver declared (pro-rated like the request)"""
         self.inside = inside
         """the share of it that falls inside the scenario"""
+        self.rate_kw = np.zeros(len(charger))
+        """``min(rated, EV max)`` of each slot, kW (before the grid)"""
+        self.departs = np.ones(len(charger), dtype=bool)
+        """whether each slot's EV leaves within the scenario (the simulator penalises only those)"""
 
 
 def build_scenario_lp(site: SiteArrays, scenario: Scenario) -> tuple[SiteLP, LPData, _Slots]:
@@ -376,4 +400,6 @@ def build_scenario_lp(site: SiteArrays, scenario: Scenario) -> tuple[SiteLP, LPD
         present_fraction=ses.present_fraction(keep[:, None], np.arange(T)[None, :]),
     )
     slots = _Slots(charger, start, stop, request, ses.declared_request_kwh[keep], np.clip(inside, 0.0, 1.0))
+    slots.rate_kw = np.minimum(site.rated_kw[charger], ses.max_charge_kw[keep])
+    slots.departs = departure <= T
     return lp, data, slots

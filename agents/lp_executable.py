@@ -1,0 +1,140 @@
+"""A schedule of the site LP that the simulator executes as it is (:func:`executable_plan`).
+
+Where the exact model (:mod:`agents.lp_exact`) is too large to solve, the optimum plans with the
+relaxation and makes the plan executable in three steps, each of which the simulator's own rules dictate:
+
+* **Energy quanta.** A charger on a resolution grid delivers ``k * res * eff * dt`` kWh per step, so an EV
+  that leaves within the scenario can get at most its request rounded down to that quantum; the rest is
+  missed by every policy. The plan asks for the rounded request (:func:`quantised_need`) and the
+  objective adds the penalty on the rest (``residue_cost``), which makes it a tighter bound too.
+* **Minimum current.** Fix-and-resolve with every column's on/off state settled
+  (:func:`agents.lp_repair.solve_min_current` with ``settle``): every column is off or at least the
+  charger's minimum (or all a partly present EV can take that step).
+* **Resolution grid.** Each slot's columns are rounded down to the grid and the lost grid points given back
+  to the columns with the largest remainders, within what the projection lets the charger hold that step
+  (:func:`round_to_grid`); the slot's total stays what the plan delivers.
+
+Replayed as it is, such a plan costs its objective up to the rounding (a grid point per charger and step on
+the peak); :class:`agents.optimum.PerfectForesightOptimum` measures both (``replayed_costs``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from agents.lp import LPData, LPSolution, SiteLP
+from agents.lp_repair import solve_min_current
+from envs.core import FloatArray
+from envs.physics import GRID_EPS, ceil_to_grid, floor_to_grid
+
+
+def quantised_need(lp: SiteLP, data: LPData) -> tuple[FloatArray, FloatArray]:
+    """Each slot's need rounded down to the energy quantum of its charger's grid (V2G slots, which may take
+    more than their need, and slots without a grid keep theirs); and the energy every policy misses, kWh."""
+    need = np.maximum(np.asarray(data.need_kwh, dtype=float), 0.0)
+    c = lp.slot_charger
+    q = lp.site.resolution_kw[c] * lp.site.efficiency[c] * lp.dt_h
+    on_grid = (q > 0) & ~lp.slot_v2g
+    safe_q = np.where(on_grid, q, 1.0)
+    floored = np.where(on_grid, np.floor(need / safe_q + 1e-6) * safe_q, need)
+    floored = np.minimum(floored, need)
+    return floored, need - floored
+
+
+def executable_plan(
+    lp: SiteLP, data: LPData, rate_kw: FloatArray, passes: int = 4, departs: np.ndarray | None = None
+) -> tuple[LPSolution, float]:
+    """The settled, quantised, grid-rounded plan (see the module) and the penalty on the energy no policy
+    can deliver (``departs``: slots whose EV leaves within the scenario, the only ones the simulator
+    penalises; default all). ``rate_kw``: each slot's ``min(rated, EV max)`` before the grid; the
+    projection holds a charger at most at that times the EV's presence that step, rounded down to the grid,
+    and so does the plan."""
+    need_q, residue = quantised_need(lp, data)
+    hi_kw, frac = held_kw(lp, data, rate_kw)
+    qdata = replace(data, need_kwh=need_q, room_kwh=_room(data, need_q), present_fraction=frac)
+    sol = solve_min_current(lp, qdata, passes=passes, settle=True)
+    v = lp.last_v.copy()
+    x = round_to_grid(lp, qdata, v, hi_kw)
+    charger_kw = np.zeros_like(sol.charger_kw)
+    np.add.at(charger_kw, (lp.x_charger, lp.x_step), x)
+    if lp.sizes["y"]:
+        ys = slice(lp.col["y"], lp.col["y"] + lp.sizes["y"])
+        xi = lp.y_of_x
+        y = floor_to_grid(np.maximum(v[ys], 0.0), lp.site.resolution_kw[lp.x_charger[xi]])
+        np.add.at(charger_kw, (lp.x_charger[xi], lp.x_step[xi]), -y)
+    penalised = residue if departs is None else np.where(departs, residue, 0.0)
+    residue_cost = float(penalised.sum()) * lp.tariff.missing_energy_penalty_per_kwh
+    plan = replace(
+        sol,
+        charger_kw=charger_kw,
+        objective=sol.objective + residue_cost,
+        missing_kwh=sol.missing_kwh + residue,
+    )
+    return plan, residue_cost
+
+
+def held_kw(lp: SiteLP, data: LPData, rate_kw: FloatArray) -> tuple[FloatArray, FloatArray | None]:
+    """Per charging column the most the projection lets its charger hold (``rate * presence`` rounded down
+    to the grid), kW, and the presence fractions that make the LP's bounds exactly that."""
+    res = lp.site.resolution_kw[lp.x_charger]
+    rate = np.asarray(rate_kw, dtype=float)[lp.x_slot]
+    if data.present_fraction is None:
+        return floor_to_grid(rate, res), None
+    pf = np.asarray(data.present_fraction, dtype=float)
+    hi_kw = floor_to_grid(rate * pf[lp.x_slot, lp.x_step], res)
+    frac = pf.copy()
+    cap = np.asarray(data.max_charge_kw, dtype=float)[lp.x_slot]
+    frac[lp.x_slot, lp.x_step] = np.where(cap > 0, np.minimum(hi_kw / np.where(cap > 0, cap, 1.0), 1.0), 0.0)
+    return hi_kw, frac
+
+
+def _room(data: LPData, need: FloatArray) -> FloatArray | None:
+    if data.room_kwh is None:
+        return None
+    room = np.asarray(data.room_kwh, dtype=float)
+    # a slot that may take no more than it asked: its room is its (quantised) need
+    return np.where(room <= np.asarray(data.need_kwh, dtype=float) + 1e-12, need, room)
+
+
+def round_to_grid(lp: SiteLP, data: LPData, v: FloatArray, hi_kw: FloatArray) -> FloatArray:
+    """The charging columns of the solved vector ``v`` on their chargers' grid, slot by slot: each rounded
+    down, then the grid points the slot lost given back (largest remainder first) where the column is on
+    and below ``hi_kw``; a column on below half its minimum (the projection would switch it off) gives its
+    energy to the others. A V2G slot gets back the grid points it lost rounded up (it may take a little
+    more than planned, up to its room)."""
+    nx = lp.sizes["x"]
+    xv = np.maximum(v[lp.col["x"] : lp.col["x"] + nx], 0.0)
+    c = lp.x_charger
+    res = lp.site.resolution_kw[c]
+    gridded = res > 0
+    safe = np.where(gridded, res, 1.0)
+    top = np.where(gridded, np.floor(hi_kw / safe + GRID_EPS), np.inf)
+    units = np.where(gridded, np.floor(xv / safe + GRID_EPS), xv)
+    units = np.minimum(units, top)
+    m = np.where(gridded, ceil_to_grid(lp.site.min_kw[c], res) / safe, lp.site.min_kw[c])
+    m = np.minimum(m, top)  # a partly present EV: all it can take that step
+    lone = (units > 0) & (units < 0.5 * m - 1e-9)  # switched off by the projection
+    units = np.where(lone, 0.0, units)
+    out = np.where(gridded, units * safe, xv)
+    frac = np.where(gridded, xv / safe - units, 0.0)
+    for k in np.unique(lp.x_slot[gridded]):
+        lo_i, hi_i = int(lp.x_off[k]), int(lp.x_off[k + 1])
+        idx = np.arange(lo_i, hi_i)
+        idx = idx[gridded[idx]]
+        lost = float(np.sum(xv[idx] / safe[idx] - units[idx]))
+        # a V2G slot may take a little more than planned (its room is above its need): round up
+        give = int(np.ceil(lost - 1e-6)) if lp.slot_v2g[k] else int(np.floor(lost + 1e-6))
+        if give <= 0:
+            continue
+        cand = idx[(units[idx] > 0) & (units[idx] < top[idx])]
+        order = cand[np.argsort(-frac[cand], kind="stable")]
+        for i in order:
+            if give <= 0:
+                break
+            add = min(give, int(top[i] - units[i]))
+            units[i] += add
+            give -= add
+            out[i] = units[i] * safe[i]
+    return out
