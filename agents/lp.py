@@ -123,6 +123,9 @@ class LPData:
     delay_cost_per_kwh_h: float | None = None
     """cost per kWh charged per hour after the first step (MPC: capacity used now is not free later, when
     EVs it does not know of yet arrive); None: a tie-breaking epsilon"""
+    discharge_cap_kw: FloatArray | None = None
+    """per discharge column (see :attr:`SiteLP.y_of_x`) the most it may discharge, kW (the optimum: the
+    projection's departure margin, what the EV could still take back after that step; defaults to none)"""
     present_fraction: FloatArray | None = None
     """(K, T) fraction of each step each slot's EV is plugged in (sub-step time: it arrives or leaves
     mid-step); its charge and discharge bounds that step are scaled by it (defaults to 1)"""
@@ -341,7 +344,7 @@ class SiteLP:
         self.last_x: FloatArray = np.zeros(nx)
         """charging columns of the last solution, kW"""
         self.last_v: FloatArray = np.zeros(self.n_cols)
-        """every column of the last solution (a start for the exact model)"""
+        """every column of the last solution"""
 
     # ------------------------------------------------------------------ solving
 
@@ -355,7 +358,6 @@ class SiteLP:
         exact: bool = False,
         mip_rel_gap: float = 1e-4,
         node_limit: int | None = None,
-        start: FloatArray | None = None,
     ) -> LPSolution:
         """Solve for ``data``. With ``warm=True`` the HiGHS model of the previous call is updated in place
         (bounds and costs only) and re-solved from its last basis. ``x_off`` / ``x_on`` (per charging column,
@@ -366,8 +368,7 @@ class SiteLP:
         resolution grid, and an EV may take more than it asked (up to its room) where the grid makes the
         exact amount impossible. With a ``time_limit_s`` the best schedule found in time is returned
         (``LPSolution.mip_gap`` says how far from proven optimal); ``node_limit`` bounds the branch-and-bound
-        nodes instead (the same answer on any machine). ``start``: the MILP's starting schedule, every
-        column of a previous solve (:attr:`last_v`; default: the relaxation's, rounded)."""
+        nodes instead (the same answer on any machine)."""
         import time
 
         lo, hi, cost, rlo, rhi = _bounds_and_costs(self, data)
@@ -382,9 +383,7 @@ class SiteLP:
         if exact:
             from agents.lp_exact import solve_exact
 
-            return solve_exact(
-                self, data, lo, hi, cost, rlo, rhi, time_limit_s, mip_rel_gap, node_limit, start
-            )
+            return solve_exact(self, data, lo, hi, cost, rlo, rhi, time_limit_s, mip_rel_gap, node_limit)
         if not warm or h is None:
             h = _new_highs()
             for key, value in self.highs_options.items():
@@ -503,6 +502,8 @@ def _bounds_and_costs(
         dis = np.zeros(lp.K) if d.max_discharge_kw is None else np.asarray(d.max_discharge_kw, dtype=float)
         frac_y = 1.0 if d.present_fraction is None else d.present_fraction[lp.x_slot[xi], lp.x_step[xi]]
         hi[c["y"] : c["y"] + ny] = np.where(present[xi], dis[lp.x_slot[xi]] * frac_y, 0.0)
+        if d.discharge_cap_kw is not None:
+            hi[c["y"] : c["y"] + ny] = np.minimum(hi[c["y"] : c["y"] + ny], d.discharge_cap_kw)
         # degradation is charged per kWh out of the EV battery: grid-side kW * dt / efficiency
         cost[c["y"] : c["y"] + ny] = tariff.ev_degradation_per_kwh * dt / lp._eff_x[xi]
         need = np.asarray(d.need_kwh, dtype=float)

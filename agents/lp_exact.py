@@ -30,10 +30,8 @@ def solve_exact(
     time_limit_s: float | None,
     mip_rel_gap: float,
     node_limit: int | None = None,
-    start: FloatArray | None = None,
 ) -> LPSolution:
-    """The MILP of :func:`exact_model`, solved cold with HiGHS (:meth:`SiteLP.solve` with ``exact=True``),
-    from ``start`` (every column of an earlier solve, e.g. the repaired relaxation) or the relaxation."""
+    """The MILP of :func:`exact_model`, solved cold with HiGHS (:meth:`SiteLP.solve` with ``exact=True``)."""
     scale, kinds = exact_model(lp, lo, hi)
     matrix = lp.matrix @ sp.diags(scale)
     h = _new_highs()
@@ -50,19 +48,19 @@ def solve_exact(
     # a start: the relaxation's schedule with each charger rounded to off or its minimum and down to the
     # grid (HiGHS fixes the integer columns and solves the rest, the missing-energy slack keeps it
     # feasible), so a time limit still leaves a schedule no worse than the relaxation's repair
-    if start is None:
-        lp.solve(data)
-        start = lp.last_v
+    relaxed = lp.solve(data)
     h.passModel(model)
-    # only the integer columns are given (off or on, grid points): HiGHS solves for the rest
-    v = np.asarray(start, dtype=float) / scale
-    lo_s, hi_s = lo / scale, hi / scale
-    on_lo = np.where(kinds >= 2, lo_s, 0.0)  # semi-continuous / semi-integer: off or from the floor
-    v = np.where((kinds >= 2) & (v < 0.5 * on_lo), 0.0, np.clip(v, np.where(kinds >= 2, on_lo, lo_s), hi_s))
-    v = np.where(kinds % 2 == 1, np.floor(v + 1e-9), v)
-    given = np.flatnonzero(kinds % 2 == 1)
-    h.setSolution(len(given), given.astype(np.int32), v[given])
+    start = np.zeros(lp.n_cols)
+    xs = slice(lp.col["x"], lp.col["x"] + lp.sizes["x"])
+    xk = lp.last_x / scale[xs]
+    lo_x, hi_x = lo[xs] / scale[xs], hi[xs] / scale[xs]
+    xk = np.where(xk < 0.5 * lo_x, 0.0, np.clip(xk, lo_x, hi_x))
+    start[xs] = np.where(kinds[xs] % 2 == 1, np.floor(xk + 1e-9), xk)
+    sol_start = highspy.HighsSolution()
+    sol_start.col_value = start.tolist()
+    h.setSolution(sol_start)
     h.run()
+    del relaxed
     status = h.getModelStatus()
     info = h.getInfo()
     solve_s = time.perf_counter() - t0

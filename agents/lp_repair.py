@@ -24,12 +24,14 @@ def solve_min_current(
     columns: BoolArray | None = None,
     time_limit_s: float | None = None,
     settle: bool = False,
+    up_share: float = 0.5,
 ) -> LPSolution:
     """Solve ``lp``, then re-solve with the charging columns that came out between 0 and the charger's minimum
     forced to 0, up to ``passes`` times (a fix-and-resolve heuristic for the minimum-current rule the LP
     relaxes; each re-solve is warm). ``columns`` limits the repair to some charging columns (MPC: the
     first step). ``settle``: a last solve with every column's on/off state fixed (the columns still below
     the minimum on at it, where the slot's room takes it), so that no column is left below its minimum.
+    ``up_share``: a column goes on at the minimum from this share of it (else off).
     Returns the last solution; its ``solve_s`` is the total."""
     sol = lp.solve(data, warm=warm, time_limit_s=time_limit_s)
     total = sol.solve_s
@@ -49,7 +51,7 @@ def solve_min_current(
         # whose whole need is below one minimum step is on wherever the LP put any of it (else its
         # sliver would be moved on and switched off every step until the EV leaves short)
         sliver = need[lp.x_slot] < min_x * eff_dt + 1e-9
-        up = _within_room(lp, small & ((lp.last_x >= 0.5 * min_x) | sliver), on, min_x * eff_dt, room)
+        up = _within_room(lp, small & ((lp.last_x >= up_share * min_x) | sliver), on, min_x * eff_dt, room)
         on |= up
         off |= small & ~up
         sol = lp.solve(data, warm=True, time_limit_s=time_limit_s, x_off=off, x_on=on)

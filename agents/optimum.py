@@ -23,12 +23,13 @@ through the environment in :meth:`reset`; the cheaper is kept (``replayed_costs`
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import numpy as np
 
 from agents.base import Decision
 from agents.lp import LPData, LPError, LPSolution, SiteLP
-from agents.lp_executable import executable_plan
+from agents.lp_executable import best_executable_plan
 from agents.lp_repair import solve_min_current
 from envs.core import BoolArray, FloatArray, SiteArrays, Snapshot
 from envs.projection import floor_to_grid
@@ -135,9 +136,7 @@ class PerfectForesightOptimum:
         if self.repair_passes <= 0:
             return relaxed
         try:
-            executable, residue = executable_plan(
-                lp, data, slots.rate_kw, passes=self.repair_passes, departs=slots.departs
-            )
+            executable, residue = best_executable_plan(lp, data, slots.rate_kw, departs=slots.departs)
             repaired = solve_min_current(lp, data, passes=self.repair_passes, settle=True)
         except LPError:
             return relaxed
@@ -339,6 +338,21 @@ class _Slots:
         """whether each slot's EV leaves within the scenario (the simulator penalises only those)"""
 
 
+def _departure_margin_kw(
+    lp: SiteLP, dt_h: float, held_kw: FloatArray, departure_steps: FloatArray
+) -> FloatArray:
+    """Per discharge column the most the projection lets the EV discharge that step whatever its energy:
+    what it could still take back after the step at its held rate (``spare <= future``; the projection
+    also takes off the energy it still needs, which the LP's running energy and need rows cover for an EV
+    it serves), grid-side kW. 0 on an EV's last step."""
+    xi = lp.y_of_x
+    k = lp.x_slot[xi]
+    eff = lp.site.efficiency[lp.x_charger[xi]]
+    time_left_h = (departure_steps[k] - lp.x_step[xi]) * dt_h
+    future_kwh = held_kw[k] * eff * np.maximum(time_left_h - dt_h, 0.0)
+    return future_kwh * eff / dt_h
+
+
 def build_scenario_lp(site: SiteArrays, scenario: Scenario) -> tuple[SiteLP, LPData, _Slots]:
     """The site LP of a whole scenario with the environment's discretisation, and its data."""
     from envs.sim import compile_episode
@@ -399,6 +413,7 @@ def build_scenario_lp(site: SiteArrays, scenario: Scenario) -> tuple[SiteLP, LPD
         battery_initial_kwh=site.battery_initial_kwh,
         present_fraction=ses.present_fraction(keep[:, None], np.arange(T)[None, :]),
     )
+    data = replace(data, discharge_cap_kw=_departure_margin_kw(lp, ep.dt_h, max_charge, departure_steps))
     slots = _Slots(charger, start, stop, request, ses.declared_request_kwh[keep], np.clip(inside, 0.0, 1.0))
     slots.rate_kw = np.minimum(site.rated_kw[charger], ses.max_charge_kw[keep])
     slots.departs = departure <= T
