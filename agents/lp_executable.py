@@ -35,16 +35,22 @@ from envs.physics import GRID_EPS, ceil_to_grid, floor_to_grid
 
 
 def quantised_need(lp: SiteLP, data: LPData) -> tuple[FloatArray, FloatArray]:
-    """Each slot's need rounded down to the energy quantum of its charger's grid (V2G slots, which may take
-    more than their need, and slots without a grid keep theirs); and the energy every policy misses, kWh."""
+    """Each slot's need rounded down to the energy quantum of its charger's grid, or up where its room
+    takes the next quantum (V2G slots, which may take more than their need, and slots without a grid keep
+    theirs); and the energy every policy misses, kWh."""
     need = np.maximum(np.asarray(data.need_kwh, dtype=float), 0.0)
+    room = need if data.room_kwh is None else np.maximum(np.asarray(data.room_kwh, dtype=float), need)
     c = lp.slot_charger
     q = lp.site.resolution_kw[c] * lp.site.efficiency[c] * lp.dt_h
     on_grid = (q > 0) & ~lp.slot_v2g
     safe_q = np.where(on_grid, q, 1.0)
     floored = np.where(on_grid, np.floor(need / safe_q + 1e-6) * safe_q, need)
     floored = np.minimum(floored, need)
-    return floored, need - floored
+    # an EV with room above its request can take the next quantum and miss nothing
+    ceiled = np.ceil(need / safe_q - 1e-6) * safe_q
+    over = on_grid & (ceiled <= room + 1e-9) & (floored < need - 1e-12)
+    out = np.where(over, np.maximum(ceiled, need), floored)
+    return out, np.where(over, 0.0, need - floored)
 
 
 def executable_plan(
@@ -67,33 +73,14 @@ def executable_plan(
     sol = solve_min_current(lp, qdata, passes=passes, settle=True, up_share=up_share)
     short_dis = _short_discharging(lp, lp.last_v, sol.missing_kwh)
     if short_dis.any():
-        # the projection lets an EV discharge only while it can still finish: an EV the plan leaves short
-        # (the penalty is below the price it sells at) may not discharge at all
-        cap = np.asarray(qdata.discharge_cap_kw, dtype=float) if qdata.discharge_cap_kw is not None else None
-        cap = np.full(lp.sizes["y"], np.inf) if cap is None else cap.copy()
-        cap[short_dis[lp.x_slot[lp.y_of_x]]] = 0.0
-        qdata = replace(qdata, discharge_cap_kw=cap)
-        lp._highs = None
+        qdata = _no_discharge(lp, qdata, short_dis)
         sol = solve_min_current(lp, qdata, passes=passes, settle=True, up_share=up_share)
     v = lp.last_v.copy()
     x = round_to_grid(lp, qdata, v, hi_kw)
-    if node_limit > 0:
-        try:
-            polished = polish_on_grid(lp, qdata, v, x, node_limit)
-        except LPError:
-            polished = None
-        if polished is not None:
-            return _with_residue(polished, residue, departs, lp), _residue_cost(residue, departs, lp)
-    charger_kw = np.zeros_like(sol.charger_kw)
-    np.add.at(charger_kw, (lp.x_charger, lp.x_step), x)
-    if lp.sizes["y"]:
-        ys = slice(lp.col["y"], lp.col["y"] + lp.sizes["y"])
-        xi = lp.y_of_x
-        y = floor_to_grid(np.maximum(v[ys], 0.0), lp.site.resolution_kw[lp.x_charger[xi]])
-        np.add.at(charger_kw, (lp.x_charger[xi], lp.x_step[xi]), -y)
-    return _with_residue(replace(sol, charger_kw=charger_kw), residue, departs, lp), _residue_cost(
-        residue, departs, lp
-    )
+    # the polish fails (LPError) where rounding cannot keep the plan within the limits and the V2G
+    # energy bounds: the candidate is dropped, not replayed off its objective
+    polished = polish_on_grid(lp, qdata, v, x, node_limit)
+    return _with_residue(polished, residue, departs, lp), _residue_cost(residue, departs, lp)
 
 
 REPAIRS: tuple[tuple[float, int], ...] = ((0.5, 4), (0.5, 10), (0.75, 4), (0.75, 10), (1.0, 4), (1.0, 10))
@@ -109,11 +96,18 @@ def best_executable_plan(
     departs: np.ndarray | None = None,
     node_limit: int = 200,
     repairs: tuple[tuple[float, int], ...] = REPAIRS,
+    neighbourhood_nodes: int = 500,
 ) -> tuple[LPSolution, float]:
     """:func:`executable_plan` for each repair of ``repairs``; the cheapest (its objective is what it
     costs executed, so no replay is needed to compare). Deterministic: the same variants in the same order,
     ties to the first."""
     best: tuple[LPSolution, float] | None = None
+    if neighbourhood_nodes > 0:
+        lp._highs = None
+        try:
+            best = neighbourhood_plan(lp, data, rate_kw, departs, neighbourhood_nodes)
+        except LPError:
+            best = None
     for up_share, passes in repairs:
         lp._highs = None
         try:
@@ -125,6 +119,98 @@ def best_executable_plan(
     if best is None:
         raise LPError("no executable plan")
     return best
+
+
+def neighbourhood_plan(
+    lp: SiteLP, data: LPData, rate_kw: FloatArray, departs: np.ndarray | None, node_limit: int
+) -> tuple[LPSolution, float]:
+    """The exact model around the (quantised) relaxation: a column the relaxation leaves off stays off, one
+    it puts at or above the minimum stays on, only the ones in between choose (off, or on from the
+    minimum), all on the grid; HiGHS with ``node_limit`` nodes (deterministic). Few columns choose, so it
+    solves where the whole exact model does not."""
+    need_q, residue = quantised_need(lp, data)
+    _, frac = held_kw(lp, data, rate_kw)
+    qdata = replace(data, need_kwh=need_q, room_kwh=_room(data, need_q), present_fraction=frac)
+    for _ in range(4):
+        sol = _neighbourhood(lp, qdata, node_limit)
+        short_dis = _short_discharging(lp, lp.last_v, sol.missing_kwh)
+        if not short_dis.any():
+            return _with_residue(sol, residue, departs, lp), _residue_cost(residue, departs, lp)
+        qdata = _no_discharge(lp, qdata, short_dis)
+    raise LPError("the neighbourhood plan discharges an EV it leaves short")
+
+
+def _neighbourhood(lp: SiteLP, qdata: LPData, node_limit: int) -> LPSolution:
+    lp.solve(qdata)
+    v = lp.last_v.copy()
+    lo, hi, cost, rlo, rhi = _bounds_and_costs(lp, qdata)
+    scale, kinds = exact_model(lp, lo, hi)
+    xs = slice(lp.col["x"], lp.col["x"] + lp.sizes["x"])
+    lo_u, hi_u = lo / scale, hi / scale
+    units = v / scale
+    x_on = np.zeros(lp.n_cols, dtype=bool)
+    x_on[xs] = units[xs] >= lo_u[xs] - 1e-6
+    x_off = np.zeros(lp.n_cols, dtype=bool)
+    x_off[xs] = v[xs] <= 1e-6
+    if lp.sizes["y"]:
+        ys = lp.col["y"] + np.arange(lp.sizes["y"])
+        x_off[ys] = v[lp.col["x"] + lp.y_of_x] > 1e-6  # no discharge where the relaxation charges
+    new_hi = np.where(x_off, 0.0, hi_u)
+    new_lo = np.where(x_off, 0.0, lo_u)
+    # forced on: an integer (or continuous) column from its floor, no longer semi
+    kinds = np.where(x_on & (kinds >= 2), kinds - 2, kinds)
+    kinds = np.where(x_off, int(highspy.HighsVarType.kContinuous), kinds)
+    return _run_milp(lp, scale, kinds, new_lo, new_hi, cost, rlo, rhi, None, node_limit, 1e-4)
+
+
+def _run_milp(
+    lp: SiteLP,
+    scale: FloatArray,
+    kinds: np.ndarray,
+    lo_u: FloatArray,
+    hi_u: FloatArray,
+    cost: FloatArray,
+    rlo: FloatArray,
+    rhi: FloatArray,
+    start_u: FloatArray | None,
+    node_limit: int,
+    gap: float,
+) -> LPSolution:
+    """Solve the scaled site model with integrality ``kinds`` in HiGHS within ``node_limit`` nodes (from the
+    integer columns of ``start_u`` where given); the schedule, kW."""
+    matrix = sp.csc_matrix(lp.matrix @ sp.diags(scale))
+    h = _new_highs()
+    h.setOptionValue("threads", 1)
+    h.setOptionValue("mip_rel_gap", float(gap))
+    h.setOptionValue("mip_max_nodes", int(node_limit))
+    model = _highs_lp(matrix, cost * scale, lo_u, hi_u, rlo, rhi)
+    types = list(highspy.HighsVarType.__members__.values())
+    model.integrality_ = [types[k] for k in np.asarray(kinds).tolist()]
+    h.passModel(model)
+    if start_u is not None:
+        given = np.flatnonzero(np.asarray(kinds) % 2 == 1)
+        h.setSolution(len(given), given.astype(np.int32), np.round(start_u[given]))
+    t0 = time.perf_counter()
+    h.run()
+    status = h.getModelStatus()
+    info = h.getInfo()
+    if status != highspy.HighsModelStatus.kOptimal and info.primal_solution_status != 2:
+        raise LPError(f"site MILP not solved: {h.modelStatusToString(status)}")
+    col = np.asarray(h.getSolution().col_value) * scale
+    lp._highs = None
+    lp.last_v = col
+    lp.last_x = col[lp.col["x"] : lp.col["x"] + lp.sizes["x"]].copy()
+    return replace(_solution(lp, col, cost, time.perf_counter() - t0), mip_gap=float(info.mip_gap))
+
+
+def _no_discharge(lp: SiteLP, data: LPData, slots: np.ndarray) -> LPData:
+    """``data`` with no discharge for ``slots`` (the projection lets an EV discharge only while it can
+    still finish: an EV the plan leaves short, where the penalty is below the price it sells at, may not
+    discharge at all)."""
+    cap = np.full(lp.sizes["y"], np.inf) if data.discharge_cap_kw is None else data.discharge_cap_kw.copy()
+    cap[slots[lp.x_slot[lp.y_of_x]]] = 0.0
+    lp._highs = None
+    return replace(data, discharge_cap_kw=cap)
 
 
 def _short_discharging(lp: SiteLP, v: FloatArray, missing_kwh: FloatArray) -> np.ndarray:
@@ -179,30 +265,9 @@ def polish_on_grid(
     new_lo = np.where(off, 0.0, new_lo)
     new_hi = np.where(off, 0.0, new_hi)
     kinds = np.where(integer, int(highspy.HighsVarType.kInteger), int(highspy.HighsVarType.kContinuous))
-    matrix = sp.csc_matrix(lp.matrix @ sp.diags(scale))
-    h = _new_highs()
-    h.setOptionValue("threads", 1)
-    h.setOptionValue("mip_rel_gap", 1e-5)
-    h.setOptionValue("mip_max_nodes", int(node_limit))
-    model = _highs_lp(matrix, cost * scale, new_lo, new_hi, rlo, rhi)
-    types = list(highspy.HighsVarType.__members__.values())
-    model.integrality_ = [types[k] for k in kinds.tolist()]
-    h.passModel(model)
     start = np.clip(units, new_lo, new_hi)
     start[xs] = np.clip(x_start / scale[xs], new_lo[xs], new_hi[xs])
-    given = np.flatnonzero(integer)
-    h.setSolution(len(given), given.astype(np.int32), np.round(start[given]))
-    t0 = time.perf_counter()
-    h.run()
-    status = h.getModelStatus()
-    info = h.getInfo()
-    if status != highspy.HighsModelStatus.kOptimal and info.primal_solution_status != 2:
-        raise LPError(f"grid polish not solved: {h.modelStatusToString(status)}")
-    col = np.asarray(h.getSolution().col_value) * scale
-    lp._highs = None
-    lp.last_v = col
-    lp.last_x = col[xs].copy()
-    return replace(_solution(lp, col, cost, time.perf_counter() - t0), mip_gap=float(info.mip_gap))
+    return _run_milp(lp, scale, kinds, new_lo, new_hi, cost, rlo, rhi, start, node_limit, 1e-5)
 
 
 def held_kw(lp: SiteLP, data: LPData, rate_kw: FloatArray) -> tuple[FloatArray, FloatArray | None]:
