@@ -53,6 +53,12 @@ def quantised_need(lp: SiteLP, data: LPData) -> tuple[FloatArray, FloatArray]:
     return out, np.where(over, 0.0, need - floored)
 
 
+def residue_cost(lp: SiteLP, data: LPData, departs: np.ndarray | None = None) -> float:
+    """The penalty on the energy no policy can deliver on the chargers' grid (:func:`quantised_need`) to
+    the EVs that leave within the scenario (``departs``; default all)."""
+    return _residue_cost(quantised_need(lp, data)[1], departs, lp)
+
+
 def executable_plan(
     lp: SiteLP,
     data: LPData,
@@ -97,21 +103,27 @@ def best_executable_plan(
     node_limit: int = 200,
     repairs: tuple[tuple[float, int], ...] = REPAIRS,
     neighbourhood_nodes: int = 500,
+    bound: float | None = None,
+    good_enough: float = 5e-4,
 ) -> tuple[LPSolution, float]:
-    """:func:`executable_plan` for each repair of ``repairs``; the cheapest (its objective is what it
-    costs executed, so no replay is needed to compare). Deterministic: the same variants in the same order,
-    ties to the first."""
+    """:func:`executable_plan` for each repair of ``repairs`` and :func:`neighbourhood_plan` after the
+    first; the cheapest (its objective is what it costs executed, so no replay is needed to compare). The
+    search stops once a plan is within ``good_enough`` of ``bound`` (the relaxation's objective with the
+    residue).
+    Deterministic: the same variants in the same order, ties to the first, no clock."""
     best: tuple[LPSolution, float] | None = None
-    if neighbourhood_nodes > 0:
+    tries: list[tuple[float, int]] = [*repairs[:1], (-1.0, 0), *repairs[1:]]
+    for up_share, passes in tries:  # (-1, 0): the neighbourhood MILP, after the first repair
+        if best is not None and bound is not None and best[0].objective - bound <= good_enough * abs(bound):
+            break  # within a hair of the relaxation: no other plan can gain more than that
         lp._highs = None
         try:
-            best = neighbourhood_plan(lp, data, rate_kw, departs, neighbourhood_nodes)
-        except LPError:
-            best = None
-    for up_share, passes in repairs:
-        lp._highs = None
-        try:
-            plan = executable_plan(lp, data, rate_kw, passes, departs, node_limit, up_share)
+            if up_share < 0:
+                if neighbourhood_nodes <= 0:
+                    continue
+                plan = neighbourhood_plan(lp, data, rate_kw, departs, neighbourhood_nodes)
+            else:
+                plan = executable_plan(lp, data, rate_kw, passes, departs, node_limit, up_share)
         except LPError:
             continue
         if best is None or plan[0].objective < best[0].objective - 1e-9:

@@ -29,7 +29,7 @@ import numpy as np
 
 from agents.base import Decision
 from agents.lp import LPData, LPError, LPSolution, SiteLP
-from agents.lp_executable import best_executable_plan
+from agents.lp_executable import best_executable_plan, residue_cost
 from agents.lp_repair import solve_min_current
 from envs.core import BoolArray, FloatArray, SiteArrays, Snapshot
 from envs.projection import floor_to_grid
@@ -136,7 +136,10 @@ class PerfectForesightOptimum:
         if self.repair_passes <= 0:
             return relaxed
         try:
-            executable, residue = best_executable_plan(lp, data, slots.rate_kw, departs=slots.departs)
+            bound = relaxed.objective + residue_cost(lp, data, slots.departs)
+            executable, residue = best_executable_plan(
+                lp, data, slots.rate_kw, departs=slots.departs, bound=bound
+            )
             repaired = solve_min_current(lp, data, passes=self.repair_passes, settle=True)
         except LPError:
             return relaxed
