@@ -53,10 +53,18 @@ def quantised_need(lp: SiteLP, data: LPData) -> tuple[FloatArray, FloatArray]:
     return out, np.where(over, 0.0, need - floored)
 
 
-def residue_cost(lp: SiteLP, data: LPData, departs: np.ndarray | None = None) -> float:
-    """The penalty on the energy no policy can deliver on the chargers' grid (:func:`quantised_need`) to
-    the EVs that leave within the scenario (``departs``; default all)."""
-    return _residue_cost(quantised_need(lp, data)[1], departs, lp)
+def grid_bound(lp: SiteLP, data: LPData, departs: np.ndarray | None = None) -> float:
+    """A lower bound on every policy's cost: the relaxation with each slot asking only what its grid can
+    deliver (:func:`quantised_need`, rounded down; the others ask their request) plus the penalty on the
+    rest for the EVs that leave within the scenario (``departs``; default all), which no policy escapes.
+    (Adding that penalty to the plain relaxation would count it twice where the relaxation leaves the
+    slot short anyway.)"""
+    need_q, residue = quantised_need(lp, data)
+    need = np.where(residue > 0, need_q, np.maximum(np.asarray(data.need_kwh, dtype=float), 0.0))
+    lp._highs = None
+    sol = lp.solve(replace(data, need_kwh=need, room_kwh=_room(data, need)))
+    lp._highs = None
+    return sol.objective + _residue_cost(residue, departs, lp)
 
 
 def executable_plan(
@@ -108,8 +116,7 @@ def best_executable_plan(
 ) -> tuple[LPSolution, float]:
     """:func:`executable_plan` for each repair of ``repairs`` and :func:`neighbourhood_plan` after the
     first; the cheapest (its objective is what it costs executed, so no replay is needed to compare). The
-    search stops once a plan is within ``good_enough`` of ``bound`` (the relaxation's objective with the
-    residue).
+    search stops once a plan is within ``good_enough`` of ``bound`` (:func:`grid_bound`).
     Deterministic: the same variants in the same order, ties to the first, no clock."""
     best: tuple[LPSolution, float] | None = None
     tries: list[tuple[float, int]] = [*repairs[:1], (-1.0, 0), *repairs[1:]]

@@ -29,7 +29,7 @@ import numpy as np
 
 from agents.base import Decision
 from agents.lp import LPData, LPError, LPSolution, SiteLP
-from agents.lp_executable import best_executable_plan, residue_cost
+from agents.lp_executable import best_executable_plan, grid_bound
 from agents.lp_repair import solve_min_current
 from envs.core import BoolArray, FloatArray, SiteArrays, Snapshot
 from envs.projection import floor_to_grid
@@ -126,24 +126,23 @@ class PerfectForesightOptimum:
     def _best_replayed(
         self, lp: SiteLP, data: LPData, slots: _Slots, site: SiteArrays, scenario: Scenario
     ) -> LPSolution:
-        """The relaxation's schedule and, with ``repair_passes``, the one repaired for the minimum current
-        (:func:`solve_min_current` with ``settle``): each replayed through the environment, the
-        cheaper kept (``replayed_costs`` holds both). Neither is the simulator's physics, so which loses
-        less to the minimum current on replay depends on the site: the repair wins where EVs take slivers
-        (real sessions), the bare relaxation where forcing minima raises a dear peak."""
+        """The executable plan (:func:`agents.lp_executable.best_executable_plan`: the simulator's own
+        physics, replayed as it is), the relaxation's schedule and, with ``repair_passes``, the one
+        repaired for the minimum current (:func:`solve_min_current` with ``settle``, replayed with
+        catch-up): each replayed through the environment, the cheapest kept (``replayed_costs``, in that
+        order). ``bound``: :func:`agents.lp_executable.grid_bound`."""
         relaxed = lp.solve(data)
         self.bound = relaxed.objective
         if self.repair_passes <= 0:
             return relaxed
         try:
-            bound = relaxed.objective + residue_cost(lp, data, slots.departs)
-            executable, residue = best_executable_plan(
-                lp, data, slots.rate_kw, departs=slots.departs, bound=bound
+            self.bound = grid_bound(lp, data, slots.departs)
+            executable, _ = best_executable_plan(
+                lp, data, slots.rate_kw, departs=slots.departs, bound=self.bound
             )
             repaired = solve_min_current(lp, data, passes=self.repair_passes, settle=True)
         except LPError:
             return relaxed
-        self.bound = relaxed.objective + residue
         costs = []
         for sol, kind in ((executable, "executable"), (relaxed, "relaxed"), (repaired, "repaired")):
             self.plan_kind = kind

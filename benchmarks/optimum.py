@@ -21,7 +21,7 @@ import json
 import time
 from typing import Any
 
-from agents.lp_executable import best_executable_plan, residue_cost
+from agents.lp_executable import best_executable_plan, grid_bound
 from agents.optimum import PerfectForesightOptimum, build_scenario_lp
 from envs.env import ChargingSiteEnv
 from envs.generate import generate_scenario
@@ -43,10 +43,9 @@ def measure(chargers: int, days: int, seed: int = 0, reset: bool = True) -> dict
         lp.highs_options["simplex_strategy"] = 4  # as the optimum does
     build_s = time.process_time() - t0
     t0 = time.process_time()
-    relaxed = lp.solve(data)
+    bound = grid_bound(lp, data, slots.departs)
     bound_s = time.process_time() - t0
     t0 = time.process_time()
-    bound = relaxed.objective + residue_cost(lp, data, slots.departs)
     plan, _ = best_executable_plan(lp, data, slots.rate_kw, departs=slots.departs, bound=bound)
     plan_s = time.process_time() - t0
     out: dict[str, Any] = {
