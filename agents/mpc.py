@@ -34,6 +34,7 @@ import pandas as pd
 from agents.base import Decision
 from agents.lp import LPData, LPError, SiteLP
 from agents.lp_repair import solve_min_current
+from agents.mpc_demand import BoundDemand, DemandForecast, Ghosts, PerfectDemand, free_of_tree, no_ghosts
 from agents.optimum import off_or_minimum
 from envs.core import SiteArrays, Snapshot
 from envs.physics import STEP_EPS, ceil_to_grid, ev_terms
@@ -45,11 +46,24 @@ class ModelPredictiveControl:
 
     name = "mpc"
 
-    def __init__(self, horizon: int = 96, hedge: float = 0.9, delay_cost_per_kwh_h: float = 0.016) -> None:
+    def __init__(
+        self,
+        horizon: int = 96,
+        hedge: float = 0.9,
+        delay_cost_per_kwh_h: float = 0.016,
+        demand: DemandForecast | None = PerfectDemand(),
+        max_ghosts: int = 64,
+        peak_exponent: float = 0.5,
+    ) -> None:
         if horizon < 1:
             raise ValueError("horizon must be at least 1 step")
         self.horizon = horizon
         self.hedge = hedge
+        self.max_ghosts = max_ghosts
+        self.peak_exponent = peak_exponent
+        """aggregate future EVs planned for (:mod:`agents.mpc_demand`; 0: only the EVs present)"""
+        self.demand = demand
+        self._demand: BoundDemand | None = None
         self.delay_cost_per_kwh_h = delay_cost_per_kwh_h
         """what charging an hour later costs per kWh in the plan (see the module docstring)"""
         self._site: SiteArrays | None = None
@@ -62,22 +76,34 @@ class ModelPredictiveControl:
         self._lp = None
         self.solve_s = []
         self._episode_end = scenario.end if scenario is not None else None
+        self._demand = None
+        if self.demand is not None and self.max_ghosts > 0:
+            self._demand = self.demand.bind(site, scenario)
 
     def _structure(self, site: SiteArrays, H: int, dt_h: float) -> SiteLP:
         if self._lp is None or self._lp.T != H or abs(self._lp.dt_h - dt_h) > 1e-12:
             n = site.n
+            G = self.max_ghosts if self._demand is not None else 0
+            K = n + G
             self._lp = SiteLP(
                 site,
                 site.config.tariff,
                 H,
                 dt_h,
-                slot_charger=np.arange(n),
-                slot_start=np.zeros(n, dtype=np.int64),
-                slot_stop=np.full(n, H, dtype=np.int64),
-                slot_v2g=site.bidirectional.copy(),
+                slot_charger=np.concatenate([np.arange(n), np.arange(G) % n]),
+                slot_start=np.zeros(K, dtype=np.int64),
+                slot_stop=np.full(K, H, dtype=np.int64),
+                slot_v2g=np.concatenate([site.bidirectional, np.zeros(G, dtype=bool)]),
                 pv_curtailable=site.config.pv.curtailable if site.config.pv is not None else True,
             )
+            free_of_tree(self._lp, np.arange(n, K))
         return self._lp
+
+    def _ghosts(self, snapshot: Snapshot, lp: SiteLP) -> Ghosts:
+        G = lp.K - lp.site.n
+        if self._demand is None or G == 0:
+            return no_ghosts()
+        return self._demand.window(snapshot.timestamp, lp.T, lp.dt_h, G)
 
     def _horizons_left(self, snapshot: Snapshot, horizon_h: float) -> float:
         site = self._site
@@ -140,22 +166,41 @@ class ModelPredictiveControl:
             present, np.minimum(site.max_discharge_kw, np.asarray(st.ev_max_discharge_kw, dtype=float)), 0.0
         )
         tariff = site.config.tariff
+        # the EVs expected later in the window, as aggregate ghosts in the slots after the chargers'
+        g = self._ghosts(snapshot, lp)
+        G = lp.K - site.n
+        g_need = np.zeros(G)
+        g_rate = np.zeros(G)
+        g_stop = np.zeros(G, dtype=np.int64)
+        g_frac = np.zeros((G, H))
+        if g.size:
+            k = np.arange(g.size)
+            eff_g = site.efficiency[lp.slot_charger[site.n + k]]
+            g_rate[k] = g.max_kw
+            g_need[k] = np.maximum(g.energy_kwh - self.hedge * g.max_kw * eff_g * dt * g.after_steps, 0.0)
+            g_stop[k] = g.stop
+            steps = np.arange(H)[None, :]
+            g_frac[k] = ((steps >= g.start[:, None]) & (steps < g.stop[:, None])).astype(float)
+        zeros = np.zeros(G)
+        spread = self._horizons_left(snapshot, H * dt) ** self.peak_exponent
         data = LPData(
             base_load_kw=base,
             pv_kw=pv,
             import_price_per_kwh=imp,
             export_price_per_kwh=exp,
-            need_kwh=need_in,
-            max_charge_kw=rate,
-            active_stop=np.minimum(steps_left, H),
-            room_kwh=room,
-            dischargeable_kwh=np.where(present, np.asarray(st.energy_dischargeable_kwh, dtype=float), 0.0),
-            max_discharge_kw=dis,
+            need_kwh=np.concatenate([need_in, g_need]),
+            max_charge_kw=np.concatenate([rate, g_rate]),
+            active_stop=np.concatenate([np.minimum(steps_left, H), g_stop]),
+            room_kwh=np.concatenate([room, g_need]),
+            dischargeable_kwh=np.concatenate(
+                [np.where(present, np.asarray(st.energy_dischargeable_kwh, dtype=float), 0.0), zeros]
+            ),
+            max_discharge_kw=np.concatenate([dis, zeros]),
             peak_floor_kw=np.array([float(snapshot.peak_import_kw)]),
             battery_initial_kwh=float(np.asarray(st.battery_soc_kwh)),
             terminal_battery_value_per_kwh=float(np.median(imp)) * site.battery_efficiency,
-            demand_charge_per_kw=tariff.demand_charge_per_kw / self._horizons_left(snapshot, H * dt),
-            present_fraction=frac,
+            demand_charge_per_kw=tariff.demand_charge_per_kw / spread,
+            present_fraction=np.concatenate([frac, g_frac]),
             delay_cost_per_kwh_h=self.delay_cost_per_kwh_h,
         )
         first = lp.x_step == 0
