@@ -54,6 +54,7 @@ class ModelPredictiveControl:
         demand: DemandForecast | None = PerfectDemand(),
         max_ghosts: int = 64,
         peak_exponent: float = 0.5,
+        ghost_penalty_share: float = 0.5,
     ) -> None:
         if horizon < 1:
             raise ValueError("horizon must be at least 1 step")
@@ -61,6 +62,7 @@ class ModelPredictiveControl:
         self.hedge = hedge
         self.max_ghosts = max_ghosts
         self.peak_exponent = peak_exponent
+        self.ghost_penalty_share = ghost_penalty_share
         """aggregate future EVs planned for (:mod:`agents.mpc_demand`; 0: only the EVs present)"""
         self.demand = demand
         self._demand: BoundDemand | None = None
@@ -182,6 +184,9 @@ class ModelPredictiveControl:
             steps = np.arange(H)[None, :]
             g_frac[k] = ((steps >= g.start[:, None]) & (steps < g.stop[:, None])).astype(float)
         zeros = np.zeros(G)
+        # an expected EV is short at a lower price than an EV present: where capacity is tight, the LP
+        # serves the EVs plugged in first
+        penalty_g = np.full(G, self.ghost_penalty_share * tariff.missing_energy_penalty_per_kwh)
         spread = self._horizons_left(snapshot, H * dt) ** self.peak_exponent
         data = LPData(
             base_load_kw=base,
@@ -202,6 +207,9 @@ class ModelPredictiveControl:
             demand_charge_per_kw=tariff.demand_charge_per_kw / spread,
             present_fraction=np.concatenate([frac, g_frac]),
             delay_cost_per_kwh_h=self.delay_cost_per_kwh_h,
+            missing_penalty_per_kwh=np.concatenate(
+                [np.full(site.n, tariff.missing_energy_penalty_per_kwh), penalty_g]
+            ),
         )
         first = lp.x_step == 0
         try:
