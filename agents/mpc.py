@@ -3,23 +3,30 @@
 Each step the MPC reads the snapshot (which EVs are plugged in, what each still needs, when it leaves,
 the battery's SoC, the billing-period peak so far) and the forecast window that came with it (from a
 pluggable provider: perfect, noisy or the fitted :mod:`forecasting` models), solves the site LP of
-:mod:`agents.lp` over the next ``H`` steps and applies the first step. Future arrivals are unknown to it.
+:mod:`agents.lp` over the next ``H`` steps and applies the first step.
+
+Future arrivals: the EVs expected to arrive within the horizon are planned too, as aggregate "ghost" EVs
+(:mod:`agents.mpc_demand`: energy, window and combined power per arrival and departure hour, from a
+:class:`~agents.mpc_demand.DemandForecast`; by default :class:`~agents.mpc_demand.PerfectDemand`, the
+scenario's own sessions aggregated, none in serving). Planned only for the EVs present, a plan fills the
+cheap hours and sets a peak that the EVs arriving later break (on the real weeks most of MPC's +3 to
++5.5 % gap to the optimum). A ghost misses at ``ghost_penalty_share`` of the missing-energy penalty, so
+where capacity is tight the EVs present are served first; the ghosts still reserve the peak and the cheap
+hours. Each kWh charged an hour later still costs ``delay_cost_per_kwh_h`` in the plan (a tie-break among
+similar hours that leaves headroom for what the forecast misses; without it the real weeks cost 0.1-0.7 %
+more).
 
 The LP's structure is fixed (one slot per charger over the whole horizon, zero bounds where no EV is
-plugged in), so it is built once and every later step only changes bounds and costs: HiGHS re-solves
-the same model warm from the previous basis.
+plugged in, then ``max_ghosts`` ghost slots outside the limit tree), so it is built once and every later
+step only changes bounds and costs: HiGHS re-solves the same model warm from the previous basis.
 
-Horizon effects: an EV leaving after the horizon must get within the horizon what it could not get at
-full power after it (``hedge`` times its rate); the demand charge is divided by the number of horizons
-left in the billing period (a peak is paid once, energy savings accrue every day); energy left in the
-battery at the horizon end is valued at the window's median import price times the efficiency.
-
-Future arrivals: the MPC plans only the EVs plugged in, so a plan that defers them all to the cheapest
-hours fills the capacity that EVs arriving later will need, and the peak creeps up with every arrival
-(on the real weeks that, not the horizon, made it +6 % to +10 % over the optimum). Each kWh charged an
-hour later costs ``delay_cost_per_kwh_h`` in the plan (0.016 EUR/kWh per hour, 0.38 per day: below most
-daily price spreads, so cheap hours still win, above the ties between nearly equal hours): flexible
-energy goes early among similar prices and leaves headroom for arrivals.
+Horizon effects: an EV (or ghost) leaving after the horizon must get within the horizon what it could not
+get at full power after it (``hedge`` times its rate); the demand charge is divided by the square root of
+the number of horizons left in the billing period (``peak_exponent``: a peak is paid once, and the peak a
+plan sets for the day's demand serves the days after it too; the full split, exponent 1, let the peak
+creep up day by day: +1 to +5 % on the real weeks); the peak already reached this period is the peak's
+lower bound (sunk: planning below it gains nothing); energy left in the battery at the horizon end is
+valued at the window's median import price times the efficiency.
 
 Minimum current: the LP relaxes it; the first step's columns are repaired by fix-and-resolve
 (:func:`agents.lp_repair.solve_min_current`), where an EV whose remaining room is below one minimum step
