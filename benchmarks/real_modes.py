@@ -99,9 +99,10 @@ def mode_inputs(mode: str, week: Week, scenario: Scenario, cache: Path) -> tuple
 
 def mode_policies(mode: str, week: Week, policies: list[str], cache: Path) -> list[str | Policy]:
     """The policies as evaluated in ``mode``: by name, except the MPC in ``declared`` mode, which plans for
-    the EVs still to come from a demand profile fitted on the sessions of the :data:`HISTORY_DAYS` days
-    before the week (:class:`agents.mpc_demand.ProfileDemand`) instead of the week's own sessions (in
-    ``perfect`` mode it reads them: a perfect forecast of the demand to come)."""
+    the EVs still to come from a demand profile (:class:`agents.mpc_demand.ProfileDemand`) fitted on the
+    sessions of the :data:`HISTORY_DAYS` days before the week (from the period's first day where it starts
+    later) instead of the week's own sessions (in ``perfect`` mode it reads them: a perfect forecast of the
+    demand to come)."""
     if mode != "declared" or "mpc" not in policies:
         return list(policies)
     from agents.mpc import ModelPredictiveControl

@@ -3,6 +3,8 @@ tree, and let the MPC set the peak for an EV that has not arrived yet."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -158,3 +160,12 @@ def test_ghost_columns_leave_the_limit_rows_and_nothing_else() -> None:
     assert (after[:, others] != before[:, others]).nnz == 0
     rest = np.r_[0 : lp.r_limits, lp.r_limits + lp.n_limit_rows : lp.n_rows]
     assert (after[rest] != before[rest]).nnz == 0
+
+
+def test_the_real_benchmark_swaps_only_the_mpc_and_only_in_declared_mode(tmp_path: Path) -> None:
+    from benchmarks import real
+    from benchmarks.real_modes import mode_policies
+
+    week = real.WEEKS[0]
+    assert mode_policies("perfect", week, ["mpc", "optimum"], tmp_path) == ["mpc", "optimum"]
+    assert mode_policies("declared", week, ["llf", "optimum"], tmp_path) == ["llf", "optimum"]
