@@ -129,6 +129,9 @@ class LPData:
     present_fraction: FloatArray | None = None
     """(K, T) fraction of each step each slot's EV is plugged in (sub-step time: it arrives or leaves
     mid-step); its charge and discharge bounds that step are scaled by it (defaults to 1)"""
+    missing_penalty_per_kwh: FloatArray | None = None
+    """(K,) penalty per kWh each slot misses (defaults to the tariff's; MPC: lower for the EVs it only
+    expects, so that the EVs present come first)"""
 
 
 @dataclass(frozen=True, eq=False)
@@ -533,7 +536,11 @@ def _bounds_and_costs(
         hi[c["pk"] : c["pk"] + lp.P] = INF
         demand = tariff.demand_charge_per_kw if d.demand_charge_per_kw is None else d.demand_charge_per_kw
         cost[c["pk"] : c["pk"] + lp.P] = demand
-    cost[c["miss"] : c["miss"] + lp.K] = tariff.missing_energy_penalty_per_kwh
+    cost[c["miss"] : c["miss"] + lp.K] = (
+        tariff.missing_energy_penalty_per_kwh
+        if d.missing_penalty_per_kwh is None
+        else d.missing_penalty_per_kwh
+    )
     hi[c["miss"] : c["miss"] + lp.K] = np.maximum(np.asarray(d.need_kwh, dtype=float), 0.0)
 
     rlo = np.zeros(lp.n_rows)

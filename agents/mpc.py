@@ -3,23 +3,30 @@
 Each step the MPC reads the snapshot (which EVs are plugged in, what each still needs, when it leaves,
 the battery's SoC, the billing-period peak so far) and the forecast window that came with it (from a
 pluggable provider: perfect, noisy or the fitted :mod:`forecasting` models), solves the site LP of
-:mod:`agents.lp` over the next ``H`` steps and applies the first step. Future arrivals are unknown to it.
+:mod:`agents.lp` over the next ``H`` steps and applies the first step.
+
+Future arrivals: the EVs expected to arrive within the horizon are planned too, as aggregate "ghost" EVs
+(:mod:`agents.mpc_demand`: energy, window and combined power per arrival and departure hour, from a
+:class:`~agents.mpc_demand.DemandForecast`; by default :class:`~agents.mpc_demand.PerfectDemand`, the
+scenario's own sessions aggregated, none in serving). Planned only for the EVs present, a plan fills the
+cheap hours and sets a peak that the EVs arriving later break (on the real weeks most of MPC's +3 to
++5.5 % gap to the optimum). A ghost misses at ``ghost_penalty_share`` of the missing-energy penalty, so
+where capacity is tight the EVs present are served first; the ghosts still reserve the peak and the cheap
+hours. Each kWh charged an hour later still costs ``delay_cost_per_kwh_h`` in the plan (a tie-break among
+similar hours that leaves headroom for what the forecast misses; without it the real weeks cost 0.1-0.7 %
+more).
 
 The LP's structure is fixed (one slot per charger over the whole horizon, zero bounds where no EV is
-plugged in), so it is built once and every later step only changes bounds and costs: HiGHS re-solves
-the same model warm from the previous basis.
+plugged in, then ``max_ghosts`` ghost slots outside the limit tree), so it is built once and every later
+step only changes bounds and costs: HiGHS re-solves the same model warm from the previous basis.
 
-Horizon effects: an EV leaving after the horizon must get within the horizon what it could not get at
-full power after it (``hedge`` times its rate); the demand charge is divided by the number of horizons
-left in the billing period (a peak is paid once, energy savings accrue every day); energy left in the
-battery at the horizon end is valued at the window's median import price times the efficiency.
-
-Future arrivals: the MPC plans only the EVs plugged in, so a plan that defers them all to the cheapest
-hours fills the capacity that EVs arriving later will need, and the peak creeps up with every arrival
-(on the real weeks that, not the horizon, made it +6 % to +10 % over the optimum). Each kWh charged an
-hour later costs ``delay_cost_per_kwh_h`` in the plan (0.016 EUR/kWh per hour, 0.38 per day: below most
-daily price spreads, so cheap hours still win, above the ties between nearly equal hours): flexible
-energy goes early among similar prices and leaves headroom for arrivals.
+Horizon effects: an EV (or ghost) leaving after the horizon must get within the horizon what it could not
+get at full power after it (``hedge`` times its rate); the demand charge is divided by the square root of
+the number of horizons left in the billing period (``peak_exponent``: a peak is paid once, and the peak a
+plan sets for the day's demand serves the days after it too; the full split, exponent 1, let the peak
+creep up day by day: +1 to +5 % on the real weeks); the peak already reached this period is the peak's
+lower bound (sunk: planning below it gains nothing); energy left in the battery at the horizon end is
+valued at the window's median import price times the efficiency.
 
 Minimum current: the LP relaxes it; the first step's columns are repaired by fix-and-resolve
 (:func:`agents.lp_repair.solve_min_current`), where an EV whose remaining room is below one minimum step
@@ -34,6 +41,7 @@ import pandas as pd
 from agents.base import Decision
 from agents.lp import LPData, LPError, SiteLP
 from agents.lp_repair import solve_min_current
+from agents.mpc_demand import BoundDemand, DemandForecast, Ghosts, PerfectDemand, free_of_tree, no_ghosts
 from agents.optimum import off_or_minimum
 from envs.core import SiteArrays, Snapshot
 from envs.physics import STEP_EPS, ceil_to_grid, ev_terms
@@ -45,11 +53,26 @@ class ModelPredictiveControl:
 
     name = "mpc"
 
-    def __init__(self, horizon: int = 96, hedge: float = 0.9, delay_cost_per_kwh_h: float = 0.016) -> None:
+    def __init__(
+        self,
+        horizon: int = 96,
+        hedge: float = 0.9,
+        delay_cost_per_kwh_h: float = 0.016,
+        demand: DemandForecast | None = PerfectDemand(),
+        max_ghosts: int = 64,
+        peak_exponent: float = 0.5,
+        ghost_penalty_share: float = 0.5,
+    ) -> None:
         if horizon < 1:
             raise ValueError("horizon must be at least 1 step")
         self.horizon = horizon
         self.hedge = hedge
+        self.max_ghosts = max_ghosts
+        self.peak_exponent = peak_exponent
+        self.ghost_penalty_share = ghost_penalty_share
+        """aggregate future EVs planned for (:mod:`agents.mpc_demand`; 0: only the EVs present)"""
+        self.demand = demand
+        self._demand: BoundDemand | None = None
         self.delay_cost_per_kwh_h = delay_cost_per_kwh_h
         """what charging an hour later costs per kWh in the plan (see the module docstring)"""
         self._site: SiteArrays | None = None
@@ -62,22 +85,34 @@ class ModelPredictiveControl:
         self._lp = None
         self.solve_s = []
         self._episode_end = scenario.end if scenario is not None else None
+        self._demand = None
+        if self.demand is not None and self.max_ghosts > 0:
+            self._demand = self.demand.bind(site, scenario)
 
     def _structure(self, site: SiteArrays, H: int, dt_h: float) -> SiteLP:
         if self._lp is None or self._lp.T != H or abs(self._lp.dt_h - dt_h) > 1e-12:
             n = site.n
+            G = self.max_ghosts if self._demand is not None else 0
+            K = n + G
             self._lp = SiteLP(
                 site,
                 site.config.tariff,
                 H,
                 dt_h,
-                slot_charger=np.arange(n),
-                slot_start=np.zeros(n, dtype=np.int64),
-                slot_stop=np.full(n, H, dtype=np.int64),
-                slot_v2g=site.bidirectional.copy(),
+                slot_charger=np.concatenate([np.arange(n), np.arange(G) % n]),
+                slot_start=np.zeros(K, dtype=np.int64),
+                slot_stop=np.full(K, H, dtype=np.int64),
+                slot_v2g=np.concatenate([site.bidirectional, np.zeros(G, dtype=bool)]),
                 pv_curtailable=site.config.pv.curtailable if site.config.pv is not None else True,
             )
+            free_of_tree(self._lp, np.arange(n, K))
         return self._lp
+
+    def _ghosts(self, snapshot: Snapshot, lp: SiteLP) -> Ghosts:
+        G = lp.K - lp.site.n
+        if self._demand is None or G == 0:
+            return no_ghosts()
+        return self._demand.window(snapshot.timestamp, lp.T, lp.dt_h, G)
 
     def _horizons_left(self, snapshot: Snapshot, horizon_h: float) -> float:
         site = self._site
@@ -140,23 +175,48 @@ class ModelPredictiveControl:
             present, np.minimum(site.max_discharge_kw, np.asarray(st.ev_max_discharge_kw, dtype=float)), 0.0
         )
         tariff = site.config.tariff
+        # the EVs expected later in the window, as aggregate ghosts in the slots after the chargers'
+        g = self._ghosts(snapshot, lp)
+        G = lp.K - site.n
+        g_need = np.zeros(G)
+        g_rate = np.zeros(G)
+        g_stop = np.zeros(G, dtype=np.int64)
+        g_frac = np.zeros((G, H))
+        if g.size:
+            k = np.arange(g.size)
+            eff_g = site.efficiency[lp.slot_charger[site.n + k]]
+            g_rate[k] = g.max_kw
+            g_need[k] = np.maximum(g.energy_kwh - self.hedge * g.max_kw * eff_g * dt * g.after_steps, 0.0)
+            g_stop[k] = g.stop
+            steps = np.arange(H)[None, :]
+            g_frac[k] = ((steps >= g.start[:, None]) & (steps < g.stop[:, None])).astype(float)
+        zeros = np.zeros(G)
+        # an expected EV is short at a lower price than an EV present: where capacity is tight, the LP
+        # serves the EVs plugged in first
+        penalty_g = np.full(G, self.ghost_penalty_share * tariff.missing_energy_penalty_per_kwh)
+        spread = self._horizons_left(snapshot, H * dt) ** self.peak_exponent
         data = LPData(
             base_load_kw=base,
             pv_kw=pv,
             import_price_per_kwh=imp,
             export_price_per_kwh=exp,
-            need_kwh=need_in,
-            max_charge_kw=rate,
-            active_stop=np.minimum(steps_left, H),
-            room_kwh=room,
-            dischargeable_kwh=np.where(present, np.asarray(st.energy_dischargeable_kwh, dtype=float), 0.0),
-            max_discharge_kw=dis,
+            need_kwh=np.concatenate([need_in, g_need]),
+            max_charge_kw=np.concatenate([rate, g_rate]),
+            active_stop=np.concatenate([np.minimum(steps_left, H), g_stop]),
+            room_kwh=np.concatenate([room, g_need]),
+            dischargeable_kwh=np.concatenate(
+                [np.where(present, np.asarray(st.energy_dischargeable_kwh, dtype=float), 0.0), zeros]
+            ),
+            max_discharge_kw=np.concatenate([dis, zeros]),
             peak_floor_kw=np.array([float(snapshot.peak_import_kw)]),
             battery_initial_kwh=float(np.asarray(st.battery_soc_kwh)),
             terminal_battery_value_per_kwh=float(np.median(imp)) * site.battery_efficiency,
-            demand_charge_per_kw=tariff.demand_charge_per_kw / self._horizons_left(snapshot, H * dt),
-            present_fraction=frac,
+            demand_charge_per_kw=tariff.demand_charge_per_kw / spread,
+            present_fraction=np.concatenate([frac, g_frac]),
             delay_cost_per_kwh_h=self.delay_cost_per_kwh_h,
+            missing_penalty_per_kwh=np.concatenate(
+                [np.full(site.n, tariff.missing_energy_penalty_per_kwh), penalty_g]
+            ),
         )
         first = lp.x_step == 0
         try:

@@ -329,7 +329,7 @@ def run(
 ) -> list[dict[str, Any]]:
     """Build (or load) each week and evaluate every policy on it in each information mode
     (:mod:`benchmarks.real_modes`; default both); progress goes to stderr."""
-    from benchmarks.real_modes import MODES, check_modes, mode_inputs
+    from benchmarks.real_modes import MODES, check_modes, mode_inputs, mode_policies
     from training.evaluate import EnvOptions, evaluate
 
     modes = check_modes(list(MODES) if modes is None else modes)
@@ -347,7 +347,10 @@ def run(
             _log(f"  mode {mode}")
             scenario, forecast = mode_inputs(mode, week, built.scenario, CACHE)
             report = evaluate(
-                policies, [scenario], options=EnvOptions(forecast=forecast), on_result=_progress_line()
+                mode_policies(mode, week, policies, CACHE),
+                [scenario],
+                options=EnvOptions(forecast=forecast),
+                on_result=_progress_line(),
             )
             by_mode[mode] = [{f: getattr(r, f) for f in ROW_FIELDS} for r in report.rows]
         out.append({**facts, "modes": by_mode})

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 if TYPE_CHECKING:
+    from agents.base import Policy
     from benchmarks.real import Week
     from envs.forecast import ForecastProvider
     from envs.scenario import Scenario
@@ -94,3 +95,23 @@ def mode_inputs(mode: str, week: Week, scenario: Scenario, cache: Path) -> tuple
     if mode == "declared":
         return scenario, fitted_forecast(week, cache)
     raise ValueError(f"unknown mode {mode!r}: choose from {', '.join(MODES)}")
+
+
+def mode_policies(mode: str, week: Week, policies: list[str], cache: Path) -> list[str | Policy]:
+    """The policies as evaluated in ``mode``: by name, except the MPC in ``declared`` mode, which plans for
+    the EVs still to come from a demand profile (:class:`agents.mpc_demand.ProfileDemand`) fitted on the
+    sessions of the :data:`HISTORY_DAYS` days before the week (from the period's first day where it starts
+    later) instead of the week's own sessions (in ``perfect`` mode it reads them: a perfect forecast of the
+    demand to come)."""
+    if mode != "declared" or "mpc" not in policies:
+        return list(policies)
+    from agents.mpc import ModelPredictiveControl
+    from agents.mpc_demand import ProfileDemand
+    from benchmarks import real
+
+    start = pd.Timestamp(week.start, tz=real.TIMEZONE)
+    period_start = pd.Timestamp(week.period.split()[0], tz=real.TIMEZONE)
+    first = max(start - pd.DateOffset(days=HISTORY_DAYS), period_start)
+    history = real.read_period(week.site, week.period, cache)
+    demand = ProfileDemand.fit(history, real.TIMEZONE, first, start, real.CHARGER_KW)
+    return [ModelPredictiveControl(demand=demand) if p == "mpc" else p for p in policies]
