@@ -37,6 +37,7 @@ import numpy as np
 
 from agents.allocate import Resources, fair_fill, greedy_fill, resource_use, site_headroom_kw
 from agents.base import Decision
+from agents.rule_arrivals import ArrivalRecord
 from agents.rule_deadlines import Deadlines, forced_kw
 from agents.rule_drivers import DriverRecord
 from agents.rule_schedule import BillingClock, cheap_now, expected_kw, peak_target, room_kwh
@@ -92,9 +93,11 @@ class RuleBasedDLM:
         self._min_grid_kw: FloatArray | None = None
         self._clock: BillingClock | None = None
         self._drivers = DriverRecord(early_prior)
+        self._arrivals: ArrivalRecord | None = None
 
     def reset(self, site: SiteArrays, scenario: Scenario | None = None) -> None:
         self._drivers = DriverRecord(self.early_prior)
+        self._arrivals = ArrivalRecord(site.config.timezone)
         self._site = site
         self._res = Resources.from_site(site)
         # each charger's minimum power on its resolution grid (kW), the least the projection lets it draw
@@ -129,6 +132,8 @@ class RuleBasedDLM:
         fc = snapshot.forecast
         dt = float(st.dt_h)
         self._drivers.observe(snapshot)
+        if self._arrivals is not None:
+            self._arrivals.observe(snapshot)
         planned_left = self._drivers.planned_left_h(st)
         if planned_left is not None:  # drivers leave before they declared: plan on the stay they give
             st = dataclasses.replace(st, time_left_h=planned_left)
@@ -141,8 +146,6 @@ class RuleBasedDLM:
         imp_h = np.asarray(fc.import_price_per_kwh, dtype=float).copy()
         exp_h = np.asarray(fc.export_price_per_kwh, dtype=float).copy()
         imp_h[0], exp_h[0] = snapshot.import_price_per_kwh, snapshot.export_price_per_kwh
-        # marginal price of charging: what surplus PV would earn exported, else the import price
-        price_h = np.where(net_h < 0, exp_h, imp_h)
 
         # every rule plans on the need with small remainders rounded up to a minimum-power step
         _, hi_kw = charger_bounds(site, st)
@@ -158,6 +161,10 @@ class RuleBasedDLM:
         rate, steps_left = terms.rate_kw, terms.steps_left
         active = present & (caps > 0) & (need > 1e-9)
         idx = np.flatnonzero(active)
+        # marginal price of charging: surplus PV earns only the export price, but it covers only its share
+        # of what the present EVs can draw; the rest of their charging is imported
+        cover = np.clip(-net_h / max(float(rate[active].sum()), 1e-9), 0.0, 1.0)
+        price_h = imp_h - (imp_h - exp_h) * cover
 
         dl = Deadlines.of(need / eff, self.hedge * rate * dt, steps_left, terms.must_kw, active)
 
@@ -178,7 +185,8 @@ class RuleBasedDLM:
             windows,
             self.target_margin,
         )
-        expect_kw = expected_kw(need, rate, steps_left, active, net_h, target, H)
+        arriving = self._arrivals.expected_kwh(snapshot, H) if self._arrivals is not None else np.zeros(H)
+        expect_kw = expected_kw(need, rate, steps_left, active, net_h, target, H, arriving)
 
         # ---- 1. deadlines: what must be charged now so that every EV, and every node of the limit tree
         # and the connection under the peak target, can still deliver what deadlines force through it

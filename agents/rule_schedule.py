@@ -133,14 +133,16 @@ def expected_kw(
     net_h: FloatArray,
     target: float,
     H: int,
+    arriving_kwh: FloatArray,
 ) -> FloatArray:
     """The power each EV can expect on average for the rest of its stay: its rate, or, when the site
-    is crowded, its need-weighted share of the average room under the target over its stay."""
+    is crowded, its need-weighted share of the average room under the target over its stay, shared also
+    with the energy EVs arriving before it leaves are expected to ask for (``arriving_kwh``, ``(H,)``)."""
     room_h = np.maximum(target - net_h, 0.0)
     mean_room = np.cumsum(room_h) / np.arange(1, H + 1)
     stay = np.minimum(steps_left, H)
-    total_need = float(need[active].sum())
-    share = need / total_need if total_need > 0 else np.zeros_like(need)
+    total_need = float(need[active].sum()) + np.cumsum(arriving_kwh)[stay - 1]
+    share = np.divide(need, total_need, out=np.zeros_like(need), where=total_need > 0)
     share_kw = mean_room[stay - 1] * share
     return np.where(active, np.maximum(np.minimum(rate, share_kw), 1e-6), 0.0)
 
