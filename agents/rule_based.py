@@ -37,7 +37,7 @@ import numpy as np
 
 from agents.allocate import Resources, fair_fill, greedy_fill, resource_use, site_headroom_kw
 from agents.base import Decision
-from agents.rule_arrivals import ArrivalRecord
+from agents.rule_arrivals import ArrivalRecord, arrivals_due_kwh
 from agents.rule_deadlines import Deadlines, forced_kw
 from agents.rule_drivers import DriverRecord
 from agents.rule_schedule import BillingClock, cheap_now, expected_kw, peak_target, room_kwh
@@ -132,8 +132,9 @@ class RuleBasedDLM:
         fc = snapshot.forecast
         dt = float(st.dt_h)
         self._drivers.observe(snapshot)
-        if self._arrivals is not None:
-            self._arrivals.observe(snapshot)
+        arrivals = self._arrivals
+        assert arrivals is not None
+        arrivals.observe(snapshot)
         planned_left = self._drivers.planned_left_h(st)
         if planned_left is not None:  # drivers leave before they declared: plan on the stay they give
             st = dataclasses.replace(st, time_left_h=planned_left)
@@ -146,6 +147,8 @@ class RuleBasedDLM:
         imp_h = np.asarray(fc.import_price_per_kwh, dtype=float).copy()
         exp_h = np.asarray(fc.export_price_per_kwh, dtype=float).copy()
         imp_h[0], exp_h[0] = snapshot.import_price_per_kwh, snapshot.export_price_per_kwh
+        # marginal price of charging: what surplus PV would earn exported, else the import price
+        price_h = np.where(net_h < 0, exp_h, imp_h)
 
         # every rule plans on the need with small remainders rounded up to a minimum-power step
         _, hi_kw = charger_bounds(site, st)
@@ -161,12 +164,12 @@ class RuleBasedDLM:
         rate, steps_left = terms.rate_kw, terms.steps_left
         active = present & (caps > 0) & (need > 1e-9)
         idx = np.flatnonzero(active)
-        # marginal price of charging: surplus PV earns only the export price, but it covers only its share
-        # of what the present EVs can draw; the rest of their charging is imported
-        cover = np.clip(-net_h / max(float(rate[active].sum()), 1e-9), 0.0, 1.0)
-        price_h = imp_h - (imp_h - exp_h) * cover
 
         dl = Deadlines.of(need / eff, self.hedge * rate * dt, steps_left, terms.must_kw, active)
+
+        # what the EVs expected to arrive ask for, and want by each departure step of the present EVs
+        arriving = arrivals.expected_kwh(snapshot, H)
+        arr_due = arrivals_due_kwh(arriving, arrivals.stay_steps(dt), dl.ks)
 
         # ---- 4. peak target (demand charge): the cheapest deadline-feasible level, never below the peak
         peak_so_far = float(snapshot.peak_import_kw)
@@ -184,14 +187,14 @@ class RuleBasedDLM:
             dl,
             windows,
             self.target_margin,
+            arr_due,
         )
-        arriving = self._arrivals.expected_kwh(snapshot, H) if self._arrivals is not None else np.zeros(H)
         expect_kw = expected_kw(need, rate, steps_left, active, net_h, target, H, arriving)
 
         # ---- 1. deadlines: what must be charged now so that every EV, and every node of the limit tree
         # and the connection under the peak target, can still deliver what deadlines force through it
         room = room_kwh(net_h, target, dt, dl.ks, self.target_margin)
-        must = forced_kw(res, dl, caps, room.after_now, dt, self.node_margin)
+        must = forced_kw(res, dl, caps, room.after_now - arr_due, dt, self.node_margin)
         order = idx[np.argsort(terms.laxity_h[idx], kind="stable")]
         hard = res.limits(site_headroom_kw(site, st))
         a_must = greedy_fill(res, hard, must, order)

@@ -88,6 +88,7 @@ def peak_target(
     dl: Deadlines,
     windows: float,
     margin: float,
+    arrivals_due: FloatArray,
 ) -> float:
     """The import level to stay under: the cheapest of a grid of levels that still lets every present
     EV finish (cumulative energy by deadline under the forecast net load, within ``margin`` of the room),
@@ -107,10 +108,10 @@ def peak_target(
         return peak_so_far
     levels = np.linspace(lo, hi, LEVELS)
     room = np.maximum(levels[:, None] - net_h[None, :], 0.0) * dt  # (G, H) kWh per step under each level
-    # feasible: what deadlines force by each departure step fits under the level (times the margin)
-    feasible = (room_kwh(net_h, levels, dt, dl.ks, margin).with_now >= dl.site_kwh[None, :] - 1e-6).all(
-        axis=1
-    )
+    # feasible: what deadlines force by each departure step, and what the EVs expected to arrive want by
+    # then (``arrivals_due``, (K,)), fits under the level (times the margin)
+    due_k = dl.site_kwh + arrivals_due
+    feasible = (room_kwh(net_h, levels, dt, dl.ks, margin).with_now >= due_k[None, :] - 1e-6).all(axis=1)
     if not feasible.any():
         return hi
     if tariff.demand_charge_per_kw <= 0:
