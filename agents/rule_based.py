@@ -9,8 +9,10 @@ second for 1,000 chargers. Each step it
 2. **uses PV surplus first**: surplus the site would export is offered to every EV that still needs energy;
 3. **schedules by price** (time-based): an EV also charges now when now is among the cheapest steps of its
    remaining stay (from the price forecast) that it needs, counting the power it can expect to get when
-   the site is shared, so flexible energy goes to cheap hours when the deadline allows. The stay is what
-   the driver declared, so the rule measures how drivers keep their word (:class:`_DriverRecord`: the
+   the site is shared (with the present EVs and those expected to arrive before it leaves,
+   :class:`agents.rule_arrivals.ArrivalRecord`), so flexible energy goes to cheap hours when the
+   deadline allows. The stay is what the driver declared, so the rule measures how drivers keep their
+   word (:class:`agents.rule_drivers.DriverRecord`: the
    share that left more than a step before the declared departure, and how much of the declared stay
    they cut short). Where the missing-energy penalty times that share beats the price saving of waiting,
    it charges flexible energy now (least laxity first, under the peak target) and plans every deadline on
@@ -19,8 +21,9 @@ second for 1,000 chargers. Each step it
    schedules by price as before;
 4. **shaves the peak**: all charging beyond what deadlines force stays under a billing-period peak
    target. The target starts at the level that minimises demand charge plus the energy cost of the
-   present EVs (deadline-feasible "valley filling" of the forecast net load, priced by the forecast) and is
-   raised only when forced charging pushes the import above it (then the new peak is the target);
+   present EVs (deadline-feasible for them and for the expected arrivals; "valley filling" of the
+   forecast net load, priced by the forecast) and is raised only when forced charging pushes the import
+   above it (then the new peak is the target);
 5. **discharges** the stationary battery and, where the session allows V2G, EVs only in expensive hours
    (price above the cheapest recharge price in the window divided by the round-trip efficiency, plus
    degradation) and only so much that every EV can still reach its departure energy at full power; the
