@@ -23,15 +23,18 @@ from envs.core import BoolArray, FloatArray, IntArray, Snapshot
 
 
 class ArrivalRecord:
-    """Energy asked by arriving EVs, kWh, per step of the day and day type (workday, weekend), and what
-    arrived in the last hour."""
+    """Energy asked by arriving EVs, kWh, per time of day (bins of a step, at least :attr:`MIN_BIN_H`) and
+    day type (workday, weekend), and what arrived in the last hour."""
+
+    MIN_BIN_H = 0.25
+    """the finest time-of-day bin (a live site steps every few seconds)"""
 
     def __init__(self, timezone: str) -> None:
         self.timezone = timezone
         self._kwh: FloatArray | None = None
-        """(2, steps per day) energy asked by the EVs that arrived in each step of the day, summed"""
+        """(2, bins per day) energy asked by the EVs that arrived in each time-of-day bin, summed"""
         self._days: FloatArray | None = None
-        """(2, steps per day) days seen in each step of the day"""
+        """(2, bins per day) days seen in each bin"""
         self._recent: deque[float] = deque()
         """energy asked by the arrivals of each of the last steps (one hour), kWh"""
         self.arrivals = 0
@@ -42,12 +45,19 @@ class ArrivalRecord:
         self._present: BoolArray | None = None
         self._left: FloatArray | None = None
 
+    @staticmethod
+    def bin_h(dt_h: float) -> float:
+        """Width of the record's time-of-day bins, h: the step, but no finer than :attr:`MIN_BIN_H`."""
+        return max(dt_h, ArrivalRecord.MIN_BIN_H)
+
     def _slots(self, times: pd.DatetimeIndex, dt_h: float) -> tuple[IntArray, IntArray]:
-        """(day type, step of the day) of steps starting at ``times`` (UTC), in local time."""
+        """(day type, time-of-day bin) of steps starting at ``times`` (UTC), in local time."""
         local = times.tz_convert(self.timezone)
-        per_day = round(24.0 / dt_h)
-        sod = ((local.hour * 60 + local.minute) // round(dt_h * 60)) % per_day
-        return np.asarray(local.day_of_week >= 5, dtype=np.int64), np.asarray(sod, dtype=np.int64)
+        seconds = local.hour * 3600 + local.minute * 60 + local.second
+        width_s = self.bin_h(dt_h) * 3600.0
+        per_day = round(24.0 / self.bin_h(dt_h))
+        sod = np.minimum(np.floor(np.asarray(seconds, dtype=float) / width_s).astype(np.int64), per_day - 1)
+        return np.asarray(local.day_of_week >= 5, dtype=np.int64), sod
 
     def observe(self, snapshot: Snapshot) -> None:
         """Take in the snapshot of the next step (a snapshot of the step already seen changes nothing)."""
@@ -57,7 +67,7 @@ class ArrivalRecord:
         dt = float(st.dt_h)
         present = np.asarray(st.ev_present, dtype=bool)
         left = np.asarray(st.time_left_h, dtype=float)
-        per_day = round(24.0 / dt)
+        per_day = round(24.0 / self.bin_h(dt))
         if self._kwh is None or self._days is None or self._kwh.shape[1] != per_day:
             self._kwh, self._days = np.zeros((2, per_day)), np.zeros((2, per_day))
         if self._present is not None and self._left is not None and len(self._present) == len(present):
@@ -66,7 +76,7 @@ class ArrivalRecord:
             kind, sod = self._slots(pd.DatetimeIndex([pd.Timestamp(snapshot.timestamp, tz="UTC")]), dt)
             asked = float(np.maximum(np.asarray(st.energy_needed_kwh, dtype=float), 0.0)[new].sum())
             self._kwh[kind[0], sod[0]] += asked
-            self._days[kind[0], sod[0]] += 1.0
+            self._days[kind[0], sod[0]] += dt / self.bin_h(dt)  # the share of the bin seen
             self._recent.append(asked)
             while len(self._recent) > max(round(1.0 / dt), 1):
                 self._recent.popleft()
@@ -99,7 +109,8 @@ class ArrivalRecord:
         times = pd.date_range(start, periods=horizon, freq=pd.Timedelta(hours=dt))
         kind, sod = self._slots(times, dt)
         days = self._days[kind, sod]
-        learned = np.divide(self._kwh[kind, sod], days, out=np.zeros(horizon), where=days > 0)
+        per_bin = np.divide(self._kwh[kind, sod], days, out=np.zeros(horizon), where=days > 0)
+        learned = per_bin * (dt / self.bin_h(dt))
         out = np.where(days > 0, learned, nowcast)
         out[0] = 0.0
         return out
