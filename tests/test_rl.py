@@ -273,7 +273,9 @@ def test_rule_setpoint_zero_is_the_rule_based_dlm_and_a_lift_charges_more() -> N
     DLM step by step; a lift charges more, a share discharges, a cut changes nothing."""
     from agents.rule_based import RuleBasedDLM
 
-    scenario = _v2g_scenario()
+    # three days: a share discharges only where an EV that may give energy is idle in an expensive hour;
+    # on the first two days there was one such step, and none since the rule expects later arrivals
+    scenario = _v2g_scenario(days=3)
     env = ChargingSiteEnv(scenario=scenario, step=None, forecast_horizon=24)  # type: ignore[arg-type]
     wrapped = learned_env(env, "rule_setpoint", allow_discharge=True, observation_horizon=4)
     assert wrapped.action_space.shape == (2,)

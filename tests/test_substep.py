@@ -215,7 +215,7 @@ def _zero_step(site: SiteArrays) -> ProjectionResult:
 
 
 def test_the_rule_measures_drivers_who_leave_before_they_declared() -> None:
-    from agents.rule_based import _DriverRecord
+    from agents.rule_drivers import DriverRecord
     from envs.env import ChargingSiteEnv
 
     sc = _declared(
@@ -228,7 +228,7 @@ def test_the_rule_measures_drivers_who_leave_before_they_declared() -> None:
     )
     env = ChargingSiteEnv(scenario=sc, step=None)
     env.reset(seed=0)
-    record = _DriverRecord()
+    record = DriverRecord()
     assert record.early_share() == 1.0  # nothing seen yet: the rule does not bet on declarations
     for _ in range(10):
         record.observe(env.snapshot())

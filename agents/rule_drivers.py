@@ -1,0 +1,79 @@
+"""What the rule-based DLM (:mod:`agents.rule_based`) measures about drivers: how often, and by how much,
+they leave before the departure they declared."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from envs.core import BoolArray, FloatArray, SiteState, Snapshot
+
+
+class DriverRecord:
+    """What the rule measures about drivers: how many EVs left, how many left more than a step before the
+    departure they declared (an EV gone while its declared time left was over one step), and by how much
+    of their declared stay."""
+
+    MIN_DEPARTURES = 3
+    """departures seen before the record counts"""
+    QUANTILE = 0.8
+    """the share of the declared stay cut short that the rule plans for: this quantile of those seen"""
+
+    def __init__(self, early_prior: float = 1.0) -> None:
+        self.early_prior = early_prior
+        self.departures = 0
+        self.early = 0
+        self.cuts: list[float] = []
+        self._step = -2
+        self._present: BoolArray | None = None
+        self._left: FloatArray | None = None
+        self._stay: FloatArray | None = None
+
+    def observe(self, snapshot: Snapshot) -> None:
+        """Take in the snapshot of the next step (a snapshot of the step already seen changes nothing)."""
+        if snapshot.step_index == self._step and self._present is not None:
+            return
+        st = snapshot.state
+        present = np.asarray(st.ev_present, dtype=bool)
+        left = np.asarray(st.time_left_h, dtype=float)
+        dt = float(st.dt_h)
+        new = present.copy()
+        if (
+            self._present is not None
+            and self._left is not None
+            and self._stay is not None
+            and snapshot.step_index == self._step + 1
+        ):
+            # gone, or replaced by a new EV on the same charger (its time left jumped up)
+            gone = self._present & (~present | (left > self._left + 1e-6))
+            early = gone & (self._left > dt * (1.0 + 1e-6))
+            self.departures += int(gone.sum())
+            self.early += int(early.sum())
+            cut = np.where(early, (self._left - dt) / np.maximum(self._stay, dt), 0.0)
+            self.cuts.extend(cut[gone].tolist())
+            new = present & (~self._present | gone)
+        if self._stay is None or len(self._stay) != len(present):
+            self._stay = np.zeros(len(present))
+        self._stay = np.where(new, left, self._stay)
+        self._step = snapshot.step_index
+        self._present, self._left = present.copy(), left.copy()
+
+    def early_share(self) -> float:
+        """Share of departures seen that came more than a step before the declared time (``early_prior``
+        until :attr:`MIN_DEPARTURES` were seen)."""
+        if self.departures < self.MIN_DEPARTURES:
+            return self.early_prior  # nothing seen yet
+        return self.early / self.departures
+
+    def planned_left_h(self, state: SiteState) -> FloatArray | None:
+        """Time left to plan on: the declared time left less the share of the declared stay that drivers
+        are seen to cut short (:attr:`QUANTILE` of it), floored at the part of this step the EV is plugged
+        in; None while no driver was seen to leave early."""
+        if self.early_share() <= 0 or self._stay is None or not self.cuts:
+            return None
+        q = float(np.quantile(self.cuts, self.QUANTILE))
+        if q <= 0:
+            return None
+        left = np.asarray(state.time_left_h, dtype=float)
+        frac = 1.0 if state.present_fraction is None else np.asarray(state.present_fraction, dtype=float)
+        floor_h = frac * float(state.dt_h)
+        return np.where(np.asarray(state.ev_present, bool), np.maximum(left - q * self._stay, floor_h), 0.0)

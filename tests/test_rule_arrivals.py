@@ -1,0 +1,78 @@
+"""The rule-based DLM's record of arrivals (:class:`agents.rule_arrivals.ArrivalRecord`): what arrives in a
+step of the day on the days seen is what it expects in that step of the coming days."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from agents.rule_arrivals import ArrivalRecord, arrivals_due_kwh
+from envs.env import ChargingSiteEnv
+from tests.test_env_support import tiny_scenario
+
+STEPS_PER_DAY = 96
+
+
+def test_the_record_expects_what_arrived_at_that_time_on_the_days_seen() -> None:
+    # one EV a day, plugged in at step 8 of the day (02:00 local), asking 5 kWh on day 1 and 7 kWh on day 2
+    rows = [
+        {"charger_id": "c0", "arrival": 8, "departure": 20, "energy_kwh": 5.0},
+        {
+            "charger_id": "c0",
+            "arrival": STEPS_PER_DAY + 8,
+            "departure": STEPS_PER_DAY + 20,
+            "energy_kwh": 7.0,
+        },
+    ]
+    sc = tiny_scenario(3 * STEPS_PER_DAY, rows, import_limit_kw=100.0)
+    env = ChargingSiteEnv(scenario=sc, step=None)
+    env.reset(seed=0)
+    record = ArrivalRecord(sc.site.timezone)
+    seen: dict[int, np.ndarray] = {}
+    for t in range(2 * STEPS_PER_DAY + 1):
+        snap = env.snapshot()
+        record.observe(snap)
+        if t in (0, STEPS_PER_DAY, 2 * STEPS_PER_DAY):
+            seen[t] = record.expected_kwh(snap, 16)
+        env.step(np.zeros(env.site.n))
+    assert not seen[0].any()  # nothing seen yet: no arrivals expected
+    assert seen[STEPS_PER_DAY][8] == pytest.approx(5.0)  # what came at step 8 of day 1
+    assert seen[2 * STEPS_PER_DAY][8] == pytest.approx(6.0)  # the mean over both days
+    assert np.delete(seen[2 * STEPS_PER_DAY], 8) == pytest.approx(np.zeros(15))
+
+
+def test_on_the_first_day_the_next_hour_brings_what_the_last_hour_brought_as_far_as_chargers_are_free() -> (
+    None
+):
+    # two chargers; one EV arrives at step 2 asking 3 kWh, and a second asks 5 kWh at step 6: one hour
+    # after the first, the other charger is still free
+    rows = [
+        {"charger_id": "c0", "arrival": 2, "departure": 40, "energy_kwh": 3.0},
+        {"charger_id": "c1", "arrival": 6, "departure": 40, "energy_kwh": 5.0},
+    ]
+    sc = tiny_scenario(48, rows, import_limit_kw=100.0)
+    env = ChargingSiteEnv(scenario=sc, step=None)
+    env.reset(seed=0)
+    record = ArrivalRecord(sc.site.timezone)
+    for _ in range(4):
+        snap = env.snapshot()
+        record.observe(snap)
+        env.step(np.zeros(env.site.n))
+    snap = env.snapshot()
+    record.observe(snap)
+    got = record.expected_kwh(snap, 12)
+    # 3 kWh came in the last hour (4 steps): 0.75 kWh a step for the next hour, at most 1 free x 3 kWh
+    assert got[0] == 0.0
+    assert got[1:5] == pytest.approx(np.full(4, 0.75))
+    assert got.sum() == pytest.approx(3.0)
+    assert record.stay_steps(0.25) == 38
+    for _ in range(2):  # the second EV comes: no charger is free, no arrival expected
+        env.step(np.zeros(env.site.n))
+        snap = env.snapshot()
+        record.observe(snap)
+    assert record.expected_kwh(snap, 12).sum() == 0.0
+
+
+def test_arrivals_are_due_a_stay_after_they_arrive() -> None:
+    arriving = np.array([0.0, 2.0, 0.0, 5.0])
+    assert arrivals_due_kwh(arriving, 3, np.array([3, 4, 6, 9])) == pytest.approx([0.0, 2.0, 7.0, 7.0])
