@@ -39,7 +39,7 @@ from serving.failsafe_profiles import failsafe_requests
 from serving.hold import hold_rows, increases_to_send
 from serving.live import ConnectorLive, LiveSite, StationLive
 from serving.metrics import Metrics
-from serving.order import first_phase, import_binds
+from serving.order import import_binds, stages
 from serving.profiles import Purpose, set_charging_profile
 from serving.schedule import period_starts
 
@@ -324,15 +324,17 @@ class Dispatcher:
         period_s: float = 900.0,
         plan: PlanContext | None = None,
     ) -> int:
-        """Queue the TxProfiles of ``updates`` (indices into ``limits_kw``) in two phases; returns how many
-        were queued. The first phase is the decreases, or where ``plan`` says the site would be further
-        above a limit in between with them alone (an export that binds), the increases
-        (:func:`serving.order.first_phase`); values are rounded toward the safe side of the limit each
-        period of the plan is closer to (:func:`serving.order.import_binds`; toward 0 without ``plan``).
-        Stations offline or still busy with an earlier batch are skipped, and while any is busy no change
-        of the second phase goes out (one of the first phase of an earlier cycle may still be on its way).
-        ``schedule_kw`` (n, periods): each profile carries its charger's plan, ``period_s`` apart, every
-        profile of the batch from the same start."""
+        """Queue the TxProfiles of ``updates`` (indices into ``limits_kw``) in stages, each sent once the
+        one before was accepted; returns how many profiles were queued. Without ``plan``: the decreases,
+        then the increases. With it: :func:`serving.order.stages` (the decreases or, where the site
+        would be further above a limit in between with them alone, the increases first; where neither
+        order keeps it within its limits, alternating stages that each take what the limits allow, a
+        charger's limit maybe on its way first), and values rounded toward the safe side of the limit
+        each period of the plan is closer to (:func:`serving.order.import_binds`; toward 0 without
+        ``plan``). Stations offline or still busy with an earlier batch are skipped, and while any is busy
+        only the first stage goes out (a change of an earlier cycle may still be on its way).
+        ``schedule_kw`` (n, periods): each final profile carries its charger's plan, ``period_s`` apart,
+        every profile of the batch from the same start."""
         self.period_s = period_s
         share = self.failsafe_kw()
         chosen: list[tuple[ConnectorLive, float]] = []
@@ -353,58 +355,74 @@ class Dispatcher:
         old[idx] = [kw for _, kw in chosen]
         now_kw = base.copy()
         now_kw[idx] = new[idx]
-        delta = now_kw - old
         if plan is None:
-            first = now_kw < old
+            targets = [np.where(now_kw < old, now_kw, old), now_kw]
             rounding: tuple[Rounding, ...] = ("zero",)
         else:
-            first = first_phase(self.site, old, now_kw, plan.other_kw)
+            targets = stages(self.site, old, now_kw, plan.other_kw)
             rounding = plan.rounding(self.site, schedule_kw)
-        phase1: Writes = {}
-        phase2: Writes = {}
-        for c, _ in chosen:
-            target = phase1 if first[c.index] else phase2
-            row = None if schedule_kw is None else np.asarray(schedule_kw[c.index], dtype=float)
-            target.setdefault(c.station_id, []).append((c, float(new[c.index]), row))
+        writes: list[Writes] = []
+        changes: list[FloatArray] = []
+        prev = old
+        for k, target in enumerate(targets):
+            stage: Writes = {}
+            last = k == len(targets) - 1
+            for c, _ in chosen:
+                i = c.index
+                if abs(target[i] - prev[i]) <= 1e-9 and not (last and abs(target[i] - old[i]) <= 1e-9):
+                    continue  # no move in this stage (one that never moves goes with the last: its plan)
+                final = abs(target[i] - now_kw[i]) <= 1e-9
+                row = None if schedule_kw is None or not final else np.asarray(schedule_kw[i], dtype=float)
+                stage.setdefault(c.station_id, []).append((c, float(target[i]), row))
+            if stage:
+                writes.append(stage)
+                changes.append(np.abs(target - prev))
+            prev = target
         if self._busy:
-            phase2 = {}
-        sent = sum(len(v) for v in phase1.values()) + sum(len(v) for v in phase2.values())
+            writes, changes = writes[:1], changes[:1]
+        sent = sum(len(v) for stage in writes for v in stage.values())
         if sent:
-            self._busy.update(phase1)
-            self._busy.update(phase2)
+            for stage in writes:
+                self._busy.update(stage)
             batch = Batch(datetime.now(UTC), time.monotonic(), rounding)
-            self._spawn(self._dispatch(phase1, phase2, np.abs(delta), batch))
+            self._spawn(self._dispatch(writes, changes, batch))
         return sent
 
-    async def _dispatch(self, phase1: Writes, phase2: Writes, change_kw: FloatArray, batch: Batch) -> None:
-        """The first phase, then the second; where a change of the first was not accepted, the changes
-        of the second that would use the headroom it was to free wait for the next cycle
-        (:mod:`serving.hold`); ``change_kw`` (n,): how far each charger's limit moves, >= 0."""
-        stations = (*phase1, *phase2)  # every one of them busy until the batch is answered
+    async def _dispatch(self, writes: list[Writes], changes: list[FloatArray], batch: Batch) -> None:
+        """The stages one after the other, each once the one before was accepted; where a change of a
+        stage was not accepted, the next stage goes out without the changes that would use the headroom
+        it was to free (:mod:`serving.hold`), and the stages after it wait for the next cycle.
+        ``changes[k]`` (n,): how far each charger's limit moves in stage ``k``, >= 0."""
+        stations = {sid for stage in writes for sid in stage}  # busy until the batch is answered
         try:
-            results = await asyncio.gather(
-                *(self._send_tx_profiles(sid, it, batch) for sid, it in phase1.items())
-            )
-            if not all(results):
-                failed = [
-                    c.index
-                    for (sid, it), ok in zip(phase1.items(), results, strict=True)
-                    if not ok
-                    for c, _, _ in it
-                ]
-                missing = np.zeros(self.site.n)
-                missing[failed] = change_kw[failed]
-                second = np.zeros(self.site.n)
-                for it in phase2.values():
-                    for c, _, _ in it:
-                        second[c.index] = change_kw[c.index]
-                go = increases_to_send(self._rows, missing, second)
-                held = sum(1 for it in phase2.values() for c, _, _ in it if not go[c.index])
-                if held:
-                    LOG.warning("a change was not accepted: %d other(s) held until next cycle", held)
-                    self.metrics.inc("increases_held_total", float(held))
-                phase2 = {s: kept for s, it in phase2.items() if (kept := [x for x in it if go[x[0].index]])}
-            await asyncio.gather(*(self._send_tx_profiles(sid, it, batch) for sid, it in phase2.items()))
+            for k, stage in enumerate(writes):
+                results = await asyncio.gather(
+                    *(self._send_tx_profiles(sid, it, batch) for sid, it in stage.items())
+                )
+                if all(results):
+                    continue
+                if k + 1 < len(writes):
+                    failed = [
+                        c.index
+                        for (sid, it), ok in zip(stage.items(), results, strict=True)
+                        if not ok
+                        for c, _, _ in it
+                    ]
+                    missing = np.zeros(self.site.n)
+                    missing[failed] = changes[k][failed]
+                    nxt = writes[k + 1]
+                    second = np.zeros(self.site.n)
+                    for it in nxt.values():
+                        for c, _, _ in it:
+                            second[c.index] = changes[k + 1][c.index]
+                    go = increases_to_send(self._rows, missing, second)
+                    held = sum(1 for it in nxt.values() for c, _, _ in it if not go[c.index])
+                    if held:
+                        LOG.warning("a change was not accepted: %d other(s) held until next cycle", held)
+                        self.metrics.inc("increases_held_total", float(held))
+                    nxt = {s: kept for s, it in nxt.items() if (kept := [x for x in it if go[x[0].index]])}
+                    await asyncio.gather(*(self._send_tx_profiles(sid, it, batch) for sid, it in nxt.items()))
+                break
         finally:
             for sid in stations:
                 self._busy.discard(sid)

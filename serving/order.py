@@ -55,6 +55,74 @@ def first_phase(site: SiteArrays, old_kw: FloatArray, new_kw: FloatArray, other_
     return down
 
 
+def stages(
+    site: SiteArrays, old_kw: FloatArray, new_kw: FloatArray, other_kw: float, max_stages: int = 8
+) -> list[FloatArray]:
+    """The limits to go out stage by stage, each acknowledged before the next, the last ``new_kw``.
+
+    Two stages (:func:`first_phase`, then the rest) where the site stays within its limits in between.
+    Where neither order does (EVs swapping between charging and discharging by more than the room
+    between the import and the export limit), the moves alternate direction, each stage taking as many
+    whole moves (largest first, then part of one) as keep the site within its import, export and node kW
+    limits (no further above one than at either end); a charger may get a limit on its way first. After
+    ``max_stages`` the rest goes out in one stage. Each stage (n,) holds every charger's limit then."""
+    old = np.asarray(old_kw, dtype=float)
+    new = np.asarray(new_kw, dtype=float)
+    first = first_phase(site, old, new, other_kw)
+    between = np.where(first, new, old)
+    allowed = max(site_excess_kw(site, old, other_kw), site_excess_kw(site, new, other_kw), 0.0) + TOL_KW
+    if site_excess_kw(site, between, other_kw) <= allowed:
+        return [between, new] if first.any() and not np.array_equal(between, new) else [new]
+    out: list[FloatArray] = []
+    cur = old.copy()
+    down = bool(first[new < old].any()) if first.any() else True
+    stuck = 0
+    while len(out) < max_stages - 1 and not np.allclose(cur, new, atol=TOL_KW) and stuck < 2:
+        nxt = _fill(site, cur, new, other_kw, down, allowed)
+        stuck = stuck + 1 if np.array_equal(nxt, cur) else 0
+        if stuck == 0:
+            out.append(nxt)
+            cur = nxt
+        down = not down
+    if not out or not np.array_equal(out[-1], new):
+        out.append(new)
+    return out
+
+
+def _fill(
+    site: SiteArrays, cur: FloatArray, new: FloatArray, other_kw: float, down: bool, allowed: float
+) -> FloatArray:
+    """``cur`` with as many of the moves toward ``new`` in one direction as the import, export and node
+    kW limits allow (within ``allowed`` above them): whole moves, largest first, and part of one that
+    does not fit whole where that part is worth a profile (0.5 kW). Incremental: O(n m)."""
+    move = np.minimum(new - cur, 0.0) if down else np.maximum(new - cur, 0.0)
+    out = cur.copy()
+    imp = float(np.sum(cur)) + other_kw
+    node = np.asarray(site.node_power_kw(cur), dtype=float)
+    lim = np.asarray(site.node_limit_kw, dtype=float)
+    member = np.asarray(site.membership, dtype=float)
+    for i in np.argsort(-np.abs(move), kind="stable"):
+        d = float(move[i])
+        if abs(d) <= TOL_KW:
+            break
+        g = d * member[i]
+        # rows f0 + t g <= allowed: import, export, each node both ways
+        f0 = np.concatenate(
+            ([imp - site.import_limit_kw, -imp - site.export_limit_kw], node - lim, -node - lim)
+        )
+        gs = np.concatenate(([d, -d], g, -g))
+        up = gs > 1e-12
+        t = float(np.min((allowed - f0[up]) / gs[up], initial=1.0))
+        t = min(max(t, 0.0), 1.0)
+        if t < 1.0 - 1e-9 and t * abs(d) <= 0.5:
+            continue  # not worth a profile on its way
+        out[i] = new[i] if t >= 1.0 - 1e-9 else cur[i] + t * d
+        step = out[i] - cur[i]
+        imp += step
+        node += step * member[i]
+    return out
+
+
 def import_binds(site: SiteArrays, planned_import_kw: float) -> bool:
     """The plan's net import is closer to the import limit than to the export limit (or as close)."""
     return site.import_limit_kw - planned_import_kw <= site.export_limit_kw + planned_import_kw

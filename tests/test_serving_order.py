@@ -15,7 +15,7 @@ from envs.limits import limit_violations
 from envs.projection import project
 from envs.share import profile_to_kw_one
 from serving.dispatch import PlanContext, signed_profile
-from serving.order import first_phase, import_binds, site_excess_kw
+from serving.order import first_phase, import_binds, site_excess_kw, stages
 from tests.test_projection_support import sites
 from tests.test_rotation import everyone_plugged_in
 
@@ -110,3 +110,40 @@ def test_a_discharge_is_rounded_away_from_zero_where_the_import_binds() -> None:
     exporting = PlanContext(np.array([-3.0, -3.0, -3.0, 0.5]), 0.0)
     schedule = np.array([[-3.0, 10.0]] * 4)  # the next period charges 40 kW: the import binds then
     assert exporting.rounding(site, schedule) == ("up", "down")
+
+
+def test_a_swap_wider_than_the_room_between_the_limits_goes_out_in_stages_within_them() -> None:
+    site = v2g_site(export_limit_kw=5.0)  # import 40, export 5: 45 kW of room
+    old = np.array([11.0, 11.0, -11.0, -11.0])  # 0 kW net
+    new = -old  # every EV swaps: 44 kW each way
+    # neither order of two phases stays within the limits in between
+    assert site_excess_kw(site, np.minimum(old, new), 0.0) > 0.0
+    assert site_excess_kw(site, np.maximum(old, new), 0.0) > 0.0
+    out = stages(site, old, new, 0.0)
+    assert len(out) > 2 and np.array_equal(out[-1], new)
+    prev = old
+    for target in out:
+        assert site_excess_kw(site, target, 0.0) <= 1e-6
+        step = target - prev
+        assert (step <= 1e-9).all() or (step >= -1e-9).all()  # each stage moves one way only
+        prev = target
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=st.data(), reserve_frac=st.floats(-0.5, 0.8))
+def test_every_stage_stays_within_the_kw_limits_when_both_ends_do(
+    data: st.DataObject, reserve_frac: float
+) -> None:
+    site = data.draw(sites(max_chargers=8, allow_battery=False))
+    n = site.n
+    other = reserve_frac * site.import_limit_kw
+    lo, hi = -np.asarray(site.max_discharge_kw, dtype=float), np.asarray(site.rated_kw, dtype=float)
+    vec = st.lists(st.floats(0.0, 1.0), min_size=n, max_size=n).map(lambda f: lo + np.array(f) * (hi - lo))
+    old, new = data.draw(vec), data.draw(vec)
+    assume(site_excess_kw(site, old, other) <= 0.0 and site_excess_kw(site, new, other) <= 0.0)
+    out = stages(site, old, new, other)
+    assert np.array_equal(out[-1], new)
+    if len(out) < 8:  # not cut short: every stage within the import, export and node kW limits
+        kw_only = dataclasses.replace(site, node_limit_a=np.full(site.node_limit_a.shape, np.inf))
+        for target in out:
+            assert site_excess_kw(kw_only, target, other) <= 1e-5
