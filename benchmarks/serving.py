@@ -372,6 +372,8 @@ def run_v2g(work: Path, n: int, minutes: float, interval_s: float = V2G_STEP_S) 
     # than the default 15-minute period, whose first period may only discharge what a whole period allows
     cfg["schedule_period_s"] = float(interval_s)
     cfg["schedule_periods"] = 30
+    # cycles on the scenario's 10 s grid (0.1 s after each step starts), as the environment steps
+    cfg["cycle_phase_s"] = 0.1
     config.write_text(yaml.safe_dump(cfg))
     # TxDefault failsafe: the environment caps no station at its safe share either
     svc = start_service(config, work / "service.log", "rule_based", "tx_default")
