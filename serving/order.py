@@ -92,34 +92,39 @@ def stages(
 def _fill(
     site: SiteArrays, cur: FloatArray, new: FloatArray, other_kw: float, down: bool, allowed: float
 ) -> FloatArray:
-    """``cur`` with as many of the moves toward ``new`` in one direction as the import, export and node
-    kW limits allow (within ``allowed`` above them): whole moves, largest first, and part of one that
-    does not fit whole where that part is worth a profile (0.5 kW). Incremental: O(n m)."""
+    """``cur`` with the moves toward ``new`` in one direction, largest first, each whole where the import,
+    export and node kW limits allow it (within ``allowed`` above them), else the part of it that fits
+    where that is worth a profile (0.5 kW). One pass over the chargers, each checked on the site and the
+    nodes above it only."""
     move = np.minimum(new - cur, 0.0) if down else np.maximum(new - cur, 0.0)
     out = cur.copy()
+    member = np.asarray(site.membership, dtype=float) > 0
+    lim = [float(x) for x in site.node_limit_kw]
+    node = [float(x) for x in site.node_power_kw(cur)]
     imp = float(np.sum(cur)) + other_kw
-    node = np.asarray(site.node_power_kw(cur), dtype=float)
-    lim = np.asarray(site.node_limit_kw, dtype=float)
-    member = np.asarray(site.membership, dtype=float)
+    hi_imp, lo_imp = site.import_limit_kw + allowed, -site.export_limit_kw - allowed
     for i in np.argsort(-np.abs(move), kind="stable"):
         d = float(move[i])
         if abs(d) <= TOL_KW:
             break
-        g = d * member[i]
-        # rows f0 + t g <= allowed: import, export, each node both ways
-        f0 = np.concatenate(
-            ([imp - site.import_limit_kw, -imp - site.export_limit_kw], node - lim, -node - lim)
-        )
-        gs = np.concatenate(([d, -d], g, -g))
-        up = gs > 1e-12
-        t = float(np.min((allowed - f0[up]) / gs[up], initial=1.0))
-        t = min(max(t, 0.0), 1.0)
+        path = np.flatnonzero(member[i])
+        # the largest fraction of the move every row it loads allows (rows are linear in it)
+        t = 1.0
+        if d > 0:
+            t = min(t, (hi_imp - imp) / d)
+        else:
+            t = min(t, (lo_imp - imp) / d)
+        for j in path:
+            room = (lim[j] + allowed - node[j]) / d if d > 0 else (-lim[j] - allowed - node[j]) / d
+            t = min(t, room)
+        t = max(t, 0.0)
         if t < 1.0 - 1e-9 and t * abs(d) <= 0.5:
             continue  # not worth a profile on its way
-        out[i] = new[i] if t >= 1.0 - 1e-9 else cur[i] + t * d
-        step = out[i] - cur[i]
+        step = d if t >= 1.0 - 1e-9 else t * d
+        out[i] = new[i] if t >= 1.0 - 1e-9 else cur[i] + step
         imp += step
-        node += step * member[i]
+        for j in path:
+            node[j] += step
     return out
 
 
