@@ -48,6 +48,9 @@ LOG = logging.getLogger("evdlm.serving")
 FailsafeMode = Literal["max", "tx_default"]
 FAILSAFE_RETRY_MAX_S = 60.0
 """longest wait between two failsafe attempts"""
+STEP_HORIZON_S = 2.0
+"""a station whose plan steps into its next period within this many s may be in either while a batch is
+on its way: the batch's stages count both"""
 Writes1 = list[tuple[ConnectorLive, float, FloatArray | None]]
 """one station's connectors to write, their new limit, kW, and the plan (kW per period) or None"""
 Writes = dict[str, Writes1]
@@ -355,29 +358,39 @@ class Dispatcher:
         old[idx] = [kw for _, kw in chosen]
         now_kw = base.copy()
         now_kw[idx] = new[idx]
+        nan = np.full(self.site.n, np.nan)
         if plan is None:
-            targets = [np.where(now_kw < old, now_kw, old), now_kw]
+            targets = [np.where(now_kw < old, now_kw, nan), np.where(now_kw > old, now_kw, nan)]
             rounding: tuple[Rounding, ...] = ("zero",)
         else:
-            targets = stages(self.site, old, now_kw, plan.other_kw)
+            lo, hi = self._about_to_step(old)
+            movable = np.zeros(self.site.n, dtype=bool)
+            movable[idx] = True
+            targets = stages(self.site, lo, now_kw, plan.other_kw, old_hi_kw=hi, movable=movable)
             rounding = plan.rounding(self.site, schedule_kw)
         writes: list[Writes] = []
         changes: list[FloatArray] = []
-        prev = old
+        prev = old.copy()
+        sent_any = np.zeros(self.site.n, dtype=bool)
         for k, target in enumerate(targets):
             stage: Writes = {}
             last = k == len(targets) - 1
             for c, _ in chosen:
                 i = c.index
-                if abs(target[i] - prev[i]) <= 1e-9 and not (last and abs(target[i] - old[i]) <= 1e-9):
-                    continue  # no move in this stage (one that never moves goes with the last: its plan)
-                final = abs(target[i] - now_kw[i]) <= 1e-9
+                if not np.isfinite(target[i]) and not (last and not sent_any[i]):
+                    continue  # not in this stage (one that never moves goes with the last: its plan)
+                value = float(target[i]) if np.isfinite(target[i]) else float(now_kw[i])
+                final = abs(value - now_kw[i]) <= 1e-9
                 row = None if schedule_kw is None or not final else np.asarray(schedule_kw[i], dtype=float)
-                stage.setdefault(c.station_id, []).append((c, float(target[i]), row))
+                stage.setdefault(c.station_id, []).append((c, value, row))
+            step = np.where(np.isfinite(target), target, prev)
             if stage:
                 writes.append(stage)
-                changes.append(np.abs(target - prev))
-            prev = target
+                changes.append(np.abs(step - prev))
+                for items in stage.values():
+                    for c, _, _ in items:
+                        sent_any[c.index] = True
+            prev = step
         if self._busy:
             writes, changes = writes[:1], changes[:1]
         sent = sum(len(v) for stage in writes for v in stage.values())
@@ -387,6 +400,25 @@ class Dispatcher:
             batch = Batch(datetime.now(UTC), time.monotonic(), rounding)
             self._spawn(self._dispatch(writes, changes, batch))
         return sent
+
+    def _about_to_step(self, limit_kw: FloatArray) -> tuple[FloatArray, FloatArray]:
+        """``(lo, hi)`` (n,): where each charger may be while this cycle's profiles are on their way: its
+        limit now (``limit_kw``), and the next period of its sent plan where it steps into it within
+        :data:`STEP_HORIZON_S` (a station steps on its own clock)."""
+        lo = np.asarray(limit_kw, dtype=float).copy()
+        hi = lo.copy()
+        now = time.monotonic()
+        for c in self.live.connectors:
+            if not c.active or c.plan_kw is None or len(c.plan_kw) < 2:
+                continue
+            age = max(now - c.plan_start, 0.0)
+            last = len(c.plan_kw) - 1
+            k_now = min(int(age // self.period_s), last)
+            k_next = min(int((age + STEP_HORIZON_S) // self.period_s), last)
+            if k_next != k_now:
+                nxt = float(c.plan_kw[k_next])
+                lo[c.index], hi[c.index] = min(lo[c.index], nxt), max(hi[c.index], nxt)
+        return lo, hi
 
     async def _dispatch(self, writes: list[Writes], changes: list[FloatArray], batch: Batch) -> None:
         """The stages one after the other, each once the one before was accepted; where a change of a

@@ -55,77 +55,136 @@ def first_phase(site: SiteArrays, old_kw: FloatArray, new_kw: FloatArray, other_
     return down
 
 
-def stages(
-    site: SiteArrays, old_kw: FloatArray, new_kw: FloatArray, other_kw: float, max_stages: int = 8
-) -> list[FloatArray]:
-    """The limits to go out stage by stage, each acknowledged before the next, the last ``new_kw``.
+def range_excess_kw(site: SiteArrays, lo_kw: FloatArray, hi_kw: FloatArray, other_kw: float) -> float:
+    """:func:`site_excess_kw` (kW rows only) of chargers each somewhere in ``[lo_kw, hi_kw]`` (n,): the
+    import and each node's flow one way at ``hi_kw``, the export and the other way at ``lo_kw``."""
+    lim = np.asarray(site.node_limit_kw, dtype=float)
+    imp_hi, imp_lo = float(np.sum(hi_kw)) + other_kw, float(np.sum(lo_kw)) + other_kw
+    node_hi, node_lo = site.node_power_kw(np.asarray(hi_kw)), site.node_power_kw(np.asarray(lo_kw))
+    return max(
+        imp_hi - site.import_limit_kw,
+        -imp_lo - site.export_limit_kw,
+        float((node_hi - lim).max(initial=-np.inf)),
+        float((-node_lo - lim).max(initial=-np.inf)),
+    )
 
-    Two stages (:func:`first_phase`, then the rest) where the site stays within its limits in between.
-    Where neither order does (EVs swapping between charging and discharging by more than the room
-    between the import and the export limit), the moves alternate direction, each stage taking as many
-    whole moves (largest first, then part of one) as keep the site within its import, export and node kW
-    limits (no further above one than at either end); a charger may get a limit on its way first. After
-    ``max_stages`` the rest goes out in one stage. Each stage (n,) holds every charger's limit then."""
-    old = np.asarray(old_kw, dtype=float)
-    new = np.asarray(new_kw, dtype=float)
-    first = first_phase(site, old, new, other_kw)
-    between = np.where(first, new, old)
-    allowed = max(site_excess_kw(site, old, other_kw), site_excess_kw(site, new, other_kw), 0.0) + TOL_KW
-    if site_excess_kw(site, between, other_kw) <= allowed:
-        return [between, new] if first.any() and not np.array_equal(between, new) else [new]
+
+def stages(
+    site: SiteArrays,
+    old_kw: FloatArray,
+    new_kw: FloatArray,
+    other_kw: float,
+    max_stages: int = 8,
+    old_hi_kw: FloatArray | None = None,
+    movable: BoolArray | None = None,
+) -> list[FloatArray]:
+    """The limits to go out stage by stage, each acknowledged before the next: (n,) per stage, the value
+    sent to each charger in it (NaN: nothing); every charger whose value changes gets ``new_kw`` by the
+    last stage.
+
+    A charger may be anywhere in ``[old_kw, old_hi_kw]`` until its stage reaches it (a station about to
+    step into its schedule's next period; default ``old_hi_kw`` = ``old_kw``); only ``movable`` chargers
+    are sent anything (default: all), the others stay in their range. Two stages (the decreases
+    first, or the increases where the decreases alone would take the site further above a limit) where
+    the site stays within its import, export and node kW limits in between (no further above one than
+    at either end). Where neither order does (EVs swapping between charging and discharging by more than
+    the room between the import and the export limit), the directions alternate, each stage taking the
+    moves that fit (largest first; one may go part of the way where it is worth a profile, 0.5 kW). After
+    ``max_stages`` the rest goes out in one stage."""
+    lo = np.asarray(old_kw, dtype=float).copy()
+    hi = lo.copy() if old_hi_kw is None else np.maximum(np.asarray(old_hi_kw, dtype=float), lo)
+    can = np.ones(site.n, dtype=bool) if movable is None else np.asarray(movable, dtype=bool)
+    new = np.where(can, np.asarray(new_kw, dtype=float), lo)
+    down = can & (new < hi - TOL_KW)
+    up = can & ~down & (new > lo + TOL_KW)
+    allowed = max(range_excess_kw(site, lo, hi, other_kw), range_excess_kw(site, new, new, other_kw), 0.0)
+    allowed += TOL_KW
+    nan = np.full(site.n, np.nan)
+    for first, second in ((down, up), (up, down)):
+        if not first.any() or not second.any():
+            continue
+        if range_excess_kw(site, np.where(first, new, lo), np.where(first, new, hi), other_kw) <= allowed:
+            return [np.where(first, new, nan), np.where(second, new, nan)]
+    if not (down.any() and up.any()):
+        moving = down | up
+        after = range_excess_kw(site, np.where(moving, new, lo), np.where(moving, new, hi), other_kw)
+        if not moving.any() or after <= allowed:
+            return [np.where(moving, new, nan)]
     out: list[FloatArray] = []
-    cur = old.copy()
-    down = bool(first[new < old].any()) if first.any() else True
+    go_down = range_excess_kw(site, np.where(down, new, lo), np.where(down, new, hi), other_kw) <= (
+        range_excess_kw(site, np.where(up, new, lo), np.where(up, new, hi), other_kw)
+    )
     stuck = 0
-    while len(out) < max_stages - 1 and not np.allclose(cur, new, atol=TOL_KW) and stuck < 2:
-        nxt = _fill(site, cur, new, other_kw, down, allowed)
-        stuck = stuck + 1 if np.array_equal(nxt, cur) else 0
-        if stuck == 0:
-            out.append(nxt)
-            cur = nxt
-        down = not down
-    if not out or not np.array_equal(out[-1], new):
-        out.append(new)
+    while len(out) < max_stages - 1 and stuck < 2:
+        pending = can & ((new < hi - TOL_KW) | (new > lo + TOL_KW))
+        if not pending.any():
+            break
+        sent = _fill(site, lo, hi, new, other_kw, go_down, allowed, can)
+        moved = np.isfinite(sent)
+        stuck = 0 if moved.any() else stuck + 1
+        if moved.any():
+            out.append(sent)
+            lo, hi = np.where(moved, sent, lo), np.where(moved, sent, hi)
+        go_down = not go_down
+    rest = can & ((new < hi - TOL_KW) | (new > lo + TOL_KW))
+    if rest.any() and (stuck < 2 or np.array_equal(lo, hi)):
+        out.append(np.where(rest, new, nan))  # cut short, or no way through: the rest at once, as ever
+    # (stuck while a station may step on its own: the rest waits for the next cycle, which knows)
     return out
 
 
 def _fill(
-    site: SiteArrays, cur: FloatArray, new: FloatArray, other_kw: float, down: bool, allowed: float
+    site: SiteArrays,
+    lo: FloatArray,
+    hi: FloatArray,
+    new: FloatArray,
+    other_kw: float,
+    down: bool,
+    allowed: float,
+    movable: BoolArray,
 ) -> FloatArray:
-    """``cur`` with the moves toward ``new`` in one direction, largest first, each whole where the import,
-    export and node kW limits allow it (within ``allowed`` above them), else the part of it that fits
-    where that is worth a profile (0.5 kW). One pass over the chargers, each checked on the site and the
-    nodes above it only."""
-    move = np.minimum(new - cur, 0.0) if down else np.maximum(new - cur, 0.0)
-    out = cur.copy()
+    """The values one stage sends (NaN: none): the moves toward ``new`` in one direction, largest first,
+    each whole where the import, export and node kW limits allow it (within ``allowed`` above them) with
+    every other charger anywhere in its ``[lo, hi]``, else (a charger known exactly) the part that fits
+    where it is worth a profile. One pass, each charger checked on the site and the nodes above it."""
+    pending = movable & (new < hi - TOL_KW if down else new > lo + TOL_KW)
+    size = np.where(pending, np.abs(new - (hi if down else lo)), 0.0)
+    sent = np.full(site.n, np.nan)
     member = np.asarray(site.membership, dtype=float) > 0
     lim = [float(x) for x in site.node_limit_kw]
-    node = [float(x) for x in site.node_power_kw(cur)]
-    imp = float(np.sum(cur)) + other_kw
-    hi_imp, lo_imp = site.import_limit_kw + allowed, -site.export_limit_kw - allowed
-    for i in np.argsort(-np.abs(move), kind="stable"):
-        d = float(move[i])
-        if abs(d) <= TOL_KW:
+    node_hi = [float(x) for x in site.node_power_kw(hi)]
+    node_lo = [float(x) for x in site.node_power_kw(lo)]
+    imp_hi, imp_lo = float(np.sum(hi)) + other_kw, float(np.sum(lo)) + other_kw
+    top, bottom = site.import_limit_kw + allowed, -site.export_limit_kw - allowed
+    for i in np.argsort(-size, kind="stable"):
+        if size[i] <= TOL_KW:
             break
         path = np.flatnonzero(member[i])
-        # the largest fraction of the move every row it loads allows (rows are linear in it)
-        t = 1.0
-        if d > 0:
-            t = min(t, (hi_imp - imp) / d)
-        else:
-            t = min(t, (lo_imp - imp) / d)
+        d_hi, d_lo = float(new[i] - hi[i]), float(new[i] - lo[i])
+        fits = imp_hi + d_hi <= top and imp_lo + d_lo >= bottom
+        fits = fits and all(node_hi[j] + d_hi <= lim[j] + allowed for j in path)
+        fits = fits and all(node_lo[j] + d_lo >= -lim[j] - allowed for j in path)
+        value = float(new[i])
+        if not fits:
+            if hi[i] - lo[i] > TOL_KW:
+                continue  # a charger not known exactly moves whole or not at all
+            d = d_hi  # the part of the move the rows it makes worse allow
+            if d > 0:
+                t = min([(top - imp_hi) / d] + [(lim[j] + allowed - node_hi[j]) / d for j in path])
+            else:
+                t = min([(bottom - imp_lo) / d] + [(-lim[j] - allowed - node_lo[j]) / d for j in path])
+            t = min(max(t, 0.0), 1.0)
+            if t * abs(d) <= 0.5:
+                continue  # not worth a profile on its way
+            value = float(hi[i]) + t * d
+            d_hi = d_lo = t * d
+        sent[i] = value
+        imp_hi += d_hi
+        imp_lo += d_lo
         for j in path:
-            room = (lim[j] + allowed - node[j]) / d if d > 0 else (-lim[j] - allowed - node[j]) / d
-            t = min(t, room)
-        t = max(t, 0.0)
-        if t < 1.0 - 1e-9 and t * abs(d) <= 0.5:
-            continue  # not worth a profile on its way
-        step = d if t >= 1.0 - 1e-9 else t * d
-        out[i] = new[i] if t >= 1.0 - 1e-9 else cur[i] + step
-        imp += step
-        for j in path:
-            node[j] += step
-    return out
+            node_hi[j] += d_hi
+            node_lo[j] += d_lo
+    return sent
 
 
 def import_binds(site: SiteArrays, planned_import_kw: float) -> bool:
