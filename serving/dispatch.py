@@ -39,7 +39,7 @@ from serving.failsafe_profiles import failsafe_requests
 from serving.hold import hold_rows, increases_to_send
 from serving.live import ConnectorLive, LiveSite, StationLive
 from serving.metrics import Metrics
-from serving.order import import_binds, stages
+from serving.order import import_binds, plan_range, stages
 from serving.profiles import Purpose, set_charging_profile
 from serving.schedule import period_starts
 
@@ -49,8 +49,8 @@ FailsafeMode = Literal["max", "tx_default"]
 FAILSAFE_RETRY_MAX_S = 60.0
 """longest wait between two failsafe attempts"""
 STEP_HORIZON_S = 2.0
-"""a station whose plan steps into its next period within this many s may be in either while a batch is
-on its way: the batch's stages count both"""
+"""a station whose plan steps into another period within this many s of a batch (before or after) may be
+in either while the batch is on its way: its stages count both"""
 Writes1 = list[tuple[ConnectorLive, float, FloatArray | None]]
 """one station's connectors to write, their new limit, kW, and the plan (kW per period) or None"""
 Writes = dict[str, Writes1]
@@ -403,21 +403,18 @@ class Dispatcher:
 
     def _about_to_step(self, limit_kw: FloatArray) -> tuple[FloatArray, FloatArray]:
         """``(lo, hi)`` (n,): where each charger may be while this cycle's profiles are on their way: its
-        limit now (``limit_kw``), and the next period of its sent plan where it steps into it within
-        :data:`STEP_HORIZON_S` (a station steps on its own clock)."""
+        limit as the loop read it (``limit_kw``), and every period of its sent plan within
+        :data:`STEP_HORIZON_S` of now, either way (a station steps on its own clock, and the loop read
+        the period in force at the start of the cycle)."""
         lo = np.asarray(limit_kw, dtype=float).copy()
         hi = lo.copy()
         now = time.monotonic()
         for c in self.live.connectors:
             if not c.active or c.plan_kw is None or len(c.plan_kw) < 2:
                 continue
-            age = max(now - c.plan_start, 0.0)
-            last = len(c.plan_kw) - 1
-            k_now = min(int(age // self.period_s), last)
-            k_next = min(int((age + STEP_HORIZON_S) // self.period_s), last)
-            if k_next != k_now:
-                nxt = float(c.plan_kw[k_next])
-                lo[c.index], hi[c.index] = min(lo[c.index], nxt), max(hi[c.index], nxt)
+            near_lo, near_hi = plan_range(c.plan_kw, now - c.plan_start, self.period_s, STEP_HORIZON_S)
+            lo[c.index] = min(lo[c.index], near_lo)
+            hi[c.index] = max(hi[c.index], near_hi)
         return lo, hi
 
     async def _dispatch(self, writes: list[Writes], changes: list[FloatArray], batch: Batch) -> None:

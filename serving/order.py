@@ -187,6 +187,16 @@ def _fill(
     return sent
 
 
+def plan_range(plan_kw: FloatArray, age_s: float, period_s: float, horizon_s: float) -> tuple[float, float]:
+    """The lowest and highest period of a sent plan (``plan_kw``, kW per period of ``period_s``, sent
+    ``age_s`` ago) a station may follow within ``horizon_s`` either side of now (its clock and ours)."""
+    last = len(plan_kw) - 1
+    k_from = min(max(int((age_s - horizon_s) // period_s), 0), last)
+    k_to = min(max(int((age_s + horizon_s) // period_s), 0), last)
+    near = np.asarray(plan_kw[k_from : k_to + 1], dtype=float)
+    return float(near.min()), float(near.max())
+
+
 def import_binds(site: SiteArrays, planned_import_kw: float) -> bool:
     """The plan's net import is closer to the import limit than to the export limit (or as close)."""
     return site.import_limit_kw - planned_import_kw <= site.export_limit_kw + planned_import_kw

@@ -15,7 +15,7 @@ from envs.limits import limit_violations
 from envs.projection import project
 from envs.share import profile_to_kw_one
 from serving.dispatch import PlanContext, signed_profile
-from serving.order import first_phase, import_binds, site_excess_kw, stages
+from serving.order import first_phase, import_binds, plan_range, site_excess_kw, stages
 from tests.test_projection_support import sites
 from tests.test_rotation import everyone_plugged_in
 
@@ -172,3 +172,12 @@ def test_every_stage_stays_within_the_kw_limits_when_both_ends_do(
         kw_only = dataclasses.replace(site, node_limit_a=np.full(site.node_limit_a.shape, np.inf))
         for cur in seen:
             assert site_excess_kw(kw_only, cur, other) <= 1e-5
+
+
+def test_a_plan_near_a_period_boundary_counts_both_periods_either_side_of_it() -> None:
+    plan = np.array([-11.0, 0.0, 0.0, 5.0])  # 10 s periods: discharge, then stop, then charge
+    assert plan_range(plan, 5.0, 10.0, 2.0) == (-11.0, -11.0)  # mid-period: one value
+    assert plan_range(plan, 8.5, 10.0, 2.0) == (-11.0, 0.0)  # about to step
+    # the loop read the plan just before the boundary, the batch goes out just after it: still both
+    assert plan_range(plan, 10.02, 10.0, 2.0) == (-11.0, 0.0)
+    assert plan_range(plan, 99.0, 10.0, 2.0) == (5.0, 5.0)  # past its end: the last period
