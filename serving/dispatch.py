@@ -96,6 +96,12 @@ class PlanContext:
     other_kw: float
     """the net load besides the chargers the plan expects (its import less ``assumed_kw``), kW"""
 
+    @classmethod
+    def of(cls, assumed_kw: FloatArray, planned_import_kw: float) -> PlanContext:
+        """The context of a plan expecting ``assumed_kw`` (n,) and a net import of ``planned_import_kw``."""
+        assumed = np.asarray(assumed_kw, dtype=float)
+        return cls(assumed, float(planned_import_kw - assumed.sum()))
+
     def rounding(self, site: SiteArrays, schedule_kw: FloatArray | None) -> tuple[Rounding, ...]:
         """Per period of the plan (one without ``schedule_kw``): down where the import binds, else up."""
         totals = [float(np.sum(self.assumed_kw))]
@@ -151,6 +157,96 @@ def select_updates(
     if not ok:
         out = moved | (active & ~never & (new_value < np.where(never, np.inf, old)))
     return [int(i) for i in np.flatnonzero(out)]
+
+
+def stage_writes(
+    site: SiteArrays,
+    live: LiveSite,
+    chosen: list[tuple[ConnectorLive, float]],
+    limits_kw: FloatArray,
+    schedule_kw: FloatArray | None,
+    plan: PlanContext | None,
+    period_s: float,
+) -> tuple[list[Writes], list[FloatArray], tuple[Rounding, ...]]:
+    """The profiles of one batch, stage by stage (:meth:`Dispatcher.send`), how far each charger's limit
+    moves in each stage, and the rounding of each period. ``chosen``: the connectors to write and their
+    limit now, kW."""
+    idx = np.array([c.index for c, _ in chosen])
+    new = np.asarray(limits_kw, dtype=float)
+    base = new if plan is None else np.asarray(plan.assumed_kw, dtype=float)
+    old = base.copy()
+    old[idx] = [kw for _, kw in chosen]
+    now_kw = base.copy()
+    now_kw[idx] = new[idx]
+    nan = np.full(site.n, np.nan)
+    if plan is None:
+        targets = [np.where(now_kw < old, now_kw, nan), np.where(now_kw > old, now_kw, nan)]
+        rounding: tuple[Rounding, ...] = ("zero",)
+    else:
+        lo, hi = plan_ranges(live, old, period_s)
+        movable = np.zeros(site.n, dtype=bool)
+        movable[idx] = True
+        targets = stages(site, lo, now_kw, plan.other_kw, old_hi_kw=hi, movable=movable)
+        rounding = plan.rounding(site, schedule_kw)
+    writes: list[Writes] = []
+    changes: list[FloatArray] = []
+    prev = old.copy()
+    sent_any = np.zeros(site.n, dtype=bool)
+    for k, target in enumerate(targets):
+        stage: Writes = {}
+        last = k == len(targets) - 1
+        for c, _ in chosen:
+            i = c.index
+            if not np.isfinite(target[i]) and not (last and not sent_any[i]):
+                continue  # not in this stage (one that never moves goes with the last: its plan)
+            value = float(target[i]) if np.isfinite(target[i]) else float(now_kw[i])
+            final = abs(value - now_kw[i]) <= 1e-9
+            row = None if schedule_kw is None or not final else np.asarray(schedule_kw[i], dtype=float)
+            stage.setdefault(c.station_id, []).append((c, value, row))
+        step = np.where(np.isfinite(target), target, prev)
+        if stage:
+            writes.append(stage)
+            changes.append(np.abs(step - prev))
+            for items in stage.values():
+                for c, _, _ in items:
+                    sent_any[c.index] = True
+        prev = step
+    return writes, changes, rounding
+
+
+def plan_ranges(live: LiveSite, limit_kw: FloatArray, period_s: float) -> tuple[FloatArray, FloatArray]:
+    """``(lo, hi)`` (n,): where each charger may be while a batch is on its way: its limit as the loop
+    read it (``limit_kw``), and every period of its sent plan within :data:`STEP_HORIZON_S` of now, either
+    way (a station steps on its own clock, and the loop read the period in force at the cycle's start)."""
+    lo = np.asarray(limit_kw, dtype=float).copy()
+    hi = lo.copy()
+    now = time.monotonic()
+    for c in live.connectors:
+        if not c.active or c.plan_kw is None or len(c.plan_kw) < 2:
+            continue
+        near_lo, near_hi = plan_range(c.plan_kw, now - c.plan_start, period_s, STEP_HORIZON_S)
+        lo[c.index] = min(lo[c.index], near_lo)
+        hi[c.index] = max(hi[c.index], near_hi)
+    return lo, hi
+
+
+def without_held(
+    rows: FloatArray, stage: Writes, results: list[bool], moved: FloatArray, nxt: Writes, moves: FloatArray
+) -> tuple[Writes, int]:
+    """The next stage without the changes that would use the headroom the changes of ``stage`` not
+    accepted (``results`` per station) were to free (:mod:`serving.hold`), and how many were held.
+    ``moved``, ``moves`` (n,): how far each charger's limit moves in ``stage`` and in ``nxt``, >= 0."""
+    n = rows.shape[0]
+    failed = [c.index for (_, it), ok in zip(stage.items(), results, strict=True) if not ok for c, _, _ in it]
+    missing = np.zeros(n)
+    missing[failed] = moved[failed]
+    second = np.zeros(n)
+    for it in nxt.values():
+        for c, _, _ in it:
+            second[c.index] = moves[c.index]
+    go = increases_to_send(rows, missing, second)
+    held = sum(1 for it in nxt.values() for c, _, _ in it if not go[c.index])
+    return {s: kept for s, it in nxt.items() if (kept := [x for x in it if go[x[0].index]])}, held
 
 
 class Dispatcher:
@@ -351,46 +447,9 @@ class Dispatcher:
             chosen.append((c, current_kw))
         if not chosen:
             return 0
-        idx = np.array([c.index for c, _ in chosen])
-        new = np.asarray(limits_kw, dtype=float)
-        base = new if plan is None else np.asarray(plan.assumed_kw, dtype=float)
-        old = base.copy()
-        old[idx] = [kw for _, kw in chosen]
-        now_kw = base.copy()
-        now_kw[idx] = new[idx]
-        nan = np.full(self.site.n, np.nan)
-        if plan is None:
-            targets = [np.where(now_kw < old, now_kw, nan), np.where(now_kw > old, now_kw, nan)]
-            rounding: tuple[Rounding, ...] = ("zero",)
-        else:
-            lo, hi = self._about_to_step(old)
-            movable = np.zeros(self.site.n, dtype=bool)
-            movable[idx] = True
-            targets = stages(self.site, lo, now_kw, plan.other_kw, old_hi_kw=hi, movable=movable)
-            rounding = plan.rounding(self.site, schedule_kw)
-        writes: list[Writes] = []
-        changes: list[FloatArray] = []
-        prev = old.copy()
-        sent_any = np.zeros(self.site.n, dtype=bool)
-        for k, target in enumerate(targets):
-            stage: Writes = {}
-            last = k == len(targets) - 1
-            for c, _ in chosen:
-                i = c.index
-                if not np.isfinite(target[i]) and not (last and not sent_any[i]):
-                    continue  # not in this stage (one that never moves goes with the last: its plan)
-                value = float(target[i]) if np.isfinite(target[i]) else float(now_kw[i])
-                final = abs(value - now_kw[i]) <= 1e-9
-                row = None if schedule_kw is None or not final else np.asarray(schedule_kw[i], dtype=float)
-                stage.setdefault(c.station_id, []).append((c, value, row))
-            step = np.where(np.isfinite(target), target, prev)
-            if stage:
-                writes.append(stage)
-                changes.append(np.abs(step - prev))
-                for items in stage.values():
-                    for c, _, _ in items:
-                        sent_any[c.index] = True
-            prev = step
+        writes, changes, rounding = stage_writes(
+            self.site, self.live, chosen, limits_kw, schedule_kw, plan, period_s
+        )
         if self._busy:
             writes, changes = writes[:1], changes[:1]
         sent = sum(len(v) for stage in writes for v in stage.values())
@@ -401,61 +460,35 @@ class Dispatcher:
             self._spawn(self._dispatch(writes, changes, batch))
         return sent
 
-    def _about_to_step(self, limit_kw: FloatArray) -> tuple[FloatArray, FloatArray]:
-        """``(lo, hi)`` (n,): where each charger may be while this cycle's profiles are on their way: its
-        limit as the loop read it (``limit_kw``), and every period of its sent plan within
-        :data:`STEP_HORIZON_S` of now, either way (a station steps on its own clock, and the loop read
-        the period in force at the start of the cycle)."""
-        lo = np.asarray(limit_kw, dtype=float).copy()
-        hi = lo.copy()
-        now = time.monotonic()
-        for c in self.live.connectors:
-            if not c.active or c.plan_kw is None or len(c.plan_kw) < 2:
-                continue
-            near_lo, near_hi = plan_range(c.plan_kw, now - c.plan_start, self.period_s, STEP_HORIZON_S)
-            lo[c.index] = min(lo[c.index], near_lo)
-            hi[c.index] = max(hi[c.index], near_hi)
-        return lo, hi
-
     async def _dispatch(self, writes: list[Writes], changes: list[FloatArray], batch: Batch) -> None:
-        """The stages one after the other, each once the one before was accepted; where a change of a
-        stage was not accepted, the next stage goes out without the changes that would use the headroom
-        it was to free (:mod:`serving.hold`), and the stages after it wait for the next cycle.
-        ``changes[k]`` (n,): how far each charger's limit moves in stage ``k``, >= 0."""
+        """The stages in turn, each once the one before was accepted; where a change was not, the next
+        stage goes out without the changes that would use its headroom (:func:`without_held`), and the
+        stages after it wait for the next cycle. ``changes[k]`` (n,): each limit's move in stage k."""
         stations = {sid for stage in writes for sid in stage}  # busy until the batch is answered
         try:
             for k, stage in enumerate(writes):
                 results = await asyncio.gather(
-                    *(self._send_tx_profiles(sid, it, batch) for sid, it in stage.items())
+                    *(self._send_tx_profiles(s, it, batch) for s, it in stage.items())
                 )
                 if all(results):
                     continue
                 if k + 1 < len(writes):
-                    failed = [
-                        c.index
-                        for (sid, it), ok in zip(stage.items(), results, strict=True)
-                        if not ok
-                        for c, _, _ in it
-                    ]
-                    missing = np.zeros(self.site.n)
-                    missing[failed] = changes[k][failed]
-                    nxt = writes[k + 1]
-                    second = np.zeros(self.site.n)
-                    for it in nxt.values():
-                        for c, _, _ in it:
-                            second[c.index] = changes[k + 1][c.index]
-                    go = increases_to_send(self._rows, missing, second)
-                    held = sum(1 for it in nxt.values() for c, _, _ in it if not go[c.index])
-                    if held:
-                        LOG.warning("a change was not accepted: %d other(s) held until next cycle", held)
-                        self.metrics.inc("increases_held_total", float(held))
-                    nxt = {s: kept for s, it in nxt.items() if (kept := [x for x in it if go[x[0].index]])}
+                    nxt = self._without_held(stage, results, changes[k], writes[k + 1], changes[k + 1])
                     await asyncio.gather(*(self._send_tx_profiles(sid, it, batch) for sid, it in nxt.items()))
                 break
         finally:
             for sid in stations:
                 self._busy.discard(sid)
             self.settled_at = time.monotonic()
+
+    def _without_held(
+        self, stage: Writes, results: list[bool], moved: FloatArray, nxt: Writes, moves: FloatArray
+    ) -> Writes:
+        kept, held = without_held(self._rows, stage, results, moved, nxt, moves)
+        if held:
+            LOG.warning("a change was not accepted: %d other(s) held until next cycle", held)
+            self.metrics.inc("increases_held_total", float(held))
+        return kept
 
     async def _send_tx_profiles(self, sid: str, items: Writes1, batch: Batch | None = None) -> bool:
         """Send TxProfiles to one station, one after the other; True when every one was accepted. A

@@ -268,15 +268,13 @@ class SiteLoop:
             self.site, state, outcome.limits_kw, sent_values, self.live.active_mask(), self.cfg.deadband_a,
             self.cfg.deadband_w, feasible,
         )  # fmt: skip
-        schedule = outcome.schedule_kw
-        if schedule is not None:
+        if (schedule := outcome.schedule_kw) is not None:
             moved = plans_moved(self.site, self.live.connectors, self.cfg, schedule, updates)
             away = plans_step_away(
                 self.site, self.live.connectors, self.cfg, outcome.limits_kw, time.monotonic()
             )
             updates = sorted(set(updates) | set(moved) | set(away))
-        assumed = np.asarray(outcome.assumed_kw, dtype=float)
-        plan = PlanContext(assumed, float(outcome.planned_import_kw - assumed.sum()))
+        plan = PlanContext.of(outcome.assumed_kw, outcome.planned_import_kw)
         sent = self.dispatcher.send(outcome.limits_kw, updates, schedule, self.cfg.schedule_period_s, plan)
         if self.battery is not None:
             self.battery.command(self._battery_setpoint(outcome))
