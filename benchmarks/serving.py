@@ -372,6 +372,8 @@ def run_v2g(work: Path, n: int, minutes: float, interval_s: float = V2G_STEP_S) 
     # than the default 15-minute period, whose first period may only discharge what a whole period allows
     cfg["schedule_period_s"] = float(interval_s)
     cfg["schedule_periods"] = 30
+    # cycles on the scenario's 10 s grid (0.1 s after each step starts), as the environment steps
+    cfg["cycle_phase_s"] = 0.1
     config.write_text(yaml.safe_dump(cfg))
     # TxDefault failsafe: the environment caps no station at its safe share either
     svc = start_service(config, work / "service.log", "rule_based", "tx_default")
@@ -381,6 +383,7 @@ def run_v2g(work: Path, n: int, minutes: float, interval_s: float = V2G_STEP_S) 
         cmd = [sys.executable, "-m", "evdlm.cli", "simulate", "--scenario", str(scenario)]
         cmd += ["--config", str(config)]  # the station layout as the service has it
         cmd += ["--csms", f"ws://127.0.0.1:{ocpp}", "--speed", "1", "--version", "2.1", "--json"]
+        cmd += ["--trace-csv", str(work / "trace.csv")]  # every tick, kept with --v2g-keep
         cmd += [
             "--meter-url",
             f"http://127.0.0.1:{http}/api/meter",
@@ -447,14 +450,21 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--v2g", action="store_true", help="run the V2G scenario (OCPP 2.1) instead")
     p.add_argument("--v2g-stations", type=int, default=50)
     p.add_argument("--v2g-minutes", type=float, default=8.0)
+    p.add_argument(
+        "--v2g-keep", type=Path, metavar="DIR",
+        help="V2G: run in DIR and keep it (scenario, service log and database, the simulator's trace.csv)",
+    )  # fmt: skip
     args = p.parse_args(argv)
     if args.soak is not None:
         soak(args)
         return
     results: dict[str, Any] = {}
     if args.v2g:
-        with tempfile.TemporaryDirectory(prefix="evdlm-bench-v2g-") as tmp:
-            v = run_v2g(Path(tmp), args.v2g_stations, args.v2g_minutes)
+        if args.v2g_keep is not None:
+            v = run_v2g(args.v2g_keep, args.v2g_stations, args.v2g_minutes)
+        else:
+            with tempfile.TemporaryDirectory(prefix="evdlm-bench-v2g-") as tmp:
+                v = run_v2g(Path(tmp), args.v2g_stations, args.v2g_minutes)
         if args.json:
             print(json.dumps({"v2g": v}))
             return

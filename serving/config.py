@@ -276,6 +276,12 @@ class ServingConfig(_Frozen):
         min_length=1, description="the OCPP stations and their connectors (below)"
     )
     control_interval_s: float = Field(default=10.0, gt=0, description="control loop period, wall seconds")
+    cycle_phase_s: float | None = Field(
+        default=None,
+        ge=0,
+        description="run each cycle this many s after a multiple of control_interval_s on the UTC clock "
+        "(on a tariff's or a scenario's grid); none: from the start",
+    )
     time_scale: float = Field(
         default=1.0,
         gt=0,

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -37,6 +39,7 @@ from serving.failsafe_profiles import failsafe_requests
 from serving.hold import hold_rows, increases_to_send
 from serving.live import ConnectorLive, LiveSite, StationLive
 from serving.metrics import Metrics
+from serving.order import import_binds, plan_range, stages
 from serving.profiles import Purpose, set_charging_profile
 from serving.schedule import period_starts
 
@@ -45,21 +48,78 @@ LOG = logging.getLogger("evdlm.serving")
 FailsafeMode = Literal["max", "tx_default"]
 FAILSAFE_RETRY_MAX_S = 60.0
 """longest wait between two failsafe attempts"""
-Writes = dict[str, list[tuple[ConnectorLive, float, FloatArray | None]]]
+STEP_HORIZON_S = 2.0
+"""a station whose plan steps into another period within this many s of a batch (before or after) may be
+in either while the batch is on its way: its stages count both"""
+Writes1 = list[tuple[ConnectorLive, float, FloatArray | None]]
+"""one station's connectors to write, their new limit, kW, and the plan (kW per period) or None"""
+Writes = dict[str, Writes1]
 """per station id: the connectors to write, their new limit, kW, and the plan (kW per period) or None"""
 
 
-def signed_profile(site: SiteArrays, i: int, kw: float) -> float:
-    """kW -> charger ``i``'s profile unit, rounded towards 0 to one decimal: never more charge and never
-    more discharge than ``kw`` (negative = discharge)."""
-    value = kw_to_profile_one(site, i, abs(kw))
-    return -value if kw < 0 else value
+Rounding = Literal["zero", "down", "up"]
+"""how a kW limit becomes one decimal of its profile unit: toward 0 (never more charge and never more
+discharge), down (never more import: where the import binds) or up (never more export: where the export
+binds); :mod:`serving.order`"""
+
+
+def signed_profile(site: SiteArrays, i: int, kw: float, rounding: Rounding = "zero") -> float:
+    """kW -> charger ``i``'s profile unit (negative = discharge), one decimal, rounded as ``rounding``
+    says, never past the charger's rating or its discharge power."""
+    if rounding == "zero":
+        value = kw_to_profile_one(site, i, abs(kw))
+        return -value if kw < 0 else value
+    top = kw_to_profile_one(site, i, float(site.rated_kw[i]))
+    bottom = -kw_to_profile_one(site, i, float(site.max_discharge_kw[i]))
+    raw = profile_value(site, i, kw) * 10.0
+    tenths = math.floor(raw + 1e-9) if rounding == "down" else math.ceil(raw - 1e-9)
+    return float(min(max(tenths / 10.0, bottom), top))
+
+
+def profile_value(site: SiteArrays, i: int, kw: float) -> float:
+    """kW -> charger ``i``'s profile unit (A per phase or W), signed and unrounded."""
+    return kw / float(site.kw_per_a[i]) if site.config.chargers[i].rate_unit == "A" else kw * 1000.0
 
 
 def signed_profiles(site: SiteArrays, kw: FloatArray, amps: BoolArray) -> FloatArray:
     """:func:`signed_profile` of every charger (``kw`` (n,)); identical to ``kw_to_profile`` for kW >= 0."""
     kw = np.asarray(kw, dtype=float)
     return np.asarray(np.sign(kw) * kw_to_profile(site, np.abs(kw), amps), dtype=float)
+
+
+@dataclass(frozen=True)
+class PlanContext:
+    """What the plan of a cycle expects, for ordering and rounding its profiles (:mod:`serving.order`)."""
+
+    assumed_kw: FloatArray
+    """(n,) what the plan expects each charger to draw"""
+    other_kw: float
+    """the net load besides the chargers the plan expects (its import less ``assumed_kw``), kW"""
+
+    @classmethod
+    def of(cls, assumed_kw: FloatArray, planned_import_kw: float) -> PlanContext:
+        """The context of a plan expecting ``assumed_kw`` (n,) and a net import of ``planned_import_kw``."""
+        assumed = np.asarray(assumed_kw, dtype=float)
+        return cls(assumed, float(planned_import_kw - assumed.sum()))
+
+    def rounding(self, site: SiteArrays, schedule_kw: FloatArray | None) -> tuple[Rounding, ...]:
+        """Per period of the plan (one without ``schedule_kw``): down where the import binds, else up."""
+        totals = [float(np.sum(self.assumed_kw))]
+        if schedule_kw is not None:
+            totals += [float(x) for x in np.sum(np.asarray(schedule_kw, dtype=float), axis=0)[1:]]
+        return tuple("down" if import_binds(site, self.other_kw + t) else "up" for t in totals)
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One cycle's profiles: one start for every schedule, the rounding of each period."""
+
+    start_utc: datetime
+    start_mono: float
+    rounding: tuple[Rounding, ...]
+
+    def rounding_at(self, k: int) -> Rounding:
+        return self.rounding[min(k, len(self.rounding) - 1)]
 
 
 def select_updates(
@@ -97,6 +157,96 @@ def select_updates(
     if not ok:
         out = moved | (active & ~never & (new_value < np.where(never, np.inf, old)))
     return [int(i) for i in np.flatnonzero(out)]
+
+
+def stage_writes(
+    site: SiteArrays,
+    live: LiveSite,
+    chosen: list[tuple[ConnectorLive, float]],
+    limits_kw: FloatArray,
+    schedule_kw: FloatArray | None,
+    plan: PlanContext | None,
+    period_s: float,
+) -> tuple[list[Writes], list[FloatArray], tuple[Rounding, ...]]:
+    """The profiles of one batch, stage by stage (:meth:`Dispatcher.send`), how far each charger's limit
+    moves in each stage, and the rounding of each period. ``chosen``: the connectors to write and their
+    limit now, kW."""
+    idx = np.array([c.index for c, _ in chosen])
+    new = np.asarray(limits_kw, dtype=float)
+    base = new if plan is None else np.asarray(plan.assumed_kw, dtype=float)
+    old = base.copy()
+    old[idx] = [kw for _, kw in chosen]
+    now_kw = base.copy()
+    now_kw[idx] = new[idx]
+    nan = np.full(site.n, np.nan)
+    if plan is None:
+        targets = [np.where(now_kw < old, now_kw, nan), np.where(now_kw > old, now_kw, nan)]
+        rounding: tuple[Rounding, ...] = ("zero",)
+    else:
+        lo, hi = plan_ranges(live, old, period_s)
+        movable = np.zeros(site.n, dtype=bool)
+        movable[idx] = True
+        targets = stages(site, lo, now_kw, plan.other_kw, old_hi_kw=hi, movable=movable)
+        rounding = plan.rounding(site, schedule_kw)
+    writes: list[Writes] = []
+    changes: list[FloatArray] = []
+    prev = old.copy()
+    sent_any = np.zeros(site.n, dtype=bool)
+    for k, target in enumerate(targets):
+        stage: Writes = {}
+        last = k == len(targets) - 1
+        for c, _ in chosen:
+            i = c.index
+            if not np.isfinite(target[i]) and not (last and not sent_any[i]):
+                continue  # not in this stage (one that never moves goes with the last: its plan)
+            value = float(target[i]) if np.isfinite(target[i]) else float(now_kw[i])
+            final = abs(value - now_kw[i]) <= 1e-9
+            row = None if schedule_kw is None or not final else np.asarray(schedule_kw[i], dtype=float)
+            stage.setdefault(c.station_id, []).append((c, value, row))
+        step = np.where(np.isfinite(target), target, prev)
+        if stage:
+            writes.append(stage)
+            changes.append(np.abs(step - prev))
+            for items in stage.values():
+                for c, _, _ in items:
+                    sent_any[c.index] = True
+        prev = step
+    return writes, changes, rounding
+
+
+def plan_ranges(live: LiveSite, limit_kw: FloatArray, period_s: float) -> tuple[FloatArray, FloatArray]:
+    """``(lo, hi)`` (n,): where each charger may be while a batch is on its way: its limit as the loop
+    read it (``limit_kw``), and every period of its sent plan within :data:`STEP_HORIZON_S` of now, either
+    way (a station steps on its own clock, and the loop read the period in force at the cycle's start)."""
+    lo = np.asarray(limit_kw, dtype=float).copy()
+    hi = lo.copy()
+    now = time.monotonic()
+    for c in live.connectors:
+        if not c.active or c.plan_kw is None or len(c.plan_kw) < 2:
+            continue
+        near_lo, near_hi = plan_range(c.plan_kw, now - c.plan_start, period_s, STEP_HORIZON_S)
+        lo[c.index] = min(lo[c.index], near_lo)
+        hi[c.index] = max(hi[c.index], near_hi)
+    return lo, hi
+
+
+def without_held(
+    rows: FloatArray, stage: Writes, results: list[bool], moved: FloatArray, nxt: Writes, moves: FloatArray
+) -> tuple[Writes, int]:
+    """The next stage without the changes that would use the headroom the changes of ``stage`` not
+    accepted (``results`` per station) were to free (:mod:`serving.hold`), and how many were held.
+    ``moved``, ``moves`` (n,): how far each charger's limit moves in ``stage`` and in ``nxt``, >= 0."""
+    n = rows.shape[0]
+    failed = [c.index for (_, it), ok in zip(stage.items(), results, strict=True) if not ok for c, _, _ in it]
+    missing = np.zeros(n)
+    missing[failed] = moved[failed]
+    second = np.zeros(n)
+    for it in nxt.values():
+        for c, _, _ in it:
+            second[c.index] = moves[c.index]
+    go = increases_to_send(rows, missing, second)
+    held = sum(1 for it in nxt.values() for c, _, _ in it if not go[c.index])
+    return {s: kept for s, it in nxt.items() if (kept := [x for x in it if go[x[0].index]])}, held
 
 
 class Dispatcher:
@@ -271,76 +421,83 @@ class Dispatcher:
         updates: list[int],
         schedule_kw: FloatArray | None = None,
         period_s: float = 900.0,
+        plan: PlanContext | None = None,
     ) -> int:
-        """Queue the TxProfiles of ``updates`` (indices into ``limits_kw``), decreases first; returns how
-        many were queued. Stations offline or still busy with an earlier batch are skipped, and while any
-        is busy no increase goes out (a decrease of an earlier cycle may still be on its way).
-        ``schedule_kw`` (n, periods): each profile carries its charger's plan, ``period_s`` apart."""
+        """Queue the TxProfiles of ``updates`` (indices into ``limits_kw``) in stages, each sent once the
+        one before was accepted; returns how many profiles were queued. Without ``plan``: the decreases,
+        then the increases. With it: :func:`serving.order.stages` (the decreases or, where the site
+        would be further above a limit in between with them alone, the increases first; where neither
+        order keeps it within its limits, alternating stages that each take what the limits allow, a
+        charger's limit maybe on its way first), and values rounded toward the safe side of the limit
+        each period of the plan is closer to (:func:`serving.order.import_binds`; toward 0 without
+        ``plan``). Stations offline or still busy with an earlier batch are skipped, and while any is busy
+        only the first stage goes out (a change of an earlier cycle may still be on its way).
+        ``schedule_kw`` (n, periods): each final profile carries its charger's plan, ``period_s`` apart,
+        every profile of the batch from the same start."""
         self.period_s = period_s
-        decreases: Writes = {}
-        increases: Writes = {}
-        delta = np.zeros(self.site.n)
         share = self.failsafe_kw()
+        chosen: list[tuple[ConnectorLive, float]] = []
         for i in updates:
             c = self.live.connectors[i]
             if c.station_id not in self.connections or c.station_id in self._busy:
                 continue
             if not self.live.stations[c.station_id].registered:
                 continue  # nothing goes to a station before it is registered
-            kw = float(limits_kw[i])
             current_kw = c.limit_kw if c.limit_kw is not None else float(share[i])
-            delta[i] = kw - current_kw
-            target = decreases if kw < current_kw else increases
-            row = None if schedule_kw is None else np.asarray(schedule_kw[i], dtype=float)
-            target.setdefault(c.station_id, []).append((c, kw, row))
+            chosen.append((c, current_kw))
+        if not chosen:
+            return 0
+        writes, changes, rounding = stage_writes(
+            self.site, self.live, chosen, limits_kw, schedule_kw, plan, period_s
+        )
         if self._busy:
-            increases = {}
-        sent = sum(len(v) for v in decreases.values()) + sum(len(v) for v in increases.values())
+            writes, changes = writes[:1], changes[:1]
+        sent = sum(len(v) for stage in writes for v in stage.values())
         if sent:
-            self._busy.update(decreases)
-            self._busy.update(increases)
-            self._spawn(self._dispatch(decreases, increases, delta))
+            for stage in writes:
+                self._busy.update(stage)
+            batch = Batch(datetime.now(UTC), time.monotonic(), rounding)
+            self._spawn(self._dispatch(writes, changes, batch))
         return sent
 
-    async def _dispatch(self, decreases: Writes, increases: Writes, delta_kw: FloatArray) -> None:
-        """Decreases, then increases; where a decrease was not accepted, the increases that would use
-        the headroom it was to free wait for the next cycle (:mod:`serving.hold`); ``delta_kw`` (n,):
-        each charger's new limit less its old one."""
-        stations = (*decreases, *increases)  # every one of them busy until the batch is answered
+    async def _dispatch(self, writes: list[Writes], changes: list[FloatArray], batch: Batch) -> None:
+        """The stages in turn, each once the one before was accepted; where a change was not, the next
+        stage goes out without the changes that would use its headroom (:func:`without_held`), and the
+        stages after it wait for the next cycle. ``changes[k]`` (n,): each limit's move in stage k."""
+        stations = {sid for stage in writes for sid in stage}  # busy until the batch is answered
         try:
-            results = await asyncio.gather(
-                *(self._send_tx_profiles(sid, it) for sid, it in decreases.items())
-            )
-            if not all(results):
-                failed = [
-                    c.index
-                    for (sid, it), ok in zip(decreases.items(), results, strict=True)
-                    if not ok
-                    for c, _, _ in it
-                ]
-                missing = np.zeros(self.site.n)
-                missing[failed] = -delta_kw[failed]
-                go = increases_to_send(self._rows, missing, np.maximum(delta_kw, 0.0))
-                held = sum(1 for it in increases.values() for c, _, _ in it if not go[c.index])
-                if held:
-                    LOG.warning("a decrease was not accepted: %d increase(s) held until next cycle", held)
-                    self.metrics.inc("increases_held_total", float(held))
-                increases = {
-                    s: kept for s, it in increases.items() if (kept := [x for x in it if go[x[0].index]])
-                }
-            await asyncio.gather(*(self._send_tx_profiles(sid, it) for sid, it in increases.items()))
+            for k, stage in enumerate(writes):
+                results = await asyncio.gather(
+                    *(self._send_tx_profiles(s, it, batch) for s, it in stage.items())
+                )
+                if all(results):
+                    continue
+                if k + 1 < len(writes):
+                    nxt = self._without_held(stage, results, changes[k], writes[k + 1], changes[k + 1])
+                    await asyncio.gather(*(self._send_tx_profiles(sid, it, batch) for sid, it in nxt.items()))
+                break
         finally:
             for sid in stations:
                 self._busy.discard(sid)
             self.settled_at = time.monotonic()
 
-    async def _send_tx_profiles(
-        self, sid: str, items: list[tuple[ConnectorLive, float, FloatArray | None]]
-    ) -> bool:
-        """Send TxProfiles to one station, one after the other; True when every one was accepted."""
+    def _without_held(
+        self, stage: Writes, results: list[bool], moved: FloatArray, nxt: Writes, moves: FloatArray
+    ) -> Writes:
+        kept, held = without_held(self._rows, stage, results, moved, nxt, moves)
+        if held:
+            LOG.warning("a change was not accepted: %d other(s) held until next cycle", held)
+            self.metrics.inc("increases_held_total", float(held))
+        return kept
+
+    async def _send_tx_profiles(self, sid: str, items: Writes1, batch: Batch | None = None) -> bool:
+        """Send TxProfiles to one station, one after the other; True when every one was accepted. A
+        schedule starts at ``batch``'s start (now without one); what is kept as sent is what was sent,
+        rounded."""
         cp = self.connections.get(sid)
         if cp is None:
             return False
+        batch = batch or Batch(datetime.now(UTC), time.monotonic(), ("zero",))
         all_ok = True
         for c, kw, row in items:
             if not c.active or c.ocpp_tx_id is None:
@@ -350,16 +507,19 @@ class Dispatcher:
             if v2g == "charge_only":
                 kw = max(kw, 0.0)
                 row = None if row is None else np.maximum(row, 0.0)
-            value = signed_profile(self.site, c.index, kw)
+            value = signed_profile(self.site, c.index, kw, batch.rounding_at(0))
             periods = None
             if row is not None and len(row) > 1:
-                values = [value] + [signed_profile(self.site, c.index, float(p)) for p in row[1:]]
+                values = [value] + [
+                    signed_profile(self.site, c.index, float(p), batch.rounding_at(k))
+                    for k, p in enumerate(row[1:], start=1)
+                ]
                 starts = period_starts(len(values), self.period_s)
                 periods = list(zip(starts, values, strict=True))
             tx_id = c.ocpp_tx_id
             req = set_charging_profile(
                 cp.version, "TxProfile", c.connector_id, value, ch.rate_unit, ch.phases, tx_id,
-                now=datetime.now(UTC), periods=periods, v2g_mode=v2g,
+                now=batch.start_utc, periods=periods, v2g_mode=v2g,
                 duration_s=None if periods is None else round(periods[-1][0] + self.period_s),
             )  # fmt: skip
             self.metrics.inc("profiles_sent_total")
@@ -368,7 +528,10 @@ class Dispatcher:
                 c.limit_value = value
                 c.limit_kw = kw if ch.rate_unit == "W" else profile_to_kw_one(self.site, c.index, value)
                 c.limit_sent_at = time.monotonic()
-                c.plan_kw, c.plan_start = row, c.limit_sent_at
+                c.plan_kw = None
+                if periods is not None:
+                    c.plan_kw = np.array([profile_to_kw_one(self.site, c.index, v) for _, v in periods])
+                c.plan_start = batch.start_mono if periods is not None else c.limit_sent_at
                 c.note_limit(c.limit_sent_at)
             all_ok = all_ok and ok
         return all_ok

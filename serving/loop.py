@@ -28,7 +28,7 @@ from envs.core import FloatArray, Snapshot
 from serving.battery import BatteryStatus, ModbusBattery
 from serving.config import ServingConfig
 from serving.control import Controller, CycleOutcome, FixedLoad, keeps_feasible
-from serving.dispatch import Dispatcher, select_updates
+from serving.dispatch import Dispatcher, PlanContext, select_updates
 from serving.forecast import LiveForecast
 from serving.journal import HISTORY_SOURCE, Journal, Publisher
 from serving.live import LiveSite, SnapshotInfo, build_snapshot, draws_at_meter, reading_slack_s
@@ -268,14 +268,14 @@ class SiteLoop:
             self.site, state, outcome.limits_kw, sent_values, self.live.active_mask(), self.cfg.deadband_a,
             self.cfg.deadband_w, feasible,
         )  # fmt: skip
-        schedule = outcome.schedule_kw
-        if schedule is not None:
+        if (schedule := outcome.schedule_kw) is not None:
             moved = plans_moved(self.site, self.live.connectors, self.cfg, schedule, updates)
             away = plans_step_away(
                 self.site, self.live.connectors, self.cfg, outcome.limits_kw, time.monotonic()
             )
             updates = sorted(set(updates) | set(moved) | set(away))
-        sent = self.dispatcher.send(outcome.limits_kw, updates, schedule, self.cfg.schedule_period_s)
+        plan = PlanContext.of(outcome.assumed_kw, outcome.planned_import_kw)
+        sent = self.dispatcher.send(outcome.limits_kw, updates, schedule, self.cfg.schedule_period_s, plan)
         if self.battery is not None:
             self.battery.command(self._battery_setpoint(outcome))
         return sent

@@ -305,6 +305,10 @@ class Service:
     async def _control_loop(self) -> None:
         interval = self.cfg.control_interval_s
         next_t = time.monotonic()
+        if self.cfg.cycle_phase_s is not None:  # on the UTC clock's grid (a tariff's, a scenario's)
+            wait_s = (self.cfg.cycle_phase_s - time.time()) % interval
+            next_t += wait_s
+            await asyncio.sleep(wait_s)
         while True:
             next_t += interval
             try:

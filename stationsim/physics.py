@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -35,6 +35,34 @@ from envs.core import FloatArray, SiteArrays, SiteState
 from envs.projection import charger_bounds
 from envs.scenario import Scenario
 from envs.share import profile_to_kw_one
+
+
+class TraceRow(NamedTuple):
+    """One tick of the physical site (``evdlm simulate --trace-csv``): what the limits saw."""
+
+    wall_utc: str
+    sim_time: str
+    import_kw: float
+    """the site's net import (negative: export)"""
+    charging_kw: float
+    """the chargers drawing, together"""
+    discharging_kw: float
+    """the chargers giving back, together (>= 0)"""
+    discharging: int
+    """chargers giving back"""
+    battery_kw: float
+    excess_kw: float
+    """above the import or export limit (<= 0: within)"""
+    node_excess_kw: float
+    """the worst node above its limit (<= 0: within)"""
+
+
+def write_trace(rows: list[TraceRow], path: str) -> None:
+    """The ticks as CSV, one row each, with a header."""
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(",".join(TraceRow._fields) + "\n")
+        for r in rows:
+            f.write(",".join(f"{v:.4f}" if isinstance(v, float) else str(v) for v in r) + "\n")
 
 
 @dataclass
@@ -180,6 +208,8 @@ class PhysicalSite:
         """how long transactions charged before a profile limited them"""
         self.battery_kw = 0.0
         """the site battery's power now (kW, + charge; :mod:`stationsim.battery`), part of the import"""
+        self.trace: list[TraceRow] | None = None
+        """one row per tick where a list is given (``evdlm simulate --trace-csv``), else nothing kept"""
 
     def protected(self, sid: str, c: SimConnector) -> bool:
         """A profile is in force for ``c``'s transaction: station maximum, TxDefault or its TxProfile."""
@@ -357,6 +387,14 @@ class PhysicalSite:
             self._violation_since = None
         self.site_import_kw = imp
         self.pv_kw = pv
+        if self.trace is not None:
+            self.trace.append(
+                TraceRow(
+                    datetime.now(UTC).isoformat(), str(now), imp, float(power[power > 0].sum()),
+                    float(-power[power < 0].sum()), int((power < 0).sum()), self.battery_kw, float(excess),
+                    float(node_excess.max(initial=-np.inf)),
+                )
+            )  # fmt: skip
 
     @staticmethod
     def _v2x_draw(period: Period, charge_cap_kw: float, ev_lo_kw: float) -> float:

@@ -36,7 +36,7 @@ from envs.scenario import Scenario
 from stationsim import messages as msg
 from stationsim.battery import SimBattery
 from stationsim.chaos import next_chaos_at, reboot, send_late
-from stationsim.physics import PhysicalSite, SimConnector
+from stationsim.physics import PhysicalSite, SimConnector, write_trace
 from stationsim.report import SimReport, build_report
 from stationsim.station_events import handle_event, meter_push
 from stationsim.stations import SimCP, _auth_header, _SimCP16, _SimCP21, _SimCP201
@@ -102,6 +102,8 @@ class SimOptions:
     late_meter_share: float = 0.0
     """soak: the share of MeterValues sent late (0.5-2 meter intervals after they were measured)"""
     seed: int = 0
+    trace_csv: str | None = None
+    """write every tick of the physical site here as CSV at the end (:class:`stationsim.physics.TraceRow`)"""
 
 
 @dataclass(frozen=True)
@@ -168,6 +170,8 @@ class SiteSimulator:
             self.version[sid] = ("1.6" if j % 2 == 0 else "2.0.1") if v == "mixed" else v
         self.physics = PhysicalSite(scenario, self.site, self.stations, self.opt.ignore_profiles)
         self.physics.v2g_min_soc = self.opt.v2g_min_soc
+        if self.opt.trace_csv is not None:
+            self.physics.trace = []
         self.cps: dict[str, SimCP] = {}
         self.booted: set[str] = set()
         self.last_connect_error: str | None = None
@@ -404,6 +408,8 @@ class SiteSimulator:
             for t in tasks:
                 with contextlib.suppress(BaseException):
                     await t
+            if self.opt.trace_csv is not None and self.physics.trace is not None:
+                write_trace(self.physics.trace, self.opt.trace_csv)
         return build_report(self, connected)
 
     def _progress(self, wall_s: float, end_wall_s: float) -> SimProgress:

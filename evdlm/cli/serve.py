@@ -435,6 +435,9 @@ def register(app: typer.Typer) -> None:
         battery_host: Annotated[
             str, typer.Option(help="address the Modbus battery listens on")
         ] = "127.0.0.1",
+        trace_csv: Annotated[
+            str | None, typer.Option(help="write the physical site's every tick here (CSV) at the end")
+        ] = None,
     ) -> None:
         """Replay a scenario with simulated OCPP stations against a running central system; with
         --battery-port, the site battery is served over Modbus TCP too (docs/serving.md, the site battery)."""
@@ -500,6 +503,7 @@ def register(app: typer.Typer) -> None:
             chaos_per_h=chaos_per_h,
             late_meter_share=late_meter_share,
             seed=seed,
+            trace_csv=trace_csv,
         )
         sim = SiteSimulator(sc, csms, opts, mapping)
         if not json_out:
