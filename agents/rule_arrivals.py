@@ -7,19 +7,27 @@ to the cheap hours of their stay, then finds the target and those hours shared w
 after, and has to raise the peak to keep every deadline. The record counts the energy each arriving EV
 asks for in the step of the day it arrives, apart for workdays and weekends (local time of the site), and
 expects in each coming step the mean over the days seen. Where no such day was seen yet (the first day),
-it expects the next hour to bring what the last hour brought, as far as the free chargers take it (each EV
-asking the mean of what arriving EVs asked so far). An arriving EV is expected to stay the mean stay seen at
-arrivals (as declared).
+it expects the next hour to bring what the last hour brought, as far as the chargers free by then take it
+(those free now and those the present EVs leave; each EV asking the mean of what arriving EVs asked so far).
+An arriving EV is expected to stay the mean stay seen at arrivals (as declared).
+
+A site that keeps a log need not start blind: a record can start from a profile of past sessions
+(:class:`agents.mpc_demand.ProfileDemand`, what the MPC's ghosts are drawn from in the declared mode), its
+days counting as days seen.
 """
 
 from __future__ import annotations
 
 from collections import deque
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from envs.core import BoolArray, FloatArray, IntArray, Snapshot
+
+if TYPE_CHECKING:
+    from agents.mpc_demand import ProfileDemand
 
 
 class ArrivalRecord:
@@ -29,8 +37,10 @@ class ArrivalRecord:
     MIN_BIN_H = 0.25
     """the finest time-of-day bin (a live site steps every few seconds)"""
 
-    def __init__(self, timezone: str) -> None:
+    def __init__(self, timezone: str, prior: ProfileDemand | None = None) -> None:
         self.timezone = timezone
+        self.prior = prior
+        """past sessions the record starts from (none: it starts empty)"""
         self._kwh: FloatArray | None = None
         """(2, bins per day) energy asked by the EVs that arrived in each time-of-day bin, summed"""
         self._days: FloatArray | None = None
@@ -70,6 +80,8 @@ class ArrivalRecord:
         per_day = round(24.0 / self.bin_h(dt))
         if self._kwh is None or self._days is None or self._kwh.shape[1] != per_day:
             self._kwh, self._days = np.zeros((2, per_day)), np.zeros((2, per_day))
+            if self.prior is not None:
+                self._seed(self.prior, dt)
         if self._present is not None and self._left is not None and len(self._present) == len(present):
             # new: plugged in now, or a new EV on the same charger (its time left jumped up)
             new = present & (~self._present | (left > self._left + 1e-6))
@@ -86,6 +98,20 @@ class ArrivalRecord:
         self._step = snapshot.step_index
         self._present, self._left = present.copy(), left.copy()
 
+    def _seed(self, prior: ProfileDemand, dt: float) -> None:
+        """Count the sessions of ``prior`` as arrivals seen, its days as days seen."""
+        assert self._kwh is not None and self._days is not None
+        per_day = self._kwh.shape[1]
+        kind = np.where(prior.workday, 0, 1)
+        sod = np.minimum(np.floor(prior.arrival_h / self.bin_h(dt)).astype(np.int64), per_day - 1)
+        # an average past day of each kind, weighing as one day seen: the site's own days soon outweigh it
+        days = np.asarray(prior.days, dtype=float)
+        np.add.at(self._kwh, (kind, sod), prior.energy_kwh / np.maximum(days, 1.0)[kind])
+        self._days += np.minimum(days, 1.0)[:, None]
+        self.arrivals += len(prior.energy_kwh)
+        self.asked_kwh += float(prior.energy_kwh.sum())
+        self.stay_h += float(prior.stay_h.sum())
+
     def stay_steps(self, dt_h: float) -> int:
         """Steps an arriving EV is expected to stay (the mean declared stay seen; 0 before any arrival)."""
         return 0 if self.arrivals == 0 else max(round(self.stay_h / self.arrivals / dt_h), 1)
@@ -100,10 +126,14 @@ class ArrivalRecord:
         dt = float(st.dt_h)
         # a step of the day not seen yet: for the next hour, the arrivals of the last hour again, at most as
         # many EVs as there are free chargers, each asking the mean of what arrivals asked
+        # (a charger an EV leaves is free for the next: at a full site the arrivals come as EVs leave)
         rate = sum(self._recent) / max(len(self._recent), 1)
-        free = int((~np.asarray(st.ev_present, dtype=bool)).sum())
-        cap = free * (self.asked_kwh / self.arrivals if self.arrivals else 0.0)
-        reach = np.minimum(np.arange(horizon), len(self._recent))  # the next hour only
+        present = np.asarray(st.ev_present, dtype=bool)
+        left = np.asarray(st.time_left_h, dtype=float)[present]
+        steps = np.arange(horizon)
+        freed = (np.ceil(left / dt - 1e-9)[None, :] <= steps[:, None]).sum(axis=1)
+        cap = (int((~present).sum()) + freed) * (self.asked_kwh / self.arrivals if self.arrivals else 0.0)
+        reach = np.minimum(steps, len(self._recent))  # the next hour only
         nowcast = np.diff(np.minimum(rate * reach, cap), prepend=0.0)
         start = pd.Timestamp(snapshot.timestamp, tz="UTC")
         times = pd.date_range(start, periods=horizon, freq=pd.Timedelta(hours=dt))
