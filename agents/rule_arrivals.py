@@ -9,7 +9,8 @@ asks for in the step of the day it arrives, apart for workdays and weekends (loc
 expects in each coming step the mean over the days seen. Where no such day was seen yet (the first day),
 it expects the next hour to bring what the last hour brought, as far as the chargers free by then take it
 (those free now and those the present EVs leave; each EV asking the mean of what arriving EVs asked so far).
-An arriving EV is expected to stay the mean stay seen at arrivals (as declared).
+An arriving EV is expected to stay the mean stay (as declared) of the EVs seen arriving at that time of day
+(a workplace's late arrivals leave the same evening), where none was seen of those of the last hour.
 
 A site that keeps a log need not start blind: a record can start from a profile of past sessions
 (:class:`agents.mpc_demand.ProfileDemand`, what the MPC's ghosts are drawn from in the declared mode), its
@@ -45,8 +46,12 @@ class ArrivalRecord:
         """(2, bins per day) energy asked by the EVs that arrived in each time-of-day bin, summed"""
         self._days: FloatArray | None = None
         """(2, bins per day) days seen in each bin"""
+        self._stays: FloatArray | None = None
+        """(2, 2, bins per day) declared stays (h) of the EVs that arrived in each bin, summed; their count"""
         self._recent: deque[float] = deque()
         """energy asked by the arrivals of each of the last steps (one hour), kWh"""
+        self._recent_stay: deque[tuple[float, int]] = deque()
+        """(summed declared stay, h, count) of the arrivals of each of the last steps"""
         self.arrivals = 0
         self.asked_kwh = 0.0
         self.stay_h = 0.0
@@ -80,8 +85,11 @@ class ArrivalRecord:
         per_day = round(24.0 / self.bin_h(dt))
         if self._kwh is None or self._days is None or self._kwh.shape[1] != per_day:
             self._kwh, self._days = np.zeros((2, per_day)), np.zeros((2, per_day))
+            self._stays = np.zeros((2, 2, per_day))
             if self.prior is not None:
                 self._seed(self.prior, dt)
+        stays = self._stays
+        assert stays is not None
         if self._present is not None and self._left is not None and len(self._present) == len(present):
             # new: plugged in now, or a new EV on the same charger (its time left jumped up)
             new = present & (~self._present | (left > self._left + 1e-6))
@@ -89,9 +97,13 @@ class ArrivalRecord:
             asked = float(np.maximum(np.asarray(st.energy_needed_kwh, dtype=float), 0.0)[new].sum())
             self._kwh[kind[0], sod[0]] += asked
             self._days[kind[0], sod[0]] += dt / self.bin_h(dt)  # the share of the bin seen
+            stay_h, count = float(left[new].sum()), int(new.sum())
+            stays[:, kind[0], sod[0]] += (stay_h, count)
             self._recent.append(asked)
+            self._recent_stay.append((stay_h, count))
             while len(self._recent) > max(round(1.0 / dt), 1):
                 self._recent.popleft()
+                self._recent_stay.popleft()
             self.arrivals += int(new.sum())
             self.asked_kwh += asked
             self.stay_h += float(left[new].sum())
@@ -100,7 +112,7 @@ class ArrivalRecord:
 
     def _seed(self, prior: ProfileDemand, dt: float) -> None:
         """Count the sessions of ``prior`` as arrivals seen, its days as days seen."""
-        assert self._kwh is not None and self._days is not None
+        assert self._kwh is not None and self._days is not None and self._stays is not None
         per_day = self._kwh.shape[1]
         kind = np.where(prior.workday, 0, 1)
         sod = np.minimum(np.floor(prior.arrival_h / self.bin_h(dt)).astype(np.int64), per_day - 1)
@@ -108,6 +120,8 @@ class ArrivalRecord:
         days = np.asarray(prior.days, dtype=float)
         np.add.at(self._kwh, (kind, sod), prior.energy_kwh / np.maximum(days, 1.0)[kind])
         self._days += np.minimum(days, 1.0)[:, None]
+        np.add.at(self._stays, (0, kind, sod), prior.stay_h)
+        np.add.at(self._stays, (1, kind, sod), 1.0)
         self.arrivals += len(prior.energy_kwh)
         self.asked_kwh += float(prior.energy_kwh.sum())
         self.stay_h += float(prior.stay_h.sum())
@@ -115,6 +129,26 @@ class ArrivalRecord:
     def stay_steps(self, dt_h: float) -> int:
         """Steps an arriving EV is expected to stay (the mean declared stay seen; 0 before any arrival)."""
         return 0 if self.arrivals == 0 else max(round(self.stay_h / self.arrivals / dt_h), 1)
+
+    def stays_ahead(self, snapshot: Snapshot, horizon: int) -> IntArray:
+        """(horizon,) steps an EV arriving in each coming step is expected to stay: the mean declared stay
+        of the EVs seen arriving at that time of day (a workplace's late arrivals leave the same evening,
+        its morning ones stay the day); where none was seen, of the last hour's arrivals, else of all."""
+        dt = float(snapshot.state.dt_h)
+        overall = self.stay_steps(dt)
+        if self._stays is None:
+            return np.full(horizon, overall, dtype=np.int64)
+        recent_h, recent_n = (
+            (sum(x) for x in zip(*self._recent_stay, strict=True)) if self._recent_stay else (0, 0)
+        )
+        fallback = max(round(recent_h / recent_n / dt), 1) if recent_n else overall
+        times = pd.date_range(
+            pd.Timestamp(snapshot.timestamp, tz="UTC"), periods=horizon, freq=pd.Timedelta(hours=dt)
+        )
+        kind, sod = self._slots(times, dt)
+        total, count = self._stays[0, kind, sod], self._stays[1, kind, sod]
+        mean = np.divide(total, count, out=np.zeros(horizon), where=count > 0) / dt
+        return np.where(count > 0, np.maximum(np.round(mean), 1), fallback).astype(np.int64)
 
     def expected_kwh(self, snapshot: Snapshot, horizon: int) -> FloatArray:
         """(horizon,) energy the EVs arriving in each coming step are expected to ask for, kWh (the step now
@@ -146,8 +180,9 @@ class ArrivalRecord:
         return out
 
 
-def arrivals_due_kwh(arriving_kwh: FloatArray, stay_steps: int, ks: IntArray) -> FloatArray:
+def arrivals_due_kwh(arriving_kwh: FloatArray, stay_steps: int | IntArray, ks: IntArray) -> FloatArray:
     """(K,) energy the expected arrivals (``arriving_kwh``, ``(H,)``, arriving at the start of each step)
-    want by step ``k`` for each ``k`` of ``ks`` (steps from now), each staying ``stay_steps``."""
-    due_step = np.arange(len(arriving_kwh)) + max(stay_steps, 1)
+    want by step ``k`` for each ``k`` of ``ks`` (steps from now), each staying ``stay_steps`` (one for all,
+    or ``(H,)``: by the step they arrive in)."""
+    due_step = np.arange(len(arriving_kwh)) + np.maximum(stay_steps, 1)
     return np.asarray((arriving_kwh[None, :] * (due_step[None, :] <= ks[:, None])).sum(axis=1))

@@ -179,7 +179,7 @@ class RuleBasedDLM:
 
         # what the EVs expected to arrive ask for, and want by each departure step of the present EVs
         arriving = arrivals.expected_kwh(snapshot, H)
-        arr_due = arrivals_due_kwh(arriving, arrivals.stay_steps(dt), dl.ks)
+        arr_due = arrivals_due_kwh(arriving, arrivals.stays_ahead(snapshot, H), dl.ks)
 
         # ---- 4. peak target (demand charge): the cheapest deadline-feasible level, never below the peak
         peak_so_far = float(snapshot.peak_import_kw)
@@ -198,6 +198,7 @@ class RuleBasedDLM:
             windows,
             self.target_margin,
             arr_due,
+            imp_h,
         )
         expect_kw = expected_kw(need, rate, steps_left, active, net_h, target, H, arriving)
 
