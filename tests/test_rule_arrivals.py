@@ -128,3 +128,26 @@ def test_a_record_started_from_past_sessions_expects_their_arrivals_on_the_first
     assert got[at_two[0]] == pytest.approx(8.0)  # the past day's arrival, with nothing seen yet
     assert np.delete(got, at_two[0]) == pytest.approx(np.zeros(15))
     assert record.stay_steps(0.25) == 16  # the past sessions' stays
+
+
+def test_arrivals_are_expected_to_stay_as_long_as_those_seen_at_that_time_of_day() -> None:
+    # day 1: an EV at step 8 stays 12 steps, one at step 40 stays 4; on day 2 each time keeps its stay
+    rows = [
+        {"charger_id": "c0", "arrival": 8, "departure": 20, "energy_kwh": 5.0},
+        {"charger_id": "c1", "arrival": 40, "departure": 44, "energy_kwh": 2.0},
+    ]
+    sc = tiny_scenario(2 * STEPS_PER_DAY, rows, import_limit_kw=100.0)
+    env = ChargingSiteEnv(scenario=sc, step=None)
+    env.reset(seed=0)
+    record = ArrivalRecord(sc.site.timezone)
+    for _ in range(STEPS_PER_DAY):
+        record.observe(env.snapshot())
+        env.step(np.zeros(env.site.n))
+    snap = env.snapshot()
+    record.observe(snap)
+    stays = record.stays_ahead(snap, 48)
+    assert stays[8] == 12 and stays[40] == 4
+    assert record.stay_steps(0.25) == 8  # elsewhere: the mean of all (no arrival in the last hour)
+    assert np.delete(stays, [8, 40]) == pytest.approx(np.full(46, 8))
+    due = arrivals_due_kwh(np.where(np.isin(np.arange(48), [8, 40]), 1.0, 0.0), stays, np.array([20, 44, 47]))
+    assert due == pytest.approx([1.0, 2.0, 2.0])
