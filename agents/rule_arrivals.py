@@ -10,7 +10,7 @@ expects in each coming step the mean over the days seen. Where no such day was s
 it expects the next hour to bring what the last hour brought, as far as the chargers free by then take it
 (those free now and those the present EVs leave; each EV asking the mean of what arriving EVs asked so far).
 An arriving EV is expected to stay the mean stay (as declared) of the EVs seen arriving at that time of day
-(a workplace's late arrivals leave the same evening), where none was seen of those of the last hour.
+(a workplace's late arrivals leave the same evening), where none was seen of all arrivals seen.
 
 A site that keeps a log need not start blind: a record can start from a profile of past sessions
 (:class:`agents.mpc_demand.ProfileDemand`, what the MPC's ghosts are drawn from in the declared mode), its
@@ -50,8 +50,6 @@ class ArrivalRecord:
         """(2, 2, bins per day) declared stays (h) of the EVs that arrived in each bin, summed; their count"""
         self._recent: deque[float] = deque()
         """energy asked by the arrivals of each of the last steps (one hour), kWh"""
-        self._recent_stay: deque[tuple[float, int]] = deque()
-        """(summed declared stay, h, count) of the arrivals of each of the last steps"""
         self.arrivals = 0
         self.asked_kwh = 0.0
         self.stay_h = 0.0
@@ -100,10 +98,8 @@ class ArrivalRecord:
             stay_h, count = float(left[new].sum()), int(new.sum())
             stays[:, kind[0], sod[0]] += (stay_h, count)
             self._recent.append(asked)
-            self._recent_stay.append((stay_h, count))
             while len(self._recent) > max(round(1.0 / dt), 1):
                 self._recent.popleft()
-                self._recent_stay.popleft()
             self.arrivals += int(new.sum())
             self.asked_kwh += asked
             self.stay_h += float(left[new].sum())
@@ -133,22 +129,18 @@ class ArrivalRecord:
     def stays_ahead(self, snapshot: Snapshot, horizon: int) -> IntArray:
         """(horizon,) steps an EV arriving in each coming step is expected to stay: the mean declared stay
         of the EVs seen arriving at that time of day (a workplace's late arrivals leave the same evening,
-        its morning ones stay the day); where none was seen, of the last hour's arrivals, else of all."""
+        its morning ones stay the day); where none was seen, of all arrivals seen."""
         dt = float(snapshot.state.dt_h)
         overall = self.stay_steps(dt)
         if self._stays is None:
             return np.full(horizon, overall, dtype=np.int64)
-        recent_h, recent_n = (
-            (sum(x) for x in zip(*self._recent_stay, strict=True)) if self._recent_stay else (0, 0)
-        )
-        fallback = max(round(recent_h / recent_n / dt), 1) if recent_n else overall
         times = pd.date_range(
             pd.Timestamp(snapshot.timestamp, tz="UTC"), periods=horizon, freq=pd.Timedelta(hours=dt)
         )
         kind, sod = self._slots(times, dt)
         total, count = self._stays[0, kind, sod], self._stays[1, kind, sod]
         mean = np.divide(total, count, out=np.zeros(horizon), where=count > 0) / dt
-        return np.where(count > 0, np.maximum(np.round(mean), 1), fallback).astype(np.int64)
+        return np.where(count > 0, np.maximum(np.round(mean), 1), overall).astype(np.int64)
 
     def expected_kwh(self, snapshot: Snapshot, horizon: int) -> FloatArray:
         """(horizon,) energy the EVs arriving in each coming step are expected to ask for, kWh (the step now
