@@ -116,8 +116,8 @@ class ArrivalRecord:
         days = np.asarray(prior.days, dtype=float)
         np.add.at(self._kwh, (kind, sod), prior.energy_kwh / np.maximum(days, 1.0)[kind])
         self._days += np.minimum(days, 1.0)[:, None]
-        np.add.at(self._stays, (0, kind, sod), prior.stay_h)
-        np.add.at(self._stays, (1, kind, sod), 1.0)
+        np.add.at(self._stays[0], (kind, sod), prior.stay_h)
+        np.add.at(self._stays[1], (kind, sod), 1.0)
         self.arrivals += len(prior.energy_kwh)
         self.asked_kwh += float(prior.energy_kwh.sum())
         self.stay_h += float(prior.stay_h.sum())
