@@ -35,6 +35,7 @@ Every request still goes through the safety projection.
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -49,6 +50,9 @@ from envs.core import FloatArray, SiteArrays, SiteState, Snapshot
 from envs.physics import ev_terms
 from envs.projection import ceil_to_grid, charger_bounds
 from envs.scenario import Scenario
+
+if TYPE_CHECKING:
+    from agents.mpc_demand import ProfileDemand
 
 
 class RuleBasedDLM:
@@ -79,6 +83,7 @@ class RuleBasedDLM:
         target_margin: float = 0.95,
         node_margin: float = 0.9,
         early_prior: float = 1.0,
+        arrival_prior: ProfileDemand | None = None,
     ) -> None:
         if not 0 < hedge <= 1:
             raise ValueError("hedge must lie in (0, 1]")
@@ -96,11 +101,13 @@ class RuleBasedDLM:
         self._min_grid_kw: FloatArray | None = None
         self._clock: BillingClock | None = None
         self._drivers = DriverRecord(early_prior)
+        self.arrival_prior = arrival_prior
+        """past sessions the record of arrivals starts from (:mod:`agents.rule_arrivals`; none: empty)"""
         self._arrivals: ArrivalRecord | None = None
 
     def reset(self, site: SiteArrays, scenario: Scenario | None = None) -> None:
         self._drivers = DriverRecord(self.early_prior)
-        self._arrivals = ArrivalRecord(site.config.timezone)
+        self._arrivals = ArrivalRecord(site.config.timezone, self.arrival_prior)
         self._site = site
         self._res = Resources.from_site(site)
         # each charger's minimum power on its resolution grid (kW), the least the projection lets it draw
@@ -172,7 +179,7 @@ class RuleBasedDLM:
 
         # what the EVs expected to arrive ask for, and want by each departure step of the present EVs
         arriving = arrivals.expected_kwh(snapshot, H)
-        arr_due = arrivals_due_kwh(arriving, arrivals.stay_steps(dt), dl.ks)
+        arr_due = arrivals_due_kwh(arriving, arrivals.stays_ahead(snapshot, H), dl.ks)
 
         # ---- 4. peak target (demand charge): the cheapest deadline-feasible level, never below the peak
         peak_so_far = float(snapshot.peak_import_kw)
@@ -191,6 +198,7 @@ class RuleBasedDLM:
             windows,
             self.target_margin,
             arr_due,
+            imp_h,
         )
         expect_kw = expected_kw(need, rate, steps_left, active, net_h, target, H, arriving)
 

@@ -89,11 +89,14 @@ def peak_target(
     windows: float,
     margin: float,
     arrivals_due: FloatArray,
+    import_h: FloatArray | None = None,
 ) -> float:
     """The import level to stay under: the cheapest of a grid of levels that still lets every present
     EV finish (cumulative energy by deadline under the forecast net load, within ``margin`` of the room),
     counting the demand charge once and the window's energy cost ``windows`` times (the windows left in
-    the billing period)."""
+    the billing period). ``price_h`` is the marginal price of charging (what surplus PV would earn
+    exported where there is a surplus); only the surplus's share of the room costs it, the rest is imported
+    at ``import_h`` (default ``price_h``)."""
     tariff = site.config.tariff
     H = len(net_h)
     grid_kwh = np.where(active, need / eff, 0.0)
@@ -116,11 +119,16 @@ def peak_target(
         return hi
     if tariff.demand_charge_per_kw <= 0:
         return hi
-    order = np.argsort(price_h, kind="stable")
-    room_sorted = room[:, order]
+    # the room under a level in a step with PV surplus: the surplus (at the price it would earn exported),
+    # then imports (at the import price): a higher level buys no more of the cheap surplus
+    pv_room = np.minimum(room, np.maximum(-net_h, 0.0)[None, :] * dt)
+    pieces = np.concatenate([pv_room, room - pv_room], axis=1)  # (G, 2H)
+    piece_price = np.concatenate([price_h, price_h if import_h is None else import_h])
+    order = np.argsort(piece_price, kind="stable")
+    room_sorted = pieces[:, order]
     before = np.cumsum(room_sorted, axis=1) - room_sorted
     take = np.clip(due[-1] - before, 0.0, room_sorted)
-    energy_cost = take @ price_h[order]
+    energy_cost = take @ piece_price[order]
     cost = tariff.demand_charge_per_kw * np.maximum(levels - peak_so_far, 0.0) + windows * energy_cost
     cost = np.where(feasible, cost, np.inf)
     return float(levels[int(np.argmin(cost))])

@@ -102,11 +102,13 @@ def mode_policies(mode: str, week: Week, policies: list[str], cache: Path) -> li
     the EVs still to come from a demand profile (:class:`agents.mpc_demand.ProfileDemand`) fitted on the
     sessions of the :data:`HISTORY_DAYS` days before the week (from the period's first day where it starts
     later) instead of the week's own sessions (in ``perfect`` mode it reads them: a perfect forecast of the
-    demand to come)."""
-    if mode != "declared" or "mpc" not in policies:
+    demand to come), and the rule-based DLM, whose record of arrivals starts from that profile in both
+    modes (a site's log of past sessions; without it the first day is planned blind)."""
+    if "rule_based" not in policies and (mode != "declared" or "mpc" not in policies):
         return list(policies)
     from agents.mpc import ModelPredictiveControl
     from agents.mpc_demand import ProfileDemand
+    from agents.rule_based import RuleBasedDLM
     from benchmarks import real
 
     start = pd.Timestamp(week.start, tz=real.TIMEZONE)
@@ -114,4 +116,12 @@ def mode_policies(mode: str, week: Week, policies: list[str], cache: Path) -> li
     first = max(start - pd.DateOffset(days=HISTORY_DAYS), period_start)
     history = real.read_period(week.site, week.period, cache)
     demand = ProfileDemand.fit(history, real.TIMEZONE, first, start, real.CHARGER_KW)
-    return [ModelPredictiveControl(demand=demand) if p == "mpc" else p for p in policies]
+    out: list[str | Policy] = []
+    for p in policies:
+        if p == "rule_based":
+            out.append(RuleBasedDLM(arrival_prior=demand))
+        elif p == "mpc" and mode == "declared":
+            out.append(ModelPredictiveControl(demand=demand))
+        else:
+            out.append(p)
+    return out
