@@ -130,7 +130,9 @@ def best_executable_plan(
             if up_share < 0:
                 if neighbourhood_nodes <= 0:
                     continue
-                plan = neighbourhood_plan(lp, data, rate_kw, departs, neighbourhood_nodes, up_share < -1.5)
+                serve = up_share < -1.5
+                nodes = neighbourhood_nodes * (SERVE_NODES if serve else 1)
+                plan = neighbourhood_plan(lp, data, rate_kw, departs, nodes, serve)
             else:
                 plan = executable_plan(lp, data, rate_kw, passes, departs, node_limit, up_share)
         except LPError:
@@ -189,6 +191,9 @@ def _must_serve(lp: SiteLP, data: LPData, slots: np.ndarray) -> LPData:
 
 
 SERVE_PENALTY = 100.0
+SERVE_NODES = 6
+"""the serving variant searches ``SERVE_NODES`` times the neighbourhood's nodes (seen: a generated V2G
+workplace 364.40 EUR with 500 nodes and one EV a sliver short, 355.36 with 3,000 and all served)"""
 
 
 def _neighbourhood(lp: SiteLP, qdata: LPData, node_limit: int) -> LPSolution:
