@@ -234,14 +234,21 @@ class ModelPredictiveControl:
         # all the EV needs over this step, up to the next grid point: the projection rounds toward zero,
         # so capping at the exact need would leave a sliver below one grid step, then below half a minimum,
         # which the projection switches off every step until the EV leaves short
-        need_kw = ceil_to_grid(need / (site.efficiency * dt), site.resolution_kw)
+        exact_kw = need / (site.efficiency * dt)
+        need_kw = ceil_to_grid(exact_kw, site.resolution_kw)
         # a charger may run below its minimum where the EV takes less (its own limit, or all it needs), as
         # the safety projection allows: such a plan is kept, not switched off
-        min_kw = np.minimum(site.min_kw, np.where(present, rate, site.min_kw))
+        # all its room takes in one step (the LP's minimum, :meth:`SiteLP.min_x_kw`), up to the grid: a plan
+        # at the LP's minimum is at the charger's minimum here, not cut first where headroom is tight
+        room_kw = ceil_to_grid(np.maximum(room, need) / (site.efficiency * dt), site.resolution_kw)
+        min_kw = np.minimum(site.min_kw, np.where(present, np.minimum(rate, room_kw), site.min_kw))
+        lp_min = np.minimum(min_kw, np.maximum(room, need) / (site.efficiency * dt))
+        plan_kw = np.where(
+            (plan_kw > 1e-9) & (plan_kw >= lp_min - 1e-6), np.maximum(plan_kw, min_kw), plan_kw
+        )
         # an EV in its last step gets what it still needs even where the plan gave up on it (the LP's slack
         # is cheaper than the minimum it would take): rounded up to the minimum, inside the headroom rule
-        target = plan_kw
         kw = off_or_minimum(
-            plan_kw, target, min_kw, headroom, protect=last, need_kw=need_kw, finish_kw=need_kw
+            plan_kw, plan_kw, min_kw, headroom, protect=last, need_kw=need_kw, finish_kw=exact_kw
         )
         return Decision(kw, battery_kw)
