@@ -219,8 +219,17 @@ class ModelPredictiveControl:
             ),
         )
         first = lp.x_step == 0
+        # an EV that cannot get its need in the steps after this one (at its full rate) charges now: its
+        # first column is on at the minimum before the repair, which would otherwise switch off a plan
+        # below half the minimum and leave the EV short (a plan deferred to the last steps, where the
+        # site sits at its peak and every EV's energy is as good there as anywhere)
+        cap_after = (
+            rate * site.efficiency * dt * (frac[:, 1:] * (np.arange(1, H) < stop[:, None])).sum(axis=1)
+        )
+        must = present & (need_in > cap_after + 1e-6)
+        on = first & (lp.x_slot < site.n) & must[np.minimum(lp.x_slot, site.n - 1)]
         try:
-            sol = solve_min_current(lp, data, passes=2, warm=True, columns=first)
+            sol = solve_min_current(lp, data, passes=2, warm=True, columns=first, on=on)
         except LPError:
             sol = solve_min_current(lp, data, passes=2, warm=False, columns=first)
         self.solve_s.append(sol.solve_s)
