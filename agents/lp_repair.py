@@ -25,6 +25,7 @@ def solve_min_current(
     time_limit_s: float | None = None,
     settle: bool = False,
     up_share: float = 0.5,
+    on: BoolArray | None = None,
 ) -> LPSolution:
     """Solve ``lp``, then re-solve with the charging columns that came out between 0 and the charger's minimum
     forced to 0, up to ``passes`` times (a fix-and-resolve heuristic for the minimum-current rule the LP
@@ -32,15 +33,17 @@ def solve_min_current(
     first step). ``settle``: a last solve with every column's on/off state fixed (the columns still below
     the minimum on at it, where the slot's room takes it), so that no column is left below its minimum.
     ``up_share``: a column goes on at the minimum from this share of it (else off).
+    ``on``: columns on at the minimum from the start (MPC: an EV that cannot get its need after this step).
     Returns the last solution; its ``solve_s`` is the total."""
-    sol = lp.solve(data, warm=warm, time_limit_s=time_limit_s)
+    forced = np.zeros(lp.sizes["x"], dtype=bool) if on is None else np.asarray(on, dtype=bool).copy()
+    sol = lp.solve(data, warm=warm, time_limit_s=time_limit_s, x_on=forced if forced.any() else None)
     total = sol.solve_s
     min_x = lp.min_x_kw(data)
     eff_dt = lp._eff_x * lp.dt_h
     need = np.maximum(np.asarray(data.need_kwh, dtype=float), 0.0)
     room = need if data.room_kwh is None else np.maximum(np.asarray(data.room_kwh, dtype=float), need)
     off = np.zeros(lp.sizes["x"], dtype=bool)
-    on = np.zeros(lp.sizes["x"], dtype=bool)
+    on = forced
     for _ in range(passes):
         small = (lp.last_x > 1e-6) & (lp.last_x < min_x - 1e-6)
         if columns is not None:
