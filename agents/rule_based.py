@@ -26,8 +26,12 @@ second for 1,000 chargers. Each step it
    above it (then the new peak is the target);
 5. **discharges** the stationary battery and, where the session allows V2G, EVs only in expensive hours
    (price above the cheapest recharge price in the window divided by the round-trip efficiency, plus
-   degradation) and only so much that every EV can still reach its departure energy at full power; the
-   battery also shaves import above the target and charges from PV surplus and in the cheapest hours.
+   degradation) and only so much that every EV can still reach its departure energy at hedged full power
+   in the later steps whose recharge pays (and the limit tree and the connection can bring it back then,
+   within the export limit); while an EV's own discharge pays it charges nothing unforced, and in a step
+   where EVs discharge no EV charges beyond what deadlines and PV give it (no EV -> grid -> EV round
+   trips); the battery also shaves import above the target and charges from PV surplus and in the
+   cheapest hours.
 
 Every request still goes through the safety projection.
 """
