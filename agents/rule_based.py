@@ -26,8 +26,12 @@ second for 1,000 chargers. Each step it
    above it (then the new peak is the target);
 5. **discharges** the stationary battery and, where the session allows V2G, EVs only in expensive hours
    (price above the cheapest recharge price in the window divided by the round-trip efficiency, plus
-   degradation) and only so much that every EV can still reach its departure energy at full power; the
-   battery also shaves import above the target and charges from PV surplus and in the cheapest hours.
+   degradation) and only so much that every EV can still reach its departure energy at hedged full power
+   in the later steps whose recharge pays (and the limit tree and the connection can bring it back then,
+   within the export limit); while an EV's own discharge pays it charges nothing unforced, and in a step
+   where EVs discharge no EV charges beyond what deadlines and PV give it (no EV -> grid -> EV round
+   trips); the battery also shaves import above the target and charges from PV surplus and in the
+   cheapest hours.
 
 Every request still goes through the safety projection.
 """
@@ -45,7 +49,7 @@ from agents.rule_arrivals import ArrivalRecord, arrivals_due_kwh
 from agents.rule_deadlines import Deadlines, forced_kw
 from agents.rule_drivers import DriverRecord
 from agents.rule_schedule import BillingClock, cheap_now, expected_kw, peak_target, room_kwh
-from agents.rule_storage import battery_setpoint_kw, ev_discharge_kw
+from agents.rule_storage import battery_setpoint_kw, ev_discharge_kw, v2g_pays
 from envs.core import FloatArray, SiteArrays, SiteState, Snapshot
 from envs.physics import ev_terms
 from envs.projection import ceil_to_grid, charger_bounds
@@ -234,6 +238,10 @@ class RuleBasedDLM:
             want = rem_caps
         else:
             want = cheap_now(need, rate, expect_kw, eff, dt, steps_left, active, price_h, H)
+        if self.v2g and site.bidirectional.any():
+            # an EV whose own round trip pays now (V2G) waits for the cheaper hours it would recharge in
+            firm_import = base_now - pv_now + float((a_must + a_pv).sum())
+            want = np.where(v2g_pays(site, snapshot, terms, imp_h, firm_import), 0.0, want)
         want = np.minimum(want, rem_caps)
         a_cheap = greedy_fill(res, soft, want, order, site.min_kw)
         charger_kw = a_must + a_pv + a_cheap
@@ -248,9 +256,15 @@ class RuleBasedDLM:
         cheapest = float(imp_h.min())
         # ---- 5. V2G in expensive hours, only from EVs that keep their departure energy
         if self.v2g and site.bidirectional.any():
-            v2g_kw = ev_discharge_kw(site, snapshot, charger_kw, terms, imp_h, import_kw)
-            charger_kw = charger_kw - v2g_kw
-            import_kw -= float(v2g_kw.sum())
+            # where discharging pays, no EV charges beyond what deadlines and PV give it: charged now from
+            # another EV's discharge, it would cost that EV's round trip instead of a cheaper recharge later
+            firm_kw = np.minimum(charger_kw, a_must + a_pv)
+            firm_import = base_now - pv_now + float(firm_kw.sum())
+            v2g_kw = ev_discharge_kw(
+                site, snapshot, firm_kw, terms, imp_h, firm_import, self.hedge, res, self.node_margin
+            )
+            if v2g_kw.any():
+                charger_kw, import_kw = firm_kw - v2g_kw, firm_import - float(v2g_kw.sum())
         battery_kw = 0.0
         if self.use_battery and site.has_battery:
             battery_kw = battery_setpoint_kw(site, snapshot, import_kw, target, imp_h, price_h, cheapest)
