@@ -10,9 +10,9 @@ Future arrivals: the EVs expected to arrive within the horizon are planned too, 
 :class:`~agents.mpc_demand.DemandForecast`; by default :class:`~agents.mpc_demand.PerfectDemand`, the
 scenario's own sessions aggregated, none in serving). Planned only for the EVs present, a plan fills the
 cheap hours and sets a peak that the EVs arriving later break (on the real weeks most of MPC's +3 to
-+5.5 % gap to the optimum). A ghost misses at ``ghost_penalty_share`` of the tariff's missing-energy
-penalty, an EV present at ``penalty_weight`` times it, so where capacity is tight the EVs present are served
-first; the ghosts still reserve the peak and the cheap hours. (At half the penalty a ghost's kWh was worth
++5.5 % gap to the optimum). A ghost misses at ``ghost_penalty_share`` of the missing-energy penalty (1: as
+an EV present; below 1 the EVs present are served first where capacity is tight); the ghosts reserve the
+peak and the cheap hours. (At half the penalty a ghost's kWh was worth
 little more than the energy it costs: on a depot the plan made before the vans came back set a peak for
 half of them, then raised it van by van through the evening, capacity the night then lacked: 41 EVs left
 short on the generated depot week.) Each kWh charged an hour later still costs ``delay_cost_per_kwh_h``
@@ -35,8 +35,11 @@ valued at the window's median import price times the efficiency.
 Execution: a plan that fits the needs exactly under its peak turns every kWh execution loses (the grid's
 rounding, the minimum current the LP relaxes) into an EV left short, since each re-plan finds the peak sunk
 and ever fewer hours to raise it for. The needs of the EVs present are planned with a margin
-(``need_margin``), which shrinks with the need, and a miss costs them ``penalty_weight`` times the penalty
-in the plan. An EV within ``done_kwh`` of its request is done (see :meth:`ModelPredictiveControl.act`).
+(``need_margin``), which shrinks with the need. Among equally cheap steps the LP is indifferent which EV
+charges when, and left alone it plans some into their last hour with no slack; a kWh charged at the end of
+a slot's window costs ``deadline_cost_per_kwh`` more in the plan (in proportion to the step over the
+window), so the EVs nearer their departure charge first. An EV within ``done_kwh`` of its request is done
+(see :meth:`ModelPredictiveControl.act`).
 
 Minimum current: the LP relaxes it; the first step's columns are repaired by fix-and-resolve
 (:func:`agents.lp_repair.solve_min_current`), where an EV whose remaining room is below one minimum step
@@ -72,9 +75,9 @@ class ModelPredictiveControl:
         max_ghosts: int = 64,
         peak_exponent: float = 0.5,
         ghost_penalty_share: float = 1.0,
-        penalty_weight: float = 3.0,
-        done_kwh: float = 0.05,
         need_margin: float = 0.02,
+        deadline_cost_per_kwh: float = 0.02,
+        done_kwh: float = 0.05,
     ) -> None:
         if horizon < 1:
             raise ValueError("horizon must be at least 1 step")
@@ -88,8 +91,8 @@ class ModelPredictiveControl:
         self._demand: BoundDemand | None = None
         self.delay_cost_per_kwh_h = delay_cost_per_kwh_h
         """what charging an hour later costs per kWh in the plan (see the module docstring)"""
-        self.penalty_weight = penalty_weight
-        """the missing-energy penalty of the EVs present in the plan, times the tariff's"""
+        self.deadline_cost_per_kwh = deadline_cost_per_kwh
+        """what a kWh charged in an EV's last step costs in the plan (:attr:`LPData.deadline_cost_per_kwh`)"""
         self.need_margin = need_margin
         """share added to the needs of the EVs present in the plan (see the module docstring)"""
         self.done_kwh = done_kwh
@@ -224,7 +227,6 @@ class ModelPredictiveControl:
         zeros = np.zeros(G)
         # an expected EV is short at a lower price than an EV present: where capacity is tight, the LP
         # serves the EVs plugged in first
-        penalty = self.penalty_weight * tariff.missing_energy_penalty_per_kwh
         penalty_g = np.full(G, self.ghost_penalty_share * tariff.missing_energy_penalty_per_kwh)
         spread = self._horizons_left(snapshot, H * dt) ** self.peak_exponent
         data = LPData(
@@ -246,7 +248,10 @@ class ModelPredictiveControl:
             demand_charge_per_kw=tariff.demand_charge_per_kw / spread,
             present_fraction=np.concatenate([frac, g_frac]),
             delay_cost_per_kwh_h=self.delay_cost_per_kwh_h,
-            missing_penalty_per_kwh=np.concatenate([np.full(site.n, penalty), penalty_g]),
+            deadline_cost_per_kwh=self.deadline_cost_per_kwh,
+            missing_penalty_per_kwh=np.concatenate(
+                [np.full(site.n, tariff.missing_energy_penalty_per_kwh), penalty_g]
+            ),
         )
         first = lp.x_step == 0
         # an EV that cannot get its need in the steps after this one (at its full rate) charges now: its
