@@ -129,6 +129,10 @@ class LPData:
     present_fraction: FloatArray | None = None
     """(K, T) fraction of each step each slot's EV is plugged in (sub-step time: it arrives or leaves
     mid-step); its charge and discharge bounds that step are scaled by it (defaults to 1)"""
+    deadline_cost_per_kwh: float = 0.0
+    """cost per kWh a slot charges in its last step, from 0 at step 0 in proportion to the step over its
+    window (MPC: among equally cheap steps the EVs nearer their departure charge first, so that no EV is
+    planned into its last steps with no slack left)"""
     missing_penalty_per_kwh: FloatArray | None = None
     """(K,) penalty per kWh each slot misses (defaults to the tariff's; MPC: lower for the EVs it only
     expects, so that the EVs present come first)"""
@@ -500,6 +504,9 @@ def _bounds_and_costs(
     hi[c["x"] : c["x"] + nx] = np.where(present, max_charge[lp.x_slot] * frac, 0.0) if nx else 0.0
     late = _EPS_LATE if d.delay_cost_per_kwh_h is None else d.delay_cost_per_kwh_h * dt * dt + _EPS_LATE
     cost[c["x"] : c["x"] + nx] = late * lp.x_step
+    if d.deadline_cost_per_kwh and nx:
+        window = np.maximum(active_stop, 1)[lp.x_slot]
+        cost[c["x"] : c["x"] + nx] += d.deadline_cost_per_kwh * dt * lp.x_step / window
     if ny:
         xi = lp.y_of_x
         dis = np.zeros(lp.K) if d.max_discharge_kw is None else np.asarray(d.max_discharge_kw, dtype=float)

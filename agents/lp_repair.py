@@ -36,6 +36,7 @@ def solve_min_current(
     ``on``: columns on at the minimum from the start (MPC: an EV that cannot get its need after this step).
     Returns the last solution; its ``solve_s`` is the total."""
     forced = np.zeros(lp.sizes["x"], dtype=bool) if on is None else np.asarray(on, dtype=bool).copy()
+    must_on = forced.copy()
     sol = lp.solve(data, warm=warm, time_limit_s=time_limit_s, x_on=forced if forced.any() else None)
     total = sol.solve_s
     min_x = lp.min_x_kw(data)
@@ -56,7 +57,9 @@ def solve_min_current(
         sliver = need[lp.x_slot] < min_x * eff_dt + 1e-9
         up = _within_room(lp, small & ((lp.last_x >= up_share * min_x) | sliver), on, min_x * eff_dt, room)
         on |= up
-        off |= small & ~up
+        # a column the caller forced on stays on, at what its bound allows where that is below the minimum
+        # (an EV in the fraction of its last step it is still plugged in)
+        off |= small & ~up & ~must_on
         sol = lp.solve(data, warm=True, time_limit_s=time_limit_s, x_off=off, x_on=on)
         total += sol.solve_s
     if settle:

@@ -10,12 +10,15 @@ Future arrivals: the EVs expected to arrive within the horizon are planned too, 
 :class:`~agents.mpc_demand.DemandForecast`; by default :class:`~agents.mpc_demand.PerfectDemand`, the
 scenario's own sessions aggregated, none in serving). Planned only for the EVs present, a plan fills the
 cheap hours and sets a peak that the EVs arriving later break (on the real weeks most of MPC's +3 to
-+5.5 % gap to the optimum). A ghost misses at ``ghost_penalty_share`` of the missing-energy penalty, so
-where capacity is tight the EVs present are served first; the ghosts still reserve the peak and the cheap
-hours. Each kWh charged an hour later still costs ``delay_cost_per_kwh_h`` in the plan: a tie-break among
-similar hours, kept small (0.004) now that the ghosts reserve capacity for the EVs to come (at 0.016 it
-outweighed the night's price spread over a long stay: generated residential week +6.1 % over the optimum,
-+1.4 % at 0.004; the real weeks 0.1-1.9 points better too).
++5.5 % gap to the optimum). A ghost misses at ``ghost_penalty_share`` of the missing-energy penalty (1: as
+an EV present; below 1 the EVs present are served first where capacity is tight); the ghosts reserve the
+peak and the cheap hours. (At half the penalty a ghost's kWh was worth
+little more than the energy it costs: on a depot the plan made before the vans came back set a peak for
+half of them, then raised it van by van through the evening, capacity the night then lacked: 41 EVs left
+short on the generated depot week.) Each kWh charged an hour later still costs ``delay_cost_per_kwh_h``
+in the plan: a tie-break among similar hours, kept small (0.004) now that the ghosts reserve capacity for
+the EVs to come (at 0.016 it outweighed the night's price spread over a long stay: generated residential
+week +6.1 % over the optimum, +1.4 % at 0.004; the real weeks 0.1-1.9 points better too).
 
 The LP's structure is fixed (one slot per charger over the whole horizon, zero bounds where no EV is
 plugged in, then ``max_ghosts`` ghost slots outside the limit tree), so it is built once and every later
@@ -28,6 +31,15 @@ plan sets for the day's demand serves the days after it too; the full split, exp
 creep up day by day: +1 to +5 % on the real weeks); the peak already reached this period is the peak's
 lower bound (sunk: planning below it gains nothing); energy left in the battery at the horizon end is
 valued at the window's median import price times the efficiency.
+
+Execution: a plan that fits the needs exactly under its peak turns every kWh execution loses (the grid's
+rounding, the minimum current the LP relaxes) into an EV left short, since each re-plan finds the peak sunk
+and ever fewer hours to raise it for. The needs of the EVs present are planned with a margin
+(``need_margin``), which shrinks with the need. Among equally cheap steps the LP is indifferent which EV
+charges when, and left alone it plans some into their last hour with no slack; a kWh charged at the end of
+a slot's window costs ``deadline_cost_per_kwh`` more in the plan (in proportion to the step over the
+window), so the EVs nearer their departure charge first. An EV within ``done_kwh`` of its request is done
+(see :meth:`ModelPredictiveControl.act`).
 
 Minimum current: the LP relaxes it; the first step's columns are repaired by fix-and-resolve
 (:func:`agents.lp_repair.solve_min_current`), where an EV whose remaining room is below one minimum step
@@ -62,7 +74,10 @@ class ModelPredictiveControl:
         demand: DemandForecast | None = PerfectDemand(),
         max_ghosts: int = 64,
         peak_exponent: float = 0.5,
-        ghost_penalty_share: float = 0.5,
+        ghost_penalty_share: float = 1.0,
+        need_margin: float = 0.02,
+        deadline_cost_per_kwh: float = 0.02,
+        done_kwh: float = 0.05,
     ) -> None:
         if horizon < 1:
             raise ValueError("horizon must be at least 1 step")
@@ -76,6 +91,12 @@ class ModelPredictiveControl:
         self._demand: BoundDemand | None = None
         self.delay_cost_per_kwh_h = delay_cost_per_kwh_h
         """what charging an hour later costs per kWh in the plan (see the module docstring)"""
+        self.deadline_cost_per_kwh = deadline_cost_per_kwh
+        """what a kWh charged in an EV's last step costs in the plan (:attr:`LPData.deadline_cost_per_kwh`)"""
+        self.need_margin = need_margin
+        """share added to the needs of the EVs present in the plan (see the module docstring)"""
+        self.done_kwh = done_kwh
+        """an EV this close to its request is done (see :meth:`act`)"""
         self._site: SiteArrays | None = None
         self._lp: SiteLP | None = None
         self._episode_end: pd.Timestamp | None = None
@@ -149,6 +170,13 @@ class ModelPredictiveControl:
 
         present = np.asarray(st.ev_present, dtype=bool)
         need = np.where(present, np.maximum(np.asarray(st.energy_needed_kwh, dtype=float), 0.0), 0.0)
+        # a need below ``done_kwh`` (or below what one grid step delivers in a step) is done: it is what
+        # the projection's rounding toward zero, or a step at the EV's full rate that fell just short, leaves;
+        # serving it would hold the charger at its minimum for a whole step (the EV takes that, up to its
+        # room), at night on a depot 1 kWh of the site's peak capacity for a few Wh, which the LP (relaxing
+        # the minimum) does not see, and the EVs still charging then miss it
+        done = np.maximum(self.done_kwh, site.resolution_kw * site.efficiency * dt)
+        need = np.where(need < done, 0.0, need)
         # the deadline terms: the rate each charger can hold the EV at (on its grid) and whole steps left
         terms = ev_terms(site, st)
         rate = terms.rate_kw
@@ -172,6 +200,11 @@ class ModelPredictiveControl:
         min_step = np.minimum(ceil_to_grid(site.min_kw, site.resolution_kw), rate) * site.efficiency * dt
         sliver = (need_in > 1e-9) & (need_in < min_step) & (room >= min_step)
         need_in = np.where(sliver, min_step, need_in)
+        # planned with a margin: the plan's peak then has room for what execution loses (the grid, the
+        # minimum current the LP relaxes, remainders below a minimum step), which a plan that fits the
+        # needs exactly turns into EVs leaving short (it re-plans with a sunk peak and ever fewer hours to
+        # raise it for); the margin shrinks with the need, to nothing at the end of each stay
+        need_plan = np.where(sliver, need_in, need_in * (1.0 + self.need_margin))
         dis = np.where(
             present, np.minimum(site.max_discharge_kw, np.asarray(st.ev_max_discharge_kw, dtype=float)), 0.0
         )
@@ -201,10 +234,10 @@ class ModelPredictiveControl:
             pv_kw=pv,
             import_price_per_kwh=imp,
             export_price_per_kwh=exp,
-            need_kwh=np.concatenate([need_in, g_need]),
+            need_kwh=np.concatenate([need_plan, g_need]),
             max_charge_kw=np.concatenate([rate, g_rate]),
             active_stop=np.concatenate([np.minimum(steps_left, H), g_stop]),
-            room_kwh=np.concatenate([room, g_need]),
+            room_kwh=np.concatenate([np.maximum(room, need_plan), g_need]),
             dischargeable_kwh=np.concatenate(
                 [np.where(present, np.asarray(st.energy_dischargeable_kwh, dtype=float), 0.0), zeros]
             ),
@@ -215,6 +248,7 @@ class ModelPredictiveControl:
             demand_charge_per_kw=tariff.demand_charge_per_kw / spread,
             present_fraction=np.concatenate([frac, g_frac]),
             delay_cost_per_kwh_h=self.delay_cost_per_kwh_h,
+            deadline_cost_per_kwh=self.deadline_cost_per_kwh,
             missing_penalty_per_kwh=np.concatenate(
                 [np.full(site.n, tariff.missing_energy_penalty_per_kwh), penalty_g]
             ),
@@ -251,7 +285,11 @@ class ModelPredictiveControl:
         # all its room takes in one step (the LP's minimum, :meth:`SiteLP.min_x_kw`), up to the grid: a plan
         # at the LP's minimum is at the charger's minimum here, not cut first where headroom is tight
         room_kw = ceil_to_grid(np.maximum(room, need) / (site.efficiency * dt), site.resolution_kw)
-        min_kw = np.minimum(site.min_kw, np.where(present, np.minimum(rate, room_kw), site.min_kw))
+        # (and, as the projection's minimum, at most the fraction of its rate it can draw this step: an EV
+        # plugged in for part of the step)
+        min_kw = np.minimum(
+            site.min_kw, np.where(present, np.minimum(rate * frac[:, 0], room_kw), site.min_kw)
+        )
         lp_min = np.minimum(min_kw, np.maximum(room, need) / (site.efficiency * dt))
         plan_kw = np.where(
             (plan_kw > 1e-9) & (plan_kw >= lp_min - 1e-6), np.maximum(plan_kw, min_kw), plan_kw
