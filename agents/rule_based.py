@@ -64,7 +64,9 @@ class RuleBasedDLM:
 
     Arguments:
         hedge: fraction of its full power an EV is assumed to get in future steps when deciding what it
-            must charge now (lower = earlier, safer, dearer).
+            must charge now (lower = earlier, safer, dearer), while drivers are seen to leave before the
+            departure they declared (or none was seen yet, with ``early_prior`` > 0); where every driver
+            seen kept it, the rule plans on full power.
         v2g: allow V2G discharge of EVs whose session allows it.
         use_battery: operate the stationary battery.
         period_scaling: weigh the window's energy cost by the windows left in the billing period when
@@ -174,12 +176,18 @@ class RuleBasedDLM:
         caps = np.maximum(np.minimum(hi_kw, ceil_to_grid(need / (eff * dt), site.resolution_kw)), 0.0)
         # the deadline terms on the planned need: the rate each charger can hold, steps left, laxity, what
         # each EV must draw now and what it could spare at the hedged rate
-        terms = ev_terms(site, st, need, self.hedge)
+        # the hedge guards the plan against an EV getting less than its full power in the steps it has
+        # left as planned: chiefly its driver leaving before the departure declared (contention for a node
+        # or the connection has its own margins). Where every driver seen kept the departure declared, the
+        # hedge guards nothing and only forces EVs whose laxity is under (1 - hedge) of their stay to full
+        # power from arrival, however high the base load then is (the evening peak of a workplace).
+        hedge = self.hedge if self._drivers.early_share() > 0 else 1.0
+        terms = ev_terms(site, st, need, hedge)
         rate, steps_left = terms.rate_kw, terms.steps_left
         active = present & (caps > 0) & (need > 1e-9)
         idx = np.flatnonzero(active)
 
-        dl = Deadlines.of(need / eff, self.hedge * rate * dt, steps_left, terms.must_kw, active)
+        dl = Deadlines.of(need / eff, hedge * rate * dt, steps_left, terms.must_kw, active)
 
         # what the EVs expected to arrive ask for, and want by each departure step of the present EVs
         arriving = arrivals.expected_kwh(snapshot, H)
@@ -261,7 +269,7 @@ class RuleBasedDLM:
             firm_kw = np.minimum(charger_kw, a_must + a_pv)
             firm_import = base_now - pv_now + float(firm_kw.sum())
             v2g_kw = ev_discharge_kw(
-                site, snapshot, firm_kw, terms, imp_h, firm_import, self.hedge, res, self.node_margin
+                site, snapshot, firm_kw, terms, imp_h, firm_import, hedge, res, self.node_margin
             )
             if v2g_kw.any():
                 charger_kw, import_kw = firm_kw - v2g_kw, firm_import - float(v2g_kw.sum())
