@@ -60,7 +60,15 @@ def solve_min_current(
         # a column the caller forced on stays on, at what its bound allows where that is below the minimum
         # (an EV in the fraction of its last step it is still plugged in)
         off |= small & ~up & ~must_on
-        sol = lp.solve(data, warm=True, time_limit_s=time_limit_s, x_off=off, x_on=on)
+        try:
+            sol = lp.solve(data, warm=True, time_limit_s=time_limit_s, x_off=off, x_on=on)
+        except LPError:
+            # the new minima do not fit the limits together (two chargers at their minimum over a small
+            # connection): those columns go off instead, which the LP's missing-energy slack always admits
+            lp._highs = None
+            on &= ~up | must_on
+            off |= up & ~must_on
+            sol = lp.solve(data, warm=False, time_limit_s=time_limit_s, x_off=off, x_on=on)
         total += sol.solve_s
     if settle:
         # every column's on/off state fixed as it came out (the small ones on at the minimum where the

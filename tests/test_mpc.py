@@ -95,3 +95,16 @@ def test_on_a_depot_whose_nights_run_at_the_peak_no_van_is_left_short_that_the_o
     short = np.nan_to_num(mpc.session_short_kwh) > 0.1
     assert int(short.sum()) == 0
     assert mpc.row.violations == 0
+
+
+def test_minima_that_do_not_fit_together_go_off_instead_of_failing_the_plan() -> None:
+    # workplace seed 17 (2 chargers, 1 day): the repair put both first columns on at the charger's
+    # minimum where the connection does not hold both; the LP was infeasible and the MPC raised (found by
+    # tests/test_optimum_exact.py's property test). Now those columns go off and the plan goes on.
+    sc = generate_scenario("workplace", chargers=2, days=1, seed=17)
+    opts = EnvOptions(forecast_horizon=16)
+    row = run_episode("mpc", sc, options=opts).row
+    best = run_episode("optimum", sc, options=opts).row
+    assert row.violations == 0
+    assert row.evs_short == 0 and row.energy_delivered_pct == pytest.approx(100.0)
+    assert row.cost_total >= best.cost_total * (1 - 1e-3)
