@@ -395,7 +395,9 @@ class SiteSimulator:
                 now = time.monotonic()
                 self._tick((now - last) * self.opt.speed / 3600.0)
                 last = now
-                if progress is not None and now - shown >= 1.0:
+                # the last tick may land past the end (a late wake-up on a busy machine): the end's own
+                # report follows, once
+                if progress is not None and now - shown >= 1.0 and now - self._wall0 < end_wall:
                     shown = now
                     progress(self._progress(now - self._wall0, end_wall))
             if progress is not None:
