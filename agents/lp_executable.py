@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
+from typing import NamedTuple
 
 import highspy
 import numpy as np
@@ -30,8 +31,8 @@ import scipy.sparse as sp
 from agents.lp import LPData, LPError, LPSolution, SiteLP, _bounds_and_costs, _highs_lp, _new_highs, _solution
 from agents.lp_exact import exact_model
 from agents.lp_repair import solve_min_current
-from envs.core import FloatArray
-from envs.physics import GRID_EPS, ceil_to_grid, floor_to_grid
+from envs.core import FloatArray, IntArray
+from envs.physics import GRID_EPS, floor_to_grid, least_on_kw
 
 
 def quantised_need(lp: SiteLP, data: LPData) -> tuple[FloatArray, FloatArray]:
@@ -82,8 +83,8 @@ def executable_plan(
     projection holds a charger at most at that times the EV's presence that step, rounded down to the grid,
     and so does the plan."""
     need_q, residue = quantised_need(lp, data)
-    hi_kw, frac = held_kw(lp, data, rate_kw)
-    qdata = replace(data, need_kwh=need_q, room_kwh=_room(data, need_q), present_fraction=frac)
+    hi_kw = held_kw(lp, data, rate_kw)
+    qdata = replace(data, need_kwh=need_q, room_kwh=_room(data, need_q), charge_cap_kw=hi_kw)
     sol = solve_min_current(lp, qdata, passes=passes, settle=True, up_share=up_share)
     short_dis = _short_discharging(lp, lp.last_v, sol.missing_kwh)
     if short_dis.any():
@@ -93,7 +94,8 @@ def executable_plan(
     x = round_to_grid(lp, qdata, v, hi_kw)
     # the polish fails (LPError) where rounding cannot keep the plan within the limits and the V2G
     # energy bounds: the candidate is dropped, not replayed off its objective
-    polished = _finished(lp, qdata, polish_on_grid(lp, qdata, v, x, node_limit), node_limit, departs)
+    model = grid_model(lp, qdata)
+    polished = _finished(lp, qdata, model, polish_on_grid(lp, model, v, x, node_limit), node_limit, departs)
     return _with_residue(polished, residue, departs, lp), _residue_cost(residue, departs, lp)
 
 
@@ -159,12 +161,13 @@ def neighbourhood_plan(
     projection's rule): with ``serve`` the plan first tries to serve such EVs (:func:`_must_serve`), then
     bans their discharge."""
     need_q, residue = quantised_need(lp, data)
-    _, frac = held_kw(lp, data, rate_kw)
-    qdata = replace(data, need_kwh=need_q, room_kwh=_room(data, need_q), present_fraction=frac)
+    hi_kw = held_kw(lp, data, rate_kw)
+    qdata = replace(data, need_kwh=need_q, room_kwh=_room(data, need_q), charge_cap_kw=hi_kw)
     pen = lp.tariff.missing_energy_penalty_per_kwh
     served = np.zeros(lp.K, dtype=bool)
     for _ in range(4):
-        sol = _finished(lp, qdata, _neighbourhood(lp, qdata, node_limit), node_limit, departs)
+        model = grid_model(lp, qdata)
+        sol = _finished(lp, qdata, model, _neighbourhood(lp, qdata, model, node_limit), node_limit, departs)
         if qdata.missing_penalty_per_kwh is not None:  # the objective at the tariff's penalty
             extra = np.asarray(qdata.missing_penalty_per_kwh) - pen
             sol = replace(sol, objective=sol.objective - float(extra @ sol.missing_kwh))
@@ -179,23 +182,44 @@ def neighbourhood_plan(
     raise LPError("the neighbourhood plan discharges an EV it leaves short")
 
 
+class GridModel(NamedTuple):
+    """The site model of one :class:`LPData` on the chargers' grid: the bounds and costs of
+    :func:`agents.lp._bounds_and_costs` as :func:`agents.lp_exact.exact_model` leaves them, its column
+    scaling and integrality (built once per data, :func:`grid_model`)."""
+
+    lo: FloatArray
+    hi: FloatArray
+    cost: FloatArray
+    row_lo: FloatArray
+    row_hi: FloatArray
+    scale: FloatArray
+    kinds: IntArray
+
+
+def grid_model(lp: SiteLP, data: LPData) -> GridModel:
+    """:class:`GridModel` of ``data``."""
+    lo, hi, cost, rlo, rhi = _bounds_and_costs(lp, data)
+    scale, kinds = exact_model(lp, lo, hi, lp.x_fraction(data))
+    return GridModel(lo, hi, cost, rlo, rhi, scale, kinds)
+
+
 def _finished(
-    lp: SiteLP, data: LPData, sol: LPSolution, node_limit: int, departs: np.ndarray | None
+    lp: SiteLP, data: LPData, model: GridModel, sol: LPSolution, node_limit: int, departs: np.ndarray | None
 ) -> LPSolution:
-    """``sol`` (the last solve, on the grid) with the EVs it leaves short finished where that pays: the
-    grid polish again with every column where ``sol`` has it and :func:`finishing_tails` to choose (a
-    small MILP: only the tails are integer choices). ``sol`` where there is no tail or it fails."""
+    """``sol`` (the last solve, on the grid; ``model``: :func:`grid_model` of ``data``) with the EVs it
+    leaves short finished where that pays: the grid polish again with every column where ``sol`` has it
+    and :func:`finishing_tails` to choose (a small MILP: only the tails are integer choices). ``sol`` where
+    there is no tail or it fails."""
     if departs is None:
         return sol
     v = lp.last_v.copy()
-    lo, hi, _, _, _ = _bounds_and_costs(lp, data)
-    scale, _ = exact_model(lp, lo, hi)
+    scale, hi = model.scale, model.hi
     xs = slice(lp.col["x"], lp.col["x"] + lp.sizes["x"])
     tails = finishing_tails(lp, data, np.round(v[xs] / scale[xs]), hi[xs] / scale[xs], departs)
     if not len(tails[0]):
         return sol
     try:
-        return polish_on_grid(lp, data, v, v[xs], node_limit, tails)
+        return polish_on_grid(lp, model, v, v[xs], node_limit, tails)
     except LPError:
         lp.last_v = v
         return sol
@@ -218,11 +242,10 @@ SERVE_NODES = 6
 workplace 364.40 EUR with 500 nodes and one EV a sliver short, 355.36 with 3,000 and all served)"""
 
 
-def _neighbourhood(lp: SiteLP, qdata: LPData, node_limit: int) -> LPSolution:
+def _neighbourhood(lp: SiteLP, qdata: LPData, model: GridModel, node_limit: int) -> LPSolution:
     lp.solve(qdata)
     v = lp.last_v.copy()
-    lo, hi, cost, rlo, rhi = _bounds_and_costs(lp, qdata)
-    scale, kinds = exact_model(lp, lo, hi)
+    lo, hi, cost, rlo, rhi, scale, kinds = model
     xs = slice(lp.col["x"], lp.col["x"] + lp.sizes["x"])
     lo_u, hi_u = lo / scale, hi / scale
     units = v / scale
@@ -318,7 +341,7 @@ held to): on the generated 50 x 7 d depot at 1e-5 it spent its 200 nodes (3.5 s 
 
 def polish_on_grid(
     lp: SiteLP,
-    data: LPData,
+    model: GridModel,
     v: FloatArray,
     x_start: FloatArray,
     node_limit: int,
@@ -333,9 +356,8 @@ def polish_on_grid(
     ``tails`` (:func:`finishing_tails` of the rounded plan: charging columns and grid points) finish
     the EVs it leaves short: each tail column is off or exactly its grid points (below the minimum if need
     be, as the projection allows an EV that takes less than the minimum), its slot's other columns as
-    rounded."""
-    lo, hi, cost, rlo, rhi = _bounds_and_costs(lp, data)
-    scale, kinds = exact_model(lp, lo, hi)
+    rounded. ``model``: :func:`grid_model` of the plan's data."""
+    lo, hi, cost, rlo, rhi, scale, kinds = model
     xs = slice(lp.col["x"], lp.col["x"] + lp.sizes["x"])
     units = v / scale
     lo_u, hi_u = lo / scale, hi / scale
@@ -414,19 +436,12 @@ def finishing_tails(
     return cand[order[first]], take[order[first]]
 
 
-def held_kw(lp: SiteLP, data: LPData, rate_kw: FloatArray) -> tuple[FloatArray, FloatArray | None]:
+def held_kw(lp: SiteLP, data: LPData, rate_kw: FloatArray) -> FloatArray:
     """Per charging column the most the projection lets its charger hold (``rate * presence`` rounded down
-    to the grid), kW, and the presence fractions that make the LP's bounds exactly that."""
+    to the grid), kW: the plan's :attr:`LPData.charge_cap_kw`."""
     res = lp.site.resolution_kw[lp.x_charger]
     rate = np.asarray(rate_kw, dtype=float)[lp.x_slot]
-    if data.present_fraction is None:
-        return floor_to_grid(rate, res), None
-    pf = np.asarray(data.present_fraction, dtype=float)
-    hi_kw = floor_to_grid(rate * pf[lp.x_slot, lp.x_step], res)
-    frac = pf.copy()
-    cap = np.asarray(data.max_charge_kw, dtype=float)[lp.x_slot]
-    frac[lp.x_slot, lp.x_step] = np.where(cap > 0, np.minimum(hi_kw / np.where(cap > 0, cap, 1.0), 1.0), 0.0)
-    return hi_kw, frac
+    return np.asarray(floor_to_grid(rate * lp.x_fraction(data), res), dtype=float)
 
 
 def _room(data: LPData, need: FloatArray) -> FloatArray | None:
@@ -452,8 +467,10 @@ def round_to_grid(lp: SiteLP, data: LPData, v: FloatArray, hi_kw: FloatArray) ->
     top = np.where(gridded, np.floor(hi_kw / safe + GRID_EPS), np.inf)
     units = np.where(gridded, np.floor(xv / safe + GRID_EPS), xv)
     units = np.minimum(units, top)
-    m = np.where(gridded, ceil_to_grid(lp.site.min_kw[c], res) / safe, lp.site.min_kw[c])
-    m = np.minimum(m, top)  # a partly present EV: all it can take that step
+    # the projection's least power when on (a partly present EV: the minimum for its fraction, or all it
+    # can take that step), in grid points
+    m = least_on_kw(lp.site.min_kw[c], res, lp.x_fraction(data), np.where(gridded, top * safe, hi_kw))
+    m = np.where(gridded, np.round(m / safe), m)
     lone = (units > 0) & (units < 0.5 * m - 1e-9)  # switched off by the projection
     units = np.where(lone, 0.0, units)
     out = np.where(gridded, units * safe, xv)
