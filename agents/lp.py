@@ -43,7 +43,6 @@ import scipy.sparse as sp
 from envs.config import Tariff
 from envs.core import BoolArray, FloatArray, IntArray, SiteArrays
 from envs.limit_rows import LimitRows, can_bind, reach_kw
-from envs.projection import least_on_kw
 
 INF = highspy.kHighsInf
 _EPS_EXPORT = 1e-6
@@ -127,13 +126,9 @@ class LPData:
     discharge_cap_kw: FloatArray | None = None
     """per discharge column (see :attr:`SiteLP.y_of_x`) the most it may discharge, kW (the optimum: the
     projection's departure margin, what the EV could still take back after that step; defaults to none)"""
-    charge_cap_kw: FloatArray | None = None
-    """per charging column the most it may charge, kW (the optimum: what the projection lets the charger
-    hold that step, the rate for the EV's presence rounded down to the grid; defaults to none)"""
     present_fraction: FloatArray | None = None
     """(K, T) fraction of each step each slot's EV is plugged in (sub-step time: it arrives or leaves
-    mid-step); its charge and discharge bounds that step and its least power when on
-    (:meth:`SiteLP.min_x_kw`) are scaled by it (defaults to 1)"""
+    mid-step); its charge and discharge bounds that step are scaled by it (defaults to 1)"""
     deadline_cost_per_kwh: float = 0.0
     """cost per kWh a slot charges in its last step, from 0 at step 0 in proportion to the step over its
     window (MPC: among equally cheap steps the EVs nearer their departure charge first, so that no EV is
@@ -423,26 +418,16 @@ class SiteLP:
         self.last_v = x.copy()
         return _solution(self, x, cost, solve_s)
 
-    def x_fraction(self, data: LPData) -> FloatArray:
-        """Per charging column the fraction of its step the slot's EV is plugged in (1 where not given)."""
-        if data.present_fraction is None:
-            return np.ones(self.sizes["x"])
-        return np.asarray(data.present_fraction, dtype=float)[self.x_slot, self.x_step]
-
     def min_x_kw(self, data: LPData) -> FloatArray:
-        """The least power each charging column may have when on, kW, as the safety projection holds it
-        (:func:`envs.physics.least_on_kw`): the charger's minimum for the fraction of the step the EV is
-        plugged in, or less where the EV takes less that step (its own limit for that fraction, or all its
-        room: a sliver below one minimum step is charged below the minimum, not switched off)."""
-        frac = self.x_fraction(data)
-        rate = np.asarray(data.max_charge_kw, dtype=float)[self.x_slot] * frac
-        if data.charge_cap_kw is not None:
-            rate = np.minimum(rate, data.charge_cap_kw)
+        """The least power each charging column may have when on: the charger's minimum, or the EV's own
+        limit where that is lower, or all its room takes in one step where that is lower still (the safety
+        projection holds such a charger to what the EV takes: a sliver below one minimum step is charged
+        below the minimum, not switched off)."""
+        rate = np.asarray(data.max_charge_kw, dtype=float)[self.x_slot]
         need = np.maximum(np.asarray(data.need_kwh, dtype=float), 0.0)
         room = need if data.room_kwh is None else np.maximum(np.asarray(data.room_kwh, dtype=float), need)
         room_kw = room[self.x_slot] / np.maximum(self._eff_x * self.dt_h, 1e-12)
-        hi = np.minimum(rate, room_kw)
-        return np.asarray(least_on_kw(self.site.min_kw[self.x_charger], 0.0, frac, hi), dtype=float)
+        return np.minimum(np.minimum(self.site.min_kw[self.x_charger], rate), room_kw)
 
 
 def _solution(lp: SiteLP, v: FloatArray, cost: FloatArray, solve_s: float) -> LPSolution:
@@ -517,8 +502,6 @@ def _bounds_and_costs(
     # sub-step presence: the fraction of each step the slot's EV is plugged in scales its bounds
     frac = 1.0 if d.present_fraction is None or not nx else d.present_fraction[lp.x_slot, lp.x_step]
     hi[c["x"] : c["x"] + nx] = np.where(present, max_charge[lp.x_slot] * frac, 0.0) if nx else 0.0
-    if d.charge_cap_kw is not None:
-        hi[c["x"] : c["x"] + nx] = np.minimum(hi[c["x"] : c["x"] + nx], d.charge_cap_kw)
     late = _EPS_LATE if d.delay_cost_per_kwh_h is None else d.delay_cost_per_kwh_h * dt * dt + _EPS_LATE
     cost[c["x"] : c["x"] + nx] = late * lp.x_step
     if d.deadline_cost_per_kwh and nx:

@@ -16,7 +16,7 @@ import scipy.sparse as sp
 
 from agents.lp import LPData, LPError, LPSolution, SiteLP, _highs_lp, _new_highs, _solution
 from envs.core import FloatArray, IntArray
-from envs.physics import GRID_EPS, least_on_kw
+from envs.physics import GRID_EPS, ceil_to_grid
 
 
 def solve_exact(
@@ -32,7 +32,7 @@ def solve_exact(
     node_limit: int | None = None,
 ) -> LPSolution:
     """The MILP of :func:`exact_model`, solved cold with HiGHS (:meth:`SiteLP.solve` with ``exact=True``)."""
-    scale, kinds = exact_model(lp, lo, hi, lp.x_fraction(data))
+    scale, kinds = exact_model(lp, lo, hi)
     matrix = lp.matrix @ sp.diags(scale)
     h = _new_highs()
     h.setOptionValue("threads", 1)
@@ -80,14 +80,12 @@ def solve_exact(
     return replace(sol, mip_gap=float(gap), bound=float(info.mip_dual_bound))
 
 
-def exact_model(lp: SiteLP, lo: FloatArray, hi: FloatArray, frac: FloatArray) -> tuple[FloatArray, IntArray]:
+def exact_model(lp: SiteLP, lo: FloatArray, hi: FloatArray) -> tuple[FloatArray, IntArray]:
     """The column scaling and integrality that make the site LP the simulator's own physics (in place on
-    ``lo``, ``hi``; returns ``(scale, integrality)``). ``frac``: per charging column the fraction of its step
-    the EV is plugged in (:meth:`SiteLP.x_fraction`).
+    ``lo``, ``hi``; returns ``(scale, integrality)``).
 
-    * Charging columns: off or at least the least power when on of the projection
-      (:func:`envs.physics.least_on_kw`: the charger's minimum for that fraction, rounded up to its grid;
-      the EV's own rate for it where that is lower), on the resolution grid: the column counts grid points
+    * Charging columns: off or at least the charger's minimum (rounded up to its grid, as the projection
+      does; the EV's own rate where that is lower), on the resolution grid: the column counts grid points
       (``scale = resolution``, semi-integer) or, where a charger has no grid (W-rated), kW (semi-continuous).
     * Discharge columns (V2G): on the grid (integer grid points), no minimum (the projection has none).
     * (In every solve, :func:`_bounds_and_costs`: an EV may take more than it asked, up to its room; on a
@@ -99,7 +97,7 @@ def exact_model(lp: SiteLP, lo: FloatArray, hi: FloatArray, frac: FloatArray) ->
     xs = slice(lp.col["x"], lp.col["x"] + nx)
     res = lp.site.resolution_kw[lp.x_charger] if nx else np.zeros(0)
     gridded = res > 0
-    on_min = least_on_kw(lp.site.min_kw[lp.x_charger], res, frac, hi[xs]) if nx else np.zeros(0)
+    on_min = np.minimum(ceil_to_grid(lp.site.min_kw[lp.x_charger], res), hi[xs]) if nx else np.zeros(0)
     on_min = np.where(lo[xs] > 0, np.maximum(lo[xs], on_min), on_min)  # a forced-on column keeps its floor
     scale[xs] = np.where(gridded, res, 1.0)
     # bounds on the grid: the rate is on it already (floored); round away float noise

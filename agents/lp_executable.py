@@ -32,7 +32,7 @@ from agents.lp import LPData, LPError, LPSolution, SiteLP, _bounds_and_costs, _h
 from agents.lp_exact import exact_model
 from agents.lp_repair import solve_min_current
 from envs.core import FloatArray, IntArray
-from envs.physics import GRID_EPS, floor_to_grid, least_on_kw
+from envs.physics import GRID_EPS, ceil_to_grid, floor_to_grid
 
 
 def quantised_need(lp: SiteLP, data: LPData) -> tuple[FloatArray, FloatArray]:
@@ -83,8 +83,8 @@ def executable_plan(
     projection holds a charger at most at that times the EV's presence that step, rounded down to the grid,
     and so does the plan."""
     need_q, residue = quantised_need(lp, data)
-    hi_kw = held_kw(lp, data, rate_kw)
-    qdata = replace(data, need_kwh=need_q, room_kwh=_room(data, need_q), charge_cap_kw=hi_kw)
+    hi_kw, frac = held_kw(lp, data, rate_kw)
+    qdata = replace(data, need_kwh=need_q, room_kwh=_room(data, need_q), present_fraction=frac)
     sol = solve_min_current(lp, qdata, passes=passes, settle=True, up_share=up_share)
     short_dis = _short_discharging(lp, lp.last_v, sol.missing_kwh)
     if short_dis.any():
@@ -161,8 +161,8 @@ def neighbourhood_plan(
     projection's rule): with ``serve`` the plan first tries to serve such EVs (:func:`_must_serve`), then
     bans their discharge."""
     need_q, residue = quantised_need(lp, data)
-    hi_kw = held_kw(lp, data, rate_kw)
-    qdata = replace(data, need_kwh=need_q, room_kwh=_room(data, need_q), charge_cap_kw=hi_kw)
+    _, frac = held_kw(lp, data, rate_kw)
+    qdata = replace(data, need_kwh=need_q, room_kwh=_room(data, need_q), present_fraction=frac)
     pen = lp.tariff.missing_energy_penalty_per_kwh
     served = np.zeros(lp.K, dtype=bool)
     for _ in range(4):
@@ -199,7 +199,7 @@ class GridModel(NamedTuple):
 def grid_model(lp: SiteLP, data: LPData) -> GridModel:
     """:class:`GridModel` of ``data``."""
     lo, hi, cost, rlo, rhi = _bounds_and_costs(lp, data)
-    scale, kinds = exact_model(lp, lo, hi, lp.x_fraction(data))
+    scale, kinds = exact_model(lp, lo, hi)
     return GridModel(lo, hi, cost, rlo, rhi, scale, kinds)
 
 
@@ -436,12 +436,19 @@ def finishing_tails(
     return cand[order[first]], take[order[first]]
 
 
-def held_kw(lp: SiteLP, data: LPData, rate_kw: FloatArray) -> FloatArray:
+def held_kw(lp: SiteLP, data: LPData, rate_kw: FloatArray) -> tuple[FloatArray, FloatArray | None]:
     """Per charging column the most the projection lets its charger hold (``rate * presence`` rounded down
-    to the grid), kW: the plan's :attr:`LPData.charge_cap_kw`."""
+    to the grid), kW, and the presence fractions that make the LP's bounds exactly that."""
     res = lp.site.resolution_kw[lp.x_charger]
     rate = np.asarray(rate_kw, dtype=float)[lp.x_slot]
-    return np.asarray(floor_to_grid(rate * lp.x_fraction(data), res), dtype=float)
+    if data.present_fraction is None:
+        return floor_to_grid(rate, res), None
+    pf = np.asarray(data.present_fraction, dtype=float)
+    hi_kw = floor_to_grid(rate * pf[lp.x_slot, lp.x_step], res)
+    frac = pf.copy()
+    cap = np.asarray(data.max_charge_kw, dtype=float)[lp.x_slot]
+    frac[lp.x_slot, lp.x_step] = np.where(cap > 0, np.minimum(hi_kw / np.where(cap > 0, cap, 1.0), 1.0), 0.0)
+    return hi_kw, frac
 
 
 def _room(data: LPData, need: FloatArray) -> FloatArray | None:
@@ -467,10 +474,8 @@ def round_to_grid(lp: SiteLP, data: LPData, v: FloatArray, hi_kw: FloatArray) ->
     top = np.where(gridded, np.floor(hi_kw / safe + GRID_EPS), np.inf)
     units = np.where(gridded, np.floor(xv / safe + GRID_EPS), xv)
     units = np.minimum(units, top)
-    # the projection's least power when on (a partly present EV: the minimum for its fraction, or all it
-    # can take that step), in grid points
-    m = least_on_kw(lp.site.min_kw[c], res, lp.x_fraction(data), np.where(gridded, top * safe, hi_kw))
-    m = np.where(gridded, np.round(m / safe), m)
+    m = np.where(gridded, ceil_to_grid(lp.site.min_kw[c], res) / safe, lp.site.min_kw[c])
+    m = np.minimum(m, top)  # a partly present EV: all it can take that step
     lone = (units > 0) & (units < 0.5 * m - 1e-9)  # switched off by the projection
     units = np.where(lone, 0.0, units)
     out = np.where(gridded, units * safe, xv)

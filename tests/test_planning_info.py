@@ -73,10 +73,7 @@ def test_a_column_may_charge_a_sliver_below_the_minimum_where_that_is_all_the_ev
     min_x = lp.min_x_kw(data)
     assert min_x == pytest.approx(np.full(lp.sizes["x"], 0.2 / (site.efficiency[0] * lp.dt_h)))
     big = replace(data, need_kwh=np.array([5.0]), room_kwh=np.array([5.0]))
-    # the EV leaves 10 minutes into its 13th step: there the charger's minimum holds for 2/3 of the step
-    frac = np.ones(lp.sizes["x"])
-    frac[-1] = 2.0 / 3.0
-    assert lp.min_x_kw(big) == pytest.approx(site.min_kw[0] * frac)
+    assert lp.min_x_kw(big) == pytest.approx(np.full(lp.sizes["x"], site.min_kw[0]))
     sol = solve_min_current(lp, data, passes=3, settle=True)
     assert float(sol.missing_kwh.sum()) == pytest.approx(0.0, abs=1e-6)
     row = run_episode(ModelPredictiveControl(horizon=16), sc, options=EnvOptions(forecast_horizon=16)).row
