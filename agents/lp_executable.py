@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
+from typing import NamedTuple
 
 import highspy
 import numpy as np
@@ -30,7 +31,7 @@ import scipy.sparse as sp
 from agents.lp import LPData, LPError, LPSolution, SiteLP, _bounds_and_costs, _highs_lp, _new_highs, _solution
 from agents.lp_exact import exact_model
 from agents.lp_repair import solve_min_current
-from envs.core import FloatArray
+from envs.core import FloatArray, IntArray
 from envs.physics import GRID_EPS, ceil_to_grid, floor_to_grid
 
 
@@ -93,7 +94,8 @@ def executable_plan(
     x = round_to_grid(lp, qdata, v, hi_kw)
     # the polish fails (LPError) where rounding cannot keep the plan within the limits and the V2G
     # energy bounds: the candidate is dropped, not replayed off its objective
-    polished = _finished(lp, qdata, polish_on_grid(lp, qdata, v, x, node_limit), node_limit, departs)
+    model = grid_model(lp, qdata)
+    polished = _finished(lp, qdata, model, polish_on_grid(lp, model, v, x, node_limit), node_limit, departs)
     return _with_residue(polished, residue, departs, lp), _residue_cost(residue, departs, lp)
 
 
@@ -164,7 +166,8 @@ def neighbourhood_plan(
     pen = lp.tariff.missing_energy_penalty_per_kwh
     served = np.zeros(lp.K, dtype=bool)
     for _ in range(4):
-        sol = _finished(lp, qdata, _neighbourhood(lp, qdata, node_limit), node_limit, departs)
+        model = grid_model(lp, qdata)
+        sol = _finished(lp, qdata, model, _neighbourhood(lp, qdata, model, node_limit), node_limit, departs)
         if qdata.missing_penalty_per_kwh is not None:  # the objective at the tariff's penalty
             extra = np.asarray(qdata.missing_penalty_per_kwh) - pen
             sol = replace(sol, objective=sol.objective - float(extra @ sol.missing_kwh))
@@ -179,23 +182,44 @@ def neighbourhood_plan(
     raise LPError("the neighbourhood plan discharges an EV it leaves short")
 
 
+class GridModel(NamedTuple):
+    """The site model of one :class:`LPData` on the chargers' grid: the bounds and costs of
+    :func:`agents.lp._bounds_and_costs` as :func:`agents.lp_exact.exact_model` leaves them, its column
+    scaling and integrality (built once per data, :func:`grid_model`)."""
+
+    lo: FloatArray
+    hi: FloatArray
+    cost: FloatArray
+    row_lo: FloatArray
+    row_hi: FloatArray
+    scale: FloatArray
+    kinds: IntArray
+
+
+def grid_model(lp: SiteLP, data: LPData) -> GridModel:
+    """:class:`GridModel` of ``data``."""
+    lo, hi, cost, rlo, rhi = _bounds_and_costs(lp, data)
+    scale, kinds = exact_model(lp, lo, hi)
+    return GridModel(lo, hi, cost, rlo, rhi, scale, kinds)
+
+
 def _finished(
-    lp: SiteLP, data: LPData, sol: LPSolution, node_limit: int, departs: np.ndarray | None
+    lp: SiteLP, data: LPData, model: GridModel, sol: LPSolution, node_limit: int, departs: np.ndarray | None
 ) -> LPSolution:
-    """``sol`` (the last solve, on the grid) with the EVs it leaves short finished where that pays: the
-    grid polish again with every column where ``sol`` has it and :func:`finishing_tails` to choose (a
-    small MILP: only the tails are integer choices). ``sol`` where there is no tail or it fails."""
+    """``sol`` (the last solve, on the grid; ``model``: :func:`grid_model` of ``data``) with the EVs it
+    leaves short finished where that pays: the grid polish again with every column where ``sol`` has it
+    and :func:`finishing_tails` to choose (a small MILP: only the tails are integer choices). ``sol`` where
+    there is no tail or it fails."""
     if departs is None:
         return sol
     v = lp.last_v.copy()
-    lo, hi, _, _, _ = _bounds_and_costs(lp, data)
-    scale, _ = exact_model(lp, lo, hi)
+    scale, hi = model.scale, model.hi
     xs = slice(lp.col["x"], lp.col["x"] + lp.sizes["x"])
     tails = finishing_tails(lp, data, np.round(v[xs] / scale[xs]), hi[xs] / scale[xs], departs)
     if not len(tails[0]):
         return sol
     try:
-        return polish_on_grid(lp, data, v, v[xs], node_limit, tails)
+        return polish_on_grid(lp, model, v, v[xs], node_limit, tails)
     except LPError:
         lp.last_v = v
         return sol
@@ -218,11 +242,10 @@ SERVE_NODES = 6
 workplace 364.40 EUR with 500 nodes and one EV a sliver short, 355.36 with 3,000 and all served)"""
 
 
-def _neighbourhood(lp: SiteLP, qdata: LPData, node_limit: int) -> LPSolution:
+def _neighbourhood(lp: SiteLP, qdata: LPData, model: GridModel, node_limit: int) -> LPSolution:
     lp.solve(qdata)
     v = lp.last_v.copy()
-    lo, hi, cost, rlo, rhi = _bounds_and_costs(lp, qdata)
-    scale, kinds = exact_model(lp, lo, hi)
+    lo, hi, cost, rlo, rhi, scale, kinds = model
     xs = slice(lp.col["x"], lp.col["x"] + lp.sizes["x"])
     lo_u, hi_u = lo / scale, hi / scale
     units = v / scale
@@ -318,7 +341,7 @@ held to): on the generated 50 x 7 d depot at 1e-5 it spent its 200 nodes (3.5 s 
 
 def polish_on_grid(
     lp: SiteLP,
-    data: LPData,
+    model: GridModel,
     v: FloatArray,
     x_start: FloatArray,
     node_limit: int,
@@ -333,9 +356,8 @@ def polish_on_grid(
     ``tails`` (:func:`finishing_tails` of the rounded plan: charging columns and grid points) finish
     the EVs it leaves short: each tail column is off or exactly its grid points (below the minimum if need
     be, as the projection allows an EV that takes less than the minimum), its slot's other columns as
-    rounded."""
-    lo, hi, cost, rlo, rhi = _bounds_and_costs(lp, data)
-    scale, kinds = exact_model(lp, lo, hi)
+    rounded. ``model``: :func:`grid_model` of the plan's data."""
+    lo, hi, cost, rlo, rhi, scale, kinds = model
     xs = slice(lp.col["x"], lp.col["x"] + lp.sizes["x"])
     units = v / scale
     lo_u, hi_u = lo / scale, hi / scale

@@ -31,6 +31,7 @@ from envs.physics import (
     ev_terms_one,
     floor_grid,
     held_rate_kw,
+    least_on_kw_one,
 )
 
 Net = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]
@@ -665,7 +666,7 @@ def project_batch(
     """Project ``req`` ``(B, n + 1)`` for ``B`` states; returns ``(x, paused, feasible, curtailed_kw,
     site_import_kw, moved_kw)``. ``departure_floor``: EVs that must charge now to finish get at least that
     (:func:`_departure_floor`)."""
-    present, need = ev[0], ev[3]
+    present, need, frac = ev[0], ev[3], ev[7]
     row_limit, res, min_kw, site_c, site_s = consts
     base_kw, pv_kw = now[0], now[1]
     batch, n_coord = req.shape
@@ -686,10 +687,13 @@ def project_batch(
     for b in range(batch):
         _setup_one(consts, now, b, lo_c[b], hi_c[b], dt_h, rounding, w)
         for i in range(n):
-            m = min_kw[i] if enforce_min_current else 0.0
-            if rounding:
-                m = ceil_grid(m, res[i])
-            m_kw[i] = min(m, hi[i])
+            # the least a charger that is on gives its EV: its minimum for the part of the step the EV is
+            # plugged in, on the grid, at most what the EV takes (hi)
+            m_kw[i] = (
+                least_on_kw_one(min_kw[i], res[i] if rounding else 0.0, frac[b, i], hi[i])
+                if enforce_min_current
+                else 0.0
+            )
         feasible[b] = _anchor(net, w, grid, lax[b], m_kw)
         if departure_floor and feasible[b]:
             must_b = must[b].copy()

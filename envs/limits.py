@@ -126,11 +126,12 @@ def limit_violations(
     need_after = need + (-x) * dt / eff
     reachable = max_rate * eff * np.maximum(time_left - dt, 0.0)
     out["departure"] = _count(discharging & (need_after > reachable + tol_kw * dt / eff))
-    # below the minimum is allowed only where the EV itself takes less: then at the EV's limit (on the grid)
+    # the minimum holds while the EV is plugged in: on average over the step, the minimum times that part;
+    # below it is allowed only where the EV itself takes less: then at the EV's limit (on the grid)
     ev_cap = np.maximum(np.minimum(np.minimum(rated, ev_max) * frac, room / (eff * dt)), 0.0)
     ev_cap_on_grid = np.floor(ev_cap / step_kw + 1e-9) * step_kw
     out["min_current"] = _count(
-        present & charging & (x < min_kw - tol_kw) & (x < np.minimum(ev_cap, ev_cap_on_grid) - tol_kw)
+        present & charging & (x < min_kw * frac - tol_kw) & (x < np.minimum(ev_cap, ev_cap_on_grid) - tol_kw)
     )
 
     charger_nodes = [set(cfg.ancestors(c.node)) for c in cfg.chargers]

@@ -16,7 +16,8 @@ there is one copy of each formula. The conventions, chosen once:
   that index a forecast;
 * **sub-step presence**: an EV plugged in for a fraction of the current step (it arrives or leaves
   mid-step; ``state.present_fraction``) draws at most that fraction of its rate on average over the step
-  (``hi_kw``).
+  (``hi_kw``), and a charger that is on gives it at least its minimum for that fraction
+  (:func:`least_on_kw`, capped by ``hi_kw``).
 """
 
 from __future__ import annotations
@@ -118,6 +119,22 @@ def ev_terms_one(
     if math.isnan(v):
         v = math.inf
     return held, hi, min(max(v, -BIG), BIG), must, future - need_kwh
+
+
+@njit(cache=True)
+def least_on_kw_one(min_kw: float, res_kw: float, present_fraction: float, hi_kw: float) -> float:
+    """The least step-average power, kW, a charger that is on gives its EV this step: its minimum
+    (minimum current x voltage x phases, ``min_kw``) for the fraction of the step the EV is plugged in,
+    rounded up to the grid ``res_kw`` (0: none), and at most ``hi_kw``, the most the EV takes this step
+    (:func:`ev_terms_one`: its rate for that fraction, its room): an EV that takes less than the minimum
+    gets what it takes. Times ``eff * dt``: the least energy it gets in the step when on, kWh."""
+    return max(min(ceil_grid(min_kw * present_fraction, res_kw), hi_kw), 0.0)
+
+
+@vectorize(["float64(float64, float64, float64, float64)"], cache=True)
+def least_on_kw(min_kw: float, res_kw: float, present_fraction: float, hi_kw: float) -> float:
+    """:func:`least_on_kw_one` as a ufunc over arrays (the LP, the MPC), kW."""
+    return least_on_kw_one(min_kw, res_kw, present_fraction, hi_kw)
 
 
 @njit(cache=True)

@@ -492,6 +492,9 @@ ceil_to_grid = physics.ceil_to_grid
 floor_to_grid = physics.floor_to_grid
 """``floor_to_grid(kw, resolution_kw)``: the largest point of each charger's grid at or below ``kw``; the
 projection rounds its output this way (toward zero for positive values). Both are numpy ufuncs."""
+least_on_kw = physics.least_on_kw
+"""``least_on_kw(min_kw, resolution_kw, present_fraction, hi_kw)``: the least step-average power a charger
+that is on gives its EV, the projection's minimum current (a ufunc; :func:`envs.physics.least_on_kw_one`)"""
 
 __all__ = [
     "ChargerBox",
@@ -501,6 +504,7 @@ __all__ = [
     "charger_bounds",
     "charger_box",
     "floor_to_grid",
+    "least_on_kw",
     "priority_fill",
     "project",
 ]

@@ -68,10 +68,9 @@ def tail_scenario() -> Scenario:
     """One 208 V charger (6 A minimum: 1.248 kW; 0.1 A grid: 0.0208 kW), 15-minute steps, 20 EUR per kWh
     missed. The EV is plugged in for the last 31.9 % of step 0 and the first 42.1 % of step 1 and takes
     0.597 kWh (its room). Step 0 holds at most floor(6.6 * 0.319 / 0.0208) = 101 grid points (0.5252 kWh);
-    the 0.0718 kWh left is 0.287 kW over step 1, below the minimum, which the projection lets the EV take
-    (what its room takes, rounded down to the grid: 13 points, 0.0676 kWh); a plan with every column off
-    or at the minimum can give step 1 nothing (60 points would overfill the EV, and step 0 may not go
-    below 60 either: 120 > 114)."""
+    the 0.0718 kWh left is 0.287 kW over step 1, below the minimum for the 42.1 % of it the EV is there
+    (26 points), which the projection lets the EV take (what its room takes, rounded down to the grid: 13
+    points, 0.0676 kWh). At most 114 points (0.5928 kWh) fit its room: 101 + 13, or 88 + 26."""
     import pandas as pd
 
     from envs.config import site_from_dict

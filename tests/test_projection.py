@@ -16,7 +16,14 @@ from hypothesis import strategies as st
 from envs.config import site_from_dict
 from envs.core import SiteArrays, SiteState
 from envs.limits import limit_violations
-from envs.projection import ProjectionPlan, charger_bounds, priority_fill, project
+from envs.projection import (
+    ProjectionPlan,
+    charger_bounds,
+    floor_to_grid,
+    least_on_kw,
+    priority_fill,
+    project,
+)
 from tests.test_projection_support import cases, reference_qp
 
 QP_DISTANCE_BOUND = 1.25
@@ -185,6 +192,27 @@ def test_ev_near_full_can_finish_below_the_minimum() -> None:
     out = project(site, state, np.array([11.0]))
     np.testing.assert_allclose(out.charger_kw, [2.0], atol=1e-9)
     assert not out.paused.any()
+
+
+def test_an_ev_plugged_in_for_part_of_the_step_gets_the_minimum_for_that_part() -> None:
+    # 16 A at 230 V: minimum 6 A = 4.14 kW, grid 0.1 A = 0.069 kW; plugged in for half the step, the
+    # charger at its minimum gives 2.07 kW on average over the step: that is on, not below the minimum
+    site = make_site([{"id": "a", "node": "root", "max_current_a": 16.0}])
+    half = ev_state(1, present_fraction=np.array([0.5]))
+    assert least_on_kw(site.min_kw, site.resolution_kw, np.array([0.5]), np.array([5.52])) == pytest.approx(
+        [2.07]
+    )
+    out = project(site, half, np.array([2.07]))
+    np.testing.assert_allclose(out.charger_kw, [2.07], atol=1e-9)
+    assert not out.paused.any() and check(site, half, out).total == 0
+    out = project(site, half, np.array([1.5]))  # nearer to the minimum for its part: raised to it
+    np.testing.assert_allclose(out.charger_kw, [2.07], atol=1e-9)
+    out = project(site, half, np.array([0.9]))  # below half of it: off
+    assert out.charger_kw.tolist() == [0.0] and out.paused.tolist() == [True]
+    # present for the whole step, the same 2.07 kW is below the minimum: raised to 4.14 kW
+    np.testing.assert_allclose(project(site, ev_state(1), np.array([2.07])).charger_kw, [4.14], atol=1e-9)
+    # the independent checker agrees: 2.07 kW is within the rule for half the step, not for all of it
+    assert check(site, ev_state(1), dataclasses.replace(out, charger_kw=np.array([2.07]))).min_current == 1
 
 
 def test_departure_energy_limits_discharge() -> None:
@@ -433,6 +461,24 @@ def test_distance_within_bound_of_exact_projection(case) -> None:
     assert float(out.moved_kw) >= qp.distance_kw - 1e-4  # the reference is the true minimum
     if qp.distance_kw <= 1e-7:  # a feasible request is left alone
         np.testing.assert_allclose(out.charger_kw, req, atol=1e-6)
+
+
+@SETTINGS
+@given(cases(), st.integers(0, 2**32 - 1))
+def test_every_charger_on_gets_its_least_power_for_the_part_of_the_step_it_is_plugged_in(case, seed) -> None:
+    site, state, req, bat = case
+    rng = np.random.default_rng(seed)
+    present = np.asarray(state.ev_present)
+    frac = np.where(present, rng.choice([0.1, 1.0 / 3.0, 0.5, 0.9, 1.0], present.shape), 0.0)
+    part = dataclasses.replace(state, present_fraction=frac)
+    out = project(site, part, req, bat)
+    v = check(site, part, out)
+    if bool(out.feasible):
+        assert v.total == 0, v.nonzero()
+    _, hi = charger_bounds(site, part)
+    least = least_on_kw(site.min_kw, site.resolution_kw, frac, floor_to_grid(hi, site.resolution_kw))
+    x = out.charger_kw
+    assert ((x <= 1e-9) | (x >= least - 1e-9)).all(), (x, least)
 
 
 @SETTINGS
