@@ -51,7 +51,7 @@ from agents.rule_drivers import DriverRecord
 from agents.rule_schedule import BillingClock, cheap_now, expected_kw, peak_target, room_kwh
 from agents.rule_storage import battery_setpoint_kw, ev_discharge_kw, v2g_pays
 from envs.core import FloatArray, SiteArrays, SiteState, Snapshot
-from envs.physics import ev_terms
+from envs.physics import EVTerms, ev_terms
 from envs.projection import ceil_to_grid, charger_bounds
 from envs.scenario import Scenario
 
@@ -76,6 +76,11 @@ class RuleBasedDLM:
         node_margin: the energy deadlines force through a node of the limit tree (or through the connection
             under the peak target) must fit in this fraction of its capacity in the later steps; the rest
             is charged now (lower = earlier, safer).
+        top_up_kwh: how much more than their drivers declared EVs are seen to take (kWh,
+            :func:`agents.rule_drivers.under_declared_kwh` of the site's log of sessions); an EV that still
+            takes energy after its declared energy, with at most this much room left, is topped up with
+            what is left under the peak target (:meth:`_top_up_kw`); 0 (no log, or drivers who declare
+            what their EVs take): the rule stops at the declared energy.
     """
 
     name = "rule_based"
@@ -90,6 +95,7 @@ class RuleBasedDLM:
         node_margin: float = 0.9,
         early_prior: float = 1.0,
         arrival_prior: ProfileDemand | None = None,
+        top_up_kwh: float = 0.0,
     ) -> None:
         if not 0 < hedge <= 1:
             raise ValueError("hedge must lie in (0, 1]")
@@ -110,6 +116,9 @@ class RuleBasedDLM:
         self.arrival_prior = arrival_prior
         """past sessions the record of arrivals starts from (:mod:`agents.rule_arrivals`; none: empty)"""
         self._arrivals: ArrivalRecord | None = None
+        if not top_up_kwh >= 0:
+            raise ValueError("top_up_kwh must be >= 0")
+        self.top_up_kwh = top_up_kwh
 
     def reset(self, site: SiteArrays, scenario: Scenario | None = None) -> None:
         self._drivers = DriverRecord(self.early_prior)
@@ -137,6 +146,74 @@ class RuleBasedDLM:
         need = np.maximum(np.asarray(state.energy_needed_kwh, dtype=float), 0.0)
         step_kwh = np.minimum(min_grid, np.maximum(hi_kw, 0.0)) * site.efficiency * float(state.dt_h)
         return np.where((need > 1e-9) & (need < step_kwh), step_kwh, need)
+
+    def _top_up_kw(
+        self,
+        st: SiteState,
+        charger_kw: FloatArray,
+        hi_kw: FloatArray,
+        terms: EVTerms,
+        price_h: FloatArray,
+        soft: FloatArray,
+        surplus_kw: float,
+        H: int,
+    ) -> FloatArray:
+        """Charging beyond the declared energy (kW per charger, >= 0) for EVs that still take energy.
+
+        Why: drivers do not know what their EV will take, and the site's log shows EVs taking more than
+        their drivers declared (up to ``top_up_kwh``, a quantile of that excess). An EV with room left
+        above its declared need, but no more than that, may leave short of what it needed: that room is
+        taken as its need, each kWh worth the missing-energy penalty (more room is a battery with room to
+        spare, whose need is what was declared). Where that beats the marginal price now it is
+        charged, from the PV surplus left over, or where now is among the cheapest steps of the EV's stay
+        that the extra needs (as the declared energy is scheduled), only from what ``soft`` (each
+        resource's room left under the peak target once every declared need was served) still holds: the
+        top-up never raises the peak target, never takes from a declared need and stops where the EV is
+        full. Where the room is the declared need (declared = actual) it charges nothing.
+        """
+        site = self._site
+        assert site is not None
+        n = site.n
+        worth = site.config.tariff.missing_energy_penalty_per_kwh
+        eff, dt = site.efficiency, float(st.dt_h)
+        extra_kwh = np.maximum(
+            np.asarray(st.energy_room_kwh, dtype=float) - np.maximum(np.asarray(st.energy_needed_kwh), 0.0),
+            0.0,
+        )
+        room_kw = np.maximum(hi_kw - charger_kw, 0.0)
+        top = (
+            np.asarray(st.ev_present, dtype=bool)
+            & (extra_kwh > 1e-9)
+            & (extra_kwh <= self.top_up_kwh)
+            & (room_kw > 0)
+        )
+        if not top.any() or worth * float(np.mean(eff)) <= float(price_h[0]):
+            return np.zeros(n)
+        want = np.where(
+            top, np.minimum(room_kw, ceil_to_grid(extra_kwh / (eff * dt), site.resolution_kw)), 0.0
+        )
+        order = np.flatnonzero(top)
+        order = order[np.argsort(terms.steps_left[order], kind="stable")]  # leaving first
+        res = self._res
+        assert res is not None
+        pv_lim = soft.copy()
+        pv_lim[-1] = min(pv_lim[-1], surplus_kw)
+        a_pv = greedy_fill(res, pv_lim, want, order, site.min_kw) if surplus_kw > 0 else np.zeros(n)
+        left = np.maximum(want - a_pv, 0.0)
+        cheap = cheap_now(
+            extra_kwh,
+            terms.rate_kw,
+            np.where(top, terms.rate_kw, 0.0),
+            eff,
+            dt,
+            terms.steps_left,
+            top,
+            price_h,
+            H,
+        )
+        soft = np.maximum(soft - resource_use(res, a_pv), 0.0)
+        a_cheap = greedy_fill(res, soft, np.minimum(left, cheap), order, site.min_kw)
+        return a_pv + a_cheap
 
     # ------------------------------------------------------------------ policy
 
@@ -252,6 +329,8 @@ class RuleBasedDLM:
             want = np.where(v2g_pays(site, snapshot, terms, imp_h, firm_import), 0.0, want)
         want = np.minimum(want, rem_caps)
         a_cheap = greedy_fill(res, soft, want, order, site.min_kw)
+        soft = np.maximum(soft - resource_use(res, a_cheap), 0.0)
+        surplus = max(surplus - float((a_pv + a_cheap).sum()), 0.0)
         charger_kw = a_must + a_pv + a_cheap
         # optional charging the fills left below the minimum goes off (what deadlines force stays: the
         # projection lifts it to the minimum where there is room)
@@ -259,6 +338,8 @@ class RuleBasedDLM:
             (charger_kw > 0) & (charger_kw < site.min_kw - 1e-9) & (charger_kw < caps - 1e-9) & (a_must <= 0)
         )
         charger_kw[low] = 0.0
+        # ---- 3b. top-up beyond the declared energy, with what is left under the target
+        charger_kw += self._top_up_kw(st, charger_kw, hi_kw, terms, price_h, soft, surplus, H)
 
         import_kw = base_now - pv_now + float(charger_kw.sum())
         cheapest = float(imp_h.min())

@@ -1,9 +1,10 @@
 """What the rule-based DLM (:mod:`agents.rule_based`) measures about drivers: how often, and by how much,
-they leave before the departure they declared."""
+they leave before the departure they declared, and how much more than they declared their EV takes."""
 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from envs.core import BoolArray, FloatArray, SiteState, Snapshot
 
@@ -77,3 +78,22 @@ class DriverRecord:
         frac = 1.0 if state.present_fraction is None else np.asarray(state.present_fraction, dtype=float)
         floor_h = frac * float(state.dt_h)
         return np.where(np.asarray(state.ev_present, bool), np.maximum(left - q * self._stay, floor_h), 0.0)
+
+
+UNDER_DECLARED_KWH = 0.1
+"""an EV that took more than its driver declared by over this, kWh, was under-declared (the evaluation counts
+an EV short by more than 0.1 kWh)"""
+
+
+def under_declared_kwh(sessions: pd.DataFrame, quantile: float = DriverRecord.QUANTILE) -> float:
+    """What EVs take beyond what their drivers declared, from a site's log of sessions (columns
+    ``energy_kwh``, what the EV took, and ``declared_energy_kwh``, what its driver declared; a missing
+    declaration is the energy taken): the ``quantile`` of the excess over the sessions that took more than
+    declared by over :data:`UNDER_DECLARED_KWH`, kWh; 0 where none did (or the log is empty)."""
+    if len(sessions) == 0 or "declared_energy_kwh" not in sessions.columns:
+        return 0.0
+    taken = sessions["energy_kwh"].to_numpy(dtype=float)
+    declared = sessions["declared_energy_kwh"].to_numpy(dtype=float)
+    excess = taken - np.where(np.isfinite(declared), declared, taken)
+    under = excess[excess > UNDER_DECLARED_KWH]
+    return float(np.quantile(under, quantile)) if len(under) else 0.0
