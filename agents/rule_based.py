@@ -18,7 +18,10 @@ second for 1,000 chargers. Each step it
    it charges flexible energy now (least laxity first, under the peak target) and plans every deadline on
    the stay drivers are seen to give (the declared time left less the 80th percentile of the cut). Until
    a few departures are seen it assumes drivers may leave early; where none do (declared = actual) it
-   schedules by price as before;
+   schedules by price as before. Drivers also declare a little less energy than their EV takes: where
+   the site's log shows it (``top_up_kwh``), an EV that still takes energy after its declared energy,
+   with no more room left than EVs were seen to take beyond their declaration, is topped up with the PV
+   surplus and the room under the peak target left in its cheapest steps (:meth:`RuleBasedDLM._top_up_kw`);
 4. **shaves the peak**: all charging beyond what deadlines force stays under a billing-period peak
    target. The target starts at the level that minimises demand charge plus the energy cost of the
    present EVs (deadline-feasible for them and for the expected arrivals; "valley filling" of the
