@@ -9,14 +9,21 @@ declared what it takes, gets exactly what was declared."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from agents.allocate import Resources, resource_use, site_headroom_kw
 from agents.rollout import rollout
 from agents.rule_based import RuleBasedDLM
 from agents.rule_drivers import under_declared_kwh
 from envs.env import ChargingSiteEnv
+from envs.projection import charger_bounds
+from tests.test_agents import make_site, make_snapshot, make_state
 from tests.test_env_support import tiny_scenario
 
 STEPS = 16
@@ -91,3 +98,45 @@ def test_the_log_gives_the_quantile_of_what_under_declared_evs_took_beyond_their
     assert under_declared_kwh(log, quantile=1.0) == pytest.approx(6.0)
     assert under_declared_kwh(log.iloc[[1, 5, 6]]) == 0.0
     assert under_declared_kwh(log.iloc[:0]) == 0.0
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    need=st.lists(st.one_of(st.just(-1.0), st.floats(0.0, 8.0)), min_size=6, max_size=6),
+    extra=st.lists(st.floats(0.0, 6.0), min_size=6, max_size=6),
+    time_left=st.lists(st.sampled_from([0.25, 0.5, 1.0, 2.0, 4.0, 8.0]), min_size=6, max_size=6),
+    base_kw=st.floats(0.0, 25.0),
+    pv_kw=st.floats(0.0, 30.0),
+    prices=st.lists(st.floats(0.05, 0.5), min_size=8, max_size=8),
+    top_up_kwh=st.floats(0.0, 4.0),
+    peak_kw=st.floats(20.0, 40.0),  # a peak already paid for: room under the target to top up in
+)
+def test_the_top_up_only_adds_within_every_limit_to_evs_with_a_little_room_above_their_declared_need(
+    need: list[float],
+    extra: list[float],
+    time_left: list[float],
+    base_kw: float,
+    pv_kw: float,
+    prices: list[float],
+    top_up_kwh: float,
+    peak_kw: float,
+) -> None:
+    site = make_site(n=6, import_kw=40.0, feeder_kw=25.0, feeder_a=35.0)
+    state = make_state(site, need, time_left, base_kw=base_kw, pv_kw=pv_kw)
+    room = np.where(state.ev_present, state.energy_needed_kwh + np.asarray(extra), 0.0)
+    state = dataclasses.replace(state, energy_room_kwh=room)
+    snap = make_snapshot(state, prices, peak_kw=peak_kw)
+    stop, top = RuleBasedDLM(), RuleBasedDLM(top_up_kwh=top_up_kwh)
+    stop.reset(site)
+    top.reset(site)
+    kw_stop = np.asarray(stop.act(snap).charger_kw)
+    kw_top = np.asarray(top.act(snap).charger_kw)
+    added = kw_top - kw_stop
+    assert (added >= -1e-9).all()  # it takes nothing from a declared need
+    above = room - state.energy_needed_kwh
+    may = state.ev_present & (above > 1e-9) & (above <= top_up_kwh)
+    assert (added[~may] == 0).all()  # no EV without room above its need, none with more room than seen
+    _, hi_kw = charger_bounds(site, state)
+    assert (kw_top <= hi_kw + 1e-9).all()  # never beyond the room
+    res = Resources.from_site(site)
+    assert (resource_use(res, kw_top) <= res.limits(site_headroom_kw(site, state)) + 1e-6).all()
