@@ -2,14 +2,16 @@
 little less than their EV takes, and a rule that stops at the declared energy leaves them short of what
 they needed.
 
-Where the site's log shows EVs taking more than declared, an EV that still takes energy once its declared
-energy is in, with no more room left than EVs were seen to take beyond their declaration, is charged on
-with what is left under the peak target; a battery with more room to spare, or an EV whose driver
-declared what it takes, gets exactly what was declared."""
+Where the site's log shows EVs taking more than declared, every EV whose declared energy is in is offered
+up to what EVs were seen to take beyond their declaration, with what is left under the peak target. The
+rule does not know how much more an EV takes (only the simulator does): its offers are the same whatever the
+EV's actual need, an EV that is full takes no more, and a battery with room to spare gets at most the
+top-up."""
 
 from __future__ import annotations
 
 import dataclasses
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -30,12 +32,22 @@ STEPS = 16
 DECLARED_KWH = 5.0
 
 
-def _run(
-    actual_kwh: float, top_up_kwh: float, battery_kwh: float = float("nan")
-) -> tuple[np.ndarray, float, float]:
-    """Import per step, kWh delivered and kWh the EV left without (of its actual need), for one EV on the
-    11 kW charger c1 (efficiency 1) for 4 h whose driver declared :data:`DECLARED_KWH`; a 2 kW base load, a
-    demand charge, a flat price (0.2 per kWh) and a missing-energy penalty of 1 per kWh."""
+class Episode(NamedTuple):
+    imports_kw: np.ndarray
+    """site import per step"""
+    delivered_kwh: float
+    missing_kwh: float
+    """what the EV left without, of its actual need"""
+    charger_kw: np.ndarray
+    """the rule's decisions, (steps, chargers)"""
+    offers_kwh: np.ndarray
+    """the top-up's offers, (steps, chargers)"""
+
+
+def _run(actual_kwh: float, top_up_kwh: float, battery_kwh: float = float("nan")) -> Episode:
+    """One EV on the 11 kW charger c1 (efficiency 1) for 4 h whose driver declared :data:`DECLARED_KWH`; a
+    2 kW base load, a demand charge, a flat price (0.2 per kWh) and a missing-energy penalty of 1 per
+    kWh."""
     row: dict[str, object] = {
         "charger_id": "c1",
         "arrival": 0,
@@ -50,40 +62,62 @@ def _run(
     env.reset(seed=0)
     pol = RuleBasedDLM(top_up_kwh=top_up_kwh, v2g=False)
     pol.reset(env.site, sc)
-    steps = list(rollout(pol, env, STEPS + 4))
-    imports = np.array([float(s.info["site_import_kw"]) for s in steps])
-    delivered = float(steps[-1].info["energy_delivered_total_kwh"])
-    return imports, delivered, float(env.sim.missing_total_kwh[0])
+    imports, decisions, offers = [], [], []
+    for s in rollout(pol, env, STEPS + 4):
+        imports.append(float(s.info["site_import_kw"]))
+        decisions.append(np.asarray(s.decision.charger_kw, dtype=float))
+        offers.append(pol.offers.last_offer_kwh)
+    return Episode(
+        np.array(imports),
+        float(s.info["energy_delivered_total_kwh"]),
+        float(env.sim.missing_total_kwh[0]),
+        np.array(decisions),
+        np.array(offers),
+    )
 
 
 def test_a_rule_that_stops_at_the_declared_energy_leaves_an_under_declared_ev_short() -> None:
-    _, delivered, missing = _run(actual_kwh=DECLARED_KWH + 1.0, top_up_kwh=0.0)
-    assert delivered == pytest.approx(DECLARED_KWH, abs=0.05)
-    assert missing == pytest.approx(1.0, abs=0.05)
+    run = _run(actual_kwh=DECLARED_KWH + 1.0, top_up_kwh=0.0)
+    assert run.delivered_kwh == pytest.approx(DECLARED_KWH, abs=0.05)
+    assert run.missing_kwh == pytest.approx(1.0, abs=0.05)
 
 
 def test_where_evs_are_seen_to_take_more_than_declared_the_rule_tops_up_without_raising_the_peak() -> None:
-    stop_imports, _, _ = _run(actual_kwh=DECLARED_KWH + 1.0, top_up_kwh=0.0)
-    imports, delivered, missing = _run(actual_kwh=DECLARED_KWH + 1.0, top_up_kwh=2.0)
-    assert missing == pytest.approx(0.0, abs=1e-6)
-    assert delivered == pytest.approx(DECLARED_KWH + 1.0, abs=1e-6)  # the EV is full: no more than it took
-    assert imports.max() <= stop_imports.max() + 1e-6
+    stop = _run(actual_kwh=DECLARED_KWH + 1.0, top_up_kwh=0.0)
+    top = _run(actual_kwh=DECLARED_KWH + 1.0, top_up_kwh=2.0)
+    assert top.missing_kwh == pytest.approx(0.0, abs=1e-6)
+    assert top.delivered_kwh == pytest.approx(
+        DECLARED_KWH + 1.0, abs=1e-6
+    )  # the EV is full: it takes no more
+    assert top.imports_kw.max() <= stop.imports_kw.max() + 1e-6
 
 
-def test_more_room_than_evs_are_seen_to_take_beyond_their_declaration_is_a_battery_with_room_to_spare() -> (
-    None
-):
-    # the EV needs what was declared; its 40 kWh battery (20 % full) has 27 kWh more room: not filled
-    _, delivered, missing = _run(actual_kwh=DECLARED_KWH, top_up_kwh=2.0, battery_kwh=40.0)
-    assert missing == pytest.approx(0.0, abs=1e-6)
-    assert delivered == pytest.approx(DECLARED_KWH, abs=0.05)
+def test_a_battery_with_room_to_spare_gets_at_most_the_top_up() -> None:
+    # the EV needs what was declared; its 40 kWh battery (20 % full) has 27 kWh more room: the rule cannot
+    # know that it needs no more, and offers it what EVs were seen to take beyond their declaration
+    run = _run(actual_kwh=DECLARED_KWH, top_up_kwh=2.0, battery_kwh=40.0)
+    assert run.missing_kwh == pytest.approx(0.0, abs=1e-6)
+    assert DECLARED_KWH + 1.0 < run.delivered_kwh <= DECLARED_KWH + 2.0 + 1e-6
 
 
-def test_where_drivers_declare_what_their_ev_takes_the_top_up_changes_nothing() -> None:
+def test_the_rule_decides_the_same_whatever_the_ev_takes_beyond_its_declaration() -> None:
+    # same declarations, different actual energy (only the simulator knows it): the same first decision
+    # and the same offers every step; what the EV takes of them is the physics
+    runs = [_run(actual_kwh=DECLARED_KWH + extra, top_up_kwh=2.0) for extra in (0.0, 0.5, 1.0, 4.0)]
+    for run in runs[1:]:
+        np.testing.assert_array_equal(run.charger_kw[0], runs[0].charger_kw[0])
+        # (to rounding: an EV full at its declared energy takes its last declared sliver unrounded)
+        np.testing.assert_allclose(run.offers_kwh, runs[0].offers_kwh, rtol=0, atol=1e-9)
+    assert 1.0 < runs[0].offers_kwh.sum() <= 2.0 + 1e-9  # it offers the top-up (as the peak allows), no more
+    delivered = [run.delivered_kwh - DECLARED_KWH for run in runs]
+    assert delivered == pytest.approx([0.0, 0.5, 1.0, runs[0].offers_kwh.sum()], abs=1e-6)
+
+
+def test_an_ev_full_at_its_declared_energy_takes_none_of_the_offer_and_nothing_changes() -> None:
     base = _run(actual_kwh=DECLARED_KWH, top_up_kwh=0.0)
     top = _run(actual_kwh=DECLARED_KWH, top_up_kwh=2.0)
-    np.testing.assert_array_equal(base[0], top[0])
-    assert base[1:] == top[1:]
+    np.testing.assert_array_equal(base.imports_kw, top.imports_kw)
+    assert (base.delivered_kwh, base.missing_kwh) == (top.delivered_kwh, top.missing_kwh)
 
 
 def test_the_log_gives_the_quantile_of_what_under_declared_evs_took_beyond_their_declaration() -> None:
@@ -104,6 +138,7 @@ def test_the_log_gives_the_quantile_of_what_under_declared_evs_took_beyond_their
 @given(
     need=st.lists(st.one_of(st.just(-1.0), st.floats(0.0, 8.0)), min_size=6, max_size=6),
     extra=st.lists(st.floats(0.0, 6.0), min_size=6, max_size=6),
+    more=st.lists(st.floats(0.0, 6.0), min_size=6, max_size=6),
     time_left=st.lists(st.sampled_from([0.25, 0.5, 1.0, 2.0, 4.0, 8.0]), min_size=6, max_size=6),
     base_kw=st.floats(0.0, 25.0),
     pv_kw=st.floats(0.0, 30.0),
@@ -111,9 +146,10 @@ def test_the_log_gives_the_quantile_of_what_under_declared_evs_took_beyond_their
     top_up_kwh=st.floats(0.0, 4.0),
     peak_kw=st.floats(20.0, 40.0),  # a peak already paid for: room under the target to top up in
 )
-def test_the_top_up_only_adds_within_every_limit_to_evs_with_a_little_room_above_their_declared_need(
+def test_the_top_up_only_adds_within_every_limit_to_evs_whose_declared_need_is_in_whatever_their_room(
     need: list[float],
     extra: list[float],
+    more: list[float],
     time_left: list[float],
     base_kw: float,
     pv_kw: float,
@@ -123,20 +159,37 @@ def test_the_top_up_only_adds_within_every_limit_to_evs_with_a_little_room_above
 ) -> None:
     site = make_site(n=6, import_kw=40.0, feeder_kw=25.0, feeder_a=35.0)
     state = make_state(site, need, time_left, base_kw=base_kw, pv_kw=pv_kw)
-    room = np.where(state.ev_present, state.energy_needed_kwh + np.asarray(extra), 0.0)
-    state = dataclasses.replace(state, energy_room_kwh=room)
-    snap = make_snapshot(state, prices, peak_kw=peak_kw)
+    eff, dt = site.efficiency, float(state.dt_h)
+
+    def act(policy: RuleBasedDLM, extra_kwh: list[float]) -> np.ndarray:
+        room = np.where(
+            state.ev_present, np.maximum(state.energy_needed_kwh, 0.0) + np.asarray(extra_kwh), 0.0
+        )
+        policy.reset(site)
+        return np.asarray(
+            policy.act(
+                make_snapshot(dataclasses.replace(state, energy_room_kwh=room), prices, peak_kw=peak_kw)
+            ).charger_kw
+        )
+
     stop, top = RuleBasedDLM(), RuleBasedDLM(top_up_kwh=top_up_kwh)
-    stop.reset(site)
-    top.reset(site)
-    kw_stop = np.asarray(stop.act(snap).charger_kw)
-    kw_top = np.asarray(top.act(snap).charger_kw)
+    kw_stop = act(stop, extra)
+    kw_top = act(top, extra)
+    offer_kwh = top.offers.last_offer_kwh
     added = kw_top - kw_stop
     assert (added >= -1e-9).all()  # it takes nothing from a declared need
-    above = room - state.energy_needed_kwh
-    may = state.ev_present & (above > 1e-9) & (above <= top_up_kwh)
-    assert (added[~may] == 0).all()  # no EV without room above its need, none with more room than seen
-    _, hi_kw = charger_bounds(site, state)
+    assert (added <= offer_kwh / (eff * dt) + 1e-9).all()  # nor more than it offers
+    met = state.ev_present & (state.energy_needed_kwh <= kw_stop * eff * dt + 1e-9)
+    assert (offer_kwh[~met] == 0).all()  # offered only to EVs whose declared energy is in by the step's end
+    assert (offer_kwh <= top_up_kwh + site.resolution_kw * eff * dt + 1e-9).all()  # the top-up, on the grid
+    room = np.where(state.ev_present, np.maximum(state.energy_needed_kwh, 0.0) + np.asarray(extra), 0.0)
+    _, hi_kw = charger_bounds(site, dataclasses.replace(state, energy_room_kwh=room))
     assert (kw_top <= hi_kw + 1e-9).all()  # never beyond the room
     res = Resources.from_site(site)
     assert (resource_use(res, kw_top) <= res.limits(site_headroom_kw(site, state)) + 1e-6).all()
+    # the room above the declared need is what the EV would take: it changes no offer (where it changes
+    # nothing the declared energy is planned on: the room caps a remainder's minimum-power step)
+    more_room = list(np.add(extra, more))
+    if np.array_equal(act(RuleBasedDLM(), more_room), kw_stop):
+        act(top, more_room)
+        np.testing.assert_allclose(top.offers.last_offer_kwh, offer_kwh, rtol=0, atol=1e-9)
