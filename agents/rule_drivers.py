@@ -1,5 +1,6 @@
 """What the rule-based DLM (:mod:`agents.rule_based`) measures about drivers: how often, and by how much,
-they leave before the departure they declared, and how much more than they declared their EV takes."""
+they leave before the departure they declared, and how much more than they declared their EV takes; and
+what the rule offered each EV beyond its declaration (:class:`OfferRecord`)."""
 
 from __future__ import annotations
 

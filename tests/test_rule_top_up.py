@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from agents.allocate import Resources, resource_use, site_headroom_kw
 from agents.rollout import rollout
 from agents.rule_based import RuleBasedDLM
-from agents.rule_drivers import under_declared_kwh
+from agents.rule_drivers import OfferRecord, under_declared_kwh
 from envs.env import ChargingSiteEnv
 from envs.projection import charger_bounds
 from tests.test_agents import make_site, make_snapshot, make_state
@@ -193,3 +193,20 @@ def test_the_top_up_only_adds_within_every_limit_to_evs_whose_declared_need_is_i
     if np.array_equal(act(RuleBasedDLM(), more_room), kw_stop):
         act(top, more_room)
         np.testing.assert_allclose(top.offers.last_offer_kwh, offer_kwh, rtol=0, atol=1e-9)
+
+
+def test_the_record_of_offers_counts_each_step_once_and_starts_again_for_a_new_ev() -> None:
+    site = make_site(n=2)
+    snap = make_snapshot(make_state(site, [3.0, 3.0], [4.0, 4.0]), [0.2] * 8)
+    at = [dataclasses.replace(snap, step_index=k) for k in range(4)]
+    none, first = np.zeros(2, dtype=bool), np.array([True, False])
+    record = OfferRecord()
+    np.testing.assert_array_equal(record.offered_kwh(at[0], none), [0.0, 0.0])
+    record.offer(np.array([0.5, 1.0]))
+    record.offer(np.array([0.7, 1.0]))  # the step decided again: its last offer counts
+    np.testing.assert_array_equal(record.offered_kwh(at[1], none), [0.7, 1.0])
+    np.testing.assert_array_equal(record.offered_kwh(at[1], none), [0.7, 1.0])  # the same step again
+    record.offer(np.array([0.3, 0.0]))
+    np.testing.assert_array_equal(record.offered_kwh(at[2], first), [0.0, 1.0])  # a new EV on the first
+    record.offer(np.array([0.2, 0.5]))
+    np.testing.assert_allclose(record.offered_kwh(at[3], none), [0.2, 1.5])
