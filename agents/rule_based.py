@@ -18,7 +18,11 @@ second for 1,000 chargers. Each step it
    it charges flexible energy now (least laxity first, under the peak target) and plans every deadline on
    the stay drivers are seen to give (the declared time left less the 80th percentile of the cut). Until
    a few departures are seen it assumes drivers may leave early; where none do (declared = actual) it
-   schedules by price as before;
+   schedules by price as before. Drivers also declare a little less energy than their EV takes: where
+   the site's log shows it (``top_up_kwh``), every EV whose declared energy is in is offered up to that
+   much more (less what the rule already offered it), with the PV surplus and the room under the peak
+   target left in its cheapest steps; the rule does not know how much more an EV takes, and an EV that
+   is full takes nothing (:meth:`RuleBasedDLM._top_up_kw`);
 4. **shaves the peak**: all charging beyond what deadlines force stays under a billing-period peak
    target. The target starts at the level that minimises demand charge plus the energy cost of the
    present EVs (deadline-feasible for them and for the expected arrivals; "valley filling" of the
@@ -47,11 +51,11 @@ from agents.allocate import Resources, fair_fill, greedy_fill, resource_use, sit
 from agents.base import Decision
 from agents.rule_arrivals import ArrivalRecord, arrivals_due_kwh
 from agents.rule_deadlines import Deadlines, forced_kw
-from agents.rule_drivers import DriverRecord
+from agents.rule_drivers import DriverRecord, OfferRecord
 from agents.rule_schedule import BillingClock, cheap_now, expected_kw, peak_target, room_kwh
 from agents.rule_storage import battery_setpoint_kw, ev_discharge_kw, v2g_pays
 from envs.core import FloatArray, SiteArrays, SiteState, Snapshot
-from envs.physics import ev_terms
+from envs.physics import EVTerms, ev_terms
 from envs.projection import ceil_to_grid, charger_bounds
 from envs.scenario import Scenario
 
@@ -76,6 +80,11 @@ class RuleBasedDLM:
         node_margin: the energy deadlines force through a node of the limit tree (or through the connection
             under the peak target) must fit in this fraction of its capacity in the later steps; the rest
             is charged now (lower = earlier, safer).
+        top_up_kwh: how much more than their drivers declared EVs are seen to take (kWh,
+            :func:`agents.rule_drivers.under_declared_kwh` of the site's log of sessions); every EV whose
+            declared energy is in is offered up to this much more, with what is left under the peak target
+            (:meth:`_top_up_kw`; an EV with a battery to spare takes it all); 0 (no log, or drivers who
+            declare what their EVs take): the rule stops at the declared energy.
     """
 
     name = "rule_based"
@@ -90,6 +99,7 @@ class RuleBasedDLM:
         node_margin: float = 0.9,
         early_prior: float = 1.0,
         arrival_prior: ProfileDemand | None = None,
+        top_up_kwh: float = 0.0,
     ) -> None:
         if not 0 < hedge <= 1:
             raise ValueError("hedge must lie in (0, 1]")
@@ -107,12 +117,18 @@ class RuleBasedDLM:
         self._min_grid_kw: FloatArray | None = None
         self._clock: BillingClock | None = None
         self._drivers = DriverRecord(early_prior)
+        self.offers = OfferRecord()
+        """what the top-up offered each EV beyond its declared energy (:meth:`_top_up_kw`)"""
         self.arrival_prior = arrival_prior
         """past sessions the record of arrivals starts from (:mod:`agents.rule_arrivals`; none: empty)"""
         self._arrivals: ArrivalRecord | None = None
+        if not top_up_kwh >= 0:
+            raise ValueError("top_up_kwh must be >= 0")
+        self.top_up_kwh = top_up_kwh
 
     def reset(self, site: SiteArrays, scenario: Scenario | None = None) -> None:
         self._drivers = DriverRecord(self.early_prior)
+        self.offers = OfferRecord()
         self._arrivals = ArrivalRecord(site.config.timezone, self.arrival_prior)
         self._site = site
         self._res = Resources.from_site(site)
@@ -137,6 +153,74 @@ class RuleBasedDLM:
         need = np.maximum(np.asarray(state.energy_needed_kwh, dtype=float), 0.0)
         step_kwh = np.minimum(min_grid, np.maximum(hi_kw, 0.0)) * site.efficiency * float(state.dt_h)
         return np.where((need > 1e-9) & (need < step_kwh), step_kwh, need)
+
+    def _top_up_kw(
+        self,
+        st: SiteState,
+        charger_kw: FloatArray,
+        terms: EVTerms,
+        price_h: FloatArray,
+        soft: FloatArray,
+        surplus_kw: float,
+        H: int,
+        offered_kwh: FloatArray,
+    ) -> FloatArray:
+        """What the rule offers beyond the declared energy (kW per charger, >= 0): its top-up.
+
+        Why: drivers do not know what their EV will take, and the site's log shows EVs taking more than
+        their drivers declared (up to ``top_up_kwh``, a quantile of that excess). The rule does not know
+        how much more an EV will take either (it sees an EV stop drawing when it is full), so it offers
+        every present EV whose declared energy is in by the end of this step what is left of
+        ``top_up_kwh`` after what it already offered it (``offered_kwh``, :class:`OfferRecord`), each kWh
+        worth the missing-energy penalty: where that beats the marginal price now, from the PV surplus left
+        over, or where now is among the cheapest steps of the EV's stay that the offer needs (as the
+        declared energy is scheduled), only from what ``soft`` (each resource's room left under the peak
+        target once every declared need was served) still holds, up to the charger's and the EV's power
+        (not its room: an EV that is full takes nothing, at no cost). The top-up never raises the peak
+        target and never takes from a declared need; ``top_up_kwh = 0`` offers nothing.
+        """
+        site = self._site
+        assert site is not None
+        n = site.n
+        worth = site.config.tariff.missing_energy_penalty_per_kwh
+        eff, dt = site.efficiency, float(st.dt_h)
+        need = np.maximum(np.asarray(st.energy_needed_kwh, dtype=float), 0.0)
+        left_kwh = np.maximum(self.top_up_kwh - offered_kwh, 0.0)
+        frac = 1.0 if st.present_fraction is None else np.asarray(st.present_fraction, dtype=float)
+        room_kw = np.maximum(terms.rate_kw * frac - charger_kw, 0.0)
+        top = (
+            np.asarray(st.ev_present, dtype=bool)
+            & (need <= charger_kw * eff * dt + 1e-9)  # the declared energy is in by the end of this step
+            & (left_kwh > 1e-9)
+            & (room_kw > 0)
+        )
+        if not top.any() or worth * float(np.mean(eff)) <= float(price_h[0]):
+            return np.zeros(n)
+        want = np.where(
+            top, np.minimum(room_kw, ceil_to_grid(left_kwh / (eff * dt), site.resolution_kw)), 0.0
+        )
+        order = np.flatnonzero(top)
+        order = order[np.argsort(terms.steps_left[order], kind="stable")]  # leaving first
+        res = self._res
+        assert res is not None
+        pv_lim = soft.copy()
+        pv_lim[-1] = min(pv_lim[-1], surplus_kw)
+        a_pv = greedy_fill(res, pv_lim, want, order, site.min_kw) if surplus_kw > 0 else np.zeros(n)
+        left = np.maximum(want - a_pv, 0.0)
+        cheap = cheap_now(
+            left_kwh,
+            terms.rate_kw,
+            np.where(top, terms.rate_kw, 0.0),
+            eff,
+            dt,
+            terms.steps_left,
+            top,
+            price_h,
+            H,
+        )
+        soft = np.maximum(soft - resource_use(res, a_pv), 0.0)
+        a_cheap = greedy_fill(res, soft, np.minimum(left, cheap), order, site.min_kw)
+        return a_pv + a_cheap
 
     # ------------------------------------------------------------------ policy
 
@@ -252,6 +336,8 @@ class RuleBasedDLM:
             want = np.where(v2g_pays(site, snapshot, terms, imp_h, firm_import), 0.0, want)
         want = np.minimum(want, rem_caps)
         a_cheap = greedy_fill(res, soft, want, order, site.min_kw)
+        soft = np.maximum(soft - resource_use(res, a_cheap), 0.0)
+        surplus = max(surplus - float((a_pv + a_cheap).sum()), 0.0)
         charger_kw = a_must + a_pv + a_cheap
         # optional charging the fills left below the minimum goes off (what deadlines force stays: the
         # projection lifts it to the minimum where there is room)
@@ -259,6 +345,11 @@ class RuleBasedDLM:
             (charger_kw > 0) & (charger_kw < site.min_kw - 1e-9) & (charger_kw < caps - 1e-9) & (a_must <= 0)
         )
         charger_kw[low] = 0.0
+        # ---- 3b. top-up beyond the declared energy, with what is left under the target; an EV takes no
+        # more than its room (the projection's cap: what it draws once full)
+        offered = self.offers.offered_kwh(snapshot, self._drivers.arrived)
+        offer_kw = self._top_up_kw(st, charger_kw, terms, price_h, soft, surplus, H, offered)
+        charger_kw += np.minimum(offer_kw, np.maximum(hi_kw - charger_kw, 0.0))
 
         import_kw = base_now - pv_now + float(charger_kw.sum())
         cheapest = float(imp_h.min())
@@ -271,8 +362,10 @@ class RuleBasedDLM:
             v2g_kw = ev_discharge_kw(
                 site, snapshot, firm_kw, terms, imp_h, firm_import, hedge, res, self.node_margin
             )
-            if v2g_kw.any():
+            if v2g_kw.any():  # the top-up, beyond what deadlines and PV give, is not offered
                 charger_kw, import_kw = firm_kw - v2g_kw, firm_import - float(v2g_kw.sum())
+                offer_kw = np.zeros(site.n)
+        self.offers.offer(offer_kw * eff * dt)
         battery_kw = 0.0
         if self.use_battery and site.has_battery:
             battery_kw = battery_setpoint_kw(site, snapshot, import_kw, target, imp_h, price_h, cheapest)

@@ -1,9 +1,11 @@
 """What the rule-based DLM (:mod:`agents.rule_based`) measures about drivers: how often, and by how much,
-they leave before the departure they declared."""
+they leave before the departure they declared, and how much more than they declared their EV takes; and
+what the rule offered each EV beyond its declaration (:class:`OfferRecord`)."""
 
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 
 from envs.core import BoolArray, FloatArray, SiteState, Snapshot
 
@@ -27,6 +29,8 @@ class DriverRecord:
         self._present: BoolArray | None = None
         self._left: FloatArray | None = None
         self._stay: FloatArray | None = None
+        self.arrived: BoolArray = np.zeros(0, dtype=bool)
+        """the chargers whose EV arrived in the step observed last (all present EVs on a first step)"""
 
     def observe(self, snapshot: Snapshot) -> None:
         """Take in the snapshot of the next step (a snapshot of the step already seen changes nothing)."""
@@ -54,6 +58,7 @@ class DriverRecord:
         if self._stay is None or len(self._stay) != len(present):
             self._stay = np.zeros(len(present))
         self._stay = np.where(new, left, self._stay)
+        self.arrived = new
         self._step = snapshot.step_index
         self._present, self._left = present.copy(), left.copy()
 
@@ -77,3 +82,55 @@ class DriverRecord:
         frac = 1.0 if state.present_fraction is None else np.asarray(state.present_fraction, dtype=float)
         floor_h = frac * float(state.dt_h)
         return np.where(np.asarray(state.ev_present, bool), np.maximum(left - q * self._stay, floor_h), 0.0)
+
+
+class OfferRecord:
+    """What the rule offered each charger's EV beyond the energy its driver declared since it arrived (kWh,
+    battery side): the top-up's own record, since a DLM does not know how much more an EV will take (it
+    only sees it stop drawing when full). An offer counts once its step is over (a step decided twice
+    counts its last offer), and a charger's record starts again at 0 when a new EV arrives."""
+
+    def __init__(self) -> None:
+        self._offered = np.zeros(0)
+        self._last = np.zeros(0)
+        self._step: int | None = None
+
+    def offered_kwh(self, snapshot: Snapshot, arrived: BoolArray) -> FloatArray:
+        """Take in the step of ``snapshot`` (``arrived``: the chargers whose EV arrived in it) and return
+        what was offered so far to each charger's EV, kWh."""
+        n = len(arrived)
+        if len(self._offered) != n:
+            self._offered, self._last, self._step = np.zeros(n), np.zeros(n), None
+        if snapshot.step_index != self._step:
+            self._offered = np.where(arrived, 0.0, self._offered + self._last)
+            self._last = np.zeros(n)
+            self._step = snapshot.step_index
+        return self._offered.copy()
+
+    @property
+    def last_offer_kwh(self) -> FloatArray:
+        """The offer recorded for the step decided last, kWh per charger."""
+        return self._last.copy()
+
+    def offer(self, energy_kwh: FloatArray) -> None:
+        """Record this step's offer, kWh per charger (replaces an earlier offer for the same step)."""
+        self._last = np.asarray(energy_kwh, dtype=float).copy()
+
+
+UNDER_DECLARED_KWH = 0.1
+"""an EV that took more than its driver declared by over this, kWh, was under-declared (the evaluation counts
+an EV short by more than 0.1 kWh)"""
+
+
+def under_declared_kwh(sessions: pd.DataFrame, quantile: float = DriverRecord.QUANTILE) -> float:
+    """What EVs take beyond what their drivers declared, from a site's log of sessions (columns
+    ``energy_kwh``, what the EV took, and ``declared_energy_kwh``, what its driver declared; a missing
+    declaration is the energy taken): the ``quantile`` of the excess over the sessions that took more than
+    declared by over :data:`UNDER_DECLARED_KWH`, kWh; 0 where none did (or the log is empty)."""
+    if len(sessions) == 0 or "declared_energy_kwh" not in sessions.columns:
+        return 0.0
+    taken = sessions["energy_kwh"].to_numpy(dtype=float)
+    declared = sessions["declared_energy_kwh"].to_numpy(dtype=float)
+    excess = taken - np.where(np.isfinite(declared), declared, taken)
+    under = excess[excess > UNDER_DECLARED_KWH]
+    return float(np.quantile(under, quantile)) if len(under) else 0.0

@@ -20,6 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
 import pandas as pd
 
 if TYPE_CHECKING:
@@ -103,12 +104,15 @@ def mode_policies(mode: str, week: Week, policies: list[str], cache: Path) -> li
     sessions of the :data:`HISTORY_DAYS` days before the week (from the period's first day where it starts
     later) instead of the week's own sessions (in ``perfect`` mode it reads them: a perfect forecast of the
     demand to come), and the rule-based DLM, whose record of arrivals starts from that profile in both
-    modes (a site's log of past sessions; without it the first day is planned blind)."""
+    modes (a site's log of past sessions; without it the first day is planned blind) and which is told
+    how much more than declared the EVs of those sessions took (declared mode; it then offers every EV
+    whose declared energy is in up to that much more: :meth:`agents.rule_based.RuleBasedDLM._top_up_kw`)."""
     if "rule_based" not in policies and (mode != "declared" or "mpc" not in policies):
         return list(policies)
     from agents.mpc import ModelPredictiveControl
     from agents.mpc_demand import ProfileDemand
     from agents.rule_based import RuleBasedDLM
+    from agents.rule_drivers import under_declared_kwh
     from benchmarks import real
 
     start = pd.Timestamp(week.start, tz=real.TIMEZONE)
@@ -116,10 +120,14 @@ def mode_policies(mode: str, week: Week, policies: list[str], cache: Path) -> li
     first = max(start - pd.DateOffset(days=HISTORY_DAYS), period_start)
     history = real.read_period(week.site, week.period, cache)
     demand = ProfileDemand.fit(history, real.TIMEZONE, first, start, real.CHARGER_KW)
+    # the log as the policies see it: in perfect mode every driver declared what the EV took
+    arrival = pd.DatetimeIndex(history["arrival"]).tz_convert(real.TIMEZONE)
+    log = history[np.asarray((arrival >= first) & (arrival < start))]
+    top_up = under_declared_kwh(log) if mode == "declared" else 0.0
     out: list[str | Policy] = []
     for p in policies:
         if p == "rule_based":
-            out.append(RuleBasedDLM(arrival_prior=demand))
+            out.append(RuleBasedDLM(arrival_prior=demand, top_up_kwh=top_up))
         elif p == "mpc" and mode == "declared":
             out.append(ModelPredictiveControl(demand=demand))
         else:
