@@ -527,6 +527,10 @@ def _min_current(
     n_coord = x.shape[0]
     any_cand = False
     for i in range(n):
+        # within the tolerance below its minimum counts as at it: put it there, or rounding down to the
+        # grid would take it a whole step below its minimum (the solver leaves noise of ~1e-10 kW)
+        if TOL_KW < x[i] < m_kw[i] and x[i] >= m_kw[i] - TOL_KW:
+            x[i] = m_kw[i]
         if x[i] > TOL_KW and x[i] < m_kw[i] - TOL_KW:
             any_cand = True
             break

@@ -194,6 +194,51 @@ def test_ev_near_full_can_finish_below_the_minimum() -> None:
     assert not out.paused.any()
 
 
+def test_charger_at_its_least_power_within_solver_noise_is_not_rounded_a_step_below() -> None:
+    # found by hypothesis (test_every_limit_holds): c1's EV takes at most 1.0 kW, so its least power when on
+    # is 14 steps of 0.1 A (0.966 kW), below its 6 A minimum. Uncurtailable PV (10 kW, no export) forces
+    # charging; the node's 8.5 A (5.865 kW) holds c1 and c2. The continuous projection leaves c1 2.8e-10 kW
+    # below 0.966: the minimum-current rule took that as "at its minimum", and the rounding toward zero then
+    # gave it 13 steps (0.897 kW), neither off nor at its least power.
+    def charger(i: int, min_a: float) -> dict[str, object]:
+        spec = {"phases": 3, "max_current_a": 10.0, "bidirectional": True, "max_discharge_kw": 3.0}
+        return {"id": f"c{i}", "node": "n0", "min_current_a": min_a, "efficiency": 0.9, **spec}
+
+    chargers = [charger(0, 0.0), charger(1, 6.0), charger(2, 0.0), charger(3, 0.0)]
+    chargers.append({**charger(4, 0.0), "bidirectional": False, "max_discharge_kw": 0.0})
+    battery = {"capacity_kwh": 5.0, "max_charge_kw": 5.0, "max_discharge_kw": 2.0, "soc_min": 0.1}
+    site = make_site(
+        chargers,
+        [
+            {"id": "n0", "max_power_kw": 6.0, "max_current_a": 8.5},
+            {"id": "n1", "parent": "n0", "max_power_kw": 4.0},
+        ],
+        grid={"import_limit_kw": 5.0, "export_limit_kw": 0.0},
+        battery={**battery, "soc_max": 0.9, "initial_soc": 0.5, "efficiency": 0.95},
+        pv={"peak_kw": 30.0, "curtailable": False},
+    )
+    state = ev_state(
+        5,
+        ev_present=np.array([True, True, True, True, False]),
+        ev_max_charge_kw=np.array([np.inf, 1.0, np.inf, np.inf, 1.0]),
+        ev_max_discharge_kw=np.array([11.0, 5.0, 5.0, 11.0, 0.0]),
+        energy_needed_kwh=np.array([5.0, 20.0, 0.0, 1.0, 0.0]),
+        energy_room_kwh=np.array([5.3, 30.0, 10.0, 1.3, 0.0]),
+        energy_dischargeable_kwh=np.array([0.0, 0.5, 0.5, 0.0, 0.0]),
+        time_left_h=np.array([8.0, 0.1, 2.0, 8.0, 0.0]),
+        pv_kw=10.0,
+        battery_soc_kwh=0.6867640716248593,
+    )
+    out = project(site, state, np.array([14.0, -3.0, -13.0, -14.0, 22.0]), 0.5910812350128367)
+    grid = 0.1 * 0.69
+    assert out.charger_kw[1] == pytest.approx(14 * grid, abs=1e-9)  # its least power, not 13 steps
+    assert check(site, state, out).total == 0 and bool(out.feasible)
+    # c2 takes what the node's 8.5 A leave, on the grid (70 steps: the solver noise costs it one of 71)
+    assert out.charger_kw[[0, 3, 4]].tolist() == [0.0, 0.0, 0.0]
+    assert 70 * grid - 1e-9 <= out.charger_kw[2] <= 71 * grid + 1e-9
+    assert float(out.battery_kw) == pytest.approx(5.0, abs=1e-6)  # the battery absorbs the PV first
+
+
 def test_an_ev_plugged_in_for_part_of_the_step_gets_the_minimum_for_that_part() -> None:
     # 16 A at 230 V: minimum 6 A = 4.14 kW, grid 0.1 A = 0.069 kW; plugged in for half the step, the
     # charger at its minimum gives 2.07 kW on average over the step: that is on, not below the minimum
