@@ -410,7 +410,10 @@ class SiteLP:
         h.run()
         status = h.getModelStatus()
         if status != highspy.HighsModelStatus.kOptimal:
-            self._highs = None
+            # an infeasible model is still a good model: the next warm solve changes its bounds (a cold
+            # rebuild of the whole model costs more than the solve)
+            if status != highspy.HighsModelStatus.kInfeasible:
+                self._highs = None
             raise LPError(f"site LP not solved to optimality: {h.modelStatusToString(status)}")
         x = np.asarray(h.getSolution().col_value)
         solve_s = time.perf_counter() - t0

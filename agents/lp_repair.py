@@ -78,6 +78,7 @@ def solve_min_current(
             # the columns at or above the minimum stay on (else the re-solve moves some below it again)
             big = lp.last_x >= min_x - 1e-6
             fits = _within_room(lp, small, on | big, min_x * eff_dt, room)
+            kept, kept_x, kept_v = sol, lp.last_x, lp.last_v
             try:
                 sol = lp.solve(
                     data,
@@ -86,9 +87,9 @@ def solve_min_current(
                     x_off=~(on | big | fits),
                     x_on=on | big | fits,
                 )
-            except LPError:  # the minima do not fit the limits together: keep the last plan
-                lp._highs = None
-                sol = lp.solve(data, warm=False, time_limit_s=time_limit_s, x_off=off, x_on=on)
+            except LPError:  # the minima do not fit the limits together: keep the last plan (solved already)
+                lp.last_x, lp.last_v = kept_x, kept_v
+                return replace(kept, solve_s=total)
             total += sol.solve_s
     return replace(sol, solve_s=total)
 
