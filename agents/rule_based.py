@@ -22,7 +22,7 @@ second for 1,000 chargers. Each step it
    the site's log shows it (``top_up_kwh``), every EV whose declared energy is in is offered up to that
    much more (less what the rule already offered it), with the PV surplus and the room under the peak
    target left in its cheapest steps; the rule does not know how much more an EV takes, and an EV that
-   is full takes nothing (:meth:`RuleBasedDLM._top_up_kw`);
+   is full takes nothing (:func:`top_up_kw`);
 4. **shaves the peak**: all charging beyond what deadlines force stays under a billing-period peak
    target. The target starts at the level that minimises demand charge plus the energy cost of the
    present EVs (deadline-feasible for them and for the expected arrivals; "valley filling" of the
@@ -83,7 +83,7 @@ class RuleBasedDLM:
         top_up_kwh: how much more than their drivers declared EVs are seen to take (kWh,
             :func:`agents.rule_drivers.under_declared_kwh` of the site's log of sessions); every EV whose
             declared energy is in is offered up to this much more, with what is left under the peak target
-            (:meth:`_top_up_kw`; an EV with a battery to spare takes it all); 0 (no log, or drivers who
+            (:func:`top_up_kw`; an EV with a battery to spare takes it all); 0 (no log, or drivers who
             declare what their EVs take): the rule stops at the declared energy.
     """
 
@@ -118,7 +118,7 @@ class RuleBasedDLM:
         self._clock: BillingClock | None = None
         self._drivers = DriverRecord(early_prior)
         self.offers = OfferRecord()
-        """what the top-up offered each EV beyond its declared energy (:meth:`_top_up_kw`)"""
+        """what the top-up offered each EV beyond its declared energy (:func:`top_up_kw`)"""
         self.arrival_prior = arrival_prior
         """past sessions the record of arrivals starts from (:mod:`agents.rule_arrivals`; none: empty)"""
         self._arrivals: ArrivalRecord | None = None
@@ -153,74 +153,6 @@ class RuleBasedDLM:
         need = np.maximum(np.asarray(state.energy_needed_kwh, dtype=float), 0.0)
         step_kwh = np.minimum(min_grid, np.maximum(hi_kw, 0.0)) * site.efficiency * float(state.dt_h)
         return np.where((need > 1e-9) & (need < step_kwh), step_kwh, need)
-
-    def _top_up_kw(
-        self,
-        st: SiteState,
-        charger_kw: FloatArray,
-        terms: EVTerms,
-        price_h: FloatArray,
-        soft: FloatArray,
-        surplus_kw: float,
-        H: int,
-        offered_kwh: FloatArray,
-    ) -> FloatArray:
-        """What the rule offers beyond the declared energy (kW per charger, >= 0): its top-up.
-
-        Why: drivers do not know what their EV will take, and the site's log shows EVs taking more than
-        their drivers declared (up to ``top_up_kwh``, a quantile of that excess). The rule does not know
-        how much more an EV will take either (it sees an EV stop drawing when it is full), so it offers
-        every present EV whose declared energy is in by the end of this step what is left of
-        ``top_up_kwh`` after what it already offered it (``offered_kwh``, :class:`OfferRecord`), each kWh
-        worth the missing-energy penalty: where that beats the marginal price now, from the PV surplus left
-        over, or where now is among the cheapest steps of the EV's stay that the offer needs (as the
-        declared energy is scheduled), only from what ``soft`` (each resource's room left under the peak
-        target once every declared need was served) still holds, up to the charger's and the EV's power
-        (not its room: an EV that is full takes nothing, at no cost). The top-up never raises the peak
-        target and never takes from a declared need; ``top_up_kwh = 0`` offers nothing.
-        """
-        site = self._site
-        assert site is not None
-        n = site.n
-        worth = site.config.tariff.missing_energy_penalty_per_kwh
-        eff, dt = site.efficiency, float(st.dt_h)
-        need = np.maximum(np.asarray(st.energy_needed_kwh, dtype=float), 0.0)
-        left_kwh = np.maximum(self.top_up_kwh - offered_kwh, 0.0)
-        frac = 1.0 if st.present_fraction is None else np.asarray(st.present_fraction, dtype=float)
-        room_kw = np.maximum(terms.rate_kw * frac - charger_kw, 0.0)
-        top = (
-            np.asarray(st.ev_present, dtype=bool)
-            & (need <= charger_kw * eff * dt + 1e-9)  # the declared energy is in by the end of this step
-            & (left_kwh > 1e-9)
-            & (room_kw > 0)
-        )
-        if not top.any() or worth * float(np.mean(eff)) <= float(price_h[0]):
-            return np.zeros(n)
-        want = np.where(
-            top, np.minimum(room_kw, ceil_to_grid(left_kwh / (eff * dt), site.resolution_kw)), 0.0
-        )
-        order = np.flatnonzero(top)
-        order = order[np.argsort(terms.steps_left[order], kind="stable")]  # leaving first
-        res = self._res
-        assert res is not None
-        pv_lim = soft.copy()
-        pv_lim[-1] = min(pv_lim[-1], surplus_kw)
-        a_pv = greedy_fill(res, pv_lim, want, order, site.min_kw) if surplus_kw > 0 else np.zeros(n)
-        left = np.maximum(want - a_pv, 0.0)
-        cheap = cheap_now(
-            left_kwh,
-            terms.rate_kw,
-            np.where(top, terms.rate_kw, 0.0),
-            eff,
-            dt,
-            terms.steps_left,
-            top,
-            price_h,
-            H,
-        )
-        soft = np.maximum(soft - resource_use(res, a_pv), 0.0)
-        a_cheap = greedy_fill(res, soft, np.minimum(left, cheap), order, site.min_kw)
-        return a_pv + a_cheap
 
     # ------------------------------------------------------------------ policy
 
@@ -348,7 +280,9 @@ class RuleBasedDLM:
         # ---- 3b. top-up beyond the declared energy, with what is left under the target; an EV takes no
         # more than its room (the projection's cap: what it draws once full)
         offered = self.offers.offered_kwh(snapshot, self._drivers.arrived)
-        offer_kw = self._top_up_kw(st, charger_kw, terms, price_h, soft, surplus, H, offered)
+        offer_kw = top_up_kw(
+            site, res, self.top_up_kwh, st, charger_kw, terms, price_h, soft, surplus, H, offered
+        )
         charger_kw += np.minimum(offer_kw, np.maximum(hi_kw - charger_kw, 0.0))
 
         import_kw = base_now - pv_now + float(charger_kw.sum())
@@ -370,3 +304,68 @@ class RuleBasedDLM:
         if self.use_battery and site.has_battery:
             battery_kw = battery_setpoint_kw(site, snapshot, import_kw, target, imp_h, price_h, cheapest)
         return Decision(charger_kw, battery_kw)
+
+
+def top_up_kw(
+    site: SiteArrays,
+    res: Resources,
+    top_up_kwh: float,
+    st: SiteState,
+    charger_kw: FloatArray,
+    terms: EVTerms,
+    price_h: FloatArray,
+    soft: FloatArray,
+    surplus_kw: float,
+    H: int,
+    offered_kwh: FloatArray,
+) -> FloatArray:
+    """What the rule-based DLM offers beyond the declared energy (kW per charger, >= 0): its top-up.
+
+    Why: drivers do not know what their EV will take, and the site's log shows EVs taking more than
+    their drivers declared (up to ``top_up_kwh``, a quantile of that excess). The rule does not know
+    how much more an EV will take either (it sees an EV stop drawing when it is full), so it offers
+    every present EV whose declared energy is in by the end of this step what is left of
+    ``top_up_kwh`` after what it already offered it (``offered_kwh``, :class:`OfferRecord`), each kWh
+    worth the missing-energy penalty: where that beats the marginal price now, from the PV surplus left
+    over, or where now is among the cheapest steps of the EV's stay that the offer needs (as the
+    declared energy is scheduled), only from what ``soft`` (each resource's room left under the peak
+    target once every declared need was served) still holds, up to the charger's and the EV's power
+    (not its room: an EV that is full takes nothing, at no cost). The top-up never raises the peak
+    target and never takes from a declared need; ``top_up_kwh = 0`` offers nothing.
+    """
+    n = site.n
+    worth = site.config.tariff.missing_energy_penalty_per_kwh
+    eff, dt = site.efficiency, float(st.dt_h)
+    need = np.maximum(np.asarray(st.energy_needed_kwh, dtype=float), 0.0)
+    left_kwh = np.maximum(top_up_kwh - offered_kwh, 0.0)
+    frac = 1.0 if st.present_fraction is None else np.asarray(st.present_fraction, dtype=float)
+    room_kw = np.maximum(terms.rate_kw * frac - charger_kw, 0.0)
+    top = (
+        np.asarray(st.ev_present, dtype=bool)
+        & (need <= charger_kw * eff * dt + 1e-9)  # the declared energy is in by the end of this step
+        & (left_kwh > 1e-9)
+        & (room_kw > 0)
+    )
+    if not top.any() or worth * float(np.mean(eff)) <= float(price_h[0]):
+        return np.zeros(n)
+    want = np.where(top, np.minimum(room_kw, ceil_to_grid(left_kwh / (eff * dt), site.resolution_kw)), 0.0)
+    order = np.flatnonzero(top)
+    order = order[np.argsort(terms.steps_left[order], kind="stable")]  # leaving first
+    pv_lim = soft.copy()
+    pv_lim[-1] = min(pv_lim[-1], surplus_kw)
+    a_pv = greedy_fill(res, pv_lim, want, order, site.min_kw) if surplus_kw > 0 else np.zeros(n)
+    left = np.maximum(want - a_pv, 0.0)
+    cheap = cheap_now(
+        left_kwh,
+        terms.rate_kw,
+        np.where(top, terms.rate_kw, 0.0),
+        eff,
+        dt,
+        terms.steps_left,
+        top,
+        price_h,
+        H,
+    )
+    soft = np.maximum(soft - resource_use(res, a_pv), 0.0)
+    a_cheap = greedy_fill(res, soft, np.minimum(left, cheap), order, site.min_kw)
+    return a_pv + a_cheap

@@ -1,4 +1,4 @@
-"""The rule-based DLM's top-up (:meth:`agents.rule_based.RuleBasedDLM._top_up_kw`): drivers declare a
+"""The rule-based DLM's top-up (:func:`agents.rule_based.top_up_kw`): drivers declare a
 little less than their EV takes, and a rule that stops at the declared energy leaves them short of what
 they needed.
 
