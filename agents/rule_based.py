@@ -334,6 +334,8 @@ def top_up_kw(
     target and never takes from a declared need; ``top_up_kwh = 0`` offers nothing.
     """
     n = site.n
+    if top_up_kwh <= 0:  # the registered policy and serving: nothing to offer, no work on the hot path
+        return np.zeros(n)
     worth = site.config.tariff.missing_energy_penalty_per_kwh
     eff, dt = site.efficiency, float(st.dt_h)
     need = np.maximum(np.asarray(st.energy_needed_kwh, dtype=float), 0.0)

@@ -106,7 +106,7 @@ def mode_policies(mode: str, week: Week, policies: list[str], cache: Path) -> li
     demand to come), and the rule-based DLM, whose record of arrivals starts from that profile in both
     modes (a site's log of past sessions; without it the first day is planned blind) and which is told
     how much more than declared the EVs of those sessions took (declared mode; it then offers every EV
-    whose declared energy is in up to that much more: :meth:`agents.rule_based.RuleBasedDLM._top_up_kw`)."""
+    whose declared energy is in up to that much more: :func:`agents.rule_based.top_up_kw`)."""
     if "rule_based" not in policies and (mode != "declared" or "mpc" not in policies):
         return list(policies)
     from agents.mpc import ModelPredictiveControl
