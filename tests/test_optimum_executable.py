@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from agents.optimum import PerfectForesightOptimum
+from agents.optimum import PerfectForesightOptimum, build_scenario_lp
 from agents.registry import NON_LEARNED
 from envs.generate import generate_scenario
 from envs.scenario import Scenario, make_scenario
@@ -121,3 +121,73 @@ def test_the_optimum_finishes_an_ev_below_the_minimum_where_the_projection_lets_
     for policy in NON_LEARNED:
         other = run_episode(policy, sc, options=OPTS).row
         assert other.energy_delivered_kwh <= res.row.energy_delivered_kwh + 1e-9, policy
+
+
+def gap_scenario() -> Scenario:
+    """The charger of :func:`tail_scenario` (6.5936 kW on its grid, 1.248 kW minimum, 0.0052 kWh a grid
+    point a step), one EV plugged in for steps 0-3 that takes three full steps and 12 grid points more
+    (5.0076 kWh); energy dearer in step 2 (0.5 against 0.3 EUR per kWh), 20 EUR per kWh missed. The
+    relaxation puts the 12 points in step 2, below half the minimum, so every fix-and-resolve repair
+    switches step 2 off with the other steps at the rate: 0.0624 kWh short, mid-stay (no tail after it)
+    and with every column on a grid point (nothing for the grid polish to raise). Served, the EV takes
+    the minimum in step 2 and 4.8 points less elsewhere: 1.50228 + 0.312 * 0.2 = 1.56468 EUR, against
+    1.48356 + 0.0624 * 20 = 2.73156 EUR short (the mechanism of jpl-2021-08-02, where the optimum left
+    an EV 0.06 kWh short that the rule-based DLM served)."""
+    import pandas as pd
+
+    from envs.config import site_from_dict
+    from envs.scenario import make_scenario
+
+    charger = {"phases": 1, "phase": "L1", "voltage_v": 208, "max_current_a": 32, "max_power_kw": 6.6}
+    site = site_from_dict(
+        {
+            "name": "gap",
+            "timezone": "UTC",
+            "grid": {"import_limit_kw": 20.0},
+            "nodes": [{"id": "root", "max_power_kw": 20.0}],
+            "chargers": [{"id": "a", "node": "root", "min_current_a": 6, "efficiency": 1.0, **charger}],
+            "tariff": {"billing_period": "episode", "missing_energy_penalty_per_kwh": 20.0},
+        }
+    )
+    t0 = pd.Timestamp("2025-06-02T00:00:00Z")
+    ts = pd.DataFrame(
+        {
+            "timestamp": pd.date_range(t0, periods=6, freq="15min"),
+            "base_load_kw": 0.0,
+            "pv_kw": 0.0,
+            "import_price_per_kwh": [0.3, 0.3, 0.5, 0.3, 0.3, 0.3],
+            "export_price_per_kwh": 0.0,
+        }
+    )
+    sessions = pd.DataFrame(
+        {
+            "session_id": ["A"],
+            "charger_id": ["a"],
+            "arrival": [t0],
+            "departure": [t0 + pd.Timedelta(minutes=60)],
+            "energy_kwh": [(3 * 317 + 12) * 0.0052],
+        }
+    )
+    return make_scenario(site, sessions, ts, name="gap")
+
+
+def test_every_repair_serves_an_ev_it_switched_off_mid_stay() -> None:
+    from agents.lp_executable import REPAIRS, executable_plan
+    from envs.env import ChargingSiteEnv
+
+    sc = gap_scenario()
+    lp, data, slots = build_scenario_lp(ChargingSiteEnv(scenario=sc, step=None, forecast_horizon=1).site, sc)
+    for up_share, passes in REPAIRS:
+        lp._highs = None
+        plan, residue = executable_plan(lp, data, slots.rate_kw, passes, slots.departs, 200, up_share)
+        assert residue == 0.0
+        assert plan.missing_kwh[0] == pytest.approx(0.0, abs=1e-9), (up_share, passes)
+        assert plan.objective == pytest.approx(5.0076 * 0.3 + 1.248 * 0.25 * 0.2, abs=1e-9)
+        assert plan.charger_kw[0, 2] == pytest.approx(1.248, abs=1e-9)  # on at the minimum
+    opt = PerfectForesightOptimum(exact_max_columns=0)
+    row = run_episode(opt, sc, options=OPTS).row
+    assert row.cost_total == pytest.approx(5.0076 * 0.3 + 1.248 * 0.25 * 0.2, abs=1e-9)
+    for policy in ("rule_based", "llf"):
+        other = run_episode(policy, sc, options=OPTS).row
+        assert other.energy_delivered_kwh <= row.energy_delivered_kwh + 1e-9, policy
+        assert other.cost_total >= row.cost_total - 1e-9, policy
