@@ -76,12 +76,14 @@ def executable_plan(
     departs: np.ndarray | None = None,
     node_limit: int = 200,
     up_share: float = 0.5,
+    switch_on: bool = True,
 ) -> tuple[LPSolution, float]:
     """The settled, quantised, grid-rounded plan (see the module) and the penalty on the energy no policy
     can deliver (``departs``: slots whose EV leaves within the scenario, the only ones the simulator
     penalises; default all). ``rate_kw``: each slot's ``min(rated, EV max)`` before the grid; the
     projection holds a charger at most at that times the EV's presence that step, rounded down to the grid,
-    and so does the plan."""
+    and so does the plan. ``switch_on``: EVs the plan leaves short may get an off column switched on
+    (:func:`_finished`)."""
     need_q, residue = quantised_need(lp, data)
     hi_kw, frac = held_kw(lp, data, rate_kw)
     qdata = replace(data, need_kwh=need_q, room_kwh=_room(data, need_q), present_fraction=frac)
@@ -95,7 +97,8 @@ def executable_plan(
     # the polish fails (LPError) where rounding cannot keep the plan within the limits and the V2G
     # energy bounds: the candidate is dropped, not replayed off its objective
     model = grid_model(lp, qdata)
-    polished = _finished(lp, qdata, model, polish_on_grid(lp, model, v, x, node_limit), node_limit, departs)
+    polished = polish_on_grid(lp, model, v, x, node_limit)
+    polished = _finished(lp, qdata, model, polished, node_limit, departs, switch_on)
     return _with_residue(polished, residue, departs, lp), _residue_cost(residue, departs, lp)
 
 
@@ -118,32 +121,59 @@ def best_executable_plan(
 ) -> tuple[LPSolution, float]:
     """:func:`executable_plan` for each repair of ``repairs`` and :func:`neighbourhood_plan` after the
     first; the cheapest (its objective is what it costs executed, so no replay is needed to compare). The
-    search stops once a plan is within ``good_enough`` of ``bound`` (:func:`grid_bound`).
+    search stops once a plan is within ``good_enough`` of ``bound`` (:func:`grid_bound`). Where the
+    cheapest leaves an EV short (beyond the grid's residue), its variant runs again switching an off column
+    of each such EV on (:func:`_switched_on`), kept where cheaper: the search itself runs without it, so
+    it stops where it did and the plan never costs more than the one it found.
     Deterministic: the same variants in the same order, ties to the first, no clock."""
     best: tuple[LPSolution, float] | None = None
+    best_try = (0.0, 0)
     # (-1, 0), (-2, 0): the neighbourhood MILP, after the first repair (-2: serving the short EVs it
     # discharges rather than banning their discharge)
     tries: list[tuple[float, int]] = [*repairs[:1], (-1.0, 0), (-2.0, 0), *repairs[1:]]
     for up_share, passes in tries:
         if best is not None and bound is not None and best[0].objective - bound <= good_enough * abs(bound):
             break  # within a hair of the relaxation: no other plan can gain more than that
-        lp._highs = None
+        if up_share < 0 and neighbourhood_nodes <= 0:
+            continue
         try:
-            if up_share < 0:
-                if neighbourhood_nodes <= 0:
-                    continue
-                serve = up_share < -1.5
-                nodes = neighbourhood_nodes * (SERVE_NODES if serve else 1)
-                plan = neighbourhood_plan(lp, data, rate_kw, departs, nodes, serve)
-            else:
-                plan = executable_plan(lp, data, rate_kw, passes, departs, node_limit, up_share)
+            plan = _variant(lp, data, rate_kw, departs, node_limit, neighbourhood_nodes, (up_share, passes))
         except LPError:
             continue
         if best is None or plan[0].objective < best[0].objective - 1e-9:
-            best = plan
+            best, best_try = plan, (up_share, passes)
     if best is None:
         raise LPError("no executable plan")
-    return best
+    residue = quantised_need(lp, data)[1]
+    gone = np.ones(lp.K, dtype=bool) if departs is None else np.asarray(departs, dtype=bool)
+    if not ((best[0].missing_kwh - residue > 1e-6) & gone & ~lp.slot_v2g).any():
+        return best
+    try:
+        finished = _variant(lp, data, rate_kw, departs, node_limit, neighbourhood_nodes, best_try, True)
+    except LPError:
+        return best
+    return finished if finished[0].objective < best[0].objective - 1e-9 else best
+
+
+def _variant(
+    lp: SiteLP,
+    data: LPData,
+    rate_kw: FloatArray,
+    departs: np.ndarray | None,
+    node_limit: int,
+    neighbourhood_nodes: int,
+    variant: tuple[float, int],
+    switch_on: bool = False,
+) -> tuple[LPSolution, float]:
+    """One variant of :func:`best_executable_plan`: ``(up_share, passes)``, up_share -1 and -2 the
+    neighbourhood MILP (-2 serving)."""
+    up_share, passes = variant
+    lp._highs = None
+    if up_share < 0:
+        serve = up_share < -1.5
+        nodes = neighbourhood_nodes * (SERVE_NODES if serve else 1)
+        return neighbourhood_plan(lp, data, rate_kw, departs, nodes, serve, switch_on)
+    return executable_plan(lp, data, rate_kw, passes, departs, node_limit, up_share, switch_on)
 
 
 def neighbourhood_plan(
@@ -153,13 +183,14 @@ def neighbourhood_plan(
     departs: np.ndarray | None,
     node_limit: int,
     serve: bool = False,
+    switch_on: bool = True,
 ) -> tuple[LPSolution, float]:
     """The exact model around the (quantised) relaxation: a column the relaxation leaves off stays off, one
     it puts at or above the minimum stays on, only the ones in between choose (off, or on from the
     minimum), all on the grid; HiGHS with ``node_limit`` nodes (deterministic). Few columns choose, so it
     solves where the whole exact model does not. An EV the plan leaves short may not discharge (the
     projection's rule): with ``serve`` the plan first tries to serve such EVs (:func:`_must_serve`), then
-    bans their discharge."""
+    bans their discharge. ``switch_on``: as in :func:`executable_plan`."""
     need_q, residue = quantised_need(lp, data)
     _, frac = held_kw(lp, data, rate_kw)
     qdata = replace(data, need_kwh=need_q, room_kwh=_room(data, need_q), present_fraction=frac)
@@ -167,7 +198,8 @@ def neighbourhood_plan(
     served = np.zeros(lp.K, dtype=bool)
     for _ in range(4):
         model = grid_model(lp, qdata)
-        sol = _finished(lp, qdata, model, _neighbourhood(lp, qdata, model, node_limit), node_limit, departs)
+        sol = _neighbourhood(lp, qdata, model, node_limit)
+        sol = _finished(lp, qdata, model, sol, node_limit, departs, switch_on)
         if qdata.missing_penalty_per_kwh is not None:  # the objective at the tariff's penalty
             extra = np.asarray(qdata.missing_penalty_per_kwh) - pen
             sol = replace(sol, objective=sol.objective - float(extra @ sol.missing_kwh))
@@ -204,15 +236,23 @@ def grid_model(lp: SiteLP, data: LPData) -> GridModel:
 
 
 def _finished(
-    lp: SiteLP, data: LPData, model: GridModel, sol: LPSolution, node_limit: int, departs: np.ndarray | None
+    lp: SiteLP,
+    data: LPData,
+    model: GridModel,
+    sol: LPSolution,
+    node_limit: int,
+    departs: np.ndarray | None,
+    switch_on: bool = True,
 ) -> LPSolution:
     """``sol`` (the last solve, on the grid; ``model``: :func:`grid_model` of ``data``) with the EVs it
     leaves short finished where that pays: by their tails (:func:`_with_tails`), then, where some are still
-    short, by switching one of their off columns on (:func:`_switched_on`), kept where it is cheaper (and
-    discharges no EV it leaves short). ``lp.last_v`` is the returned schedule's."""
+    short, by switching one of their off columns on (:func:`_switched_on`, with ``switch_on``), kept where
+    it is cheaper (and discharges no EV it leaves short). ``lp.last_v`` is the returned schedule's."""
     if departs is None:
         return sol
     sol = _with_tails(lp, data, model, sol, node_limit, departs)
+    if not switch_on:
+        return sol
     v = lp.last_v.copy()
     switched = _switched_on(lp, data, model, sol, node_limit, departs)
     if (
@@ -250,11 +290,10 @@ def _switched_on(
     """The plan again with one off column of each EV ``sol`` leaves short switched on (from the minimum),
     every other column's on/off state as in ``sol``: settled LP, grid rounding, polish and tails as in
     :func:`executable_plan`. The polish keeps on/off states and moves a column only to a grid point next to
-    it, and a tail comes only after an EV's last charging step, so an EV at its rate in every step but an
-    off one stays short where switching that one on at the minimum would overshoot its need or raise the
-    peak unless the other columns make way (seen on jpl-2021-08-02: 0.06 kWh, which the rule-based DLM
-    delivered). The column: the one at the step of least planned import (then the earliest). ``None``
-    where no EV is short, none has an off column or the plan fails."""
+    it, and tails come only after an EV's last charging step, so an EV at its rate in every step but an off
+    one stays short where that one on at the minimum overshoots its need unless the others make way (seen
+    on jpl-2021-08-02: 0.06 kWh the rule-based DLM delivered). The column: the one at the step of least
+    planned import (then the earliest). ``None`` where none is short or has an off column, or it fails."""
     xs = slice(lp.col["x"], lp.col["x"] + lp.sizes["x"])
     short = (np.asarray(sol.missing_kwh) > 1e-6) & np.asarray(departs, dtype=bool) & ~lp.slot_v2g
     if not lp.sizes["x"] or not short.any():
