@@ -31,6 +31,7 @@ import scipy.sparse as sp
 from agents.lp import LPData, LPError, LPSolution, SiteLP, _bounds_and_costs, _highs_lp, _new_highs, _solution
 from agents.lp_exact import exact_model
 from agents.lp_repair import solve_min_current
+from agents.lp_tails import finishing_tails
 from envs.core import FloatArray, IntArray
 from envs.physics import GRID_EPS, ceil_to_grid, floor_to_grid
 
@@ -122,9 +123,9 @@ def best_executable_plan(
     """:func:`executable_plan` for each repair of ``repairs`` and :func:`neighbourhood_plan` after the
     first; the cheapest (its objective is what it costs executed, so no replay is needed to compare). The
     search stops once a plan is within ``good_enough`` of ``bound`` (:func:`grid_bound`). Where the
-    cheapest leaves an EV short (beyond the grid's residue), its variant runs again switching an off column
-    of each such EV on (:func:`_switched_on`), kept where cheaper: the search itself runs without it, so
-    it stops where it did and the plan never costs more than the one it found.
+    cheapest leaves an EV short (beyond the grid's residue), its variant runs again raising the columns of
+    each such EV and switching an off one on (:func:`_finished`), kept where cheaper: the search itself
+    runs without it, so it stops where it did and the plan never costs more than the one it found.
     Deterministic: the same variants in the same order, ties to the first, no clock."""
     best: tuple[LPSolution, float] | None = None
     best_try = (0.0, 0)
@@ -146,7 +147,7 @@ def best_executable_plan(
         raise LPError("no executable plan")
     residue = quantised_need(lp, data)[1]
     gone = np.ones(lp.K, dtype=bool) if departs is None else np.asarray(departs, dtype=bool)
-    if not ((best[0].missing_kwh - residue > 1e-6) & gone & ~lp.slot_v2g).any():
+    if not ((best[0].missing_kwh - residue > 1e-6) & gone).any():
         return best
     try:
         finished = _variant(lp, data, rate_kw, departs, node_limit, neighbourhood_nodes, best_try, True)
@@ -246,23 +247,46 @@ def _finished(
 ) -> LPSolution:
     """``sol`` (the last solve, on the grid; ``model``: :func:`grid_model` of ``data``) with the EVs it
     leaves short finished where that pays: by their tails (:func:`_with_tails`), then, where some are still
-    short, by switching one of their off columns on (:func:`_switched_on`, with ``switch_on``), kept where
-    it is cheaper (and discharges no EV it leaves short). ``lp.last_v`` is the returned schedule's."""
+    short, with ``switch_on``, by raising their columns (:func:`_raised`) and by switching one of their off
+    columns on (:func:`_switched_on`), each kept where it is cheaper (and discharges no EV it leaves
+    short). ``lp.last_v`` is the returned schedule's."""
     if departs is None:
         return sol
     sol = _with_tails(lp, data, model, sol, node_limit, departs)
     if not switch_on:
         return sol
+    xs = slice(lp.col["x"], lp.col["x"] + lp.sizes["x"])
+    for step in (_raised, _switched_on):
+        v = lp.last_v.copy()
+        new = step(lp, data, model, sol, node_limit, departs)
+        if (
+            new is None
+            or new.objective > sol.objective - 1e-9
+            or _short_discharging(lp, lp.last_v, new.missing_kwh).any()  # not what the projection runs
+        ):
+            lp.last_v, lp.last_x = v, v[xs].copy()
+        else:
+            sol = new
+    return sol
+
+
+def _raised(
+    lp: SiteLP, data: LPData, model: GridModel, sol: LPSolution, node_limit: int, departs: np.ndarray
+) -> LPSolution | None:
+    """The grid polish of ``sol`` again with the charging columns of the EVs it leaves short free to go up
+    to their held rate (not just to the grid point above the plan): a V2G EV, whose need is not quantised,
+    can end a sliver short with every column on a grid point (seen on jpl-2021-06-07-v2g: 0.0006 kWh the
+    rule-based DLM delivered). ``None`` where none is short or it fails."""
+    short = (np.asarray(sol.missing_kwh) > 1e-6) & np.asarray(departs, dtype=bool)
+    if not lp.sizes["x"] or not short.any():
+        return None
     v = lp.last_v.copy()
-    switched = _switched_on(lp, data, model, sol, node_limit, departs)
-    if (
-        switched is None
-        or switched.objective > sol.objective - 1e-9
-        or _short_discharging(lp, lp.last_v, switched.missing_kwh).any()  # not what the projection runs
-    ):
-        lp.last_v, lp.last_x = v, v[lp.col["x"] : lp.col["x"] + lp.sizes["x"]].copy()
-        return sol
-    return switched
+    try:
+        return polish_on_grid(
+            lp, model, v, v[lp.col["x"] : lp.col["x"] + lp.sizes["x"]], node_limit, up=short
+        )
+    except LPError:
+        return None
 
 
 def _with_tails(
@@ -442,6 +466,7 @@ def polish_on_grid(
     x_start: FloatArray,
     node_limit: int,
     tails: tuple[np.ndarray, FloatArray] | None = None,
+    up: np.ndarray | None = None,
 ) -> LPSolution:
     """The settled plan ``v`` on the grid at least cost: a small MILP in which every charging (and
     discharge) column keeps its on/off state and lies between its grid points below and above the plan
@@ -452,7 +477,8 @@ def polish_on_grid(
     ``tails`` (:func:`finishing_tails` of the rounded plan: charging columns and grid points) finish
     the EVs it leaves short: each tail column is off or exactly its grid points (below the minimum if need
     be, as the projection allows an EV that takes less than the minimum), its slot's other columns as
-    rounded. ``model``: :func:`grid_model` of the plan's data."""
+    rounded. ``up``: slots whose columns may rise to their held rate. ``model``: :func:`grid_model` of
+    the plan's data."""
     lo, hi, cost, rlo, rhi, scale, kinds = model
     xs = slice(lp.col["x"], lp.col["x"] + lp.sizes["x"])
     units = v / scale
@@ -461,6 +487,8 @@ def polish_on_grid(
     on[xs] = v[xs] > 1e-6
     band_lo = np.maximum(np.floor(units + 1e-6), np.where(on, lo_u, 0.0))
     band_hi = np.minimum(np.ceil(units - 1e-6), hi_u)
+    if up is not None:  # the columns of these slots (K,) up to their held rate, tails below the minimum kept
+        band_hi[xs] = np.where(up[lp.x_slot] & (units[xs] >= lo_u[xs] - 1e-6), hi_u[xs], band_hi[xs])
     band_lo = np.minimum(band_lo, band_hi)
     integer = kinds % 2 == 1
     fixed_x = np.zeros(lp.n_cols, dtype=bool)
@@ -490,46 +518,6 @@ def polish_on_grid(
             start[lp.col["x"] + col] = 0.0
             kinds[lp.col["x"] + col] = int(highspy.HighsVarType.kSemiInteger)
     return _run_milp(lp, scale, kinds, new_lo, new_hi, cost, rlo, rhi, start, node_limit, POLISH_GAP)
-
-
-def finishing_tails(
-    lp: SiteLP, data: LPData, units: FloatArray, hi_units: FloatArray, departs: np.ndarray
-) -> tuple[np.ndarray, FloatArray]:
-    """The one-step tails that would finish the EVs a plan on the grid leaves short: ``(columns, grid
-    points)``, at most one charging column per slot.
-
-    ``units``: the plan's charging columns in grid points; ``hi_units``: the most each may hold. The
-    projection lets an EV whose room left this step is below the charger's minimum take what its room
-    takes (rounded down to the grid), and one plugged in for part of the step what that part holds, so a
-    slot that leaves short (``departs``; gridded, not V2G) can be finished by one column after its last
-    charging one with the grid points left to its room (which the plan's energy row takes, its room being
-    at least the plan's need), or as many of them as that column holds: the column that takes the most,
-    at the lowest import price among those (the latest among equals)."""
-    none = (np.zeros(0, dtype=np.int64), np.zeros(0))
-    if not lp.sizes["x"] or not lp.K:
-        return none
-    c = lp.slot_charger
-    q = lp.site.resolution_kw[c] * lp.site.efficiency[c] * lp.dt_h
-    gridded = (q > 0) & ~lp.slot_v2g & np.asarray(departs, dtype=bool)
-    safe_q = np.where(gridded, q, 1.0)
-    need = np.maximum(np.asarray(data.need_kwh, dtype=float), 0.0)
-    room = need if data.room_kwh is None else np.maximum(np.asarray(data.room_kwh, dtype=float), need)
-    got = np.bincount(lp.x_slot, weights=units, minlength=lp.K)
-    need_units = np.floor(need / safe_q + 1e-6)
-    rest = np.floor(room / safe_q + 1e-6) - got
-    short = gridded & (got < need_units - 0.5) & (rest >= 0.5)
-    on = units > 0.5
-    last_on = np.full(lp.K, -1, dtype=np.int64)
-    np.maximum.at(last_on, lp.x_slot[on], lp.x_step[on])
-    k = lp.x_slot
-    cand = np.flatnonzero(short[k] & (lp.x_step > last_on[k]) & (hi_units >= 0.5))
-    if not len(cand):
-        return none
-    take = np.minimum(np.floor(hi_units[cand] + 1e-6), rest[k[cand]])
-    price = np.asarray(data.import_price_per_kwh, dtype=float)[lp.x_step[cand]]
-    order = np.lexsort((-lp.x_step[cand], price, -take, k[cand]))
-    first = np.concatenate([[True], k[cand[order]][1:] != k[cand[order]][:-1]])
-    return cand[order[first]], take[order[first]]
 
 
 def held_kw(lp: SiteLP, data: LPData, rate_kw: FloatArray) -> tuple[FloatArray, FloatArray | None]:
