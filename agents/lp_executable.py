@@ -30,10 +30,9 @@ import scipy.sparse as sp
 
 from agents.lp import LPData, LPError, LPSolution, SiteLP, _bounds_and_costs, _highs_lp, _new_highs, _solution
 from agents.lp_exact import exact_model
+from agents.lp_grid import finishing_tails, held_kw, round_to_grid
 from agents.lp_repair import solve_min_current
-from agents.lp_tails import finishing_tails
 from envs.core import FloatArray, IntArray
-from envs.physics import GRID_EPS, ceil_to_grid, floor_to_grid
 
 
 def quantised_need(lp: SiteLP, data: LPData) -> tuple[FloatArray, FloatArray]:
@@ -83,8 +82,49 @@ def executable_plan(
     can deliver (``departs``: slots whose EV leaves within the scenario, the only ones the simulator
     penalises; default all). ``rate_kw``: each slot's ``min(rated, EV max)`` before the grid; the
     projection holds a charger at most at that times the EV's presence that step, rounded down to the grid,
-    and so does the plan. ``switch_on``: EVs the plan leaves short may get an off column switched on
-    (:func:`_finished`)."""
+    and so does the plan. ``switch_on``: the EVs it leaves short finished (:func:`finish_plan`)."""
+    u = _executable(lp, data, rate_kw, passes, departs, node_limit, up_share)
+    return finish_plan(lp, u, departs, node_limit) if switch_on else (u.plan, u.residue_cost)
+
+
+class Unfinished(NamedTuple):
+    """A variant's plan (with the grid's residue) and what :func:`finish_plan` needs to finish the EVs it
+    leaves short: the plan before the residue (priced as ``data``), its data, grid model and vector."""
+
+    plan: LPSolution
+    residue_cost: float
+    sol: LPSolution
+    data: LPData
+    model: GridModel
+    v: FloatArray
+
+
+def finish_plan(
+    lp: SiteLP, u: Unfinished, departs: np.ndarray | None, node_limit: int
+) -> tuple[LPSolution, float]:
+    """``u``'s plan with the EVs it leaves short raised and switched on (:func:`_finished`), where that is
+    cheaper at the tariff's penalty; else ``u``'s plan."""
+    if departs is None:
+        return u.plan, u.residue_cost
+    lp.last_v = u.v.copy()
+    sol = _finished(lp, u.data, u.model, u.sol, node_limit, departs)
+    if u.data.missing_penalty_per_kwh is not None:  # the objective at the tariff's penalty
+        extra = np.asarray(u.data.missing_penalty_per_kwh) - lp.tariff.missing_energy_penalty_per_kwh
+        sol = replace(sol, objective=sol.objective - float(extra @ sol.missing_kwh))
+    residue = u.plan.missing_kwh - u.sol.missing_kwh
+    out = replace(sol, objective=sol.objective + u.residue_cost, missing_kwh=sol.missing_kwh + residue)
+    return (out, u.residue_cost) if out.objective < u.plan.objective - 1e-9 else (u.plan, u.residue_cost)
+
+
+def _executable(
+    lp: SiteLP,
+    data: LPData,
+    rate_kw: FloatArray,
+    passes: int,
+    departs: np.ndarray | None,
+    node_limit: int,
+    up_share: float,
+) -> Unfinished:
     need_q, residue = quantised_need(lp, data)
     hi_kw, frac = held_kw(lp, data, rate_kw)
     qdata = replace(data, need_kwh=need_q, room_kwh=_room(data, need_q), present_fraction=frac)
@@ -98,9 +138,11 @@ def executable_plan(
     # the polish fails (LPError) where rounding cannot keep the plan within the limits and the V2G
     # energy bounds: the candidate is dropped, not replayed off its objective
     model = grid_model(lp, qdata)
-    polished = polish_on_grid(lp, model, v, x, node_limit)
-    polished = _finished(lp, qdata, model, polished, node_limit, departs, switch_on)
-    return _with_residue(polished, residue, departs, lp), _residue_cost(residue, departs, lp)
+    polished = _with_tails(lp, qdata, model, polish_on_grid(lp, model, v, x, node_limit), node_limit, departs)
+    cost = _residue_cost(residue, departs, lp)
+    return Unfinished(
+        _with_residue(polished, residue, departs, lp), cost, polished, qdata, model, lp.last_v.copy()
+    )
 
 
 REPAIRS: tuple[tuple[float, int], ...] = ((0.5, 4), (0.5, 10), (0.75, 4), (0.75, 10), (1.0, 4), (1.0, 10))
@@ -122,38 +164,28 @@ def best_executable_plan(
 ) -> tuple[LPSolution, float]:
     """:func:`executable_plan` for each repair of ``repairs`` and :func:`neighbourhood_plan` after the
     first; the cheapest (its objective is what it costs executed, so no replay is needed to compare). The
-    search stops once a plan is within ``good_enough`` of ``bound`` (:func:`grid_bound`). Where the
-    cheapest leaves an EV short (beyond the grid's residue), its variant runs again raising the columns of
-    each such EV and switching an off one on (:func:`_finished`), kept where cheaper: the search itself
-    runs without it, so it stops where it did and the plan never costs more than the one it found.
+    search stops once a plan is within ``good_enough`` of ``bound`` (:func:`grid_bound`). Then the EVs the
+    cheapest leaves short are finished (:func:`finish_plan`, kept where cheaper): the search itself runs
+    without it, so it stops where it did and the plan never costs more than the one it found.
     Deterministic: the same variants in the same order, ties to the first, no clock."""
-    best: tuple[LPSolution, float] | None = None
-    best_try = (0.0, 0)
+    best: Unfinished | None = None
     # (-1, 0), (-2, 0): the neighbourhood MILP, after the first repair (-2: serving the short EVs it
     # discharges rather than banning their discharge)
     tries: list[tuple[float, int]] = [*repairs[:1], (-1.0, 0), (-2.0, 0), *repairs[1:]]
     for up_share, passes in tries:
-        if best is not None and bound is not None and best[0].objective - bound <= good_enough * abs(bound):
+        if best is not None and bound is not None and best.plan.objective - bound <= good_enough * abs(bound):
             break  # within a hair of the relaxation: no other plan can gain more than that
         if up_share < 0 and neighbourhood_nodes <= 0:
             continue
         try:
-            plan = _variant(lp, data, rate_kw, departs, node_limit, neighbourhood_nodes, (up_share, passes))
+            u = _variant(lp, data, rate_kw, departs, node_limit, neighbourhood_nodes, (up_share, passes))
         except LPError:
             continue
-        if best is None or plan[0].objective < best[0].objective - 1e-9:
-            best, best_try = plan, (up_share, passes)
+        if best is None or u.plan.objective < best.plan.objective - 1e-9:
+            best = u
     if best is None:
         raise LPError("no executable plan")
-    residue = quantised_need(lp, data)[1]
-    gone = np.ones(lp.K, dtype=bool) if departs is None else np.asarray(departs, dtype=bool)
-    if not ((best[0].missing_kwh - residue > 1e-6) & gone).any():
-        return best
-    try:
-        finished = _variant(lp, data, rate_kw, departs, node_limit, neighbourhood_nodes, best_try, True)
-    except LPError:
-        return best
-    return finished if finished[0].objective < best[0].objective - 1e-9 else best
+    return finish_plan(lp, best, departs, node_limit)
 
 
 def _variant(
@@ -164,8 +196,7 @@ def _variant(
     node_limit: int,
     neighbourhood_nodes: int,
     variant: tuple[float, int],
-    switch_on: bool = False,
-) -> tuple[LPSolution, float]:
+) -> Unfinished:
     """One variant of :func:`best_executable_plan`: ``(up_share, passes)``, up_share -1 and -2 the
     neighbourhood MILP (-2 serving)."""
     up_share, passes = variant
@@ -173,8 +204,8 @@ def _variant(
     if up_share < 0:
         serve = up_share < -1.5
         nodes = neighbourhood_nodes * (SERVE_NODES if serve else 1)
-        return neighbourhood_plan(lp, data, rate_kw, departs, nodes, serve, switch_on)
-    return executable_plan(lp, data, rate_kw, passes, departs, node_limit, up_share, switch_on)
+        return _neighbourhood_plan(lp, data, rate_kw, departs, nodes, serve)
+    return _executable(lp, data, rate_kw, passes, departs, node_limit, up_share)
 
 
 def neighbourhood_plan(
@@ -192,6 +223,13 @@ def neighbourhood_plan(
     solves where the whole exact model does not. An EV the plan leaves short may not discharge (the
     projection's rule): with ``serve`` the plan first tries to serve such EVs (:func:`_must_serve`), then
     bans their discharge. ``switch_on``: as in :func:`executable_plan`."""
+    u = _neighbourhood_plan(lp, data, rate_kw, departs, node_limit, serve)
+    return finish_plan(lp, u, departs, node_limit) if switch_on else (u.plan, u.residue_cost)
+
+
+def _neighbourhood_plan(
+    lp: SiteLP, data: LPData, rate_kw: FloatArray, departs: np.ndarray | None, node_limit: int, serve: bool
+) -> Unfinished:
     need_q, residue = quantised_need(lp, data)
     _, frac = held_kw(lp, data, rate_kw)
     qdata = replace(data, need_kwh=need_q, room_kwh=_room(data, need_q), present_fraction=frac)
@@ -199,14 +237,19 @@ def neighbourhood_plan(
     served = np.zeros(lp.K, dtype=bool)
     for _ in range(4):
         model = grid_model(lp, qdata)
-        sol = _neighbourhood(lp, qdata, model, node_limit)
-        sol = _finished(lp, qdata, model, sol, node_limit, departs, switch_on)
+        priced = _with_tails(
+            lp, qdata, model, _neighbourhood(lp, qdata, model, node_limit), node_limit, departs
+        )
+        sol = priced
         if qdata.missing_penalty_per_kwh is not None:  # the objective at the tariff's penalty
             extra = np.asarray(qdata.missing_penalty_per_kwh) - pen
             sol = replace(sol, objective=sol.objective - float(extra @ sol.missing_kwh))
         short_dis = _short_discharging(lp, lp.last_v, sol.missing_kwh)
         if not short_dis.any():
-            return _with_residue(sol, residue, departs, lp), _residue_cost(residue, departs, lp)
+            cost = _residue_cost(residue, departs, lp)
+            return Unfinished(
+                _with_residue(sol, residue, departs, lp), cost, priced, qdata, model, lp.last_v.copy()
+            )
         if serve and not served.any():
             qdata = _must_serve(lp, qdata, short_dis)
             served = short_dis  # once: a slot it still leaves short may not discharge
@@ -237,24 +280,12 @@ def grid_model(lp: SiteLP, data: LPData) -> GridModel:
 
 
 def _finished(
-    lp: SiteLP,
-    data: LPData,
-    model: GridModel,
-    sol: LPSolution,
-    node_limit: int,
-    departs: np.ndarray | None,
-    switch_on: bool = True,
+    lp: SiteLP, data: LPData, model: GridModel, sol: LPSolution, node_limit: int, departs: np.ndarray
 ) -> LPSolution:
     """``sol`` (the last solve, on the grid; ``model``: :func:`grid_model` of ``data``) with the EVs it
-    leaves short finished where that pays: by their tails (:func:`_with_tails`), then, where some are still
-    short, with ``switch_on``, by raising their columns (:func:`_raised`) and by switching one of their off
-    columns on (:func:`_switched_on`), each kept where it is cheaper (and discharges no EV it leaves
-    short). ``lp.last_v`` is the returned schedule's."""
-    if departs is None:
-        return sol
-    sol = _with_tails(lp, data, model, sol, node_limit, departs)
-    if not switch_on:
-        return sol
+    leaves short (after their tails, :func:`_with_tails`) finished where that pays: their columns raised
+    (:func:`_raised`), then one of their off columns switched on (:func:`_switched_on`), each kept where it
+    is cheaper (and discharges no EV it leaves short). ``lp.last_v`` is the returned schedule's."""
     xs = slice(lp.col["x"], lp.col["x"] + lp.sizes["x"])
     for step in (_raised, _switched_on):
         v = lp.last_v.copy()
@@ -290,11 +321,13 @@ def _raised(
 
 
 def _with_tails(
-    lp: SiteLP, data: LPData, model: GridModel, sol: LPSolution, node_limit: int, departs: np.ndarray
+    lp: SiteLP, data: LPData, model: GridModel, sol: LPSolution, node_limit: int, departs: np.ndarray | None
 ) -> LPSolution:
     """``sol`` with the EVs it leaves short finished where that pays: the grid polish again with every
     column where ``sol`` has it and :func:`finishing_tails` to choose (a small MILP: only the tails are
-    integer choices). ``sol`` where there is no tail or it fails."""
+    integer choices). ``sol`` where there is no tail, it fails or ``departs`` is None."""
+    if departs is None:
+        return sol
     v = lp.last_v.copy()
     scale, hi = model.scale, model.hi
     xs = slice(lp.col["x"], lp.col["x"] + lp.sizes["x"])
@@ -520,66 +553,9 @@ def polish_on_grid(
     return _run_milp(lp, scale, kinds, new_lo, new_hi, cost, rlo, rhi, start, node_limit, POLISH_GAP)
 
 
-def held_kw(lp: SiteLP, data: LPData, rate_kw: FloatArray) -> tuple[FloatArray, FloatArray | None]:
-    """Per charging column the most the projection lets its charger hold (``rate * presence`` rounded down
-    to the grid), kW, and the presence fractions that make the LP's bounds exactly that."""
-    res = lp.site.resolution_kw[lp.x_charger]
-    rate = np.asarray(rate_kw, dtype=float)[lp.x_slot]
-    if data.present_fraction is None:
-        return floor_to_grid(rate, res), None
-    pf = np.asarray(data.present_fraction, dtype=float)
-    hi_kw = floor_to_grid(rate * pf[lp.x_slot, lp.x_step], res)
-    frac = pf.copy()
-    cap = np.asarray(data.max_charge_kw, dtype=float)[lp.x_slot]
-    frac[lp.x_slot, lp.x_step] = np.where(cap > 0, np.minimum(hi_kw / np.where(cap > 0, cap, 1.0), 1.0), 0.0)
-    return hi_kw, frac
-
-
 def _room(data: LPData, need: FloatArray) -> FloatArray | None:
     if data.room_kwh is None:
         return None
     room = np.asarray(data.room_kwh, dtype=float)
     # a slot that may take no more than it asked: its room is its (quantised) need
     return np.where(room <= np.asarray(data.need_kwh, dtype=float) + 1e-12, need, room)
-
-
-def round_to_grid(lp: SiteLP, data: LPData, v: FloatArray, hi_kw: FloatArray) -> FloatArray:
-    """The charging columns of the solved vector ``v`` on their chargers' grid, slot by slot: each rounded
-    down, then the grid points the slot lost given back (largest remainder first) where the column is on
-    and below ``hi_kw``; a column on below half its minimum (the projection would switch it off) gives its
-    energy to the others. A V2G slot gets back the grid points it lost rounded up (it may take a little
-    more than planned, up to its room)."""
-    nx = lp.sizes["x"]
-    xv = np.maximum(v[lp.col["x"] : lp.col["x"] + nx], 0.0)
-    c = lp.x_charger
-    res = lp.site.resolution_kw[c]
-    gridded = res > 0
-    safe = np.where(gridded, res, 1.0)
-    top = np.where(gridded, np.floor(hi_kw / safe + GRID_EPS), np.inf)
-    units = np.where(gridded, np.floor(xv / safe + GRID_EPS), xv)
-    units = np.minimum(units, top)
-    m = np.where(gridded, ceil_to_grid(lp.site.min_kw[c], res) / safe, lp.site.min_kw[c])
-    m = np.minimum(m, top)  # a partly present EV: all it can take that step
-    lone = (units > 0) & (units < 0.5 * m - 1e-9)  # switched off by the projection
-    units = np.where(lone, 0.0, units)
-    out = np.where(gridded, units * safe, xv)
-    frac = np.where(gridded, xv / safe - units, 0.0)
-    for k in np.unique(lp.x_slot[gridded]):
-        lo_i, hi_i = int(lp.x_off[k]), int(lp.x_off[k + 1])
-        idx = np.arange(lo_i, hi_i)
-        idx = idx[gridded[idx]]
-        lost = float(np.sum(xv[idx] / safe[idx] - units[idx]))
-        # a V2G slot may take a little more than planned (its room is above its need): round up
-        give = int(np.ceil(lost - 1e-6)) if lp.slot_v2g[k] else int(np.floor(lost + 1e-6))
-        if give <= 0:
-            continue
-        cand = idx[(units[idx] > 0) & (units[idx] < top[idx])]
-        order = cand[np.argsort(-frac[cand], kind="stable")]
-        for i in order:
-            if give <= 0:
-                break
-            add = min(give, int(top[i] - units[i]))
-            units[i] += add
-            give -= add
-            out[i] = units[i] * safe[i]
-    return out
