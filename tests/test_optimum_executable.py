@@ -172,7 +172,7 @@ def gap_scenario() -> Scenario:
 
 
 def test_every_repair_serves_an_ev_it_switched_off_mid_stay() -> None:
-    from agents.lp_executable import REPAIRS, executable_plan
+    from agents.lp_executable import REPAIRS, best_executable_plan, executable_plan
     from envs.env import ChargingSiteEnv
 
     sc = gap_scenario()
@@ -184,6 +184,9 @@ def test_every_repair_serves_an_ev_it_switched_off_mid_stay() -> None:
         assert plan.missing_kwh[0] == pytest.approx(0.0, abs=1e-9), (up_share, passes)
         assert plan.objective == pytest.approx(5.0076 * 0.3 + 1.248 * 0.25 * 0.2, abs=1e-9)
         assert plan.charger_kw[0, 2] == pytest.approx(1.248, abs=1e-9)  # on at the minimum
+    # the repairs alone (no neighbourhood MILP, which finds it too here): the winner finished after the search
+    plan, _ = best_executable_plan(lp, data, slots.rate_kw, departs=slots.departs, neighbourhood_nodes=0)
+    assert plan.missing_kwh[0] == pytest.approx(0.0, abs=1e-9)
     opt = PerfectForesightOptimum(exact_max_columns=0)
     row = run_episode(opt, sc, options=OPTS).row
     assert row.cost_total == pytest.approx(5.0076 * 0.3 + 1.248 * 0.25 * 0.2, abs=1e-9)
