@@ -346,6 +346,9 @@ class SiteLP:
         self.matrix.sort_indices()
         self._eff_x = eff
         self._highs: highspy.Highs | None = None
+        self._passed: tuple[highspy.Highs | None, tuple[FloatArray, ...]] = (None, ())
+        """the HiGHS model the bounds and costs below were last passed to, and those (``lo, hi, cost, rlo,
+        rhi``): a warm solve sends HiGHS only the entries that changed"""
         self.highs_options: dict[str, int | float | str | bool] = {}
         """extra HiGHS options for cold solves (e.g. ``simplex_strategy``)"""
         self.last_x: FloatArray = np.zeros(nx)
@@ -399,12 +402,8 @@ class SiteLP:
             h.passModel(_highs_lp(self.matrix, cost, lo, hi, rlo, rhi))
             self._highs = h
         else:
-            hx: Any = h  # the stubs lack some of the methods Highs has
-            all_cols = np.arange(self.n_cols, dtype=np.int32)
-            all_rows = np.arange(self.n_rows, dtype=np.int32)
-            hx.changeColsCost(self.n_cols, all_cols, cost)
-            hx.changeColsBounds(self.n_cols, all_cols, lo, hi)
-            hx.changeRowsBounds(self.n_rows, all_rows, rlo, rhi)
+            _change(h, self._passed[1] if self._passed[0] is h else None, (lo, hi, cost, rlo, rhi))
+        self._passed = (h, (lo, hi, cost, rlo, rhi))
         if time_limit_s is not None:
             h.setOptionValue("time_limit", float(time_limit_s))
         h.run()
@@ -433,16 +432,45 @@ class SiteLP:
         return np.minimum(np.minimum(self.site.min_kw[self.x_charger], rate), room_kw)
 
 
+def _change(h: highspy.Highs, old: tuple[FloatArray, ...] | None, new: tuple[FloatArray, ...]) -> None:
+    """Update the model of ``h`` from the bounds and costs ``old`` (``lo, hi, cost, rlo, rhi``; None: not
+    known) to ``new``, sending only the entries that differ: HiGHS's cost of a change grows with the entries
+    passed (every column and row each step was a fifth of the MPC's decision time), while a re-plan and
+    above all a repair re-solve move few of them."""
+    hx: Any = h  # the stubs lack some of the methods Highs has
+    lo, hi, cost, rlo, rhi = new
+    if old is None:
+        cols = np.arange(len(lo), dtype=np.int32)
+        rows = np.arange(len(rlo), dtype=np.int32)
+        hx.changeColsCost(len(cols), cols, cost)
+        hx.changeColsBounds(len(cols), cols, lo, hi)
+        hx.changeRowsBounds(len(rows), rows, rlo, rhi)
+        return
+    lo0, hi0, cost0, rlo0, rhi0 = old
+    c = np.flatnonzero(cost != cost0).astype(np.int32)
+    if len(c):
+        hx.changeColsCost(len(c), c, cost[c])
+    b = np.flatnonzero((lo != lo0) | (hi != hi0)).astype(np.int32)
+    if len(b):
+        hx.changeColsBounds(len(b), b, lo[b], hi[b])
+    r = np.flatnonzero((rlo != rlo0) | (rhi != rhi0)).astype(np.int32)
+    if len(r):
+        hx.changeRowsBounds(len(r), r, rlo[r], rhi[r])
+
+
 def _solution(lp: SiteLP, v: FloatArray, cost: FloatArray, solve_s: float) -> LPSolution:
     """The schedule of the solved column values ``v`` (``cost``: the column costs of the solve)."""
     c, T = lp.col, lp.T
     nx, ny = lp.sizes["x"], lp.sizes["y"]
-    charger_kw = np.zeros((lp.site.n, T))
+    cells = lp.site.n * T
+    charger_kw = np.zeros(cells)
     if nx:
-        np.add.at(charger_kw, (lp.x_charger, lp.x_step), v[c["x"] : c["x"] + nx])
+        charger_kw += np.bincount(lp.x_charger * T + lp.x_step, v[c["x"] : c["x"] + nx], minlength=cells)
     if ny:
         xi = lp.y_of_x
-        np.add.at(charger_kw, (lp.x_charger[xi], lp.x_step[xi]), -v[c["y"] : c["y"] + ny])
+        y_cell = lp.x_charger[xi] * T + lp.x_step[xi]
+        charger_kw -= np.bincount(y_cell, v[c["y"] : c["y"] + ny], minlength=cells)
+    charger_kw = charger_kw.reshape(lp.site.n, T)
     battery = v[c["bc"] : c["bc"] + T] - v[c["bd"] : c["bd"] + T] if lp.has_battery else np.zeros(T)
     gi = v[c["gi"] : c["gi"] + T]
     ge = v[c["ge"] : c["ge"] + T]
