@@ -28,7 +28,8 @@ schedule is replayed.
 
 The matrix is built once with :mod:`scipy.sparse` from the *structure* (which slot covers which steps);
 the *data* (prices, forecasts, energies, rates) only sets bounds and costs, so a receding-horizon MPC keeps
-one HiGHS model and re-solves it warm each step.
+one HiGHS model and re-solves it warm each step (:mod:`agents.lp_warm`: only what changed is sent, and the
+MPC leaves the columns fixed at zero out of the model).
 """
 
 from __future__ import annotations
@@ -352,7 +353,7 @@ class SiteLP:
         """leave the charging columns fixed at zero out of the HiGHS model (:mod:`agents.lp_warm`; the MPC)"""
         self._pos: sp.csr_matrix | None = None
         self._neg: sp.csr_matrix | None = None
-        """the matrix's positive and negative entries (:meth:`_bounds_infeasible`), built on first use"""
+        """the matrix's positive and negative entries (:func:`~agents.lp_warm.bounds_infeasible`)"""
         self.highs_options: dict[str, int | float | str | bool] = {}
         """extra HiGHS options for cold solves (e.g. ``simplex_strategy``)"""
         self.last_x: FloatArray = np.zeros(nx)
