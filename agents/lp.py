@@ -416,8 +416,12 @@ class SiteLP:
             for key, value in self.highs_options.items():
                 h.setOptionValue(key, value)
             h.setOptionValue("threads", 1)
-            self._warm = WarmModel.load(h, self.matrix, new, leave_out)
+            live = None if leave_out is None else np.flatnonzero(~leave_out)
+            cols = slice(None) if live is None else live
+            matrix = self.matrix if live is None else self.matrix[:, live]
+            h.passModel(_highs_lp(matrix, cost[cols], lo[cols], hi[cols], rlo, rhi))
             self._highs = h
+            self._warm = WarmModel(h, live, new)
         else:
             self._warm.update(self.matrix, new, leave_out, drop=x_off is None)
         if time_limit_s is not None:
@@ -479,6 +483,28 @@ def _solution(lp: SiteLP, v: FloatArray, cost: FloatArray, solve_s: float) -> LP
         objective=float(true_cost @ v),
         solve_s=solve_s,
     )
+
+
+def _highs_lp(
+    matrix: sp.csc_matrix, cost: FloatArray, lo: FloatArray, hi: FloatArray, rlo: FloatArray, rhi: FloatArray
+) -> highspy.HighsLp:
+    """A HiGHS model of the column-wise ``matrix`` with these costs and column and row bounds."""
+    n_rows, n_cols = matrix.shape
+    lp = highspy.HighsLp()
+    lp.num_col_ = n_cols
+    lp.num_row_ = n_rows
+    lp.col_cost_ = cost
+    lp.col_lower_ = lo
+    lp.col_upper_ = hi
+    lp.row_lower_ = rlo
+    lp.row_upper_ = rhi
+    lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+    lp.a_matrix_.start_ = matrix.indptr.astype(np.int32)
+    lp.a_matrix_.index_ = matrix.indices.astype(np.int32)
+    lp.a_matrix_.value_ = matrix.data
+    lp.a_matrix_.num_col_ = n_cols
+    lp.a_matrix_.num_row_ = n_rows
+    return lp
 
 
 # ------------------------------------------------------------------ data -> bounds and costs

@@ -14,8 +14,7 @@ import highspy
 import numpy as np
 import scipy.sparse as sp
 
-from agents.lp import LPData, LPError, LPSolution, SiteLP, _new_highs, _solution
-from agents.lp_warm import _highs_lp
+from agents.lp import LPData, LPError, LPSolution, SiteLP, _highs_lp, _new_highs, _solution
 from envs.core import FloatArray, IntArray
 from envs.physics import GRID_EPS, ceil_to_grid
 

@@ -28,10 +28,9 @@ import highspy
 import numpy as np
 import scipy.sparse as sp
 
-from agents.lp import LPData, LPError, LPSolution, SiteLP, _bounds_and_costs, _new_highs, _solution
+from agents.lp import LPData, LPError, LPSolution, SiteLP, _bounds_and_costs, _highs_lp, _new_highs, _solution
 from agents.lp_exact import exact_model
 from agents.lp_repair import solve_min_current
-from agents.lp_warm import _highs_lp
 from envs.core import FloatArray, IntArray
 from envs.physics import GRID_EPS, ceil_to_grid, floor_to_grid
 
