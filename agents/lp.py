@@ -28,18 +28,19 @@ schedule is replayed.
 
 The matrix is built once with :mod:`scipy.sparse` from the *structure* (which slot covers which steps);
 the *data* (prices, forecasts, energies, rates) only sets bounds and costs, so a receding-horizon MPC keeps
-one HiGHS model and re-solves it warm each step.
+one HiGHS model and re-solves it warm each step (:mod:`agents.lp_warm`: only what changed is sent, and the
+MPC leaves the columns fixed at zero out of the model).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import highspy
 import numpy as np
 import scipy.sparse as sp
 
+from agents.lp_warm import WarmModel, bounds_infeasible
 from envs.config import Tariff
 from envs.core import BoolArray, FloatArray, IntArray, SiteArrays
 from envs.limit_rows import LimitRows, can_bind, reach_kw
@@ -346,6 +347,13 @@ class SiteLP:
         self.matrix.sort_indices()
         self._eff_x = eff
         self._highs: highspy.Highs | None = None
+        self._warm: WarmModel | None = None
+        """the HiGHS model of :attr:`_highs` with the bounds and costs it holds (:mod:`agents.lp_warm`)"""
+        self.compact = False
+        """leave the charging columns fixed at zero out of the HiGHS model (:mod:`agents.lp_warm`; the MPC)"""
+        self._pos: sp.csr_matrix | None = None
+        self._neg: sp.csr_matrix | None = None
+        """the matrix's positive and negative entries (:func:`~agents.lp_warm.bounds_infeasible`)"""
         self.highs_options: dict[str, int | float | str | bool] = {}
         """extra HiGHS options for cold solves (e.g. ``simplex_strategy``)"""
         self.last_x: FloatArray = np.zeros(nx)
@@ -391,20 +399,31 @@ class SiteLP:
             from agents.lp_exact import solve_exact
 
             return solve_exact(self, data, lo, hi, cost, rlo, rhi, time_limit_s, mip_rel_gap, node_limit)
-        if not warm or h is None:
+        if self._pos is None:
+            self._pos, self._neg = self.matrix.maximum(0).tocsr(), self.matrix.minimum(0).tocsr()
+        if x_on is not None and bounds_infeasible(self._pos, self._neg, lo, hi, rlo, rhi):
+            # a re-solve that only proves what the bounds show (minima forced on over a small connection)
+            # costs a whole solve; the model is left as it was, so the next warm solve starts from its
+            # last optimal basis
+            raise LPError("site LP infeasible: a row cannot meet its bounds within the column bounds")
+        new = (lo, hi, cost, rlo, rhi)
+        leave_out = None
+        if self.compact:
+            leave_out = np.zeros(self.n_cols, dtype=bool)
+            leave_out[xs] = (lo[xs] == 0.0) & (hi[xs] == 0.0)
+        if not warm or h is None or self._warm is None or self._warm.h is not h:
             h = _new_highs()
             for key, value in self.highs_options.items():
                 h.setOptionValue(key, value)
             h.setOptionValue("threads", 1)
-            h.passModel(_highs_lp(self.matrix, cost, lo, hi, rlo, rhi))
+            live = None if leave_out is None else np.flatnonzero(~leave_out)
+            cols = slice(None) if live is None else live
+            matrix = self.matrix if live is None else self.matrix[:, live]
+            h.passModel(_highs_lp(matrix, cost[cols], lo[cols], hi[cols], rlo, rhi))
             self._highs = h
+            self._warm = WarmModel(h, live, new)
         else:
-            hx: Any = h  # the stubs lack some of the methods Highs has
-            all_cols = np.arange(self.n_cols, dtype=np.int32)
-            all_rows = np.arange(self.n_rows, dtype=np.int32)
-            hx.changeColsCost(self.n_cols, all_cols, cost)
-            hx.changeColsBounds(self.n_cols, all_cols, lo, hi)
-            hx.changeRowsBounds(self.n_rows, all_rows, rlo, rhi)
+            self._warm.update(self.matrix, new, leave_out, drop=x_off is None)
         if time_limit_s is not None:
             h.setOptionValue("time_limit", float(time_limit_s))
         h.run()
@@ -415,7 +434,7 @@ class SiteLP:
             if status != highspy.HighsModelStatus.kInfeasible:
                 self._highs = None
             raise LPError(f"site LP not solved to optimality: {h.modelStatusToString(status)}")
-        x = np.asarray(h.getSolution().col_value)
+        x = self._warm.values(self.n_cols)
         solve_s = time.perf_counter() - t0
         self.last_x = x[self.col["x"] : self.col["x"] + self.sizes["x"]].copy()
         self.last_v = x.copy()
@@ -437,12 +456,15 @@ def _solution(lp: SiteLP, v: FloatArray, cost: FloatArray, solve_s: float) -> LP
     """The schedule of the solved column values ``v`` (``cost``: the column costs of the solve)."""
     c, T = lp.col, lp.T
     nx, ny = lp.sizes["x"], lp.sizes["y"]
-    charger_kw = np.zeros((lp.site.n, T))
+    cells = lp.site.n * T
+    flat = np.zeros(cells)
     if nx:
-        np.add.at(charger_kw, (lp.x_charger, lp.x_step), v[c["x"] : c["x"] + nx])
+        flat += np.bincount(lp.x_charger * T + lp.x_step, v[c["x"] : c["x"] + nx], minlength=cells)
     if ny:
         xi = lp.y_of_x
-        np.add.at(charger_kw, (lp.x_charger[xi], lp.x_step[xi]), -v[c["y"] : c["y"] + ny])
+        y_cell = lp.x_charger[xi] * T + lp.x_step[xi]
+        flat -= np.bincount(y_cell, v[c["y"] : c["y"] + ny], minlength=cells)
+    charger_kw = flat.reshape(lp.site.n, T)
     battery = v[c["bc"] : c["bc"] + T] - v[c["bd"] : c["bd"] + T] if lp.has_battery else np.zeros(T)
     gi = v[c["gi"] : c["gi"] + T]
     ge = v[c["ge"] : c["ge"] + T]

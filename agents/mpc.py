@@ -136,6 +136,9 @@ class ModelPredictiveControl:
                 pv_curtailable=site.config.pv.curtailable if site.config.pv is not None else True,
             )
             free_of_tree(self._lp, np.arange(n, K))
+            # most of its charging columns are fixed at zero at any step (no EV plugged in then, ghost slots
+            # the window does not use): left out of the HiGHS model, a re-solve costs a fraction
+            self._lp.compact = True
         return self._lp
 
     def _ghosts(self, snapshot: Snapshot, lp: SiteLP) -> Ghosts:
