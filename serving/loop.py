@@ -39,6 +39,8 @@ from serving.violations import TOLERANCE_KW, Violation, site_cause
 
 VIOLATIONS_KEPT = 20
 """attributed violations kept for the operator view"""
+PLUGGED = frozenset({"Preparing", "Occupied"})
+"""statuses of an idle connector with an EV plugged in and no transaction yet (1.6, 2.x)"""
 
 LOG = logging.getLogger("evdlm.serving")
 
@@ -69,6 +71,36 @@ class Reading:
     its safe share where it has none (an idle charger may start a transaction at it); only with a battery"""
     battery_room_now_kw: float | None = None
     """the most the battery may charge judged on the site meter alone (None without a fresh one)"""
+    read_at: float | None = None
+    """monotonic time the limits in force were read (the stations' plans followed up to then)"""
+
+
+def arrival_reserve_kw(live: LiveSite, window_s: float, share_kw: FloatArray, now: float) -> FloatArray:
+    """(n,) the draw kept free for idle chargers whose transaction may start before the next cycle:
+    its failsafe share (``share_kw``: what it draws from its start until its first TxProfile arrives, at
+    most its station's cap) for an idle charger with an EV plugged in (:data:`PLUGGED`), and for every
+    idle charger while transactions are starting (one did within ``window_s`` before ``now``): EVs that
+    arrive together (a fleet, a site coming back) reach the central system one station after another,
+    and a cycle in their midst sees only the first. Without it those starting after the cycle draw their
+    share on top of a plan that gave the others everything, until the next cycle."""
+    conns = live.connectors
+    idle = np.array([not c.active and c.station_id in live.stations for c in conns], dtype=bool)
+    plugged = np.array([c.status in PLUGGED for c in conns], dtype=bool)
+    starting = window_s > 0 and any(c.active and now - c.started_at <= window_s for c in conns)
+    keep = idle & (plugged | starting)
+    return np.where(keep, share_kw, 0.0)
+
+
+def drawable_kw(live: LiveSite, share_kw: FloatArray) -> FloatArray:
+    """(n,) each charger's last limit, or its safe share (``share_kw``, at most its station's cap) where
+    it has none; a flagged offender its measured draw where that is more."""
+    out = np.array(share_kw, dtype=float)
+    for c in live.connectors:
+        if c.active and c.limit_kw is not None:
+            out[c.index] = c.limit_kw
+        if c.offender and c.power_kw is not None:
+            out[c.index] = max(out[c.index], c.power_kw)
+    return out
 
 
 class SiteLoop:
@@ -143,11 +175,13 @@ class SiteLoop:
                 sample = MeterSample(done.start, HISTORY_SOURCE, None, done.base_load_kw, None, done.pv_kw)
                 self.journal.sample(sample)
             self.metrics.inc("forecast_cycles_total", source=info.forecast_source)
+        share = np.minimum(self.dispatcher.failsafe_kw(), cap_kw)
+        fixed = fixed.reserving(arrival_reserve_kw(self.live, self.cfg.arrival_reserve_s, share, now))
         if self.battery is None:
-            return Reading(snapshot, info, fixed)
-        drawable = self._drawable_kw()
+            return Reading(snapshot, info, fixed, read_at=now)
+        drawable = drawable_kw(self.live, share)
         room = self._battery_room_now(info, drawable, now, battery)
-        return Reading(snapshot, info, fixed, drawable, room)
+        return Reading(snapshot, info, fixed, drawable, room, now)
 
     def _battery_room_now(
         self, info: SnapshotInfo, drawable: FloatArray, now: float, battery: BatteryStatus | None
@@ -167,18 +201,6 @@ class SiteLoop:
         may_draw = float(np.sum(np.maximum(np.maximum(drawable, 0.0), measured)))
         base_then = info.site_import_kw - then.battery_kw - then.chargers_kw
         return float(self.site.import_limit_kw - base_then - may_draw)
-
-    def _drawable_kw(self) -> FloatArray:
-        """(n,) each charger's last limit, or its safe share (at most its station's cap) where it has none;
-        a flagged offender its measured draw where that is more."""
-        share = np.minimum(self.dispatcher.failsafe_kw(), self.dispatcher.cap_kw())
-        out = np.array(share, dtype=float)
-        for c in self.live.connectors:
-            if c.active and c.limit_kw is not None:
-                out[c.index] = c.limit_kw
-            if c.offender and c.power_kw is not None:
-                out[c.index] = max(out[c.index], c.power_kw)
-        return out
 
     def _flag_offenders(self, now: float) -> None:
         """Flag stations drawing more than their limit; a flag holds until a fresh reading clears it."""
@@ -271,8 +293,9 @@ class SiteLoop:
         if (schedule := outcome.schedule_kw) is not None:
             moved = plans_moved(self.site, self.live.connectors, self.cfg, schedule, updates)
             away = plans_step_away(
-                self.site, self.live.connectors, self.cfg, outcome.limits_kw, time.monotonic()
-            )
+                self.site, self.live.connectors, self.cfg, outcome.limits_kw, time.monotonic(),
+                reading.read_at,
+            )  # fmt: skip
             updates = sorted(set(updates) | set(moved) | set(away))
         plan = PlanContext.of(outcome.assumed_kw, outcome.planned_import_kw)
         sent = self.dispatcher.send(outcome.limits_kw, updates, schedule, self.cfg.schedule_period_s, plan)
