@@ -91,6 +91,23 @@ def arrival_reserve_kw(live: LiveSite, window_s: float, share_kw: FloatArray, no
     return np.where(keep, share_kw, 0.0)
 
 
+def started_since_kw(
+    live: LiveSite, since: float, share_kw: FloatArray, now: float, cfg: ServingConfig
+) -> float:
+    """The draw of the transactions the central system learnt of after monotonic ``since`` (the last
+    plan did not know them), kW: each one's measured power, or before its first reading its failsafe
+    share (``share_kw``), the most it draws until its first TxProfile. Charger load, not load the plan
+    failed to foresee: the snapshot takes it off the base load where measured and counts it in where not,
+    and reserved again by the closed loop it took every EV's power for a cycle after EVs arrived
+    together (the V2G benchmark: 50 EVs at their share, 248 kW of "correction", every limit 0)."""
+    measured = live.measured_kw(now, cfg.station_meter_timeout_s)
+    out = 0.0
+    for c in live.connectors:
+        if c.active and c.started_at > since:
+            out += float(measured[c.index]) if np.isfinite(measured[c.index]) else float(share_kw[c.index])
+    return out
+
+
 def drawable_kw(live: LiveSite, share_kw: FloatArray) -> FloatArray:
     """(n,) each charger's last limit, or its safe share (``share_kw``, at most its station's cap) where
     it has none; a flagged offender its measured draw where that is more."""
@@ -156,9 +173,12 @@ class SiteLoop:
         follow_plans(self.site, self.live.connectors, self.cfg.schedule_period_s, now)
         self._flag_offenders(now)
         fixed = self._fixed_load()
-        self._update_correction(fixed)
-        utc = datetime.now(UTC)
         cap_kw = self.dispatcher.cap_kw()
+        share = np.minimum(self.dispatcher.failsafe_kw(), cap_kw)
+        self._update_correction(
+            fixed, started_since_kw(self.live, self._last_cycle_mono, share, now, self.cfg)
+        )
+        utc = datetime.now(UTC)
         battery = None
         if self.battery is not None:
             meter, slack = self.live.meter, reading_slack_s(self.cfg)
@@ -175,7 +195,6 @@ class SiteLoop:
                 sample = MeterSample(done.start, HISTORY_SOURCE, None, done.base_load_kw, None, done.pv_kw)
                 self.journal.sample(sample)
             self.metrics.inc("forecast_cycles_total", source=info.forecast_source)
-        share = np.minimum(self.dispatcher.failsafe_kw(), cap_kw)
         fixed = fixed.reserving(arrival_reserve_kw(self.live, self.cfg.arrival_reserve_s, share, now))
         if self.battery is None:
             return Reading(snapshot, info, fixed, read_at=now)
@@ -231,14 +250,15 @@ class SiteLoop:
                 mask[c.index], draw[c.index], hold[c.index] = True, c.power_kw, c.limit_kw
         return FixedLoad(mask, draw, hold)
 
-    def _update_correction(self, fixed: FixedLoad) -> None:
+    def _update_correction(self, fixed: FixedLoad, started_kw: float = 0.0) -> None:
         """Closed loop on the site meter: load the last plan did not foresee is reserved next cycle.
 
         ``correction += measured import - planned import`` (never below 0): a load that appeared, or a
         station drawing more than its limit before it is flagged, is taken off the others in the next
         cycle; it decays as soon as the site draws less than planned. The draw of ``fixed`` chargers is
         reserved on its own (on every node it loads), so the part of the error they explain (their
-        measured draw minus what the last plan assumed for them) is left out here.
+        measured draw minus what the last plan assumed for them) is left out here, and so is
+        ``started_kw``, the draw of transactions the last plan did not know (:func:`started_since_kw`).
         """
         meter, last = self.live.meter, self.last
         if meter is None or last is None or time.monotonic() - meter.at > self.cfg.meter_timeout_s:
@@ -246,7 +266,7 @@ class SiteLoop:
         if meter.at - reading_slack_s(self.cfg) <= self._plan_in_force_at():
             return  # no reading since the last plan took effect: its error says nothing about the plan
         explained = float(np.sum((fixed.draw_kw - last.outcome.assumed_kw)[fixed.mask]))
-        error = meter.import_kw - last.outcome.planned_import_kw - explained
+        error = meter.import_kw - last.outcome.planned_import_kw - explained - started_kw
         self.correction_kw = max(0.0, self.correction_kw + error)
 
     def _plan_in_force_at(self) -> float:

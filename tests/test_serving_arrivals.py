@@ -4,6 +4,7 @@ cycle saw 17 of them; the 33 others drew their share on top of the 17's full pow
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -71,3 +72,31 @@ async def test_an_idle_charger_with_an_ev_plugged_in_is_reserved_for(
     limits, share = await _cycle(tmp_path, started_s_ago=10.0, reserve_s=0.0, plugged=status)
     room = IMPORT_KW - BASE_KW - float(share[2])  # CP2-1 may start at its share before the next cycle
     assert (float(limits.sum()) <= room + 1e-6) is reserved
+
+
+async def test_transactions_started_after_the_plan_are_no_load_it_failed_to_foresee(tmp_path: Path) -> None:
+    """Issue 15: a cycle planned the site without EVs (its import: the base load); then two EVs start
+    and draw their failsafe share, which the site meter shows. Their draw is charger load (measured,
+    taken off the base load); the closed-loop correction used to reserve it again as unforeseen load,
+    so the next cycle gave the EVs only what was left after counting them twice."""
+    cfg = serving_config(tmp_path, arrival_reserve_s=0.0)
+    svc = Service(cfg, small_site(IMPORT_KW), FullPower(), PASSWORDS)
+    await svc.start(http=False, loop=False)
+    try:
+        svc.on_site_meter(BASE_KW, None)
+        await svc.run_cycle()  # no EV: the plan expects the base load
+        await asyncio.sleep(0.1)  # the readings below come after that plan took effect
+        now = datetime.now(UTC)
+        share = np.minimum(svc.dispatcher.failsafe_kw(), svc.dispatcher.cap_kw())
+        for k in (1, 2):
+            await svc.updater.transaction_started(TransactionStarted("CP1", k, None, "tag", 0.0, now))
+            svc.updater.meter_reading(MeterReading("CP1", k, float(share[k - 1]) * 1000.0, None, None))
+        svc.on_site_meter(BASE_KW + float(share[:2].sum()), None)
+        out = await svc.run_cycle()
+        correction = svc.loop.correction_kw
+    finally:
+        await svc.stop()
+    assert correction == pytest.approx(0.0, abs=1e-6)
+    assert out.base_load_kw == pytest.approx(BASE_KW, abs=1e-6)
+    # both EVs at full power: 2 x 11.04 kW fit the 25 kW left
+    assert float(out.outcome.limits_kw.sum()) == pytest.approx(2 * 11.04, abs=0.2)
