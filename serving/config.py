@@ -312,9 +312,9 @@ class ServingConfig(_Frozen):
     )  # fmt: skip
     arrival_reserve_s: float = Field(
         default=2.5, ge=0,
-        description="a cycle this soon after a transaction started keeps every idle charger's failsafe "
-        "share free (transactions starting together draw it before the next cycle); 0: only for an idle "
-        "charger whose status says an EV is plugged in",
+        description="a cycle this soon after a transaction started (and within one control interval) keeps "
+        "every idle charger's failsafe share free (transactions starting together draw it before the next "
+        "cycle); 0: only for an idle charger whose status says an EV is plugged in",
     )  # fmt: skip
     departure_floor: bool = Field(
         default=True,

@@ -195,7 +195,7 @@ class SiteLoop:
                 sample = MeterSample(done.start, HISTORY_SOURCE, None, done.base_load_kw, None, done.pv_kw)
                 self.journal.sample(sample)
             self.metrics.inc("forecast_cycles_total", source=info.forecast_source)
-        fixed = fixed.reserving(arrival_reserve_kw(self.live, self.cfg.arrival_reserve_s, share, now))
+        fixed = fixed.reserving(arrival_reserve_kw(self.live, self._arrival_window_s(), share, now))
         if self.battery is None:
             return Reading(snapshot, info, fixed, read_at=now)
         drawable = drawable_kw(self.live, share)
@@ -249,6 +249,11 @@ class SiteLoop:
             if c.offender and c.active and c.power_kw is not None and c.limit_kw is not None:
                 mask[c.index], draw[c.index], hold[c.index] = True, c.power_kw, c.limit_kw
         return FixedLoad(mask, draw, hold)
+
+    def _arrival_window_s(self) -> float:
+        """How soon after a transaction's start a cycle keeps the idle chargers' share free: within
+        ``arrival_reserve_s`` and since the cycle before (the cycle after sees the transactions)."""
+        return min(self.cfg.arrival_reserve_s, self.cfg.control_interval_s)
 
     def _update_correction(self, fixed: FixedLoad, started_kw: float = 0.0) -> None:
         """Closed loop on the site meter: load the last plan did not foresee is reserved next cycle.
