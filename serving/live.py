@@ -100,13 +100,6 @@ class ConnectorLive:
         """net energy delivered to the EV (import minus V2G export), kWh, never below 0"""
         return max(0.0, (self.meter_last_wh - self.meter_start_wh) / 1000.0 - self.exported_kwh)
 
-    def received_kwh(self, efficiency: float) -> float:
-        """net energy the EV's battery received in this transaction, kWh, never below 0: the meter's
-        import at ``efficiency`` less its export over it (the meter is on the grid side; an EV's declared
-        energy request and the core's need are on its battery's)"""
-        imported = (self.meter_last_wh - self.meter_start_wh) / 1000.0
-        return max(0.0, imported * efficiency - self.exported_kwh / efficiency)
-
     @property
     def discharging(self) -> bool:
         return self.v2g_mode != "charge_only"
@@ -388,7 +381,7 @@ def build_snapshot(
         if c.ev_max_kw is not None and c.ev_max_kw > 0:
             ev_max[i] = c.ev_max_kw
         asked = c.energy_asked_kwh if c.energy_asked_kwh is not None else cfg.default_session_energy_kwh
-        need[i] = max(0.0, asked - c.received_kwh(float(site.efficiency[i])))
+        need[i] = max(0.0, asked - c.delivered_kwh)
         if c.departure is not None:
             time_left[i] = max((c.departure - utc).total_seconds() * scale / 3600.0, 0.0)
         else:

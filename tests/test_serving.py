@@ -457,24 +457,6 @@ def test_snapshot_estimates_base_load_and_reports_offender_overdraw(tmp_path: Pa
     assert info.base_load_kw == pytest.approx(5.0 + 2.5)
 
 
-def test_an_evs_need_is_on_its_battery_side(tmp_path: Path) -> None:
-    """The meter is on the grid side, the EV's declared energy and the core's need on its battery's:
-    10 kWh through the meter at 90 % is 9 kWh in the battery, and 1 kWh given back took 1/0.9 kWh out of
-    it. Counting the meter's kWh as the EV's (issue 15) left every EV short by the charger's losses and
-    gave the V2G policy energy to spare that was not there."""
-    cfg = dict(small_site().model_dump())
-    for ch in cfg["chargers"]:
-        ch["efficiency"] = 0.9
-    site = SiteArrays.from_config(site_from_dict(cfg))
-    live = LiveSite.build(site, connector_map(serving_config(tmp_path), site.config), ["CP1", "CP2"])
-    c = live.connectors[0]
-    c.tx_pk, c.ocpp_tx_id, c.energy_asked_kwh = 1, "1", 20.0
-    c.meter_start_wh, c.meter_last_wh, c.export_start_wh, c.export_last_wh = 1000.0, 11000.0, 0.0, 1000.0
-    snap, _ = build_snapshot(live, serving_config(tmp_path), 1, np.full(4, np.inf), now_mono=1.0)
-    assert c.received_kwh(0.9) == pytest.approx(10.0 * 0.9 - 1.0 / 0.9)
-    assert snap.state.energy_needed_kwh[0] == pytest.approx(20.0 - (9.0 - 1.0 / 0.9))
-
-
 # --------------------------------------------------------------------------- robustness of the message loop
 
 
