@@ -310,6 +310,12 @@ class ServingConfig(_Frozen):
         description="at a change of rotation slot, the old slot's chargers stop this long before the new "
         "ones start, s (covers station clocks that differ by less)",
     )  # fmt: skip
+    arrival_reserve_s: float = Field(
+        default=2.5, ge=0,
+        description="a cycle this soon after a transaction started (and within one control interval) keeps "
+        "every idle charger's failsafe share free (transactions starting together draw it before the next "
+        "cycle); 0: only for an idle charger whose status says an EV is plugged in",
+    )  # fmt: skip
     departure_floor: bool = Field(
         default=True,
         description="the projection charges an EV that must charge now to reach its need by its departure",

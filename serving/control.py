@@ -35,6 +35,7 @@ from agents.base import Decision, Policy
 from envs.core import BoolArray, FloatArray, SiteArrays, SiteState, Snapshot
 from envs.projection import ProjectionPlan, ProjectionResult, project
 from envs.rotation import Rotation, second_of_day
+from serving.order import site_excess_kw
 from serving.schedule import plan_schedule
 
 LOG = logging.getLogger("evdlm.serving")
@@ -58,6 +59,15 @@ class FixedLoad:
     @property
     def any(self) -> bool:
         return bool(self.mask.any())
+
+    def reserving(self, kw: FloatArray) -> FixedLoad:
+        """These chargers and, where ``kw`` (n,) > 0 and none is fixed, a draw of ``kw`` reserved as
+        given (an idle charger whose transaction may start before the next cycle, at its failsafe
+        share); such a charger keeps no limit (``hold_kw`` 0) and is never an EV of the decision."""
+        extra = (np.asarray(kw, dtype=float) > 0) & ~self.mask
+        if not extra.any():
+            return self
+        return FixedLoad(self.mask | extra, np.where(extra, kw, self.draw_kw), self.hold_kw)
 
 
 def fixed_load_view(
@@ -179,6 +189,8 @@ class Controller:
         self.departure_floor = departure_floor
         self.no_discharge_cycles = 0
         """cycles decided again without discharge (export at risk at the lowest base load the meter allows)"""
+        self.export_narrowed_cycles = 0
+        """cycles decided again on an export limit narrowed by the load the meter does not vouch for"""
         """project with the departure floor (an EV that must charge now to finish gets that power)"""
         self.policy = policy
         self.fallback = fallback
@@ -292,13 +304,26 @@ class Controller:
         )  # fmt: skip
         if base_low_kw is None or meter_stale:
             return outcome
-        export_kw = -float(
-            np.asarray(
-                self.site.site_import_kw(outcome.limits_kw, base_low_kw, state.pv_kw, outcome.battery_kw)
-            )
-        )
+        export_kw = self._export_kw(outcome, base_low_kw, float(state.pv_kw))
         if export_kw <= self.site.export_limit_kw + 1e-6:
             return outcome
+        # the projection counted on load the meter does not vouch for (the base load's high side, the
+        # closed-loop correction, draws reserved for chargers that may start): the export limit less that
+        # load on the low side holds at the low side
+        seen = float(state.base_load_kw)
+        held = 0.0
+        if fixed is not None and fixed.any:
+            seen += float(np.sum(np.maximum(fixed.draw_kw[fixed.mask], 0.0)))
+            held = float(np.sum(np.where(fixed.mask & present, fixed.hold_kw, 0.0)))
+        narrower = self.site.export_limit_kw - max(seen - base_low_kw - held, 0.0)
+        if narrower > 0:
+            narrowed = self._project(
+                snapshot, request, battery, name, reason, meter_stale, fixed, battery_present, drawable_kw,
+                battery_room_kw, export_limit_kw=narrower,
+            )  # fmt: skip
+            if self._export_kw(narrowed, base_low_kw, float(state.pv_kw)) <= self.site.export_limit_kw + 1e-6:
+                self.export_narrowed_cycles += 1
+                return narrowed
         LOG.info(
             "cycle %d: no discharge (%.1f kW of export at the lowest base load the site meter allows)",
             snapshot.step_index, export_kw,
@@ -312,6 +337,11 @@ class Controller:
             battery_present, drawable_kw, battery_room_kw,
         )  # fmt: skip
 
+    def _export_kw(self, outcome: CycleOutcome, base_kw: float, pv_kw: float) -> float:
+        """The site's export with ``outcome``'s limits and battery setpoint on ``base_kw``, kW."""
+        imp = self.site.site_import_kw(outcome.limits_kw, base_kw, pv_kw, outcome.battery_kw)
+        return -float(np.asarray(imp))
+
     def _project(
         self,
         snapshot: Snapshot,
@@ -324,14 +354,19 @@ class Controller:
         battery_present: bool,
         drawable_kw: FloatArray | None,
         battery_room_kw: float | None,
+        export_limit_kw: float | None = None,
     ) -> CycleOutcome:
-        """The decision's projection, schedule and battery setpoint (see :meth:`decide`)."""
+        """The decision's projection, schedule and battery setpoint (see :meth:`decide`);
+        ``export_limit_kw``: the site's export limit as this decision sees it (None: the site's)."""
         share = self.safe_kw(snapshot.timestamp)
         battery_on = battery_present and not meter_stale and self.site.has_battery
         site = self.site if battery_on else self.site_no_battery
         state = snapshot.state
         present: BoolArray = np.asarray(state.ev_present, dtype=bool)
         plan, view_state = self.view(state, fixed, battery_on)
+        if export_limit_kw is not None:
+            site = dataclasses.replace(site, export_limit_kw=export_limit_kw)
+            plan = dataclasses.replace(plan, site=site)
         if fixed is not None and fixed.any:
             request = np.where(fixed.mask, 0.0, request)
         if not battery_on:
@@ -414,9 +449,15 @@ def keeps_feasible(
     their measured draw (:func:`fixed_load_view`) and ``battery_charge_kw`` (the battery's charging
     setpoint, >= 0) as load. The deadband uses it to decide whether limits it would leave unsent can
     stay; ``site`` and ``plan`` are the site without its battery (:func:`without_battery`), so no kept
-    limit counts on a battery discharging."""
+    limit counts on a battery discharging. The kept limits themselves must be within every limit, too:
+    the projection's step of tolerance is per charger, and a node or the site above its limit by less
+    than a step per charger (five chargers each 0.1 A above their new limit, within the deadband) would
+    pass it."""
     if battery_charge_kw > 0:
         state = dataclasses.replace(state, base_load_kw=float(state.base_load_kw) + battery_charge_kw)
+    load = kept_kw if fixed is None else np.where(fixed.mask, np.maximum(fixed.draw_kw, 0.0), kept_kw)
+    if site_excess_kw(site, load, float(state.base_load_kw) - float(state.pv_kw)) > 1e-6:
+        return False
     view_plan, view_state = fixed_load_view(plan, state, fixed)
     x = kept_kw if fixed is None else np.where(fixed.mask, 0.0, kept_kw)
     res = project(site, view_state, x, 0.0, plan=view_plan)

@@ -39,6 +39,8 @@ from serving.violations import TOLERANCE_KW, Violation, site_cause
 
 VIOLATIONS_KEPT = 20
 """attributed violations kept for the operator view"""
+PLUGGED = frozenset({"Preparing", "Occupied"})
+"""statuses of an idle connector with an EV plugged in and no transaction yet (1.6, 2.x)"""
 
 LOG = logging.getLogger("evdlm.serving")
 
@@ -69,6 +71,53 @@ class Reading:
     its safe share where it has none (an idle charger may start a transaction at it); only with a battery"""
     battery_room_now_kw: float | None = None
     """the most the battery may charge judged on the site meter alone (None without a fresh one)"""
+    read_at: float | None = None
+    """monotonic time the limits in force were read (the stations' plans followed up to then)"""
+
+
+def arrival_reserve_kw(live: LiveSite, window_s: float, share_kw: FloatArray, now: float) -> FloatArray:
+    """(n,) the draw kept free for idle chargers whose transaction may start before the next cycle:
+    its failsafe share (``share_kw``: what it draws from its start until its first TxProfile arrives, at
+    most its station's cap) for an idle charger with an EV plugged in (:data:`PLUGGED`), and for every
+    idle charger while transactions are starting (one did within ``window_s`` before ``now``): EVs that
+    arrive together (a fleet, a site coming back) reach the central system one station after another,
+    and a cycle in their midst sees only the first. Without it those starting after the cycle draw their
+    share on top of a plan that gave the others everything, until the next cycle."""
+    conns = live.connectors
+    idle = np.array([not c.active and c.station_id in live.stations for c in conns], dtype=bool)
+    plugged = np.array([c.status in PLUGGED for c in conns], dtype=bool)
+    starting = window_s > 0 and any(c.active and now - c.started_at <= window_s for c in conns)
+    keep = idle & (plugged | starting)
+    return np.where(keep, share_kw, 0.0)
+
+
+def started_since_kw(
+    live: LiveSite, since: float, share_kw: FloatArray, now: float, cfg: ServingConfig
+) -> float:
+    """The draw of the transactions the central system learnt of after monotonic ``since`` (the last
+    plan did not know them), kW: each one's measured power, or before its first reading its failsafe
+    share (``share_kw``), the most it draws until its first TxProfile. Charger load, not load the plan
+    failed to foresee: the snapshot takes it off the base load where measured and counts it in where not,
+    and reserved again by the closed loop it took every EV's power for a cycle after EVs arrived
+    together (the V2G benchmark: 50 EVs at their share, 248 kW of "correction", every limit 0)."""
+    measured = live.measured_kw(now, cfg.station_meter_timeout_s)
+    out = 0.0
+    for c in live.connectors:
+        if c.active and c.started_at > since:
+            out += float(measured[c.index]) if np.isfinite(measured[c.index]) else float(share_kw[c.index])
+    return out
+
+
+def drawable_kw(live: LiveSite, share_kw: FloatArray) -> FloatArray:
+    """(n,) each charger's last limit, or its safe share (``share_kw``, at most its station's cap) where
+    it has none; a flagged offender its measured draw where that is more."""
+    out = np.array(share_kw, dtype=float)
+    for c in live.connectors:
+        if c.active and c.limit_kw is not None:
+            out[c.index] = c.limit_kw
+        if c.offender and c.power_kw is not None:
+            out[c.index] = max(out[c.index], c.power_kw)
+    return out
 
 
 class SiteLoop:
@@ -124,9 +173,12 @@ class SiteLoop:
         follow_plans(self.site, self.live.connectors, self.cfg.schedule_period_s, now)
         self._flag_offenders(now)
         fixed = self._fixed_load()
-        self._update_correction(fixed)
-        utc = datetime.now(UTC)
         cap_kw = self.dispatcher.cap_kw()
+        share = np.minimum(self.dispatcher.failsafe_kw(), cap_kw)
+        self._update_correction(
+            fixed, started_since_kw(self.live, self._last_cycle_mono, share, now, self.cfg)
+        )
+        utc = datetime.now(UTC)
         battery = None
         if self.battery is not None:
             meter, slack = self.live.meter, reading_slack_s(self.cfg)
@@ -143,11 +195,12 @@ class SiteLoop:
                 sample = MeterSample(done.start, HISTORY_SOURCE, None, done.base_load_kw, None, done.pv_kw)
                 self.journal.sample(sample)
             self.metrics.inc("forecast_cycles_total", source=info.forecast_source)
+        fixed = fixed.reserving(arrival_reserve_kw(self.live, self._arrival_window_s(), share, now))
         if self.battery is None:
-            return Reading(snapshot, info, fixed)
-        drawable = self._drawable_kw()
+            return Reading(snapshot, info, fixed, read_at=now)
+        drawable = drawable_kw(self.live, share)
         room = self._battery_room_now(info, drawable, now, battery)
-        return Reading(snapshot, info, fixed, drawable, room)
+        return Reading(snapshot, info, fixed, drawable, room, now)
 
     def _battery_room_now(
         self, info: SnapshotInfo, drawable: FloatArray, now: float, battery: BatteryStatus | None
@@ -167,18 +220,6 @@ class SiteLoop:
         may_draw = float(np.sum(np.maximum(np.maximum(drawable, 0.0), measured)))
         base_then = info.site_import_kw - then.battery_kw - then.chargers_kw
         return float(self.site.import_limit_kw - base_then - may_draw)
-
-    def _drawable_kw(self) -> FloatArray:
-        """(n,) each charger's last limit, or its safe share (at most its station's cap) where it has none;
-        a flagged offender its measured draw where that is more."""
-        share = np.minimum(self.dispatcher.failsafe_kw(), self.dispatcher.cap_kw())
-        out = np.array(share, dtype=float)
-        for c in self.live.connectors:
-            if c.active and c.limit_kw is not None:
-                out[c.index] = c.limit_kw
-            if c.offender and c.power_kw is not None:
-                out[c.index] = max(out[c.index], c.power_kw)
-        return out
 
     def _flag_offenders(self, now: float) -> None:
         """Flag stations drawing more than their limit; a flag holds until a fresh reading clears it."""
@@ -209,14 +250,20 @@ class SiteLoop:
                 mask[c.index], draw[c.index], hold[c.index] = True, c.power_kw, c.limit_kw
         return FixedLoad(mask, draw, hold)
 
-    def _update_correction(self, fixed: FixedLoad) -> None:
+    def _arrival_window_s(self) -> float:
+        """How soon after a transaction's start a cycle keeps the idle chargers' share free: within
+        ``arrival_reserve_s`` and since the cycle before (the cycle after sees the transactions)."""
+        return min(self.cfg.arrival_reserve_s, self.cfg.control_interval_s)
+
+    def _update_correction(self, fixed: FixedLoad, started_kw: float = 0.0) -> None:
         """Closed loop on the site meter: load the last plan did not foresee is reserved next cycle.
 
         ``correction += measured import - planned import`` (never below 0): a load that appeared, or a
         station drawing more than its limit before it is flagged, is taken off the others in the next
         cycle; it decays as soon as the site draws less than planned. The draw of ``fixed`` chargers is
         reserved on its own (on every node it loads), so the part of the error they explain (their
-        measured draw minus what the last plan assumed for them) is left out here.
+        measured draw minus what the last plan assumed for them) is left out here, and so is
+        ``started_kw``, the draw of transactions the last plan did not know (:func:`started_since_kw`).
         """
         meter, last = self.live.meter, self.last
         if meter is None or last is None or time.monotonic() - meter.at > self.cfg.meter_timeout_s:
@@ -224,7 +271,7 @@ class SiteLoop:
         if meter.at - reading_slack_s(self.cfg) <= self._plan_in_force_at():
             return  # no reading since the last plan took effect: its error says nothing about the plan
         explained = float(np.sum((fixed.draw_kw - last.outcome.assumed_kw)[fixed.mask]))
-        error = meter.import_kw - last.outcome.planned_import_kw - explained
+        error = meter.import_kw - last.outcome.planned_import_kw - explained - started_kw
         self.correction_kw = max(0.0, self.correction_kw + error)
 
     def _plan_in_force_at(self) -> float:
@@ -271,8 +318,9 @@ class SiteLoop:
         if (schedule := outcome.schedule_kw) is not None:
             moved = plans_moved(self.site, self.live.connectors, self.cfg, schedule, updates)
             away = plans_step_away(
-                self.site, self.live.connectors, self.cfg, outcome.limits_kw, time.monotonic()
-            )
+                self.site, self.live.connectors, self.cfg, outcome.limits_kw, time.monotonic(),
+                reading.read_at,
+            )  # fmt: skip
             updates = sorted(set(updates) | set(moved) | set(away))
         plan = PlanContext.of(outcome.assumed_kw, outcome.planned_import_kw)
         sent = self.dispatcher.send(outcome.limits_kw, updates, schedule, self.cfg.schedule_period_s, plan)

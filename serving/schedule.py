@@ -28,7 +28,7 @@ import dataclasses
 
 import numpy as np
 
-from envs.core import FloatArray, ForecastWindow, SiteArrays, SiteState
+from envs.core import BoolArray, FloatArray, ForecastWindow, SiteArrays, SiteState
 from envs.projection import ProjectionPlan, project
 
 
@@ -80,8 +80,12 @@ def plan_schedule(
         max_charge = np.asarray(state.ev_max_charge_kw, dtype=float)
         max_dis = np.asarray(state.ev_max_discharge_kw, dtype=float)
         if k > 0:
-            # never further from 0 than now (see the module docstring): the box of every later period
-            max_charge = np.minimum(max_charge, np.maximum(first, 0.0))
+            # never further from 0 than now (see the module docstring): the box of every later period;
+            # an EV discharging now keeps its charge rate, which the V2G departure margin counts on to
+            # bring its energy back (capped at 0, it could discharge nothing after the first period, and
+            # its station would stop at the period's end unless a cycle resends it first): the clip below
+            # keeps it from charging in the plan
+            max_charge = np.where(first < 0, max_charge, np.minimum(max_charge, np.maximum(first, 0.0)))
             max_dis = np.minimum(max_dis, np.maximum(-first, 0.0))
         st = dataclasses.replace(
             state,
@@ -96,19 +100,43 @@ def plan_schedule(
             pv_kw=float(window.pv_kw[j]),
             dt_h=step_h,
         )
-        res = project(site, st, request, 0.0, plan=plan, departure_floor=departure_floor)
-        got = np.asarray(res.charger_kw, dtype=float)
-        p = np.where(present, np.where(may_discharge, got, np.maximum(got, 0.0)), 0.0)
+        p = _project_period(site, plan, st, request, present, may_discharge, departure_floor)
+        stop = (first < 0) & (p > 0) if k > 0 else np.zeros(n, dtype=bool)
+        while stop.any():
+            # an EV discharging now that the margin would have charge: the plan never charges it, so it
+            # stops (its charge would have balanced the others' export in the projection)
+            st = dataclasses.replace(
+                st,
+                ev_max_charge_kw=np.where(stop, 0.0, st.ev_max_charge_kw),
+                ev_max_discharge_kw=np.where(stop, 0.0, st.ev_max_discharge_kw),
+            )
+            p = _project_period(site, plan, st, request, present, may_discharge, departure_floor)
+            stop = (first < 0) & (p > 0)
         if k == 0:
             # the decision now; a discharge no deeper than a whole period allows
             p = np.where(np.asarray(now_kw) < 0, np.maximum(now_kw, np.minimum(p, 0.0)), now_kw)
             first = p.copy()
         else:
-            p = np.clip(p, np.minimum(first, 0.0), np.maximum(first, 0.0))  # the box already holds it
+            p = np.clip(p, np.minimum(first, 0.0), np.maximum(first, 0.0))  # no charging where discharging
         if cap_kw is not None:
             p = np.clip(p, 0.0, cap_kw)
         out[:, k] = p
     return out
+
+
+def _project_period(
+    site: SiteArrays,
+    plan: ProjectionPlan,
+    state: SiteState,
+    request: FloatArray,
+    present: BoolArray,
+    may_discharge: BoolArray,
+    departure_floor: bool,
+) -> FloatArray:
+    """(n,) one period's projection of ``request``: discharge only where allowed, 0 where no EV is."""
+    res = project(site, state, request, 0.0, plan=plan, departure_floor=departure_floor)
+    got = np.asarray(res.charger_kw, dtype=float)
+    return np.asarray(np.where(present, np.where(may_discharge, got, np.maximum(got, 0.0)), 0.0))
 
 
 def period_starts(periods: int, period_s: float) -> list[int]:

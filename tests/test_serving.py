@@ -143,6 +143,13 @@ def test_deadband_holds_small_changes_but_never_an_infeasible_old_limit() -> Non
     ups = select_updates(site, state, new, [high] * 4, active, 0.5, 300.0)
     assert 5.0 + 4 * high * float(site.kw_per_a[0]) > 30.0
     assert ups == [0, 1, 2, 3]
+    # each only one step (0.1 A) above its new limit, the site at its limit: together 0.28 kW over, which
+    # the projection's tolerance of a step per charger let through (the V2G benchmark's node ticks)
+    kw_per_a = float(site.kw_per_a[0])
+    new = np.full(4, 9.0 * kw_per_a)
+    at_limit = _state(4, [True] * 4, base_kw=30.0 - float(new.sum()))
+    assert select_updates(site, at_limit, new, [9.1] * 4, active, 0.5, 300.0) == [0, 1, 2, 3]
+    assert select_updates(site, at_limit, new, [8.9] * 4, active, 0.5, 300.0) == []  # below: they stay
 
 
 @settings(max_examples=60, deadline=None)

@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from agents.base import Decision
 from envs.config import SiteConfig, site_from_dict
@@ -306,6 +308,67 @@ async def test_an_over_estimated_base_load_never_makes_the_site_discharge_past_i
         ctl.close()
 
 
+def _discharge_snapshot(site: SiteArrays, base_kw: float) -> Snapshot:
+    present = np.ones(site.n, dtype=bool)
+    state = SiteState(
+        ev_present=present, ev_max_charge_kw=np.full(site.n, np.inf),
+        ev_max_discharge_kw=np.full(site.n, 11.0), energy_needed_kwh=np.full(site.n, 1.0),
+        energy_room_kwh=np.full(site.n, 1.0), energy_dischargeable_kwh=np.full(site.n, 20.0),
+        time_left_h=np.full(site.n, 4.0), base_load_kw=base_kw, pv_kw=0.0, dt_h=10 / 3600,
+    )  # fmt: skip
+    window = ForecastWindow(np.full(8, base_kw), np.zeros(8), np.full(8, 0.2), np.full(8, 0.05))
+    return Snapshot(state, np.datetime64("2025-06-02T08:00:00"), 1, 0.2, 0.05, window, 0.0)
+
+
+async def test_load_the_meter_does_not_vouch_for_narrows_the_export_instead_of_stopping_discharge() -> None:
+    """Issue 15: after an overload tick the closed-loop correction raises the snapshot's base load (12 kW
+    here, 4 kW of it measured at the least); the projection discharged 27 kW into a 15 kW export limit
+    on it, 23 kW of export at the low side. The cycle used to be decided again with no discharge at all
+    (the live V2G energy fell short of the evaluation's); now it discharges what the export limit allows
+    at the low side: 19 kW."""
+    from serving.control import Controller
+
+    site = SiteArrays.from_config(v2g_site(export_limit_kw=15.0))
+    policy = Discharge()
+    policy.reset(site)
+    ctl = Controller(site, policy, None, np.full(site.n, 5.0), 1.0)
+    try:
+        out = await ctl.decide(_discharge_snapshot(site, 12.0), False, base_low_kw=4.0)
+    finally:
+        ctl.close()
+    export_low = -(4.0 + float(out.limits_kw.sum()))
+    assert export_low <= 15.0 + 1e-6
+    assert export_low >= 15.0 - float(site.resolution_kw.max()) * site.n  # within rounding of the limit
+    assert ctl.no_discharge_cycles == 0 and ctl.export_narrowed_cycles == 1
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    base_kw=st.floats(0.0, 40.0),
+    unsure_kw=st.floats(0.0, 30.0),
+    export_kw=st.floats(0.0, 40.0),
+)
+def test_no_decision_exports_past_the_limit_at_the_lowest_base_load(
+    base_kw: float, unsure_kw: float, export_kw: float
+) -> None:
+    """Safety: whatever the snapshot's base load and the lowest the meter allows, the decided limits keep
+    the site within its export limit at that lowest base load (and discharge where they can)."""
+    from serving.control import Controller
+
+    site = SiteArrays.from_config(v2g_site(export_limit_kw=export_kw))
+    policy = Discharge()
+    policy.reset(site)
+    ctl = Controller(site, policy, None, np.full(site.n, 5.0), 1.0)
+    low = max(base_kw - unsure_kw, 0.0)
+    try:
+        out = asyncio.run(ctl.decide(_discharge_snapshot(site, base_kw), False, base_low_kw=low))
+    finally:
+        ctl.close()
+    assert -(low + float(out.limits_kw.sum())) <= export_kw + 1e-6
+    if export_kw > base_kw - low + 4 * 4.2 and low < 30.0 - 4.2:
+        assert float(out.limits_kw.min()) < 0.0  # room to discharge at the low side: some EV does
+
+
 # --------------------------------------------------------------------------- over loopback
 
 
@@ -406,6 +469,32 @@ def test_a_plan_about_to_step_away_from_the_decision_is_resent(tmp_path: Path) -
     assert plans_step_away(site, live.connectors, cfg, decision, 109.5) == [0]  # would stop discharging
     assert plans_step_away(site, live.connectors, cfg, decision, 101.0) == []  # its next period is far
     assert plans_step_away(site, live.connectors, cfg, np.array([0.0, -11.0, 0, 0]), 109.5) == []
+    # cycles on the plan's grid (issue 15): the cycle read at 109.95 s, its station stepped at 110 s into
+    # the period that stops the discharge, before the write at 110.05 s; the decision goes out
+    assert plans_step_away(site, live.connectors, cfg, decision, 110.05, read_at=109.95) == [0]
+    assert plans_step_away(site, live.connectors, cfg, decision, 110.05, read_at=110.01) == []  # it read it
+
+
+def test_a_discharge_plan_keeps_discharging_while_the_departure_margin_allows() -> None:
+    """Issue 15: the later periods capped an EV discharging now at 0 kW of charge, and the V2G departure
+    margin counts on charging back, so they discharged nothing: every discharge plan stopped after its
+    first period, and a station whose cycle did not resend it in time stopped for a whole interval."""
+    site = SiteArrays.from_config(v2g_site(export_limit_kw=30.0))
+    n = site.n
+    present = np.ones(n, dtype=bool)
+    state = SiteState(
+        ev_present=present, ev_max_charge_kw=np.full(n, np.inf), ev_max_discharge_kw=np.full(n, 11.0),
+        energy_needed_kwh=np.array([0.2, 0.2, 3.0, 0.2]), energy_room_kwh=np.array([0.2, 0.2, 3.0, 0.2]),
+        energy_dischargeable_kwh=np.full(n, 18.0), time_left_h=np.full(n, 0.5), base_load_kw=2.0,
+        pv_kw=0.0, dt_h=10 / 3600,
+    )  # fmt: skip
+    plan = ProjectionPlan.from_site(site)
+    now = np.asarray(project(site, state, np.array([-9.0, -9.0, 5.0, 0.0]), 0.0, plan=plan).charger_kw)
+    window = ForecastWindow(np.full(40, 2.0), np.zeros(40), np.full(40, 0.6), np.full(40, 0.5))
+    sched = plan_schedule(site, plan, state, window, now, 30, 10.0, 10.0)
+    assert now[0] < -8.0 and now[1] < -8.0
+    assert np.allclose(sched[:2, :], now[:2, None])  # 5 minutes of it leave its departure energy
+    assert np.all((sched[2] >= 0.0) & (sched[2] <= now[2] + 1e-9)) and np.all(sched[3] == 0.0)
 
 
 def test_16_and_201_profiles_carry_the_plan_for_charging() -> None:
