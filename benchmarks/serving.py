@@ -192,6 +192,15 @@ def rss_mib(pid: int) -> float:
     return 0.0
 
 
+def cpu_s(pid: int) -> float:
+    """CPU time (user + system) a process has used so far, s (0 where /proc cannot tell)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def metric(text: str, name: str) -> float:
     total = 0.0
     for line in text.splitlines():
@@ -397,6 +406,7 @@ def run_v2g(work: Path, n: int, minutes: float, interval_s: float = V2G_STEP_S) 
         report = json.loads(stdout.decode().strip().splitlines()[-1])
         metrics = http_json(http, "/metrics")
         state = http_json(http, "/api/state")
+        service_cpu_s = cpu_s(svc.pid)
     finally:
         _stop(svc)
     sc = load_scenario(scenario)
@@ -429,6 +439,11 @@ def run_v2g(work: Path, n: int, minutes: float, interval_s: float = V2G_STEP_S) 
         "cycles": int(count),
         "p99_loop_latency_ms": state["loop"]["p99_latency_ms"],
         "mean_loop_latency_ms": 1000 * metric(metrics, "evdlm_loop_latency_seconds_sum") / max(count, 1),
+        "p99_loop_cpu_ms": state["loop"]["p99_cpu_ms"],
+        "mean_loop_cpu_ms": 1000 * metric(metrics, "evdlm_loop_cpu_seconds_sum") / max(count, 1),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "service_cpu_s": round(service_cpu_s, 1),
+        "simulator_cpu_s": report.get("cpu_s"),
         "calls_unanswered": report["calls_failed"],
         "profiles_sent": metric(metrics, "evdlm_profiles_sent_total"),
         "discharging_at_end": sum(1 for c in state["chargers"] if (c.get("discharge_kw") or 0) > 0),
