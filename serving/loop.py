@@ -114,10 +114,8 @@ class SiteLoop:
         reading = self.read()
         outcome = await self.decide(reading)
         sent = self.write(reading, outcome)
-        latency_s = time.perf_counter() - t0
-        # the cycle does not yield: this thread's CPU time is the cycle's, plus the policy worker's
-        cpu_s = time.thread_time() - cpu0 + self.controller.policy_cpu_s - policy0
-        return self.record(reading, outcome, sent, latency_s, cpu_s)
+        self.metrics.loop_cpu_s.observe(time.thread_time() - cpu0 + self.controller.policy_cpu_s - policy0)
+        return self.record(reading, outcome, sent, time.perf_counter() - t0)
 
     # ------------------------------------------------------------------ read
 
@@ -260,7 +258,6 @@ class SiteLoop:
     def write(self, reading: Reading, outcome: CycleOutcome) -> int:
         """Send the limits that moved (or must go down); returns how many profiles were queued."""
         state, fixed, ctl = reading.snapshot.state, reading.fixed, self.controller
-
         charge_kw = max(outcome.battery_kw, 0.0)
 
         def feasible(kept_kw: FloatArray) -> bool:
@@ -308,13 +305,10 @@ class SiteLoop:
 
     # ------------------------------------------------------------------ record
 
-    def record(
-        self, reading: Reading, outcome: CycleOutcome, sent: int, latency_s: float, cpu_s: float
-    ) -> CycleSummary:
+    def record(self, reading: Reading, outcome: CycleOutcome, sent: int, latency_s: float) -> CycleSummary:
         info = reading.info
         self._last_cycle_mono = time.monotonic()
         self.metrics.loop_latency_s.observe(latency_s)
-        self.metrics.loop_cpu_s.observe(cpu_s)
         self.metrics.inc("cycles_total")
         limit = self.site.import_limit_kw
         last_planned = None if self.last is None else self.last.outcome.planned_import_kw

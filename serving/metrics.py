@@ -54,8 +54,9 @@ class Metrics:
     gauges: dict[tuple[str, tuple[tuple[str, str], ...]], float] = field(default_factory=dict)
     loop_latency_s: Histogram = field(default_factory=Histogram)
     loop_cpu_s: Histogram = field(default_factory=Histogram)
-    """CPU time of the control cycle (the loop thread's and the policy worker's), beside its wall time:
-    on a loaded machine the wall time also counts the time the cycle waited for a core"""
+    """CPU time of the control cycle beside its wall time (the cycle does not yield: the loop thread's CPU
+    time over it, plus the policy worker's): on a loaded machine the wall time also counts the time the
+    cycle waited for a core"""
     help: dict[str, str] = field(
         default_factory=lambda: {
             "messages_total": "OCPP messages received, by action and outcome",
