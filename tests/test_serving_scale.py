@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -28,8 +29,9 @@ from envs.share import (
     profile_to_kw_one,
 )
 from serving.config import connector_map
-from serving.dispatch import signed_profile, signed_profile_row
+from serving.dispatch import Batch, signed_profile, signed_profile_row, tx_values
 from serving.metrics import Metrics
+from serving.profiles import set_charging_profile
 from serving.service import Service
 from stationsim import simulator as simulator_module
 from stationsim.simulator import SimOptions, SiteSimulator
@@ -114,6 +116,39 @@ def test_a_plan_converted_at_once_is_each_period_converted_alone(
     )
     directed = np.array([r != "zero" for r in rounding])
     assert np.all(row[directed] <= top) and np.all(row[directed] >= bottom)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.integers(0, 3),
+    st.sampled_from([("1.6", "charge_only"), ("2.0.1", "charge_only"), ("2.1", "charge_only"),
+                     ("2.1", "CentralSetpoint"), ("2.1", "ExternalLimits")]),
+    st.lists(st.floats(-1.2, 1.2, allow_nan=False), min_size=1, max_size=30),
+    st.sampled_from(["down", "up"]),
+)  # fmt: skip
+def test_every_tx_profile_the_dispatcher_builds_is_schema_valid(
+    i: int, version_mode: tuple[Any, str], share: list[float], rounding: Any
+) -> None:
+    """The dispatcher sends its TxProfiles without the library's schema check (2 ms each): whatever plan
+    it converts (values from a full discharge to the rating, 1 to 30 periods, either rounding), the
+    request is valid for its OCPP version."""
+    from ocpp.charge_point import remove_nones, serialize_as_dict, snake_to_camel_case
+    from ocpp.messages import Call, _validate_payload
+
+    site = _mixed_site()
+    version, mode = version_mode
+    row = np.array(share) * float(site.rated_kw[i])
+    if mode == "charge_only":
+        row = np.maximum(row, 0.0)
+    batch = Batch(datetime.now(UTC), time.monotonic(), (rounding,))
+    value, periods = tx_values(site, i, float(row[0]), row, batch, 10.0)
+    ch = site.config.chargers[i]
+    req = set_charging_profile(
+        version, "TxProfile", 1, value, ch.rate_unit, ch.phases, "42", now=batch.start_utc, periods=periods,
+        v2g_mode=mode, duration_s=None if periods is None else round(periods[-1][0] + 10.0),
+    )  # fmt: skip
+    payload = remove_nones(snake_to_camel_case(serialize_as_dict(req)))
+    _validate_payload(Call("1", "SetChargingProfile", payload), version)
 
 
 # --------------------------------------------------------------------------- the cycle's CPU time
