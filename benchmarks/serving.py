@@ -439,7 +439,7 @@ def run_v2g(work: Path, n: int, minutes: float, interval_s: float = V2G_STEP_S) 
         "cycles": int(count),
         "p99_loop_latency_ms": state["loop"]["p99_latency_ms"],
         "mean_loop_latency_ms": 1000 * metric(metrics, "evdlm_loop_latency_seconds_sum") / max(count, 1),
-        "p99_loop_cpu_ms": state["loop"]["p99_cpu_ms"],
+        "p99_loop_cpu_ms": state["loop"].get("p99_cpu_ms"),
         "mean_loop_cpu_ms": 1000 * metric(metrics, "evdlm_loop_cpu_seconds_sum") / max(count, 1),
         "load_average": [round(x, 2) for x in os.getloadavg()],
         "service_cpu_s": round(service_cpu_s, 1),
