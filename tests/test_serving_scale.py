@@ -303,3 +303,17 @@ async def test_a_drop_off_is_timed_from_the_clock_start_while_the_station_sleeps
         await svc.stop()
     assert connections == 3  # CP2 dropped off and came back within the 2.5 s run
     assert rep.connected_at_end == 2
+
+
+@pytest.mark.parametrize("check", [True, False])
+def test_stations_check_the_central_systems_requests_unless_told_not_to(check: bool) -> None:
+    from stationsim.stations import _SimCP21
+
+    site = SiteArrays.from_config(small_site())
+    sim = SiteSimulator(small_scenario(site.config), "ws://127.0.0.1:1", SimOptions(check_schemas=check))
+    cp = _SimCP21("CP1", None, response_timeout=1.0)
+    cp.attach(sim, "CP1")
+    assert cp.sim is sim and cp.station == "CP1"
+    skipped = {action for action, h in cp.route_map.items() if h.get("_skip_schema_validation", False)}
+    assert "SetChargingProfile" in cp.route_map
+    assert skipped == (set() if check else set(cp.route_map))
