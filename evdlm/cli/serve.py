@@ -80,15 +80,6 @@ def quiet_frames(level: str) -> None:
             logging.getLogger(name).setLevel(logging.WARNING)
 
 
-def validate_on_the_loop() -> None:
-    """The ocpp library checks every message against its schema on a thread pool by default: a thread
-    hop per check (about 0.1-0.2 ms of CPU, more than the check of a small message) for pure Python that
-    holds the GIL anyway. This process (``serve``, ``simulate``) checks on its event loop instead."""
-    import ocpp.messages
-
-    ocpp.messages.ASYNC_VALIDATION = False
-
-
 def check_listening(url: str, wait_s: float = 15.0) -> None:
     """Raise :class:`OSError` (saying what to do) unless something accepts TCP connections at ``url``
     within ``wait_s`` (a central system started just before, ``evdlm serve ... &``, gets that long)."""
@@ -251,7 +242,6 @@ def register(app: typer.Typer) -> None:
         level = log_level.upper()
         logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         quiet_frames(level)
-        validate_on_the_loop()
         use_tracking_store(tracking_uri)
         if config is None and site is None:
             raise bad_input("give --config SERVING.yaml or --site SITE.yaml")
@@ -477,7 +467,6 @@ def register(app: typer.Typer) -> None:
         def split(text: str) -> frozenset[str]:
             return frozenset(s.strip() for s in text.split(",") if s.strip())
 
-        validate_on_the_loop()
         try:
             sc = load_scenario(scenario)
             mapping = None
