@@ -38,7 +38,7 @@ from stationsim.battery import SimBattery
 from stationsim.chaos import next_chaos_at, reboot, send_late
 from stationsim.physics import PhysicalSite, SimConnector, write_trace
 from stationsim.report import SimReport, build_report
-from stationsim.station_events import WAKE, handle_event, meter_push, wake_in_s
+from stationsim.station_events import handle_event, meter_push
 from stationsim.stations import SimCP, _auth_header, _SimCP16, _SimCP21, _SimCP201
 
 __all__ = [
@@ -241,11 +241,6 @@ class SiteSimulator:
         else:
             self.dropped += 1
 
-    def wake(self, sid: str) -> None:
-        """Wake station ``sid``'s task to look at its deadlines again (it sleeps until its next one)."""
-        if sid in self.queues:
-            self.queues[sid].put_nowait((WAKE, self.stations[sid][0]))
-
     # ------------------------------------------------------------------ messaging
 
     async def _call(self, cp: SimCP, payload: Any) -> Any:
@@ -305,7 +300,6 @@ class SiteSimulator:
                 cp = _SimCP21(sid, ws, response_timeout=self.opt.response_timeout_s)
             cp.attach(self, sid)
             reader = asyncio.create_task(cp.start())
-            reader.add_done_callback(lambda _: self.wake(sid))  # a lost connection wakes the station
             self.cps[sid] = cp
             try:
                 await self._boot(cp, sid)
@@ -343,16 +337,11 @@ class SiteSimulator:
                         next_garbage = now + 1.0
                         await ws.send(GARBAGE_FRAMES[self.garbage_sent % len(GARBAGE_FRAMES)])
                         self.garbage_sent += 1
-                    due = [next_meter, next_chaos, next_garbage if sid in self.opt.garbage else np.inf]
-                    if drop is not None:
-                        due.append(self._wall0 + drop[0])
-                    try:  # asleep until an event is queued or the station's next own deadline
-                        async with asyncio.timeout(wake_in_s(self, sid, due)):
-                            kind, c = await self.queues[sid].get()
+                    try:
+                        kind, c = await asyncio.wait_for(self.queues[sid].get(), timeout=0.1)
                     except TimeoutError:
                         continue
-                    if kind != WAKE:
-                        await handle_event(self, cp, kind, c)
+                    await handle_event(self, cp, kind, c)
             except Exception as err:
                 LOG.debug("%s: connection lost: %s", sid, err)
             finally:
@@ -365,8 +354,8 @@ class SiteSimulator:
                     await ws.close()
             # drain what piled up while we were away: those messages are lost
             while not self.queues[sid].empty():
-                if self.queues[sid].get_nowait()[0] != WAKE:
-                    self.dropped += 1
+                self.queues[sid].get_nowait()
+                self.dropped += 1
             if self._running:
                 await asyncio.sleep(0.2)
 
@@ -396,8 +385,6 @@ class SiteSimulator:
         if self.opt.start_at is not None:
             await asyncio.sleep(max((self.opt.start_at - datetime.now(UTC)).total_seconds(), 0.0))
         self._wall0 = time.monotonic()
-        for sid in self.opt.drop_off:
-            self.wake(sid)  # its drop-off is timed from now
         self._tick(0.0)
         end_wall = (
             self.opt.duration_s

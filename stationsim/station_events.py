@@ -17,20 +17,6 @@ if TYPE_CHECKING:
     from stationsim.simulator import SiteSimulator
 
 
-WAKE = "wake"
-"""the queue item that only wakes a station's task (its connection ended, the simulated clock started)"""
-
-
-def wake_in_s(sim: SiteSimulator, sid: str, due: list[float]) -> float | None:
-    """Wall seconds until station ``sid`` has something to do on its own: the earliest of ``due``
-    (monotonic times: its next MeterValues, chaos event, garbage frame, drop-off) and its late
-    MeterValues; None where there is nothing (it waits for an event: an EV, a lost connection)."""
-    first = min([*due, *(t for t, _ in sim._late[sid])], default=float("inf"))
-    if first == float("inf"):
-        return None
-    return max(first - time.monotonic(), 0.0)
-
-
 async def handle_event(sim: SiteSimulator, cp: SimCP, kind: str, c: SimConnector) -> None:
     """Send what a station event (an EV arrives or departs, a meter reading is due) means in OCPP."""
     v = sim.version[c.station]

@@ -1,6 +1,7 @@
 """What keeps the service and the simulator up with many stations: unit conversions on plain floats and
-arrays that give the same values as the site-wide conversion, the control cycle's CPU time beside its
-wall time, and simulated stations that sleep until they have something to do."""
+arrays that give the same values as the site-wide conversion, TxProfiles valid without the library's
+check, the control cycle's CPU time beside its wall time, and simulated stations that reconnect, drop off
+on time and may leave the schema checks to the tests."""
 
 from __future__ import annotations
 
@@ -33,9 +34,7 @@ from serving.dispatch import Batch, signed_profile, signed_profile_row, tx_value
 from serving.metrics import Metrics
 from serving.profiles import set_charging_profile
 from serving.service import Service
-from stationsim import simulator as simulator_module
 from stationsim.simulator import SimOptions, SiteSimulator
-from stationsim.station_events import wake_in_s
 from tests.test_serving_helpers import PASSWORDS, FullPower, serving_config, small_scenario, small_site
 
 SPEED = 600.0
@@ -207,20 +206,7 @@ async def test_loop_cpu_time_counts_the_policy_worker_and_stays_within_the_wall_
     assert f"evdlm_loop_cpu_seconds_count {cpu.n}" in text
 
 
-# --------------------------------------------------------------------------- stations that sleep
-
-
-def test_a_station_wakes_at_its_earliest_deadline_or_waits_for_an_event() -> None:
-    site = SiteArrays.from_config(small_site())
-    sim = SiteSimulator(small_scenario(site.config), "ws://127.0.0.1:1", SimOptions())
-    one, other = sorted(sim.stations)[:2]
-    now = time.monotonic()
-    assert wake_in_s(sim, one, [np.inf, np.inf]) is None
-    assert wake_in_s(sim, one, [now + 5.0, np.inf, now + 2.0]) == pytest.approx(2.0, abs=0.05)
-    assert wake_in_s(sim, one, [now - 1.0]) == 0.0
-    sim._late[one].append((now + 0.5, None))
-    assert wake_in_s(sim, one, [now + 2.0]) == pytest.approx(0.5, abs=0.05)
-    assert wake_in_s(sim, other, [now + 2.0]) == pytest.approx(2.0, abs=0.05)
+# --------------------------------------------------------------------------- simulated stations
 
 
 def _sim(svc: Service, site: Any, **kw: Any) -> SiteSimulator:
@@ -232,38 +218,9 @@ def _sim(svc: Service, site: Any, **kw: Any) -> SiteSimulator:
     return SiteSimulator(scenario, f"ws://127.0.0.1:{svc.ocpp_port}", opts, connector_map(svc.cfg, site))
 
 
-async def test_stations_sleep_between_their_meter_readings(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Each station's task wakes for its events and its MeterValues, not every 0.1 s: with a reading a
-    second, a 3 s run is a few wake-ups per station (polling every 0.1 s: 30 and more), and the
-    readings still come on time."""
-    wakes: dict[str, int] = {}
-
-    def counted(sim: SiteSimulator, sid: str, due: list[float]) -> float | None:
-        wakes[sid] = wakes.get(sid, 0) + 1
-        return wake_in_s(sim, sid, due)
-
-    monkeypatch.setattr(simulator_module, "wake_in_s", counted)
-    site = small_site()
-    svc = Service(serving_config(tmp_path, time_scale=SPEED), site, FullPower(), PASSWORDS)
-    await svc.start()
-    try:
-        rep = await _sim(svc, site, meter_interval_s=1.0, duration_s=3.0).run()
-        readings = svc.metrics.count("messages_total", action="MeterValues")
-    finally:
-        await svc.stop()
-    assert rep.calls_failed == 0 and rep.violation_ticks == 0
-    assert set(wakes) == {"CP1", "CP2"}
-    # per station: 2 arrivals, about 4 readings (before and during the 3 s), the clock start: far below 30
-    assert all(3 <= n <= 16 for n in wakes.values()), wakes
-    # each station's 2 transactions read about every second for 3 s
-    assert readings >= 2 * 2 * 2
-
-
-async def test_a_sleeping_station_wakes_when_its_connection_is_lost_and_reconnects(tmp_path: Path) -> None:
-    """A station asleep until a far deadline (a reading every 100 s) still notices at once that the
-    central system closed its connection, and connects again."""
+async def test_a_station_whose_connection_is_lost_reconnects(tmp_path: Path) -> None:
+    """A station that waits for its next reading (every 100 s) notices at once that the central system
+    closed its connection, and connects again."""
     site = small_site()
     svc = Service(serving_config(tmp_path, time_scale=SPEED), site, FullPower(), PASSWORDS)
     await svc.start()
@@ -288,9 +245,8 @@ async def test_a_sleeping_station_wakes_when_its_connection_is_lost_and_reconnec
     assert rep.connected_at_end == 2
 
 
-async def test_a_drop_off_is_timed_from_the_clock_start_while_the_station_sleeps(tmp_path: Path) -> None:
-    """``drop_off`` (s after the simulated clock starts): a station asleep until a far deadline is woken
-    when the clock starts, so it drops off on time and comes back."""
+async def test_a_drop_off_is_timed_from_the_clock_start(tmp_path: Path) -> None:
+    """``drop_off`` (s after the simulated clock starts): the station drops off on time and comes back."""
     site = small_site()
     svc = Service(serving_config(tmp_path, time_scale=SPEED), site, FullPower(), PASSWORDS)
     await svc.start()
