@@ -11,6 +11,7 @@ is rounded down to one decimal of its unit, never above the kW it came from.
 
 from __future__ import annotations
 
+import math
 from typing import Literal
 
 import numpy as np
@@ -70,16 +71,31 @@ def profile_to_kw(site: SiteArrays, value: FloatArray, amps: BoolArray | None = 
 
 
 def kw_to_profile_one(site: SiteArrays, i: int, kw: float) -> float:
-    """:func:`kw_to_profile` of charger ``i`` alone."""
-    amps = np.array([site.config.chargers[i].rate_unit == "A"])
-    return float(_to_unit(np.array([kw], dtype=float), site.kw_per_a[i : i + 1], amps)[0])
+    """:func:`kw_to_profile` of charger ``i`` alone (plain floats: the loop's per-charger paths call it
+    thousands of times a cycle; the same IEEE arithmetic as the arrays, so the same value)."""
+    amps = site.config.chargers[i].rate_unit == "A"
+    value = max(kw / float(site.kw_per_a[i]) if amps else kw * 1000.0, 0.0) * 10.0 + 1e-9
+    return (math.floor(value) if math.isfinite(value) else value) / 10.0
 
 
 def profile_to_kw_one(site: SiteArrays, i: int, value: float, unit: RateUnit | None = None) -> float:
     """:func:`profile_to_kw` of charger ``i`` alone; ``unit``: the limit's unit where it is not the
     charger's own (a station's profile may be in either)."""
-    amps = np.array([(unit or site.config.chargers[i].rate_unit) == "A"])
-    return float(_from_unit(np.array([value], dtype=float), site.kw_per_a[i : i + 1], amps)[0])
+    amps = (unit or site.config.chargers[i].rate_unit) == "A"
+    return value * float(site.kw_per_a[i]) if amps else value / 1000.0
+
+
+def kw_to_profile_at(site: SiteArrays, i: int, kw: FloatArray) -> FloatArray:
+    """:func:`kw_to_profile` of charger ``i`` for many kW values at once (a schedule's periods)."""
+    amps = np.full(np.shape(kw), site.config.chargers[i].rate_unit == "A")
+    return _to_unit(np.asarray(kw, dtype=float), np.full(np.shape(kw), float(site.kw_per_a[i])), amps)
+
+
+def profile_to_kw_at(site: SiteArrays, i: int, value: FloatArray) -> FloatArray:
+    """:func:`profile_to_kw` of charger ``i`` for many limits at once (a schedule's periods)."""
+    if site.config.chargers[i].rate_unit == "A":
+        return np.asarray(value, dtype=float) * float(site.kw_per_a[i])
+    return np.asarray(value, dtype=float) / 1000.0
 
 
 def _to_unit(kw: FloatArray, kw_per_a: FloatArray, amps: BoolArray) -> FloatArray:

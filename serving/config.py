@@ -496,8 +496,13 @@ def connector_map(cfg: ServingConfig, site: SiteConfig) -> dict[tuple[str, int],
     station_ids = {s.id for s in cfg.stations}
     out: dict[tuple[str, int], str] = {}
     claimed: dict[str, tuple[str, int]] = {}
+    named: dict[str, list[str]] = {}  # station id -> the chargers named after it, in site order
+    for cid in site.charger_ids:  # (each station searching every charger: 1,000 stations took seconds)
+        named.setdefault(cid, []).append(cid)
+        if m := _SUFFIX.match(cid):
+            named.setdefault(m.group("station"), []).append(cid)
     for st in cfg.stations:
-        table = dict(st.connectors) if st.connectors else default_connectors(st.id, site.charger_ids)
+        table = dict(st.connectors) if st.connectors else default_connectors(st.id, named.get(st.id, []))
         if not table and not (cfg.meter.source == "station" and cfg.meter.station_id == st.id):
             raise ConfigError(f"station {st.id!r}: no connector maps to a charger (set 'connectors')")
         for k, cid in sorted(table.items()):

@@ -25,6 +25,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -199,6 +200,8 @@ class Controller:
         self.policy_error = policy_error
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="evdlm-policy")
         self._pending: Future[Decision] | None = None
+        self.policy_cpu_s = 0.0
+        """CPU time the policy's worker thread spent deciding so far, s (the loop's ``loop_cpu_seconds``)"""
 
     def safe_kw(self, timestamp: np.datetime64) -> FloatArray:
         """(n,) the failsafe at ``timestamp`` (UTC): the rotation's slot in force, or the static share."""
@@ -227,7 +230,7 @@ class Controller:
         if self._pending is not None and not self._pending.done():
             return "busy"
         policy = self.policy
-        fut = self._pool.submit(policy.act, snapshot)
+        fut = self._pool.submit(self._timed_act, policy, snapshot)
         self._pending = fut
         try:
             decision = fut.result(timeout=self.budget_s)
@@ -237,6 +240,14 @@ class Controller:
             LOG.warning("policy %s raised %s: %s", policy.name, type(err).__name__, err)
             return "raised"
         return _check_decision(decision, self.site.n)
+
+    def _timed_act(self, policy: Policy, snapshot: Snapshot) -> Decision:
+        """``policy.act`` on the worker thread, its CPU time added to :attr:`policy_cpu_s`."""
+        t0 = time.thread_time()
+        try:
+            return policy.act(snapshot)
+        finally:
+            self.policy_cpu_s += time.thread_time() - t0
 
     def _run_fallback(self, snapshot: Snapshot) -> tuple[FloatArray, float, str] | None:
         if self.fallback is None:

@@ -159,10 +159,11 @@ class SiteLoop:
         """the last limits exceeded, attributed (:mod:`serving.violations`)"""
 
     async def run_cycle(self) -> CycleSummary:
-        t0 = time.perf_counter()
+        t0, cpu0, policy0 = time.perf_counter(), time.thread_time(), self.controller.policy_cpu_s
         reading = self.read()
         outcome = await self.decide(reading)
         sent = self.write(reading, outcome)
+        self.metrics.loop_cpu_s.observe(time.thread_time() - cpu0 + self.controller.policy_cpu_s - policy0)
         return self.record(reading, outcome, sent, time.perf_counter() - t0)
 
     # ------------------------------------------------------------------ read
@@ -304,7 +305,6 @@ class SiteLoop:
     def write(self, reading: Reading, outcome: CycleOutcome) -> int:
         """Send the limits that moved (or must go down); returns how many profiles were queued."""
         state, fixed, ctl = reading.snapshot.state, reading.fixed, self.controller
-
         charge_kw = max(outcome.battery_kw, 0.0)
 
         def feasible(kept_kw: FloatArray) -> bool:

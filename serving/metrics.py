@@ -53,6 +53,10 @@ class Metrics:
     counters: dict[tuple[str, tuple[tuple[str, str], ...]], float] = field(default_factory=dict)
     gauges: dict[tuple[str, tuple[tuple[str, str], ...]], float] = field(default_factory=dict)
     loop_latency_s: Histogram = field(default_factory=Histogram)
+    loop_cpu_s: Histogram = field(default_factory=Histogram)
+    """CPU time of the control cycle beside its wall time (the cycle does not yield: the loop thread's CPU
+    time over it, plus the policy worker's): on a loaded machine the wall time also counts the time the
+    cycle waited for a core"""
     help: dict[str, str] = field(
         default_factory=lambda: {
             "messages_total": "OCPP messages received, by action and outcome",
@@ -68,6 +72,7 @@ class Metrics:
             "site_import_kw": "measured net site import, kW",
             "import_limit_kw": "site import limit, kW",
             "loop_latency_seconds": "control loop latency, read to profiles queued",
+            "loop_cpu_seconds": "control loop CPU time (loop thread and policy worker thread)",
             "forecast_refreshes_total": "forecast refreshes, by outcome (model or why it fell back)",
             "forecast_fallbacks_total": "forecast refreshes that fell back to persistence, by reason",
             "forecast_cycles_total": "control cycles by where the forecast window came from",
@@ -102,13 +107,13 @@ class Metrics:
         for (name, labels), value in sorted(self.gauges.items()):
             header(name, "gauge")
             lines.append(f"{self.prefix}{name}{_labels(labels)} {value:g}")
-        h = self.loop_latency_s
-        header("loop_latency_seconds", "histogram")
-        cum = 0
-        for bound, c in zip(h.buckets, h.counts, strict=False):
-            cum += c
-            lines.append(f'{self.prefix}loop_latency_seconds_bucket{{le="{bound:g}"}} {cum}')
-        lines.append(f'{self.prefix}loop_latency_seconds_bucket{{le="+Inf"}} {h.n}')
-        lines.append(f"{self.prefix}loop_latency_seconds_sum {h.total:g}")
-        lines.append(f"{self.prefix}loop_latency_seconds_count {h.n}")
+        for name, h in (("loop_latency_seconds", self.loop_latency_s), ("loop_cpu_seconds", self.loop_cpu_s)):
+            header(name, "histogram")
+            cum = 0
+            for bound, c in zip(h.buckets, h.counts, strict=False):
+                cum += c
+                lines.append(f'{self.prefix}{name}_bucket{{le="{bound:g}"}} {cum}')
+            lines.append(f'{self.prefix}{name}_bucket{{le="+Inf"}} {h.n}')
+            lines.append(f"{self.prefix}{name}_sum {h.total:g}")
+            lines.append(f"{self.prefix}{name}_count {h.n}")
         return "\n".join(lines) + "\n"

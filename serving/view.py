@@ -107,7 +107,7 @@ def site_state(
                 "meter_fault": c.meter_fault,
             }
         )
-    h = metrics.loop_latency_s
+    h, cpu = metrics.loop_latency_s, metrics.loop_cpu_s
     return {
         "site": {
             "name": site.config.name,
@@ -130,6 +130,7 @@ def site_state(
             "fallback_reason": None if last is None else last.outcome.fallback_reason,
             "latency_ms": None if last is None else last.latency_ms,
             "p99_latency_ms": None if h.n == 0 else h.quantile(0.99) * 1000.0,
+            "p99_cpu_ms": None if cpu.n == 0 else cpu.quantile(0.99) * 1000.0,
             "fallbacks": metrics.count("fallbacks_total"),
             "violations": metrics.count("violations_total", cause="controllable"),
             "violations_base_load_rise": metrics.count("violations_total", cause="base_load_rise"),

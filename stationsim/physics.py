@@ -21,6 +21,8 @@ SoC if lower; without a known battery, only what it received in this session). N
 
 from __future__ import annotations
 
+import bisect
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -107,6 +109,11 @@ class Schedule:
     tx_id: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        starts = [p.start_s for p in self.periods]
+        self._starts = starts if starts == sorted(starts) else None
+        """the periods' starts where in order (OCPP's): the period now is then a bisection"""
+
     def at(self, now: datetime) -> Period | None:
         """The period in force at ``now``; None before the start or after the end."""
         if self.start is None:
@@ -114,6 +121,8 @@ class Schedule:
         t = (now - self.start).total_seconds()
         if t < -1.0 or (self.duration_s is not None and t >= self.duration_s):
             return None
+        if self._starts is not None:
+            return self.periods[max(bisect.bisect_right(self._starts, t) - 1, 0)]
         current = self.periods[0]
         for p in self.periods:
             if p.start_s <= t:
@@ -176,6 +185,8 @@ class PhysicalSite:
         ignore_profiles: frozenset[str],
     ) -> None:
         self.site = site
+        self._efficiency: list[float] = site.efficiency.tolist()
+        self._max_discharge_kw: list[float] = site.max_discharge_kw.tolist()
         self.stations = stations
         self.connectors = {(c.station, c.connector_id): c for conns in stations.values() for c in conns}
         self.ignore_profiles = ignore_profiles
@@ -226,9 +237,13 @@ class PhysicalSite:
         return float(self._base[k]), float(self._pv[k])
 
     def to_kw(self, station: str, connector_id: int, unit: str, limit: float) -> float:
+        return limit * self._kw_per_unit(station, connector_id, unit)
+
+    def _kw_per_unit(self, station: str, connector_id: int, unit: str) -> float:
+        """kW per unit of a limit in ``unit`` on the station's connector (its first for connector 0)."""
         conns = self.stations[station]
         c = next((x for x in conns if x.connector_id == connector_id), conns[0])
-        return profile_to_kw_one(self.site, c.charger, limit, "A" if unit == "A" else "W")
+        return profile_to_kw_one(self.site, c.charger, 1.0, "A" if unit == "A" else "W")
 
     def install_profile(self, station: str, connector_id: int, profile: dict[str, Any], version: str) -> bool:
         prof = self.profiles[station]
@@ -237,7 +252,7 @@ class PhysicalSite:
         schedule = profile["charging_schedule"]
         if version != "1.6":
             schedule = schedule[0]
-        unit = schedule["charging_rate_unit"]
+        per = self._kw_per_unit(station, connector_id, schedule["charging_rate_unit"])
         periods = []
         for p in schedule["charging_schedule_period"]:
             lim = p.get("limit")
@@ -245,13 +260,11 @@ class PhysicalSite:
             periods.append(
                 Period(
                     start_s=float(p["start_period"]),
-                    limit_kw=np.inf if lim is None else self.to_kw(station, connector_id, unit, float(lim)),
-                    discharge_kw=self.to_kw(
-                        station, connector_id, unit, float(p.get("discharge_limit") or 0.0)
-                    ),
+                    limit_kw=np.inf if lim is None else float(lim) * per,
+                    discharge_kw=float(p.get("discharge_limit") or 0.0) * per,
                     setpoint_kw=None
                     if setpoint is None or p.get("operation_mode") != "CentralSetpoint"
-                    else self.to_kw(station, connector_id, unit, float(setpoint)),
+                    else float(setpoint) * per,
                 )
             )
         if not periods:
@@ -311,16 +324,17 @@ class PhysicalSite:
         site = self.site
         power = np.zeros(site.n)
         charging: dict[str, list[SimConnector]] = {}
+        now_ns = now.value  # UTC ns: compared as ints, a thousand connectors every tick
         for sid, conns in self.stations.items():
             for c in conns:
-                if c.session is None and c.sessions and now >= c.sessions[0]["arrival"]:
+                if c.session is None and c.sessions and now_ns >= c.sessions[0]["arrival"].value:
                     c.session = c.sessions.pop(0)
                     c.delivered_kwh = 0.0
                     emit(sid, "arrive", c)
                 s = c.session
                 if s is None:
                     continue
-                if now >= s["departure"]:
+                if now_ns >= s["departure"].value:
                     if c.tx_id is not None:
                         emit(sid, "depart", c)
                     c.session = None
@@ -331,21 +345,22 @@ class PhysicalSite:
                     key = (sid, c.connector_id, c.tx_id or "")
                     self.protection.track(key, partial(self.protected, sid, c), time.monotonic())
         all_charging = [c for conns in charging.values() for c in conns]
-        ev_lo, can_take_kw = self.ev_box_kw(all_charging, dt_h)
+        lo_kw, hi_kw = self.ev_box_kw(all_charging, dt_h)
+        ev_lo, can_take_kw = lo_kw.tolist(), hi_kw.tolist()
         wall_now = datetime.now(UTC)
         for sid, conns in charging.items():
-            allowed = self.allowed_kw(sid)
+            prof = self.profiles[sid]
             ignore = sid in self.ignore_profiles
             draws: list[tuple[SimConnector, float]] = []
             for c in conns:
-                p = float(can_take_kw[c.charger])
-                if not ignore:
-                    p = min(p, allowed[c.connector_id])
-                    period = self.period_now(sid, c, wall_now) if c.v2x else None
-                    if period is not None:
-                        p = self._v2x_draw(period, p, float(ev_lo[c.charger]))
+                p = can_take_kw[c.charger]
+                if not ignore:  # the TxProfile's period now, else the TxDefault (as allowed_kw)
+                    period = self.period_now(sid, c, wall_now)
+                    tx_default = prof.tx_default_kw.get(c.connector_id, np.inf)
+                    p = min(p, period.limit_kw if period is not None else tx_default)
+                    if period is not None and c.v2x:
+                        p = self._v2x_draw(period, p, ev_lo[c.charger])
                 draws.append((c, p if c.v2x else max(p, 0.0)))
-            prof = self.profiles[sid]
             total = sum(max(p, 0.0) for _, p in draws)
             scale = 1.0
             if not ignore and prof.max_kw is not None and total > prof.max_kw:
@@ -354,7 +369,7 @@ class PhysicalSite:
                 c.power_kw = p * scale if p > 0 else p
                 s = c.session
                 assert s is not None
-                eff = float(site.efficiency[c.charger])
+                eff = self._efficiency[c.charger]
                 if c.power_kw >= 0:
                     c.delivered_kwh += c.power_kw * dt_h * eff
                     c.register_wh += c.power_kw * dt_h * 1000.0
@@ -413,7 +428,7 @@ class PhysicalSite:
         if s is None or not c.v2x:
             return 0.0
         battery, soc0 = float(s["battery_kwh"]), float(s["arrival_soc"])
-        if not (np.isfinite(battery) and np.isfinite(soc0)):
+        if not (math.isfinite(battery) and math.isfinite(soc0)):
             return max(c.delivered_kwh, 0.0)
         floor = min(self.v2g_min_soc, soc0)
         return max(battery * (soc0 - floor) + c.delivered_kwh, 0.0)
@@ -436,12 +451,14 @@ class PhysicalSite:
         for c in conns:
             s = c.session
             assert s is not None
-            present[c.charger] = True
-            ev_max[c.charger] = float(s["max_power_kw"]) if np.isfinite(s["max_power_kw"]) else np.inf
-            need[c.charger] = max(float(s["energy_kwh"]) - c.delivered_kwh, 0.0)
+            i = c.charger
+            present[i] = True
+            top = float(s["max_power_kw"])
+            ev_max[i] = top if math.isfinite(top) else np.inf
+            need[i] = max(float(s["energy_kwh"]) - c.delivered_kwh, 0.0)
             if c.v2x:
-                dis_max[c.charger] = min(float(self.site.max_discharge_kw[c.charger]), ev_max[c.charger])
-                dischargeable[c.charger] = self.dischargeable_kwh(c)
+                dis_max[i] = min(self._max_discharge_kw[i], ev_max[i])
+                dischargeable[i] = self.dischargeable_kwh(c)
         room = need if dt_h > 0 else np.where(present, np.inf, 0.0)
         state = SiteState(
             ev_present=present,

@@ -61,6 +61,8 @@ class SimReport:
     battery_discharged_kwh: float | None = None
     battery_soc_end: float | None = None
     """its state of charge at the end, 0..1"""
+    cpu_s: float = 0.0
+    """CPU time of the simulator's process, s (it shares the machine with the central system)"""
 
     def to_json(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items()}
@@ -101,6 +103,7 @@ def build_report(sim: SiteSimulator, connected: int) -> SimReport:
         battery_charged_kwh=None if sim.battery is None else round(sim.battery.energy_in_kwh, 4),
         battery_discharged_kwh=None if sim.battery is None else round(sim.battery.energy_out_kwh, 4),
         battery_soc_end=None if sim.battery is None else round(sim.battery.soc_frac, 4),
+        cpu_s=round(time.process_time(), 2),
     )
 
 

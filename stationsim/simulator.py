@@ -104,6 +104,10 @@ class SimOptions:
     seed: int = 0
     trace_csv: str | None = None
     """write every tick of the physical site here as CSV at the end (:class:`stationsim.physics.TraceRow`)"""
+    check_schemas: bool = True
+    """the stations check every request of the central system against the OCPP schemas (a 30-period
+    TxProfile: about 2 ms of CPU each); off, a thousand simulated stations sharing a machine with the
+    central system leave it that CPU (the central system's profiles are schema-checked in its tests)"""
 
 
 @dataclass(frozen=True)
@@ -294,7 +298,7 @@ class SiteSimulator:
                 cp = _SimCP201(sid, ws, response_timeout=self.opt.response_timeout_s)
             else:
                 cp = _SimCP21(sid, ws, response_timeout=self.opt.response_timeout_s)
-            cp.sim, cp.station = self, sid
+            cp.attach(self, sid)
             reader = asyncio.create_task(cp.start())
             self.cps[sid] = cp
             try:

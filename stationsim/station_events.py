@@ -34,9 +34,12 @@ async def handle_event(sim: SiteSimulator, cp: SimCP, kind: str, c: SimConnector
             tx = msg.tx_id201(c)
             v21 = v == "2.1"
             c.v2x = v21 and bool(s.get("v2g", False)) and bool(sim.site.bidirectional[c.charger])
-            res = await sim._call(cp, msg.started201(c, tx, export=v21))
-            if res is not None and c.session is s:
-                c.tx_id = tx
+            # a 2.0.1 station names its transaction itself: it is the station's from here, so a profile
+            # for it that comes before the answer is read, or after the answer was too late, is taken
+            # (else the central system, which knows it, had every profile for it refused)
+            c.tx_id = tx
+            await sim._call(cp, msg.started201(c, tx, export=v21))
+            if c.session is s and c.tx_id == tx:
                 departure = sim.wall_of(s["departure"])
                 if v21:
                     dis = sim.physics.dischargeable_kwh(c)

@@ -56,6 +56,14 @@ class _Conforming:
                         self.sim.first_boot_accepted_utc = datetime.now(UTC).isoformat()
         await super().route_message(raw_msg)  # type: ignore[misc]
 
+    def attach(self, sim: SiteSimulator, station: str) -> None:
+        """This connection is ``station``'s of ``sim``; without ``sim.opt.check_schemas`` the requests it
+        receives are not checked against the schemas."""
+        self.sim, self.station = sim, station
+        if not sim.opt.check_schemas:
+            for handlers in self.route_map.values():  # type: ignore[attr-defined]
+                handlers["_skip_schema_validation"] = True
+
     def check_registered(self) -> None:
         if not self.registered:
             self.sim.refused_unregistered += 1

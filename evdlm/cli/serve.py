@@ -438,6 +438,9 @@ def register(app: typer.Typer) -> None:
         trace_csv: Annotated[
             str | None, typer.Option(help="write the physical site's every tick here (CSV) at the end")
         ] = None,
+        schema_check: Annotated[
+            bool, typer.Option(help="stations check the central system's requests against the OCPP schemas")
+        ] = True,
     ) -> None:
         """Replay a scenario with simulated OCPP stations against a running central system; with
         --battery-port, the site battery is served over Modbus TCP too (docs/serving.md, the site battery)."""
@@ -504,6 +507,7 @@ def register(app: typer.Typer) -> None:
             late_meter_share=late_meter_share,
             seed=seed,
             trace_csv=trace_csv,
+            check_schemas=schema_check,
         )
         sim = SiteSimulator(sc, csms, opts, mapping)
         if not json_out:
