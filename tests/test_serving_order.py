@@ -153,7 +153,11 @@ def test_a_station_about_to_step_into_its_next_period_counts_as_either() -> None
     assert all(np.isnan(o[3]) or o[3] <= 8.0 + 1e-6 for o in out)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# the assume keeps only pairs of settings that are both within the limits: with a high reserve most drawn
+# pairs are not, which is the point (the stages between two safe ends), not a badly built strategy
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much]
+)
 @given(data=st.data(), reserve_frac=st.floats(-0.5, 0.8))
 def test_every_stage_stays_within_the_kw_limits_when_both_ends_do(
     data: st.DataObject, reserve_frac: float
