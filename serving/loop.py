@@ -256,7 +256,7 @@ class SiteLoop:
         ``arrival_reserve_s`` and since the cycle before (the cycle after sees the transactions)."""
         return min(self.cfg.arrival_reserve_s, self.cfg.control_interval_s)
 
-    def _update_correction(self, fixed: FixedLoad, started_kw: float = 0.0) -> None:
+    def _update_correction(self, fixed: FixedLoad, started_kw: float) -> None:
         """Closed loop on the site meter: load the last plan did not foresee is reserved next cycle.
 
         ``correction += measured import - planned import`` (never below 0): a load that appeared, or a

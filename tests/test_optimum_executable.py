@@ -9,6 +9,7 @@ import pytest
 
 from agents.optimum import PerfectForesightOptimum, build_scenario_lp
 from agents.registry import NON_LEARNED
+from envs.config import SiteConfig
 from envs.generate import generate_scenario
 from envs.scenario import Scenario, make_scenario
 from tests.test_optimum_exact import real_slice
@@ -73,20 +74,9 @@ def tail_scenario() -> Scenario:
     points, 0.0676 kWh). At most 114 points (0.5928 kWh) fit its room: 101 + 13, or 88 + 26."""
     import pandas as pd
 
-    from envs.config import site_from_dict
     from envs.scenario import make_scenario
 
-    charger = {"phases": 1, "phase": "L1", "voltage_v": 208, "max_current_a": 32, "max_power_kw": 6.6}
-    site = site_from_dict(
-        {
-            "name": "tail",
-            "timezone": "UTC",
-            "grid": {"import_limit_kw": 20.0},
-            "nodes": [{"id": "root", "max_power_kw": 20.0}],
-            "chargers": [{"id": "a", "node": "root", "min_current_a": 6, "efficiency": 1.0, **charger}],
-            "tariff": {"billing_period": "episode", "missing_energy_penalty_per_kwh": 20.0},
-        }
-    )
+    site = _one_charger_site("tail")
     t0 = pd.Timestamp("2025-06-02T00:00:00Z")
     ts = pd.DataFrame(
         {
@@ -135,20 +125,9 @@ def gap_scenario() -> Scenario:
     an EV 0.06 kWh short that the rule-based DLM served)."""
     import pandas as pd
 
-    from envs.config import site_from_dict
     from envs.scenario import make_scenario
 
-    charger = {"phases": 1, "phase": "L1", "voltage_v": 208, "max_current_a": 32, "max_power_kw": 6.6}
-    site = site_from_dict(
-        {
-            "name": "gap",
-            "timezone": "UTC",
-            "grid": {"import_limit_kw": 20.0},
-            "nodes": [{"id": "root", "max_power_kw": 20.0}],
-            "chargers": [{"id": "a", "node": "root", "min_current_a": 6, "efficiency": 1.0, **charger}],
-            "tariff": {"billing_period": "episode", "missing_energy_penalty_per_kwh": 20.0},
-        }
-    )
+    site = _one_charger_site("gap")
     t0 = pd.Timestamp("2025-06-02T00:00:00Z")
     ts = pd.DataFrame(
         {
@@ -194,3 +173,21 @@ def test_every_repair_serves_an_ev_it_switched_off_mid_stay() -> None:
         other = run_episode(policy, sc, options=OPTS).row
         assert other.energy_delivered_kwh <= row.energy_delivered_kwh + 1e-9, policy
         assert other.cost_total >= row.cost_total - 1e-9, policy
+
+
+def _one_charger_site(name: str) -> SiteConfig:
+    """One 6.6 kW single-phase charger (208 V, 6 A minimum, no losses) on a 20 kW connection, billed per
+    episode with a 20 EUR/kWh penalty for missing energy: the real weeks' charger, alone."""
+    from envs.config import site_from_dict
+
+    charger = {"phases": 1, "phase": "L1", "voltage_v": 208, "max_current_a": 32, "max_power_kw": 6.6}
+    return site_from_dict(
+        {
+            "name": name,
+            "timezone": "UTC",
+            "grid": {"import_limit_kw": 20.0},
+            "nodes": [{"id": "root", "max_power_kw": 20.0}],
+            "chargers": [{"id": "a", "node": "root", "min_current_a": 6, "efficiency": 1.0, **charger}],
+            "tariff": {"billing_period": "episode", "missing_energy_penalty_per_kwh": 20.0},
+        }
+    )
