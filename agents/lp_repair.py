@@ -26,7 +26,6 @@ def solve_min_current(
     settle: bool = False,
     up_share: float = 0.5,
     on: BoolArray | None = None,
-    keep_peak: BoolArray | None = None,
 ) -> LPSolution:
     """Solve ``lp``, then re-solve with the charging columns that came out between 0 and the charger's minimum
     forced to 0, up to ``passes`` times (a fix-and-resolve heuristic for the minimum-current rule the LP
@@ -35,9 +34,6 @@ def solve_min_current(
     the minimum on at it, where the slot's room takes it), so that no column is left below its minimum.
     ``up_share``: a column goes on at the minimum from this share of it (else off).
     ``on``: columns on at the minimum from the start (MPC: an EV that cannot get its need after this step).
-    ``keep_peak``: in the settle, these columns go on at the minimum only where their step's import stays
-    under the solution's peak (the largest planned first), else off (MPC: the steps after the first; see
-    :func:`_under_peak`), unless their slot then misses more than before the settle.
     Returns the last solution; its ``solve_s`` is the total."""
     forced = np.zeros(lp.sizes["x"], dtype=bool) if on is None else np.asarray(on, dtype=bool).copy()
     must_on = forced.copy()
@@ -81,10 +77,7 @@ def solve_min_current(
         if small.any():
             # the columns at or above the minimum stay on (else the re-solve moves some below it again)
             big = lp.last_x >= min_x - 1e-6
-            cand = small
-            if keep_peak is not None:
-                cand = small & (~keep_peak | _under_peak(lp, sol, small & keep_peak, min_x))
-            fits = _within_room(lp, cand, on | big, min_x * eff_dt, room)
+            fits = _within_room(lp, small, on | big, min_x * eff_dt, room)
             kept, kept_x, kept_v = sol, lp.last_x, lp.last_v
             try:
                 sol = lp.solve(
@@ -98,26 +91,6 @@ def solve_min_current(
                 lp.last_x, lp.last_v = kept_x, kept_v
                 return replace(kept, solve_s=total)
             total += sol.solve_s
-            if keep_peak is not None:
-                # a slot that misses more with its columns off at the peak steps needs them: on at the minimum
-                # (a night at the peak: the van's energy has nowhere else to go; the peak must rise)
-                grown = sol.missing_kwh > kept.missing_kwh + 1e-3
-                more = small & ~cand & grown[lp.x_slot]
-                if more.any():
-                    fits |= _within_room(lp, more, on | big | fits, min_x * eff_dt, room)
-                    settled, settled_x, settled_v = sol, lp.last_x, lp.last_v
-                    try:
-                        sol = lp.solve(
-                            data,
-                            warm=True,
-                            time_limit_s=time_limit_s,
-                            x_off=~(on | big | fits),
-                            x_on=on | big | fits,
-                        )
-                    except LPError:
-                        lp.last_x, lp.last_v = settled_x, settled_v
-                        return replace(settled, solve_s=total)
-                    total += sol.solve_s
     return replace(sol, solve_s=total)
 
 
@@ -139,25 +112,4 @@ def _within_room(
     within = cum - before + used[slot] <= room[slot] + 1e-9
     out = np.zeros_like(cand)
     out[order[within]] = True
-    return out
-
-
-def _under_peak(lp: SiteLP, sol: LPSolution, cand: BoolArray, min_x: FloatArray) -> BoolArray:
-    """The candidate columns that can go up to their minimum with their step's import staying at or under
-    the solution's peak (the largest planned first in each step). Raised at steps where the site is at the
-    peak, they would raise it for the whole plan, and a plan whose peak is raised uses it at the first step
-    too: re-planned every step, the executed peak ratchets up (generated workplace week: +1.7 % over the
-    optimum, 171 kW against 164)."""
-    peak = float(sol.peak_kw.max()) if lp.has_peak and len(sol.peak_kw) else lp.site.import_limit_kw
-    slack = np.maximum(peak - sol.site_import_kw, 0.0) + 1e-6
-    idx = np.flatnonzero(cand)
-    if not len(idx):
-        return cand.copy()
-    order = idx[np.lexsort((-lp.last_x[idx], lp.x_step[idx]))]  # by step, largest first
-    step = lp.x_step[order]
-    cum = np.cumsum(min_x[order] - lp.last_x[order])
-    first = np.searchsorted(step, step, side="left")
-    before = np.concatenate([[0.0], cum])[first]
-    out = np.zeros_like(cand)
-    out[order[cum - before <= slack[step]]] = True
     return out

@@ -280,14 +280,7 @@ class ModelPredictiveControl:
         passes = 1 if self.plan_min_current else 2
         try:
             sol = solve_min_current(
-                lp,
-                data,
-                passes=passes,
-                warm=True,
-                columns=repair,
-                on=on,
-                settle=self.plan_min_current,
-                keep_peak=~first if self.plan_min_current else None,
+                lp, data, passes=passes, warm=True, columns=repair, on=on, settle=self.plan_min_current
             )
         except LPError:
             sol = solve_min_current(lp, data, passes=passes, warm=False, columns=repair)

@@ -4,17 +4,12 @@ small depot, where the night runs at the peak, no van leaves short that the opti
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 import pandas as pd
 import pytest
 
-from agents.lp_repair import solve_min_current
 from agents.mpc import ModelPredictiveControl
-from agents.optimum import build_scenario_lp
 from envs.config import site_from_dict
-from envs.core import SiteArrays
 from envs.generate import generate_scenario
 from envs.scenario import Scenario, make_scenario
 from training.evaluate import EnvOptions, run_episode
@@ -129,73 +124,3 @@ def test_minima_that_do_not_fit_together_go_off_instead_of_failing_the_plan() ->
     assert row.violations == 0
     assert row.evs_short == 0 and row.energy_delivered_pct == pytest.approx(100.0)
     assert row.cost_total >= best.cost_total * (1 - 1e-3)
-
-
-def peak_scenario() -> Scenario:
-    """One 11 kW three-phase charger (minimum 4.14 kW, efficiency 1), a demand charge, flat prices, a base
-    load with a bump at the second step, and one EV present four steps asking 5 kWh (80 kWh room)."""
-    site = site_from_dict(
-        {
-            "name": "peak",
-            "timezone": "UTC",
-            "grid": {"import_limit_kw": 50.0},
-            "nodes": [{"id": "root", "max_power_kw": 50.0}],
-            "chargers": [
-                {"id": "a", "node": "root", "max_power_kw": 11.0, "efficiency": 1.0, "min_current_a": 6.0}
-            ],
-            "tariff": {
-                "demand_charge_per_kw": 10.0,
-                "billing_period": "episode",
-                "missing_energy_penalty_per_kwh": 50.0,
-            },
-        }
-    )
-    t0 = pd.Timestamp("2025-06-02T00:00:00Z")
-    ts = pd.DataFrame(
-        {
-            "timestamp": pd.date_range(t0, periods=6, freq="15min"),
-            "base_load_kw": [4.0, 10.0, 4.0, 4.0, 4.0, 4.0],
-            "pv_kw": 0.0,
-            "import_price_per_kwh": 0.2,
-            "export_price_per_kwh": 0.0,
-        }
-    )
-    sessions = pd.DataFrame(
-        {
-            "session_id": ["A"],
-            "charger_id": ["a"],
-            "arrival": [t0],
-            "departure": [t0 + pd.Timedelta(hours=1)],
-            "energy_kwh": [5.0],
-            "battery_kwh": [100.0],
-            "arrival_soc": [0.2],
-        }
-    )
-    return make_scenario(site, sessions, ts, name="peak")
-
-
-def test_the_repair_of_the_plan_after_its_first_step_does_not_raise_its_peak() -> None:
-    # the relaxed plan flattens the import at 10.5 kW: the EV at 6.5, 0.5, 6.5, 6.5 kW, the second below
-    # the 4.14 kW minimum. Settled with that column on at the minimum, the plan's peak rises to 14.14 kW;
-    # re-planned each step, the MPC then used the raised peak at once and the executed peak ratcheted up
-    # (generated workplace week: 171 kW against the optimum's 164). With ``keep_peak`` the column goes off
-    # (its step is at the peak) and its energy moves to the other steps: 4 + 20 / 3 kW.
-    sc = peak_scenario()
-    site = SiteArrays.from_config(sc.site)
-    lp, data, _ = build_scenario_lp(site, sc)
-    relaxed = lp.solve(data)
-    assert float(relaxed.peak_kw[0]) == pytest.approx(10.5, abs=1e-6)
-    raised = solve_min_current(lp, data, passes=0, settle=True)
-    assert float(raised.peak_kw[0]) == pytest.approx(10.0 + site.min_kw[0], abs=1e-4)
-    every = np.ones(lp.sizes["x"], dtype=bool)
-    kept = solve_min_current(lp, data, passes=0, settle=True, keep_peak=every)
-    assert float(kept.peak_kw[0]) == pytest.approx(4.0 + 20.0 / 3.0, abs=1e-4)
-    assert float(kept.missing_kwh.sum()) == pytest.approx(0.0, abs=1e-6)
-    # whatever is on is at least at the minimum: the plan keeps the rule
-    on = lp.last_x > 1e-6
-    assert (lp.last_x[on] >= lp.min_x_kw(data)[on] - 1e-6).all()
-    # where the energy has nowhere else to go, the column goes on and the peak rises after all
-    tight = replace(data, max_charge_kw=np.array([6.6]))
-    lp.solve(tight)
-    served = solve_min_current(lp, tight, passes=0, settle=True, keep_peak=every)
-    assert float(served.missing_kwh.sum()) < 1e-6
