@@ -273,7 +273,8 @@ class ProfileDemand:
 
 def free_of_tree(lp: SiteLP, slots: IntArray) -> None:
     """Take the charging columns of ``slots`` out of ``lp``'s limit-tree rows (in place, before its first
-    solve): they then count only in the site's balance, import limit and peak."""
+    solve): they then count only in the site's balance, import limit and peak, and in the rows of the nodes
+    every charger sits under (a site's transformer: whichever charger an EV takes, it draws through it)."""
     xs = np.flatnonzero(np.isin(lp.x_slot, slots))
     if not len(xs) or not lp.n_limit_rows:
         return
@@ -282,5 +283,7 @@ def free_of_tree(lp: SiteLP, slots: IntArray) -> None:
     ghost_col = np.zeros(m.shape[1], dtype=bool)
     ghost_col[lp.col["x"] + xs] = True
     in_tree = (m.indices >= lp.r_limits) & (m.indices < lp.r_limits + lp.n_limit_rows)
+    common = lp.site.membership.all(axis=0)[lp.limit_row_node]  # per limit row: its node holds every charger
+    in_tree[in_tree] = ~common[m.indices[in_tree] - lp.r_limits]
     m.data[ghost_col[col_of] & in_tree] = 0.0
     m.eliminate_zeros()
