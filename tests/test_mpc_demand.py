@@ -1,5 +1,6 @@
 """The MPC's future demand (agents/mpc_demand.py): ghosts keep what they aggregate, sit outside the limit
-tree, and let the MPC set the peak for an EV that has not arrived yet."""
+tree but for the nodes every charger is under, and let the MPC set the peak for an EV that has not arrived
+yet."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agents.lp import SiteLP
+from agents.lp import LPData, SiteLP
 from agents.mpc import ModelPredictiveControl
 from agents.mpc_demand import PerfectDemand, ProfileDemand, free_of_tree, group
 from agents.optimum import PerfectForesightOptimum
@@ -136,8 +137,8 @@ def test_a_profile_forecasts_an_average_day_of_its_history() -> None:
     assert g.max_kw.sum() == pytest.approx(rate * (prof.workday & later).sum() / prof.days[0])
 
 
-def test_ghost_columns_leave_the_limit_rows_and_nothing_else() -> None:
-    sc = generate_scenario("depot", chargers=6, days=1, seed=1)
+def test_ghost_columns_leave_the_rows_of_the_nodes_some_chargers_are_not_under_and_nothing_else() -> None:
+    sc = generate_scenario("depot", chargers=20, days=1, seed=1)
     site = SiteArrays.from_config(sc.site)
     n, G, T = site.n, 3, 8
     lp = SiteLP(
@@ -153,14 +154,66 @@ def test_ghost_columns_leave_the_limit_rows_and_nothing_else() -> None:
     free_of_tree(lp, np.arange(n, n + G))
     after = lp.matrix
     ghost_cols = lp.col["x"] + np.flatnonzero(lp.x_slot >= n)
-    tree = slice(lp.r_limits, lp.r_limits + lp.n_limit_rows)
-    assert lp.n_limit_rows > 0
-    assert after[tree][:, ghost_cols].nnz == 0
-    assert before[tree][:, ghost_cols].nnz > 0
+    # the rows of the nodes every charger sits under (the transformer) keep the ghosts; the others lose them
+    common = site.membership.all(axis=0)[lp.limit_row_node]
+    rows = lp.r_limits + np.arange(lp.n_limit_rows)
+    assert common.any() and (~common).any()
+    assert after[rows[~common]][:, ghost_cols].nnz == 0
+    assert before[rows[~common]][:, ghost_cols].nnz > 0
+    kept = after[rows[common]][:, ghost_cols]
+    assert kept.nnz > 0 and (kept != before[rows[common]][:, ghost_cols]).nnz == 0
     others = np.setdiff1d(np.arange(lp.n_cols), ghost_cols)
     assert (after[:, others] != before[:, others]).nnz == 0
     rest = np.r_[0 : lp.r_limits, lp.r_limits + lp.n_limit_rows : lp.n_rows]
     assert (after[rest] != before[rest]).nnz == 0
+
+
+def test_ghosts_are_held_to_the_transformer_every_charger_sits_under() -> None:
+    # one ghost asking more than the transformer passes in the window: it gets the transformer's limit in
+    # each step, not the import limit above it
+    site = site_from_dict(
+        {
+            "name": "tree",
+            "timezone": "UTC",
+            "grid": {"import_limit_kw": 100.0},
+            "nodes": [
+                {"id": "transformer", "max_power_kw": 30.0},
+                {"id": "left", "parent": "transformer", "max_power_kw": 20.0},
+                {"id": "right", "parent": "transformer", "max_power_kw": 20.0},
+            ],
+            "chargers": [
+                {"id": "a", "node": "left", "max_power_kw": 22.0, "efficiency": 1.0, "min_current_a": 0.0},
+                {"id": "b", "node": "right", "max_power_kw": 22.0, "efficiency": 1.0, "min_current_a": 0.0},
+            ],
+            "tariff": {"demand_charge_per_kw": 0.0, "billing_period": "episode"},
+        }
+    )
+    arrays = SiteArrays.from_config(site)
+    n, T = 2, 4
+    lp = SiteLP(
+        arrays,
+        site.tariff,
+        T,
+        1.0,
+        slot_charger=np.array([0, 1, 0]),
+        slot_start=np.zeros(3, dtype=np.int64),
+        slot_stop=np.full(3, T, dtype=np.int64),
+    )
+    free_of_tree(lp, np.array([n]))
+    data = LPData(
+        base_load_kw=np.zeros(T),
+        pv_kw=np.zeros(T),
+        import_price_per_kwh=np.full(T, 0.2),
+        export_price_per_kwh=np.zeros(T),
+        need_kwh=np.array([0.0, 0.0, 200.0]),
+        max_charge_kw=np.array([22.0, 22.0, 80.0]),
+        active_stop=np.array([0, 0, T]),
+    )
+    sol = lp.solve(data)
+    assert float(sol.missing_kwh[n]) == pytest.approx(200.0 - 4 * 30.0, abs=1e-6)
+    x = lp.last_x[lp.x_slot == n]
+    # on the one charger it is drawn against it would get 20 kW (its group), out of the tree 80: 30 here
+    np.testing.assert_allclose(x, 30.0, atol=1e-6)
 
 
 def test_the_real_benchmark_swaps_only_the_mpc_and_only_in_declared_mode(tmp_path: Path) -> None:
