@@ -21,8 +21,9 @@ the EVs to come (at 0.016 it outweighed the night's price spread over a long sta
 week +6.1 % over the optimum, +1.4 % at 0.004; the real weeks 0.1-1.9 points better too).
 
 The LP's structure is fixed (one slot per charger over the whole horizon, zero bounds where no EV is
-plugged in, then ``max_ghosts`` ghost slots outside the limit tree), so it is built once and every later
-step only changes bounds and costs: HiGHS re-solves the same model warm from the previous basis.
+plugged in, then ``max_ghosts`` ghost slots outside the limit tree but for its common nodes), so it is
+built once and every later step only changes bounds and costs: HiGHS re-solves the same model warm from
+the previous basis.
 
 Horizon effects: an EV (or ghost) leaving after the horizon must get within the horizon what it could not
 get at full power after it (``hedge`` times its rate); the demand charge is divided by the square root of
