@@ -286,7 +286,8 @@ def free_of_tree(lp: SiteLP, slots: IntArray) -> None:
     ghost_col = np.zeros(m.shape[1], dtype=bool)
     ghost_col[lp.col["x"] + xs] = True
     in_tree = (m.indices >= lp.r_limits) & (m.indices < lp.r_limits + lp.n_limit_rows)
-    common = lp.site.membership.all(axis=0)[lp.limit_row_node]  # per limit row: its node holds every charger
+    # per limit row: its node holds every charger
+    common = np.asarray(lp.site.membership.all(axis=0))[lp.limit_row_node]
     in_tree[in_tree] = ~common[m.indices[in_tree] - lp.r_limits]
     m.data[ghost_col[col_of] & in_tree] = 0.0
     m.eliminate_zeros()

@@ -155,7 +155,7 @@ def test_ghost_columns_leave_the_rows_of_the_nodes_some_chargers_are_not_under_a
     after = lp.matrix
     ghost_cols = lp.col["x"] + np.flatnonzero(lp.x_slot >= n)
     # the rows of the nodes every charger sits under (the transformer) keep the ghosts; the others lose them
-    common = site.membership.all(axis=0)[lp.limit_row_node]
+    common = np.asarray(site.membership.all(axis=0))[lp.limit_row_node]
     rows = lp.r_limits + np.arange(lp.n_limit_rows)
     assert common.any() and (~common).any()
     assert after[rows[~common]][:, ghost_cols].nnz == 0
