@@ -271,7 +271,7 @@ class SiteLP:
         self.r_limits = row_pos
         bound = tree.limit
         self.limit_row_bound = np.zeros(0)
-        self.limit_row_node = np.zeros(0, dtype=np.int64)  # the tree node of each kept row
+        self.limit_row_node = np.zeros(0, dtype=np.int64)  # the node of each kept kW row (-1: a phase row)
         n_kept = 0
         if len(tree) and nx:
             coef = sp.csr_matrix(tree.weights)  # (n, L)
@@ -285,7 +285,7 @@ class SiteLP:
             n_kept = int(keep.sum())
             row_of_pair[keep] = row_pos + np.arange(n_kept)
             self.limit_row_bound = np.repeat(bound, T)[keep]
-            self.limit_row_node = np.repeat(tree.node, T)[keep]
+            self.limit_row_node = np.repeat(np.where(tree.phase < 0, tree.node, -1), T)[keep]
             r = row_of_pair[pair]
             ok = r >= 0
             add(r[ok], xcol[xk[ok]], vk[ok])

@@ -20,11 +20,11 @@ hour, never which session comes to which charger. Two sources (:class:`DemandFor
   history's days. A live site can fit it on its own log.
 
 Ghosts sit outside the limit tree (their members would spread over chargers and circuits the forecast does
-not know), but for the nodes every charger sits under (a transformer: whichever charger an EV takes, it
-draws through it; out of it too, the ghosts planned a workplace's morning past it, the arriving EVs then
-needed the hours the plan had left at the peak: +1.40 % over the optimum on a generated week, +0.49 % in
-it): they count in the site's import, its limit and its peak. Their columns are taken out of the
-limit rows of the :class:`~agents.lp.SiteLP` they are added to (:func:`free_of_tree`).
+not know), but for the kW limit of the nodes every charger sits under (a transformer: whichever charger an
+EV takes, it draws through it; out of it too, the ghosts planned a workplace's morning past it, and the
+arriving EVs then needed the hours the plan had left at the peak: +1.40 % over the optimum on a generated
+week, +0.49 % held to it): they count in the site's import, its limit and its peak. Their columns are
+taken out of the other limit rows of the :class:`~agents.lp.SiteLP` they are added to (:func:`free_of_tree`).
 """
 
 from __future__ import annotations
@@ -276,8 +276,9 @@ class ProfileDemand:
 
 def free_of_tree(lp: SiteLP, slots: IntArray) -> None:
     """Take the charging columns of ``slots`` out of ``lp``'s limit-tree rows (in place, before its first
-    solve): they then count only in the site's balance, import limit and peak, and in the rows of the nodes
-    every charger sits under (a site's transformer: whichever charger an EV takes, it draws through it)."""
+    solve): they then count only in the site's balance, import limit and peak, and in the kW rows of the
+    nodes every charger sits under (a site's transformer: whichever charger an EV takes, it draws through
+    it)."""
     xs = np.flatnonzero(np.isin(lp.x_slot, slots))
     if not len(xs) or not lp.n_limit_rows:
         return
@@ -286,8 +287,10 @@ def free_of_tree(lp: SiteLP, slots: IntArray) -> None:
     ghost_col = np.zeros(m.shape[1], dtype=bool)
     ghost_col[lp.col["x"] + xs] = True
     in_tree = (m.indices >= lp.r_limits) & (m.indices < lp.r_limits + lp.n_limit_rows)
-    # per limit row: its node holds every charger
-    common = np.asarray(lp.site.membership.all(axis=0))[lp.limit_row_node]
+    # per limit row: a kW row of a node that holds every charger (a ghost's phases are its members', spread
+    # over the phases, not those of the charger its slot is drawn against)
+    node = lp.limit_row_node
+    common = (node >= 0) & np.asarray(lp.site.membership.all(axis=0))[np.maximum(node, 0)]
     in_tree[in_tree] = ~common[m.indices[in_tree] - lp.r_limits]
     m.data[ghost_col[col_of] & in_tree] = 0.0
     m.eliminate_zeros()

@@ -154,8 +154,11 @@ def test_ghost_columns_leave_the_rows_of_the_nodes_some_chargers_are_not_under_a
     free_of_tree(lp, np.arange(n, n + G))
     after = lp.matrix
     ghost_cols = lp.col["x"] + np.flatnonzero(lp.x_slot >= n)
-    # the rows of the nodes every charger sits under (the transformer) keep the ghosts; the others lose them
-    common = np.asarray(site.membership.all(axis=0))[lp.limit_row_node]
+    # the kW rows of the nodes every charger sits under (the transformer) keep the ghosts; the others (and
+    # the phase rows, -1) lose them
+    node = lp.limit_row_node
+    common = (node >= 0) & np.asarray(site.membership.all(axis=0))[np.maximum(node, 0)]
+    assert (node < 0).any()
     rows = lp.r_limits + np.arange(lp.n_limit_rows)
     assert common.any() and (~common).any()
     assert after[rows[~common]][:, ghost_cols].nnz == 0
