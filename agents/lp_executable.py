@@ -540,8 +540,8 @@ def polish_on_grid(
     the EVs it leaves short: each tail column is off or exactly its grid points (below the minimum if need
     be, as the projection allows an EV that takes less than the minimum), its slot's other columns as
     rounded. ``up``: slots whose columns may rise to their held rate. ``spread``: every charging column
-    on at its minimum or more may also move this many grid points beyond its band (not below the
-    minimum). ``model``:
+    on at its minimum or more (in the steps of ``up``'s columns where given) may also move this many grid
+    points beyond its band (not below the minimum). ``model``:
     :func:`grid_model` of the plan's data."""
     lo, hi, cost, rlo, rhi, scale, kinds = model
     xs = slice(lp.col["x"], lp.col["x"] + lp.sizes["x"])
@@ -551,8 +551,12 @@ def polish_on_grid(
     on[xs] = v[xs] > 1e-6
     band_lo = np.maximum(np.floor(units + 1e-6), np.where(on, lo_u, 0.0))
     band_hi = np.minimum(np.ceil(units - 1e-6), hi_u)
-    if spread:  # the columns on at their minimum or more, tails below it kept
+    if spread:  # the columns on at their minimum or more, tails below it kept, in the steps of ``up``'s stays
         wide = on[xs] & (units[xs] >= lo_u[xs] - 1e-6)
+        if up is not None:
+            steps = np.zeros(lp.T, dtype=bool)
+            steps[lp.x_step[up[lp.x_slot]]] = True
+            wide &= steps[lp.x_step]
         band_lo[xs] = np.where(wide, np.maximum(band_lo[xs] - spread, lo_u[xs]), band_lo[xs])
         band_hi[xs] = np.where(wide, np.minimum(band_hi[xs] + spread, hi_u[xs]), band_hi[xs])
     if up is not None:  # the columns of these slots (K,) up to their held rate, tails below the minimum kept

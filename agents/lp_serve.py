@@ -6,7 +6,8 @@ the night sits within one grid point of the peak after rounding, and the polish 
 for the last grid point or two of some EVs: a plan of the generated depot-10c-2d-s0 left each of its ten
 EVs 0.0002-0.024 kWh short (0.13 kWh in all, 99.95 % delivered) where every other policy delivers all.
 Serving them takes a slightly higher peak or a reshuffle of the other EVs' grid points, which the polish
-finds once the short EVs' energy is priced high and every column may move a few grid points. Serving is
+finds once the energy of the EVs that leave is priced high and every column in the short EVs' stays may
+move a few grid points. Serving is
 kept where it costs at most ``SERVE_SHARE`` more at the tariff's own penalty (on that depot: 0.03 %):
 the optimum then delivers what the others deliver, and stays below them.
 """
@@ -33,18 +34,20 @@ SERVE_SHARE = 5e-4
 plan, executed (a fifth of the 0.1 % the optimum is held to)"""
 SERVE_SPREAD = 4
 """grid points each charging column may move beyond its band in the serving polish"""
-SERVE_FACTORS = (3.0, 10.0, SERVE_PENALTY)
-"""the short EVs' energy priced at these multiples of the tariff's penalty in turn: a low one serves them
-at the least extra peak where it suffices (the depot above: 406.19 EUR with 3, 406.26 with 100; the
-cheapest plan 406.08)"""
+SERVE_FACTORS = (3.0, SERVE_PENALTY)
+"""the energy of the EVs that leave priced at these multiples of the tariff's penalty in turn: the low one
+serves them at the least extra peak where it suffices (make run's depot: 406.19 EUR with 3, 406.26 with
+100; the cheapest plan 406.08), the high one where it does not (a 10 between them served no more on the
+generated 10-charger sweep and cost 2-5 s of CPU at 1,000 chargers x 1 day)"""
 
 
 def served(lp: SiteLP, u: Unfinished, plan: LPSolution, departs: np.ndarray, node_limit: int) -> LPSolution:
     """``plan`` (``u``'s, finished; ``lp.last_v`` its vector) with the EVs that leave short served where
     that costs at most ``SERVE_SHARE`` more executed (the penalty on what each EV really misses, not on its
-    quantised need); else ``plan``. The short EVs' energy is priced at each factor of ``SERVE_FACTORS``
-    times the tariff's penalty in turn, until one serves them all; of those within the share, the one that
-    leaves the least short (then the cheapest) is kept. ``lp.last_v`` is the returned plan's."""
+    quantised need); else ``plan``. The energy of the EVs that leave is priced at each factor of
+    ``SERVE_FACTORS`` times the tariff's penalty in turn, until one serves them all; of those within the
+    share, the one that leaves the least short (then the cheapest) is kept. ``lp.last_v`` is the returned
+    plan's."""
     dep = np.asarray(departs, dtype=bool)
     short = dep & (executed_short_kwh(u, plan) > 1e-6)
     if not lp.sizes["x"] or not short.any():
