@@ -89,7 +89,8 @@ def executable_plan(
 
 class Unfinished(NamedTuple):
     """A variant's plan (with the grid's residue) and what :func:`finish_plan` needs to finish the EVs it
-    leaves short: the plan before the residue (priced as ``data``), its data, grid model and vector."""
+    leaves short: the plan before the residue (priced as ``data``), its data, grid model and vector, and
+    each slot's need before quantising (:func:`quantised_need`)."""
 
     plan: LPSolution
     residue_cost: float
@@ -97,23 +98,33 @@ class Unfinished(NamedTuple):
     data: LPData
     model: GridModel
     v: FloatArray
+    need_kwh: FloatArray
 
 
 def finish_plan(
     lp: SiteLP, u: Unfinished, departs: np.ndarray | None, node_limit: int
 ) -> tuple[LPSolution, float]:
     """``u``'s plan with the EVs it leaves short raised and switched on (:func:`_finished`), where that is
-    cheaper at the tariff's penalty; else ``u``'s plan."""
+    cheaper at the tariff's penalty (else ``u``'s plan); then the EVs still short served where that costs
+    at most a hair more (:func:`agents.lp_serve.served`)."""
     if departs is None:
         return u.plan, u.residue_cost
+    from agents.lp_serve import served  # it builds on this module's polish
+
     lp.last_v = u.v.copy()
-    sol = _finished(lp, u.data, u.model, u.sol, node_limit, departs)
-    if u.data.missing_penalty_per_kwh is not None:  # the objective at the tariff's penalty
+    out = at_tariff(lp, u, _finished(lp, u.data, u.model, u.sol, node_limit, departs))
+    if out.objective >= u.plan.objective - 1e-9:
+        out, lp.last_v = u.plan, u.v.copy()
+    return served(lp, u, out, departs, node_limit), u.residue_cost
+
+
+def at_tariff(lp: SiteLP, u: Unfinished, sol: LPSolution) -> LPSolution:
+    """``sol`` (a solve of ``u.data``) priced at the tariff's penalty, with the grid's residue."""
+    if u.data.missing_penalty_per_kwh is not None:
         extra = np.asarray(u.data.missing_penalty_per_kwh) - lp.tariff.missing_energy_penalty_per_kwh
         sol = replace(sol, objective=sol.objective - float(extra @ sol.missing_kwh))
     residue = u.plan.missing_kwh - u.sol.missing_kwh
-    out = replace(sol, objective=sol.objective + u.residue_cost, missing_kwh=sol.missing_kwh + residue)
-    return (out, u.residue_cost) if out.objective < u.plan.objective - 1e-9 else (u.plan, u.residue_cost)
+    return replace(sol, objective=sol.objective + u.residue_cost, missing_kwh=sol.missing_kwh + residue)
 
 
 def _executable(
@@ -141,7 +152,13 @@ def _executable(
     polished = _with_tails(lp, qdata, model, polish_on_grid(lp, model, v, x, node_limit), node_limit, departs)
     cost = _residue_cost(residue, departs, lp)
     return Unfinished(
-        _with_residue(polished, residue, departs, lp), cost, polished, qdata, model, lp.last_v.copy()
+        _with_residue(polished, residue, departs, lp),
+        cost,
+        polished,
+        qdata,
+        model,
+        lp.last_v.copy(),
+        np.asarray(data.need_kwh, dtype=float),
     )
 
 
@@ -253,7 +270,13 @@ def _neighbourhood_plan(
         if not short_dis.any():
             cost = _residue_cost(residue, departs, lp)
             return Unfinished(
-                _with_residue(sol, residue, departs, lp), cost, priced, qdata, model, lp.last_v.copy()
+                _with_residue(sol, residue, departs, lp),
+                cost,
+                priced,
+                qdata,
+                model,
+                lp.last_v.copy(),
+                np.asarray(data.need_kwh, dtype=float),
             )
         if serve and not served.any():
             qdata = _must_serve(lp, qdata, short_dis)
@@ -505,6 +528,7 @@ def polish_on_grid(
     node_limit: int,
     tails: tuple[np.ndarray, FloatArray] | None = None,
     up: np.ndarray | None = None,
+    spread: int = 0,
 ) -> LPSolution:
     """The settled plan ``v`` on the grid at least cost: a small MILP in which every charging (and
     discharge) column keeps its on/off state and lies between its grid points below and above the plan
@@ -515,8 +539,10 @@ def polish_on_grid(
     ``tails`` (:func:`finishing_tails` of the rounded plan: charging columns and grid points) finish
     the EVs it leaves short: each tail column is off or exactly its grid points (below the minimum if need
     be, as the projection allows an EV that takes less than the minimum), its slot's other columns as
-    rounded. ``up``: slots whose columns may rise to their held rate. ``model``: :func:`grid_model` of
-    the plan's data."""
+    rounded. ``up``: slots whose columns may rise to their held rate. ``spread``: every charging column
+    on at its minimum or more (in the steps of ``up``'s columns where given) may also move this many grid
+    points beyond its band (not below the minimum). ``model``:
+    :func:`grid_model` of the plan's data."""
     lo, hi, cost, rlo, rhi, scale, kinds = model
     xs = slice(lp.col["x"], lp.col["x"] + lp.sizes["x"])
     units = v / scale
@@ -525,6 +551,14 @@ def polish_on_grid(
     on[xs] = v[xs] > 1e-6
     band_lo = np.maximum(np.floor(units + 1e-6), np.where(on, lo_u, 0.0))
     band_hi = np.minimum(np.ceil(units - 1e-6), hi_u)
+    if spread:  # the columns on at their minimum or more, tails below it kept, in the steps of ``up``'s stays
+        wide = on[xs] & (units[xs] >= lo_u[xs] - 1e-6)
+        if up is not None:
+            steps = np.zeros(lp.T, dtype=bool)
+            steps[lp.x_step[up[lp.x_slot]]] = True
+            wide &= steps[lp.x_step]
+        band_lo[xs] = np.where(wide, np.maximum(band_lo[xs] - spread, lo_u[xs]), band_lo[xs])
+        band_hi[xs] = np.where(wide, np.minimum(band_hi[xs] + spread, hi_u[xs]), band_hi[xs])
     if up is not None:  # the columns of these slots (K,) up to their held rate, tails below the minimum kept
         band_hi[xs] = np.where(up[lp.x_slot] & (units[xs] >= lo_u[xs] - 1e-6), hi_u[xs], band_hi[xs])
     band_lo = np.minimum(band_lo, band_hi)
