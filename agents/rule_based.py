@@ -167,6 +167,7 @@ class RuleBasedDLM:
         arrivals = self._arrivals
         assert arrivals is not None
         arrivals.observe(snapshot)
+        declared_left = np.asarray(st.time_left_h, dtype=float)
         planned_left = self._drivers.planned_left_h(st)
         if planned_left is not None:  # drivers leave before they declared: plan on the stay they give
             st = dataclasses.replace(st, time_left_h=planned_left)
@@ -234,7 +235,11 @@ class RuleBasedDLM:
         # and the connection under the peak target, can still deliver what deadlines force through it
         room = room_kwh(net_h, target, dt, dl.ks, self.target_margin)
         must = forced_kw(res, dl, caps, room.after_now - arr_due, dt, self.node_margin)
-        order = idx[np.argsort(terms.laxity_h[idx], kind="stable")]
+        # served in the order of the laxity on the declared time left (as LLF), not on the stay planned:
+        # the planned stay cuts every EV's by a share of its declared stay, so on a full connection an EV
+        # with a long stay would go before one whose driver leaves now and leave it short
+        laxity = terms.laxity_h + (declared_left - np.asarray(st.time_left_h, dtype=float))
+        order = idx[np.argsort(laxity[idx], kind="stable")]
         hard = res.limits(site_headroom_kw(site, st))
         a_must = greedy_fill(res, hard, must, order)
         forced_import = base_now - pv_now + float(a_must.sum())

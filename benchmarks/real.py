@@ -297,6 +297,7 @@ ROW_FIELDS = (
     "peak_import_kw",
     "energy_delivered_pct",
     "evs_short_declared",
+    "evs_short_declared_kwh",
     "evs_short",
     "evs_short_kwh",
     "evs_departed",
