@@ -315,9 +315,11 @@ def run_phase(
 
 
 V2G_STEP_S = 10
+V2G_CYCLE_PHASE_S = 1.0
+"""cycles this long after each step starts: EVs arriving on the step are known to it (at 0.1 s none of 50)"""
 V2G_LEAD_S = 100.0
-"""seconds from the V2G scenario's build to its start (plus 0.1 s a station): the service's start, the
-simulator's and every station's boot take 75 s at 50 stations on a loaded 2-core machine"""
+"""s from the scenario's build to its start (+ 0.1 s a station): a simulated clock started later (all stations
+booted: 75 s at 50) runs behind the service's (20 s lead: 52 s behind, every live decision 5 steps early)"""
 
 
 def build_v2g_scenario(folder: Path, n: int, start: pd.Timestamp, minutes: float) -> Path:
@@ -369,12 +371,9 @@ def build_v2g_scenario(folder: Path, n: int, start: pd.Timestamp, minutes: float
 
 
 def sim_clock_behind_s(trace_csv: Path) -> float:
-    """How far the simulated clock ran behind the wall clock (s, from the trace's first tick): 0 when the
-    simulator started at the scenario's start, as the comparison with ``evaluate`` needs."""
-    first = pd.read_csv(trace_csv, nrows=1)
-    wall = pd.Timestamp(first["wall_utc"].iloc[0])
-    sim = pd.Timestamp(first["sim_time"].iloc[0])
-    return float((wall - sim).total_seconds())
+    """How far the simulated clock ran behind the wall clock, s (the trace's first tick; 0 is needed)."""
+    first = pd.read_csv(trace_csv, nrows=1).iloc[0]
+    return float((pd.Timestamp(first["wall_utc"]) - pd.Timestamp(first["sim_time"])).total_seconds())
 
 
 def run_v2g(work: Path, n: int, minutes: float, interval_s: float = V2G_STEP_S) -> dict[str, Any]:
@@ -383,10 +382,6 @@ def run_v2g(work: Path, n: int, minutes: float, interval_s: float = V2G_STEP_S) 
     from training.evaluate import SHORT_KWH, EnvOptions, run_episode
 
     work.mkdir(parents=True, exist_ok=True)
-    # the simulated clock starts at the scenario's start or, once every station booted, later: then it runs
-    # behind the wall clock, by which the service (tariff, departures) works, and the two are no longer
-    # the same scenario (52 s behind at 50 stations on the loaded machine with a 20 s lead: every live
-    # decision 5 steps early); ``sim_clock_behind_s`` reports it
     start = (pd.Timestamp.now(tz="UTC") + pd.Timedelta(seconds=V2G_LEAD_S + n / 10)).ceil("10s")
     scenario = build_v2g_scenario(work / "scenario", n, start, minutes)
     ocpp, http = _free_port(), _free_port()
@@ -397,8 +392,7 @@ def run_v2g(work: Path, n: int, minutes: float, interval_s: float = V2G_STEP_S) 
     # than the default 15-minute period, whose first period may only discharge what a whole period allows
     cfg["schedule_period_s"] = float(interval_s)
     cfg["schedule_periods"] = 30
-    # cycles on the scenario's 10 s grid (0.1 s after each step starts), as the environment steps
-    cfg["cycle_phase_s"] = 0.1
+    cfg["cycle_phase_s"] = V2G_CYCLE_PHASE_S  # cycles on the scenario's 10 s grid, as the environment steps
     config.write_text(yaml.safe_dump(cfg))
     # TxDefault failsafe: the environment caps no station at its safe share either
     svc = start_service(config, work / "service.log", "rule_based", "tx_default")
@@ -434,8 +428,7 @@ def run_v2g(work: Path, n: int, minutes: float, interval_s: float = V2G_STEP_S) 
     asked, got = report["energy_asked_kwh"], report["energy_delivered_kwh"]
     live_short = sum(asked[k] - got.get(k, 0.0) > SHORT_KWH for k in asked)
     live_kwh = report["energy_exported_kwh"] / eff  # battery side, as evaluate counts it
-    behind_s = sim_clock_behind_s(work / "trace.csv")
-    if behind_s > 1.0:
+    if (behind_s := sim_clock_behind_s(work / "trace.csv")) > 1.0:  # not the scenario evaluate runs
         print(f"v2g: the simulated clock ran {behind_s:.1f} s behind the wall clock", file=sys.stderr)
     count = metric(metrics, "evdlm_loop_latency_seconds_count")
     return {
