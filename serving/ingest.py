@@ -259,8 +259,9 @@ class LiveUpdater:
         c = self.live.connector(event.station_id, event.connector_id)
         if c is None or not c.active:
             return
+        received = c.received_kwh(float(self.site.efficiency[c.index]))  # what the request adds to
         if event.energy_wh is not None:
-            c.energy_asked_kwh = c.delivered_kwh + event.energy_wh / 1000.0
+            c.energy_asked_kwh = received + event.energy_wh / 1000.0
         if event.ev_max_current_a is not None:
             c.ev_max_kw = profile_to_kw_one(self.site, c.index, event.ev_max_current_a, "A")
         elif event.ev_max_power_w is not None:
@@ -270,7 +271,7 @@ class LiveUpdater:
             c.v2x = event.v2x
             c.v2x_declared_net_kwh = c.delivered_kwh
             if event.energy_wh is None and event.v2x.min_energy_wh is not None:
-                c.energy_asked_kwh = c.delivered_kwh + max(event.v2x.min_energy_wh, 0.0) / 1000.0
+                c.energy_asked_kwh = received + max(event.v2x.min_energy_wh, 0.0) / 1000.0
         if c.tx_pk is not None:
             update = self.store.store.update_transaction
             self._spawn(self.store.run(update, c.tx_pk, None, c.energy_asked_kwh, c.departure, c.ev_max_kw))
