@@ -174,7 +174,7 @@ def _live_from_env(
     site: SiteArrays, cfg: ServingConfig, site_cfg: SiteConfig, snap: Snapshot, now_mono: float
 ) -> LiveSite:
     """The serving loop's live state for the env's snapshot: the same EVs with their declared energy
-    (need + what was delivered), declared departure and EV limit, the same meter, the same peak."""
+    (need + what their batteries received), declared departure and EV limit, the same meter, the same peak."""
     live = LiveSite.build(site, connector_map(cfg, site_cfg), [s.id for s in cfg.stations])
     st = snap.state
     utc = pd.Timestamp(snap.timestamp).tz_localize(UTC).to_pydatetime()
@@ -184,7 +184,8 @@ def _live_from_env(
         if not bool(st.ev_present[i]):
             continue
         c.tx_pk, c.tx_start = i + 1, utc - timedelta(hours=1)
-        c.energy_asked_kwh = float(st.energy_needed_kwh[i]) + delivered
+        # the meter is on the grid side: the battery received ``delivered`` at the charger's efficiency
+        c.energy_asked_kwh = float(st.energy_needed_kwh[i]) + delivered * float(site.efficiency[i])
         c.meter_start_wh, c.meter_last_wh = 0.0, delivered * 1000.0
         c.departure = utc + timedelta(hours=float(st.time_left_h[i]))
         ev_max = float(st.ev_max_charge_kw[i])
