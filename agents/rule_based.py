@@ -5,7 +5,8 @@ second for 1,000 chargers. Each step it
 
 1. **keeps every deadline** (laxity): an EV that could no longer finish at a conservative fraction
    ``hedge`` of its full power later gets what it *must* have now, first, within the hard limits, least
-   laxity first;
+   laxity first (on the declared time left, as LLF; where the rule plans on shorter stays, rule 3, what
+   its plan forces sets the load on each limit, and that load goes out in LLF's order: :func:`in_order`);
 2. **uses PV surplus first**: surplus the site would export is offered to every EV that still needs energy;
 3. **schedules by price** (time-based): an EV also charges now when now is among the cheapest steps of its
    remaining stay (from the price forecast) that it needs, counting the power it can expect to get when
@@ -54,7 +55,7 @@ from agents.rule_deadlines import Deadlines, forced_kw
 from agents.rule_drivers import DriverRecord, OfferRecord
 from agents.rule_schedule import BillingClock, cheap_now, expected_kw, peak_target, room_kwh
 from agents.rule_storage import battery_setpoint_kw, ev_discharge_kw, v2g_pays
-from envs.core import FloatArray, SiteArrays, SiteState, Snapshot
+from envs.core import FloatArray, IntArray, SiteArrays, SiteState, Snapshot
 from envs.physics import EVTerms, ev_terms
 from envs.projection import ceil_to_grid, charger_bounds
 from envs.scenario import Scenario
@@ -275,7 +276,10 @@ class RuleBasedDLM:
         a_cheap = greedy_fill(res, soft, want, order, site.min_kw)
         soft = np.maximum(soft - resource_use(res, a_cheap), 0.0)
         surplus = max(surplus - float((a_pv + a_cheap).sum()), 0.0)
-        charger_kw = a_must + a_pv + a_cheap
+        served = a_must + a_cheap
+        if planned_left is not None:  # forced by a planned stay: the same load, in LLF's order
+            served = in_order(res, served, a_must + want, order, site.min_kw)
+        charger_kw = served + a_pv
         # optional charging the fills left below the minimum goes off (what deadlines force stays: the
         # projection lifts it to the minimum where there is room)
         low = (
@@ -309,6 +313,22 @@ class RuleBasedDLM:
         if self.use_battery and site.has_battery:
             battery_kw = battery_setpoint_kw(site, snapshot, import_kw, target, imp_h, price_h, cheapest)
         return Decision(charger_kw, battery_kw)
+
+
+def in_order(
+    res: Resources, alloc_kw: FloatArray, want_kw: FloatArray, order: IntArray, min_kw: FloatArray
+) -> FloatArray:
+    """What ``alloc_kw`` draws through each resource (kW per charger), handed out again in ``order``, each
+    charger up to ``want_kw`` (off or at least ``min_kw``): the same load on every limit, other EVs served.
+
+    Why: once the rule plans on stays shorter than declared (:meth:`DriverRecord.planned_left_h`), its
+    plan forces EVs by a cut that scales with each EV's declared stay, so it forces an EV that declared a
+    long stay before one with a shorter stay and less laxity on the time its driver declared. Served
+    first, the forced energy took a full connection and the other EV, whose driver left early, left short
+    (on the real week jpl-2021-08-02, declared mode, one EV more than LLF). What the plan forces still
+    decides how much flows (and the peak target); who gets it is LLF's order.
+    """
+    return greedy_fill(res, resource_use(res, alloc_kw), np.maximum(want_kw, 0.0), order, min_kw)
 
 
 def top_up_kw(

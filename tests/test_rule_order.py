@@ -11,14 +11,17 @@ jpl-2021-08-02 (declared mode) the rule left 74 EVs short of their declaration a
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from agents.base import Policy
 from agents.baselines import llf
 from agents.rollout import rollout
 from agents.rule_based import RuleBasedDLM
+from envs.config import site_from_dict
 from envs.env import ChargingSiteEnv
-from tests.test_env_support import at, tiny_scenario
+from envs.scenario import Scenario, make_scenario
+from tests.test_env_support import at, flat_timeseries, tiny_scenario, tiny_site
 
 STEPS = 48
 LONG_KWH = 30.0
@@ -61,10 +64,10 @@ def _sessions() -> list[dict[str, object]]:
     ]
 
 
-def _short_kwh(pol: Policy) -> dict[str, float]:
-    """What each EV left without (kWh of its need) under ``pol``; the connection (13 kW, 2 kW base load)
-    holds one charger at full power."""
-    sc = tiny_scenario(STEPS, _sessions(), import_limit_kw=13.0, penalty_per_kwh=20.0)
+def _short_kwh(pol: Policy, scenario: Scenario | None = None) -> dict[str, float]:
+    """What each EV left without (kWh of its need) under ``pol`` on ``scenario`` (default: :func:`_sessions`
+    on a connection, 13 kW with 2 kW base load, that holds one charger at full power)."""
+    sc = scenario or tiny_scenario(STEPS, _sessions(), import_limit_kw=13.0, penalty_per_kwh=20.0)
     env = ChargingSiteEnv(scenario=sc, step=None)
     env.reset(seed=0)
     pol.reset(env.site, sc)
@@ -85,5 +88,56 @@ def test_on_a_full_connection_the_ev_leaving_now_goes_before_one_with_a_long_sta
 def test_the_rule_leaves_no_ev_shorter_than_llf_when_drivers_leave_early() -> None:
     rule, base = _short_kwh(RuleBasedDLM(v2g=False)), _short_kwh(llf())
     assert base["late"] == pytest.approx(0.0, abs=0.1)  # LLF serves the EV leaving now first
+    for sid, kwh in rule.items():
+        assert kwh <= base[sid] + 0.1, sid
+
+
+FORCED_KWH = 10.0
+"""EV ``forced`` on c0 (11 kW, efficiency 0.9): arrives at step 0 declaring 12 h and keeps it, waits 2 h
+behind ``blocker``; then 10 h are left, 1 h of them planned (the record cuts 75 % of its declared stay),
+less than the 1.01 h it needs at full power: its plan forces it, with 9 h of declared laxity"""
+SHORT_KWH = 6.0
+"""EV ``short`` on c1 (11 kW, efficiency 1): arrives at step 8 declaring 8 h (7.45 h of laxity, 2 h planned:
+its plan forces nothing) and leaves after 45 minutes"""
+
+
+def _forced_scenario() -> Scenario:
+    """Three chargers on a connection that holds one at full power (13 kW, 2 kW base load). ``blocker`` (c2)
+    takes it for the first 2 h with no laxity; meanwhile four 0.5 kWh EVs on c1 leave 6 steps before the
+    departure they declared (the rule's record then cuts 75 % of every declared stay); then ``forced`` and
+    ``short`` share the connection."""
+    site = tiny_site(import_limit_kw=13.0, penalty_per_kwh=20.0)
+    chargers = site["chargers"]
+    assert isinstance(chargers, list)
+    site["chargers"] = [*chargers, {**chargers[0], "id": "c2", "efficiency": 1.0}]
+    rows: list[dict[str, object]] = [
+        {"session_id": f"early{a}", "charger_id": "c1", "arrival": a, "departure": a + 2,
+         "declared_departure": at(a + 8), "energy_kwh": 0.5}
+        for a in (0, 2, 4, 6)
+    ]  # fmt: skip
+    rows += [
+        {"session_id": "blocker", "charger_id": "c2", "arrival": 0, "departure": 8, "energy_kwh": 22.0},
+        {"session_id": "forced", "charger_id": "c0", "arrival": 0, "departure": 48,
+         "declared_departure": at(48), "energy_kwh": FORCED_KWH},
+        {"session_id": "short", "charger_id": "c1", "arrival": 8, "departure": 11,
+         "declared_departure": at(40), "energy_kwh": SHORT_KWH},
+    ]  # fmt: skip
+    for r in rows:
+        r["arrival"], r["departure"] = at(float(r["arrival"])), at(float(r["departure"]))  # type: ignore[arg-type]
+        r.setdefault("declared_departure", r["departure"])
+    return make_scenario(site_from_dict(site), pd.DataFrame(rows), flat_timeseries(STEPS), "forced")
+
+
+def test_what_the_planned_stay_forces_goes_out_in_llf_order() -> None:
+    """The planned stay cuts every EV's by a share of its declared stay, so it forces an EV that declared a
+    long stay (``forced``, 9 h of declared laxity) and not one with a shorter stay and less laxity
+    (``short``, 7.45 h). Forced energy served first took the whole connection, and ``short``, whose driver
+    left after 45 minutes, left with nothing. The rule draws what its plan forces, but hands it out in
+    LLF's order: ``short`` first, then ``forced``, with hours to spare."""
+    sc = _forced_scenario()
+    rule, base = _short_kwh(RuleBasedDLM(v2g=False), sc), _short_kwh(llf(), sc)
+    assert base["short"] == pytest.approx(0.0, abs=0.1)
+    assert rule["short"] == pytest.approx(0.0, abs=0.1)
+    assert rule["forced"] == pytest.approx(0.0, abs=0.1)
     for sid, kwh in rule.items():
         assert kwh <= base[sid] + 0.1, sid
