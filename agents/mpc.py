@@ -30,14 +30,10 @@ built once and every later step only changes bounds and costs: HiGHS re-solves t
 the previous basis.
 
 Horizon effects: an EV (or ghost) leaving after the horizon must get within the horizon what it could not
-get at full power after it (``hedge`` times its rate); the demand charge is divided by the number of
-horizons the peak is expected to serve (:meth:`ModelPredictiveControl.peak_spread`: a peak is paid once,
-and the peak a plan sets for the day's demand serves the later days too, each as far as the demand
-forecast has it bring as much energy as the EVs this plan serves; without a forecast the square root of
-the horizons left, ``peak_exponent``). The square root on every site kept the peak 5 kW under the
-optimum's on a generated residential week whose nights repeat, and bought ~300 kWh at the day rate
-instead of the night's (+1.02 % over the optimum, +0.55 % now); the full split, exponent 1, let the peak
-creep up day by day on the real weeks (+1 to +5 %). The peak already reached this period is the peak's
+get at full power after it (``hedge`` times its rate); the demand charge is divided by the square root of
+the number of horizons left in the billing period (``peak_exponent``: a peak is paid once, and the peak a
+plan sets for the day's demand serves the days after it too; the full split, exponent 1, let the peak
+creep up day by day: +1 to +5 % on the real weeks); the peak already reached this period is the peak's
 lower bound (sunk: planning below it gains nothing); energy left in the battery at the horizon end is
 valued at the window's median import price times the efficiency.
 
@@ -175,23 +171,23 @@ class ModelPredictiveControl:
         left_h = min(ends) if ends else horizon_h
         return max(left_h / horizon_h, 1.0)
 
-    def peak_spread(self, snapshot: Snapshot, H: int, dt_h: float) -> float:
+    def peak_spread(self, snapshot: Snapshot, H: int, dt_h: float, energy_kwh: float) -> float:
         """How many horizons the peak a plan sets is expected to serve (the demand charge in the plan is
-        divided by it): this one, and each horizon left in the billing period as far as it needs that peak.
-        What a horizon needs is read off the demand forecast: the EV energy arriving in the horizon before
-        it (the EVs it serves), the window before this one for this plan (the EVs present). A later horizon
-        as demanding as this one needs the same peak; one with less energy, less of it. Without a demand
-        forecast, the horizons left to the power ``peak_exponent``."""
+        divided by it): this one, and each horizon left in the billing period as far as the EV energy the
+        demand forecast expects to arrive in it reaches ``energy_kwh`` (this horizon's: the needs of the EVs
+        present and the ghosts'). A later window as demanding as this one needs the same peak; one with
+        half the energy, about half of it (on average). Without a demand forecast, the horizons left to
+        the power ``peak_exponent``."""
         left = self._horizons_left(snapshot, H * dt_h)
         if self._demand is None or left <= 1.0:
             return left**self.peak_exponent
-        dt = np.timedelta64(round(dt_h * 3600.0), "s")
-        first = snapshot.timestamp - (H - 1) * dt  # arrivals up to this step: the EVs present
-        now_kwh = self._demand.arriving_kwh(first, H, dt_h)
         spread = 1.0
+        start = snapshot.timestamp
+        step = np.timedelta64(round(H * dt_h * 3600.0), "s")
         for j in range(1, min(int(np.ceil(left)), _MAX_WINDOWS)):
-            later = self._demand.arriving_kwh(first + j * H * dt, H, dt_h)
-            spread += min(1.0, left - j) * (1.0 if now_kwh <= 0.0 else min(1.0, later / now_kwh))
+            later = self._demand.arriving_kwh(start + j * step, H, dt_h)
+            use = 1.0 if energy_kwh <= 0.0 else min(1.0, later / energy_kwh)
+            spread += min(1.0, left - j) * use
         return spread
 
     def act(self, snapshot: Snapshot) -> Decision:
@@ -270,7 +266,7 @@ class ModelPredictiveControl:
         # an expected EV is short at a lower price than an EV present: where capacity is tight, the LP
         # serves the EVs plugged in first
         penalty_g = np.full(G, self.ghost_penalty_share * tariff.missing_energy_penalty_per_kwh)
-        spread = self.peak_spread(snapshot, H, dt)
+        spread = self.peak_spread(snapshot, H, dt, float(need.sum() + g.energy_kwh.sum()))
         data = LPData(
             base_load_kw=base,
             pv_kw=pv,

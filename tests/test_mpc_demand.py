@@ -233,9 +233,8 @@ def test_the_real_benchmark_swaps_only_the_mpc_and_only_in_declared_mode(tmp_pat
 
 
 class DailyDemand:
-    """A demand forecast whose EVs bring ``kwh[d]`` in the 24 h window that ends in day ``d`` after
-    ``start`` (window start 00:15 of day ``d - 1`` to 00:00 of day ``d + 1``, 15-minute steps; one ghost per
-    window; nothing outside the list)."""
+    """A demand forecast whose EVs bring ``kwh[d]`` in the window that starts ``d`` whole days after
+    ``start`` (one ghost per window; nothing outside the list)."""
 
     name = "daily"
 
@@ -246,8 +245,8 @@ class DailyDemand:
         return self
 
     def window(self, timestamp: np.datetime64, H: int, dt_h: float, max_ghosts: int) -> Ghosts:
-        day = int(np.floor((pd.Timestamp(timestamp, tz="UTC") - self.start) / pd.Timedelta(days=1) + 1.0))
-        e = self.kwh[day] if 0 <= day < len(self.kwh) else 0.0
+        day = (pd.Timestamp(timestamp, tz="UTC") - self.start) / pd.Timedelta(days=1)
+        e = self.kwh[round(day)] if abs(day - round(day)) < 1e-9 and 0 <= round(day) < len(self.kwh) else 0.0
         one = np.ones(1, dtype=np.int64)
         return Ghosts(one, one + 1, 0 * one, np.array([e]), np.array([11.0]))
 
@@ -256,8 +255,8 @@ class DailyDemand:
 
 
 def spread_at_start(kwh: list[float], now_kwh: float) -> tuple[float, float]:
-    """The MPC's peak spread at the start of a 7-day residential week whose EVs bring ``now_kwh`` in the
-    24 h up to it and ``kwh`` in each 24 h after, and the horizons (days) left."""
+    """The MPC's peak spread at the start of a 7-day residential week whose later days bring ``kwh`` (the
+    window of day 0 ``now_kwh``), and the horizons (days) left."""
     sc = generate_scenario("residential", chargers=4, days=7, seed=0)
     env = ChargingSiteEnv(scenario=sc, step=None, forecast_horizon=96)
     env.reset(seed=0)
@@ -265,7 +264,7 @@ def spread_at_start(kwh: list[float], now_kwh: float) -> tuple[float, float]:
     mpc = ModelPredictiveControl(demand=DailyDemand([now_kwh, *kwh], sc.start))
     mpc.reset(env.site, sc)
     left = mpc._horizons_left(snap, 24.0)
-    return mpc.peak_spread(snap, 96, 0.25), left
+    return mpc.peak_spread(snap, 96, 0.25, now_kwh), left
 
 
 @settings(max_examples=25, deadline=None)
