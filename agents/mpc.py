@@ -69,9 +69,6 @@ from envs.core import SiteArrays, Snapshot
 from envs.physics import STEP_EPS, ceil_to_grid, ev_terms
 from envs.scenario import Scenario
 
-_MAX_WINDOWS = 32
-"""at most this many horizons of a billing period are looked at for the peak's spread"""
-
 
 class ModelPredictiveControl:
     """Receding-horizon LP over the next ``horizon`` steps (at most the snapshot's forecast window)."""
@@ -171,25 +168,6 @@ class ModelPredictiveControl:
         left_h = min(ends) if ends else horizon_h
         return max(left_h / horizon_h, 1.0)
 
-    def peak_spread(self, snapshot: Snapshot, H: int, dt_h: float, energy_kwh: float) -> float:
-        """How many horizons the peak a plan sets is expected to serve (the demand charge in the plan is
-        divided by it): this one, and each horizon left in the billing period as far as the EV energy the
-        demand forecast expects to arrive in it reaches ``energy_kwh`` (this horizon's: the needs of the EVs
-        present and the ghosts'). A later window as demanding as this one needs the same peak; one with
-        half the energy, about half of it (on average). Without a demand forecast, the horizons left to
-        the power ``peak_exponent``."""
-        left = self._horizons_left(snapshot, H * dt_h)
-        if self._demand is None or left <= 1.0:
-            return left**self.peak_exponent
-        spread = 1.0
-        start = snapshot.timestamp
-        step = np.timedelta64(round(H * dt_h * 3600.0), "s")
-        for j in range(1, min(int(np.ceil(left)), _MAX_WINDOWS)):
-            later = self._demand.arriving_kwh(start + j * step, H, dt_h)
-            use = 1.0 if energy_kwh <= 0.0 else min(1.0, later / energy_kwh)
-            spread += min(1.0, left - j) * use
-        return spread
-
     def act(self, snapshot: Snapshot) -> Decision:
         site = self._site
         if site is None:
@@ -266,7 +244,7 @@ class ModelPredictiveControl:
         # an expected EV is short at a lower price than an EV present: where capacity is tight, the LP
         # serves the EVs plugged in first
         penalty_g = np.full(G, self.ghost_penalty_share * tariff.missing_energy_penalty_per_kwh)
-        spread = self.peak_spread(snapshot, H, dt, float(need.sum() + g.energy_kwh.sum()))
+        spread = self._horizons_left(snapshot, H * dt) ** self.peak_exponent
         data = LPData(
             base_load_kw=base,
             pv_kw=pv,

@@ -73,10 +73,6 @@ class BoundDemand(Protocol):
         of the ``H``-step window (at most ``max_ghosts``)."""
         ...
 
-    def arriving_kwh(self, timestamp: np.datetime64, H: int, dt_h: float) -> float:
-        """The energy of those EVs (all the window's ghosts bring), without grouping them."""
-        ...
-
 
 class DemandForecast(Protocol):
     """Something the MPC binds at reset to get its ghosts (``None``: it cannot forecast here)."""
@@ -169,11 +165,6 @@ class _SessionDemand:
         self._energy_kwh = np.maximum(energy[order], 0.0)
         self._rate_kw = rate[order]
         self._eff = site.efficiency[charger][order] if len(charger) else np.zeros(0)
-        # what each EV can take during its stay at full rate (a request beyond it is not planned for), summed
-        stay_h = np.maximum(self._departure_s - self._arrival_s, 0.0) / 3600.0
-        self._cum_kwh = np.concatenate(
-            [[0.0], np.cumsum(np.minimum(self._energy_kwh, self._rate_kw * self._eff * stay_h))]
-        )
 
     def window(self, timestamp: np.datetime64, H: int, dt_h: float, max_ghosts: int) -> Ghosts:
         t0 = _now_s(timestamp)
@@ -186,13 +177,6 @@ class _SessionDemand:
         # what each EV can take during its stay at full rate (a request beyond it is not planned for)
         energy = np.minimum(self._energy_kwh[lo:hi], rate * self._eff[lo:hi] * (d - a) * dt_h)
         return group(a, d, energy, rate, H, dt_h, max_ghosts, self.bucket_h)
-
-    def arriving_kwh(self, timestamp: np.datetime64, H: int, dt_h: float) -> float:
-        t0 = _now_s(timestamp)
-        dt_s = dt_h * 3600.0
-        lo = np.searchsorted(self._arrival_s, t0 + dt_s, side="left")
-        hi = np.searchsorted(self._arrival_s, t0 + H * dt_s, side="left")
-        return float(self._cum_kwh[hi] - self._cum_kwh[lo])
 
 
 @dataclass(frozen=True, eq=False)
@@ -288,9 +272,6 @@ class ProfileDemand:
             max_ghosts,
             self.bucket_h,
         )
-
-    def arriving_kwh(self, timestamp: np.datetime64, H: int, dt_h: float) -> float:
-        return float(self.window(timestamp, H, dt_h, 1).energy_kwh.sum())
 
 
 def free_of_tree(lp: SiteLP, slots: IntArray) -> None:

@@ -14,11 +14,10 @@ from hypothesis import strategies as st
 
 from agents.lp import LPData, SiteLP
 from agents.mpc import ModelPredictiveControl
-from agents.mpc_demand import Ghosts, PerfectDemand, ProfileDemand, free_of_tree, group
+from agents.mpc_demand import PerfectDemand, ProfileDemand, free_of_tree, group
 from agents.optimum import PerfectForesightOptimum
 from envs.config import site_from_dict
 from envs.core import SiteArrays
-from envs.env import ChargingSiteEnv
 from envs.generate import generate_scenario
 from envs.scenario import Scenario, make_scenario
 from training.evaluate import EnvOptions, run_episode
@@ -116,9 +115,6 @@ def test_perfect_demand_sees_the_sessions_arriving_after_this_step_and_within_th
     rate = np.minimum(site.rated_kw[charger], s["max_power_kw"].fillna(np.inf))  # the EV's limit, if lower
     expected = np.minimum(s["energy_kwh"], rate * site.efficiency[charger] * stay_h)[arriving].sum()
     assert g.energy_kwh.sum() == pytest.approx(expected, rel=1e-6)
-    assert demand.arriving_kwh(
-        np.datetime64(now.tz_convert("UTC").tz_localize(None)), H, dt
-    ) == pytest.approx(expected, rel=1e-6)
     assert g.max_kw.sum() == pytest.approx(rate[arriving].sum())
 
 
@@ -230,65 +226,3 @@ def test_the_real_benchmark_swaps_only_the_mpc_and_only_in_declared_mode(tmp_pat
     week = real.WEEKS[0]
     assert mode_policies("perfect", week, ["mpc", "optimum"], tmp_path) == ["mpc", "optimum"]
     assert mode_policies("declared", week, ["llf", "optimum"], tmp_path) == ["llf", "optimum"]
-
-
-class DailyDemand:
-    """A demand forecast whose EVs bring ``kwh[d]`` in the window that starts ``d`` whole days after
-    ``start`` (one ghost per window; nothing outside the list)."""
-
-    name = "daily"
-
-    def __init__(self, kwh: list[float], start: pd.Timestamp) -> None:
-        self.kwh, self.start = kwh, start
-
-    def bind(self, site: SiteArrays, scenario: Scenario | None) -> DailyDemand:
-        return self
-
-    def window(self, timestamp: np.datetime64, H: int, dt_h: float, max_ghosts: int) -> Ghosts:
-        day = (pd.Timestamp(timestamp, tz="UTC") - self.start) / pd.Timedelta(days=1)
-        e = self.kwh[round(day)] if abs(day - round(day)) < 1e-9 and 0 <= round(day) < len(self.kwh) else 0.0
-        one = np.ones(1, dtype=np.int64)
-        return Ghosts(one, one + 1, 0 * one, np.array([e]), np.array([11.0]))
-
-    def arriving_kwh(self, timestamp: np.datetime64, H: int, dt_h: float) -> float:
-        return float(self.window(timestamp, H, dt_h, 1).energy_kwh.sum())
-
-
-def spread_at_start(kwh: list[float], now_kwh: float) -> tuple[float, float]:
-    """The MPC's peak spread at the start of a 7-day residential week whose later days bring ``kwh`` (the
-    window of day 0 ``now_kwh``), and the horizons (days) left."""
-    sc = generate_scenario("residential", chargers=4, days=7, seed=0)
-    env = ChargingSiteEnv(scenario=sc, step=None, forecast_horizon=96)
-    env.reset(seed=0)
-    snap = env.snapshot()
-    mpc = ModelPredictiveControl(demand=DailyDemand([now_kwh, *kwh], sc.start))
-    mpc.reset(env.site, sc)
-    left = mpc._horizons_left(snap, 24.0)
-    return mpc.peak_spread(snap, 96, 0.25, now_kwh), left
-
-
-@settings(max_examples=25, deadline=None)
-@given(
-    kwh=st.lists(st.floats(0.0, 400.0), min_size=6, max_size=6),
-    now_kwh=st.floats(1.0, 400.0),
-    day=st.integers(0, 5),
-    more=st.floats(1.0, 200.0),
-)
-def test_the_peak_is_spread_over_the_later_days_as_far_as_they_need_it(
-    kwh: list[float], now_kwh: float, day: int, more: float
-) -> None:
-    spread, left = spread_at_start(kwh, now_kwh)
-    assert left == pytest.approx(7.0)
-    # between the full demand charge (no later day needs the peak) and its full split over the week
-    assert 1.0 - 1e-9 <= spread <= left + 1e-9
-    # a later day that brings more energy never makes the peak dearer
-    bumped = list(kwh)
-    bumped[day] += more
-    assert spread_at_start(bumped, now_kwh)[0] >= spread - 1e-9
-
-
-def test_days_as_demanding_as_today_split_the_peak_over_the_week_and_no_demand_leaves_it_whole() -> None:
-    assert spread_at_start([100.0] * 6, 100.0)[0] == pytest.approx(7.0)
-    assert spread_at_start([0.0] * 6, 100.0)[0] == pytest.approx(1.0)
-    # three days as demanding, three with half the energy: each of those uses about half the peak
-    assert spread_at_start([100.0, 50.0] * 3, 100.0)[0] == pytest.approx(1.0 + 3.0 + 1.5)
