@@ -57,6 +57,8 @@ leaves short (`evdlm run`'s depot: 0.17 kWh, the optimum serves it). It costs a 
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 
@@ -65,6 +67,7 @@ from agents.lp import LPData, LPError, SiteLP
 from agents.lp_repair import solve_min_current
 from agents.mpc_demand import BoundDemand, DemandForecast, Ghosts, PerfectDemand, free_of_tree, no_ghosts
 from agents.optimum import off_or_minimum
+from agents.rule_drivers import DriverRecord
 from envs.core import SiteArrays, Snapshot
 from envs.physics import STEP_EPS, ceil_to_grid, ev_terms
 from envs.scenario import Scenario
@@ -88,6 +91,7 @@ class ModelPredictiveControl:
         deadline_cost_per_kwh: float = 0.02,
         done_kwh: float = 0.05,
         plan_min_current: bool = True,
+        early_prior: float = 1.0,
     ) -> None:
         if horizon < 1:
             raise ValueError("horizon must be at least 1 step")
@@ -110,6 +114,10 @@ class ModelPredictiveControl:
         self.plan_min_current = plan_min_current
         """repair the minimum current over the whole plan of the EVs present, not only its first step (see
         the module docstring)"""
+        self.early_prior = early_prior
+        """share of drivers assumed to leave before their declared departure until a few were seen
+        (:class:`~agents.rule_drivers.DriverRecord`, as the rule-based DLM)"""
+        self._drivers = DriverRecord(early_prior)
         self._site: SiteArrays | None = None
         self._lp: SiteLP | None = None
         self._episode_end: pd.Timestamp | None = None
@@ -118,6 +126,7 @@ class ModelPredictiveControl:
     def reset(self, site: SiteArrays, scenario: Scenario | None = None) -> None:
         self._site = site
         self._lp = None
+        self._drivers = DriverRecord(self.early_prior)
         self.solve_s = []
         self._episode_end = scenario.end if scenario is not None else None
         self._demand = None
@@ -173,6 +182,14 @@ class ModelPredictiveControl:
         if site is None:
             raise RuntimeError("mpc: call reset(site) before act()")
         st = snapshot.state
+        # drivers seen to leave before the departure they declared: every deadline (the slot's window, its
+        # last step, the energy due in the horizon) is planned on the stay they give, as the rule-based DLM
+        # plans (:meth:`DriverRecord.planned_left_h`); where every driver keeps their word, on the declared
+        # stay (the plan is then the same as without the record)
+        self._drivers.observe(snapshot)
+        planned_left = self._drivers.planned_left_h(st)
+        if planned_left is not None:
+            st = dataclasses.replace(st, time_left_h=planned_left)
         fc = snapshot.forecast
         dt = float(st.dt_h)
         H = max(1, min(self.horizon, fc.horizon))
