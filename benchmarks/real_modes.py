@@ -129,7 +129,7 @@ def mode_policies(mode: str, week: Week, policies: list[str], cache: Path) -> li
         if p == "rule_based":
             out.append(RuleBasedDLM(arrival_prior=demand, top_up_kwh=top_up))
         elif p == "mpc" and mode == "declared":
-            out.append(ModelPredictiveControl(demand=demand))
+            out.append(ModelPredictiveControl(demand=demand, top_up_kwh=top_up))
         else:
             out.append(p)
     return out

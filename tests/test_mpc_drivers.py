@@ -18,7 +18,7 @@ from agents.rollout import rollout
 from envs.config import site_from_dict
 from envs.env import ChargingSiteEnv
 from envs.scenario import Scenario, make_scenario
-from tests.test_env_support import at, flat_timeseries, tiny_site
+from tests.test_env_support import at, flat_timeseries, tiny_scenario, tiny_site
 
 STEPS = 48
 CHEAP_FROM = 30
@@ -75,3 +75,24 @@ def test_where_drivers_keep_their_word_the_mpc_waits_for_the_cheap_hours() -> No
     assert short["late"] == pytest.approx(0.0, abs=0.1)
     assert kw[:CHEAP_FROM].max() == pytest.approx(0.0, abs=1e-6)
     assert kw[CHEAP_FROM:].sum() * 0.25 * 0.9 >= LATE_KWH - 0.1
+
+
+DECLARED_KWH = 2 * 11.0 * 0.9 * 0.25
+TAKEN_KWH = 12.0
+"""EV ``under`` on c0 (11 kW, efficiency 0.9) for 4 h: its driver declares two steps at full power (4.95
+kWh), it takes 12 kWh"""
+
+
+@pytest.mark.parametrize("top_up_kwh", [0.0, 4.0, 10.0])
+def test_the_mpc_offers_up_to_top_up_kwh_beyond_the_declared_energy(top_up_kwh: float) -> None:
+    """An EV whose driver declared less than it takes is offered up to ``top_up_kwh`` more once its
+    declared energy is in (no demand charge: up to the import limit, one charger at full power here): it
+    leaves short of what it took by what the offer could not cover."""
+    ev = {"session_id": "under", "charger_id": "c0", "arrival": 0, "departure": 16,
+          "declared_energy_kwh": DECLARED_KWH, "energy_kwh": TAKEN_KWH}  # fmt: skip
+    sc = tiny_scenario(STEPS, [ev], import_limit_kw=40.0, penalty_per_kwh=20.0)
+    short, kw = _run(sc, ModelPredictiveControl(top_up_kwh=top_up_kwh))
+    want = max(TAKEN_KWH - DECLARED_KWH - top_up_kwh, 0.0)
+    assert short["under"] == pytest.approx(want, abs=0.1)
+    # the declared energy first, at full power (no time to wait in a flat price), then the offer
+    assert kw[:2] == pytest.approx([11.0, 11.0], abs=1e-6)
