@@ -51,8 +51,13 @@ Drivers' declarations: every deadline is planned on the stay drivers are seen to
 quantile of the share of the declared stay drivers cut), not on the declared departure as if true (that
 plan deferred charging to cheap hours the drivers left before: jpl-2021-08-02 in the real benchmark's
 declared mode, 5223 EUR and 78 EVs short of their declaration, against 3801 EUR and 72 so planned); with
-every declaration kept the plan is unchanged. Energy beyond the declaration (``top_up_kwh``, what the
-site's log shows EVs taking beyond it) is offered under the planned peak (:mod:`agents.mpc_offer`).
+every declaration kept the plan is unchanged. While drivers are seen to leave early, a kWh deferred an hour
+also costs the penalty at the rate they do (the share seen to leave early over the mean declared hours the
+EVs present have left), as the rule charges flexible energy now when that risk beats the price saving:
+planned stays are a quantile, and deferred to cheap hours inside them the EVs of the drivers who cut
+more left short (jpl-2019-10-28-v2g: 4622 -> 3448 EUR, 23 -> 11 EVs short). Energy beyond the
+declaration (``top_up_kwh``, what the site's log shows EVs taking beyond it) is offered under the planned
+peak (:mod:`agents.mpc_offer`).
 
 Minimum current: the LP relaxes it; the first step's columns are repaired by fix-and-resolve
 (:func:`agents.lp_repair.solve_min_current`), where an EV whose remaining room is below one minimum step
@@ -208,7 +213,14 @@ class ModelPredictiveControl:
         # stay (the plan is then the same as without the record)
         self._drivers.observe(snapshot)
         planned_left = self._drivers.planned_left_h(st)
+        delay = self.delay_cost_per_kwh_h
         if planned_left is not None:
+            # and each kWh deferred an hour risks the penalty at the rate drivers leave early: the share seen
+            # to, over the declared hours the EVs present have left
+            left_h = np.asarray(st.time_left_h, dtype=float)[np.asarray(st.ev_present, dtype=bool)]
+            if len(left_h):
+                hazard = self._drivers.early_share() / max(float(np.mean(left_h)), float(st.dt_h))
+                delay = max(delay, hazard * site.config.tariff.missing_energy_penalty_per_kwh)
             st = dataclasses.replace(st, time_left_h=planned_left)
         fc = snapshot.forecast
         dt = float(st.dt_h)
@@ -300,7 +312,7 @@ class ModelPredictiveControl:
             terminal_battery_value_per_kwh=float(np.median(imp)) * site.battery_efficiency,
             demand_charge_per_kw=tariff.demand_charge_per_kw / spread,
             present_fraction=np.concatenate([frac, g_frac]),
-            delay_cost_per_kwh_h=self.delay_cost_per_kwh_h,
+            delay_cost_per_kwh_h=delay,
             deadline_cost_per_kwh=self.deadline_cost_per_kwh,
             missing_penalty_per_kwh=np.concatenate(
                 [np.full(site.n, tariff.missing_energy_penalty_per_kwh), penalty_g]

@@ -28,10 +28,13 @@ LATE_KWH = 10.0
 full power), declaring a departure at step 42, after the cheap hours begin"""
 
 
-def _scenario(early_cut: int, late_departure: int = 18) -> Scenario:
+def _scenario(
+    early_cut: int, late_departure: int = 18, late_kwh: float = LATE_KWH, cheap_from: int = CHEAP_FROM
+) -> Scenario:
     """Four 1 kWh EVs on c1 whose drivers leave ``early_cut`` steps before the departure they declared (2
     steps after arrival), then ``late`` on c0 from step 10, declaring a departure at step 42 and leaving at
-    ``late_departure``. The missing energy penalty (20 EUR/kWh) outweighs any price."""
+    ``late_departure``, asking ``late_kwh``; import is cheap from step ``cheap_from`` on. The missing energy
+    penalty (20 EUR/kWh) outweighs any price."""
     site = site_from_dict(tiny_site(import_limit_kw=40.0, penalty_per_kwh=20.0))
     rows: list[dict[str, object]] = [
         {"session_id": f"early{a}", "charger_id": "c1", "arrival": at(a), "departure": at(a + 2),
@@ -40,10 +43,10 @@ def _scenario(early_cut: int, late_departure: int = 18) -> Scenario:
     ]  # fmt: skip
     rows.append(
         {"session_id": "late", "charger_id": "c0", "arrival": at(10), "departure": at(late_departure),
-         "declared_departure": at(42), "energy_kwh": LATE_KWH}
+         "declared_departure": at(42), "energy_kwh": late_kwh}
     )  # fmt: skip
     ts = flat_timeseries(STEPS + 4)
-    ts["import_price_per_kwh"] = np.where(np.arange(len(ts)) < CHEAP_FROM, 0.4, 0.1)
+    ts["import_price_per_kwh"] = np.where(np.arange(len(ts)) < cheap_from, 0.4, 0.1)
     return make_scenario(site, pd.DataFrame(rows), ts, "early-drivers")
 
 
@@ -66,6 +69,18 @@ def test_where_drivers_leave_early_the_mpc_charges_before_the_stay_they_give_end
     short, kw = _run(_scenario(early_cut=6), ModelPredictiveControl())
     assert short["late"] == pytest.approx(0.0, abs=0.1)
     assert kw[10:18].sum() * 0.25 * 0.9 >= LATE_KWH - 0.1
+
+
+def test_where_drivers_leave_early_the_mpc_does_not_wait_for_cheap_hours_in_the_stay_planned() -> None:
+    """``late`` (8 kWh, 3.2 steps at full power) is planned on 8 steps (10 to 18) and import is cheap from
+    step 15, inside that stay; its driver leaves at step 14. Every driver seen left early, so each kWh
+    deferred an hour risks the penalty at 1 / 8 h of declared stay left x 20 EUR/kWh, far above the price
+    saving: the MPC charges it at once (deferred into the cheap steps, it left about 8 kWh short)."""
+    short, kw = _run(
+        _scenario(early_cut=6, late_departure=14, late_kwh=8.0, cheap_from=15), ModelPredictiveControl()
+    )
+    assert short["late"] == pytest.approx(0.0, abs=0.1)
+    assert kw[10:13] == pytest.approx([11.0, 11.0, 11.0], abs=1e-6)
 
 
 def test_where_drivers_keep_their_word_the_mpc_waits_for_the_cheap_hours() -> None:
