@@ -259,6 +259,13 @@ class LiveUpdater:
         c = self.live.connector(event.station_id, event.connector_id)
         if c is None or not c.active:
             return
+        if c.needs_at == -np.inf:
+            c.needs_at = time.monotonic()
+            LOG.info(
+                "%s transaction %s: EV needs arrived %.2f s after its start", c.charger_id, c.ocpp_tx_id,
+                c.needs_at - c.started_at,
+            )  # fmt: skip
+            self.live.needs_arrived.set()  # a transaction held for them is decided again (serving.needs)
         received = c.received_kwh(float(self.site.efficiency[c.index]))  # what the request adds to
         if event.energy_wh is not None:
             c.energy_asked_kwh = received + event.energy_wh / 1000.0

@@ -1,0 +1,71 @@
+"""A cycle on the UTC grid decides its step from the step's start, as the environment's policy does (issue 15:
+measured from the cycle, 1 s into the step, every EV had one whole step fewer left for the rule-based
+policy, ``floor(time_left / dt)``, at every step of its stay, and the live EVs charged ahead of the
+environment's before the V2G window)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from envs.config import site_from_dict
+from envs.core import SiteArrays
+from envs.physics import ev_terms
+from serving.config import connector_map
+from serving.live import LiveSite, build_snapshot, step_start
+from tests.test_serving_helpers import serving_config, small_site
+
+GRID = datetime(2026, 3, 2, 8, 0, 0, tzinfo=UTC)
+
+
+def _snapshot(tmp_path: Path, phase: float | None, into_s: float) -> tuple[float, np.datetime64, int]:
+    """One EV leaving 12 steps of 10 s after a step's start, a cycle ``into_s`` into that step:
+    (its time left in s, the snapshot's time, its whole steps left)."""
+    cfg = serving_config(tmp_path, control_interval_s=10.0, cycle_phase_s=phase)
+    site = SiteArrays.from_config(site_from_dict(small_site().model_dump()))
+    live = LiveSite.build(site, connector_map(cfg, site.config), ["CP1", "CP2"])
+    c = live.connectors[0]
+    c.tx_pk, c.ocpp_tx_id, c.energy_asked_kwh, c.tx_start = 1, "1", 5.0, GRID
+    c.departure = GRID + timedelta(seconds=120)
+    now = GRID + timedelta(seconds=into_s)
+    snap, _ = build_snapshot(live, cfg, 1, np.full(4, np.inf), now_mono=1.0, now_utc=now)
+    steps = int(np.asarray(ev_terms(site, snap.state).steps_left)[0])
+    return float(snap.state.time_left_h[0]) * 3600.0, snap.timestamp, steps
+
+
+@pytest.mark.parametrize("into_s", [1.0, 0.1, 4.9, 9.99])
+def test_a_cycle_on_the_grid_sees_the_time_left_from_its_steps_start(tmp_path: Path, into_s: float) -> None:
+    left_s, stamp, steps = _snapshot(tmp_path, 1.0, into_s)
+    assert left_s == pytest.approx(120.0)
+    assert steps == 12  # as the environment's snapshot of the step: 12 steps of 10 s left
+    assert stamp == np.datetime64(GRID.replace(tzinfo=None), "s")
+
+
+def test_a_cycle_off_the_grid_sees_the_time_left_from_itself(tmp_path: Path) -> None:
+    """Without ``cycle_phase_s`` cycles keep no grid: the time left is the departure less the cycle's time."""
+    left_s, _, steps = _snapshot(tmp_path, None, 1.0)
+    assert left_s == pytest.approx(119.0)
+    assert steps == 11
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    seconds=st.floats(min_value=0.0, max_value=3.0e8, allow_nan=False),
+    interval=st.sampled_from([0.5, 1.0, 10.0, 60.0, 900.0]),
+    phase=st.floats(min_value=0.0, max_value=5.0),
+)
+def test_step_start_is_the_grid_time_at_or_before_the_cycle(
+    seconds: float, interval: float, phase: float
+) -> None:
+    cfg = serving_config(Path("/nonexistent"), control_interval_s=interval, cycle_phase_s=phase)
+    utc = datetime(2020, 1, 1, tzinfo=UTC) + timedelta(seconds=seconds)
+    start = step_start(utc, cfg)
+    gap = (utc - start).total_seconds()
+    assert -1e-6 <= gap < interval + 1e-6
+    off = start.timestamp() % interval
+    assert min(off, interval - off) < 1e-3  # on the grid (microsecond datetimes)
