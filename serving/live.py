@@ -346,8 +346,11 @@ def draws_at_meter(
         # between the two readings (a limit that took effect after both says nothing about either)
         since, until = min(meter_at, c.power_at) - slack, max(meter_at, c.power_at) + slack
         floor, ceiling = c.draw_floor_kw(since, until), c.draw_ceiling_kw(since, until)
-        if floor is not None and meter_at < c.started_at:
-            floor = min(floor, 0.0)  # the site meter read before the central system knew of the transaction
+        if floor is not None and meter_at - slack < c.started_at:
+            # the site meter may have read before the transaction started drawing: a reading arrives up to
+            # the slack after it was taken (the V2G benchmark: 20 kW read before the EVs plugged in, pushed
+            # after their TransactionEvents, less one EV's first 4.14 kW: 272.5 kW on 268.4)
+            floor = min(floor, 0.0)
         if floor is not None and ceiling is not None and _may_have_finished(live, c, ceiling, meter_at, cfg):
             floor = min(floor, 0.0)  # its EV may have stopped since its reading, when full
         low += float(measured[c.index]) if floor is None else floor
