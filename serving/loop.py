@@ -195,6 +195,8 @@ class SiteLoop:
         self._last_cycle_mono = -np.inf
         self._last_other_kw: float | None = None
         """non-charger net load (import - chargers measured) when the last plan was made, kW"""
+        self.read_at = -np.inf
+        """monotonic time the last cycle read"""
         self.held: BoolArray = np.zeros(self.site.n, dtype=bool)
         """(n,) the transactions the last cycle held for their EV's needs (:mod:`serving.needs`)"""
         self.violations: deque[Violation] = deque(maxlen=VIOLATIONS_KEPT)
@@ -212,7 +214,7 @@ class SiteLoop:
     # ------------------------------------------------------------------ read
 
     def read(self, redecide: bool = False) -> Reading:
-        now = time.monotonic()
+        now = self.read_at = time.monotonic()
         self.cycle += 0 if redecide else 1
         follow_plans(self.site, self.live.connectors, self.cfg.schedule_period_s, now)
         flag_offenders(self.live, self.cfg, self.metrics, now)

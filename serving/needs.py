@@ -7,7 +7,8 @@ for its truth: 20 kWh in 8 h where the EV asked 0.35 kWh in 8 minutes, the other
 Such a transaction is instead *held*, for at most ``needs_wait_s`` after its start: it is no EV of the
 decision, it keeps drawing its failsafe share (reserved for it, as for a transaction that starts after a
 cycle) and gets no profile; as soon as the needs of every held transaction arrived (or the wait ran out)
-the site loop decides the same step again (:func:`pause`). 1.6 and 2.0.1 transactions are never held.
+the site loop decides the same step again (:func:`pause`), as it does when the needs of a transaction
+that started after the cycle arrive. 1.6 and 2.0.1 transactions are never held.
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ HELD_VERSIONS = frozenset({"2.1"})
 """OCPP versions whose EVs are waited for (the V2X EVSEs; a 2.0.1 EV's needs stay optional, as before)"""
 POLL_S = 0.05
 """how often a re-decision due waits for the profiles of the cycle before to be answered, s"""
+REDECIDE_GAP = 0.05
+"""the least time from a cycle's reading to the step decided again, in control intervals"""
 
 
 def awaiting_needs(live: LiveSite, now: float, wait_s: float) -> BoolArray:
@@ -45,40 +48,45 @@ def awaiting_needs(live: LiveSite, now: float, wait_s: float) -> BoolArray:
     return out
 
 
-def held_settled(live: LiveSite, held: BoolArray, now: float, wait_s: float) -> bool:
-    """Whether a cycle that held ``held`` should be decided again: none of them awaits its needs any more
-    (arrived, transaction ended, or its wait ran out)."""
-    return not bool(np.any(held & awaiting_needs(live, now, wait_s)))
+def redecide_due(loop: SiteLoop, waiting: BoolArray) -> bool:
+    """Whether the step should be decided again: a transaction the last cycle held no longer awaits its
+    needs (they arrived, it ended, or its wait ran out), or the needs of one arrived since the cycle read
+    (a transaction that started after it, or one decided on the defaults once its wait ran out)."""
+    if bool(np.any(loop.held & ~waiting)):
+        return True
+    return any(c.active and c.needs_at > loop.read_at for c in loop.live.connectors)
 
 
-def held_due(live: LiveSite, held: BoolArray, wait_s: float) -> float:
-    """Monotonic time by which every held transaction's wait has run out (-inf where none is held)."""
-    starts = [c.started_at for c in live.connectors if held[c.index]]
-    return max(starts) + wait_s if starts else -np.inf
+def first_expiry(live: LiveSite, waiting: BoolArray, wait_s: float) -> float:
+    """Monotonic time the first of the ``waiting`` transactions stops waiting for its needs (inf: none)."""
+    starts = [c.started_at for c in live.connectors if waiting[c.index]]
+    return min(starts) + wait_s if starts else np.inf
 
 
 async def pause(loop: SiteLoop, until: float) -> None:
-    """Wait until monotonic ``until`` (the next cycle); meanwhile, once the transactions the last cycle
-    held have their needs (``live.needs_arrived`` wakes it) or their wait ran out, and the profiles of the
-    cycle before are answered (a station still busy would skip the new ones), decide the same step again
-    (:meth:`~serving.loop.SiteLoop.run_cycle` with ``redecide``), and keep waiting."""
+    """Wait until monotonic ``until`` (the next cycle); meanwhile decide the same step again
+    (:meth:`~serving.loop.SiteLoop.run_cycle` with ``redecide``) as soon as :func:`redecide_due`, no
+    starting 2.1 transaction still awaits its needs (:func:`awaiting_needs`: EVs that arrive together are
+    decided together), the profiles of the cycle before are answered (a station still busy would skip the
+    new ones) and ``REDECIDE_GAP`` of a control interval has passed since it read; and keep waiting.
+    ``live.needs_arrived`` wakes it."""
     live, wait_s = loop.live, loop.cfg.needs_wait_s
+    gap_s = REDECIDE_GAP * loop.cfg.control_interval_s
     while (left := until - time.monotonic()) > 0:
-        if not loop.held.any():
-            await asyncio.sleep(left)
-            return
+        live.needs_arrived.clear()  # before looking: needs that arrive from here on wake the wait below
         now = time.monotonic()
-        if held_settled(live, loop.held, now, wait_s):
-            if loop.dispatcher.in_flight:
+        waiting = awaiting_needs(live, now, wait_s)
+        if not waiting.any() and redecide_due(loop, waiting):
+            if loop.dispatcher.in_flight or now - loop.read_at < gap_s:
                 await asyncio.sleep(min(POLL_S, left))
                 continue
             try:
                 await loop.run_cycle(redecide=True)
             except Exception:
                 LOG.exception("control cycle %d decided again failed", loop.cycle)
-                loop.held = np.zeros_like(loop.held)
+                await asyncio.sleep(max(until - time.monotonic(), 0.0))
+                return
             continue
-        live.needs_arrived.clear()
-        timeout = min(left, max(held_due(live, loop.held, wait_s) - now, 0.0) + 1e-3)
+        timeout = min(left, max(first_expiry(live, waiting, wait_s) - now, 0.0) + 1e-3)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(live.needs_arrived.wait(), timeout)

@@ -95,3 +95,31 @@ async def test_a_16_or_201_transaction_is_never_held(tmp_path: Path, version: st
         await svc.stop()
     assert not held.any()
     assert out.outcome.limits_kw[0] == pytest.approx(11.04, abs=0.1)
+
+
+async def test_a_21_transaction_that_starts_after_a_cycle_is_decided_when_its_needs_arrive(
+    tmp_path: Path,
+) -> None:
+    """EVs arriving together reach the central system one after another: one that starts after the cycle
+    is decided as soon as its needs arrive, not at the next cycle (a control interval at its failsafe
+    share)."""
+    svc = Service(serving_config(tmp_path, needs_wait_s=5.0), small_site(IMPORT_KW), FullPower(), PASSWORDS)
+    await svc.start(http=False, loop=False)
+    try:
+        svc.live.stations["CP1"].ocpp_version = "2.1"
+        svc.on_site_meter(BASE_KW, None)
+        first = await svc.run_cycle()  # no transaction yet
+        waiting = asyncio.create_task(pause(svc.loop, time.monotonic() + 3.0))
+        await svc.updater.transaction_started(
+            TransactionStarted("CP1", 1, "t1", "tag", 0.0, datetime.now(UTC))
+        )
+        await asyncio.sleep(0.2)
+        assert svc.loop.last is first  # started, its needs not in: nothing decided on the defaults
+        svc.updater.charging_needs(_needs())
+        await asyncio.sleep(0.3)
+        second = svc.loop.last
+        waiting.cancel()
+    finally:
+        await svc.stop()
+    assert second is not None and second is not first and second.cycle == first.cycle
+    assert second.outcome.limits_kw[0] == pytest.approx(EV_MAX_A * 0.69, abs=0.1)
