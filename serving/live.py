@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 
 BIG_ENERGY_KWH = 1e6
 BIG_TIME_H = 1e3
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 LIMIT_LOG_LEN = 32
 """limits kept per connector to judge its draw at the time of a site meter reading"""
 
@@ -375,7 +376,8 @@ def step_start(utc: datetime, cfg: ServingConfig) -> datetime:
     charged in the first step against the environment's 160, the EVs ahead of it before the window)."""
     if cfg.cycle_phase_s is None:
         return utc
-    return utc - timedelta(seconds=utc.timestamp() % cfg.control_interval_s)
+    into_us = (utc - EPOCH) // timedelta(microseconds=1) % round(cfg.control_interval_s * 1e6)
+    return utc - timedelta(microseconds=into_us)  # in whole microseconds: exactly on the grid
 
 
 def build_snapshot(

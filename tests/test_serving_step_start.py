@@ -17,8 +17,10 @@ from envs.config import site_from_dict
 from envs.core import SiteArrays
 from envs.physics import ev_terms
 from serving.config import connector_map
-from serving.live import LiveSite, build_snapshot, step_start
-from tests.test_serving_helpers import serving_config, small_site
+from serving.events import ChargingNeeds, TransactionStarted
+from serving.live import EPOCH, LiveSite, build_snapshot, step_start
+from serving.service import Service
+from tests.test_serving_helpers import PASSWORDS, FullPower, serving_config, small_site
 
 GRID = datetime(2026, 3, 2, 8, 0, 0, tzinfo=UTC)
 
@@ -67,5 +69,26 @@ def test_step_start_is_the_grid_time_at_or_before_the_cycle(
     start = step_start(utc, cfg)
     gap = (utc - start).total_seconds()
     assert -1e-6 <= gap < interval + 1e-6
-    off = start.timestamp() % interval
-    assert min(off, interval - off) < 1e-3  # on the grid (microsecond datetimes)
+    assert (start - EPOCH) % timedelta(microseconds=round(interval * 1e6)) == timedelta(0)  # exactly on it
+
+
+@pytest.mark.parametrize("jitter_ms", [0.6, -0.4, 0.0])
+async def test_a_departure_declared_off_the_second_is_taken_to_the_second(
+    tmp_path: Path, jitter_ms: float
+) -> None:
+    """A station turns the EV's departure (whole seconds from now) into a time on its own clock, a fraction of
+    a millisecond off the grid: 480.0006 s left counted as 49 steps of 10 s where the EV has 48, and the
+    rule-based policy's first decision in the V2G benchmark was 248 kW against the environment's 160."""
+    cfg = serving_config(tmp_path, control_interval_s=10.0, cycle_phase_s=1.0)
+    svc = Service(cfg, small_site(), FullPower(), PASSWORDS)
+    await svc.start(http=False, loop=False)
+    try:
+        await svc.updater.transaction_started(TransactionStarted("CP1", 1, "t1", "tag", 0.0, GRID))
+        departure = GRID + timedelta(seconds=480, milliseconds=jitter_ms)
+        svc.updater.charging_needs(ChargingNeeds("CP1", 1, 350.0, 16.0, None, departure))
+        c = svc.live.connectors[0]
+        snap, _ = build_snapshot(svc.live, cfg, 1, np.full(4, np.inf), now_utc=GRID + timedelta(seconds=1))
+    finally:
+        await svc.stop()
+    assert c.departure == GRID + timedelta(seconds=480)
+    assert float(snap.state.time_left_h[0]) * 3600.0 == pytest.approx(480.0, abs=1e-9)
