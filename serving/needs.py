@@ -8,7 +8,7 @@ Such a transaction is instead *held*, for at most ``needs_wait_s`` after its sta
 decision, it keeps drawing its failsafe share (reserved for it, as for a transaction that starts after a
 cycle) and gets no profile; as soon as the needs of every held transaction arrived (or the wait ran out)
 the site loop decides the same step again (:func:`pause`), as it does when the needs of a transaction
-that started after the cycle arrive. 1.6 and 2.0.1 transactions are never held.
+that started after the cycle arrive (of any version). 1.6 and 2.0.1 transactions are never held.
 """
 
 from __future__ import annotations
