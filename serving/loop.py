@@ -31,7 +31,7 @@ from serving.control import Controller, CycleOutcome, FixedLoad, keeps_feasible
 from serving.dispatch import Dispatcher, PlanContext, select_updates
 from serving.forecast import LiveForecast
 from serving.journal import HISTORY_SOURCE, Journal, Publisher
-from serving.live import LiveSite, SnapshotInfo, build_snapshot, draws_at_meter, reading_slack_s
+from serving.live import LiveSite, SnapshotInfo, build_snapshot, draws_at_meter, reading_slack_s, step_start
 from serving.metrics import Metrics
 from serving.needs import awaiting_needs
 from serving.plans import follow_plans, plans_moved, plans_step_away
@@ -196,6 +196,7 @@ class SiteLoop:
         self._last_other_kw: float | None = None
         """non-charger net load (import - chargers measured) when the last plan was made, kW"""
         self.read_at = -np.inf
+        self._step: datetime | None = None
         """monotonic time the last cycle read"""
         self.held: BoolArray = np.zeros(self.site.n, dtype=bool)
         """(n,) the transactions the last cycle held for their EV's needs (:mod:`serving.needs`)"""
@@ -214,8 +215,9 @@ class SiteLoop:
     # ------------------------------------------------------------------ read
 
     def read(self, redecide: bool = False) -> Reading:
-        now = self.read_at = time.monotonic()
-        self.cycle += 0 if redecide else 1
+        now, utc = time.monotonic(), datetime.now(UTC)
+        self.read_at = now
+        self.cycle += 1 if self._new_step(redecide, utc) else 0
         follow_plans(self.site, self.live.connectors, self.cfg.schedule_period_s, now)
         flag_offenders(self.live, self.cfg, self.metrics, now)
         fixed = fixed_load(self.live)
@@ -226,7 +228,6 @@ class SiteLoop:
         if (held := awaiting_needs(self.live, now, self.cfg.needs_wait_s)).any():
             LOG.info("cycle %d: %d transaction(s) held for their EV's needs", self.cycle, int(held.sum()))
         self.held = held
-        utc = datetime.now(UTC)
         battery = None
         if self.battery is not None:
             meter, slack = self.live.meter, reading_slack_s(self.cfg)
@@ -251,6 +252,17 @@ class SiteLoop:
             return Reading(snapshot, info, fixed, read_at=now, held=held)
         room = self._battery_room_now(info, drawable, now, battery)
         return Reading(snapshot, info, fixed, drawable, room, now, held)
+
+    def _new_step(self, redecide: bool, utc: datetime) -> bool:
+        """Whether this cycle decides a new step (the policy's step index moves on): on the grid
+        (``cycle_phase_s``), when its step's start differs from the last cycle's (a step decided again
+        for needs that arrived early in the next step is that step's first decision, and its regular
+        cycle then decides it again); off the grid, unless ``redecide``."""
+        if self.cfg.cycle_phase_s is None:
+            return not redecide
+        step = step_start(utc, self.cfg)
+        new, self._step = step != self._step, step
+        return new
 
     def _battery_room_now(
         self, info: SnapshotInfo, drawable: FloatArray, now: float, battery: BatteryStatus | None

@@ -92,3 +92,22 @@ async def test_a_departure_declared_off_the_second_is_taken_to_the_second(
         await svc.stop()
     assert c.departure == GRID + timedelta(seconds=480)
     assert float(snap.state.time_left_h[0]) * 3600.0 == pytest.approx(480.0, abs=1e-9)
+
+
+def test_a_cycle_moves_the_policys_step_on_only_in_a_new_step(tmp_path: Path) -> None:
+    """EVs that arrive just after a step's start have their needs in before its regular cycle: the step is
+    decided then (a decision again, of the last cycle's index, before), and its regular cycle 0.5 s later
+    decides the same step again. Counted as a new step (before), the rule-based policy took the first
+    decision's offers as a whole step gone by and charged 215 kW where it had decided 160."""
+    cfg = serving_config(tmp_path, control_interval_s=10.0, cycle_phase_s=1.0)
+    loop = Service(cfg, small_site(), FullPower(), PASSWORDS).loop
+    at = [0.5, 1.0, 11.0, 11.6, 12.0, 25.0]
+    redecide = [True, False, False, True, True, False]
+    new = [loop._new_step(r, GRID + timedelta(seconds=s)) for r, s in zip(redecide, at, strict=True)]
+    assert new == [True, False, True, False, False, True]
+    off = Service(
+        serving_config(tmp_path / "off", control_interval_s=10.0), small_site(), FullPower(), PASSWORDS
+    )
+    assert [off.loop._new_step(r, GRID) for r in redecide] == [
+        not r for r in redecide
+    ]  # off the grid: as asked
