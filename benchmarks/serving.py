@@ -133,11 +133,10 @@ def _env() -> dict[str, str]:
 
 
 def start_service(
-    config: Path, log: Path, policy: str = "rule_based", failsafe: str = "tx_default"
+    config: Path, log: Path, policy: str = "rule_based", failsafe: str = "tx_default", level: str = "WARNING"
 ) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "evdlm.cli", "serve", "--config", str(config), "--failsafe", failsafe]
-    cmd += ["--policy", policy]
-    cmd += ["--log-level", "WARNING"]
+    cmd += ["--policy", policy, "--log-level", level]
     return subprocess.Popen(cmd, stdout=log.open("ab"), stderr=subprocess.STDOUT, env=_env(), cwd=ROOT)
 
 
@@ -395,7 +394,7 @@ def run_v2g(work: Path, n: int, minutes: float, interval_s: float = V2G_STEP_S) 
     cfg["cycle_phase_s"] = V2G_CYCLE_PHASE_S  # cycles on the scenario's 10 s grid, as the environment steps
     config.write_text(yaml.safe_dump(cfg))
     # TxDefault failsafe: the environment caps no station at its safe share either
-    svc = start_service(config, work / "service.log", "rule_based", "tx_default")
+    svc = start_service(config, work / "service.log", "rule_based", "tx_default", "INFO")
     try:
         wait_http(http, 60.0 + n / 10)  # 1,000 stations on a loaded machine took more than 60 s
         extra = ["--start-at", start.isoformat()]

@@ -351,6 +351,13 @@ class ServingConfig(_Frozen):
         default=20.0, gt=0, description="energy assumed asked by an EV that does not say (OCPP 1.6)"
     )
     default_dwell_h: float = Field(default=8.0, gt=0, description="stay assumed when no departure is known")
+    needs_wait_s: float = Field(
+        default=2.0,
+        ge=0,
+        description="an OCPP 2.1 transaction is held at its failsafe share (no EV of the decision) until "
+        "its EV's NotifyEVChargingNeeds arrives, then the step is decided again; after this long, on the "
+        "defaults",
+    )
     import_price_per_kwh: float = Field(default=0.25, description="flat import price where no tariff applies")
     export_price_per_kwh: float = Field(default=0.05, description="flat export price where no tariff applies")
     forecast_horizon_steps: int = Field(

@@ -14,7 +14,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Coroutine
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -50,6 +50,14 @@ LOG = logging.getLogger("evdlm.serving")
 
 def _kw(watts: float | None) -> float | None:
     return None if watts is None else watts / 1000.0
+
+
+def whole_second(t: datetime) -> datetime:
+    """``t`` to the nearest whole second: an EV declares its departure in whole seconds (ISO 15118
+    ``DepartureTime``), which its station turns into a time on its own clock; the fraction is that clock's
+    jitter. Kept, a departure 0.6 ms after a step's end counts as one more step to a policy that counts
+    steps (the V2G benchmark's first decision: 248 kW, against 160 with the departure on the grid)."""
+    return (t + timedelta(microseconds=500_000)).replace(microsecond=0)
 
 
 class LiveUpdater:
@@ -259,6 +267,13 @@ class LiveUpdater:
         c = self.live.connector(event.station_id, event.connector_id)
         if c is None or not c.active:
             return
+        if c.needs_at == -np.inf:
+            c.needs_at = time.monotonic()
+            LOG.info(
+                "%s transaction %s: EV needs arrived %.2f s after its start", c.charger_id, c.ocpp_tx_id,
+                c.needs_at - c.started_at,
+            )  # fmt: skip
+            self.live.needs_arrived.set()  # a transaction held for them is decided again (serving.needs)
         received = c.received_kwh(float(self.site.efficiency[c.index]))  # what the request adds to
         if event.energy_wh is not None:
             c.energy_asked_kwh = received + event.energy_wh / 1000.0
@@ -266,7 +281,7 @@ class LiveUpdater:
             c.ev_max_kw = profile_to_kw_one(self.site, c.index, event.ev_max_current_a, "A")
         elif event.ev_max_power_w is not None:
             c.ev_max_kw = profile_to_kw_one(self.site, c.index, event.ev_max_power_w, "W")
-        c.departure = event.departure or c.departure
+        c.departure = whole_second(event.departure) if event.departure is not None else c.departure
         if event.v2x is not None:
             c.v2x = event.v2x
             c.v2x_declared_net_kwh = c.delivered_kwh

@@ -7,15 +7,16 @@ Mutable per-connector and per-station records are updated only by the OCPP handl
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-from envs.core import FloatArray, ForecastWindow, SiteArrays, SiteState, Snapshot
+from envs.core import BoolArray, FloatArray, ForecastWindow, SiteArrays, SiteState, Snapshot
 from serving.config import ServingConfig
 from serving.events import V2XNeeds
 
@@ -25,6 +26,7 @@ if TYPE_CHECKING:
 
 BIG_ENERGY_KWH = 1e6
 BIG_TIME_H = 1e3
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 LIMIT_LOG_LEN = 32
 """limits kept per connector to judge its draw at the time of a site meter reading"""
 
@@ -81,6 +83,8 @@ class ConnectorLive:
     register_at: float = -np.inf
     started_at: float = -np.inf
     """monotonic time the central system learnt of the running transaction (it drew nothing before)"""
+    needs_at: float = -np.inf
+    """monotonic time the EV's needs (``NotifyEVChargingNeeds``) arrived in this transaction, -inf before"""
     limit_log: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=LIMIT_LOG_LEN))
     """(monotonic time it took effect, kW) of the last limits, for :meth:`draw_floor_kw`"""
 
@@ -166,6 +170,7 @@ class ConnectorLive:
         self.plan_start = -np.inf
         self.limit_log.clear()
         self.started_at = -np.inf
+        self.needs_at = -np.inf
 
     def dischargeable_kwh(self, efficiency: float) -> float:
         """Energy the EV may still give back, kWh on its battery side: what it declared above the bottom of
@@ -222,6 +227,8 @@ class LiveSite:
     """kind of the last implausible site meter reading, None once one is plausible"""
     peak_import_kw: float = 0.0
     by_tx: dict[tuple[str, str], ConnectorLive] = field(default_factory=dict)
+    needs_arrived: asyncio.Event = field(default_factory=asyncio.Event)
+    """set when an EV's needs arrive (:mod:`serving.needs`: a held transaction is decided again)"""
 
     @classmethod
     def build(cls, site: SiteArrays, mapping: dict[tuple[str, int], str], station_ids: list[str]) -> LiveSite:
@@ -340,8 +347,11 @@ def draws_at_meter(
         # between the two readings (a limit that took effect after both says nothing about either)
         since, until = min(meter_at, c.power_at) - slack, max(meter_at, c.power_at) + slack
         floor, ceiling = c.draw_floor_kw(since, until), c.draw_ceiling_kw(since, until)
-        if floor is not None and meter_at < c.started_at:
-            floor = min(floor, 0.0)  # the site meter read before the central system knew of the transaction
+        if floor is not None and meter_at - slack < c.started_at:
+            # the site meter may have read before the transaction started drawing: a reading arrives up to
+            # the slack after it was taken (the V2G benchmark: 20 kW read before the EVs plugged in, pushed
+            # after their TransactionEvents, less one EV's first 4.14 kW: 272.5 kW on 268.4)
+            floor = min(floor, 0.0)
         if floor is not None and ceiling is not None and _may_have_finished(live, c, ceiling, meter_at, cfg):
             floor = min(floor, 0.0)  # its EV may have stopped since its reading, when full
         low += float(measured[c.index]) if floor is None else floor
@@ -354,6 +364,22 @@ def draws_at_meter(
     return DrawsAtMeter(low, b_low, high, b_high)
 
 
+def step_start(utc: datetime, cfg: ServingConfig) -> datetime:
+    """The time a cycle at ``utc`` decides from: with cycles on the UTC clock's grid (``cycle_phase_s``),
+    the start of the step it is in (the last multiple of ``control_interval_s``), else ``utc`` itself.
+
+    A cycle runs ``cycle_phase_s`` into its step, so that EVs arriving on the step are known to it, but
+    it decides that step, as the environment's policy does from the step's start: measured from the cycle
+    itself, an EV leaving on the grid has ``k`` steps less ``cycle_phase_s`` left, and every policy that
+    counts whole steps left (``floor(time_left / dt)``: the rule-based policy's deadlines, the departure
+    floor) plans one step fewer than it has, at every step of its stay (the V2G benchmark: 248 kW
+    charged in the first step against the environment's 160, the EVs ahead of it before the window)."""
+    if cfg.cycle_phase_s is None:
+        return utc
+    into_us = (utc - EPOCH) // timedelta(microseconds=1) % round(cfg.control_interval_s * 1e6)
+    return utc - timedelta(microseconds=into_us)  # in whole microseconds: exactly on the grid
+
+
 def build_snapshot(
     live: LiveSite,
     cfg: ServingConfig,
@@ -364,8 +390,10 @@ def build_snapshot(
     correction_kw: float = 0.0,
     forecast: LiveForecast | None = None,
     battery: BatteryStatus | None = None,
+    held: BoolArray | None = None,
 ) -> tuple[Snapshot, SnapshotInfo]:
-    """Freeze the live state into a :class:`Snapshot`.
+    """Freeze the live state into a :class:`Snapshot`; ``held`` (n,) transactions are no EV of it
+    (:mod:`serving.needs`), their measured draw charger load all the same.
 
     Base load is estimated from the site meter as ``import + pv - sum(measured chargers)``, plus
     ``correction_kw``: the load the last allocation did not explain (chargers drawing more than their
@@ -386,9 +414,9 @@ def build_snapshot(
     """
     site = live.site
     mono = time.monotonic() if now_mono is None else now_mono
-    utc = datetime.now(UTC) if now_utc is None else now_utc
+    utc = step_start(datetime.now(UTC) if now_utc is None else now_utc, cfg)
     n = site.n
-    present = live.active_mask()
+    present = live.active_mask() if held is None else live.active_mask() & ~held
     measured = live.measured_kw(mono, cfg.station_meter_timeout_s)
     ev_max = np.full(n, np.inf)
     dis_max = np.zeros(n)
@@ -400,7 +428,7 @@ def build_snapshot(
     """one control interval in the stations' hours (``time_scale`` > 1 against an accelerated simulator)"""
     overdraw = 0.0
     for c in live.connectors:
-        if not c.active:
+        if not present[c.index]:
             continue
         i = c.index
         if c.ev_max_kw is not None and c.ev_max_kw > 0:
@@ -411,21 +439,21 @@ def build_snapshot(
             time_left[i] = max((c.departure - utc).total_seconds() * scale / 3600.0, 0.0)
         else:
             start = c.tx_start or utc
-            stay_h = (utc - start).total_seconds() * scale / 3600.0
+            stay_h = max((utc - start).total_seconds(), 0.0) * scale / 3600.0
             time_left[i] = max(cfg.default_dwell_h - stay_h, dt_h)
         if c.discharging and not c.offender:
             dis_max[i], dischargeable[i] = _v2x_bounds(site, c)
         if c.offender and c.limit_kw is not None and np.isfinite(measured[i]):
             overdraw += max(0.0, float(measured[i]) - c.limit_kw)
     ev_max = np.minimum(ev_max, cap_kw)
-    if np.any(present & ~np.isfinite(measured)):
+    if np.any(live.active_mask() & ~np.isfinite(measured)):
         # a charger whose draw is not measured yet makes the base load (import - measured chargers) an
         # over-estimate: safe for the import limit, not for the export limit; no EV discharges meanwhile
         dis_max[:] = 0.0
     meter = live.meter
     source_none = cfg.meter.source == "none"
     fresh = meter is not None and mono - meter.at <= cfg.meter_timeout_s
-    measured_sum = float(np.nansum(np.where(present, measured, 0.0)))
+    measured_sum = float(np.nansum(np.where(live.active_mask(), measured, 0.0)))
     battery_on = battery is not None and battery.present and site.has_battery
     battery_kw = float(battery.power_kw or 0.0) if battery is not None and battery_on else 0.0
     soc_kwh = site.battery_soc_min_kwh

@@ -24,15 +24,16 @@ from typing import Any
 
 import numpy as np
 
-from envs.core import FloatArray, Snapshot
+from envs.core import BoolArray, FloatArray, Snapshot
 from serving.battery import BatteryStatus, ModbusBattery
 from serving.config import ServingConfig
 from serving.control import Controller, CycleOutcome, FixedLoad, keeps_feasible
 from serving.dispatch import Dispatcher, PlanContext, select_updates
 from serving.forecast import LiveForecast
 from serving.journal import HISTORY_SOURCE, Journal, Publisher
-from serving.live import LiveSite, SnapshotInfo, build_snapshot, draws_at_meter, reading_slack_s
+from serving.live import LiveSite, SnapshotInfo, build_snapshot, draws_at_meter, reading_slack_s, step_start
 from serving.metrics import Metrics
+from serving.needs import awaiting_needs
 from serving.plans import follow_plans, plans_moved, plans_step_away
 from serving.store import DecisionRecord, MeterSample
 from serving.violations import TOLERANCE_KW, Violation, site_cause
@@ -73,6 +74,8 @@ class Reading:
     """the most the battery may charge judged on the site meter alone (None without a fresh one)"""
     read_at: float | None = None
     """monotonic time the limits in force were read (the stations' plans followed up to then)"""
+    held: BoolArray | None = None
+    """(n,) transactions held for their EV's needs (:mod:`serving.needs`): no EV of it, sent nothing"""
 
 
 def arrival_reserve_kw(live: LiveSite, window_s: float, share_kw: FloatArray, now: float) -> FloatArray:
@@ -92,20 +95,57 @@ def arrival_reserve_kw(live: LiveSite, window_s: float, share_kw: FloatArray, no
 
 
 def started_since_kw(
-    live: LiveSite, since: float, share_kw: FloatArray, now: float, cfg: ServingConfig
+    live: LiveSite,
+    since: float,
+    share_kw: FloatArray,
+    now: float,
+    cfg: ServingConfig,
+    held: BoolArray | None = None,
 ) -> float:
     """The draw of the transactions the central system learnt of after monotonic ``since`` (the last
     plan did not know them), kW: each one's measured power, or before its first reading its failsafe
     share (``share_kw``), the most it draws until its first TxProfile. Charger load, not load the plan
     failed to foresee: the snapshot takes it off the base load where measured and counts it in where not,
     and reserved again by the closed loop it took every EV's power for a cycle after EVs arrived
-    together (the V2G benchmark: 50 EVs at their share, 248 kW of "correction", every limit 0)."""
+    together (the V2G benchmark: 50 EVs at their share, 248 kW of "correction", every limit 0). ``held``:
+    transactions the last plan held for their EV's needs (:mod:`serving.needs`) count as not known."""
     measured = live.measured_kw(now, cfg.station_meter_timeout_s)
     out = 0.0
     for c in live.connectors:
-        if c.active and c.started_at > since:
+        if c.active and (c.started_at > since or (held is not None and held[c.index])):
             out += float(measured[c.index]) if np.isfinite(measured[c.index]) else float(share_kw[c.index])
     return out
+
+
+def flag_offenders(live: LiveSite, cfg: ServingConfig, metrics: Metrics, now: float) -> None:
+    """Flag stations drawing more than their limit; a flag holds until a fresh reading clears it."""
+    tol = cfg.offender_tolerance_kw
+    grace = min(cfg.control_interval_s, 5.0)
+    max_age = max(cfg.station_meter_timeout_s, cfg.control_interval_s)
+    for c in live.connectors:
+        if not c.active or c.limit_kw is None or c.power_kw is None or now - c.power_at > max_age:
+            c.offender, c.offender_cycles = False, 0
+            continue
+        if c.power_at < c.limit_sent_at + grace:
+            continue  # no reading since the last limit took effect: keep the verdict
+        flagged = c.power_kw > c.limit_kw + 0.1 * abs(c.limit_kw) + tol  # signed: V2G limits < 0
+        if flagged and not c.offender:
+            LOG.warning("%s draws %.2f kW above its limit %.2f kW", c.charger_id, c.power_kw, c.limit_kw)
+            metrics.inc("offenders_total")
+            c.offender_since = now
+        c.offender = flagged
+        c.offender_cycles = c.offender_cycles + 1 if flagged else 0
+
+
+def fixed_load(live: LiveSite) -> FixedLoad:
+    """Flagged offenders with a fresh reading: their measured draw is taken as given this cycle."""
+    n = live.site.n
+    mask = np.zeros(n, dtype=bool)
+    draw, hold = np.zeros(n), np.zeros(n)
+    for c in live.connectors:
+        if c.offender and c.active and c.power_kw is not None and c.limit_kw is not None:
+            mask[c.index], draw[c.index], hold[c.index] = True, c.power_kw, c.limit_kw
+    return FixedLoad(mask, draw, hold)
 
 
 def drawable_kw(live: LiveSite, share_kw: FloatArray) -> FloatArray:
@@ -155,12 +195,18 @@ class SiteLoop:
         self._last_cycle_mono = -np.inf
         self._last_other_kw: float | None = None
         """non-charger net load (import - chargers measured) when the last plan was made, kW"""
+        self.read_at = -np.inf
+        self._step: datetime | None = None
+        """monotonic time the last cycle read"""
+        self.held: BoolArray = np.zeros(self.site.n, dtype=bool)
+        """(n,) the transactions the last cycle held for their EV's needs (:mod:`serving.needs`)"""
         self.violations: deque[Violation] = deque(maxlen=VIOLATIONS_KEPT)
         """the last limits exceeded, attributed (:mod:`serving.violations`)"""
 
-    async def run_cycle(self) -> CycleSummary:
+    async def run_cycle(self, redecide: bool = False) -> CycleSummary:
+        """One cycle; ``redecide``: the step of the last one again (:mod:`serving.needs`), same index."""
         t0, cpu0, policy0 = time.perf_counter(), time.thread_time(), self.controller.policy_cpu_s
-        reading = self.read()
+        reading = self.read(redecide)
         outcome = await self.decide(reading)
         sent = self.write(reading, outcome)
         self.metrics.loop_cpu_s.observe(time.thread_time() - cpu0 + self.controller.policy_cpu_s - policy0)
@@ -168,18 +214,20 @@ class SiteLoop:
 
     # ------------------------------------------------------------------ read
 
-    def read(self) -> Reading:
-        now = time.monotonic()
-        self.cycle += 1
+    def read(self, redecide: bool = False) -> Reading:
+        now, utc = time.monotonic(), datetime.now(UTC)
+        self.read_at = now
+        self.cycle += 1 if self._new_step(redecide, utc) else 0
         follow_plans(self.site, self.live.connectors, self.cfg.schedule_period_s, now)
-        self._flag_offenders(now)
-        fixed = self._fixed_load()
+        flag_offenders(self.live, self.cfg, self.metrics, now)
+        fixed = fixed_load(self.live)
         cap_kw = self.dispatcher.cap_kw()
         share = np.minimum(self.dispatcher.failsafe_kw(), cap_kw)
-        self._update_correction(
-            fixed, started_since_kw(self.live, self._last_cycle_mono, share, now, self.cfg)
-        )
-        utc = datetime.now(UTC)
+        started = started_since_kw(self.live, self._last_cycle_mono, share, now, self.cfg, self.held)
+        self._update_correction(fixed, started)
+        if (held := awaiting_needs(self.live, now, self.cfg.needs_wait_s)).any():
+            LOG.info("cycle %d: %d transaction(s) held for their EV's needs", self.cycle, int(held.sum()))
+        self.held = held
         battery = None
         if self.battery is not None:
             meter, slack = self.live.meter, reading_slack_s(self.cfg)
@@ -188,20 +236,33 @@ class SiteLoop:
             else:  # its power as it may have been when the site meter read
                 battery = self.battery.status(now, meter.at - slack, meter.at + slack)
         snapshot, info = build_snapshot(
-            self.live, self.cfg, self.cycle, cap_kw, now, utc, self.correction_kw, self.forecast, battery
-        )
+            self.live, self.cfg, self.cycle, cap_kw, now, utc, self.correction_kw, self.forecast, battery,
+            held,
+        )  # fmt: skip
         if self.forecast is not None:
             done = self.forecast.observe(utc, info.measured_base_load_kw, info.measured_pv_kw)
             if done is not None:
                 sample = MeterSample(done.start, HISTORY_SOURCE, None, done.base_load_kw, None, done.pv_kw)
                 self.journal.sample(sample)
             self.metrics.inc("forecast_cycles_total", source=info.forecast_source)
-        fixed = fixed.reserving(arrival_reserve_kw(self.live, self._arrival_window_s(), share, now))
-        if self.battery is None:
-            return Reading(snapshot, info, fixed, read_at=now)
+        reserve = arrival_reserve_kw(self.live, self._arrival_window_s(), share, now)
         drawable = drawable_kw(self.live, share)
+        fixed = fixed.reserving(np.where(held, drawable, reserve))  # a held one draws its share meanwhile
+        if self.battery is None:
+            return Reading(snapshot, info, fixed, read_at=now, held=held)
         room = self._battery_room_now(info, drawable, now, battery)
-        return Reading(snapshot, info, fixed, drawable, room, now)
+        return Reading(snapshot, info, fixed, drawable, room, now, held)
+
+    def _new_step(self, redecide: bool, utc: datetime) -> bool:
+        """Whether this cycle decides a new step (the policy's step index moves on): on the grid
+        (``cycle_phase_s``), when its step's start differs from the last cycle's (a step decided again
+        for needs that arrived early in the next step is that step's first decision, and its regular
+        cycle then decides it again); off the grid, unless ``redecide``."""
+        if self.cfg.cycle_phase_s is None:
+            return not redecide
+        step = step_start(utc, self.cfg)
+        new, self._step = step != self._step, step
+        return new
 
     def _battery_room_now(
         self, info: SnapshotInfo, drawable: FloatArray, now: float, battery: BatteryStatus | None
@@ -221,35 +282,6 @@ class SiteLoop:
         may_draw = float(np.sum(np.maximum(np.maximum(drawable, 0.0), measured)))
         base_then = info.site_import_kw - then.battery_kw - then.chargers_kw
         return float(self.site.import_limit_kw - base_then - may_draw)
-
-    def _flag_offenders(self, now: float) -> None:
-        """Flag stations drawing more than their limit; a flag holds until a fresh reading clears it."""
-        tol = self.cfg.offender_tolerance_kw
-        grace = min(self.cfg.control_interval_s, 5.0)
-        max_age = max(self.cfg.station_meter_timeout_s, self.cfg.control_interval_s)
-        for c in self.live.connectors:
-            if not c.active or c.limit_kw is None or c.power_kw is None or now - c.power_at > max_age:
-                c.offender, c.offender_cycles = False, 0
-                continue
-            if c.power_at < c.limit_sent_at + grace:
-                continue  # no reading since the last limit took effect: keep the verdict
-            flagged = c.power_kw > c.limit_kw + 0.1 * abs(c.limit_kw) + tol  # signed: V2G limits < 0
-            if flagged and not c.offender:
-                LOG.warning("%s draws %.2f kW above its limit %.2f kW", c.charger_id, c.power_kw, c.limit_kw)
-                self.metrics.inc("offenders_total")
-                c.offender_since = now
-            c.offender = flagged
-            c.offender_cycles = c.offender_cycles + 1 if flagged else 0
-
-    def _fixed_load(self) -> FixedLoad:
-        """Flagged offenders with a fresh reading: their measured draw is taken as given this cycle."""
-        n = self.site.n
-        mask = np.zeros(n, dtype=bool)
-        draw, hold = np.zeros(n), np.zeros(n)
-        for c in self.live.connectors:
-            if c.offender and c.active and c.power_kw is not None and c.limit_kw is not None:
-                mask[c.index], draw[c.index], hold[c.index] = True, c.power_kw, c.limit_kw
-        return FixedLoad(mask, draw, hold)
 
     def _arrival_window_s(self) -> float:
         """How soon after a transaction's start a cycle keeps the idle chargers' share free: within
@@ -311,8 +343,9 @@ class SiteLoop:
             return keeps_feasible(ctl.site_no_battery, ctl.plan_no_battery, state, kept_kw, fixed, charge_kw)
 
         sent_values = [c.limit_value for c in self.live.connectors]
+        active = self.live.active_mask() if reading.held is None else self.live.active_mask() & ~reading.held
         updates = select_updates(
-            self.site, state, outcome.limits_kw, sent_values, self.live.active_mask(), self.cfg.deadband_a,
+            self.site, state, outcome.limits_kw, sent_values, active, self.cfg.deadband_a,
             self.cfg.deadband_w, feasible,
         )  # fmt: skip
         if (schedule := outcome.schedule_kw) is not None:

@@ -53,6 +53,7 @@ from serving.journal import HISTORY_SOURCE, Journal, Publisher, resume
 from serving.live import LiveSite
 from serving.loop import CycleSummary, SiteLoop
 from serving.metrics import Metrics
+from serving.needs import pause
 from serving.policy_step import on_own_step
 from serving.store import AsyncStore, Store
 from serving.view import health, site_state
@@ -322,7 +323,7 @@ class Service:
             if delay < 0:
                 next_t = time.monotonic()
                 delay = 0.0
-            await asyncio.sleep(delay)
+            await pause(self.loop, time.monotonic() + delay)  # a step decided again once needs arrive
 
     # ------------------------------------------------------------------ the operator's view
 

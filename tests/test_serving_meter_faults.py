@@ -69,6 +69,7 @@ async def test_a_faulty_charger_meter_never_takes_headroom_from_the_others(tmp_p
             await svc.updater.transaction_started(TransactionStarted(sid, k, None, "tag", 0.0, now))
         for c in svc.live.connectors:
             c.limit_kw, c.limit_value, c.limit_sent_at = 5.0, 7.2, -1e9  # as if sent and accepted long ago
+            c.started_at -= 60.0  # and started long ago: the site reading below is of them drawing
         svc.on_site_meter(5.0 + 4 * 5.0, None)
         for sid, k in (("CP1", 2), ("CP2", 1), ("CP2", 2)):
             svc.updater.meter_reading(MeterReading(sid, k, 5000.0, None, None))
