@@ -33,7 +33,7 @@ from agents.lp_executable import GOOD_ENOUGH, best_executable_plan, grid_bound
 from agents.lp_repair import solve_min_current
 from envs.core import BoolArray, FloatArray, SiteArrays, Snapshot
 from envs.projection import floor_to_grid
-from envs.scenario import SESSION_DECLARED, Scenario
+from envs.scenario import Scenario
 
 
 class PerfectForesightOptimum:
@@ -373,14 +373,7 @@ def build_scenario_lp(site: SiteArrays, scenario: Scenario) -> tuple[SiteLP, LPD
     """The site LP of a whole scenario with the environment's discretisation, and its data."""
     from envs.sim import compile_episode
 
-    # the plan sees only the actual sessions: what drivers declared reaches it nowhere (not even through
-    # the room of an EV whose battery is unknown, which the simulator takes as the larger of the two)
-    ep = compile_episode(_actual_only(scenario), site, horizon=0)
-    declared_kwh = (
-        compile_episode(scenario, site, horizon=0).sessions.declared_request_kwh
-        if any(c in scenario.sessions.columns for c in SESSION_DECLARED)
-        else ep.sessions.declared_request_kwh
-    )
+    ep = compile_episode(scenario, site, horizon=0)
     T = ep.n_steps
     ses = ep.sessions
     occupied = ep.slot_session[:T]  # (T, n)
@@ -437,15 +430,7 @@ def build_scenario_lp(site: SiteArrays, scenario: Scenario) -> tuple[SiteLP, LPD
         present_fraction=ses.present_fraction(keep[:, None], np.arange(T)[None, :]),
     )
     data = replace(data, discharge_cap_kw=_departure_margin_kw(lp, ep.dt_h, max_charge, departure_steps))
-    slots = _Slots(charger, start, stop, request, declared_kwh[keep], np.clip(inside, 0.0, 1.0))
+    slots = _Slots(charger, start, stop, request, ses.declared_request_kwh[keep], np.clip(inside, 0.0, 1.0))
     slots.rate_kw = np.minimum(site.rated_kw[charger], ses.max_charge_kw[keep])
     slots.departs = departure <= T
     return lp, data, slots
-
-
-def _actual_only(scenario: Scenario) -> Scenario:
-    """``scenario`` without what the drivers declared (each session at its actual departure and energy)."""
-    drop = [c for c in SESSION_DECLARED if c in scenario.sessions.columns]
-    if not drop:
-        return scenario
-    return Scenario(scenario.site, scenario.sessions.drop(columns=drop), scenario.timeseries, scenario.name)

@@ -140,28 +140,3 @@ def test_mpc_with_perfect_forecasts_and_a_long_horizon_matches_the_optimum() -> 
     assert mpc.energy_delivered_pct == pytest.approx(100.0)
     assert mpc.cost_total <= best.cost_total * 1.01 + 1e-9
     assert mpc.cost_total >= best.cost_total - 1e-6
-
-
-def test_the_optimum_plans_on_the_actual_sessions_whatever_the_drivers_declared() -> None:
-    # Paid to import in the first two hours: the optimum takes all it may then. Drivers who declared more
-    # than they take (and B an earlier departure) must not change its plan: an unknown battery's room is
-    # the larger of the two in the simulator, and a plan that used it would be another plan than on the
-    # actual sessions (cheaper here: A and B would take 30 kWh while paid, not their 25).
-    plain = two_ev_scenario([-0.1, -0.1, 0.2])
-    t0 = plain.start
-    sessions = plain.sessions.assign(
-        declared_energy_kwh=[20.0, 25.0],
-        declared_departure=[t0 + pd.Timedelta(hours=2), t0 + pd.Timedelta(hours=2)],
-    )
-    declared = make_scenario(plain.site, sessions, plain.timeseries.reset_index(), name="two-ev-declared")
-    results, plans = [], []
-    for sc in (plain, declared):
-        opt = PerfectForesightOptimum()
-        results.append(run_episode(opt, sc, options=EnvOptions(forecast_horizon=4)))
-        assert opt.solution is not None
-        plans.append(opt.solution.charger_kw)
-    np.testing.assert_allclose(plans[1], plans[0], atol=1e-9)
-    # A 10 and B 15 kWh while paid 0.10 per kWh: -2.50, the same executed in both
-    assert results[0].row.cost_total == pytest.approx(-2.5, abs=1e-3)
-    assert results[1].row.cost_total == pytest.approx(results[0].row.cost_total, abs=1e-9)
-    np.testing.assert_allclose(results[1].trace.site_import_kw, results[0].trace.site_import_kw, atol=1e-9)
