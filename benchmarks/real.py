@@ -348,7 +348,10 @@ def run(
         for mode in modes:
             _log(f"  mode {mode}")
             scenario, forecast = mode_inputs(mode, week, built.scenario, CACHE)
-            others = [p for p in policies if p != "optimum" or mode == "perfect"]
+            # the yardstick plans and runs on the actual sessions in every mode, once: in the declared one
+            # the simulator's projection reads the declared state (the V2G departure margin), which would
+            # clip the optimum's plan where it is the same plan
+            others = [p for p in policies if p != "optimum" or (mode == "perfect" and optimum is None)]
             rows = (
                 evaluate(
                     mode_policies(mode, week, others, CACHE),
@@ -359,12 +362,9 @@ def run(
                 if others
                 else []
             )
-            if mode == "perfect" and "optimum" in policies:
+            if "optimum" in others:
                 optimum = next(r for r in rows if r.policy == "optimum")
             elif "optimum" in policies:
-                # the yardstick plans and runs on the actual sessions in every mode: in the declared one
-                # the simulator's safety projection reads the declared state (the V2G departure margin),
-                # which would clip the optimum's plan where it is the same plan
                 if optimum is None:
                     actual, true_series = mode_inputs("perfect", week, built.scenario, CACHE)
                     optimum = evaluate(
