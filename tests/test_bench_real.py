@@ -144,7 +144,7 @@ def test_the_optimum_runs_once_on_the_actual_sessions_and_shows_the_same_row_in_
     seen: list[tuple[str, bool]] = []
     evaluate = ev.evaluate
 
-    def counting(policies, scenarios, **kw):  # type: ignore[no-untyped-def]
+    def counting(policies, scenarios, **kw):
         seen.extend(
             (
                 str(p),
