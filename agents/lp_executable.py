@@ -380,7 +380,7 @@ def _switched_on(
     on jpl-2021-08-02: 0.06 kWh the rule-based DLM delivered). The column: the one at the step of least
     planned import (then the earliest). ``None`` where none is short or has an off column, or it fails."""
     xs = slice(lp.col["x"], lp.col["x"] + lp.sizes["x"])
-    short = (np.asarray(sol.missing_kwh) > 1e-6) & np.asarray(departs, dtype=bool) & ~lp.slot_v2g
+    short = (np.asarray(sol.missing_kwh) > 1e-6) & np.asarray(departs, dtype=bool)
     if not lp.sizes["x"] or not short.any():
         return None
     scale = model.scale[xs]

@@ -1,6 +1,9 @@
 """The two information modes of the real-data benchmark (:mod:`benchmarks.real`).
 
-The optimum always plans with perfect foresight of the actual sessions and time series: it is the yardstick.
+The optimum always plans with perfect foresight of the actual sessions and time series: it is the yardstick,
+and :func:`benchmarks.real.run` runs it on the ``perfect`` inputs in every mode (the same plan and row in
+both: on the declared scenario the simulator's projection bounds V2G discharge by the declared departure and
+need, and lets an EV of unknown battery take its declared energy when that is more).
 What the *policies* are told is the benchmark's mode:
 
 * ``perfect``: the policies see what the optimum sees. Each session's declared departure and energy are

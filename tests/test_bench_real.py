@@ -117,3 +117,51 @@ def test_dutch_series_land_on_the_site_wall_clock(tmp_path: Path, monkeypatch: p
     np.testing.assert_allclose(ts["import_price_per_kwh"], expected_price + 0.1)
     np.testing.assert_allclose(ts["pv_kw"], clock.hour.to_numpy() / 100 * 10.0)
     np.testing.assert_allclose(ts["base_load_kw"], 50.0)
+
+
+def test_the_optimum_runs_once_on_the_actual_sessions_and_shows_the_same_row_in_both_modes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # a V2G EV that declares an earlier departure and more energy than it takes: on the declared scenario
+    # the projection would bound the optimum's discharge by the declared departure
+    from benchmarks import real_modes
+    from envs.forecast import PerfectForecast
+    from envs.scenario import make_scenario
+    from tests.test_optimum_executable import gap_scenario
+    from training import evaluate as ev
+
+    sc = gap_scenario(v2g=True)
+    t0 = sc.start
+    sessions = sc.sessions.assign(
+        declared_departure=[t0 + pd.Timedelta(minutes=30)], declared_energy_kwh=[9.0]
+    )
+    declared = make_scenario(sc.site, sessions, sc.timeseries.reset_index(), name="declared")
+    monkeypatch.setattr(real, "build_week", lambda week, rebuild=False: real.BuiltWeek(declared, 0))
+    monkeypatch.setattr(
+        real, "week_facts", lambda built: {"week": "w", "sessions": 1, "dropped": 0, "import_limit_kw": 20.0}
+    )
+    monkeypatch.setattr(real_modes, "fitted_forecast", lambda week, cache: PerfectForecast())
+    seen: list[tuple[str, bool]] = []
+    evaluate = ev.evaluate
+
+    def counting(policies, scenarios, **kw):
+        seen.extend(
+            (
+                str(p),
+                "declared_departure" in s.sessions
+                and s.sessions["declared_departure"].ne(s.sessions["departure"]).any(),
+            )
+            for p in policies
+            for s in scenarios
+        )
+        return evaluate(policies, scenarios, **kw)
+
+    monkeypatch.setattr(ev, "evaluate", counting)
+    out = real.run([real.WEEKS[0]], ["optimum", "llf"], modes=["declared", "perfect"])[0]["modes"]
+    assert [p for p, _ in seen].count("optimum") == 1
+    assert ("optimum", False) in seen  # on the actual sessions
+    assert ("llf", True) in seen  # the policies see the declarations in the declared mode
+    for mode in ("declared", "perfect"):
+        assert [r["policy"] for r in out[mode]] == ["optimum", "llf"]
+        assert out[mode][0]["gap_to_optimum_pct"] == 0.0
+    assert out["declared"][0] == out["perfect"][0]

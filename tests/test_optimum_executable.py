@@ -132,7 +132,7 @@ def test_the_optimum_finishes_an_ev_below_the_minimum_where_the_projection_lets_
         assert other.energy_delivered_kwh <= res.row.energy_delivered_kwh + 1e-9, policy
 
 
-def gap_scenario() -> Scenario:
+def gap_scenario(v2g: bool = False) -> Scenario:
     """The charger of :func:`tail_scenario` (6.5936 kW on its grid, 1.248 kW minimum, 0.0052 kWh a grid
     point a step), one EV plugged in for steps 0-3 that takes three full steps and 12 grid points more
     (5.0076 kWh); energy dearer in step 2 (0.5 against 0.3 EUR per kWh), 20 EUR per kWh missed. The
@@ -146,7 +146,7 @@ def gap_scenario() -> Scenario:
 
     from envs.scenario import make_scenario
 
-    site = _one_charger_site("gap")
+    site = _one_charger_site("gap", v2g)
     t0 = pd.Timestamp("2025-06-02T00:00:00Z")
     ts = pd.DataFrame(
         {
@@ -166,40 +166,50 @@ def gap_scenario() -> Scenario:
             "energy_kwh": [(3 * 317 + 12) * 0.0052],
         }
     )
+    if v2g:  # a 60 kWh battery at 30 %: room for the minimum, and nothing to discharge (floor 30 %)
+        sessions = sessions.assign(v2g=[True], battery_kwh=[60.0], arrival_soc=[0.3])
     return make_scenario(site, sessions, ts, name="gap")
 
 
-def test_every_repair_serves_an_ev_it_switched_off_mid_stay() -> None:
+@pytest.mark.parametrize("v2g", [False, True])
+def test_every_repair_serves_an_ev_it_switched_off_mid_stay(v2g: bool) -> None:
+    # V2G: the EV of a bidirectional charger, switched on like the others (jpl-2019-10-28-v2g left one
+    # 0.14 kWh short that every other policy served)
     from agents.lp_executable import REPAIRS, best_executable_plan, executable_plan
     from envs.env import ChargingSiteEnv
 
-    sc = gap_scenario()
+    sc = gap_scenario(v2g)
+    served = 5.0076 * 0.3 + 1.248 * 0.25 * 0.2  # the minimum in step 2, 4.8 points less elsewhere
+    # the V2G EV's room lets it take the minimum on top of its three full steps, which a plan may keep
+    most = 3 * 317 * 0.0052 * 0.3 + 1.248 * 0.25 * 0.5 if v2g else served
     lp, data, slots = build_scenario_lp(ChargingSiteEnv(scenario=sc, step=None, forecast_horizon=1).site, sc)
     for up_share, passes in REPAIRS:
         lp._highs = None
         plan, residue = executable_plan(lp, data, slots.rate_kw, passes, slots.departs, 200, up_share)
         assert residue == 0.0
         assert plan.missing_kwh[0] == pytest.approx(0.0, abs=1e-9), (up_share, passes)
-        assert plan.objective == pytest.approx(5.0076 * 0.3 + 1.248 * 0.25 * 0.2, abs=1e-9)
+        assert served - 1e-9 <= plan.objective <= most + 1e-9
         assert plan.charger_kw[0, 2] == pytest.approx(1.248, abs=1e-9)  # on at the minimum
     # the repairs alone (no neighbourhood MILP, which finds it too here): the winner finished after the search
     plan, _ = best_executable_plan(lp, data, slots.rate_kw, departs=slots.departs, neighbourhood_nodes=0)
     assert plan.missing_kwh[0] == pytest.approx(0.0, abs=1e-9)
     opt = PerfectForesightOptimum(exact_max_columns=0)
     row = run_episode(opt, sc, options=OPTS).row
-    assert row.cost_total == pytest.approx(5.0076 * 0.3 + 1.248 * 0.25 * 0.2, abs=1e-9)
+    assert served - 1e-9 <= row.cost_total <= most + 1e-9
     for policy in ("rule_based", "llf"):
         other = run_episode(policy, sc, options=OPTS).row
         assert other.energy_delivered_kwh <= row.energy_delivered_kwh + 1e-9, policy
         assert other.cost_total >= row.cost_total - 1e-9, policy
 
 
-def _one_charger_site(name: str) -> SiteConfig:
+def _one_charger_site(name: str, v2g: bool = False) -> SiteConfig:
     """One 6.6 kW single-phase charger (208 V, 6 A minimum, no losses) on a 20 kW connection, billed per
     episode with a 20 EUR/kWh penalty for missing energy: the real weeks' charger, alone."""
     from envs.config import site_from_dict
 
     charger = {"phases": 1, "phase": "L1", "voltage_v": 208, "max_current_a": 32, "max_power_kw": 6.6}
+    if v2g:
+        charger = {**charger, "bidirectional": True, "max_discharge_kw": 6.6}
     return site_from_dict(
         {
             "name": name,
