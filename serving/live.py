@@ -416,7 +416,8 @@ def build_snapshot(
     mono = time.monotonic() if now_mono is None else now_mono
     utc = step_start(datetime.now(UTC) if now_utc is None else now_utc, cfg)
     n = site.n
-    present = live.active_mask() if held is None else live.active_mask() & ~held
+    active = live.active_mask()  # a Python loop over every connector: once a cycle
+    present = active if held is None else active & ~held
     measured = live.measured_kw(mono, cfg.station_meter_timeout_s)
     ev_max = np.full(n, np.inf)
     dis_max = np.zeros(n)
@@ -446,14 +447,14 @@ def build_snapshot(
         if c.offender and c.limit_kw is not None and np.isfinite(measured[i]):
             overdraw += max(0.0, float(measured[i]) - c.limit_kw)
     ev_max = np.minimum(ev_max, cap_kw)
-    if np.any(live.active_mask() & ~np.isfinite(measured)):
+    if np.any(active & ~np.isfinite(measured)):
         # a charger whose draw is not measured yet makes the base load (import - measured chargers) an
         # over-estimate: safe for the import limit, not for the export limit; no EV discharges meanwhile
         dis_max[:] = 0.0
     meter = live.meter
     source_none = cfg.meter.source == "none"
     fresh = meter is not None and mono - meter.at <= cfg.meter_timeout_s
-    measured_sum = float(np.nansum(np.where(live.active_mask(), measured, 0.0)))
+    measured_sum = float(np.nansum(np.where(active, measured, 0.0)))
     battery_on = battery is not None and battery.present and site.has_battery
     battery_kw = float(battery.power_kw or 0.0) if battery is not None and battery_on else 0.0
     soc_kwh = site.battery_soc_min_kwh

@@ -196,8 +196,9 @@ class SiteLoop:
         self._last_other_kw: float | None = None
         """non-charger net load (import - chargers measured) when the last plan was made, kW"""
         self.read_at = -np.inf
-        self._step: datetime | None = None
         """monotonic time the last cycle read"""
+        self._step: datetime | None = None
+        """start of the step the last cycle decided (on the grid, ``cycle_phase_s``), None before"""
         self.held: BoolArray = np.zeros(self.site.n, dtype=bool)
         """(n,) the transactions the last cycle held for their EV's needs (:mod:`serving.needs`)"""
         self.violations: deque[Violation] = deque(maxlen=VIOLATIONS_KEPT)
