@@ -344,14 +344,20 @@ def run(
             f"limit {facts['import_limit_kw']:.0f} kW, built in {time.perf_counter() - t0:.1f} s"
         )
         by_mode: dict[str, list[dict[str, Any]]] = {}
+        # the yardstick plans and runs on the actual sessions, once, and stands in every mode: in the
+        # declared one the simulator's projection reads the declared state (the V2G departure margin),
+        # which would clip the optimum's plan where it is the same plan
         optimum: EvalRow | None = None
+        if "optimum" in policies:
+            _log("  optimum (the actual sessions)")
+            actual, true_series = mode_inputs("perfect", week, built.scenario, CACHE)
+            optimum = evaluate(
+                ["optimum"], [actual], options=EnvOptions(forecast=true_series), on_result=_progress_line()
+            ).rows[0]
+        others = [p for p in policies if p != "optimum"]
         for mode in modes:
             _log(f"  mode {mode}")
             scenario, forecast = mode_inputs(mode, week, built.scenario, CACHE)
-            # the yardstick plans and runs on the actual sessions in every mode, once: in the declared one
-            # the simulator's projection reads the declared state (the V2G departure margin), which would
-            # clip the optimum's plan where it is the same plan
-            others = [p for p in policies if p != "optimum" or (mode == "perfect" and optimum is None)]
             rows = (
                 evaluate(
                     mode_policies(mode, week, others, CACHE),
@@ -362,17 +368,7 @@ def run(
                 if others
                 else []
             )
-            if "optimum" in others:
-                optimum = next(r for r in rows if r.policy == "optimum")
-            elif "optimum" in policies:
-                if optimum is None:
-                    actual, true_series = mode_inputs("perfect", week, built.scenario, CACHE)
-                    optimum = evaluate(
-                        ["optimum"],
-                        [actual],
-                        options=EnvOptions(forecast=true_series),
-                        on_result=_progress_line(),
-                    ).rows[0]
+            if optimum is not None:
                 rows = with_gaps(
                     [*rows, replace(optimum, scenario=rows[0].scenario if rows else optimum.scenario)]
                 )
