@@ -150,16 +150,7 @@ def _executable(
     # energy bounds: the candidate is dropped, not replayed off its objective
     model = grid_model(lp, qdata)
     polished = _with_tails(lp, qdata, model, polish_on_grid(lp, model, v, x, node_limit), node_limit, departs)
-    cost = _residue_cost(residue, departs, lp)
-    return Unfinished(
-        _with_residue(polished, residue, departs, lp),
-        cost,
-        polished,
-        qdata,
-        model,
-        lp.last_v.copy(),
-        np.asarray(data.need_kwh, dtype=float),
-    )
+    return _unfinished(lp, polished, polished, residue, departs, qdata, model, data)
 
 
 REPAIRS: tuple[tuple[float, int], ...] = ((0.5, 4), (0.5, 10), (0.75, 4), (0.75, 10), (1.0, 4), (1.0, 10))
@@ -268,16 +259,7 @@ def _neighbourhood_plan(
             sol = replace(sol, objective=sol.objective - float(extra @ sol.missing_kwh))
         short_dis = _short_discharging(lp, lp.last_v, sol.missing_kwh)
         if not short_dis.any():
-            cost = _residue_cost(residue, departs, lp)
-            return Unfinished(
-                _with_residue(sol, residue, departs, lp),
-                cost,
-                priced,
-                qdata,
-                model,
-                lp.last_v.copy(),
-                np.asarray(data.need_kwh, dtype=float),
-            )
+            return _unfinished(lp, sol, priced, residue, departs, qdata, model, data)
         if serve and not served.any():
             qdata = _must_serve(lp, qdata, short_dis)
             served = short_dis  # once: a slot it still leaves short may not discharge
@@ -513,6 +495,24 @@ def _residue_cost(residue: FloatArray, departs: np.ndarray | None, lp: SiteLP) -
 def _with_residue(sol: LPSolution, residue: FloatArray, departs: np.ndarray | None, lp: SiteLP) -> LPSolution:
     cost = _residue_cost(residue, departs, lp)
     return replace(sol, objective=sol.objective + cost, missing_kwh=sol.missing_kwh + residue)
+
+
+def _unfinished(
+    lp: SiteLP,
+    sol: LPSolution,
+    priced: LPSolution,
+    residue: FloatArray,
+    departs: np.ndarray | None,
+    qdata: LPData,
+    model: GridModel,
+    data: LPData,
+) -> Unfinished:
+    """``sol`` with the grid's ``residue`` and what :func:`finish_plan` needs (the plan as ``priced`` at
+    ``qdata``'s penalties, the solver's vector, the slots' need before quantising, from ``data``)."""
+    cost, need = _residue_cost(residue, departs, lp), np.asarray(data.need_kwh, dtype=float)
+    return Unfinished(
+        _with_residue(sol, residue, departs, lp), cost, priced, qdata, model, lp.last_v.copy(), need
+    )
 
 
 POLISH_GAP = 1e-4
