@@ -81,6 +81,7 @@ from agents.lp import LPData, LPError, SiteLP
 from agents.lp_repair import solve_min_current
 from agents.mpc_demand import BoundDemand, DemandForecast, Ghosts, PerfectDemand, free_of_tree, no_ghosts
 from agents.mpc_offer import mpc_top_up_kw
+from agents.mpc_peak import PeakReference, period_left_h
 from agents.optimum import off_or_minimum
 from agents.rule_drivers import DriverRecord, OfferRecord
 from envs.core import SiteArrays, Snapshot
@@ -108,6 +109,7 @@ class ModelPredictiveControl:
         plan_min_current: bool = True,
         early_prior: float = 1.0,
         top_up_kwh: float = 0.0,
+        peak_reference: bool = True,
     ) -> None:
         if horizon < 1:
             raise ValueError("horizon must be at least 1 step")
@@ -140,6 +142,9 @@ class ModelPredictiveControl:
         """how much more than their drivers declared EVs are seen to take, kWh: offered beyond the declared
         energy under the planned peak (:mod:`agents.mpc_offer`; 0: the MPC stops at the declaration)"""
         self.offers = OfferRecord()
+        self.peak_reference = peak_reference
+        """plan the period's peak coarsely (:mod:`agents.mpc_peak`) and plan each day free below it"""
+        self._reference: PeakReference | None = None
         self._res: Resources | None = None
         self._site: SiteArrays | None = None
         self._lp: SiteLP | None = None
@@ -151,6 +156,7 @@ class ModelPredictiveControl:
         self._lp = None
         self._drivers = DriverRecord(self.early_prior)
         self.offers = OfferRecord()
+        self._reference = PeakReference(site, self.ghost_penalty_share, self.hedge)
         self._res = Resources.from_site(site)
         self.solve_s = []
         self._episode_end = scenario.end if scenario is not None else None
@@ -187,20 +193,9 @@ class ModelPredictiveControl:
         return self._demand.window(snapshot.timestamp, lp.T, lp.dt_h, G)
 
     def _horizons_left(self, snapshot: Snapshot, horizon_h: float) -> float:
-        site = self._site
-        assert site is not None
-        now = pd.Timestamp(snapshot.timestamp, tz="UTC")
-        ends: list[float] = []
-        if site.config.tariff.billing_period == "month":
-            local = now.tz_convert(site.config.timezone)
-            month_end = (
-                (local.tz_localize(None).to_period("M") + 1).to_timestamp().tz_localize(site.config.timezone)
-            )
-            ends.append((month_end - now).total_seconds() / 3600.0)
-        if self._episode_end is not None:
-            ends.append((self._episode_end - now).total_seconds() / 3600.0)
-        left_h = min(ends) if ends else horizon_h
-        return max(left_h / horizon_h, 1.0)
+        assert self._site is not None
+        left_h = period_left_h(self._site, pd.Timestamp(snapshot.timestamp, tz="UTC"), self._episode_end)
+        return max((horizon_h if left_h is None else left_h) / horizon_h, 1.0)
 
     def act(self, snapshot: Snapshot) -> Decision:
         site = self._site
@@ -294,6 +289,12 @@ class ModelPredictiveControl:
         # serves the EVs plugged in first
         penalty_g = np.full(G, self.ghost_penalty_share * tariff.missing_energy_penalty_per_kwh)
         spread = self._horizons_left(snapshot, H * dt) ** self.peak_exponent
+        # the period's peak from a coarse plan of the whole period: below it the day's plan pays no charge
+        floor_kw = float(snapshot.peak_import_kw)
+        if self.peak_reference and lp.has_peak and self._reference is not None:
+            floor_kw = self._reference.floor_kw(
+                snapshot, self._demand, self._episode_end, need, rate, steps_left
+            )
         data = LPData(
             base_load_kw=base,
             pv_kw=pv,
@@ -307,7 +308,7 @@ class ModelPredictiveControl:
                 [np.where(present, np.asarray(st.energy_dischargeable_kwh, dtype=float), 0.0), zeros]
             ),
             max_discharge_kw=np.concatenate([dis, zeros]),
-            peak_floor_kw=np.array([float(snapshot.peak_import_kw)]),
+            peak_floor_kw=np.array([floor_kw]),
             battery_initial_kwh=float(np.asarray(st.battery_soc_kwh)),
             terminal_battery_value_per_kwh=float(np.median(imp)) * site.battery_efficiency,
             demand_charge_per_kw=tariff.demand_charge_per_kw / spread,
