@@ -70,6 +70,7 @@ def aggregate_peak_kw(
     step_h: float,
     floor_kw: float,
     battery_kwh: float,
+    later_from: int = 0,
 ) -> float:
     """The peak import of the cheapest aggregate plan (see the module docstring): ``T`` steps of
     ``step_h`` hours, the site's net load ``net_kw`` (base - PV), energy windows ``[start, stop)`` in steps
@@ -140,14 +141,42 @@ def aggregate_peak_kw(
         a_eq = sp.csr_matrix((ev, (er, ec)), shape=(T, n))
         b_eq = np.zeros(T)
         b_eq[0] = battery_kwh
-    res = linprog(cost, A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=b_eq, bounds=np.stack([lo, hi], axis=1))
+    bounds = np.stack([lo, hi], axis=1)
+    res = linprog(cost, A_ub=a_ub, b_ub=b_ub, A_eq=a_eq, b_eq=b_eq, bounds=bounds)
     if res.status != 0:
         return floor_kw
-    return float(res.x[c_pk])
+    if later_from <= 0:
+        return float(res.x[c_pk])
+    if later_from >= T:
+        return floor_kw
+    # among the cheapest plans (within a rounding of its cost), the lowest peak the steps from
+    # ``later_from`` on need: a second LP, its one new column that peak
+    later = np.arange(later_from, T)
+    q_rows = sp.csr_matrix(
+        (
+            np.concatenate([np.ones(len(later)), -np.ones(len(later))]),
+            (
+                np.concatenate([np.arange(len(later))] * 2),
+                np.concatenate([c_imp + later, np.full(len(later), n)]),
+            ),
+        ),
+        shape=(len(later), n + 1),
+    )
+    a2 = sp.vstack(
+        [sp.hstack([a_ub, sp.csr_matrix((a_ub.shape[0], 1))]), sp.csr_matrix(np.append(cost, 0.0)), q_rows]
+    ).tocsr()
+    b2 = np.concatenate([b_ub, [res.fun + 1e-6 * abs(res.fun) + 1e-6], np.zeros(len(later))])
+    aeq2 = None if a_eq is None else sp.hstack([a_eq, sp.csr_matrix((a_eq.shape[0], 1))]).tocsr()
+    c2 = np.zeros(n + 1)
+    c2[n] = 1.0
+    res2 = linprog(c2, A_ub=a2, b_ub=b2, A_eq=aeq2, b_eq=b_eq, bounds=np.vstack([bounds, [[0.0, np.inf]]]))
+    if res2.status != 0:
+        return floor_kw
+    return max(floor_kw, float(res2.x[n]))
 
 
 class PeakReference:
-    """The coarse plan's peak, re-planned once a site-local day and whenever the peak reached passes it."""
+    """The peak the coarse plan needs after the MPC's window, re-planned once a site-local day."""
 
     def __init__(
         self, site: SiteArrays, ghost_penalty_share: float = 1.0, hedge: float = 0.9, step_h: float = 1.0
@@ -159,6 +188,8 @@ class PeakReference:
         self._day: pd.Timestamp | None = None
         self._peak_kw = 0.0
         self.solves = 0
+        self._seen_kw = np.zeros(0)
+        self._seen_n = np.zeros(0)
 
     def floor_kw(
         self,
@@ -178,17 +209,28 @@ class PeakReference:
         dt_h = float(snapshot.state.dt_h)
         peak_kw = float(snapshot.peak_import_kw)
         day_steps = round(24.0 / dt_h)
+        local = now.tz_convert(site.config.timezone)
+        day = local.normalize()
+        tod = round((local - day).total_seconds() / 3600.0 / dt_h) % day_steps
+        if len(self._seen_kw) != day_steps:
+            self._seen_kw, self._seen_n = np.zeros(day_steps), np.zeros(day_steps)
+        st = snapshot.state
+        self._seen_kw[tod] += float(np.asarray(st.base_load_kw)) - float(np.asarray(st.pv_kw))
+        self._seen_n[tod] += 1
         if demand is None or left_h is None or fc.horizon < day_steps or left_h <= fc.horizon * dt_h:
             return peak_kw  # no forecast to plan the period on, or the MPC's own horizon sees it all
-        day = now.tz_convert(site.config.timezone).normalize()
-        if day == self._day and peak_kw <= self._peak_kw + 1e-9:
+        if day == self._day:
             return max(peak_kw, self._peak_kw)
         self._day = day
         N = int(np.ceil(left_h / dt_h - 1e-9))
         r = max(1, round(self.step_h / dt_h))
+        # past the window: per step of the day, the mean of the days seen and the window's last day
+        h = fc.horizon
         net = _daily(
             np.asarray(fc.base_load_kw, dtype=float) - np.asarray(fc.pv_kw, dtype=float), N, day_steps
         )
+        later = (tod + np.arange(h, N)) % day_steps
+        net[h:] = (net[h:] + self._seen_kw[later]) / (1.0 + self._seen_n[later])
         imp = _daily(np.asarray(fc.import_price_per_kwh, dtype=float), N, day_steps)
         exp = _daily(np.asarray(fc.export_price_per_kwh, dtype=float), N, day_steps)
         g = demand.window(snapshot.timestamp, N, dt_h, 4 * N)
@@ -222,6 +264,7 @@ class PeakReference:
             r * dt_h,
             peak_kw,
             float(np.asarray(snapshot.state.battery_soc_kwh)),
+            later_from=h // r,
         )
         self.solves += 1
         return max(peak_kw, self._peak_kw)
