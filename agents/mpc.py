@@ -34,8 +34,10 @@ get at full power after it (``hedge`` times its rate); the demand charge is divi
 the number of horizons left in the billing period (``peak_exponent``: a peak is paid once, and the peak a
 plan sets for the day's demand serves the days after it too; the full split, exponent 1, let the peak
 creep up day by day: +1 to +5 % on the real weeks); the peak already reached this period is the peak's
-lower bound (sunk: planning below it gains nothing); energy left in the battery at the horizon end is
-valued at the window's median import price times the efficiency.
+lower bound (sunk: planning below it gains nothing), and so is the peak a coarse plan of the whole period
+needs after the horizon (:mod:`agents.mpc_peak`, once a day: the peak the later days will set anyway);
+energy left in the battery at the horizon end is valued at the window's median import price times the
+efficiency.
 
 Execution: a plan that fits the needs exactly under its peak turns every kWh execution loses (the grid's
 rounding, the minimum current the LP relaxes) into an EV left short, since each re-plan finds the peak sunk

@@ -2,20 +2,23 @@
 
 The MPC's plan covers a day; the demand charge is paid once on the period's peak. Planning the day alone,
 how much of the charge the day should bear is a guess (the square root of the days left, see
-:mod:`agents.mpc`), and on some weeks the guess is too cheap, on others too dear. Hierarchical planning
-answers it: a cheap *aggregate* plan over the whole rest of the period (one node, hourly steps, the EVs
-present and the ghosts of those to come as aggregate energy windows, energy cost plus the full demand
-charge) chooses the period's peak, and the day's plan treats that peak as reached: below it the peak is
-free (as the peak already reached is sunk), above it the day's plan pays as before.
+:mod:`agents.mpc`), too cheap on some weeks, too dear on others. Hierarchical planning answers it: a cheap
+*aggregate* plan over the whole rest of the period (one node, hourly steps, the EVs present and the ghosts
+of those to come as aggregate energy windows, energy cost plus the full demand charge) finds the peak the
+days *after* the MPC's window will need anyway (among its cheapest plans, the lowest such peak: a second
+LP), and the day's plan treats that peak as reached: below it the peak is free (as the peak already
+reached is sunk), above it the day's plan pays as before. (The coarse plan's own peak as the floor freed
+the day's plan below a peak its own window set, and it stopped keeping that peak down: a generated
+workplace week +1.76 % over the optimum against +0.63 %.)
 
 What the coarse plan knows is what the MPC knows: the snapshot's forecast window (base load, PV, prices),
-repeated day by day past its end (a daily profile: it must cover at least a day), and the EVs the bound
-:class:`~agents.mpc_demand.DemandForecast` expects until the period ends. Where the MPC has no demand
-forecast, or its window is shorter than a day, there is no reference (the MPC plans as without it).
+past its end per step of the day the mean of the days seen and the window's last day (prices: the window's
+last day), and the EVs the bound :class:`~agents.mpc_demand.DemandForecast` expects until the period
+ends. Where the MPC has no demand forecast, its window is shorter than a day or the period ends within it,
+there is no reference (the MPC plans as without it).
 
 The plan relaxes what an aggregate cannot see (which charger, the limit tree below the site, the minimum
-current, power within an hour), so its peak is a relaxation's: on the site's hourly mean import, at most
-what a plan over the same forecast would need at the MPC's step.
+current, power within an hour).
 """
 
 from __future__ import annotations
