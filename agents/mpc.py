@@ -34,8 +34,9 @@ get at full power after it (``hedge`` times its rate); the demand charge is divi
 the number of horizons left in the billing period (``peak_exponent``: a peak is paid once, and the peak a
 plan sets for the day's demand serves the days after it too; the full split, exponent 1, let the peak
 creep up day by day: +1 to +5 % on the real weeks); the peak already reached this period is the peak's
-lower bound (sunk: planning below it gains nothing), and so is the peak a coarse plan of the whole period
-needs after the horizon (:mod:`agents.mpc_peak`, once a day: the peak the later days will set anyway);
+lower bound (sunk: planning below it gains nothing), and with ``peak_reference`` so is the peak a coarse
+plan of the whole period needs after the horizon (:mod:`agents.mpc_peak`, once a day: the peak the later
+days will set anyway; off by default);
 energy left in the battery at the horizon end is valued at the window's median import price times the
 efficiency.
 
@@ -111,7 +112,7 @@ class ModelPredictiveControl:
         plan_min_current: bool = True,
         early_prior: float = 1.0,
         top_up_kwh: float = 0.0,
-        peak_reference: bool = True,
+        peak_reference: bool = False,
     ) -> None:
         if horizon < 1:
             raise ValueError("horizon must be at least 1 step")
@@ -145,7 +146,8 @@ class ModelPredictiveControl:
         energy under the planned peak (:mod:`agents.mpc_offer`; 0: the MPC stops at the declaration)"""
         self.offers = OfferRecord()
         self.peak_reference = peak_reference
-        """plan the period's peak coarsely (:mod:`agents.mpc_peak`) and plan each day free below it"""
+        """plan the period's peak coarsely (:mod:`agents.mpc_peak`) and plan each day free below it (off by
+        default: it leaves a van short on tests/test_mpc.py's 20-charger depot, see docs/policies.md)"""
         self._reference: PeakReference | None = None
         self._res: Resources | None = None
         self._site: SiteArrays | None = None

@@ -64,7 +64,7 @@ def test_a_day_plans_under_the_peak_a_later_day_will_set() -> None:
     sc = three_day_scenario()
     opts = EnvOptions(forecast_horizon=24)
     optimum = run_episode("optimum", sc, options=opts).row
-    mpc = ModelPredictiveControl(horizon=24)
+    mpc = ModelPredictiveControl(horizon=24, peak_reference=True)
     row = run_episode(mpc, sc, options=opts).row
     assert row.evs_short == 0 and optimum.evs_short == 0
     # 128 kWh at the night rate and the 11 kW peak B needs
@@ -79,8 +79,8 @@ def test_a_day_plans_under_the_peak_a_later_day_will_set() -> None:
 def test_without_a_demand_forecast_or_a_day_of_forecast_the_mpc_plans_as_before() -> None:
     sc = three_day_scenario()
     for mpc, horizon in (
-        (ModelPredictiveControl(horizon=24, demand=None), 24),
-        (ModelPredictiveControl(12), 12),
+        (ModelPredictiveControl(horizon=24, demand=None, peak_reference=True), 24),
+        (ModelPredictiveControl(12, peak_reference=True), 12),
     ):
         run_episode(mpc, sc, options=EnvOptions(forecast_horizon=horizon))
         assert mpc._reference is not None and mpc._reference.solves == 0
