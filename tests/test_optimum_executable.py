@@ -236,8 +236,8 @@ def test_the_optimum_switches_on_a_column_for_an_ev_a_sliver_short() -> None:
     opt = PerfectForesightOptimum()
     row = run_episode(opt, sc).row
     assert opt.plan_kind == "executable" and opt.solution is not None
-    assert row.cost_total == pytest.approx(opt.solution.objective, rel=1e-9)  # executed as planned
     assert row.energy_delivered_kwh == pytest.approx(row.energy_asked_kwh, abs=1e-6)
+    assert row.cost_total == pytest.approx(opt.solution.objective, rel=1e-9)  # executed as planned
     assert opt.bound <= row.cost_total <= opt.bound * (1.0 + 2 * SERVE_SHARE)
     for policy in ("rule_based", "llf"):
         other = run_episode(policy, sc).row
