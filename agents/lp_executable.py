@@ -20,17 +20,16 @@ the peak); :class:`agents.optimum.PerfectForesightOptimum` measures both (``repl
 
 from __future__ import annotations
 
-import time
 from dataclasses import replace
 from typing import NamedTuple
 
 import highspy
 import numpy as np
-import scipy.sparse as sp
 
-from agents.lp import LPData, LPError, LPSolution, SiteLP, _bounds_and_costs, _highs_lp, _new_highs, _solution
+from agents.lp import LPData, LPError, LPSolution, SiteLP, _bounds_and_costs
 from agents.lp_exact import exact_model
 from agents.lp_grid import finishing_tails, held_kw, round_to_grid
+from agents.lp_milp import run_milp
 from agents.lp_repair import solve_min_current
 from envs.core import FloatArray, IntArray
 
@@ -424,47 +423,9 @@ def _neighbourhood(lp: SiteLP, qdata: LPData, model: GridModel, node_limit: int)
     # forced on: an integer (or continuous) column from its floor, no longer semi
     kinds = np.where(x_on & (kinds >= 2), kinds - 2, kinds)
     kinds = np.where(x_off, int(highspy.HighsVarType.kContinuous), kinds)
-    return _run_milp(lp, scale, kinds, new_lo, new_hi, cost, rlo, rhi, None, node_limit, 1e-4)
-
-
-def _run_milp(
-    lp: SiteLP,
-    scale: FloatArray,
-    kinds: np.ndarray,
-    lo_u: FloatArray,
-    hi_u: FloatArray,
-    cost: FloatArray,
-    rlo: FloatArray,
-    rhi: FloatArray,
-    start_u: FloatArray | None,
-    node_limit: int,
-    gap: float,
-) -> LPSolution:
-    """Solve the scaled site model with integrality ``kinds`` in HiGHS within ``node_limit`` nodes (from the
-    integer columns of ``start_u`` where given); the schedule, kW."""
-    matrix = sp.csc_matrix(lp.matrix @ sp.diags(scale))
-    h = _new_highs()
-    h.setOptionValue("threads", 1)
-    h.setOptionValue("mip_rel_gap", float(gap))
-    h.setOptionValue("mip_max_nodes", int(node_limit))
-    model = _highs_lp(matrix, cost * scale, lo_u, hi_u, rlo, rhi)
-    types = list(highspy.HighsVarType.__members__.values())
-    model.integrality_ = [types[k] for k in np.asarray(kinds).tolist()]
-    h.passModel(model)
-    if start_u is not None:
-        given = np.flatnonzero(np.asarray(kinds) % 2 == 1)
-        h.setSolution(len(given), given.astype(np.int32), np.round(start_u[given]))
-    t0 = time.perf_counter()
-    h.run()
-    status = h.getModelStatus()
-    info = h.getInfo()
-    if status != highspy.HighsModelStatus.kOptimal and info.primal_solution_status != 2:
-        raise LPError(f"site MILP not solved: {h.modelStatusToString(status)}")
-    col = np.asarray(h.getSolution().col_value) * scale
-    lp._highs = None
-    lp.last_v = col
-    lp.last_x = col[lp.col["x"] : lp.col["x"] + lp.sizes["x"]].copy()
-    return replace(_solution(lp, col, cost, time.perf_counter() - t0), mip_gap=float(info.mip_gap))
+    # the whole model (its B&B over hundreds of nodes follows HiGHS's own presolve: with the fixed
+    # columns taken out beforehand, a generated V2G workplace's serving variant ended 2.5 % dearer)
+    return run_milp(lp, scale, kinds, new_lo, new_hi, cost, rlo, rhi, None, node_limit, 1e-4, fixed_out=False)
 
 
 def _no_discharge(lp: SiteLP, data: LPData, slots: np.ndarray) -> LPData:
@@ -589,7 +550,7 @@ def polish_on_grid(
             x_lo[col] = x_hi[col] = tail_units
             start[lp.col["x"] + col] = 0.0
             kinds[lp.col["x"] + col] = int(highspy.HighsVarType.kSemiInteger)
-    return _run_milp(lp, scale, kinds, new_lo, new_hi, cost, rlo, rhi, start, node_limit, POLISH_GAP)
+    return run_milp(lp, scale, kinds, new_lo, new_hi, cost, rlo, rhi, start, node_limit, POLISH_GAP)
 
 
 def _room(data: LPData, need: FloatArray) -> FloatArray | None:
