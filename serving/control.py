@@ -202,6 +202,9 @@ class Controller:
         self._pending: Future[Decision] | None = None
         self.policy_cpu_s = 0.0
         """CPU time the policy's worker thread spent deciding so far, s (the loop's ``loop_cpu_seconds``)"""
+        self.step_request: tuple[FloatArray, float, str] | None = None
+        """the policy's last request (per charger, battery, its name): the step's plan, re-projected by the
+        cycles of the step that ask nothing new (:mod:`serving.step_decision`); None after a lost cycle"""
 
     def safe_kw(self, timestamp: np.datetime64) -> FloatArray:
         """(n,) the failsafe at ``timestamp`` (UTC): the rotation's slot in force, or the static share."""
@@ -278,6 +281,7 @@ class Controller:
         drawable_kw: FloatArray | None = None,
         battery_room_kw: float | None = None,
         base_low_kw: float | None = None,
+        hold: bool = False,
     ) -> CycleOutcome:
         """Feasible limits for ``snapshot``; ``fixed`` chargers keep their ``hold_kw`` and their measured
         draw is reserved on every node, phase and the site (see :func:`fixed_load_view`). The battery
@@ -290,25 +294,15 @@ class Controller:
         for the import limit, :func:`serving.live.draws_at_meter`); where the decision would take the
         site past its export limit with that base load, it is decided again with no discharge at all
         (EVs and battery): a base load over-estimated while readings straddle a change must not make the
-        projection discharge into an overload that is not there."""
+        projection discharge into an overload that is not there.
+
+        ``hold``: the step's plan (:attr:`step_request`, the policy's last request) is projected on this
+        snapshot without asking the policy (:mod:`serving.step_decision`); the policy is asked where
+        there is none."""
         state = snapshot.state
         present: BoolArray = np.asarray(state.ev_present, dtype=bool)
         share = self.safe_kw(snapshot.timestamp)
-        reason: str | None = None
-        got = self._run_policy(snapshot)
-        if isinstance(got, str):
-            reason = got
-            fb = self._run_fallback(snapshot)
-            if fb is None:
-                request, battery, name = np.where(present, share, 0.0), 0.0, "static"
-            else:
-                request, battery = fb[0], fb[1]
-                name = fb[2]
-            LOG.info("cycle %d decided by %s (policy lost: %s)", snapshot.step_index, name, reason)
-        else:
-            request, battery = got
-            assert self.policy is not None
-            name = self.policy.name
+        request, battery, name, reason = self._request(snapshot, hold, np.where(present, share, 0.0))
         outcome = self._project(
             snapshot, request, battery, name, reason, meter_stale, fixed, battery_present, drawable_kw,
             battery_room_kw,
@@ -347,6 +341,27 @@ class Controller:
             calm, np.maximum(request, 0.0), max(battery, 0.0), name, reason, meter_stale, fixed,
             battery_present, drawable_kw, battery_room_kw,
         )  # fmt: skip
+
+    def _request(
+        self, snapshot: Snapshot, hold: bool, static_kw: FloatArray
+    ) -> tuple[FloatArray, float, str, str | None]:
+        """What is projected (per charger, battery), by whom, and why the policy lost the cycle (None
+        where it did not): the step's plan held (``hold``), the policy's decision, else the fallback's,
+        else ``static_kw``. Only the policy's decision becomes the step's plan (:attr:`step_request`)."""
+        if hold and self.step_request is not None:
+            request, battery, name = self.step_request
+            return request, battery, name, None
+        self.step_request = None
+        got = self._run_policy(snapshot)
+        if not isinstance(got, str):
+            assert self.policy is not None
+            kw = np.array(got[0], dtype=float)  # a copy: the policy may reuse its array
+            self.step_request = (kw, got[1], self.policy.name)
+            return kw, got[1], self.policy.name, None
+        fb = self._run_fallback(snapshot)
+        request, battery, name = (static_kw, 0.0, "static") if fb is None else fb
+        LOG.info("cycle %d decided by %s (policy lost: %s)", snapshot.step_index, name, got)
+        return request, battery, name, got
 
     def _export_kw(self, outcome: CycleOutcome, base_kw: float, pv_kw: float) -> float:
         """The site's export with ``outcome``'s limits and battery setpoint on ``base_kw``, kW."""

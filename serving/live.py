@@ -380,6 +380,34 @@ def step_start(utc: datetime, cfg: ServingConfig) -> datetime:
     return utc - timedelta(microseconds=into_us)  # in whole microseconds: exactly on the grid
 
 
+def moved_since_reading_kwh(c: ConnectorLive, efficiency: float, until: float, time_scale: float) -> float:
+    """The energy the EV's battery took (+) or gave (-) from the last register reading of ``c`` to
+    monotonic ``until`` (before the reading: minus what it took from ``until`` to it), kWh on its battery
+    side: a station's MeterValues come every few seconds, at a phase of its own, and the step's snapshot
+    is of its start (:func:`step_start`). Estimated at the reading's power up to the first limit that
+    took effect since (:attr:`ConnectorLive.limit_log`), at each limit in force after that (a charge at
+    most the EV's declared maximum). 0 without a reading of the power and the register in this
+    transaction, or while its meter is implausible."""
+    if c.power_kw is None or not np.isfinite(c.register_at) or c.register_at < c.started_at:
+        return 0.0
+    if c.meter_fault is not None:
+        return 0.0
+    lo, hi = sorted((c.register_at, until))
+    log = list(c.limit_log)
+    cuts = [lo, *(at for at, _ in log if lo < at < hi), hi]
+    forward = until >= c.register_at
+    total = 0.0
+    for j in range(len(cuts) - 1):
+        next_to_reading = j == 0 if forward else j == len(cuts) - 2
+        in_force = [kw for at, kw in log if at <= cuts[j]]
+        kw = c.power_kw if next_to_reading or not in_force else in_force[-1]
+        if not next_to_reading and kw > 0 and c.ev_max_kw is not None:
+            kw = min(kw, c.ev_max_kw)
+        hours = (cuts[j + 1] - cuts[j]) * time_scale / 3600.0
+        total += kw * hours * (efficiency if kw > 0 else 1.0 / efficiency)
+    return total if forward else -total
+
+
 def build_snapshot(
     live: LiveSite,
     cfg: ServingConfig,
@@ -414,7 +442,10 @@ def build_snapshot(
     """
     site = live.site
     mono = time.monotonic() if now_mono is None else now_mono
-    utc = step_start(datetime.now(UTC) if now_utc is None else now_utc, cfg)
+    now_utc = datetime.now(UTC) if now_utc is None else now_utc
+    utc = step_start(now_utc, cfg)
+    # on the grid the EVs' energies are taken to the step's start too (None: as last read)
+    step_mono = None if cfg.cycle_phase_s is None else mono - (now_utc - utc).total_seconds()
     n = site.n
     active = live.active_mask()  # a Python loop over every connector: once a cycle
     present = active if held is None else active & ~held
@@ -435,7 +466,9 @@ def build_snapshot(
         if c.ev_max_kw is not None and c.ev_max_kw > 0:
             ev_max[i] = c.ev_max_kw
         asked = c.energy_asked_kwh if c.energy_asked_kwh is not None else cfg.default_session_energy_kwh
-        need[i] = max(0.0, asked - c.received_kwh(float(site.efficiency[i])))
+        eff = float(site.efficiency[i])
+        moved = 0.0 if step_mono is None else moved_since_reading_kwh(c, eff, step_mono, scale)
+        need[i] = max(0.0, asked - c.received_kwh(eff) - moved)
         if c.departure is not None:
             time_left[i] = max((c.departure - utc).total_seconds() * scale / 3600.0, 0.0)
         else:
@@ -444,6 +477,7 @@ def build_snapshot(
             time_left[i] = max(cfg.default_dwell_h - stay_h, dt_h)
         if c.discharging and not c.offender:
             dis_max[i], dischargeable[i] = _v2x_bounds(site, c)
+            dischargeable[i] = max(dischargeable[i] + moved, 0.0)
         if c.offender and c.limit_kw is not None and np.isfinite(measured[i]):
             overdraw += max(0.0, float(measured[i]) - c.limit_kw)
     ev_max = np.minimum(ev_max, cap_kw)

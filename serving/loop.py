@@ -35,6 +35,7 @@ from serving.live import LiveSite, SnapshotInfo, build_snapshot, draws_at_meter,
 from serving.metrics import Metrics
 from serving.needs import awaiting_needs
 from serving.plans import follow_plans, plans_moved, plans_step_away
+from serving.step_decision import StepBasis, what_is_new
 from serving.store import DecisionRecord, MeterSample
 from serving.violations import TOLERANCE_KW, Violation, site_cause
 
@@ -160,6 +161,16 @@ def drawable_kw(live: LiveSite, share_kw: FloatArray) -> FloatArray:
     return out
 
 
+def battery_gauges(battery: ModbusBattery, metrics: Metrics, outcome: CycleOutcome) -> None:
+    """The site battery's gauges after a cycle."""
+    st = battery.status()
+    metrics.set("battery_present", float(outcome.battery_present))
+    metrics.set("battery_setpoint_kw", st.setpoint_kw)
+    if st.soc_frac is not None and st.power_kw is not None:
+        metrics.set("battery_soc_ratio", st.soc_frac)
+        metrics.set("battery_power_kw", st.power_kw)
+
+
 class SiteLoop:
     """One site's control cycle (one event loop; the policy runs on the controller's thread)."""
 
@@ -199,6 +210,8 @@ class SiteLoop:
         """monotonic time the last cycle read"""
         self._step: datetime | None = None
         """start of the step the last cycle decided (on the grid, ``cycle_phase_s``), None before"""
+        self.basis: StepBasis | None = None
+        """what the step's decision was made on (:mod:`serving.step_decision`), None before one"""
         self.held: BoolArray = np.zeros(self.site.n, dtype=bool)
         """(n,) the transactions the last cycle held for their EV's needs (:mod:`serving.needs`)"""
         self.violations: deque[Violation] = deque(maxlen=VIOLATIONS_KEPT)
@@ -319,12 +332,20 @@ class SiteLoop:
     # ------------------------------------------------------------------ decide
 
     async def decide(self, reading: Reading) -> CycleOutcome:
-        info = reading.info
+        """The step's decision: the policy's on a new step or an event, else the step's plan re-projected
+        on this cycle's snapshot (:mod:`serving.step_decision`); projected either way."""
+        info, snap = reading.info, reading.snapshot
+        why = what_is_new(self.basis, snap, self.live, self.site, info.meter_stale)
         outcome = await self.controller.decide(
-            reading.snapshot, info.meter_stale, reading.fixed, battery_present=info.battery_present,
+            snap, info.meter_stale, reading.fixed, battery_present=info.battery_present,
             drawable_kw=reading.drawable_kw, battery_room_kw=reading.battery_room_now_kw,
-            base_low_kw=info.base_load_low_kw,
+            base_low_kw=info.base_load_low_kw, hold=why is None,
         )  # fmt: skip
+        self.metrics.inc("step_decisions_total", reason=why or "held")
+        if why is not None:
+            by_policy = outcome.fallback_reason is None
+            read_at = self.read_at if reading.read_at is None else reading.read_at
+            self.basis = StepBasis.of(snap, self.live, self.site, read_at, info.meter_stale, by_policy)
         if outcome.fallback_reason is not None:
             self.metrics.inc("fallbacks_total", reason=outcome.fallback_reason)
         if info.meter_stale:
@@ -362,15 +383,6 @@ class SiteLoop:
             self.battery.command(self._battery_setpoint(outcome))
         return sent
 
-    def _battery_gauges(self, outcome: CycleOutcome) -> None:
-        assert self.battery is not None
-        st = self.battery.status()
-        self.metrics.set("battery_present", float(outcome.battery_present))
-        self.metrics.set("battery_setpoint_kw", st.setpoint_kw)
-        if st.soc_frac is not None and st.power_kw is not None:
-            self.metrics.set("battery_soc_ratio", st.soc_frac)
-            self.metrics.set("battery_power_kw", st.power_kw)
-
     def _battery_setpoint(self, outcome: CycleOutcome) -> float:
         """The setpoint to write (kW, + charge): the projected one (0 while the battery is absent), except
         that an increase of the site's import (more charge, less discharge) waits while charger profiles
@@ -397,7 +409,7 @@ class SiteLoop:
         self._attribute(info.site_import_kw, last_planned)
         self.metrics.set("import_limit_kw", limit)
         if self.battery is not None:
-            self._battery_gauges(outcome)
+            battery_gauges(self.battery, self.metrics, outcome)
         latency_ms = latency_s * 1000.0
         self.last = CycleSummary(
             self.cycle, datetime.now(UTC), outcome, latency_ms, info.site_import_kw, info.base_load_kw,

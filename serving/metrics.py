@@ -65,6 +65,7 @@ class Metrics:
             "violations_total": "control cycles that measured the site above its import limit",
             "offenders_total": "station measurements above the limit sent",
             "cycles_total": "control cycles run",
+            "step_decisions_total": "control cycles by why the policy was asked (held: the step's plan)",
             "profiles_sent_total": "charging profiles sent",
             "stale_meter_cycles_total": "control cycles with a stale site meter",
             "stations_connected": "stations connected now",
