@@ -17,12 +17,13 @@ feeders, a connection sized for about 45 % of the installed power, a constant ba
 
 ``--v2g`` runs a fourth scenario instead of the three: a V2G site (``--v2g-stations`` OCPP 2.1 stations,
 bidirectional 11 kW chargers, an export limit that binds) with a tariff that is expensive for a few
-minutes in the middle; every EV allows V2X. The service (rule-based DLM, the tariff from the scenario's
-CSV) and ``evdlm simulate --version 2.1`` run in real time on the scenario's 10 s grid; the same policy is
-evaluated on the same scenario through the environment (``training.evaluate.run_episode``, perfect
-forecast, the service's departure floor). Reported: V2G energy exported live and in evaluation (battery
-side, as ``evdlm evaluate`` counts it), EVs leaving short live and in evaluation, violations of import,
-export and node limits, p99 loop latency.
+minutes in the middle; every EV allows V2X, and the EVs differ (what each asks, its state of charge, when
+it leaves: drawn from ``--v2g-seed``, :mod:`benchmarks.serving_v2g`). The service (rule-based DLM, the
+tariff from the scenario's CSV) and ``evdlm simulate --version 2.1`` run in real time on the scenario's
+10 s grid; the same policy is evaluated on the same scenario through the environment
+(``training.evaluate.run_episode``, perfect forecast, the service's departure floor). Reported: V2G energy
+exported live and in evaluation (battery side, as ``evdlm evaluate`` counts it), EVs leaving short live
+and in evaluation, violations of import, export and node limits, p99 loop latency.
 """
 
 from __future__ import annotations
@@ -41,10 +42,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import yaml
 
+from benchmarks.serving_v2g import (
+    V2G_CYCLE_PHASE_S,
+    V2G_LEAD_S,
+    V2G_STEP_S,
+    build_v2g_scenario,
+    sim_clock_behind_s,
+)
 from envs.config import site_from_dict
 from envs.scenario import make_scenario, save_scenario
 
@@ -313,76 +320,16 @@ def run_phase(
     return out
 
 
-V2G_STEP_S = 10
-V2G_CYCLE_PHASE_S = 1.0
-"""cycles this long after each step starts: EVs arriving on the step are known to it (at 0.1 s none of 50)"""
-V2G_LEAD_S = 100.0
-"""s from the scenario's build to its start (+ 0.1 s a station): a simulated clock started later (all stations
-booted: 75 s at 50) runs behind the service's (20 s lead: 52 s behind, every live decision 5 steps early)"""
-
-
-def build_v2g_scenario(folder: Path, n: int, start: pd.Timestamp, minutes: float) -> Path:
-    """``n`` bidirectional chargers in groups of 20 on feeders (60 %), all EVs V2X from ``start`` to
-    ``start + minutes``, each asking a quarter of what its charger could give it in the stay; the tariff
-    is expensive (import 0.60, export 0.50) from 25 % to 60 % of the stay,
-    cheap (0.10 / 0.02) otherwise; the export limit is a quarter of the installed discharge power."""
-    groups = max(1, (n + 19) // 20)
-    charger_kw = 11.04
-    nodes: list[dict[str, Any]] = [{"id": "transformer", "max_power_kw": 0.5 * n * charger_kw + 50}]
-    for g in range(groups):
-        nodes.append({"id": f"g{g:03d}", "parent": "transformer", "max_power_kw": 20 * charger_kw * 0.6})
-    chargers = [
-        {
-            "id": f"S{i + 1:04d}-1", "node": f"g{i // 20:03d}", "max_current_a": 16.0, "rate_unit": "A",
-            "bidirectional": True, "max_discharge_kw": 11.0,
-        }
-        for i in range(n)
-    ]  # fmt: skip
-    grid = {
-        "import_limit_kw": round(0.45 * n * charger_kw + 20, 1),
-        "export_limit_kw": round(0.25 * n * 11.0, 1),
-    }
-    site = site_from_dict({"name": f"bench-v2g-{n}", "grid": grid, "nodes": nodes, "chargers": chargers})
-    steps = int(minutes * 60 / V2G_STEP_S)
-    idx = pd.date_range(start, periods=steps + 12, freq=f"{V2G_STEP_S}s")
-    frac = (idx - start) / pd.Timedelta(minutes=minutes)
-    expensive = (frac >= 0.25) & (frac < 0.6)
-    ts = pd.DataFrame(
-        {
-            "timestamp": idx, "base_load_kw": 20.0, "pv_kw": 0.0,
-            "import_price_per_kwh": np.where(expensive, 0.60, 0.10),
-            "export_price_per_kwh": np.where(expensive, 0.50, 0.02),
-        }
-    )  # fmt: skip
-    sessions = pd.DataFrame(
-        {
-            "session_id": [f"v{i}" for i in range(n)],
-            "charger_id": [c["id"] for c in chargers],
-            "arrival": [start] * n,
-            "departure": [start + pd.Timedelta(minutes=minutes)] * n,
-            "energy_kwh": round(0.25 * charger_kw * 0.95 * minutes / 60.0, 3),
-            "battery_kwh": 60.0,
-            "arrival_soc": 0.5,
-            "v2g": True,
-        }
-    )
-    return save_scenario(make_scenario(site, sessions, ts, "bench-v2g"), folder)
-
-
-def sim_clock_behind_s(trace_csv: Path) -> float:
-    """How far the simulated clock ran behind the wall clock, s (the trace's first tick; 0 is needed)."""
-    first = pd.read_csv(trace_csv, nrows=1).iloc[0]
-    return float((pd.Timestamp(first["wall_utc"]) - pd.Timestamp(first["sim_time"])).total_seconds())
-
-
-def run_v2g(work: Path, n: int, minutes: float, interval_s: float = V2G_STEP_S) -> dict[str, Any]:
+def run_v2g(
+    work: Path, n: int, minutes: float, seed: int = 0, interval_s: float = V2G_STEP_S
+) -> dict[str, Any]:
     """The V2G scenario live (service + 2.1 simulator, real time) and through ``evaluate``."""
     from envs.scenario import load_scenario
     from training.evaluate import SHORT_KWH, EnvOptions, run_episode
 
     work.mkdir(parents=True, exist_ok=True)
     start = (pd.Timestamp.now(tz="UTC") + pd.Timedelta(seconds=V2G_LEAD_S + n / 10)).ceil("10s")
-    scenario = build_v2g_scenario(work / "scenario", n, start, minutes)
+    scenario = build_v2g_scenario(work / "scenario", n, start, minutes, seed)
     ocpp, http = _free_port(), _free_port()
     config = write_config(work, scenario, interval_s, ocpp, http, f"sqlite:///{work / 'serving.db'}")
     cfg = yaml.safe_load(config.read_text())
@@ -433,6 +380,7 @@ def run_v2g(work: Path, n: int, minutes: float, interval_s: float = V2G_STEP_S) 
     return {
         "stations": n,
         "minutes": minutes,
+        "seed": seed,
         "control_interval_s": interval_s,
         "v2g_exported_live_kwh": round(live_kwh, 3),
         "v2g_exported_evaluate_kwh": round(row.v2g_exported_kwh, 3),
@@ -480,6 +428,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--v2g-stations", type=int, default=50)
     p.add_argument("--v2g-minutes", type=float, default=8.0)
     p.add_argument(
+        "--v2g-seed", type=int, default=0, help="V2G: the seed of the EVs' draws (asks, SoC, departures)"
+    )
+    p.add_argument(
         "--v2g-keep", type=Path, metavar="DIR",
         help="V2G: run in DIR and keep it (scenario, service log and database, the simulator's trace.csv)",
     )  # fmt: skip
@@ -490,10 +441,10 @@ def main(argv: list[str] | None = None) -> None:
     results: dict[str, Any] = {}
     if args.v2g:
         if args.v2g_keep is not None:
-            v = run_v2g(args.v2g_keep, args.v2g_stations, args.v2g_minutes)
+            v = run_v2g(args.v2g_keep, args.v2g_stations, args.v2g_minutes, args.v2g_seed)
         else:
             with tempfile.TemporaryDirectory(prefix="evdlm-bench-v2g-") as tmp:
-                v = run_v2g(Path(tmp), args.v2g_stations, args.v2g_minutes)
+                v = run_v2g(Path(tmp), args.v2g_stations, args.v2g_minutes, args.v2g_seed)
         if args.json:
             print(json.dumps({"v2g": v}))
             return

@@ -13,7 +13,7 @@ import pytest
 
 from agents.rollout import rollout
 from agents.rule_based import RuleBasedDLM
-from benchmarks.serving import build_v2g_scenario
+from benchmarks.serving_v2g import build_v2g_scenario
 from envs.env import ChargingSiteEnv
 from envs.scenario import load_scenario
 from training.evaluate import EnvOptions
