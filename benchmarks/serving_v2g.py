@@ -24,17 +24,19 @@ V2G_ASK_SHARE = (0.15, 0.35)
 V2G_ARRIVAL_SOC = (0.3, 0.7)
 """each EV's state of charge on arrival (uniform)"""
 V2G_DEPARTURE_SPREAD = 0.2
-"""each EV leaves in the last this share of the run (uniform, on the 10 s grid)"""
+"""each EV leaves 0 to round(this share) of the run's steps before its end (uniform integer)"""
 
 
-def build_v2g_scenario(folder: Path, n: int, start: pd.Timestamp, minutes: float, seed: int = 0) -> Path:
+def build_v2g_scenario(
+    folder: Path, n: int, start: pd.Timestamp, minutes: float, seed: int | None = 0
+) -> Path:
     """``n`` bidirectional chargers in groups of 20 on feeders (60 %), all EVs V2X and arriving at ``start``;
-    from ``seed``, each EV leaves on a 10 s step in the last 20 % of the ``minutes`` (the last at
-    ``start + minutes`` at the latest), asks 15-35 % of what its charger could give it in its stay and
-    arrives at a state of charge of 0.3-0.7 (uniform draws); the tariff is expensive (import 0.60, export
-    0.50) from 25 % to 60 % of the run, cheap (0.10 / 0.02) otherwise; the export limit is a quarter of
-    the installed discharge power."""
-    rng = np.random.default_rng(seed)
+    from ``seed``, each EV leaves 0 to ``round(20 %)`` of the run's 10 s steps before ``start + minutes``
+    (on a step), asks 15-35 % of what its charger could give it in its stay and
+    arrives at a state of charge of 0.3-0.7 (uniform draws; ``seed=None``: identical EVs, as in Rounds
+    1-11 of docs/serving.md: each asks a quarter, arrives at 0.5 and leaves at ``start + minutes``); the
+    tariff is expensive (import 0.60, export 0.50) from 25 % to 60 % of the run, cheap (0.10 / 0.02)
+    otherwise; the export limit is a quarter of the installed discharge power."""
     groups = max(1, (n + 19) // 20)
     charger_kw = 11.04
     nodes: list[dict[str, Any]] = [{"id": "transformer", "max_power_kw": 0.5 * n * charger_kw + 50}]
@@ -63,11 +65,15 @@ def build_v2g_scenario(folder: Path, n: int, start: pd.Timestamp, minutes: float
             "export_price_per_kwh": np.where(expensive, 0.50, 0.02),
         }
     )  # fmt: skip
-    early = round(V2G_DEPARTURE_SPREAD * steps)
-    stay_steps = steps - rng.integers(0, early + 1, size=n)  # the last 20 % of the run, on the step grid
+    if seed is None:
+        stay_steps, share, soc = np.full(n, steps), np.full(n, 0.25), np.full(n, 0.5)
+    else:
+        rng = np.random.default_rng(seed)
+        early = round(V2G_DEPARTURE_SPREAD * steps)
+        stay_steps = steps - rng.integers(0, early + 1, size=n)  # on the step grid
+        share = rng.uniform(*V2G_ASK_SHARE, size=n)
+        soc = rng.uniform(*V2G_ARRIVAL_SOC, size=n)
     stay_h = stay_steps * V2G_STEP_S / 3600.0
-    share = rng.uniform(*V2G_ASK_SHARE, size=n)
-    soc = rng.uniform(*V2G_ARRIVAL_SOC, size=n)
     sessions = pd.DataFrame(
         {
             "session_id": [f"v{i}" for i in range(n)],

@@ -19,13 +19,13 @@ from envs.scenario import load_scenario
 from training.evaluate import EnvOptions
 
 
-@pytest.fixture(scope="module")
-def v2g_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[np.ndarray, np.ndarray, float]:
+def _run(folder: Path, seed: int | None) -> tuple[np.ndarray, np.ndarray, float]:
     """Charger kW per step (applied), whether the step is expensive, and the step in hours: the V2G
     benchmark's scenario (20 bidirectional EVs, 8 minutes of 10 s steps, import 0.60 / export 0.50 in
-    the middle, 0.10 / 0.02 otherwise) with the perfect forecast, as ``evaluate`` runs it."""
-    folder = Path(tmp_path_factory.mktemp("v2g"))
-    sc = load_scenario(build_v2g_scenario(folder, 20, pd.Timestamp("2026-01-05 12:00", tz="UTC"), 8.0))
+    the middle, 0.10 / 0.02 otherwise; ``seed=None``: identical EVs, else EVs that differ) with the
+    perfect forecast, as ``evaluate`` runs it."""
+    start = pd.Timestamp("2026-01-05 12:00", tz="UTC")
+    sc = load_scenario(build_v2g_scenario(folder, 20, start, 8.0, seed))
     opts = EnvOptions(departure_floor=True)
     env = ChargingSiteEnv(
         scenario=sc, step=None, forecast=opts.forecast, forecast_horizon=opts.forecast_horizon,
@@ -39,6 +39,13 @@ def v2g_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[np.ndarray, np.nd
         kw.append(np.asarray(step.info["charger_power_kw"], dtype=float))
         expensive.append(step.snapshot.import_price_per_kwh > 0.5)
     return np.array(kw), np.array(expensive), float(env.episode.dt_h)
+
+
+@pytest.fixture(scope="module", params=[None, 0], ids=["identical-evs", "evs-differ"])
+def v2g_run(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[np.ndarray, np.ndarray, float]:
+    return _run(Path(tmp_path_factory.mktemp("v2g")), request.param)
 
 
 def test_no_ev_swaps_between_charging_and_discharging_in_the_expensive_window(
@@ -56,4 +63,25 @@ def test_no_ev_charges_while_another_discharges(v2g_run: tuple[np.ndarray, np.nd
     discharged = np.clip(-kw, 0.0, None).sum(axis=1)
     both_kwh = float(np.minimum(charged, discharged)[expensive].sum() * dt)
     assert both_kwh < 1e-6  # was 9.0 kWh on 50 EVs: energy moved EV -> grid -> EV, losing the round trip
+
+
+@pytest.mark.parametrize(
+    "seed",
+    [
+        None,
+        pytest.param(
+            0,
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="EVs that differ: the rule charges 0.21 kWh in the window's last step (0.60) while no "
+                "EV's own deadline forces it (physics.ev_terms must_kw 0 at the hedge), after discharging "
+                "earlier in the window; not traced (docs/serving.md Round 12)",
+            ),
+        ),
+    ],
+    ids=["identical-evs", "evs-differ"],
+)
+def test_nothing_charges_unforced_in_the_expensive_window(tmp_path: Path, seed: int | None) -> None:
+    kw, expensive, dt = _run(tmp_path, seed)
+    charged = np.clip(kw, 0.0, None).sum(axis=1)
     assert float(charged[expensive].sum() * dt) < 1e-6  # nothing forced: it all waits for the cheap hours
