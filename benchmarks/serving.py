@@ -362,6 +362,7 @@ def run_v2g(
         )
         stdout, _ = sim.communicate(timeout=minutes * 60 + 300)
         report = json.loads(stdout.decode().strip().splitlines()[-1])
+        (work / "simulate_report.json").write_text(json.dumps(report))  # per EV asked/delivered (--v2g-keep)
         metrics = http_json(http, "/metrics")
         state = http_json(http, "/api/state")
         service_cpu_s = cpu_s(svc.pid)
@@ -432,7 +433,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     p.add_argument(
         "--v2g-keep", type=Path, metavar="DIR",
-        help="V2G: run in DIR and keep it (scenario, service log and database, the simulator's trace.csv)",
+        help="V2G: run in DIR and keep it (scenario, service log and database, the simulator's trace.csv "
+        "and report)",
     )  # fmt: skip
     args = p.parse_args(argv)
     if args.soak is not None:
