@@ -105,11 +105,12 @@ class ConnectorLive:
         return max(0.0, (self.meter_last_wh - self.meter_start_wh) / 1000.0 - self.exported_kwh)
 
     def received_kwh(self, efficiency: float) -> float:
-        """net energy the EV's battery received in this transaction, kWh, never below 0: the meter's
-        import at ``efficiency`` less its export over it (the meter is on the grid side; an EV's declared
-        energy request and the core's need are on its battery's)"""
+        """net energy the EV's battery received in this transaction, kWh: the meter's import at
+        ``efficiency`` less its export over it (the meter is on the grid side; an EV's declared energy
+        request and the core's need are on its battery's). Below 0 where a V2G EV gave back more than it
+        took: what it gave is then owed on top of its request, as the environment counts it."""
         imported = (self.meter_last_wh - self.meter_start_wh) / 1000.0
-        return max(0.0, imported * efficiency - self.exported_kwh / efficiency)
+        return imported * efficiency - self.exported_kwh / efficiency
 
     @property
     def discharging(self) -> bool:
