@@ -28,7 +28,7 @@ import numpy as np
 
 from agents.lp import LPData, LPError, LPSolution, SiteLP, _bounds_and_costs
 from agents.lp_exact import exact_model
-from agents.lp_grid import finishing_tails, held_kw, round_to_grid
+from agents.lp_grid import finishing_tails, held_kw, need_room_kwh, round_to_grid
 from agents.lp_milp import run_milp
 from agents.lp_repair import solve_min_current
 from envs.core import FloatArray, IntArray
@@ -38,8 +38,7 @@ def quantised_need(lp: SiteLP, data: LPData) -> tuple[FloatArray, FloatArray]:
     """Each slot's need rounded down to the energy quantum of its charger's grid, or up where its room
     takes the next quantum (V2G slots, which may take more than their need, and slots without a grid keep
     theirs); and the energy every policy misses, kWh."""
-    need = np.maximum(np.asarray(data.need_kwh, dtype=float), 0.0)
-    room = need if data.room_kwh is None else np.maximum(np.asarray(data.room_kwh, dtype=float), need)
+    need, room = need_room_kwh(data)
     c = lp.slot_charger
     q = lp.site.resolution_kw[c] * lp.site.efficiency[c] * lp.dt_h
     on_grid = (q > 0) & ~lp.slot_v2g

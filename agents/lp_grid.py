@@ -11,6 +11,13 @@ from envs.core import FloatArray
 from envs.physics import GRID_EPS, ceil_to_grid, floor_to_grid
 
 
+def need_room_kwh(data: LPData) -> tuple[FloatArray, FloatArray]:
+    """Each slot's need (>= 0) and room (at least its need; the need where the room is unknown), kWh."""
+    need = np.maximum(np.asarray(data.need_kwh, dtype=float), 0.0)
+    room = need if data.room_kwh is None else np.maximum(np.asarray(data.room_kwh, dtype=float), need)
+    return need, room
+
+
 def finishing_tails(
     lp: SiteLP, data: LPData, units: FloatArray, hi_units: FloatArray, departs: np.ndarray
 ) -> tuple[np.ndarray, FloatArray]:
@@ -31,8 +38,7 @@ def finishing_tails(
     q = lp.site.resolution_kw[c] * lp.site.efficiency[c] * lp.dt_h
     gridded = (q > 0) & ~lp.slot_v2g & np.asarray(departs, dtype=bool)
     safe_q = np.where(gridded, q, 1.0)
-    need = np.maximum(np.asarray(data.need_kwh, dtype=float), 0.0)
-    room = need if data.room_kwh is None else np.maximum(np.asarray(data.room_kwh, dtype=float), need)
+    need, room = need_room_kwh(data)
     got = np.bincount(lp.x_slot, weights=units, minlength=lp.K)
     need_units = np.floor(need / safe_q + 1e-6)
     rest = np.floor(room / safe_q + 1e-6) - got

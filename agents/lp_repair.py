@@ -13,6 +13,7 @@ from dataclasses import replace
 import numpy as np
 
 from agents.lp import LPData, LPError, LPSolution, SiteLP
+from agents.lp_grid import need_room_kwh
 from envs.core import BoolArray, FloatArray
 
 
@@ -41,8 +42,7 @@ def solve_min_current(
     total = sol.solve_s
     min_x = lp.min_x_kw(data)
     eff_dt = lp._eff_x * lp.dt_h
-    need = np.maximum(np.asarray(data.need_kwh, dtype=float), 0.0)
-    room = need if data.room_kwh is None else np.maximum(np.asarray(data.room_kwh, dtype=float), need)
+    need, room = need_room_kwh(data)
     off = np.zeros(lp.sizes["x"], dtype=bool)
     on = forced
     for _ in range(passes):

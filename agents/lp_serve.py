@@ -27,6 +27,7 @@ from agents.lp_executable import (
     grid_model,
     polish_on_grid,
 )
+from agents.lp_grid import need_room_kwh
 from envs.core import FloatArray
 
 SERVE_SHARE = 5e-4
@@ -125,8 +126,7 @@ def switched_in(
     x = v[xs]
     # the minimum step within the room the EV has left (else the polish cannot hold it there)
     eff_dt = lp._eff_x * lp.dt_h
-    need = np.maximum(np.asarray(u.data.need_kwh, dtype=float), 0.0)
-    room = need if u.data.room_kwh is None else np.maximum(np.asarray(u.data.room_kwh, dtype=float), need)
+    _, room = need_room_kwh(u.data)
     left = room - np.bincount(lp.x_slot, weights=x * eff_dt, minlength=lp.K)
     ok = (
         short[lp.x_slot]
