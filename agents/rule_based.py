@@ -54,7 +54,7 @@ from agents.rule_arrivals import ArrivalRecord, arrivals_due_kwh
 from agents.rule_deadlines import Deadlines, forced_kw
 from agents.rule_drivers import DriverRecord, OfferRecord
 from agents.rule_schedule import BillingClock, cheap_now, expected_kw, peak_target, room_kwh
-from agents.rule_storage import battery_setpoint_kw, ev_discharge_kw, v2g_pays
+from agents.rule_storage import RefillRoom, battery_setpoint_kw, ev_discharge_kw, v2g_pays
 from envs.core import FloatArray, IntArray, SiteArrays, SiteState, Snapshot
 from envs.physics import EVTerms, ev_terms
 from envs.projection import ceil_to_grid, charger_bounds
@@ -209,7 +209,8 @@ class RuleBasedDLM:
 
         # what the EVs expected to arrive ask for, and want by each departure step of the present EVs
         arriving = arrivals.expected_kwh(snapshot, H)
-        arr_due = arrivals_due_kwh(arriving, arrivals.stays_ahead(snapshot, H), dl.ks)
+        stays = arrivals.stays_ahead(snapshot, H)
+        arr_due = arrivals_due_kwh(arriving, stays, dl.ks)
 
         # ---- 4. peak target (demand charge): the cheapest deadline-feasible level, never below the peak
         peak_so_far = float(snapshot.peak_import_kw)
@@ -302,9 +303,12 @@ class RuleBasedDLM:
             # another EV's discharge, it would cost that EV's round trip instead of a cheaper recharge later
             firm_kw = np.minimum(charger_kw, a_must + a_pv)
             firm_import = base_now - pv_now + float(firm_kw.sum())
-            v2g_kw = ev_discharge_kw(
-                site, snapshot, firm_kw, terms, imp_h, firm_import, hedge, res, self.node_margin
-            )
+            # what it gives, the deadline rule must be able to bring back in the paying steps
+            refill = RefillRoom(
+                res, need, net_h, target, self.target_margin, self.node_margin,
+                lambda ks: arrivals_due_kwh(arriving, stays, ks),
+            )  # fmt: skip
+            v2g_kw = ev_discharge_kw(site, snapshot, firm_kw, terms, imp_h, firm_import, hedge, refill)
             if v2g_kw.any():  # the top-up, beyond what deadlines and PV give, is not offered
                 charger_kw, import_kw = firm_kw - v2g_kw, firm_import - float(v2g_kw.sum())
                 offer_kw = np.zeros(site.n)
