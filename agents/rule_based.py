@@ -52,7 +52,7 @@ from agents.allocate import Resources, fair_fill, greedy_fill, resource_use, sit
 from agents.base import Decision
 from agents.rule_arrivals import ArrivalRecord, arrivals_due_kwh
 from agents.rule_deadlines import Deadlines, forced_kw
-from agents.rule_drivers import DriverRecord, OfferRecord
+from agents.rule_drivers import DepartureLog, DriverRecord, OfferRecord
 from agents.rule_schedule import BillingClock, cheap_now, expected_kw, peak_target, room_kwh
 from agents.rule_storage import RefillRoom, battery_setpoint_kw, ev_discharge_kw, v2g_pays
 from envs.core import FloatArray, IntArray, SiteArrays, SiteState, Snapshot
@@ -86,6 +86,10 @@ class RuleBasedDLM:
             declared energy is in is offered up to this much more, with what is left under the peak target
             (:func:`top_up_kw`; an EV with a battery to spare takes it all); 0 (no log, or drivers who
             declare what their EVs take): the rule stops at the declared energy.
+        departure_log: how the drivers of the site's past sessions kept the departure they declared
+            (:class:`agents.rule_drivers.DepartureLog`): the record of drivers starts from it, so the rule
+            plans on the stays drivers give from the first step; none: ``early_prior`` until a few
+            departures are seen.
     """
 
     name = "rule_based"
@@ -101,6 +105,7 @@ class RuleBasedDLM:
         early_prior: float = 1.0,
         arrival_prior: ProfileDemand | None = None,
         top_up_kwh: float = 0.0,
+        departure_log: DepartureLog | None = None,
     ) -> None:
         if not 0 < hedge <= 1:
             raise ValueError("hedge must lie in (0, 1]")
@@ -117,7 +122,9 @@ class RuleBasedDLM:
         self._res: Resources | None = None
         self._min_grid_kw: FloatArray | None = None
         self._clock: BillingClock | None = None
-        self._drivers = DriverRecord(early_prior)
+        self.departure_log = departure_log
+        """how drivers kept their declared departures in the site's log (none: ``early_prior``)"""
+        self._drivers = DriverRecord(early_prior, departure_log)
         self.offers = OfferRecord()
         """what the top-up offered each EV beyond its declared energy (:func:`top_up_kw`)"""
         self.arrival_prior = arrival_prior
@@ -128,7 +135,7 @@ class RuleBasedDLM:
         self.top_up_kwh = top_up_kwh
 
     def reset(self, site: SiteArrays, scenario: Scenario | None = None) -> None:
-        self._drivers = DriverRecord(self.early_prior)
+        self._drivers = DriverRecord(self.early_prior, self.departure_log)
         self.offers = OfferRecord()
         self._arrivals = ArrivalRecord(site.config.timezone, self.arrival_prior)
         self._site = site
