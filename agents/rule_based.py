@@ -286,7 +286,10 @@ class RuleBasedDLM:
         surplus = max(surplus - float((a_pv + a_cheap).sum()), 0.0)
         served = a_must + a_cheap
         if planned_left is not None:  # forced by a planned stay: the same load, in LLF's order
-            served = in_order(res, served, a_must + want, order, site.min_kw)
+            use = resource_use(res, served)
+            served = in_order(res, served, a_must + want, order, site.min_kw, soft)
+            soft = np.maximum(soft - (resource_use(res, served) - use), 0.0)
+            surplus = max(surplus - float(resource_use(res, served)[-1] - use[-1]), 0.0)
         charger_kw = served + a_pv
         # optional charging the fills left below the minimum goes off (what deadlines force stays: the
         # projection lifts it to the minimum where there is room)
@@ -327,19 +330,28 @@ class RuleBasedDLM:
 
 
 def in_order(
-    res: Resources, alloc_kw: FloatArray, want_kw: FloatArray, order: IntArray, min_kw: FloatArray
+    res: Resources,
+    alloc_kw: FloatArray,
+    want_kw: FloatArray,
+    order: IntArray,
+    min_kw: FloatArray,
+    spare: FloatArray | None = None,
 ) -> FloatArray:
-    """What ``alloc_kw`` draws through each resource (kW per charger), handed out again in ``order``, each
-    charger up to ``want_kw`` (off or at least ``min_kw``): the same load on every limit, other EVs served.
+    """What ``alloc_kw`` draws through each resource (kW per charger), and what is left under the peak
+    target (``spare``, per resource), handed out again in ``order``, each charger up to ``want_kw`` (off or
+    at least ``min_kw``): at most that load on every limit, other EVs served.
 
     Why: once the rule plans on stays shorter than declared (:meth:`DriverRecord.planned_left_h`), its
     plan forces EVs by a cut that scales with each EV's declared stay, so it forces an EV that declared a
     long stay before one with a shorter stay and less laxity on the time its driver declared. Served
     first, the forced energy took a full connection and the other EV, whose driver left early, left short
     (on the real week jpl-2021-08-02, declared mode, one EV more than LLF). What the plan forces still
-    decides how much flows (and the peak target); who gets it is LLF's order.
+    decides how much flows (and the peak target); who gets it is LLF's order. The room left under the target
+    goes with it: the fills left it where it was less than the minimum power of the EV that wanted it, and
+    the EV that LLF's order serves later may take it (on jpl-2021-08-02, 0.3-1.3 kW in congested steps).
     """
-    return greedy_fill(res, resource_use(res, alloc_kw), np.maximum(want_kw, 0.0), order, min_kw)
+    limit = resource_use(res, alloc_kw) + (0.0 if spare is None else spare)
+    return greedy_fill(res, limit, np.maximum(want_kw, 0.0), order, min_kw)
 
 
 def top_up_kw(
