@@ -146,9 +146,8 @@ def _refill_fits(
     steps_left = np.asarray(terms.steps_left, dtype=np.int64)
     longest = int(steps_left[on].max()) + 1
 
-    def upto(
-        per_step: FloatArray,
-    ) -> FloatArray:  # [j]: the sum over steps 0 .. j - 1 (none past the horizon)
+    def upto(per_step: FloatArray) -> FloatArray:
+        """[j]: the sum over steps 0 .. j - 1 (nothing counted past the horizon)"""
         c = np.concatenate([[0.0], np.cumsum(per_step)])
         return np.pad(c, (0, max(longest - len(c), 0)), mode="edge")
 
@@ -157,17 +156,19 @@ def _refill_fits(
         np.where(pays_h, np.maximum(room.target_kw - room.net_h, 0.0), 0.0) * dt * room.target_margin
     )
     later = hedge * terms.rate_kw * dt
-    zero = np.zeros(site.n)
+    dl = Deadlines.of(need_grid, later, steps_left, np.zeros(site.n), on, usable)
+    room_k = site_room[dl.ks] - room.arrivals_due(dl.ks)
+    short0 = shortfall_kwh(room.res, dl, room_k, dt, room.node_margin, usable[dl.ks])
+    # what each resource may carry by each departure step: no more short than without the discharge
+    coef_t = room.res.coef[dl.idx].T.tocsr()
+    cap = np.maximum(short0, 0.0) + 1e-9 + (np.asarray(coef_t @ dl.by_k) - short0)
+    g = need_grid[dl.idx]
+    after_k = later[dl.idx][:, None] * np.maximum(usable[dl.steps][:, None] - usable[dl.ks][None, :], 0.0)
+    per_kw = dt / np.broadcast_to(np.asarray(eff, dtype=float), (site.n,))[dl.idx] ** 2  # kWh back per kW
 
-    def short(x_kw: FloatArray) -> FloatArray:
-        dl = Deadlines.of(need_grid + x_kw * dt / eff**2, later, steps_left, zero, on, usable)
-        room_k = site_room[dl.ks] - room.arrivals_due(dl.ks)
-        return shortfall_kwh(room.res, dl, room_k, dt, room.node_margin, usable[dl.ks])
-
-    base = np.maximum(short(zero), 0.0) + 1e-9
-
-    def fits(x_kw: FloatArray) -> bool:
-        return bool((short(x_kw) <= base).all())
+    def fits(x_kw: FloatArray) -> bool:  # by_k with what it gives added to each EV's need
+        by_k = np.maximum((g + x_kw[dl.idx] * per_kw)[:, None] - after_k, 0.0)
+        return bool((np.asarray(coef_t @ by_k) <= cap).all())
 
     if fits(dis_kw):
         return dis_kw
