@@ -21,7 +21,7 @@ from envs.config import site_from_dict
 from envs.env import ChargingSiteEnv
 from envs.scenario import make_scenario
 from tests.test_agents import make_site, make_snapshot, make_state
-from tests.test_env_support import at, flat_timeseries, tiny_site
+from tests.test_env_support import at, flat_timeseries, tiny_scenario, tiny_site
 
 DECLARED_STEPS = 16
 STAYS_STEPS = 9
@@ -65,16 +65,46 @@ def test_a_record_started_from_the_log_plans_on_the_stays_drivers_give_from_the_
     blind.observe(snap)
     logged.observe(snap)
     assert blind.early_share() == 1.0 and blind.planned_left_h(snap.state) is None  # nothing seen yet
-    assert (logged.departures, logged.early) == (4, 2)
-    assert logged.early_share() == pytest.approx(0.5)
+    assert logged.early_share() == pytest.approx(0.5)  # 2 of the log's 4 left early
     cut = (2.0 - 0.25) / 4.0  # the declared time left when it left, less a step, of the declared stay
-    assert sorted(logged.cuts) == pytest.approx([0.0, 0.0, cut, cut])
+    assert sorted(logged.seen_cuts()) == pytest.approx([0.0, 0.0, cut, cut])
     planned = logged.planned_left_h(snap.state)
     assert planned is not None
     np.testing.assert_allclose(planned, [4.0 * (1 - cut), 2.0 * (1 - cut)])
-    # the log counts once: the record goes on from it
+    # the log counts once, and not as departures of this run
     logged.observe(snap)
-    assert logged.departures == 4
+    assert logged.departures == 0 and len(logged.seen_cuts()) == 4
+
+
+def test_once_it_has_seen_its_own_departures_the_record_forgets_the_log() -> None:
+    """Three drivers of this run keep the departure they declared; the log said half leave early. From the
+    third departure on the record counts only its own: it trusts declarations (the drivers of the weeks
+    before do not outweigh those of this one)."""
+    rows = [
+        {
+            "charger_id": c,
+            "arrival": a,
+            "departure": a + 2,
+            "declared_departure": at(a + 2),
+            "energy_kwh": 0.5,
+        }
+        for c, a in (("c0", 0), ("c1", 0), ("c0", 3))
+    ]
+    sc = tiny_scenario(8, rows)
+    env = ChargingSiteEnv(scenario=sc, step=None)
+    env.reset(seed=0)
+    record = DriverRecord(1.0, _log(cut_h=2.0))
+    shares, planned = [], []
+    for _ in range(8):
+        snap = env.snapshot()
+        record.observe(snap)
+        shares.append(record.early_share())
+        planned.append(record.planned_left_h(snap.state))
+        env.step(np.zeros(2))
+    assert shares[0] == pytest.approx(0.5) and planned[0] is not None  # the log's
+    assert shares[3] == pytest.approx(2 / 6)  # two of this run's drivers kept their word, with the log's 4
+    assert record.departures == 3 and shares[-1] == 0.0
+    assert planned[-1] is None
 
 
 def test_a_log_of_drivers_who_kept_their_word_trusts_declarations_from_the_first_step() -> None:
