@@ -18,7 +18,8 @@ second for 1,000 chargers. Each step it
    they cut short). Where the missing-energy penalty times that share beats the price saving of waiting,
    it charges flexible energy now (least laxity first, under the peak target) and plans every deadline on
    the stay drivers are seen to give (the declared time left less the 80th percentile of the cut). Until
-   a few departures are seen it assumes drivers may leave early; where none do (declared = actual) it
+   a few departures are seen it counts the site's log of declared departures where it has one
+   (:class:`agents.rule_drivers.DepartureLog`), else assumes drivers may leave early; where none do it
    schedules by price as before. Drivers also declare a little less energy than their EV takes: where
    the site's log shows it (``top_up_kwh``), every EV whose declared energy is in is offered up to that
    much more (less what the rule already offered it), with the PV surplus and the room under the peak
