@@ -18,7 +18,8 @@ second for 1,000 chargers. Each step it
    they cut short). Where the missing-energy penalty times that share beats the price saving of waiting,
    it charges flexible energy now (least laxity first, under the peak target) and plans every deadline on
    the stay drivers are seen to give (the declared time left less the 80th percentile of the cut). Until
-   a few departures are seen it assumes drivers may leave early; where none do (declared = actual) it
+   a few departures are seen it counts the site's log of declared departures where it has one
+   (:class:`agents.rule_drivers.DepartureLog`), else assumes drivers may leave early; where none do it
    schedules by price as before. Drivers also declare a little less energy than their EV takes: where
    the site's log shows it (``top_up_kwh``), every EV whose declared energy is in is offered up to that
    much more (less what the rule already offered it), with the PV surplus and the room under the peak
@@ -52,9 +53,9 @@ from agents.allocate import Resources, fair_fill, greedy_fill, resource_use, sit
 from agents.base import Decision
 from agents.rule_arrivals import ArrivalRecord, arrivals_due_kwh
 from agents.rule_deadlines import Deadlines, forced_kw
-from agents.rule_drivers import DriverRecord, OfferRecord
+from agents.rule_drivers import DepartureLog, DriverRecord, OfferRecord
 from agents.rule_schedule import BillingClock, cheap_now, expected_kw, peak_target, room_kwh
-from agents.rule_storage import battery_setpoint_kw, ev_discharge_kw, v2g_pays
+from agents.rule_storage import RefillRoom, battery_setpoint_kw, ev_discharge_kw, v2g_pays
 from envs.core import FloatArray, IntArray, SiteArrays, SiteState, Snapshot
 from envs.physics import EVTerms, ev_terms
 from envs.projection import ceil_to_grid, charger_bounds
@@ -86,6 +87,10 @@ class RuleBasedDLM:
             declared energy is in is offered up to this much more, with what is left under the peak target
             (:func:`top_up_kw`; an EV with a battery to spare takes it all); 0 (no log, or drivers who
             declare what their EVs take): the rule stops at the declared energy.
+        departure_log: how the drivers of the site's past sessions kept the departure they declared
+            (:class:`agents.rule_drivers.DepartureLog`): the record of drivers starts from it, so the rule
+            plans on the stays drivers give from the first step; none: ``early_prior`` until a few
+            departures are seen.
     """
 
     name = "rule_based"
@@ -101,6 +106,7 @@ class RuleBasedDLM:
         early_prior: float = 1.0,
         arrival_prior: ProfileDemand | None = None,
         top_up_kwh: float = 0.0,
+        departure_log: DepartureLog | None = None,
     ) -> None:
         if not 0 < hedge <= 1:
             raise ValueError("hedge must lie in (0, 1]")
@@ -117,7 +123,9 @@ class RuleBasedDLM:
         self._res: Resources | None = None
         self._min_grid_kw: FloatArray | None = None
         self._clock: BillingClock | None = None
-        self._drivers = DriverRecord(early_prior)
+        self.departure_log = departure_log
+        """how drivers kept their declared departures in the site's log (none: ``early_prior``)"""
+        self._drivers = DriverRecord(early_prior, departure_log)
         self.offers = OfferRecord()
         """what the top-up offered each EV beyond its declared energy (:func:`top_up_kw`)"""
         self.arrival_prior = arrival_prior
@@ -128,7 +136,7 @@ class RuleBasedDLM:
         self.top_up_kwh = top_up_kwh
 
     def reset(self, site: SiteArrays, scenario: Scenario | None = None) -> None:
-        self._drivers = DriverRecord(self.early_prior)
+        self._drivers = DriverRecord(self.early_prior, self.departure_log)
         self.offers = OfferRecord()
         self._arrivals = ArrivalRecord(site.config.timezone, self.arrival_prior)
         self._site = site
@@ -209,7 +217,8 @@ class RuleBasedDLM:
 
         # what the EVs expected to arrive ask for, and want by each departure step of the present EVs
         arriving = arrivals.expected_kwh(snapshot, H)
-        arr_due = arrivals_due_kwh(arriving, arrivals.stays_ahead(snapshot, H), dl.ks)
+        stays = arrivals.stays_ahead(snapshot, H)
+        arr_due = arrivals_due_kwh(arriving, stays, dl.ks)
 
         # ---- 4. peak target (demand charge): the cheapest deadline-feasible level, never below the peak
         peak_so_far = float(snapshot.peak_import_kw)
@@ -278,7 +287,10 @@ class RuleBasedDLM:
         surplus = max(surplus - float((a_pv + a_cheap).sum()), 0.0)
         served = a_must + a_cheap
         if planned_left is not None:  # forced by a planned stay: the same load, in LLF's order
-            served = in_order(res, served, a_must + want, order, site.min_kw)
+            use = resource_use(res, served)
+            served = in_order(res, served, a_must + want, order, site.min_kw, soft)
+            soft = np.maximum(soft - (resource_use(res, served) - use), 0.0)
+            surplus = max(surplus - float(resource_use(res, served)[-1] - use[-1]), 0.0)
         charger_kw = served + a_pv
         # optional charging the fills left below the minimum goes off (what deadlines force stays: the
         # projection lifts it to the minimum where there is room)
@@ -302,9 +314,12 @@ class RuleBasedDLM:
             # another EV's discharge, it would cost that EV's round trip instead of a cheaper recharge later
             firm_kw = np.minimum(charger_kw, a_must + a_pv)
             firm_import = base_now - pv_now + float(firm_kw.sum())
-            v2g_kw = ev_discharge_kw(
-                site, snapshot, firm_kw, terms, imp_h, firm_import, hedge, res, self.node_margin
-            )
+            # what it gives, the deadline rule must be able to bring back in the paying steps
+            refill = RefillRoom(
+                res, need, net_h, target, self.target_margin, self.node_margin,
+                lambda ks: arrivals_due_kwh(arriving, stays, ks),
+            )  # fmt: skip
+            v2g_kw = ev_discharge_kw(site, snapshot, firm_kw, terms, imp_h, firm_import, hedge, refill)
             if v2g_kw.any():  # the top-up, beyond what deadlines and PV give, is not offered
                 charger_kw, import_kw = firm_kw - v2g_kw, firm_import - float(v2g_kw.sum())
                 offer_kw = np.zeros(site.n)
@@ -316,19 +331,28 @@ class RuleBasedDLM:
 
 
 def in_order(
-    res: Resources, alloc_kw: FloatArray, want_kw: FloatArray, order: IntArray, min_kw: FloatArray
+    res: Resources,
+    alloc_kw: FloatArray,
+    want_kw: FloatArray,
+    order: IntArray,
+    min_kw: FloatArray,
+    spare: FloatArray | None = None,
 ) -> FloatArray:
-    """What ``alloc_kw`` draws through each resource (kW per charger), handed out again in ``order``, each
-    charger up to ``want_kw`` (off or at least ``min_kw``): the same load on every limit, other EVs served.
+    """What ``alloc_kw`` draws through each resource (kW per charger), and what is left under the peak
+    target (``spare``, per resource), handed out again in ``order``, each charger up to ``want_kw`` (off or
+    at least ``min_kw``): at most that load on every limit, other EVs served.
 
     Why: once the rule plans on stays shorter than declared (:meth:`DriverRecord.planned_left_h`), its
     plan forces EVs by a cut that scales with each EV's declared stay, so it forces an EV that declared a
     long stay before one with a shorter stay and less laxity on the time its driver declared. Served
     first, the forced energy took a full connection and the other EV, whose driver left early, left short
     (on the real week jpl-2021-08-02, declared mode, one EV more than LLF). What the plan forces still
-    decides how much flows (and the peak target); who gets it is LLF's order.
+    decides how much flows (and the peak target); who gets it is LLF's order. The room left under the target
+    goes with it: the fills left it where it was less than the minimum power of the EV that wanted it, and
+    the EV that LLF's order serves later may take it (on jpl-2021-08-02, 0.3-1.3 kW in congested steps).
     """
-    return greedy_fill(res, resource_use(res, alloc_kw), np.maximum(want_kw, 0.0), order, min_kw)
+    limit = resource_use(res, alloc_kw) + (0.0 if spare is None else spare)
+    return greedy_fill(res, limit, np.maximum(want_kw, 0.0), order, min_kw)
 
 
 def top_up_kw(

@@ -40,14 +40,38 @@ class Deadlines:
         steps_left: IntArray,
         must_kw: FloatArray,
         active: BoolArray,
+        usable: FloatArray | None = None,
     ) -> Deadlines:
+        """``usable``: where only some later steps count as charging time (V2G keeps to the steps whose
+        recharge pays, :func:`agents.rule_storage.ev_discharge_kw`), ``usable[j]`` is how many of steps
+        ``0 .. j - 1`` count (length over the longest stay); None: every step after now counts."""
         idx = np.flatnonzero(active)
         pos = np.full(len(active), -1, dtype=np.int64)
         pos[idx] = np.arange(len(idx))
         g, later, sl = need_grid_kwh[idx], later_step_kwh[idx], steps_left[idx]
         ks = np.unique(sl)
-        by_k = np.maximum(g[:, None] - later[:, None] * np.maximum(sl[:, None] - ks[None, :], 0), 0.0)
+        after_k = sl[:, None] - ks[None, :] if usable is None else usable[sl][:, None] - usable[ks][None, :]
+        by_k = np.maximum(g[:, None] - later[:, None] * np.maximum(after_k, 0), 0.0)
         return cls(idx, pos, sl, ks, by_k, must_kw[idx], by_k.sum(axis=0))
+
+
+def shortfall_kwh(
+    res: Resources,
+    dl: Deadlines,
+    site_room_kwh: FloatArray,
+    dt: float,
+    node_margin: float,
+    node_steps: FloatArray | IntArray | None = None,
+) -> FloatArray:
+    """(R, K) energy deadlines force through each resource by each departure step ``k`` of ``dl.ks`` beyond
+    what it can carry in the steps after now before ``k``: a node ``node_margin`` of its limit in each of
+    ``node_steps`` (default ``k - 1``) steps, the connection ``site_room_kwh`` (``(K,)``, under the peak
+    target); positive: it must flow now."""
+    short = np.asarray(res.coef[dl.idx].T @ dl.by_k)
+    steps = dl.ks - 1 if node_steps is None else node_steps
+    short[:-1] -= (node_margin * res.static_limit * dt)[:, None] * np.asarray(steps)[None, :]
+    short[-1] -= site_room_kwh
+    return short
 
 
 def forced_kw(
@@ -80,9 +104,7 @@ def forced_kw(
     pe = dl.pos[ei]
     R = len(res.static_limit) + 1
     # (R, K) energy forced through each resource by each departure step, minus the room after now
-    short = np.asarray(res.coef[idx].T @ dl.by_k)
-    short[:-1] -= (node_margin * res.static_limit * dt)[:, None] * (dl.ks - 1)[None, :]
-    short[-1] -= site_room_kwh
+    short = shortfall_kwh(res, dl, site_room_kwh, dt, node_margin)
     k_star = np.argmax(short, axis=1)
     need_now = np.max(short, axis=1) / dt  # (R,) resource units that must flow now
     # hand each resource's shortfall to its EVs that leave first, twice (a parent sees its children's)

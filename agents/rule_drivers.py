@@ -4,27 +4,61 @@ what the rule offered each EV beyond its declaration (:class:`OfferRecord`)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
 from envs.core import BoolArray, FloatArray, SiteState, Snapshot
 
 
+@dataclass(frozen=True, eq=False)
+class DepartureLog:
+    """How the drivers of a site's past sessions kept the departure they declared: per session, the declared
+    time left when its EV left (hours; over a step: it left early) and its declared stay (hours). A
+    :class:`DriverRecord` starts from it (as the top-up starts from :func:`under_declared_kwh` of the same
+    log) instead of assuming, until it has seen a few departures, that drivers may leave early."""
+
+    left_h: FloatArray
+    stay_h: FloatArray
+
+    @classmethod
+    def of(cls, sessions: pd.DataFrame) -> DepartureLog:
+        """From a log of sessions (columns ``arrival``, ``departure`` and ``declared_departure``; a missing
+        declaration is the departure)."""
+        if len(sessions) == 0:
+            return cls(np.zeros(0, dtype=np.float64), np.zeros(0, dtype=np.float64))
+        arrival = pd.to_datetime(sessions["arrival"], utc=True)
+        departure = pd.to_datetime(sessions["departure"], utc=True)
+        declared = departure
+        if "declared_departure" in sessions.columns:
+            declared = pd.to_datetime(sessions["declared_departure"], utc=True).fillna(departure)
+        left_h = np.asarray((declared - departure).dt.total_seconds(), dtype=np.float64) / 3600.0
+        stay_h = np.asarray((declared - arrival).dt.total_seconds(), dtype=np.float64) / 3600.0
+        return cls(left_h, stay_h)
+
+
 class DriverRecord:
     """What the rule measures about drivers: how many EVs left, how many left more than a step before the
     departure they declared (an EV gone while its declared time left was over one step), and by how much
-    of their declared stay."""
+    of their declared stay. Until it has seen :attr:`MIN_DEPARTURES` it counts a site's log of past
+    sessions (``log``) with them where it has one, else assumes ``early_prior``; from then on only what it
+    saw (the drivers of this run, not those of the weeks before)."""
 
     MIN_DEPARTURES = 3
     """departures seen before the record counts"""
     QUANTILE = 0.8
     """the share of the declared stay cut short that the rule plans for: this quantile of those seen"""
 
-    def __init__(self, early_prior: float = 1.0) -> None:
+    def __init__(self, early_prior: float = 1.0, log: DepartureLog | None = None) -> None:
         self.early_prior = early_prior
         self.departures = 0
         self.early = 0
         self.cuts: list[float] = []
+        self._log = log
+        """past departures, taken in on the first step (the step length decides what counts as early)"""
+        self._prior: tuple[int, int, list[float]] | None = None
+        """the log's departures, early ones and cuts, counted until :attr:`MIN_DEPARTURES` were seen"""
         self._step = -2
         self._present: BoolArray | None = None
         self._left: FloatArray | None = None
@@ -40,6 +74,11 @@ class DriverRecord:
         present = np.asarray(st.ev_present, dtype=bool)
         left = np.asarray(st.time_left_h, dtype=float)
         dt = float(st.dt_h)
+        if self._log is not None:  # the site's log: departures seen before this run
+            early = self._log.left_h > dt * (1.0 + 1e-6)
+            cuts = np.where(early, (self._log.left_h - dt) / np.maximum(self._log.stay_h, dt), 0.0)
+            self._prior = (len(early), int(early.sum()), cuts.tolist())
+            self._log = None
         new = present.copy()
         if (
             self._present is not None
@@ -63,19 +102,29 @@ class DriverRecord:
         self._present, self._left = present.copy(), left.copy()
 
     def early_share(self) -> float:
-        """Share of departures seen that came more than a step before the declared time (``early_prior``
-        until :attr:`MIN_DEPARTURES` were seen)."""
-        if self.departures < self.MIN_DEPARTURES:
-            return self.early_prior  # nothing seen yet
-        return self.early / self.departures
+        """Share of departures seen that came more than a step before the declared time (until
+        :attr:`MIN_DEPARTURES` were seen: counting the log's, else ``early_prior``)."""
+        if self.departures >= self.MIN_DEPARTURES:
+            return self.early / self.departures
+        if self._prior is not None and self._prior[0] + self.departures > 0:
+            return (self._prior[1] + self.early) / (self._prior[0] + self.departures)
+        return self.early_prior  # nothing seen yet
+
+    def seen_cuts(self) -> list[float]:
+        """The cuts the record plans on: those seen (until :attr:`MIN_DEPARTURES` were seen, with the
+        log's)."""
+        if self.departures >= self.MIN_DEPARTURES or self._prior is None:
+            return self.cuts
+        return self._prior[2] + self.cuts
 
     def planned_left_h(self, state: SiteState) -> FloatArray | None:
         """Time left to plan on: the declared time left less the share of the declared stay that drivers
         are seen to cut short (:attr:`QUANTILE` of it), floored at the part of this step the EV is plugged
         in; None while no driver was seen to leave early."""
-        if self.early_share() <= 0 or self._stay is None or not self.cuts:
+        cuts = self.seen_cuts()
+        if self.early_share() <= 0 or self._stay is None or not cuts:
             return None
-        q = float(np.quantile(self.cuts, self.QUANTILE))
+        q = float(np.quantile(cuts, self.QUANTILE))
         if q <= 0:
             return None
         left = np.asarray(state.time_left_h, dtype=float)

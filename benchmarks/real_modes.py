@@ -115,7 +115,7 @@ def mode_policies(mode: str, week: Week, policies: list[str], cache: Path) -> li
     from agents.mpc import ModelPredictiveControl
     from agents.mpc_demand import ProfileDemand
     from agents.rule_based import RuleBasedDLM
-    from agents.rule_drivers import under_declared_kwh
+    from agents.rule_drivers import DepartureLog, under_declared_kwh
     from benchmarks import real
 
     start = pd.Timestamp(week.start, tz=real.TIMEZONE)
@@ -127,10 +127,11 @@ def mode_policies(mode: str, week: Week, policies: list[str], cache: Path) -> li
     arrival = pd.DatetimeIndex(history["arrival"]).tz_convert(real.TIMEZONE)
     log = history[np.asarray((arrival >= first) & (arrival < start))]
     top_up = under_declared_kwh(log) if mode == "declared" else 0.0
+    departures = DepartureLog.of(log) if mode == "declared" else None
     out: list[str | Policy] = []
     for p in policies:
         if p == "rule_based":
-            out.append(RuleBasedDLM(arrival_prior=demand, top_up_kwh=top_up))
+            out.append(RuleBasedDLM(arrival_prior=demand, top_up_kwh=top_up, departure_log=departures))
         elif p == "mpc" and mode == "declared":
             out.append(ModelPredictiveControl(demand=demand, top_up_kwh=top_up))
         else:

@@ -14,13 +14,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from agents.allocate import Resources
 from agents.base import Policy
 from agents.baselines import llf
 from agents.rollout import rollout
-from agents.rule_based import RuleBasedDLM
+from agents.rule_based import RuleBasedDLM, in_order
 from envs.config import site_from_dict
 from envs.env import ChargingSiteEnv
 from envs.scenario import Scenario, make_scenario
+from tests.test_agents import make_site
 from tests.test_env_support import at, flat_timeseries, tiny_scenario, tiny_site
 
 STEPS = 48
@@ -141,3 +143,22 @@ def test_what_the_planned_stay_forces_goes_out_in_llf_order() -> None:
     assert rule["forced"] == pytest.approx(0.0, abs=0.1)
     for sid, kwh in rule.items():
         assert kwh <= base[sid] + 0.1, sid
+
+
+def test_llfs_order_also_hands_out_the_room_the_fills_left_under_the_target() -> None:
+    """The fills leave room under the target where it is below the minimum power of the EV that wanted it
+    (on the real week: 1.1 kW left, 1.3 kW wanted, a 1.25 kW minimum). Handed out again in LLF's order (c1
+    first), c1 takes the 6.6 kW it wanted from c0, which may then take that room: on jpl-2021-08-02
+    (declared mode) the rule left 0.6-1.1 kW of a full connection unused in congested steps, LLF did not."""
+    site = make_site(3, import_kw=100.0, feeder_kw=100.0)
+    res = Resources.from_site(site)
+    alloc = np.array([6.6, 5.3, 0.0])
+    want = np.array([6.6, 6.6, 0.0])
+    order = np.array([1, 0])
+    spare = np.zeros(res.shape[1])
+    spare[-1] = 1.1  # room left under the target at the connection
+    kept = in_order(res, alloc, want, order, site.min_kw)
+    np.testing.assert_allclose(kept, [5.3, 6.6, 0.0])  # the same load: c0 gives c1 what it wanted
+    np.testing.assert_allclose(in_order(res, alloc, want, order, site.min_kw, spare), [6.4, 6.6, 0.0])
+    # never beyond what an EV wants, nor the room
+    np.testing.assert_allclose(in_order(res, alloc, want, order, site.min_kw, 10 * spare), [6.6, 6.6, 0.0])
