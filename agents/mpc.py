@@ -112,7 +112,8 @@ class ModelPredictiveControl:
         plan_min_current: bool = True,
         early_prior: float = 1.0,
         top_up_kwh: float = 0.0,
-        peak_reference: bool = False,
+        peak_reference: bool = True,
+        serve_present: bool = True,
     ) -> None:
         if horizon < 1:
             raise ValueError("horizon must be at least 1 step")
@@ -146,8 +147,11 @@ class ModelPredictiveControl:
         energy under the planned peak (:mod:`agents.mpc_offer`; 0: the MPC stops at the declaration)"""
         self.offers = OfferRecord()
         self.peak_reference = peak_reference
-        """plan the period's peak coarsely (:mod:`agents.mpc_peak`) and plan each day free below it (off by
-        default: it leaves a van short on tests/test_mpc.py's 20-charger depot, see docs/policies.md)"""
+        """plan the period's peak coarsely (:mod:`agents.mpc_peak`) and plan each day free below it"""
+        self.serve_present = serve_present
+        """plan a present EV's missing kWh at more than the demand charge of the peak that delivers it in
+        one step, not at the scenario's penalty (the reported cost keeps the scenario's; see the module
+        docstring)"""
         self._reference: PeakReference | None = None
         self._res: Resources | None = None
         self._site: SiteArrays | None = None
@@ -293,6 +297,11 @@ class ModelPredictiveControl:
         # serves the EVs plugged in first
         penalty_g = np.full(G, self.ghost_penalty_share * tariff.missing_energy_penalty_per_kwh)
         spread = self._horizons_left(snapshot, H * dt) ** self.peak_exponent
+        # a present EV's missing kWh costs the plan more than the (full) demand charge on the power that
+        # delivers it in one step: the plan raises the peak rather than give up energy it can deliver
+        penalty = np.full(site.n, tariff.missing_energy_penalty_per_kwh)
+        if self.serve_present:
+            penalty = np.maximum(penalty, tariff.demand_charge_per_kw / (site.efficiency * dt))
         # the period's peak from a coarse plan of the whole period: below it the day's plan pays no charge
         floor_kw = float(snapshot.peak_import_kw)
         if self.peak_reference and lp.has_peak and self._reference is not None:
@@ -320,7 +329,7 @@ class ModelPredictiveControl:
             delay_cost_per_kwh_h=delay,
             deadline_cost_per_kwh=self.deadline_cost_per_kwh,
             missing_penalty_per_kwh=np.concatenate(
-                [np.full(site.n, tariff.missing_energy_penalty_per_kwh), penalty_g]
+                [penalty, penalty_g]
             ),
         )
         first = lp.x_step == 0
