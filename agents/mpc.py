@@ -87,9 +87,21 @@ from agents.mpc_offer import mpc_top_up_kw
 from agents.mpc_peak import PeakReference, period_left_h
 from agents.optimum import off_or_minimum
 from agents.rule_drivers import DriverRecord, OfferRecord
-from envs.core import SiteArrays, Snapshot
+from envs.core import BoolArray, FloatArray, SiteArrays, Snapshot
 from envs.physics import STEP_EPS, ceil_to_grid, ev_terms
 from envs.scenario import Scenario
+
+
+def present_penalty(site: SiteArrays, tight: BoolArray, dt_h: float) -> FloatArray:
+    """The plan's penalty per missing kWh of each charger's EV: the scenario's, and for an EV with little
+    slack left (``tight``: it needs most of what it can still take at full power) more than the full demand
+    charge on the power that delivers the kWh in one step. Such an EV is planned as a requirement: the plan
+    raises the peak rather than give up energy it can deliver (see the module docstring); earlier in its
+    stay the plan's margin and its minimum-current repair are not worth a peak."""
+    tariff = site.config.tariff
+    penalty = np.full(site.n, tariff.missing_energy_penalty_per_kwh)
+    dominant = tariff.demand_charge_per_kw / (site.efficiency * dt_h)
+    return np.asarray(np.where(tight, np.maximum(penalty, dominant), penalty), dtype=float)
 
 
 class ModelPredictiveControl:
@@ -302,17 +314,10 @@ class ModelPredictiveControl:
         # serves the EVs plugged in first
         penalty_g = np.full(G, self.ghost_penalty_share * tariff.missing_energy_penalty_per_kwh)
         spread = self._horizons_left(snapshot, H * dt) ** self.peak_exponent
-        # a present EV with little slack left (it needs most of what it can still take at full power) is
-        # planned as a requirement: its missing kWh costs the plan more than the (full) demand charge on the
-        # power that delivers it in one step, so the plan raises the peak rather than give up energy it can
-        # deliver; earlier in its stay, at the scenario's penalty (the plan's margin and its minimum-current
-        # repair are not worth a peak; see the module docstring)
         penalty = np.full(site.n, tariff.missing_energy_penalty_per_kwh)
         if self.serve_present:
             cap_in = rate * site.efficiency * dt * (frac * (np.arange(H) < stop[:, None])).sum(axis=1)
-            tight = present & (need_plan > self.tight_share * cap_in)
-            dominant = tariff.demand_charge_per_kw / (site.efficiency * dt)
-            penalty = np.where(tight, np.maximum(penalty, dominant), penalty)
+            penalty = present_penalty(site, present & (need_plan > self.tight_share * cap_in), dt)
         # the period's peak from a coarse plan of the whole period: below it the day's plan pays no charge
         floor_kw = float(snapshot.peak_import_kw)
         if self.peak_reference and lp.has_peak and self._reference is not None:
