@@ -125,7 +125,6 @@ class ModelPredictiveControl:
         early_prior: float = 1.0,
         top_up_kwh: float = 0.0,
         peak_reference: bool = False,
-        serve_present: bool = True,
         tight_share: float = 0.75,
     ) -> None:
         if horizon < 1:
@@ -160,15 +159,11 @@ class ModelPredictiveControl:
         energy under the planned peak (:mod:`agents.mpc_offer`; 0: the MPC stops at the declaration)"""
         self.offers = OfferRecord()
         self.peak_reference = peak_reference
-        """plan the period's peak coarsely (:mod:`agents.mpc_peak`) and plan each day free below it (off by
-        default: on tests/test_mpc.py's 10-van depot it sets the second night's peak 2.6 kW above the
-        optimum's, +6.6 %; see docs/policies.md)"""
-        self.serve_present = serve_present
-        """plan a present EV's missing kWh at more than the demand charge of the peak that delivers it in
-        one step, not at the scenario's penalty (the reported cost keeps the scenario's; see the module
-        docstring)"""
+        """plan the period's peak coarsely (:mod:`agents.mpc_peak`), each day free below it (off by default:
+        tests/test_mpc.py's 10-van depot +6.6 % over the optimum with it, see docs/policies.md)"""
         self.tight_share = tight_share
-        """an EV needing more than this share of what it can still take is planned as a requirement"""
+        """an EV needing more than this share of what it can still take in the horizon is planned as a
+        requirement (:func:`present_penalty`; above 1: never)"""
         self._reference: PeakReference | None = None
         self._res: Resources | None = None
         self._site: SiteArrays | None = None
@@ -314,10 +309,8 @@ class ModelPredictiveControl:
         # serves the EVs plugged in first
         penalty_g = np.full(G, self.ghost_penalty_share * tariff.missing_energy_penalty_per_kwh)
         spread = self._horizons_left(snapshot, H * dt) ** self.peak_exponent
-        penalty = np.full(site.n, tariff.missing_energy_penalty_per_kwh)
-        if self.serve_present:
-            cap_in = rate * site.efficiency * dt * (frac * (np.arange(H) < stop[:, None])).sum(axis=1)
-            penalty = present_penalty(site, present & (need_plan > self.tight_share * cap_in), dt)
+        cap_in = rate * site.efficiency * dt * (frac * (np.arange(H) < stop[:, None])).sum(axis=1)
+        penalty = present_penalty(site, present & (need_plan > self.tight_share * cap_in), dt)
         # the period's peak from a coarse plan of the whole period: below it the day's plan pays no charge
         floor_kw = float(snapshot.peak_import_kw)
         if self.peak_reference and lp.has_peak and self._reference is not None:
