@@ -43,7 +43,14 @@ efficiency.
 Execution: a plan that fits the needs exactly under its peak turns every kWh execution loses (the grid's
 rounding, the minimum current the LP relaxes) into an EV left short, since each re-plan finds the peak sunk
 and ever fewer hours to raise it for. The needs of the EVs present are planned with a margin
-(``need_margin``), which shrinks with the need. Among equally cheap steps the LP is indifferent which EV
+(``need_margin``), which shrinks with the need. An EV with little slack left (its planned need above
+``tight_share`` of what it can still take in the horizon at full rate) is planned as a requirement: its
+missing kWh costs the plan more than the full demand charge on the power that delivers it in one step
+(:func:`present_penalty`), so the plan raises the peak rather than give up a kWh it can deliver (at the
+scenario's 1 EUR/kWh a van deferred to its last hours was planned short when the morning's base load met
+the sunk 9 EUR/kW peak, which the optimum serves); earlier in a stay, at the scenario's penalty (on every
+EV, the plan paid peak for its margin and its minimum-current repair: +10.7 % on a 10-van depot).
+Among equally cheap steps the LP is indifferent which EV
 charges when, and left alone it plans some into their last hour with no slack; a kWh charged at the end of
 a slot's window costs ``deadline_cost_per_kwh`` more in the plan (in proportion to the step over the
 window), so the EVs nearer their departure charge first. An EV within ``done_kwh`` of its request is done
