@@ -99,16 +99,20 @@ from envs.physics import STEP_EPS, ceil_to_grid, ev_terms
 from envs.scenario import Scenario
 
 
-def present_penalty(site: SiteArrays, tight: BoolArray, dt_h: float) -> FloatArray:
-    """The plan's penalty per missing kWh of each charger's EV: the scenario's, and for an EV with little
-    slack left (``tight``: it needs most of what it can still take at full power) more than the full demand
-    charge on the power that delivers the kWh in one step. Such an EV is planned as a requirement: the plan
-    raises the peak rather than give up energy it can deliver (see the module docstring); earlier in its
-    stay the plan's margin and its minimum-current repair are not worth a peak."""
+def present_penalty(
+    site: SiteArrays, need_kwh: FloatArray, cap_kwh: FloatArray, tight_share: float, dt_h: float
+) -> tuple[FloatArray, BoolArray]:
+    """The plan's penalty per missing kWh of each charger's EV, and which EVs are *tight*: those that need
+    more than ``tight_share`` of what they can still take (``cap_kwh``, at full power in the horizon). A
+    tight EV's kWh costs more than the full demand charge on the power that delivers it in one step: it is
+    planned as a requirement, the plan raises the peak rather than give up energy it can deliver (see the
+    module docstring); the others' at the scenario's penalty (earlier in a stay the plan's margin and its
+    minimum-current repair are not worth a peak)."""
     tariff = site.config.tariff
+    tight = np.asarray((need_kwh > 1e-9) & (need_kwh > tight_share * cap_kwh), dtype=bool)
     penalty = np.full(site.n, tariff.missing_energy_penalty_per_kwh)
     dominant = tariff.demand_charge_per_kw / (site.efficiency * dt_h)
-    return np.asarray(np.where(tight, np.maximum(penalty, dominant), penalty), dtype=float)
+    return np.asarray(np.where(tight, np.maximum(penalty, dominant), penalty), dtype=float), tight
 
 
 class ModelPredictiveControl:
@@ -317,7 +321,7 @@ class ModelPredictiveControl:
         penalty_g = np.full(G, self.ghost_penalty_share * tariff.missing_energy_penalty_per_kwh)
         spread = self._horizons_left(snapshot, H * dt) ** self.peak_exponent
         cap_in = rate * site.efficiency * dt * (frac * (np.arange(H) < stop[:, None])).sum(axis=1)
-        penalty = present_penalty(site, present & (need_plan > self.tight_share * cap_in), dt)
+        penalty, tight = present_penalty(site, need_plan, cap_in, self.tight_share, dt)
         # the period's peak from a coarse plan of the whole period: below it the day's plan pays no charge
         floor_kw = float(snapshot.peak_import_kw)
         if self.peak_reference and lp.has_peak and self._reference is not None:
@@ -347,14 +351,15 @@ class ModelPredictiveControl:
             missing_penalty_per_kwh=np.concatenate([penalty, penalty_g]),
         )
         first = lp.x_step == 0
-        # an EV that cannot get its need in the steps after this one (at its full rate) charges now: its
-        # first column is on at the minimum before the repair, which would otherwise switch off a plan
-        # below half the minimum and leave the EV short (a plan deferred to the last steps, where the
-        # site sits at its peak and every EV's energy is as good there as anywhere)
+        # an EV that cannot get its need in the steps after this one (at its full rate), or planned as a
+        # requirement, charges now: its first column is on at the minimum before the repair, which would
+        # otherwise switch off a plan below half the minimum and leave the EV short (a plan deferred to the
+        # last steps, at the site's peak; residential s1: a step off, a limit node then kept it short)
         cap_after = (
             rate * site.efficiency * dt * (frac[:, 1:] * (np.arange(1, H) < stop[:, None])).sum(axis=1)
         )
         must = present & (need_in > cap_after + 1e-6)
+        must |= tight & present & (need_in > 1e-9)
         on = first & (lp.x_slot < site.n) & must[np.minimum(lp.x_slot, site.n - 1)]
         # the whole plan of the EVs present kept executable (one repair pass, then every column settled on
         # or off), or only its first step (two passes; the steps after it relaxed)
