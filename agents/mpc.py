@@ -98,6 +98,10 @@ from envs.core import BoolArray, FloatArray, SiteArrays, Snapshot
 from envs.physics import STEP_EPS, ceil_to_grid, ev_terms
 from envs.scenario import Scenario
 
+MUST_SHARE = 0.9
+"""an EV planned as a requirement that needs more than this share of what it can still take charges now (at
+every tight EV: workplace s2 +1.46 %, residential s2 +1.06 % over the optimum; see docs/policies.md)"""
+
 
 def present_penalty(
     site: SiteArrays, need_kwh: FloatArray, cap_kwh: FloatArray, tight_share: float, dt_h: float
@@ -351,15 +355,15 @@ class ModelPredictiveControl:
             missing_penalty_per_kwh=np.concatenate([penalty, penalty_g]),
         )
         first = lp.x_step == 0
-        # an EV that cannot get its need in the steps after this one (at its full rate), or planned as a
-        # requirement, charges now: its first column is on at the minimum before the repair, which would
+        # an EV that cannot get its need in the steps after this one (at its full rate), or a requirement
+        # above MUST_SHARE, charges now: its first column is on at the minimum before the repair, which would
         # otherwise switch off a plan below half the minimum and leave the EV short (a plan deferred to the
         # last steps, at the site's peak; residential s1: a step off, a limit node then kept it short)
         cap_after = (
             rate * site.efficiency * dt * (frac[:, 1:] * (np.arange(1, H) < stop[:, None])).sum(axis=1)
         )
         must = present & (need_in > cap_after + 1e-6)
-        must |= tight & present & (need_in > 1e-9)
+        must |= tight & present & (need_plan > MUST_SHARE * cap_in) & (need_in > 1e-9)
         on = first & (lp.x_slot < site.n) & must[np.minimum(lp.x_slot, site.n - 1)]
         # the whole plan of the EVs present kept executable (one repair pass, then every column settled on
         # or off), or only its first step (two passes; the steps after it relaxed)
