@@ -129,6 +129,23 @@ def test_make_runs_depot_leaves_no_van_short_the_optimum_serves() -> None:
     assert mpc.row.cost_total <= best.row.cost_total * 1.01
 
 
+@pytest.mark.parametrize("knob", [{"delay_cost_per_kwh_h": 0.0031}, {"hedge": 0.89}])
+def test_the_make_run_depot_stays_within_one_percent_when_a_planning_weight_moves(
+    knob: dict[str, float],
+) -> None:
+    # the same 10-van depot. Its second night runs at the sunk peak; the min-current repair switched off the
+    # first columns of two vans the plan left short, 4 kW under the peak at 05:00, and at 06:15 four vans
+    # went on at their minimum: 27.7 -> 30.4 kW (433 EUR, +6.6 %, at either weight before; 406.2 the
+    # optimum). The repair is now tried again with those vans on where the peak is paid for already
+    # (``second_repair``). The depot stays a knife edge (docs/policies.md: 4 of 12 such weights still fail).
+    sc = generate_scenario("depot", chargers=10, days=2, seed=0)
+    mpc = run_episode(ModelPredictiveControl(**knob), sc)  # type: ignore[arg-type]
+    best = run_episode("optimum", sc)
+    assert mpc.session_short_kwh is not None
+    assert np.nan_to_num(mpc.session_short_kwh).max() <= 0.1
+    assert mpc.row.cost_total <= best.row.cost_total * 1.01
+
+
 def test_minima_that_do_not_fit_together_go_off_instead_of_failing_the_plan() -> None:
     # workplace seed 17 (2 chargers, 1 day): the repair put both first columns on at the charger's
     # minimum where the connection does not hold both; the LP was infeasible and the MPC raised (found by
