@@ -97,6 +97,22 @@ def test_on_a_depot_whose_nights_run_at_the_peak_no_van_is_left_short_that_the_o
     assert mpc.row.violations == 0
 
 
+@pytest.mark.parametrize(
+    "knob", [{"delay_cost_per_kwh_h": 0.0029}, {"delay_cost_per_kwh_h": 0.0031}, {"need_margin": 0.021}]
+)
+def test_the_depot_stays_served_when_a_planning_weight_moves_a_little(knob: dict[str, float]) -> None:
+    # the same depot. Planned at the scenario's 1 EUR/kWh penalty, the MPC deferred a van to its last
+    # hours at full rate; when the morning base load met the sunk peak, the plan gave up the van's last
+    # kWh rather than raise a 9 EUR/kW peak (delay cost 0.0031: a van 0.45 kWh short; the optimum serves
+    # it). An EV with little slack left is now planned as a requirement (``tight_share``); with it off the
+    # 0.0031 case fails again.
+    sc = generate_scenario("depot", chargers=20, days=3, seed=0)
+    mpc = run_episode(ModelPredictiveControl(**knob), sc, options=EnvOptions())  # type: ignore[arg-type]
+    assert mpc.session_short_kwh is not None
+    assert int((np.nan_to_num(mpc.session_short_kwh) > 0.1).sum()) == 0
+    assert mpc.row.violations == 0
+
+
 def test_make_runs_depot_leaves_no_van_short_the_optimum_serves() -> None:
     # `evdlm run`'s depot (10 vans, 2 days): the second night ends at the peak with the base load rising.
     # With the minimum current relaxed after the first step, the plan put one van below its minimum in the
@@ -110,6 +126,23 @@ def test_make_runs_depot_leaves_no_van_short_the_optimum_serves() -> None:
     assert served.all()
     assert np.nan_to_num(mpc.session_short_kwh)[served].max() <= 0.1
     assert mpc.row.violations == 0
+    assert mpc.row.cost_total <= best.row.cost_total * 1.01
+
+
+@pytest.mark.parametrize("knob", [{"delay_cost_per_kwh_h": 0.0031}, {"hedge": 0.89}])
+def test_the_make_run_depot_stays_within_one_percent_when_a_planning_weight_moves(
+    knob: dict[str, float],
+) -> None:
+    # the same 10-van depot. Its second night runs at the sunk peak; the min-current repair switched off the
+    # first columns of two vans the plan left short, 4 kW under the peak at 05:00, and at 06:15 four vans
+    # went on at their minimum: 27.7 -> 30.4 kW (433 EUR, +6.6 %, at either weight before; 406.2 the
+    # optimum). The repair is now tried again with those vans on where the peak is paid for already
+    # (``second_repair``). The depot stays a knife edge (docs/policies.md: 4 of 12 such weights still fail).
+    sc = generate_scenario("depot", chargers=10, days=2, seed=0)
+    mpc = run_episode(ModelPredictiveControl(**knob), sc)  # type: ignore[arg-type]
+    best = run_episode("optimum", sc)
+    assert mpc.session_short_kwh is not None
+    assert np.nan_to_num(mpc.session_short_kwh).max() <= 0.1
     assert mpc.row.cost_total <= best.row.cost_total * 1.01
 
 
