@@ -273,3 +273,24 @@ def test_stations_check_the_central_systems_requests_unless_told_not_to(check: b
     skipped = {action for action, h in cp.route_map.items() if h.get("_skip_schema_validation", False)}
     assert "SetChargingProfile" in cp.route_map
     assert skipped == (set() if check else set(cp.route_map))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    now=st.floats(0.0, 1e6),
+    ahead=st.floats(-10.0, 100.0),
+    poll=st.sampled_from([0.05, 0.1, 0.25]),
+)
+def test_a_station_wakes_where_its_polls_would_first_have_seen_the_deadline(
+    now: float, ahead: float, poll: float
+) -> None:
+    """A sleeping station wakes on its poll grid from now: whole steps (at least one), the first at or past
+    the deadline, so a reading comes as late after its time as when the station polled every step."""
+    from stationsim.simulator import wake_in_s
+
+    wait = wake_in_s(now, now + ahead, poll)
+    steps = round(wait / poll)
+    assert steps >= 1 and abs(wait - steps * poll) < 1e-9
+    assert wait >= ahead - 1e-6  # never before the deadline ...
+    assert steps == 1 or wait - poll < ahead + 1e-6  # ... and no step later than the first past it
+    assert wake_in_s(now, float("inf"), poll) >= 600.0  # no deadline: only an event wakes it
