@@ -134,8 +134,10 @@ class SimOptions:
     """write every tick of the physical site here as CSV at the end (:class:`stationsim.physics.TraceRow`)"""
     check_schemas: bool = True
     """the stations check every request of the central system against the OCPP schemas (a 30-period
-    TxProfile: about 2 ms of CPU each); off, a thousand simulated stations sharing a machine with the
-    central system leave it that CPU (the central system's profiles are schema-checked in its tests)"""
+    TxProfile: about 2 ms of CPU each), and their own requests and the answers to them (each on the
+    library's thread pool); off, a thousand simulated stations sharing a machine with the central system
+    leave it that CPU (the central system's profiles are schema-checked in its tests, and it checks the
+    stations' requests and its answers itself)"""
 
 
 @dataclass(frozen=True)
@@ -274,7 +276,7 @@ class SiteSimulator:
     async def _call(self, cp: SimCP, payload: Any) -> Any:
         self.calls_sent += 1
         try:
-            res = await cp.call(payload, suppress=False)
+            res = await cp.call(payload, suppress=False, skip_schema_validation=not self.opt.check_schemas)
         except asyncio.CancelledError:
             self.calls_cancelled += 1  # in flight when the run ended
             raise
