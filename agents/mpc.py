@@ -372,7 +372,8 @@ class ModelPredictiveControl:
         penalty_g = np.full(G, self.ghost_penalty_share * tariff.missing_energy_penalty_per_kwh)
         left_h = period_left_h(site, pd.Timestamp(snapshot.timestamp, tz="UTC"), self._episode_end)
         spread = max((H * dt if left_h is None else left_h) / (H * dt), 1.0) ** self.peak_exponent
-        cap_in = rate * site.efficiency * dt * (frac * (np.arange(H) < stop[:, None])).sum(axis=1)
+        in_stay = frac * (np.arange(H) < stop[:, None])  # each step's share of the EV's stay in the horizon
+        cap_in = rate * site.efficiency * dt * in_stay.sum(axis=1)
         penalty, tight = present_penalty(site, need_plan, cap_in, self.tight_share, dt)
         # the period's peak from a coarse plan of the whole period: below it the day's plan pays no charge
         floor_kw = float(snapshot.peak_import_kw)
@@ -407,9 +408,7 @@ class ModelPredictiveControl:
         # above MUST_SHARE, charges now: its first column is on at the minimum before the repair, which would
         # otherwise switch off a plan below half the minimum and leave the EV short (a plan deferred to the
         # last steps, at the site's peak; residential s1: a step off, a limit node then kept it short)
-        cap_after = (
-            rate * site.efficiency * dt * (frac[:, 1:] * (np.arange(1, H) < stop[:, None])).sum(axis=1)
-        )
+        cap_after = rate * site.efficiency * dt * in_stay[:, 1:].sum(axis=1)
         must = present & (need_in > cap_after + 1e-6)
         must |= tight & present & (need_plan > MUST_SHARE * cap_in) & (need_in > 1e-9)
         on = first & (lp.x_slot < site.n) & must[np.minimum(lp.x_slot, site.n - 1)]
