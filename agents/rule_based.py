@@ -289,8 +289,9 @@ class RuleBasedDLM:
         if planned_left is not None:  # forced by a planned stay: the same load, in LLF's order
             use = resource_use(res, served)
             served = in_order(res, served, a_must + want, order, site.min_kw, soft)
-            soft = np.maximum(soft - (resource_use(res, served) - use), 0.0)
-            surplus = max(surplus - float(resource_use(res, served)[-1] - use[-1]), 0.0)
+            more = resource_use(res, served) - use  # what the room under the target gave, per resource
+            soft = np.maximum(soft - more, 0.0)
+            surplus = max(surplus - float(more[-1]), 0.0)
         charger_kw = served + a_pv
         # optional charging the fills left below the minimum goes off (what deadlines force stays: the
         # projection lifts it to the minimum where there is room)
