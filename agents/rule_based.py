@@ -58,7 +58,7 @@ from agents.rule_schedule import BillingClock, cheap_now, expected_kw, peak_targ
 from agents.rule_storage import RefillRoom, battery_setpoint_kw, ev_discharge_kw, v2g_pays
 from envs.core import FloatArray, IntArray, SiteArrays, SiteState, Snapshot
 from envs.physics import EVTerms, ev_terms
-from envs.projection import ceil_to_grid, charger_bounds
+from envs.projection import ceil_to_grid, charger_bounds, floor_to_grid
 from envs.scenario import Scenario
 
 if TYPE_CHECKING:
@@ -199,7 +199,7 @@ class RuleBasedDLM:
         eff = site.efficiency
         # the box, never above the need; the need's power rounded up to the grid, so that the projection's
         # rounding toward zero does not leave the EV a sliver short when it finishes
-        caps = np.maximum(np.minimum(hi_kw, ceil_to_grid(need / (eff * dt), site.resolution_kw)), 0.0)
+        caps = np.maximum(np.minimum(floor_to_grid(hi_kw, site.resolution_kw), ceil_to_grid(need / (eff * dt), site.resolution_kw)), 0.0)
         # the deadline terms on the planned need: the rate each charger can hold, steps left, laxity, what
         # each EV must draw now and what it could spare at the hedged rate
         # the hedge guards the plan against an EV getting less than its full power in the steps it has
@@ -210,7 +210,7 @@ class RuleBasedDLM:
         hedge = self.hedge if self._drivers.early_share() > 0 else 1.0
         terms = ev_terms(site, st, need, hedge)
         rate, steps_left = terms.rate_kw, terms.steps_left
-        active = present & (caps > 0) & (need > 1e-9)
+        active = present & (np.minimum(hi_kw, need) > 0) & (need > 1e-9)
         idx = np.flatnonzero(active)
 
         dl = Deadlines.of(need / eff, hedge * rate * dt, steps_left, terms.must_kw, active)
