@@ -23,8 +23,8 @@ second for 1,000 chargers. Each step it
    schedules by price as before. Drivers also declare a little less energy than their EV takes: where
    the site's log shows it (``top_up_kwh``), every EV whose declared energy is in is offered up to that
    much more (less what the rule already offered it), with the PV surplus and the room under the peak
-   target left in its cheapest steps; the rule does not know how much more an EV takes, and an EV that
-   is full takes nothing (:func:`top_up_kw`);
+   target left in its cheapest steps (at least one minimum-power step with ``top_up_min_steps``); the rule
+   does not know how much more an EV takes, and an EV that is full takes nothing (:func:`top_up_kw`);
 4. **shaves the peak**: all charging beyond what deadlines force stays under a billing-period peak
    target. The target starts at the level that minimises demand charge plus the energy cost of the
    present EVs (deadline-feasible for them and for the expected arrivals; "valley filling" of the
@@ -39,7 +39,8 @@ second for 1,000 chargers. Each step it
    trips); the battery also shaves import above the target and charges from PV surplus and in the
    cheapest hours.
 
-Every request still goes through the safety projection.
+Every request still goes through the safety projection; the fills count each EV at full power as the
+projection applies it (on the charger's grid), so none of a full connection is left unused for that.
 """
 
 from __future__ import annotations
