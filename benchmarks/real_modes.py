@@ -131,7 +131,14 @@ def mode_policies(mode: str, week: Week, policies: list[str], cache: Path) -> li
     out: list[str | Policy] = []
     for p in policies:
         if p == "rule_based":
-            out.append(RuleBasedDLM(arrival_prior=demand, top_up_kwh=top_up, departure_log=departures))
+            out.append(
+                RuleBasedDLM(
+                    arrival_prior=demand,
+                    top_up_kwh=top_up,
+                    departure_log=departures,
+                    top_up_min_steps=1.0 if mode == "declared" else 0.0,
+                )
+            )
         elif p == "mpc" and mode == "declared":
             out.append(ModelPredictiveControl(demand=demand, top_up_kwh=top_up))
         else:

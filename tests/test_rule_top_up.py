@@ -120,6 +120,33 @@ def test_an_ev_full_at_its_declared_energy_takes_none_of_the_offer_and_nothing_c
     assert (base.delivered_kwh, base.missing_kwh) == (top.delivered_kwh, top.missing_kwh)
 
 
+def test_where_drivers_declare_the_top_up_is_at_least_one_minimum_power_step() -> None:
+    # a log of a few days may show no EV taking more than declared (top_up_kwh 0); the least a charger can
+    # add is one step at its minimum (make_site: 6 A on three phases, 4.14 kW, 1.035 kWh in 15 minutes), and
+    # the projection lifts any smaller request to it (LLF's last sliver, rounded down on the grid, gives
+    # such a step to an EV by chance): the rule offers it to an EV whose declared energy is in this step
+    site = make_site(n=2, import_kw=30.0)
+    step_kwh = float(site.min_kw[0]) * 0.25
+    state = make_state(site, [1.2, -1.0], [0.25, 0.0])  # 4.8 kW finish it now; 20 kWh of room beyond
+
+    def act(top_up_kwh: float, min_steps: float) -> tuple[np.ndarray, np.ndarray]:
+        pol = RuleBasedDLM(top_up_kwh=top_up_kwh, top_up_min_steps=min_steps)
+        pol.reset(site)
+        kw = np.asarray(pol.act(make_snapshot(state, peak_kw=30.0)).charger_kw, dtype=float)
+        return kw, pol.offers.last_offer_kwh
+
+    stop, none = act(0.0, 0.0)
+    top, offer = act(0.0, 1.0)
+    assert none.sum() == 0.0 and stop[0] == pytest.approx(4.8, abs=0.07)
+    assert offer[0] == pytest.approx(step_kwh, abs=1e-9)
+    assert top[0] - stop[0] == pytest.approx(step_kwh / 0.25, abs=1e-9)
+    # where the log shows more, the log's top-up stands (the step is a floor, not an addition)
+    log, log_offer = act(1.5, 0.0)
+    both, both_offer = act(1.5, 1.0)
+    np.testing.assert_array_equal(both, log)
+    assert both_offer[0] == log_offer[0] == pytest.approx(1.5, abs=0.069 * 0.25)  # on the grid
+
+
 def test_the_log_gives_the_quantile_of_what_under_declared_evs_took_beyond_their_declaration() -> None:
     log = pd.DataFrame(
         {
