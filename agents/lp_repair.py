@@ -14,7 +14,6 @@ import numpy as np
 
 from agents.lp import LPData, LPError, LPSolution, SiteLP
 from agents.lp_grid import need_room_kwh
-from agents.lp_warm import Saved
 from envs.core import BoolArray, FloatArray
 
 
@@ -28,7 +27,6 @@ def solve_min_current(
     settle: bool = False,
     up_share: float = 0.5,
     on: BoolArray | None = None,
-    start: Saved | None = None,
 ) -> LPSolution:
     """Solve ``lp``, then re-solve with the charging columns that came out between 0 and the charger's minimum
     forced to 0, up to ``passes`` times (a fix-and-resolve heuristic for the minimum-current rule the LP
@@ -37,13 +35,9 @@ def solve_min_current(
     the minimum on at it, where the slot's room takes it), so that no column is left below its minimum.
     ``up_share``: a column goes on at the minimum from this share of it (else off).
     ``on``: columns on at the minimum from the start (MPC: an EV that cannot get its need after this step).
-    ``start``: a basis of the warm model to start from (:meth:`WarmModel.save`); with ``settle``, the
-    basis before the settling solve is kept as the model's :attr:`WarmModel.unsettled`.
     Returns the last solution; its ``solve_s`` is the total."""
     forced = np.zeros(lp.sizes["x"], dtype=bool) if on is None else np.asarray(on, dtype=bool).copy()
     must_on = forced.copy()
-    if warm and start is not None and lp._warm is not None and lp._warm.h is lp._highs:
-        lp._warm.restore(start)
     sol = lp.solve(data, warm=warm, time_limit_s=time_limit_s, x_on=forced if forced.any() else None)
     total = sol.solve_s
     min_x = lp.min_x_kw(data)
@@ -76,8 +70,6 @@ def solve_min_current(
             off |= up & ~must_on
             sol = lp.solve(data, warm=False, time_limit_s=time_limit_s, x_off=off, x_on=on)
         total += sol.solve_s
-    if settle and lp._warm is not None:
-        lp._warm.unsettled = lp._warm.save()
     if settle:
         # every column's on/off state fixed as it came out (the small ones on at the minimum where the
         # slot's room takes it): the plan then keeps the rule everywhere, only amounts move

@@ -11,10 +11,6 @@ conditions of every column) and a part that grows with the entries changed, on t
   in ten of the model's columns. A column that leaves is nonbasic (a basic one stays, so the basis stays
   valid and the re-solve warm); a column that is no longer fixed at zero is added back, nonbasic at its
   lower bound. Left out, a column is at zero, as it would be in the model.
-
-A model's basis can be saved and a later solve started from it (:class:`Saved`): the MPC's second
-minimum-current repair starts from the first repair's plan before its settling solve, some tens of
-iterations away, not from the settled plan (hundreds) (:func:`agents.mpc.second_repair`).
 """
 
 from __future__ import annotations
@@ -33,14 +29,6 @@ Arrays = tuple[FloatArray, FloatArray, FloatArray, FloatArray, FloatArray]
 
 
 @dataclass(eq=False)
-class Saved:
-    """A warm model's basis, with the columns (``live``) it was taken on (:meth:`WarmModel.save`)."""
-
-    live: IntArray | None
-    basis: Any
-
-
-@dataclass(eq=False)
 class WarmModel:
     """The HiGHS model ``h`` of a structure: ``live`` are the structure's columns in the model, in its order
     (None: all of them, in order); ``passed`` are the bounds and costs the model holds."""
@@ -48,26 +36,6 @@ class WarmModel:
     h: highspy.Highs
     live: IntArray | None
     passed: Arrays
-    unsettled: Saved | None = None
-    """the basis of the last minimum-current repair before its settling solve
-    (:func:`agents.lp_repair.solve_min_current`)"""
-
-    def save(self) -> Saved:
-        """The model's basis as it is now (with its columns)."""
-        return Saved(None if self.live is None else self.live.copy(), self.h.getBasis())
-
-    def restore(self, saved: Saved) -> bool:
-        """Start the next solve from ``saved``'s basis; False (nothing done) where the model no longer has
-        the same columns or the basis is not valid."""
-        if self.live is None or saved.live is None:
-            same = self.live is None and saved.live is None
-        else:
-            same = np.array_equal(self.live, saved.live)
-        if not same or not saved.basis.valid:
-            return False
-        hx: Any = self.h
-        hx.setBasis(saved.basis)
-        return True
 
     def update(self, matrix: sp.csc_matrix, new: Arrays, leave_out: BoolArray | None, drop: bool) -> None:
         """Bring the model to the bounds and costs ``new``. ``leave_out`` (compact models): the columns that

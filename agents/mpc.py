@@ -145,11 +145,7 @@ def second_repair(
     ``cap_kw`` (what the step imports below it, plus what the columns on could give up down to their
     minimum) go on at it, the most missing first, and the repair runs again; its plan is kept where the
     LP prices it lower, else the first is (re-solved: the next step's warm start, and with it which of
-    the equally cheap plans comes out, is the first plan's; without it the same depot cost +5.1 %). The
-    second try starts from the first repair's basis before its settling solve
-    (:attr:`agents.lp_warm.WarmModel.unsettled`): from the settled plan the decision-time benchmark's
-    slowest steps took twice as long; from the relaxed solve the depots of tests/test_mpc.py at 12
-    planning weights each failed 8 times in 24 instead of 4 (docs/policies.md, "Decision time")."""
+    the equally cheap plans comes out, is the first plan's; without it the same depot cost +5.1 %)."""
     n = lp.site.n
     x0 = sol.charger_kw[:, 0]
     missing = sol.missing_kwh[:n]
@@ -164,12 +160,8 @@ def second_repair(
         return sol
     first = (lp.x_step == 0) & (lp.x_slot < n)
     more = on | (first & extra[np.minimum(lp.x_slot, n - 1)])
-    # the second try starts from the first repair's plan before its settling solve (its first-step columns
-    # repaired, the later ones not yet fixed: ~100 iterations away), not from the settled plan (~400: every
-    # column of the EVs present released at once)
-    unsettled = None if lp._warm is None else lp._warm.unsettled
     try:
-        again = solve_min_current(lp, data, on=more, start=unsettled, **repair)  # type: ignore[arg-type]
+        again = solve_min_current(lp, data, on=more, **repair)  # type: ignore[arg-type]
     except LPError:
         again = None
     if again is not None and again.objective < sol.objective - 1e-9:

@@ -143,28 +143,3 @@ def test_the_bound_check_never_calls_a_feasible_model_infeasible(seed: int, rows
     feasible = h.getModelStatus() == highspy.HighsModelStatus.kOptimal
     if said:
         assert not feasible
-
-
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_a_solve_started_from_a_saved_basis_has_the_optimum_and_restarts_from_that_basis(seed: int) -> None:
-    # the MPC's second repair starts from a basis saved earlier in the step (WarmModel.save / restore):
-    # the solve must still reach the optimum, and from the saved basis of the very same model it is
-    # optimal at once (no iteration)
-    rng = np.random.default_rng(seed)
-    lp, cold = _lp(_site()), _lp(_site())
-    lp.compact = True
-    data = _data(rng)
-    first = lp.solve(data, warm=True)
-    assert lp._warm is not None
-    saved = lp._warm.save()
-    off = rng.random(lp.sizes["x"]) < 0.3
-    lp.solve(data, warm=True, x_off=off)  # the model moves on (a repair's re-solve)
-    assert lp._warm.restore(saved)
-    again = lp.solve(data, warm=True)
-    assert again.objective == pytest.approx(first.objective, rel=1e-9, abs=1e-9)
-    assert lp._highs is not None and lp._highs.getInfo().simplex_iteration_count == 0
-    other = _data(rng)
-    assert lp._warm.restore(saved)
-    got = lp.solve(other, warm=True)
-    want = cold.solve(other, warm=False)
-    assert got.objective == pytest.approx(want.objective, rel=1e-7, abs=1e-7)
