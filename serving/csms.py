@@ -23,7 +23,7 @@ from typing import Any
 
 from ocpp.charge_point import ChargePoint as _BaseChargePoint
 from ocpp.exceptions import FormatViolationError, OCPPError, ProtocolError
-from ocpp.messages import Call, CallError, CallResult, MessageType, _validate_payload
+from ocpp.messages import Call, CallError, CallResult, MessageType
 from ocpp.routing import after, on
 from ocpp.v16 import ChargePoint as ChargePoint16
 from ocpp.v16 import call_result as result16
@@ -51,6 +51,7 @@ from serving.events import (
     V2XNeeds,
 )
 from serving.profiles import Version
+from serving.schema_check import check_payload
 
 LOG = logging.getLogger("evdlm.serving.ocpp")
 SUBPROTOCOLS = ("ocpp2.1", "ocpp2.0.1", "ocpp1.6")
@@ -184,7 +185,7 @@ class _Robust(_BaseChargePoint):
     async def _send(self, message: str) -> None:
         if self._answering is not None and message.startswith("[3,"):
             frame = json.loads(message)
-            _validate_payload(CallResult(frame[1], frame[2], self._answering), self._ocpp_version)
+            check_payload(CallResult(frame[1], frame[2], self._answering), self._ocpp_version)
         await super()._send(message)
 
     def _now_registered(self) -> None:
@@ -235,7 +236,7 @@ class _Robust(_BaseChargePoint):
             call = Call(msg[1], action, msg[3])
             try:
                 if action in self._checked:  # the library's order: an unknown action is refused first
-                    _validate_payload(call, self._ocpp_version)
+                    check_payload(call, self._ocpp_version)
                     self._answering = action
                 await self._handle_call(call)
             except OCPPError as error:
