@@ -44,7 +44,7 @@ from envs.share import (
 from serving.control import keeps_feasible
 from serving.csms import Station
 from serving.failsafe_profiles import failsafe_requests
-from serving.hold import hold_rows, increases_to_send
+from serving.hold import hold_for_unsent, hold_rows, increases_to_send, split_updates
 from serving.live import ConnectorLive, LiveSite, StationLive
 from serving.metrics import Metrics
 from serving.order import import_binds, plan_range, stages
@@ -446,6 +446,10 @@ class Dispatcher:
 
     # ------------------------------------------------------------------ transaction profiles
 
+    def _ready(self, sid: str) -> bool:
+        """``sid`` can take a profile now: connected, registered, no batch of its own on its way"""
+        return sid in self.connections and sid not in self._busy and self.live.stations[sid].registered
+
     @property
     def in_flight(self) -> bool:
         """profiles of this or an earlier cycle are still on their way (no increase may go out)"""
@@ -472,15 +476,15 @@ class Dispatcher:
         every profile of the batch from the same start."""
         self.period_s = period_s
         share = self.failsafe_kw()
-        chosen: list[tuple[ConnectorLive, float]] = []
-        for i in updates:
-            c = self.live.connectors[i]
-            if c.station_id not in self.connections or c.station_id in self._busy:
-                continue
-            if not self.live.stations[c.station_id].registered:
-                continue  # nothing goes to a station before it is registered
-            current_kw = c.limit_kw if c.limit_kw is not None else float(share[i])
-            chosen.append((c, current_kw))
+        chosen, unsent = split_updates(self.live, updates, share, self._ready)
+        if unsent:  # their stations follow their last profiles: the increases counting on them wait
+            chosen, stay, limits_kw = hold_for_unsent(
+                self._rows, chosen, unsent, limits_kw, schedule_kw, share, period_s, STEP_HORIZON_S,
+                time.monotonic(),
+            )  # fmt: skip
+            self.metrics.inc("increases_held_total", float(stay.sum() - len(unsent)))
+            if plan is not None:
+                plan = PlanContext(np.where(stay, limits_kw, plan.assumed_kw), plan.other_kw)
         if not chosen:
             return 0
         writes, changes, rounding = stage_writes(

@@ -8,14 +8,25 @@ cycle. Instead, the increases held are the fewest (largest first) that cover the
 limit row the failed chargers share (the limit tree's rows, :mod:`envs.limit_rows`, and the site's import);
 the others go out. Every row then carries at most what the plan put on it. Where the increases of the
 batch cannot cover a row, all of them are held, as before.
+
+The same holds for a decrease that cannot even be sent this cycle (:func:`split_updates`: its station is
+still busy with an earlier batch, offline or not registered): its charger goes on following its last
+profile, so the increases that would use the headroom it was to free wait (:func:`hold_for_unsent`). At
+1,000 stations a batch of hundreds of profiles was still on its way at the next cycle; that cycle's
+increases went out to the free stations while the decreases they counted on waited, and a feeder of
+the V2G benchmark carried two chargers (22 kW) above its limit for 5 s.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 
 from envs.core import BoolArray, FloatArray, SiteArrays
 from envs.limit_rows import LimitRows
+from serving.live import ConnectorLive, LiveSite
+from serving.order import plan_range
 
 TOL = 1e-9
 
@@ -44,3 +55,77 @@ def increases_to_send(rows: FloatArray, missing_kw: FloatArray, increase_kw: Flo
     if (missing - covered > TOL).any():
         return np.zeros_like(send)
     return send
+
+
+def split_updates(
+    live: LiveSite, updates: list[int], share_kw: FloatArray, ready: Callable[[str], bool]
+) -> tuple[list[tuple[ConnectorLive, float]], list[ConnectorLive]]:
+    """The chargers of ``updates`` whose station can take a profile now (``ready``), each with its limit
+    now, kW (its failsafe share ``share_kw`` where none was sent), and those whose station cannot."""
+    chosen: list[tuple[ConnectorLive, float]] = []
+    unsent: list[ConnectorLive] = []
+    for i in updates:
+        c = live.connectors[i]
+        if not ready(c.station_id):
+            unsent.append(c)
+            continue
+        chosen.append((c, c.limit_kw if c.limit_kw is not None else float(share_kw[i])))
+    return chosen, unsent
+
+
+def _most_now_and_next(
+    c: ConnectorLive, now_kw: float, age_s: float, period_s: float, horizon_s: float
+) -> FloatArray:
+    """The most charger ``c`` may draw now and over the next period on its own (its sent plan's periods
+    within ``horizon_s`` of either), kW: (2,)."""
+    if c.plan_kw is None or len(c.plan_kw) < 2:
+        return np.array([now_kw, now_kw])
+    return np.array(
+        [
+            max(now_kw, plan_range(c.plan_kw, age_s, period_s, horizon_s)[1]),
+            plan_range(c.plan_kw, age_s + period_s, period_s, horizon_s)[1],
+        ]
+    )
+
+
+def hold_for_unsent(
+    rows: FloatArray,
+    chosen: list[tuple[ConnectorLive, float]],
+    unsent: list[ConnectorLive],
+    limits_kw: FloatArray,
+    schedule_kw: FloatArray | None,
+    share_kw: FloatArray,
+    period_s: float,
+    horizon_s: float,
+    now: float,
+) -> tuple[list[tuple[ConnectorLive, float]], BoolArray, FloatArray]:
+    """The changes of a batch that go out while those of ``unsent`` cannot: without the increases (the
+    fewest, largest first: :func:`increases_to_send`) that would use the headroom ``unsent`` chargers
+    were to free, now or in the next period of the plan (``schedule_kw``, ``period_s``; each follows
+    its last profile, its plan's periods within ``horizon_s`` either way). Returns the changes that go,
+    (n,) the chargers that stay where they are (unsent or held), and every charger's limit (n,) with
+    those where they are now."""
+    n = rows.shape[0]
+    new = np.asarray(limits_kw, dtype=float)
+    plan = np.column_stack([new, new]) if schedule_kw is None else np.asarray(schedule_kw, dtype=float)
+    plan = plan[:, :2] if plan.shape[1] >= 2 else np.column_stack([plan[:, 0], plan[:, 0]])
+    missing = np.zeros(n)
+    where = new.copy()
+    for c in unsent:
+        now_kw = c.limit_kw if c.limit_kw is not None else float(share_kw[c.index])
+        most = _most_now_and_next(c, now_kw, now - c.plan_start, period_s, horizon_s)
+        missing[c.index] = max(float(np.max(most - plan[c.index])), 0.0)
+        where[c.index] = now_kw
+    increase = np.zeros(n)
+    for c, now_kw in chosen:
+        increase[c.index] = max(float(np.max(plan[c.index])) - now_kw, 0.0)
+    go = increases_to_send(rows, missing, increase)
+    kept = np.zeros(n, dtype=bool)
+    kept[[c.index for c in unsent]] = True
+    out = []
+    for c, now_kw in chosen:
+        if increase[c.index] > 0 and not go[c.index]:
+            kept[c.index], where[c.index] = True, now_kw
+        else:
+            out.append((c, now_kw))
+    return out, kept, where
