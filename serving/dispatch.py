@@ -477,12 +477,12 @@ class Dispatcher:
         self.period_s = period_s
         share = self.failsafe_kw()
         chosen, unsent = split_updates(self.live, updates, share, self._ready)
-        if unsent:  # their stations follow their last profiles: the increases counting on them wait
+        if unsent:  # their stations follow their last profiles: the changes counting on them wait
             chosen, stay, limits_kw = hold_for_unsent(
-                self._rows, chosen, unsent, limits_kw, schedule_kw, share, period_s, STEP_HORIZON_S,
-                time.monotonic(),
+                self.site, chosen, unsent, limits_kw, schedule_kw, share,
+                0.0 if plan is None else plan.other_kw, (period_s, STEP_HORIZON_S, time.monotonic()),
             )  # fmt: skip
-            self.metrics.inc("increases_held_total", float(stay.sum() - len(unsent)))
+            self.metrics.inc("changes_held_total", float(stay.sum() - len(unsent)))
             if plan is not None:
                 plan = PlanContext(np.where(stay, limits_kw, plan.assumed_kw), plan.other_kw)
         if not chosen:

@@ -9,16 +9,19 @@ limit row the failed chargers share (the limit tree's rows, :mod:`envs.limit_row
 the others go out. Every row then carries at most what the plan put on it. Where the increases of the
 batch cannot cover a row, all of them are held, as before.
 
-The same holds for a decrease that cannot even be sent this cycle (:func:`split_updates`: its station is
-still busy with an earlier batch, offline or not registered): its charger goes on following its last
-profile, so the increases that would use the headroom it was to free wait (:func:`hold_for_unsent`). At
-1,000 stations a batch of hundreds of profiles was still on its way at the next cycle; that cycle's
-increases went out to the free stations while the decreases they counted on waited, and a feeder of
-the V2G benchmark carried two chargers (22 kW) above its limit for 5 s.
+A change that cannot even be sent this cycle (:func:`split_updates`: its station still busy with an
+earlier batch, offline or not registered) leaves its charger on its last profile; the changes of the
+batch that would take a limit row past its limit with it there wait (:func:`hold_for_unsent`), both
+ways: an increase where a decrease was not sent, a decrease (more discharge) where an increase was not.
+Traced in the V2G benchmark at 1,000 stations: a batch of hundreds of profiles was still on its way at
+the next cycle, whose increases went out to the free stations while the decreases they counted on
+waited (a feeder two chargers, 22 kW, above its limit for 5 s); and, the other way, a feeder's EVs
+discharged as planned while the charge that was to balance them waited (2.8 kW past its limit).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import numpy as np
@@ -73,59 +76,94 @@ def split_updates(
     return chosen, unsent
 
 
-def _most_now_and_next(
+def _following(
     c: ConnectorLive, now_kw: float, age_s: float, period_s: float, horizon_s: float
 ) -> FloatArray:
-    """The most charger ``c`` may draw now and over the next period on its own (its sent plan's periods
-    within ``horizon_s`` of either), kW: (2,)."""
+    """Where charger ``c`` may be now and in the next period on its last profile (its sent plan's periods
+    within ``horizon_s`` of either): (2, 2) rows lowest, highest; columns now, next (kW)."""
     if c.plan_kw is None or len(c.plan_kw) < 2:
-        return np.array([now_kw, now_kw])
-    return np.array(
-        [
-            max(now_kw, plan_range(c.plan_kw, age_s, period_s, horizon_s)[1]),
-            plan_range(c.plan_kw, age_s + period_s, period_s, horizon_s)[1],
-        ]
-    )
+        return np.full((2, 2), now_kw)
+    lo0, hi0 = plan_range(c.plan_kw, age_s, period_s, horizon_s)
+    lo1, hi1 = plan_range(c.plan_kw, age_s + period_s, period_s, horizon_s)
+    return np.array([[min(lo0, now_kw), lo1], [max(hi0, now_kw), hi1]])
+
+
+@functools.lru_cache(maxsize=8)
+def _rows(site: SiteArrays) -> tuple[FloatArray, FloatArray]:
+    """(n, K + 1) :func:`hold_rows` and (K,) the symmetric limit of each of the tree's rows."""
+    tree = LimitRows.from_site(site)
+    return np.column_stack([tree.weights, np.ones(site.n)]), np.asarray(tree.limit, dtype=float)
 
 
 def hold_for_unsent(
-    rows: FloatArray,
+    site: SiteArrays,
     chosen: list[tuple[ConnectorLive, float]],
     unsent: list[ConnectorLive],
     limits_kw: FloatArray,
     schedule_kw: FloatArray | None,
     share_kw: FloatArray,
-    period_s: float,
-    horizon_s: float,
-    now: float,
+    other_kw: float,
+    timing: tuple[float, float, float],
 ) -> tuple[list[tuple[ConnectorLive, float]], BoolArray, FloatArray]:
-    """The changes of a batch that go out while those of ``unsent`` cannot: without the increases (the
-    fewest, largest first: :func:`increases_to_send`) that would use the headroom ``unsent`` chargers
-    were to free, now or in the next period of the plan (``schedule_kw``, ``period_s``; each follows
-    its last profile, its plan's periods within ``horizon_s`` either way). Returns the changes that go,
-    (n,) the chargers that stay where they are (unsent or held), and every charger's limit (n,) with
-    those where they are now."""
-    n = rows.shape[0]
+    """The changes of a batch that go out while those of ``unsent`` cannot: each ``unsent`` charger (and
+    each change held) follows its last profile, so a change goes out only where the limit rows (the
+    tree's, both ways, and the site's import and export with ``other_kw`` of other net load) stay within
+    their limits now and in the plan's next period (``schedule_kw``) - or no further above one than the
+    plan or its predecessor. Changes are held one at a time, the one that helps most on the row furthest
+    above its limit first (an increase where a row carries too much, a decrease where it gives back too
+    much). ``timing``: (period s, horizon s, monotonic now). Returns the changes that go, (n,) the
+    chargers that stay where they are (unsent or held), and every charger's limit (n,) with those where
+    they are now."""
+    period_s, horizon_s, now = timing
+    n = site.n
+    rows, tree_limit = _rows(site)
+    up = np.append(tree_limit, site.import_limit_kw - other_kw)
+    down = np.append(-tree_limit, -site.export_limit_kw - other_kw)
     new = np.asarray(limits_kw, dtype=float)
     plan = np.column_stack([new, new]) if schedule_kw is None else np.asarray(schedule_kw, dtype=float)
-    plan = plan[:, :2] if plan.shape[1] >= 2 else np.column_stack([plan[:, 0], plan[:, 0]])
-    missing = np.zeros(n)
-    where = new.copy()
+    plan = np.column_stack([new, plan[:, 1] if plan.shape[1] >= 2 else new])
+    lo, hi = plan.T.copy(), plan.T.copy()  # (2 periods, n)
+    old_lo, old_hi = lo.copy(), hi.copy()
+    now_kw = np.asarray(new, dtype=float).copy()
     for c in unsent:
-        now_kw = c.limit_kw if c.limit_kw is not None else float(share_kw[c.index])
-        most = _most_now_and_next(c, now_kw, now - c.plan_start, period_s, horizon_s)
-        missing[c.index] = max(float(np.max(most - plan[c.index])), 0.0)
-        where[c.index] = now_kw
-    increase = np.zeros(n)
-    for c, now_kw in chosen:
-        increase[c.index] = max(float(np.max(plan[c.index])) - now_kw, 0.0)
-    go = increases_to_send(rows, missing, increase)
-    kept = np.zeros(n, dtype=bool)
-    kept[[c.index for c in unsent]] = True
-    out = []
-    for c, now_kw in chosen:
-        if increase[c.index] > 0 and not go[c.index]:
-            kept[c.index], where[c.index] = True, now_kw
+        now_kw[c.index] = c.limit_kw if c.limit_kw is not None else float(share_kw[c.index])
+    for c, kw in chosen:
+        now_kw[c.index] = kw
+    for c in [*unsent, *(c for c, _ in chosen)]:
+        f = _following(c, float(now_kw[c.index]), now - c.plan_start, period_s, horizon_s)
+        old_lo[:, c.index], old_hi[:, c.index] = f[0], f[1]
+    for c in unsent:
+        lo[:, c.index], hi[:, c.index] = old_lo[:, c.index], old_hi[:, c.index]
+    load_hi, load_lo = hi @ rows, lo @ rows  # (2, K + 1)
+    idx = np.array([c.index for c, _ in chosen], dtype=int)
+    alt_hi, alt_lo = hi.copy(), lo.copy()
+    alt_hi[:, idx], alt_lo[:, idx] = old_hi[:, idx], old_lo[:, idx]
+    # what neither end can avoid (the plan itself, or everything held) is no reason to hold
+    planned = plan.T @ rows
+    slack_up = np.maximum(np.maximum(planned, alt_hi @ rows) - up, 0.0) + 1e-6
+    slack_down = np.maximum(down - np.minimum(planned, alt_lo @ rows), 0.0) + 1e-6
+    free = np.zeros(n, dtype=bool)
+    free[idx] = True
+    for _ in range(len(idx)):
+        over, under = load_hi - up - slack_up, down - load_lo - slack_down
+        worst_over, worst_under = float(over.max(initial=0.0)), float(under.max(initial=0.0))
+        if worst_over <= 0.0 and worst_under <= 0.0:
+            break
+        if worst_over >= worst_under:
+            k, r = np.unravel_index(int(np.argmax(over)), over.shape)
+            gain = np.where(free, (hi[k] - old_hi[k]) * rows[:, r], 0.0)
         else:
-            out.append((c, now_kw))
-    return out, kept, where
+            k, r = np.unravel_index(int(np.argmax(under)), under.shape)
+            gain = np.where(free, (old_lo[k] - lo[k]) * rows[:, r], 0.0)
+        j = int(np.argmax(gain))
+        if gain[j] <= 1e-9:
+            (slack_up if worst_over >= worst_under else slack_down)[k, r] += max(worst_over, worst_under)
+            continue  # no change of this batch eases it: not this batch's doing
+        load_hi += np.outer(old_hi[:, j] - hi[:, j], rows[j])
+        load_lo += np.outer(old_lo[:, j] - lo[:, j], rows[j])
+        hi[:, j], lo[:, j] = old_hi[:, j], old_lo[:, j]
+        free[j] = False
+    stay = np.zeros(n, dtype=bool)
+    stay[[c.index for c in unsent]] = True
+    stay[idx[~free[idx]]] = True
+    return [x for x in chosen if free[x[0].index]], stay, np.where(stay, now_kw, new)
