@@ -77,15 +77,36 @@ def split_updates(
 
 
 def _following(
-    c: ConnectorLive, now_kw: float, age_s: float, period_s: float, horizon_s: float
-) -> FloatArray:
-    """Where charger ``c`` may be now and in the next period on its last profile (its sent plan's periods
-    within ``horizon_s`` of either): (2, 2) rows lowest, highest; columns now, next (kW)."""
-    if c.plan_kw is None or len(c.plan_kw) < 2:
-        return np.full((2, 2), now_kw)
-    lo0, hi0 = plan_range(c.plan_kw, age_s, period_s, horizon_s)
-    lo1, hi1 = plan_range(c.plan_kw, age_s + period_s, period_s, horizon_s)
-    return np.array([[min(lo0, now_kw), lo1], [max(hi0, now_kw), hi1]])
+    conns: list[ConnectorLive], now_kw: FloatArray, now: float, period_s: float, horizon_s: float
+) -> tuple[FloatArray, FloatArray]:
+    """Where each of ``conns`` may be now and in the next period on its last profile (``now_kw`` (m,), and
+    its sent plan's periods within ``horizon_s`` of either, :func:`serving.order.plan_range`): (lowest,
+    highest), each (2, m) kW. Vectorised where the window spans at most two periods (the horizon under
+    half a period), else period by period."""
+    lo = np.tile(np.asarray(now_kw, dtype=float), (2, 1))
+    hi = lo.copy()
+    rows = [j for j, c in enumerate(conns) if c.plan_kw is not None and len(c.plan_kw) >= 2]
+    if not rows:
+        return lo, hi
+    plans = [np.asarray(conns[j].plan_kw, dtype=float) for j in rows]
+    age = np.array([now - conns[j].plan_start for j in rows])
+    if 2.0 * horizon_s >= period_s:
+        for k in (0, 1):
+            for r, j in enumerate(rows):
+                lo[k, j], hi[k, j] = plan_range(plans[r], age[r] + k * period_s, period_s, horizon_s)
+    else:
+        last = np.array([len(p) - 1 for p in plans])
+        table = np.zeros((len(rows), int(last.max()) + 1))
+        for r, p in enumerate(plans):
+            table[r, : len(p)] = p
+        at = np.arange(len(rows))
+        for k in (0, 1):
+            a = age + k * period_s
+            first = table[at, np.clip((a - horizon_s) // period_s, 0, last).astype(int)]
+            second = table[at, np.clip((a + horizon_s) // period_s, 0, last).astype(int)]
+            lo[k, rows], hi[k, rows] = np.minimum(first, second), np.maximum(first, second)
+    lo[0], hi[0] = np.minimum(lo[0], now_kw), np.maximum(hi[0], now_kw)
+    return lo, hi
 
 
 @functools.lru_cache(maxsize=8)
@@ -129,9 +150,9 @@ def hold_for_unsent(
         now_kw[c.index] = c.limit_kw if c.limit_kw is not None else float(share_kw[c.index])
     for c, kw in chosen:
         now_kw[c.index] = kw
-    for c in [*unsent, *(c for c, _ in chosen)]:
-        f = _following(c, float(now_kw[c.index]), now - c.plan_start, period_s, horizon_s)
-        old_lo[:, c.index], old_hi[:, c.index] = f[0], f[1]
+    moving = [*unsent, *(c for c, _ in chosen)]
+    at = np.array([c.index for c in moving], dtype=int)
+    old_lo[:, at], old_hi[:, at] = _following(moving, now_kw[at], now, period_s, horizon_s)
     for c in unsent:
         lo[:, c.index], hi[:, c.index] = old_lo[:, c.index], old_hi[:, c.index]
     load_hi, load_lo = hi @ rows, lo @ rows  # (2, K + 1)

@@ -153,3 +153,37 @@ def test_with_unsent_changes_the_site_is_never_further_over_a_limit_than_either_
     assert np.allclose(where[stay], actual[stay]) and not stay[[c.index for c, _ in go]].any()
     ends = max(range_excess_kw(site, np.array(x), np.array(x), 0.0) for x in (old, new))
     assert range_excess_kw(site, actual, actual, 0.0) <= max(ends, 0.0) + 1e-5
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(
+    st.lists(
+        st.tuples(st.lists(st.floats(-11.0, 11.0), min_size=2, max_size=6), st.floats(-5.0, 80.0)),
+        min_size=1,
+        max_size=5,
+    ),
+    st.sampled_from([2.0, 6.0]),
+)
+def test_where_a_station_may_be_on_its_last_plan_matches_plan_range(
+    plans: list[tuple[list[float], float]], horizon_s: float
+) -> None:
+    """The vectorised window (horizon under half a period) gives what :func:`plan_range` gives, and its
+    first column also covers the limit now."""
+    from serving.hold import _following
+    from serving.order import plan_range
+
+    site = _site()
+    live = LiveSite.build(site, MAPPING, ["CP1", "CP2"])
+    conns = live.connectors[: len(plans)] if len(plans) <= 4 else live.connectors
+    plans = plans[: len(conns)]
+    now = 1000.0
+    for c, (plan, age) in zip(conns, plans, strict=True):
+        c.plan_kw, c.plan_start = np.array(plan), now - age
+    now_kw = np.full(len(conns), 1.5)
+    lo, hi = _following(conns, now_kw, now, 10.0, horizon_s)
+    for j, (plan, age) in enumerate(plans):
+        for k in (0, 1):
+            want_lo, want_hi = plan_range(np.array(plan), age + 10.0 * k, 10.0, horizon_s)
+            if k == 0:
+                want_lo, want_hi = min(want_lo, 1.5), max(want_hi, 1.5)
+            assert (lo[k, j], hi[k, j]) == (want_lo, want_hi)
