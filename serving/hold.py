@@ -165,7 +165,7 @@ def hold_for_unsent(
     slack_down = np.maximum(down - np.minimum(planned, alt_lo @ rows), 0.0) + 1e-6
     free = np.zeros(n, dtype=bool)
     free[idx] = True
-    for _ in range(len(idx)):
+    for _ in range(len(idx) + 2 * len(up)):  # each pass holds a change or gives up on a row
         over, under = load_hi - up - slack_up, down - load_lo - slack_down
         worst_over, worst_under = float(over.max(initial=0.0)), float(under.max(initial=0.0))
         if worst_over <= 0.0 and worst_under <= 0.0:
