@@ -44,7 +44,7 @@ from envs.share import (
 from serving.control import keeps_feasible
 from serving.csms import Station
 from serving.failsafe_profiles import failsafe_requests
-from serving.hold import hold_for_unsent, hold_rows, increases_to_send, split_updates
+from serving.hold import hold_for_unsent, hold_rows, increases_to_send, mark_pending, split_updates
 from serving.live import ConnectorLive, LiveSite, StationLive
 from serving.metrics import Metrics
 from serving.order import import_binds, plan_range, stages
@@ -446,10 +446,6 @@ class Dispatcher:
 
     # ------------------------------------------------------------------ transaction profiles
 
-    def _ready(self, sid: str) -> bool:
-        """``sid`` can take a profile now: connected, registered, no batch of its own on its way"""
-        return sid in self.connections and sid not in self._busy and self.live.stations[sid].registered
-
     @property
     def in_flight(self) -> bool:
         """profiles of this or an earlier cycle are still on their way (no increase may go out)"""
@@ -476,7 +472,7 @@ class Dispatcher:
         every profile of the batch from the same start."""
         self.period_s = period_s
         share = self.failsafe_kw()
-        chosen, unsent = split_updates(self.live, updates, share, self._ready)
+        chosen, unsent = split_updates(self.live, updates, share, self.connections.keys() - self._busy)
         if unsent:  # their stations follow their last profiles: the changes counting on them wait
             chosen, stay, limits_kw = hold_for_unsent(
                 self.site, chosen, unsent, limits_kw, schedule_kw, share,
@@ -496,6 +492,7 @@ class Dispatcher:
         if sent:
             for stage in writes:
                 self._busy.update(stage)
+            mark_pending(writes)
             batch = Batch(datetime.now(UTC), time.monotonic(), rounding)
             self._spawn(self._dispatch(writes, changes, batch))
         return sent
@@ -517,6 +514,7 @@ class Dispatcher:
                     await asyncio.gather(*(self._send_tx_profiles(sid, it, batch) for sid, it in nxt.items()))
                 break
         finally:
+            mark_pending(writes, clear=True)
             for sid in stations:
                 self._busy.discard(sid)
             self.settled_at = time.monotonic()

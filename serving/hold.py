@@ -22,7 +22,7 @@ discharged as planned while the charge that was to balance them waited (2.8 kW p
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Collection
 
 import numpy as np
 
@@ -61,40 +61,60 @@ def increases_to_send(rows: FloatArray, missing_kw: FloatArray, increase_kw: Flo
 
 
 def split_updates(
-    live: LiveSite, updates: list[int], share_kw: FloatArray, ready: Callable[[str], bool]
+    live: LiveSite, updates: list[int], share_kw: FloatArray, free: Collection[str]
 ) -> tuple[list[tuple[ConnectorLive, float]], list[ConnectorLive]]:
-    """The chargers of ``updates`` whose station can take a profile now (``ready``), each with its limit
-    now, kW (its failsafe share ``share_kw`` where none was sent), and those whose station cannot."""
+    """The chargers of ``updates`` whose station can take a profile now (in ``free``: connected, no batch
+    of its own on its way; and registered), each with its limit now, kW (its failsafe share ``share_kw``
+    where none was sent), and those whose station cannot, with every other charger a batch is still on
+    its way to (it may step onto it any time)."""
     chosen: list[tuple[ConnectorLive, float]] = []
     unsent: list[ConnectorLive] = []
     for i in updates:
         c = live.connectors[i]
-        if not ready(c.station_id):
+        if c.station_id not in free or not live.stations[c.station_id].registered:
             unsent.append(c)
             continue
         chosen.append((c, c.limit_kw if c.limit_kw is not None else float(share_kw[i])))
+    asked = set(updates)
+    unsent += [c for c in live.connectors if c.pending_kw is not None and c.index not in asked]
     return chosen, unsent
+
+
+def mark_pending(
+    writes: list[dict[str, list[tuple[ConnectorLive, float, FloatArray | None]]]], clear: bool = False
+) -> None:
+    """Note on each connector of a batch's ``writes`` (stage by stage, per station) where its profiles
+    on their way may put it (:attr:`ConnectorLive.pending_kw`), or (``clear``) that none is."""
+    for stage in writes:
+        for items in stage.values():
+            for c, kw, row in items:
+                if clear:
+                    c.pending_kw = None
+                    continue
+                values = [kw] if row is None else [kw, *np.asarray(row[:2], dtype=float).tolist()]
+                lo, hi = min(values), max(values)
+                if c.pending_kw is not None:
+                    lo, hi = min(lo, c.pending_kw[0]), max(hi, c.pending_kw[1])
+                c.pending_kw = (lo, hi)
 
 
 def _following(
     conns: list[ConnectorLive], now_kw: FloatArray, now: float, period_s: float, horizon_s: float
 ) -> tuple[FloatArray, FloatArray]:
     """Where each of ``conns`` may be now and in the next period on its last profile (``now_kw`` (m,), and
-    its sent plan's periods within ``horizon_s`` of either, :func:`serving.order.plan_range`): (lowest,
-    highest), each (2, m) kW. Vectorised where the window spans at most two periods (the horizon under
-    half a period), else period by period."""
+    its sent plan's periods within ``horizon_s`` of either, :func:`serving.order.plan_range`) or on one
+    still on its way (:attr:`ConnectorLive.pending_kw`): (lowest, highest), each (2, m) kW. Vectorised
+    where the window spans at most two periods (the horizon under half a period), else period by period."""
     lo = np.tile(np.asarray(now_kw, dtype=float), (2, 1))
     hi = lo.copy()
     rows = [j for j, c in enumerate(conns) if c.plan_kw is not None and len(c.plan_kw) >= 2]
-    if not rows:
-        return lo, hi
     plans = [np.asarray(conns[j].plan_kw, dtype=float) for j in rows]
     age = np.array([now - conns[j].plan_start for j in rows])
-    if 2.0 * horizon_s >= period_s:
+    if rows and 2.0 * horizon_s >= period_s:
         for k in (0, 1):
             for r, j in enumerate(rows):
                 lo[k, j], hi[k, j] = plan_range(plans[r], age[r] + k * period_s, period_s, horizon_s)
-    else:
+    elif rows:
         last = np.array([len(p) - 1 for p in plans])
         table = np.zeros((len(rows), int(last.max()) + 1))
         for r, p in enumerate(plans):
@@ -106,6 +126,9 @@ def _following(
             second = table[at, np.clip((a + horizon_s) // period_s, 0, last).astype(int)]
             lo[k, rows], hi[k, rows] = np.minimum(first, second), np.maximum(first, second)
     lo[0], hi[0] = np.minimum(lo[0], now_kw), np.maximum(hi[0], now_kw)
+    for j, c in enumerate(conns):
+        if c.pending_kw is not None:  # or on the profiles still on their way
+            lo[:, j], hi[:, j] = np.minimum(lo[:, j], c.pending_kw[0]), np.maximum(hi[:, j], c.pending_kw[1])
     return lo, hi
 
 
