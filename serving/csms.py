@@ -23,7 +23,7 @@ from typing import Any
 
 from ocpp.charge_point import ChargePoint as _BaseChargePoint
 from ocpp.exceptions import FormatViolationError, OCPPError, ProtocolError
-from ocpp.messages import Call, CallError, MessageType
+from ocpp.messages import Call, CallError, CallResult, MessageType
 from ocpp.routing import after, on
 from ocpp.v16 import ChargePoint as ChargePoint16
 from ocpp.v16 import call_result as result16
@@ -51,6 +51,7 @@ from serving.events import (
     V2XNeeds,
 )
 from serving.profiles import Version
+from serving.schema_check import check_payload
 
 LOG = logging.getLogger("evdlm.serving.ocpp")
 SUBPROTOCOLS = ("ocpp2.1", "ocpp2.0.1", "ocpp1.6")
@@ -170,6 +171,23 @@ class _Robust(_BaseChargePoint):
     version: Version
     registered: bool = False
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._checked = {a for a, h in self.route_map.items() if not h.get("_skip_schema_validation", False)}
+        """the actions whose requests and answers are checked against the schemas: here, on the event loop
+        (:meth:`route_message`, :meth:`_send`), where the library checks each on its thread pool (1,000
+        stations: their threads took the GIL from the control cycle, which waited for them)"""
+        for action in self._checked:
+            self.route_map[action]["_skip_schema_validation"] = True
+        self._answering: str | None = None
+        """the action of the request being answered (its answer is checked in :meth:`_send`)"""
+
+    async def _send(self, message: str) -> None:
+        if self._answering is not None and message.startswith("[3,"):
+            frame = json.loads(message)
+            check_payload(CallResult(frame[1], frame[2], self._answering), self._ocpp_version)
+        await super()._send(message)
+
     def _now_registered(self) -> None:
         if not self.registered:
             self.registered = True
@@ -215,12 +233,18 @@ class _Robust(_BaseChargePoint):
                     await self._send(Call(msg[1], "?", {}).create_call_error(err).to_json())
                 return
             action = msg[2]
+            call = Call(msg[1], action, msg[3])
             try:
-                await self._handle_call(Call(msg[1], action, msg[3]))
+                if action in self._checked:  # the library's order: an unknown action is refused first
+                    check_payload(call, self._ocpp_version)
+                    self._answering = action
+                await self._handle_call(call)
             except OCPPError as error:
                 metrics.inc("messages_total", action=_safe_label(action), outcome="call_error")
                 await self._send(Call(msg[1], action, msg[3]).create_call_error(error).to_json())
                 return
+            finally:
+                self._answering = None
             metrics.inc("messages_total", action=_safe_label(action), outcome="ok")
             if action != "BootNotification":
                 self._now_registered()  # a station that did not boot again on this connection

@@ -44,7 +44,7 @@ from envs.share import (
 from serving.control import keeps_feasible
 from serving.csms import Station
 from serving.failsafe_profiles import failsafe_requests
-from serving.hold import hold_rows, increases_to_send
+from serving.hold import hold_for_unsent, hold_rows, increases_to_send, mark_pending, split_updates
 from serving.live import ConnectorLive, LiveSite, StationLive
 from serving.metrics import Metrics
 from serving.order import import_binds, plan_range, stages
@@ -472,15 +472,15 @@ class Dispatcher:
         every profile of the batch from the same start."""
         self.period_s = period_s
         share = self.failsafe_kw()
-        chosen: list[tuple[ConnectorLive, float]] = []
-        for i in updates:
-            c = self.live.connectors[i]
-            if c.station_id not in self.connections or c.station_id in self._busy:
-                continue
-            if not self.live.stations[c.station_id].registered:
-                continue  # nothing goes to a station before it is registered
-            current_kw = c.limit_kw if c.limit_kw is not None else float(share[i])
-            chosen.append((c, current_kw))
+        chosen, unsent = split_updates(self.live, updates, share, self.connections.keys() - self._busy)
+        if unsent:  # their stations follow their last profiles: the changes counting on them wait
+            chosen, stay, limits_kw = hold_for_unsent(
+                self.site, chosen, unsent, limits_kw, schedule_kw, share,
+                0.0 if plan is None else plan.other_kw, (period_s, STEP_HORIZON_S, time.monotonic()),
+            )  # fmt: skip
+            self.metrics.inc("changes_held_total", float(stay.sum() - len(unsent)))
+            if plan is not None:
+                plan = PlanContext(np.where(stay, limits_kw, plan.assumed_kw), plan.other_kw)
         if not chosen:
             return 0
         writes, changes, rounding = stage_writes(
@@ -492,6 +492,7 @@ class Dispatcher:
         if sent:
             for stage in writes:
                 self._busy.update(stage)
+            mark_pending(writes)
             batch = Batch(datetime.now(UTC), time.monotonic(), rounding)
             self._spawn(self._dispatch(writes, changes, batch))
         return sent
@@ -513,6 +514,7 @@ class Dispatcher:
                     await asyncio.gather(*(self._send_tx_profiles(sid, it, batch) for sid, it in nxt.items()))
                 break
         finally:
+            mark_pending(writes, clear=True)
             for sid in stations:
                 self._busy.discard(sid)
             self.settled_at = time.monotonic()

@@ -75,6 +75,9 @@ class ConnectorLive:
     """the schedule last accepted (kW per period, the first one now), None before any"""
     plan_start: float = -np.inf
     """monotonic time its first period began"""
+    pending_kw: tuple[float, float] | None = None
+    """(lowest, highest) kW of the profiles of a batch still on its way to it, now and in their next
+    period (the station may be on them or on its last accepted one); None when none is"""
     meter_fault: str | None = None
     """kind of the last implausible reading (:mod:`serving.plausibility`), None once one is plausible"""
     meter_fault_since: float = -np.inf

@@ -273,3 +273,66 @@ def test_stations_check_the_central_systems_requests_unless_told_not_to(check: b
     skipped = {action for action, h in cp.route_map.items() if h.get("_skip_schema_validation", False)}
     assert "SetChargingProfile" in cp.route_map
     assert skipped == (set() if check else set(cp.route_map))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    now=st.floats(0.0, 1e6),
+    ahead=st.floats(-10.0, 100.0),
+    poll=st.sampled_from([0.05, 0.1, 0.25]),
+)
+def test_a_station_wakes_where_its_polls_would_first_have_seen_the_deadline(
+    now: float, ahead: float, poll: float
+) -> None:
+    """A sleeping station wakes on its poll grid from now: whole steps (at least one), the first at or past
+    the deadline, so a reading comes as late after its time as when the station polled every step."""
+    from stationsim.simulator import wake_in_s
+
+    wait = wake_in_s(now, now + ahead, poll)
+    steps = round(wait / poll)
+    assert steps >= 1 and abs(wait - steps * poll) < 1e-9
+    assert wait >= ahead - 1e-6  # never before the deadline ...
+    assert steps == 1 or wait - poll < ahead + 1e-6  # ... and no step later than the first past it
+    assert wake_in_s(now, float("inf"), poll) >= 600.0  # no deadline: only an event wakes it
+
+
+class _Answers:
+    """A connection on which the central system answers every request at once with an Accepted boot."""
+
+    def __init__(self) -> None:
+        self.cp: Any = None
+
+    async def send(self, message: str) -> None:
+        import json
+
+        unique_id = json.loads(message)[1]
+        answer = [3, unique_id, {"currentTime": "2026-01-01T00:00:00Z", "interval": 10, "status": "Accepted"}]
+        asyncio.get_running_loop().call_soon(
+            lambda: asyncio.ensure_future(self.cp.route_message(json.dumps(answer)))
+        )
+
+
+@pytest.mark.parametrize("check", [True, False])
+def test_stations_check_their_own_requests_on_the_librarys_threads_unless_told_not_to(check: bool) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from stationsim import messages as msg
+    from stationsim.stations import _SimCP21
+
+    class NoThreads(ThreadPoolExecutor):
+        def submit(self, *args: Any, **kwargs: Any) -> Any:
+            raise RuntimeError("a schema check went to a thread")
+
+    site = SiteArrays.from_config(small_site())
+    sim = SiteSimulator(small_scenario(site.config), "ws://127.0.0.1:1", SimOptions(check_schemas=check))
+    conn = _Answers()
+    cp = conn.cp = _SimCP21("CP1", conn, response_timeout=2.0)
+    cp.attach(sim, "CP1")
+
+    async def go() -> Any:
+        asyncio.get_running_loop().set_default_executor(NoThreads())
+        return await sim._call(cp, msg.boot("2.1", sim.stations["CP1-1"])[0])
+
+    res = asyncio.run(go())
+    assert (sim.calls_failed, sim.calls_answered) == ((1, 0) if check else (0, 1))
+    assert check or res.status == "Accepted"
