@@ -144,8 +144,11 @@ def second_repair(
     (``candidates``, with their first column off): those whose minimum fits the first step's room under
     ``cap_kw`` (what the step imports below it, plus what the columns on could give up down to their
     minimum) go on at it, the most missing first, and the repair runs again; its plan is kept where the
-    LP prices it lower, else the first is (re-solved: the next step's warm start, and with it which of
-    the equally cheap plans comes out, is the first plan's; without it the same depot cost +5.1 %)."""
+    LP prices it lower, else the first repair is solved again from the second's state: the next step's warm
+    start then follows the first repair's columns (without it the same depot cost +5.1 %). That re-solve
+    is not the first plan restored: it may land on another plan of about the same price (the 10-van
+    depot: 300.11 -> 300.45 in the LP's objective), and restoring the first plan's basis instead moved the
+    LP's ties against the pinned depot tests ([policies](docs/policies.md), decision time, Round 13)."""
     n = lp.site.n
     x0 = sol.charger_kw[:, 0]
     missing = sol.missing_kwh[:n]
