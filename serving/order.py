@@ -58,15 +58,17 @@ def first_phase(site: SiteArrays, old_kw: FloatArray, new_kw: FloatArray, other_
 def range_excess_kw(site: SiteArrays, lo_kw: FloatArray, hi_kw: FloatArray, other_kw: float) -> float:
     """:func:`site_excess_kw` (kW rows only) of chargers each somewhere in ``[lo_kw, hi_kw]`` (n,): the
     import and each node's flow one way at ``hi_kw``, the export and the other way at ``lo_kw``."""
+    return float(row_excess_kw(site, lo_kw, hi_kw, other_kw).max())
+
+
+def row_excess_kw(site: SiteArrays, lo_kw: FloatArray, hi_kw: FloatArray, other_kw: float) -> FloatArray:
+    """(2 + 2 K,) how far each kW row is above its limit with the chargers in ``[lo_kw, hi_kw]``: the
+    import, the export, each node's flow one way (at ``hi_kw``), then the other way (at ``lo_kw``)."""
     lim = np.asarray(site.node_limit_kw, dtype=float)
     imp_hi, imp_lo = float(np.sum(hi_kw)) + other_kw, float(np.sum(lo_kw)) + other_kw
     node_hi, node_lo = site.node_power_kw(np.asarray(hi_kw)), site.node_power_kw(np.asarray(lo_kw))
-    return max(
-        imp_hi - site.import_limit_kw,
-        -imp_lo - site.export_limit_kw,
-        float((node_hi - lim).max(initial=-np.inf)),
-        float((-node_lo - lim).max(initial=-np.inf)),
-    )
+    head = [imp_hi - site.import_limit_kw, -imp_lo - site.export_limit_kw]
+    return np.concatenate([head, node_hi - lim, -node_lo - lim])
 
 
 def stages(
@@ -97,18 +99,24 @@ def stages(
     new = np.where(can, np.asarray(new_kw, dtype=float), lo)
     down = can & (new < hi - TOL_KW)
     up = can & ~down & (new > lo + TOL_KW)
-    allowed = max(range_excess_kw(site, lo, hi, other_kw), range_excess_kw(site, new, new, other_kw), 0.0)
+    # each row may go in between as far above its limit as it is at either end, no further: a row
+    # already above its limit (a station about to step on its own) is no licence for another
+    allowed = np.maximum(
+        np.maximum(row_excess_kw(site, lo, hi, other_kw), row_excess_kw(site, new, new, other_kw)), 0.0
+    )
     allowed += TOL_KW
     nan = np.full(site.n, np.nan)
     for first, second in ((down, up), (up, down)):
         if not first.any() or not second.any():
             continue
-        if range_excess_kw(site, np.where(first, new, lo), np.where(first, new, hi), other_kw) <= allowed:
+        if (
+            row_excess_kw(site, np.where(first, new, lo), np.where(first, new, hi), other_kw) <= allowed
+        ).all():
             return [np.where(first, new, nan), np.where(second, new, nan)]
     if not (down.any() and up.any()):
         moving = down | up
-        after = range_excess_kw(site, np.where(moving, new, lo), np.where(moving, new, hi), other_kw)
-        if not moving.any() or after <= allowed:
+        after = row_excess_kw(site, np.where(moving, new, lo), np.where(moving, new, hi), other_kw)
+        if not moving.any() or (after <= allowed).all():
             return [np.where(moving, new, nan)]
     out: list[FloatArray] = []
     go_down = range_excess_kw(site, np.where(down, new, lo), np.where(down, new, hi), other_kw) <= (
@@ -140,11 +148,12 @@ def _fill(
     new: FloatArray,
     other_kw: float,
     down: bool,
-    allowed: float,
+    allowed: FloatArray,
     movable: BoolArray,
 ) -> FloatArray:
     """The values one stage sends (NaN: none): the moves toward ``new`` in one direction, largest first,
-    each whole where the import, export and node kW limits allow it (within ``allowed`` above them) with
+    each whole where the import, export and node kW limits allow it (within ``allowed`` above each:
+    :func:`row_excess_kw`'s rows) with
     every other charger anywhere in its ``[lo, hi]``, else (a charger known exactly) the part that fits
     where it is worth a profile. One pass, each charger checked on the site and the nodes above it."""
     pending = movable & (new < hi - TOL_KW if down else new > lo + TOL_KW)
@@ -155,24 +164,27 @@ def _fill(
     node_hi = [float(x) for x in site.node_power_kw(hi)]
     node_lo = [float(x) for x in site.node_power_kw(lo)]
     imp_hi, imp_lo = float(np.sum(hi)) + other_kw, float(np.sum(lo)) + other_kw
-    top, bottom = site.import_limit_kw + allowed, -site.export_limit_kw - allowed
+    top, bottom = site.import_limit_kw + float(allowed[0]), -site.export_limit_kw - float(allowed[1])
+    k = len(lim)
+    up_ok = [lim[j] + float(allowed[2 + j]) for j in range(k)]
+    down_ok = [-lim[j] - float(allowed[2 + k + j]) for j in range(k)]
     for i in np.argsort(-size, kind="stable"):
         if size[i] <= TOL_KW:
             break
         path = np.flatnonzero(member[i])
         d_hi, d_lo = float(new[i] - hi[i]), float(new[i] - lo[i])
         fits = imp_hi + d_hi <= top and imp_lo + d_lo >= bottom
-        fits = fits and all(node_hi[j] + d_hi <= lim[j] + allowed for j in path)
-        fits = fits and all(node_lo[j] + d_lo >= -lim[j] - allowed for j in path)
+        fits = fits and all(node_hi[j] + d_hi <= up_ok[j] for j in path)
+        fits = fits and all(node_lo[j] + d_lo >= down_ok[j] for j in path)
         value = float(new[i])
         if not fits:
             if hi[i] - lo[i] > TOL_KW:
                 continue  # a charger not known exactly moves whole or not at all
             d = d_hi  # the part of the move the rows it makes worse allow
             if d > 0:
-                t = min([(top - imp_hi) / d] + [(lim[j] + allowed - node_hi[j]) / d for j in path])
+                t = min([(top - imp_hi) / d] + [(up_ok[j] - node_hi[j]) / d for j in path])
             else:
-                t = min([(bottom - imp_lo) / d] + [(-lim[j] - allowed - node_lo[j]) / d for j in path])
+                t = min([(bottom - imp_lo) / d] + [(down_ok[j] - node_lo[j]) / d for j in path])
             t = min(max(t, 0.0), 1.0)
             if t * abs(d) <= 0.5:
                 continue  # not worth a profile on its way
