@@ -44,7 +44,14 @@ from envs.share import (
 from serving.control import keeps_feasible
 from serving.csms import Station
 from serving.failsafe_profiles import failsafe_requests
-from serving.hold import hold_for_unsent, hold_rows, increases_to_send, mark_pending, split_updates
+from serving.hold import (
+    hold_for_unsent,
+    hold_rows,
+    increases_to_send,
+    mark_pending,
+    row_limits_kw,
+    split_updates,
+)
 from serving.live import ConnectorLive, LiveSite, StationLive
 from serving.metrics import Metrics
 from serving.order import import_binds, plan_range, stages
@@ -315,8 +322,9 @@ class Dispatcher:
         before it shows is not yet the plan that batch carried)"""
         self.period_s = 900.0
         self.failsafe_retry_s = failsafe_retry_s
-        self._rows = hold_rows(site)
         """first wait before the failsafe is tried again; doubles up to :data:`FAILSAFE_RETRY_MAX_S`"""
+        self._rows = hold_rows(site)
+        self._row_limits_kw = row_limits_kw(site)
         self._failsafe_tasks: dict[str, asyncio.Task[Any]] = {}
         self.after_failsafe: Callable[[str, Station], Coroutine[Any, Any, None]] | None = None
         """run (spawned) once the failsafe's first attempt on a connection is answered, accepted or not
@@ -477,6 +485,7 @@ class Dispatcher:
             chosen, stay, limits_kw = hold_for_unsent(
                 self.site, chosen, unsent, limits_kw, schedule_kw, share,
                 0.0 if plan is None else plan.other_kw, (period_s, STEP_HORIZON_S, time.monotonic()),
+                (self._rows, self._row_limits_kw),
             )  # fmt: skip
             self.metrics.inc("changes_held_total", float(stay.sum() - len(unsent)))
             if plan is not None:

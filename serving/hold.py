@@ -21,7 +21,6 @@ discharged as planned while the charge that was to balance them waited (2.8 kW p
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Collection
 
 import numpy as np
@@ -132,11 +131,10 @@ def _following(
     return lo, hi
 
 
-@functools.lru_cache(maxsize=8)
-def _rows(site: SiteArrays) -> tuple[FloatArray, FloatArray]:
-    """(n, K + 1) :func:`hold_rows` and (K,) the symmetric limit of each of the tree's rows."""
-    tree = LimitRows.from_site(site)
-    return np.column_stack([tree.weights, np.ones(site.n)]), np.asarray(tree.limit, dtype=float)
+def row_limits_kw(site: SiteArrays) -> FloatArray:
+    """(K,) the symmetric limit of each of the tree's rows, in :func:`hold_rows`' order (its last column,
+    the site's import, has its own limits)."""
+    return np.asarray(LimitRows.from_site(site).limit, dtype=float)
 
 
 def hold_for_unsent(
@@ -148,6 +146,7 @@ def hold_for_unsent(
     share_kw: FloatArray,
     other_kw: float,
     timing: tuple[float, float, float],
+    rows_and_limits: tuple[FloatArray, FloatArray] | None = None,
 ) -> tuple[list[tuple[ConnectorLive, float]], BoolArray, FloatArray]:
     """The changes of a batch that go out while those of ``unsent`` cannot: each ``unsent`` charger (and
     each change held) follows its last profile, so a change goes out only where the limit rows (the
@@ -155,12 +154,13 @@ def hold_for_unsent(
     their limits now and in the plan's next period (``schedule_kw``) - or no further above one than the
     plan or its predecessor. Changes are held one at a time, the one that helps most on the row furthest
     above its limit first (an increase where a row carries too much, a decrease where it gives back too
-    much). ``timing``: (period s, horizon s, monotonic now). Returns the changes that go, (n,) the
-    chargers that stay where they are (unsent or held), and every charger's limit (n,) with those where
-    they are now."""
+    much). ``timing``: (period s, horizon s, monotonic now); ``rows_and_limits``: :func:`hold_rows` and
+    :func:`row_limits_kw` of ``site`` where the caller keeps them (built here otherwise). Returns the
+    changes that go, (n,) the chargers that stay where they are (unsent or held), and every charger's
+    limit (n,) with those where they are now."""
     period_s, horizon_s, now = timing
     n = site.n
-    rows, tree_limit = _rows(site)
+    rows, tree_limit = rows_and_limits or (hold_rows(site), row_limits_kw(site))
     up = np.append(tree_limit, site.import_limit_kw - other_kw)
     down = np.append(-tree_limit, -site.export_limit_kw - other_kw)
     new = np.asarray(limits_kw, dtype=float)
@@ -168,7 +168,7 @@ def hold_for_unsent(
     plan = np.column_stack([new, plan[:, 1] if plan.shape[1] >= 2 else new])
     lo, hi = plan.T.copy(), plan.T.copy()  # (2 periods, n)
     old_lo, old_hi = lo.copy(), hi.copy()
-    now_kw = np.asarray(new, dtype=float).copy()
+    now_kw = new.copy()
     for c in unsent:
         now_kw[c.index] = c.limit_kw if c.limit_kw is not None else float(share_kw[c.index])
     for c, kw in chosen:
