@@ -169,3 +169,21 @@ def test_answers_and_schedules_with_decimals_are_left_to_the_library() -> None:
         }
     )
     assert recursive({"next": {"next": {}}}) and not recursive({"next": {"next": 3}})
+
+
+def test_the_compiled_check_keeps_draft_4_whatever_draft_the_schema_names() -> None:
+    """The 2.1 schemas name draft 6, where 1.0 is an integer; the library reads them with Draft 4, where it
+    is not: the compiled check must not pass it (nor a date the library does not check the format of)."""
+    seq = {"$schema": "http://json-schema.org/draft-06/schema#", "type": "integer"}
+    check = compile_schema(seq)
+    assert check(3) and not check(3.0) and not check(True)
+    when = compile_schema({"type": "string", "format": "date-time"})
+    assert when("not a date")  # as the library: no format checker
+    body = _samples()[0][2]
+    assert not check_payload_ok({**body, "seqNo": float(body["seqNo"])})
+
+
+def check_payload_ok(payload: dict[str, Any]) -> bool:
+    check = compiled_check(MessageType.Call, "TransactionEvent", "2.1")
+    assert check is not None
+    return check(payload)
