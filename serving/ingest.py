@@ -225,6 +225,8 @@ class LiveUpdater:
             c.meter_fault = None
         if p_imp is not None or p_exp is not None:
             c.power_kw, c.power_at = ((p_imp or 0.0) - (p_exp or 0.0)) / 1000.0, now
+            if c.active:
+                c.readings.append((now, c.power_kw))
         if e_imp is not None:
             c.register_wh, c.register_at = e_imp, now
         if e_imp is not None and c.active and c.tx_pk is not None:

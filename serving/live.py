@@ -28,6 +28,7 @@ BIG_ENERGY_KWH = 1e6
 BIG_TIME_H = 1e3
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 LIMIT_LOG_LEN = 32
+READING_LOG_LEN = 8
 """limits kept per connector to judge its draw at the time of a site meter reading"""
 
 
@@ -90,6 +91,9 @@ class ConnectorLive:
     """monotonic time the EV's needs (``NotifyEVChargingNeeds``) arrived in this transaction, -inf before"""
     limit_log: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=LIMIT_LOG_LEN))
     """(monotonic time it took effect, kW) of the last limits, for :meth:`draw_floor_kw`"""
+    readings: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=READING_LOG_LEN))
+    """(monotonic time it arrived, kW) of the last power readings in this transaction, for
+    :meth:`draw_bounds_kw`"""
 
     @property
     def active(self) -> bool:
@@ -124,7 +128,7 @@ class ConnectorLive:
         if self.limit_kw is not None:
             self.limit_log.append((at, self.limit_kw))
 
-    def _limits_in_force(self, since: float, until: float) -> list[float]:
+    def limits_in_force(self, since: float, until: float) -> list[float]:
         """The limits in force at some time in ``[since, until]``: the one at ``since`` and every later
         one up to ``until`` (monotonic times)."""
         before = [lim for at, lim in self.limit_log if at <= since]
@@ -141,14 +145,37 @@ class ConnectorLive:
         it is."""
         if self.power_kw is None:
             return None
-        return min([self.power_kw, *self._limits_in_force(since, until)])
+        return min([self.power_kw, *self.limits_in_force(since, until)])
 
     def draw_ceiling_kw(self, since: float, until: float = np.inf) -> float | None:
         """The other side of :meth:`draw_floor_kw`: its last measurement, or any limit in force in
         ``[since, until]`` where that is more (it may have drawn up to it). None without a measurement."""
         if self.power_kw is None:
             return None
-        return max([self.power_kw, *self._limits_in_force(since, until)])
+        return max([self.power_kw, *self.limits_in_force(since, until)])
+
+    def draw_bounds_kw(self, at: float, slack: float) -> tuple[float, float] | None:
+        """The lowest and highest the draw may have been when a site meter reading arriving at monotonic
+        ``at`` was taken (readings arrive up to ``slack`` after they are taken). From the reading nearest
+        to it with no limit taking effect between the two: that reading (and the limit then in force,
+        where the EV drew less). None where every reading of this transaction has a limit change between
+        it and the site meter (then :meth:`draw_floor_kw` and :meth:`draw_ceiling_kw` across both).
+
+        With the last reading alone, a site meter read just before a charger's limit went down, beside a
+        reading taken after, took the charger as maybe drawing nothing then: a base load 6 kW too high, a
+        cut of another charger, whose change did the same the next cycle (the end-to-end test's chargers
+        flapping between 0 and 6.2 kW all run); the reading before the site meter's, with no change
+        between, says what it drew."""
+        clean: list[tuple[float, float, float]] = []
+        for t, kw in self.readings:
+            since, until = min(at, t) - slack, max(at, t) + slack
+            if not any(since < t_lim <= until for t_lim, _ in self.limit_log):
+                limit = self.limits_in_force(since, until)
+                clean.append((abs(at - t), min([kw, *limit]), max([kw, *limit])))
+        if not clean:
+            return None
+        _, lo, hi = min(clean)
+        return lo, hi
 
     def clear_transaction(self) -> None:
         self.tx_pk = None
@@ -173,6 +200,7 @@ class ConnectorLive:
         self.plan_kw = None
         self.plan_start = -np.inf
         self.limit_log.clear()
+        self.readings.clear()
         self.started_at = -np.inf
         self.needs_at = -np.inf
 
@@ -339,7 +367,8 @@ def draws_at_meter(
 ) -> DrawsAtMeter:
     """The chargers' and the battery's power as they may have been when the site meter read (monotonic
     ``meter_at``), to find the base load: per measured charger (``measured`` finite) its
-    :meth:`ConnectorLive.draw_floor_kw` (and ``draw_ceiling_kw``) between the two readings, and the
+    :meth:`ConnectorLive.draw_bounds_kw`, else its :meth:`ConnectorLive.draw_floor_kw` (and
+    ``draw_ceiling_kw``) between its last reading and the site meter's, and the
     battery's ``power_floor_kw`` (and ``power_ceiling_kw``). A reading older or newer than the
     site meter's, across a limit or setpoint change, would otherwise make the base load look smaller
     than it is."""
@@ -348,9 +377,13 @@ def draws_at_meter(
     for c in live.connectors:
         if not c.active or not np.isfinite(measured[c.index]):
             continue
-        # between the two readings (a limit that took effect after both says nothing about either)
-        since, until = min(meter_at, c.power_at) - slack, max(meter_at, c.power_at) + slack
-        floor, ceiling = c.draw_floor_kw(since, until), c.draw_ceiling_kw(since, until)
+        floor: float | None
+        ceiling: float | None
+        if c.meter_fault is None and (bounds := c.draw_bounds_kw(meter_at, slack)) is not None:
+            floor, ceiling = bounds  # from the reading nearest the site meter's (no change between)
+        else:  # between the two readings (a limit that took effect after both says nothing about either)
+            since, until = min(meter_at, c.power_at) - slack, max(meter_at, c.power_at) + slack
+            floor, ceiling = c.draw_floor_kw(since, until), c.draw_ceiling_kw(since, until)
         if floor is not None and meter_at - slack < c.started_at:
             # the site meter may have read before the transaction started drawing: a reading arrives up to
             # the slack after it was taken (the V2G benchmark: 20 kW read before the EVs plugged in, pushed

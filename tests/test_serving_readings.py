@@ -1,0 +1,104 @@
+"""What a charger drew when the site meter read (:meth:`serving.live.ConnectorLive.draw_bounds_kw`): the
+reading nearest the site meter's with no limit change between them, so the base load is neither too low
+(unsafe) nor, from a change the site meter read before, a whole charger too high (a cut that flaps)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from envs.core import SiteArrays
+from serving.config import connector_map
+from serving.live import ConnectorLive, LiveSite, draws_at_meter
+from tests.test_serving_helpers import serving_config, small_site
+
+SLACK_S = 0.05  # reading_slack_s at a 0.2 s control interval
+
+
+def _live(tmp_path: Path) -> tuple[LiveSite, ConnectorLive]:
+    site = small_site()
+    live = LiveSite.build(
+        SiteArrays.from_config(site), connector_map(serving_config(tmp_path), site), ["CP1", "CP2"]
+    )
+    c = live.connectors[0]
+    c.tx_pk, c.started_at = 1, 0.0
+    return live, c
+
+
+def _limits(c: ConnectorLive, changes: list[tuple[float, float]]) -> None:
+    for at, kw in changes:
+        c.limit_kw = kw
+        c.note_limit(at)
+
+
+def _read(c: ConnectorLive, at: float, kw: float) -> None:
+    c.power_kw, c.power_at = kw, at
+    c.readings.append((at, kw))
+
+
+def test_a_site_meter_read_before_a_cut_takes_the_reading_before_it(tmp_path: Path) -> None:
+    """The end-to-end test's flapping: the site meter read at 10.3 s, the charger was cut at 10.5 s and
+    read 0 kW at 10.8 s. It drew 6.21 kW when the site meter read (its reading at 10.0 s, no change
+    until after the meter): the last reading alone took it as maybe drawing nothing, the base load 6.21
+    kW too high."""
+    live, c = _live(tmp_path)
+    cfg = serving_config(tmp_path, control_interval_s=0.2)
+    _limits(c, [(9.0, 6.21), (10.5, 0.0)])
+    _read(c, 10.0, 6.21)
+    _read(c, 10.8, 0.0)
+    measured = live.measured_kw(11.0, 10.0)
+    assert c.draw_floor_kw(10.3 - SLACK_S, 10.8 + SLACK_S) == 0.0  # the last reading's window: the cut
+    assert c.draw_bounds_kw(10.3, SLACK_S) == (6.21, 6.21)
+    assert draws_at_meter(live, measured, 10.3, cfg, None).chargers_kw == 6.21
+    # read after the cut: the reading after it says what it drew, exactly
+    assert c.draw_bounds_kw(10.7, SLACK_S) == (0.0, 0.0)
+    assert draws_at_meter(live, measured, 10.7, cfg, None)[::2] == (0.0, 0.0)
+    # read within the slack of the cut: no reading without the change between, both ends kept
+    assert c.draw_bounds_kw(10.52, SLACK_S) is None
+    then = draws_at_meter(live, measured, 10.52, cfg, None)
+    assert (then.chargers_kw, then.chargers_high_kw) == (0.0, 6.21)
+
+
+def test_an_ev_drawing_less_than_its_limit_keeps_the_limit_as_ceiling(tmp_path: Path) -> None:
+    _, c = _live(tmp_path)
+    _limits(c, [(9.0, 6.21)])
+    _read(c, 10.0, 4.0)
+    _read(c, 10.2, 3.5)
+    assert c.draw_bounds_kw(10.25, SLACK_S) == (3.5, 6.21)  # the nearest reading
+    assert c.draw_bounds_kw(10.02, SLACK_S) == (4.0, 6.21)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(
+    changes=st.lists(
+        st.tuples(st.floats(0.0, 5.0), st.sampled_from([0.0, 1.4, 4.14, 6.21, 7.4])), min_size=1, max_size=8
+    ),
+    reads=st.lists(st.tuples(st.floats(0.0, 5.0), st.floats(0.0, 1.0)), min_size=1, max_size=8),
+    meter=st.tuples(st.floats(0.0, 5.0), st.floats(0.0, 1.0)),
+)
+def test_the_bounds_hold_the_draw_when_the_site_meter_read(
+    changes: list[tuple[float, float]],
+    reads: list[tuple[float, float]],
+    meter: tuple[float, float],
+) -> None:
+    """A station at its limit at once (the limit in force when the service logged it): every reading
+    taken up to the slack before it arrived, and so the site meter's. Whatever the times, the bounds
+    hold what the charger drew when the site meter read."""
+    _, c = _live(Path("never-written"))  # the config only names its files
+    changes = sorted(changes)
+    _limits(c, [(-1.0, 6.21), *changes])
+
+    def drew(t: float) -> float:
+        return [kw for at, kw in c.limit_log if at <= t][-1]
+
+    for arrived, lag in sorted(reads):
+        _read(c, arrived, drew(arrived - lag * SLACK_S))
+    arrived, lag = meter
+    bounds = c.draw_bounds_kw(arrived, SLACK_S)
+    if bounds is None:
+        since, until = min(arrived, c.power_at) - SLACK_S, max(arrived, c.power_at) + SLACK_S
+        bounds = (c.draw_floor_kw(since, until), c.draw_ceiling_kw(since, until))  # type: ignore[assignment]
+    assert bounds is not None
+    assert bounds[0] <= drew(arrived - lag * SLACK_S) <= bounds[1]
