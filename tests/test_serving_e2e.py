@@ -117,6 +117,9 @@ async def test_both_versions_end_to_end_with_a_garbage_sending_station(tmp_path:
     assert unauth == 401
     assert api_state["site"]["import_limit_kw"] == 30.0
     assert len(decisions) == 5 and decisions[0]["policy"] == "full_power"
+    # steady at the end: no charger cut and restored from cycle to cycle (a base load misread from readings
+    # taken at other times than the site meter's made the 1.6 chargers flap between 0 and 6.21 kW)
+    assert all(d["limits_kw"] == decisions[0]["limits_kw"] for d in decisions), decisions
     assert set(decisions[0]["limits_kw"]) == {"CP1-1", "CP1-2", "CP2-1", "CP2-2"}
     assert 'evdlm_messages_total{action="?",outcome="malformed"}' in metrics
     assert "evdlm_loop_latency_seconds_count" in metrics
