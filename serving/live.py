@@ -28,8 +28,9 @@ BIG_ENERGY_KWH = 1e6
 BIG_TIME_H = 1e3
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 LIMIT_LOG_LEN = 32
-READING_LOG_LEN = 8
 """limits kept per connector to judge its draw at the time of a site meter reading"""
+READING_LOG_LEN = 8
+"""power readings kept per connector for the same (:meth:`ConnectorLive.draw_bounds_kw`)"""
 
 
 @dataclass
@@ -134,6 +135,12 @@ class ConnectorLive:
         before = [lim for at, lim in self.limit_log if at <= since]
         return before[-1:] + [lim for at, lim in self.limit_log if since < at <= until]
 
+    def _span_kw(self, kw: float, since: float, until: float) -> tuple[float, float]:
+        """A reading of ``kw`` with every limit in force in ``[since, until]``: the lowest and highest the
+        draw may have been then (a station follows a lower limit at once; an EV may draw up to one)."""
+        limits = self.limits_in_force(since, until)
+        return min([kw, *limits]), max([kw, *limits])
+
     def draw_floor_kw(self, since: float, until: float = np.inf) -> float | None:
         """The lowest the charger's draw may have been at any time in ``[since, until]``: its last
         measurement, but no more than any limit in force in that time (a station follows a lower limit
@@ -143,39 +150,39 @@ class ConnectorLive:
         limit went down and up again between them may have drawn far less when the site meter read than
         its measurement says, and subtracting the measurement would make the base load look smaller than
         it is."""
-        if self.power_kw is None:
-            return None
-        return min([self.power_kw, *self.limits_in_force(since, until)])
+        return None if self.power_kw is None else self._span_kw(self.power_kw, since, until)[0]
 
     def draw_ceiling_kw(self, since: float, until: float = np.inf) -> float | None:
         """The other side of :meth:`draw_floor_kw`: its last measurement, or any limit in force in
         ``[since, until]`` where that is more (it may have drawn up to it). None without a measurement."""
-        if self.power_kw is None:
-            return None
-        return max([self.power_kw, *self.limits_in_force(since, until)])
+        return None if self.power_kw is None else self._span_kw(self.power_kw, since, until)[1]
 
     def draw_bounds_kw(self, at: float, slack: float) -> tuple[float, float] | None:
         """The lowest and highest the draw may have been when a site meter reading arriving at monotonic
         ``at`` was taken (readings arrive up to ``slack`` after they are taken). From the reading nearest
         to it with no limit taking effect between the two: that reading (and the limit then in force,
-        where the EV drew less). None where every reading of this transaction has a limit change between
-        it and the site meter (then :meth:`draw_floor_kw` and :meth:`draw_ceiling_kw` across both).
+        where the EV drew less). Where every reading of this transaction has a limit change between it
+        and the site meter's, or the meter is implausible (its power is then the assumed limit), the last
+        measurement with every limit in force between the two (:meth:`draw_floor_kw`,
+        :meth:`draw_ceiling_kw`). None without a measurement.
 
         With the last reading alone, a site meter read just before a charger's limit went down, beside a
         reading taken after, took the charger as maybe drawing nothing then: a base load 6 kW too high, a
         cut of another charger, whose change did the same the next cycle (the end-to-end test's chargers
         flapping between 0 and 6.2 kW all run); the reading before the site meter's, with no change
         between, says what it drew."""
+        if self.power_kw is None:
+            return None
         clean: list[tuple[float, float, float]] = []
-        for t, kw in self.readings:
+        for t, kw in self.readings if self.meter_fault is None else ():
             since, until = min(at, t) - slack, max(at, t) + slack
             if not any(since < t_lim <= until for t_lim, _ in self.limit_log):
-                limit = self.limits_in_force(since, until)
-                clean.append((abs(at - t), min([kw, *limit]), max([kw, *limit])))
-        if not clean:
-            return None
-        _, lo, hi = min(clean)
-        return lo, hi
+                clean.append((abs(at - t), *self._span_kw(kw, since, until)))
+        if clean:
+            _, lo, hi = min(clean)
+            return lo, hi
+        since, until = min(at, self.power_at) - slack, max(at, self.power_at) + slack
+        return self._span_kw(self.power_kw, since, until)
 
     def clear_transaction(self) -> None:
         self.tx_pk = None
@@ -367,8 +374,7 @@ def draws_at_meter(
 ) -> DrawsAtMeter:
     """The chargers' and the battery's power as they may have been when the site meter read (monotonic
     ``meter_at``), to find the base load: per measured charger (``measured`` finite) its
-    :meth:`ConnectorLive.draw_bounds_kw`, else its :meth:`ConnectorLive.draw_floor_kw` (and
-    ``draw_ceiling_kw``) between its last reading and the site meter's, and the
+    :meth:`ConnectorLive.draw_bounds_kw`, and the
     battery's ``power_floor_kw`` (and ``power_ceiling_kw``). A reading older or newer than the
     site meter's, across a limit or setpoint change, would otherwise make the base load look smaller
     than it is."""
@@ -377,22 +383,17 @@ def draws_at_meter(
     for c in live.connectors:
         if not c.active or not np.isfinite(measured[c.index]):
             continue
-        floor: float | None
-        ceiling: float | None
-        if c.meter_fault is None and (bounds := c.draw_bounds_kw(meter_at, slack)) is not None:
-            floor, ceiling = bounds  # from the reading nearest the site meter's (no change between)
-        else:  # between the two readings (a limit that took effect after both says nothing about either)
-            since, until = min(meter_at, c.power_at) - slack, max(meter_at, c.power_at) + slack
-            floor, ceiling = c.draw_floor_kw(since, until), c.draw_ceiling_kw(since, until)
-        if floor is not None and meter_at - slack < c.started_at:
+        kw = float(measured[c.index])  # its measurement: draw_bounds_kw has one
+        floor, ceiling = c.draw_bounds_kw(meter_at, slack) or (kw, kw)
+        if meter_at - slack < c.started_at:
             # the site meter may have read before the transaction started drawing: a reading arrives up to
             # the slack after it was taken (the V2G benchmark: 20 kW read before the EVs plugged in, pushed
             # after their TransactionEvents, less one EV's first 4.14 kW: 272.5 kW on 268.4)
             floor = min(floor, 0.0)
-        if floor is not None and ceiling is not None and _may_have_finished(live, c, ceiling, meter_at, cfg):
+        if _may_have_finished(live, c, ceiling, meter_at, cfg):
             floor = min(floor, 0.0)  # its EV may have stopped since its reading, when full
-        low += float(measured[c.index]) if floor is None else floor
-        high += float(measured[c.index]) if ceiling is None else ceiling
+        low += floor
+        high += ceiling
     b_low = b_high = 0.0
     if battery is not None:
         now = float(battery.power_kw or 0.0)

@@ -105,23 +105,21 @@ def stages(
         np.maximum(row_excess_kw(site, lo, hi, other_kw), row_excess_kw(site, new, new, other_kw)), 0.0
     )
     allowed += TOL_KW
+
+    def excess_with(mask: BoolArray) -> FloatArray:
+        """:func:`row_excess_kw` with the ``mask`` chargers at ``new``, the others in their range."""
+        return row_excess_kw(site, np.where(mask, new, lo), np.where(mask, new, hi), other_kw)
+
     nan = np.full(site.n, np.nan)
     for first, second in ((down, up), (up, down)):
-        if not first.any() or not second.any():
-            continue
-        if (
-            row_excess_kw(site, np.where(first, new, lo), np.where(first, new, hi), other_kw) <= allowed
-        ).all():
+        if first.any() and second.any() and (excess_with(first) <= allowed).all():
             return [np.where(first, new, nan), np.where(second, new, nan)]
     if not (down.any() and up.any()):
         moving = down | up
-        after = row_excess_kw(site, np.where(moving, new, lo), np.where(moving, new, hi), other_kw)
-        if not moving.any() or (after <= allowed).all():
+        if not moving.any() or (excess_with(moving) <= allowed).all():
             return [np.where(moving, new, nan)]
     out: list[FloatArray] = []
-    go_down = range_excess_kw(site, np.where(down, new, lo), np.where(down, new, hi), other_kw) <= (
-        range_excess_kw(site, np.where(up, new, lo), np.where(up, new, hi), other_kw)
-    )
+    go_down = bool(excess_with(down).max() <= excess_with(up).max())
     stuck = 0
     while len(out) < max_stages - 1 and stuck < 2:
         pending = can & ((new < hi - TOL_KW) | (new > lo + TOL_KW))

@@ -55,8 +55,8 @@ def test_a_site_meter_read_before_a_cut_takes_the_reading_before_it(tmp_path: Pa
     # read after the cut: the reading after it says what it drew, exactly
     assert c.draw_bounds_kw(10.7, SLACK_S) == (0.0, 0.0)
     assert draws_at_meter(live, measured, 10.7, cfg, None)[::2] == (0.0, 0.0)
-    # read within the slack of the cut: no reading without the change between, both ends kept
-    assert c.draw_bounds_kw(10.52, SLACK_S) is None
+    # read within the slack of the cut: no reading without the change between, the last one across both
+    assert c.draw_bounds_kw(10.52, SLACK_S) == (0.0, 6.21)
     then = draws_at_meter(live, measured, 10.52, cfg, None)
     assert (then.chargers_kw, then.chargers_high_kw) == (0.0, 6.21)
 
@@ -97,8 +97,5 @@ def test_the_bounds_hold_the_draw_when_the_site_meter_read(
         _read(c, arrived, drew(arrived - lag * SLACK_S))
     arrived, lag = meter
     bounds = c.draw_bounds_kw(arrived, SLACK_S)
-    if bounds is None:
-        since, until = min(arrived, c.power_at) - SLACK_S, max(arrived, c.power_at) + SLACK_S
-        bounds = (c.draw_floor_kw(since, until), c.draw_ceiling_kw(since, until))  # type: ignore[assignment]
     assert bounds is not None
     assert bounds[0] <= drew(arrived - lag * SLACK_S) <= bounds[1]
