@@ -320,6 +320,12 @@ class ServingConfig(_Frozen):
         default=True,
         description="the projection charges an EV that must charge now to reach its need by its departure",
     )
+    trigger_meter_values: bool = Field(
+        default=True,
+        description="once a charger's new limit is accepted, ask its station for MeterValues at once "
+        "(TriggerMessage): the base load under the new limit is then known at the next cycle, not after "
+        "the station's own sample interval; a station that refuses is not asked again on that connection",
+    )  # fmt: skip
     deadband_a: float = Field(default=0.5, ge=0, description="resend an A profile only beyond this change")
     deadband_w: float = Field(default=300.0, ge=0, description="resend a W profile only beyond this change")
     schedule_periods: int = Field(

@@ -263,8 +263,17 @@ def parse_meter_reading(
     station_id: str, connector_id: int, meter_value: list[dict[str, Any]] | None
 ) -> MeterReading:
     """The typed reading of one MeterValues list (see :func:`sampled_values`)."""
-    p_imp, p_exp, e_imp = sampled_values(meter_value or [])
-    return MeterReading(station_id, connector_id, p_imp, p_exp, e_imp, export_register(meter_value or []))
+    values = meter_value or []
+    p_imp, p_exp, e_imp = sampled_values(values)
+    return MeterReading(
+        station_id, connector_id, p_imp, p_exp, e_imp, export_register(values), is_triggered(values)
+    )
+
+
+def is_triggered(meter_value: list[dict[str, Any]]) -> bool:
+    """Whether a station sent these meter values because it was asked to: a sampled value's ``context``
+    is ``Trigger`` (1.6 ReadingContext, 2.0.1 ReadingContextEnumType)."""
+    return any(sv.get("context") == "Trigger" for mv in meter_value for sv in mv.get("sampled_value") or [])
 
 
 def export_register(meter_value: list[dict[str, Any]]) -> float | None:

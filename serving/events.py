@@ -51,6 +51,9 @@ class MeterReading:
     """import energy register"""
     energy_export_wh: float | None = None
     """export energy register (V2G)"""
+    triggered: bool = False
+    """sent because the central system asked for it (a sampled value's ``context`` is ``Trigger``): taken
+    after that TriggerMessage went out"""
 
 
 @dataclass(frozen=True)

@@ -175,7 +175,7 @@ class LiveUpdater:
             self.meter_reading(
                 MeterReading(
                     sid, known.connector_id, r.power_import_w, r.power_export_w, r.energy_import_wh,
-                    r.energy_export_wh,
+                    r.energy_export_wh, r.triggered,
                 )
             )  # fmt: skip
 
@@ -226,7 +226,11 @@ class LiveUpdater:
         if p_imp is not None or p_exp is not None:
             c.power_kw, c.power_at = ((p_imp or 0.0) - (p_exp or 0.0)) / 1000.0, now
             if c.active:
-                c.readings.append((now, c.power_kw))
+                taken_after = -np.inf
+                if event.triggered and c.trigger_sent_at is not None:
+                    taken_after, c.trigger_sent_at = c.trigger_sent_at, None
+                    self.metrics.inc("triggered_readings_total")
+                c.readings.append((now, c.power_kw, taken_after))
         if e_imp is not None:
             c.register_wh, c.register_at = e_imp, now
         if e_imp is not None and c.active and c.tx_pk is not None:

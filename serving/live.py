@@ -92,9 +92,13 @@ class ConnectorLive:
     """monotonic time the EV's needs (``NotifyEVChargingNeeds``) arrived in this transaction, -inf before"""
     limit_log: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=LIMIT_LOG_LEN))
     """(monotonic time it took effect, kW) of the last limits, for :meth:`draw_floor_kw`"""
-    readings: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=READING_LOG_LEN))
-    """(monotonic time it arrived, kW) of the last power readings in this transaction, for
-    :meth:`draw_bounds_kw`"""
+    readings: deque[tuple[float, float, float]] = field(default_factory=lambda: deque(maxlen=READING_LOG_LEN))
+    """(monotonic time it arrived, kW, monotonic time it was taken after or -inf) of the last power
+    readings in this transaction, for :meth:`draw_bounds_kw`; the third is the time the TriggerMessage
+    it answers went out (:attr:`trigger_sent_at`), -inf for a reading the station sent of itself"""
+    trigger_sent_at: float | None = None
+    """monotonic time the oldest TriggerMessage for its MeterValues not answered by a triggered reading
+    went out, None when none is (a triggered reading was taken after it)"""
 
     @property
     def active(self) -> bool:
@@ -170,12 +174,16 @@ class ConnectorLive:
         reading taken after, took the charger as maybe drawing nothing then: a base load 6 kW too high, a
         cut of another charger, whose change did the same the next cycle (the end-to-end test's chargers
         flapping between 0 and 6.2 kW all run); the reading before the site meter's, with no change
-        between, says what it drew."""
+        between, says what it drew. A station's own readings at the pace of the cycles can each arrive
+        just after a change, every one of them maybe taken before it (the same flapping, on a loaded
+        machine); a reading it sent because it was asked to after the change (a ``TriggerMessage``,
+        :class:`serving.dispatch.Dispatcher`) was taken after it."""
         if self.power_kw is None:
             return None
         clean: list[tuple[float, float, float]] = []
-        for t, kw in self.readings if self.meter_fault is None else ():
-            since, until = min(at, t) - slack, max(at, t) + slack
+        for t, kw, taken_after in self.readings if self.meter_fault is None else ():
+            # taken up to the slack before it arrived, and after the TriggerMessage it answers
+            since, until = min(at - slack, max(t - slack, taken_after)), max(at, t) + slack
             if not any(since < t_lim <= until for t_lim, _ in self.limit_log):
                 clean.append((abs(at - t), *self._span_kw(kw, since, until)))
         if clean:
@@ -208,6 +216,7 @@ class ConnectorLive:
         self.plan_start = -np.inf
         self.limit_log.clear()
         self.readings.clear()
+        self.trigger_sent_at = None
         self.started_at = -np.inf
         self.needs_at = -np.inf
 

@@ -161,3 +161,15 @@ def set_charging_profile(
     if version == "2.1":
         return call21.SetChargingProfile(evse_id=connector_id, charging_profile=profile201)
     return call201.SetChargingProfile(evse_id=connector_id, charging_profile=profile201)
+
+
+def trigger_meter_values(
+    version: Version, connector_id: int
+) -> call16.TriggerMessage | call201.TriggerMessage | call21.TriggerMessage:
+    """``TriggerMessage`` asking a station for the MeterValues of one connector (1.6) or EVSE (2.x) now
+    (1.6 Remote Trigger profile; 2.0.1 / 2.1 use case F06)."""
+    if version == "1.6":
+        return call16.TriggerMessage(requested_message="MeterValues", connector_id=connector_id)
+    if version == "2.1":
+        return call21.TriggerMessage(requested_message="MeterValues", evse={"id": connector_id})
+    return call201.TriggerMessage(requested_message="MeterValues", evse={"id": connector_id})

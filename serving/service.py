@@ -130,7 +130,7 @@ class Service:
         self.publisher = Publisher(self.state)
         self.dispatcher = Dispatcher(
             self.site, self.live, self.safe_share_kw, self.metrics, failsafe_mode, self._spawn,
-            cfg.failsafe_retry_s, self.rotation,
+            cfg.failsafe_retry_s, self.rotation, cfg.trigger_meter_values,
         )  # fmt: skip
         self.dispatcher.after_failsafe = self._after_failsafe
         self.updater = LiveUpdater(

@@ -70,12 +70,15 @@ def stop16(c: SimConnector, tx_id: str) -> call16.StopTransaction:
     )
 
 
-def meter_values16(c: SimConnector) -> call16.MeterValues:
+def meter_values16(c: SimConnector, context: str | None = None) -> call16.MeterValues:
+    """The connector's power and register; ``context`` ``Trigger`` where a TriggerMessage asked."""
     assert c.tx_id is not None
-    sampled = [
+    sampled: list[dict[str, str]] = [
         {"value": f"{c.power_kw * 1000:.1f}", "measurand": "Power.Active.Import", "unit": "W"},
         {"value": f"{c.register_wh:.1f}", "measurand": "Energy.Active.Import.Register", "unit": "Wh"},
     ]
+    if context is not None:
+        sampled = [{**sv, "context": context} for sv in sampled]
     return call16.MeterValues(
         connector_id=c.connector_id,
         transaction_id=int(c.tx_id),
@@ -92,8 +95,11 @@ def tx_id201(c: SimConnector) -> str:
     return f"{c.station}-{c.connector_id}-{c.session['session_id']}"[:36]
 
 
-def meter_value201(c: SimConnector, include_power: bool = True, export: bool = False) -> dict[str, Any]:
-    """Power and import register; with ``export`` (2.1 V2X) also export power and register."""
+def meter_value201(
+    c: SimConnector, include_power: bool = True, export: bool = False, context: str | None = None
+) -> dict[str, Any]:
+    """Power and import register; with ``export`` (2.1 V2X) also export power and register; ``context``
+    on every sampled value where given (``Trigger``: a TriggerMessage asked)."""
     values: list[dict[str, Any]] = [
         {
             "value": round(c.register_wh, 1),
@@ -127,7 +133,19 @@ def meter_value201(c: SimConnector, include_power: bool = True, export: bool = F
                     "unit_of_measure": {"unit": "W"},
                 },
             )
+    if context is not None:
+        values = [{**sv, "context": context} for sv in values]
     return {"timestamp": now_iso(), "sampled_value": values}
+
+
+def triggered_meter_values(c: SimConnector, version: str) -> Any:
+    """The MeterValues a TriggerMessage asked for: the connector's reading now, context ``Trigger``."""
+    if version == "1.6":
+        return meter_values16(c, context="Trigger")
+    mv = [meter_value201(c, export=version == "2.1", context="Trigger")]
+    if version == "2.1":
+        return call21.MeterValues(evse_id=c.connector_id, meter_value=mv)
+    return call201.MeterValues(evse_id=c.connector_id, meter_value=mv)
 
 
 def _event201(c: SimConnector, event_type: str, trigger: str, info: dict[str, Any], **kw: Any) -> Any:

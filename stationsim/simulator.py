@@ -106,6 +106,8 @@ class SimOptions:
     """station -> (wall s after start, wall s offline)"""
     garbage: frozenset[str] = frozenset()
     meter_push_url: str | None = None
+    site_meter_interval_s: float | None = None
+    """wall seconds between site meter pushes (default: ``meter_interval_s``, at most 1 s)"""
     operator_token: str | None = None
     passwords: dict[str, str] = field(default_factory=dict)
     duration_s: float | None = None
@@ -118,6 +120,8 @@ class SimOptions:
     """the V2X operation modes a 2.1 station reports (GetVariables SupportedOperationModes)"""
     no_v2x: frozenset[str] = frozenset()
     """2.1 stations that report ChargingOnly only (no discharge)"""
+    no_trigger: frozenset[str] = frozenset()
+    """stations that do not implement TriggerMessage (they answer NotImplemented)"""
     v2g_min_soc: float = 0.2
     """a V2X EV never discharges below this SoC (or its arrival SoC, if lower)"""
     start_at: datetime | None = None
@@ -208,6 +212,8 @@ class SiteSimulator:
             self.physics.trace = []
         self.cps: dict[str, SimCP] = {}
         self.booted: set[str] = set()
+        self.triggers_received: dict[str, int] = dict.fromkeys(names, 0)
+        """TriggerMessages each station received (answered or not)"""
         self.last_connect_error: str | None = None
         self.queues: dict[str, asyncio.Queue[tuple[str, SimConnector]]] = {s: asyncio.Queue() for s in names}
         self.sim_start = sim_start if sim_start is not None else scenario.start

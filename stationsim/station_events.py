@@ -57,6 +57,14 @@ async def handle_event(sim: SiteSimulator, cp: SimCP, kind: str, c: SimConnector
             await sim._call(cp, msg.status16(c, "Available"))
         else:
             await sim._call(cp, msg.ended201(c, ending))
+    elif kind == "trigger" and c.tx_id is not None:
+        # the central system asked for the reading now (TriggerMessage): the draw under the profile just
+        # installed, which the physics applies at its next tick
+        ticks = sim.physics.ticks
+        while ticks and sim.physics.ticks == ticks and sim._running:
+            await asyncio.sleep(sim.opt.tick_s / 4)
+        if c.tx_id is not None:
+            await sim._call(cp, msg.triggered_meter_values(c, v))
     elif kind == "meter" and c.tx_id is not None:
         payload = msg.meter_values16(c) if v == "1.6" else msg.updated201(c, v == "2.1")
         rng = sim._rng(c.station)
@@ -89,4 +97,5 @@ async def meter_push(sim: SiteSimulator) -> None:
             with contextlib.suppress(Exception):
                 async with http.post(sim.opt.meter_push_url, data=json.dumps(body)) as resp:
                     await resp.read()
-            await asyncio.sleep(min(1.0, sim.opt.meter_interval_s))
+            every = sim.opt.site_meter_interval_s
+            await asyncio.sleep(min(1.0, sim.opt.meter_interval_s) if every is None else every)

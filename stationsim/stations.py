@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from ocpp.exceptions import SecurityError
-from ocpp.routing import on
+from ocpp.routing import after, on
 from ocpp.v16 import ChargePoint as CP16
 from ocpp.v16 import call_result as result16
 from ocpp.v16.enums import Action as Action16
@@ -69,6 +69,23 @@ class _Conforming:
             self.sim.refused_unregistered += 1
             raise SecurityError(description="not registered: BootNotification not accepted yet")
 
+    def trigger_status(self, requested_message: str, connector_id: int | None) -> str:
+        """TriggerMessage: MeterValues of a connector in a transaction is sent (after the answer);
+        anything else is Rejected; a station of ``no_trigger`` answers NotImplemented."""
+        self.check_registered()
+        self.sim.triggers_received[self.station] += 1
+        if self.station in self.sim.opt.no_trigger:
+            return "NotImplemented"
+        c = self.sim.connectors.get((self.station, connector_id or 0))
+        ok = requested_message == "MeterValues" and c is not None and c.tx_id is not None
+        return "Accepted" if ok else "Rejected"
+
+    def send_triggered(self, requested_message: str, connector_id: int | None) -> None:
+        c = self.sim.connectors.get((self.station, connector_id or 0))
+        asked = requested_message == "MeterValues" and self.station not in self.sim.opt.no_trigger
+        if asked and c is not None:
+            self.sim.queues[self.station].put_nowait(("trigger", c))
+
 
 class _SimCP16(_Conforming, CP16):
     @on(Action16.set_charging_profile)
@@ -81,6 +98,14 @@ class _SimCP16(_Conforming, CP16):
     def on_clear(self, **_: Any) -> Any:
         self.check_registered()
         return result16.ClearChargingProfile(status="Accepted")
+
+    @on(Action16.trigger_message)
+    def on_trigger(self, requested_message: str, connector_id: int | None = None, **_: Any) -> Any:
+        return result16.TriggerMessage(status=self.trigger_status(requested_message, connector_id))
+
+    @after(Action16.trigger_message)
+    def after_trigger(self, requested_message: str, connector_id: int | None = None, **_: Any) -> None:
+        self.send_triggered(requested_message, connector_id)
 
 
 class _SimCP201(_Conforming, CP201):
@@ -95,6 +120,15 @@ class _SimCP201(_Conforming, CP201):
         self.check_registered()
         return result201.ClearChargingProfile(status="Accepted")
 
+    @on(Action201.trigger_message)
+    def on_trigger(self, requested_message: str, evse: dict[str, Any] | None = None, **_: Any) -> Any:
+        status = self.trigger_status(requested_message, None if evse is None else int(evse["id"]))
+        return result201.TriggerMessage(status=status)
+
+    @after(Action201.trigger_message)
+    def after_trigger(self, requested_message: str, evse: dict[str, Any] | None = None, **_: Any) -> None:
+        self.send_triggered(requested_message, None if evse is None else int(evse["id"]))
+
 
 class _SimCP21(_Conforming, CP21):
     @on(Action201.set_charging_profile)
@@ -107,6 +141,15 @@ class _SimCP21(_Conforming, CP21):
     def on_clear(self, **_: Any) -> Any:
         self.check_registered()
         return result21.ClearChargingProfile(status="Accepted")
+
+    @on(Action201.trigger_message)
+    def on_trigger(self, requested_message: str, evse: dict[str, Any] | None = None, **_: Any) -> Any:
+        status = self.trigger_status(requested_message, None if evse is None else int(evse["id"]))
+        return result21.TriggerMessage(status=status)
+
+    @after(Action201.trigger_message)
+    def after_trigger(self, requested_message: str, evse: dict[str, Any] | None = None, **_: Any) -> None:
+        self.send_triggered(requested_message, None if evse is None else int(evse["id"]))
 
     @on(Action201.get_variables)
     def on_get_variables(self, get_variable_data: list[dict[str, Any]], **_: Any) -> Any:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -33,9 +34,9 @@ def _limits(c: ConnectorLive, changes: list[tuple[float, float]]) -> None:
         c.note_limit(at)
 
 
-def _read(c: ConnectorLive, at: float, kw: float) -> None:
+def _read(c: ConnectorLive, at: float, kw: float, taken_after: float = -np.inf) -> None:
     c.power_kw, c.power_at = kw, at
-    c.readings.append((at, kw))
+    c.readings.append((at, kw, taken_after))
 
 
 def test_a_site_meter_read_before_a_cut_takes_the_reading_before_it(tmp_path: Path) -> None:
@@ -61,6 +62,23 @@ def test_a_site_meter_read_before_a_cut_takes_the_reading_before_it(tmp_path: Pa
     assert (then.chargers_kw, then.chargers_high_kw) == (0.0, 6.21)
 
 
+def test_a_reading_asked_for_after_a_change_was_taken_after_it(tmp_path: Path) -> None:
+    """The end-to-end test's flapping on a loaded machine: a station's own readings arrive just after each
+    change (each maybe taken before it), so no reading tells the draw under the new limit and the charger
+    counts as maybe drawing nothing. The reading a TriggerMessage sent after the change asked for (sent at
+    10.51 s, arriving at 10.53 s) was taken after the change: it says what the charger drew."""
+    _, c = _live(tmp_path)
+    _limits(c, [(9.0, 0.0), (10.5, 6.21)])
+    _read(c, 10.3, 0.0)
+    _read(c, 10.53, 6.21)  # of itself: within the slack of the change, maybe taken before it
+    assert c.draw_bounds_kw(10.6, SLACK_S) == (0.0, 6.21)
+    c.readings.pop()
+    _read(c, 10.53, 6.21, taken_after=10.51)  # asked for at 10.51 s
+    assert c.draw_bounds_kw(10.6, SLACK_S) == (6.21, 6.21)
+    # a site meter read within the slack of the change is still either side of it
+    assert c.draw_bounds_kw(10.52, SLACK_S) == (0.0, 6.21)
+
+
 def test_an_ev_drawing_less_than_its_limit_keeps_the_limit_as_ceiling(tmp_path: Path) -> None:
     _, c = _live(tmp_path)
     _limits(c, [(9.0, 6.21)])
@@ -75,17 +93,22 @@ def test_an_ev_drawing_less_than_its_limit_keeps_the_limit_as_ceiling(tmp_path: 
     changes=st.lists(
         st.tuples(st.floats(0.0, 5.0), st.sampled_from([0.0, 1.4, 4.14, 6.21, 7.4])), min_size=1, max_size=8
     ),
-    reads=st.lists(st.tuples(st.floats(0.0, 5.0), st.floats(0.0, 1.0)), min_size=1, max_size=8),
+    reads=st.lists(
+        st.tuples(st.floats(0.0, 5.0), st.floats(0.0, 1.0), st.none() | st.floats(0.0, 3.0)),
+        min_size=1,
+        max_size=8,
+    ),
     meter=st.tuples(st.floats(0.0, 5.0), st.floats(0.0, 1.0)),
 )
 def test_the_bounds_hold_the_draw_when_the_site_meter_read(
     changes: list[tuple[float, float]],
-    reads: list[tuple[float, float]],
+    reads: list[tuple[float, float, float | None]],
     meter: tuple[float, float],
 ) -> None:
     """A station at its limit at once (the limit in force when the service logged it): every reading
-    taken up to the slack before it arrived, and so the site meter's. Whatever the times, the bounds
-    hold what the charger drew when the site meter read."""
+    taken up to the slack before it arrived, and so the site meter's; a triggered one (``asked`` not None)
+    also after its TriggerMessage went out (up to three slacks before it arrived). Whatever the
+    times, the bounds hold what the charger drew when the site meter read."""
     _, c = _live(Path("never-written"))  # the config only names its files
     changes = sorted(changes)
     _limits(c, [(-1.0, 6.21), *changes])
@@ -93,8 +116,13 @@ def test_the_bounds_hold_the_draw_when_the_site_meter_read(
     def drew(t: float) -> float:
         return [kw for at, kw in c.limit_log if at <= t][-1]
 
-    for arrived, lag in sorted(reads):
-        _read(c, arrived, drew(arrived - lag * SLACK_S))
+    for arrived, lag, asked in sorted(reads, key=lambda r: r[0]):
+        if asked is None:
+            _read(c, arrived, drew(arrived - lag * SLACK_S))
+        else:  # asked for before it arrived; taken after that and up to the slack before it arrived
+            asked_at = arrived - asked * SLACK_S
+            earliest = max(asked_at, arrived - SLACK_S)
+            _read(c, arrived, drew(earliest + lag * (arrived - earliest)), taken_after=asked_at)
     arrived, lag = meter
     bounds = c.draw_bounds_kw(arrived, SLACK_S)
     assert bounds is not None
