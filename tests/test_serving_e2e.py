@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import itertools
 import json
+import re
 import ssl
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -43,6 +44,7 @@ def _sim(svc: Service, scenario: Any, push_meter: bool = True, **kw: Any) -> Sit
         speed=SPEED,
         tick_s=0.05,
         meter_interval_s=0.2,
+        site_meter_interval_s=0.05,  # a site meter reads often in a cycle (each second, cycles of 5-15 s)
         passwords=PASSWORDS,
         meter_push_url=f"http://127.0.0.1:{svc.http_port}/api/meter" if push_meter else None,
         operator_token=svc.operator_token,
@@ -119,10 +121,37 @@ async def test_both_versions_end_to_end_with_a_garbage_sending_station(tmp_path:
     assert len(decisions) == 5 and decisions[0]["policy"] == "full_power"
     # steady at the end: no charger cut and restored from cycle to cycle (a base load misread from readings
     # taken at other times than the site meter's made the 1.6 chargers flap between 0 and 6.21 kW)
-    assert all(d["limits_kw"] == decisions[0]["limits_kw"] for d in decisions), decisions
+    steady = [(d["cycle"], d["limits_kw"], d["site_import_kw"], d["planned_import_kw"]) for d in decisions]
+    assert all(d["limits_kw"] == decisions[0]["limits_kw"] for d in decisions), steady
     assert set(decisions[0]["limits_kw"]) == {"CP1-1", "CP1-2", "CP2-1", "CP2-2"}
     assert 'evdlm_messages_total{action="?",outcome="malformed"}' in metrics
     assert "evdlm_loop_latency_seconds_count" in metrics
+
+
+async def test_a_changed_limit_is_followed_by_a_reading_asked_for(tmp_path: Path) -> None:
+    """Once a station accepted a charger's new limit, the service asks it for that connector's MeterValues
+    (TriggerMessage) and knows the reading that answers as taken after the change; a station that does not
+    implement TriggerMessage (CP2, NotImplemented) is asked once on its connection, then never again."""
+    site = small_site()
+    svc = Service(_config(tmp_path), site, FullPower(), PASSWORDS, operator_token="op-token")
+    await svc.start()
+    try:
+        sim = _sim(svc, small_scenario(site), version="mixed", no_trigger=frozenset({"CP2"}), duration_s=2.0)
+        rep = await sim.run()
+        _, metrics = await _get(svc, "/metrics", "op-token")
+        asked = [(c, r) for c in svc.live.connectors for r in c.readings if np.isfinite(r[2])]
+    finally:
+        await svc.stop()
+    assert rep.violation_ticks == 0 and rep.connected_at_end == 2
+    assert sim.triggers_received["CP2"] == 1  # NotImplemented: not asked again
+    # CP1's limits changed at least once each (from none): asked, and the answers known as asked for
+    assert sim.triggers_received["CP1"] >= 2
+    triggered = re.search(r"^evdlm_triggered_readings_total (\S+)$", metrics, re.M)
+    assert triggered is not None and 2 <= float(triggered.group(1)) <= sim.triggers_received["CP1"]
+    for c, (arrived, _, after) in asked:  # the ones still in the log: CP1's, each after its change
+        assert c.station_id == "CP1" and after < arrived and any(t <= after for t, _ in c.limit_log)
+    assert 'evdlm_messages_sent_total{action="TriggerMessage",outcome="not_implemented"} 1' in metrics
+    assert 'evdlm_messages_sent_total{action="TriggerMessage",outcome="accepted"}' in metrics
 
 
 async def test_handshake_refuses_wrong_password_unknown_station_and_no_credentials(tmp_path: Path) -> None:
