@@ -14,12 +14,7 @@ start is answered (not at the next cycle). Each cycle
 limits kept would not be feasible) and :meth:`Dispatcher.send` writes them: every decrease first, the
 increases only once every decrease was accepted, so no limit is exceeded in between. kW become each
 charger's profile unit through :mod:`envs.share` (A per phase or W, one decimal, rounded down).
-
-Once a TxProfile that moved a charger's limit is accepted, the station is asked for that connector's
-MeterValues at once (``TriggerMessage``, where ``trigger_meter``): the reading it sends is taken after the
-change, so the base load under the new limit is known at the next cycle rather than after the station's
-own sample interval (:meth:`serving.live.ConnectorLive.draw_bounds_kw`). A connection that refuses it is
-not asked again.
+A TxProfile that moved a limit is followed by a request for a reading (:mod:`serving.calls`).
 """
 
 from __future__ import annotations
@@ -34,8 +29,6 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import numpy as np
-from ocpp.exceptions import NotImplementedError as OCPPNotImplemented
-from ocpp.exceptions import NotSupportedError
 
 from envs.core import BoolArray, FloatArray, SiteArrays, SiteState
 from envs.projection import ProjectionPlan
@@ -49,6 +42,7 @@ from envs.share import (
     profile_to_kw_at,
     profile_to_kw_one,
 )
+from serving.calls import MeterTriggers, call_profile
 from serving.control import keeps_feasible
 from serving.csms import Station
 from serving.failsafe_profiles import failsafe_requests
@@ -63,7 +57,7 @@ from serving.hold import (
 from serving.live import ConnectorLive, LiveSite, StationLive
 from serving.metrics import Metrics
 from serving.order import import_binds, plan_range, stages
-from serving.profiles import Purpose, set_charging_profile, trigger_meter_values
+from serving.profiles import Purpose, set_charging_profile
 from serving.schedule import period_starts
 
 LOG = logging.getLogger("evdlm.serving")
@@ -316,10 +310,7 @@ class Dispatcher:
         trigger_meter: bool = True,
     ) -> None:
         self.site = site
-        self.trigger_meter = trigger_meter
-        """ask a station for MeterValues once a limit change is accepted (``TriggerMessage``)"""
-        self._no_trigger: dict[str, Station] = {}
-        """per station, the connection that refused a TriggerMessage (not asked again)"""
+        self.triggers = MeterTriggers(metrics, spawn, trigger_meter)
         self.live = live
         self.safe_share_kw = safe_share_kw
         self.rotation = rotation
@@ -374,7 +365,7 @@ class Dispatcher:
             reqs = failsafe_requests(self.site, self._day_periods(), version, station, purpose, now)
             ok = True
             for req in reqs:
-                ok = ok and await self._call_profile(cp, req, purpose)
+                ok = ok and await call_profile(cp, req, purpose, self.metrics)
             if ok:
                 station.failsafe = purpose
                 LOG.info("station %s: failsafe %s installed", sid, purpose)
@@ -395,7 +386,7 @@ class Dispatcher:
         the maximum profile already keeps every limit; this only keeps a turn from being split)."""
         day = self._day_periods()
         for req in failsafe_requests(self.site, day, cp.version, station, "TxDefaultProfile", now):
-            if not await self._call_profile(cp, req, "TxDefaultProfile"):
+            if not await call_profile(cp, req, "TxDefaultProfile", self.metrics):
                 LOG.warning("station %s: a connector's failsafe turn (TxDefault) was refused", cp.id)
                 self.metrics.inc("failsafe_turns_refused_total")
 
@@ -575,7 +566,7 @@ class Dispatcher:
                 duration_s=None if periods is None else round(periods[-1][0] + self.period_s),
             )  # fmt: skip
             self.metrics.inc("profiles_sent_total")
-            ok = await self._call_profile(cp, req, "TxProfile", validate=False)
+            ok = await call_profile(cp, req, "TxProfile", self.metrics, validate=False)
             if ok and c.ocpp_tx_id == tx_id:
                 before = c.limit_kw
                 c.limit_value = value
@@ -587,52 +578,6 @@ class Dispatcher:
                 c.plan_start = batch.start_mono if periods is not None else c.limit_sent_at
                 c.note_limit(c.limit_sent_at)
                 if before is None or abs(c.limit_kw - before) > 1e-6:
-                    self._trigger_meter(cp, c)  # after the change is logged: its reading is taken after it
+                    self.triggers.after_change(cp, c)  # once logged: its reading is taken after it
             all_ok = all_ok and ok
         return all_ok
-
-    def _trigger_meter(self, cp: Station, c: ConnectorLive) -> None:
-        """Ask ``cp`` for ``c``'s MeterValues now (spawned: the batch does not wait for it)."""
-        if not self.trigger_meter or self._no_trigger.get(cp.id) is cp:
-            return
-        if c.trigger_sent_at is None:  # the oldest unanswered one: a triggered reading was taken after it
-            c.trigger_sent_at = time.monotonic()
-        self._spawn(self._call_trigger(cp, c))
-
-    async def _call_trigger(self, cp: Station, c: ConnectorLive) -> None:
-        """Send the TriggerMessage; a station that does not implement it (its answer, or a CallError
-        NotImplemented / NotSupported) is not asked again on this connection."""
-        try:
-            res = await cp.call(trigger_meter_values(cp.version, c.connector_id), suppress=False)
-            status = str(getattr(res, "status", ""))
-        except (OCPPNotImplemented, NotSupportedError):
-            status = "NotImplemented"
-        except Exception as err:
-            LOG.debug("station %s: TriggerMessage failed: %s", cp.id, err)
-            status = "error"
-        accepted = status.endswith("Accepted") or status == "accepted"
-        outcome = "accepted" if accepted else "not_implemented" if "NotImplemented" in status else "rejected"
-        self.metrics.inc("messages_sent_total", action="TriggerMessage", outcome=outcome)
-        if not accepted:
-            c.trigger_sent_at = None
-        if outcome == "not_implemented":
-            LOG.info("station %s does not implement TriggerMessage MeterValues: not asked again", cp.id)
-            self._no_trigger[cp.id] = cp
-
-    async def _call_profile(self, cp: Station, req: Any, purpose: str, validate: bool = True) -> bool:
-        """Send one SetChargingProfile; True when accepted. ``validate=False`` skips the library's
-        schema check of request and answer: the TxProfiles of every cycle (a 30-period schedule cost 2 ms
-        of the event loop per station; :func:`serving.profiles.set_charging_profile` is checked against
-        the schemas in the tests, and the station still validates what it receives)."""
-        try:
-            res = await cp.call(req, suppress=False, skip_schema_validation=not validate)
-        except Exception as err:
-            LOG.warning("station %s: SetChargingProfile (%s) failed: %s", cp.id, purpose, err)
-            self.metrics.inc("messages_sent_total", action="SetChargingProfile", outcome="error")
-            return False
-        status = str(getattr(res, "status", ""))
-        accepted = status.endswith("Accepted") or status == "accepted"
-        self.metrics.inc(
-            "messages_sent_total", action="SetChargingProfile", outcome="accepted" if accepted else "rejected"
-        )
-        return accepted

@@ -93,12 +93,10 @@ class ConnectorLive:
     limit_log: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=LIMIT_LOG_LEN))
     """(monotonic time it took effect, kW) of the last limits, for :meth:`draw_floor_kw`"""
     readings: deque[tuple[float, float, float]] = field(default_factory=lambda: deque(maxlen=READING_LOG_LEN))
-    """(monotonic time it arrived, kW, monotonic time it was taken after or -inf) of the last power
-    readings in this transaction, for :meth:`draw_bounds_kw`; the third is the time the TriggerMessage
-    it answers went out (:attr:`trigger_sent_at`), -inf for a reading the station sent of itself"""
+    """(monotonic time it arrived, kW, time it was taken after: its TriggerMessage's, else -inf) of the
+    last power readings in this transaction, for :meth:`draw_bounds_kw`"""
     trigger_sent_at: float | None = None
-    """monotonic time the oldest TriggerMessage for its MeterValues not answered by a triggered reading
-    went out, None when none is (a triggered reading was taken after it)"""
+    """monotonic time the oldest TriggerMessage not answered by a triggered reading went out, or None"""
 
     @property
     def active(self) -> bool:
@@ -170,14 +168,9 @@ class ConnectorLive:
         measurement with every limit in force between the two (:meth:`draw_floor_kw`,
         :meth:`draw_ceiling_kw`). None without a measurement.
 
-        With the last reading alone, a site meter read just before a charger's limit went down, beside a
-        reading taken after, took the charger as maybe drawing nothing then: a base load 6 kW too high, a
-        cut of another charger, whose change did the same the next cycle (the end-to-end test's chargers
-        flapping between 0 and 6.2 kW all run); the reading before the site meter's, with no change
-        between, says what it drew. A station's own readings at the pace of the cycles can each arrive
-        just after a change, every one of them maybe taken before it (the same flapping, on a loaded
-        machine); a reading it sent because it was asked to after the change (a ``TriggerMessage``,
-        :class:`serving.dispatch.Dispatcher`) was taken after it."""
+        The last reading alone, taken after a cut the site meter read before, made the charger maybe
+        drawing nothing: the base load a charger too high, another cut, and so on each cycle (chargers
+        flapping 0 <-> 6.2 kW); a reading asked for after a change (:mod:`serving.calls`) is after it."""
         if self.power_kw is None:
             return None
         clean: list[tuple[float, float, float]] = []
