@@ -220,9 +220,10 @@ class SiteLoop:
     async def run_cycle(self, redecide: bool = False) -> CycleSummary:
         """One cycle; ``redecide``: the step of the last one again (:mod:`serving.needs`), same index."""
         t0, cpu0, policy0 = time.perf_counter(), time.thread_time(), self.controller.policy_cpu_s
-        reading = self.read(redecide)
-        outcome = await self.decide(reading)
-        sent = self.write(reading, outcome)
+        with self.journal.store.held():  # the database thread waits: no writes in turns with the cycle
+            reading = self.read(redecide)
+            outcome = await self.decide(reading)
+            sent = self.write(reading, outcome)
         self.metrics.loop_cpu_s.observe(time.thread_time() - cpu0 + self.controller.policy_cpu_s - policy0)
         return self.record(reading, outcome, sent, time.perf_counter() - t0)
 
