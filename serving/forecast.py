@@ -447,11 +447,16 @@ class LiveForecast:
 
     # -- per cycle (event loop, cheap)
 
-    def window(self, now: datetime, base_now_kw: float, pv_now_kw: float) -> WindowInfo:
-        """The snapshot's window at ``now`` on the control grid; element 0 is the measurement now."""
+    def window(
+        self, now: datetime, base_now_kw: float, pv_now_kw: float, base_ahead_kw: float | None = None
+    ) -> WindowInfo:
+        """The snapshot's window at ``now`` on the control grid; element 0 is the measurement now, the
+        persistence forecast after it ``base_ahead_kw`` (:func:`serving.base_ahead.base_ahead_kw`;
+        default the same)."""
         t0 = _ns(now)
         times = t0 + self._offsets_ns
-        base = np.full(self.window_steps, float(base_now_kw))
+        base = np.full(self.window_steps, float(base_now_kw if base_ahead_kw is None else base_ahead_kw))
+        base[0] = base_now_kw
         pv = np.full(self.window_steps, float(pv_now_kw))
         source = "persistence"
         run = self.run

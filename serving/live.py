@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, NamedTuple
 import numpy as np
 
 from envs.core import BoolArray, FloatArray, ForecastWindow, SiteArrays, SiteState, Snapshot
+from serving.base_ahead import base_ahead_kw
 from serving.config import ServingConfig
 from serving.events import V2XNeeds
 
@@ -267,6 +268,7 @@ class LiveSite:
     site_meter_fault: str | None = None
     """kind of the last implausible site meter reading, None once one is plausible"""
     peak_import_kw: float = 0.0
+    base_settled_kw: float | None = None  # the last base load read in a narrow bracket (serving.base_ahead)
     by_tx: dict[tuple[str, str], ConnectorLive] = field(default_factory=dict)
     needs_arrived: asyncio.Event = field(default_factory=asyncio.Event)
     """set when an EV's needs arrive (:mod:`serving.needs`: a held transaction is decided again)"""
@@ -406,14 +408,9 @@ def draws_at_meter(
 
 def step_start(utc: datetime, cfg: ServingConfig) -> datetime:
     """The time a cycle at ``utc`` decides from: with cycles on the UTC clock's grid (``cycle_phase_s``),
-    the start of the step it is in (the last multiple of ``control_interval_s``), else ``utc`` itself.
-
-    A cycle runs ``cycle_phase_s`` into its step, so that EVs arriving on the step are known to it, but
-    it decides that step, as the environment's policy does from the step's start: measured from the cycle
-    itself, an EV leaving on the grid has ``k`` steps less ``cycle_phase_s`` left, and every policy that
-    counts whole steps left (``floor(time_left / dt)``: the rule-based policy's deadlines, the departure
-    floor) plans one step fewer than it has, at every step of its stay (the V2G benchmark: 248 kW
-    charged in the first step against the environment's 160, the EVs ahead of it before the window)."""
+    the start of the step it is in (the last multiple of ``control_interval_s``), else ``utc`` itself. A
+    cycle runs ``cycle_phase_s`` into its step but decides the step, as the environment's policy does:
+    from the cycle itself every policy counting whole steps left planned one step fewer than it has."""
     if cfg.cycle_phase_s is None:
         return utc
     into_us = (utc - EPOCH) // timedelta(microseconds=1) % round(cfg.control_interval_s * 1e6)
@@ -557,6 +554,9 @@ def build_snapshot(
         site_import = None
         stale = True
     base_eff = base + max(correction_kw, 0.0)
+    tol = max(1.0, 0.005 * site.import_limit_kw)
+    ahead, live.base_settled_kw = base_ahead_kw(live.base_settled_kw, base, base_low, tol)
+    ahead += max(correction_kw, 0.0)
     state = SiteState(
         ev_present=present,
         ev_max_charge_kw=np.where(present, ev_max, 0.0),
@@ -573,14 +573,14 @@ def build_snapshot(
     if forecast is None:
         h = cfg.forecast_horizon_steps
         window = ForecastWindow(
-            base_load_kw=np.full(h, base_eff),
+            base_load_kw=np.r_[base_eff, np.full(h - 1, ahead)],
             pv_kw=np.full(h, pv),
             import_price_per_kwh=np.full(h, cfg.import_price_per_kwh),
             export_price_per_kwh=np.full(h, cfg.export_price_per_kwh),
         )
         source = "flat"
     else:
-        window, source = forecast.window(utc, base_eff, pv)
+        window, source = forecast.window(utc, base_eff, pv, ahead)
     import_price, export_price = float(window.import_price_per_kwh[0]), float(window.export_price_per_kwh[0])
     if site_import is not None:
         live.peak_import_kw = max(live.peak_import_kw, site_import)
