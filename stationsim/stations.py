@@ -108,7 +108,22 @@ class _SimCP16(_Conforming, CP16):
         self.send_triggered(requested_message, connector_id)
 
 
-class _SimCP201(_Conforming, CP201):
+class _Triggers2x(_Conforming):
+    """TriggerMessage as 2.0.1 and 2.1 stations answer it (an EVSE where 1.6 names a connector)."""
+
+    trigger_result: Any = result201.TriggerMessage
+
+    @on(Action201.trigger_message)
+    def on_trigger(self, requested_message: str, evse: dict[str, Any] | None = None, **_: Any) -> Any:
+        status = self.trigger_status(requested_message, None if evse is None else int(evse["id"]))
+        return self.trigger_result(status=status)
+
+    @after(Action201.trigger_message)
+    def after_trigger(self, requested_message: str, evse: dict[str, Any] | None = None, **_: Any) -> None:
+        self.send_triggered(requested_message, None if evse is None else int(evse["id"]))
+
+
+class _SimCP201(_Triggers2x, CP201):
     @on(Action201.set_charging_profile)
     def on_set_profile(self, evse_id: int, charging_profile: dict[str, Any], **_: Any) -> Any:
         self.check_registered()
@@ -120,17 +135,10 @@ class _SimCP201(_Conforming, CP201):
         self.check_registered()
         return result201.ClearChargingProfile(status="Accepted")
 
-    @on(Action201.trigger_message)
-    def on_trigger(self, requested_message: str, evse: dict[str, Any] | None = None, **_: Any) -> Any:
-        status = self.trigger_status(requested_message, None if evse is None else int(evse["id"]))
-        return result201.TriggerMessage(status=status)
 
-    @after(Action201.trigger_message)
-    def after_trigger(self, requested_message: str, evse: dict[str, Any] | None = None, **_: Any) -> None:
-        self.send_triggered(requested_message, None if evse is None else int(evse["id"]))
+class _SimCP21(_Triggers2x, CP21):
+    trigger_result = result21.TriggerMessage
 
-
-class _SimCP21(_Conforming, CP21):
     @on(Action201.set_charging_profile)
     def on_set_profile(self, evse_id: int, charging_profile: dict[str, Any], **_: Any) -> Any:
         self.check_registered()
@@ -141,15 +149,6 @@ class _SimCP21(_Conforming, CP21):
     def on_clear(self, **_: Any) -> Any:
         self.check_registered()
         return result21.ClearChargingProfile(status="Accepted")
-
-    @on(Action201.trigger_message)
-    def on_trigger(self, requested_message: str, evse: dict[str, Any] | None = None, **_: Any) -> Any:
-        status = self.trigger_status(requested_message, None if evse is None else int(evse["id"]))
-        return result21.TriggerMessage(status=status)
-
-    @after(Action201.trigger_message)
-    def after_trigger(self, requested_message: str, evse: dict[str, Any] | None = None, **_: Any) -> None:
-        self.send_triggered(requested_message, None if evse is None else int(evse["id"]))
 
     @on(Action201.get_variables)
     def on_get_variables(self, get_variable_data: list[dict[str, Any]], **_: Any) -> Any:

@@ -386,6 +386,7 @@ async def test_only_a_v2x_ev_on_a_v2x_station_gets_discharge_periods(tmp_path: P
         seen = _record_profiles(sim)
         rep = await sim.run()
         state = svc.state()
+        triggered = svc.metrics.counters.get(("triggered_readings_total", ()), 0.0)
         await asyncio.sleep(0.3)
         modes = {}
         for c in svc.live.connectors:
@@ -407,6 +408,8 @@ async def test_only_a_v2x_ev_on_a_v2x_station_gets_discharge_periods(tmp_path: P
     assert rep.energy_exported_kwh > 0.0
     assert rep.violation_ticks == 0 and rep.node_violation_ticks == 0
     assert rep.calls_failed == 0
+    # 2.1 stations answer the TriggerMessage after a change with a reading known as asked for
+    assert sim.triggers_received["CP1"] >= 1 and triggered >= 1
     # the mode and why, per transaction
     assert modes["CP1-1"][-1] == ("CentralSetpoint", "station_and_ev_allow_v2x")
     assert modes["CP1-2"][-1] == ("charge_only", "ev_sent_no_v2x_parameters")
