@@ -58,7 +58,7 @@ class MeterTriggers:
         except Exception as err:
             LOG.debug("station %s: TriggerMessage failed: %s", cp.id, err)
             status = "error"
-        accepted = status.endswith("Accepted") or status == "accepted"
+        accepted = _accepted(status)
         outcome = "accepted" if accepted else "not_implemented" if "NotImplemented" in status else "rejected"
         self.metrics.inc("messages_sent_total", action="TriggerMessage", outcome=outcome)
         if not accepted:
@@ -79,9 +79,13 @@ async def call_profile(cp: Station, req: Any, purpose: str, metrics: Metrics, va
         LOG.warning("station %s: SetChargingProfile (%s) failed: %s", cp.id, purpose, err)
         metrics.inc("messages_sent_total", action="SetChargingProfile", outcome="error")
         return False
-    status = str(getattr(res, "status", ""))
-    accepted = status.endswith("Accepted") or status == "accepted"
+    accepted = _accepted(str(getattr(res, "status", "")))
     metrics.inc(
         "messages_sent_total", action="SetChargingProfile", outcome="accepted" if accepted else "rejected"
     )
     return accepted
+
+
+def _accepted(status: str) -> bool:
+    """Whether a station's answer status (the enum's value or its name) is Accepted."""
+    return status.endswith("Accepted") or status == "accepted"

@@ -553,10 +553,10 @@ def build_snapshot(
         base = cfg.failsafe_base_load_kw
         site_import = None
         stale = True
-    base_eff = base + max(correction_kw, 0.0)
-    tol = max(1.0, 0.005 * site.import_limit_kw)
+    correction, tol = max(correction_kw, 0.0), max(1.0, 0.005 * site.import_limit_kw)
+    base_eff = base + correction
     ahead, live.base_settled_kw = base_ahead_kw(live.base_settled_kw, base, base_low, tol)
-    ahead += max(correction_kw, 0.0)
+    ahead += correction
     state = SiteState(
         ev_present=present,
         ev_max_charge_kw=np.where(present, ev_max, 0.0),

@@ -21,6 +21,7 @@ from ocpp.v201 import call_result as result201
 from ocpp.v201.enums import Action as Action201
 
 if TYPE_CHECKING:
+    from stationsim.physics import SimConnector
     from stationsim.simulator import SiteSimulator
 
 
@@ -69,6 +70,12 @@ class _Conforming:
             self.sim.refused_unregistered += 1
             raise SecurityError(description="not registered: BootNotification not accepted yet")
 
+    def _triggered(self, requested_message: str, connector_id: int | None) -> SimConnector | None:
+        """The connector whose MeterValues a TriggerMessage asks of this station (None: nothing to send)."""
+        if requested_message != "MeterValues" or self.station in self.sim.opt.no_trigger:
+            return None
+        return self.sim.connectors.get((self.station, connector_id or 0))
+
     def trigger_status(self, requested_message: str, connector_id: int | None) -> str:
         """TriggerMessage: MeterValues of a connector in a transaction is sent (after the answer);
         anything else is Rejected; a station of ``no_trigger`` answers NotImplemented."""
@@ -76,14 +83,11 @@ class _Conforming:
         self.sim.triggers_received[self.station] += 1
         if self.station in self.sim.opt.no_trigger:
             return "NotImplemented"
-        c = self.sim.connectors.get((self.station, connector_id or 0))
-        ok = requested_message == "MeterValues" and c is not None and c.tx_id is not None
-        return "Accepted" if ok else "Rejected"
+        c = self._triggered(requested_message, connector_id)
+        return "Accepted" if c is not None and c.tx_id is not None else "Rejected"
 
     def send_triggered(self, requested_message: str, connector_id: int | None) -> None:
-        c = self.sim.connectors.get((self.station, connector_id or 0))
-        asked = requested_message == "MeterValues" and self.station not in self.sim.opt.no_trigger
-        if asked and c is not None:
+        if (c := self._triggered(requested_message, connector_id)) is not None:
             self.sim.queues[self.station].put_nowait(("trigger", c))
 
 

@@ -33,6 +33,7 @@ from tests.test_serving_helpers import (
     NaNPolicy,
     Raising,
     Slow,
+    drawing_live,
     feeder_site,
     serving_config,
     small_site,
@@ -441,14 +442,9 @@ async def test_stale_meter_caps_every_limit_at_the_safe_share(tmp_path: Path) ->
 
 
 def test_snapshot_estimates_base_load_and_reports_offender_overdraw(tmp_path: Path) -> None:
-    site = SiteArrays.from_config(small_site())
-    cfg = serving_config(tmp_path)
-    live = LiveSite.build(site, connector_map(cfg, site.config), ["CP1", "CP2"])
     from serving.live import SiteMeterReading
 
-    for k, c in enumerate(live.connectors):
-        c.tx_pk, c.ocpp_tx_id = k + 1, str(k + 1)
-        c.limit_kw, c.power_kw, c.power_at = 6.0, 6.0, 0.9
+    live, cfg = drawing_live(tmp_path)
     live.connectors[0].power_kw, live.connectors[0].offender = 11.0, True
     live.meter = SiteMeterReading(5.0 + 11.0 + 18.0, None, 1.0)
     _, info = build_snapshot(live, cfg, 1, np.full(4, np.inf), now_mono=1.0, correction_kw=2.5)

@@ -10,11 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from envs.core import SiteArrays
 from serving.base_ahead import base_ahead_kw
-from serving.config import connector_map
-from serving.live import LiveSite, SiteMeterReading, build_snapshot
-from tests.test_serving_helpers import serving_config, small_site
+from serving.live import SiteMeterReading, build_snapshot
+from tests.test_serving_helpers import drawing_live
 
 
 def test_a_wide_bracket_now_does_not_become_the_forecast() -> None:
@@ -53,12 +51,8 @@ def test_the_snapshot_forecasts_the_settled_base_load_beyond_now(tmp_path: Path)
     """A charger cut after its reading (drew 6 kW or nothing when the site meter read): the base load now
     is the bracket's high side (11 kW, safe for the import limit), the forecast beyond now the 5 kW read
     before, when every draw was known."""
-    site = SiteArrays.from_config(small_site())
-    cfg = serving_config(tmp_path)
-    live = LiveSite.build(site, connector_map(cfg, site.config), ["CP1", "CP2"])
-    for k, c in enumerate(live.connectors):
-        c.tx_pk, c.ocpp_tx_id = k + 1, str(k + 1)
-        c.limit_kw, c.power_kw, c.power_at = 6.0, 6.0, 0.9
+    live, cfg = drawing_live(tmp_path)
+    for c in live.connectors:
         c.note_limit(0.0)
     live.meter = SiteMeterReading(5.0 + 24.0, None, 1.0)
     snap, info = build_snapshot(live, cfg, 1, np.full(4, np.inf), now_mono=1.0)

@@ -12,7 +12,8 @@ from agents.base import Decision
 from envs.config import SiteConfig, site_from_dict
 from envs.core import SiteArrays, Snapshot
 from envs.scenario import Scenario, make_scenario
-from serving.config import ServingConfig
+from serving.config import ServingConfig, connector_map
+from serving.live import LiveSite
 
 PASSWORDS = {"CP1": "secret-one", "CP2": "secret-two"}
 
@@ -96,6 +97,18 @@ def serving_config(tmp_path: Path, **overrides: Any) -> ServingConfig:
     }
     data.update(overrides)
     return ServingConfig.model_validate(data)
+
+
+def drawing_live(tmp_path: Path, kw: float = 6.0, at: float = 0.9) -> tuple[LiveSite, ServingConfig]:
+    """:func:`small_site` live, every charger in a transaction at a ``kw`` limit and read drawing it at
+    monotonic ``at``; with the helpers' serving config."""
+    site = SiteArrays.from_config(small_site())
+    cfg = serving_config(tmp_path)
+    live = LiveSite.build(site, connector_map(cfg, site.config), ["CP1", "CP2"])
+    for k, c in enumerate(live.connectors):
+        c.tx_pk, c.ocpp_tx_id = k + 1, str(k + 1)
+        c.limit_kw, c.power_kw, c.power_at = kw, kw, at
+    return live, cfg
 
 
 class FullPower:
