@@ -5,8 +5,9 @@ change: once a station accepts a TxProfile that moved a charger's limit, it is a
 connector's MeterValues at once (``TriggerMessage``: 1.6 Remote Trigger, 2.0.1 / 2.1 use case F06).
 The reading that answers (its sampled values' ``context`` is ``Trigger``) was taken after the change,
 so the base load under the new limit is known at the next cycle instead of after the station's own
-sample interval (:meth:`serving.live.ConnectorLive.draw_bounds_kw`). A connection that does not
-implement it is not asked again; a Rejected one is asked at the next change."""
+sample interval (:meth:`serving.live.ConnectorLive.draw_bounds_kw`). A transaction's start is asked for
+its reading the same way (:meth:`MeterTriggers.after_start`). A connection that does not implement it is
+not asked again; a Rejected one is asked at the next change."""
 
 from __future__ import annotations
 
@@ -38,6 +39,16 @@ class MeterTriggers:
         self.enabled = enabled
         self._refused: dict[str, Station] = {}
         """per station, the connection that does not implement it (not asked again)"""
+
+    def after_start(self, cp: Station, c: ConnectorLive) -> None:
+        """``c``'s transaction start was answered and it has no reading yet: ask ``cp`` for its MeterValues
+        now. Until a reading comes, the snapshot counts what a new transaction draws under its failsafe as
+        base load (its draw unknown, the base load's bracket takes its high side) and the policy shares
+        out only what is left, until the station's own sample (the V2G benchmark: up to 5 s later)."""
+        if c.readings or c.trigger_sent_at is not None:
+            return
+        self.metrics.inc("start_triggers_total")
+        self.after_change(cp, c)
 
     def after_change(self, cp: Station, c: ConnectorLive) -> None:
         """``c``'s new limit was accepted and logged: ask ``cp`` for its MeterValues now."""

@@ -424,11 +424,16 @@ class Dispatcher:
         return None
 
     def transaction_answered(self, sid: str, k: int) -> None:
-        """A transaction's start was answered: where its station holds no failsafe yet, cover it now with
-        a TxProfile at its safe share (the next cycle may raise it)."""
+        """A transaction's start was answered: ask for its reading (:meth:`MeterTriggers.after_start`);
+        where its station holds no failsafe yet, cover it now with a TxProfile at its safe share (the next
+        cycle may raise it)."""
         c = self.live.connector(sid, k)
         station = self.live.stations.get(sid)
-        if c is None or station is None or not c.active or c.limit_value is not None:
+        if c is None or station is None or not c.active:
+            return
+        if (cp := self.connections.get(sid)) is not None:
+            self.triggers.after_start(cp, c)
+        if c.limit_value is not None:
             return
         if station.failsafe is not None or not station.registered or sid not in self.connections:
             return

@@ -41,15 +41,17 @@ SPEED = 600.0  # 1 wall second = 10 simulated minutes
 
 def _sim(svc: Service, scenario: Any, push_meter: bool = True, **kw: Any) -> SiteSimulator:
     opts = SimOptions(
-        speed=SPEED,
-        tick_s=0.05,
-        meter_interval_s=0.2,
-        site_meter_interval_s=0.05,  # a site meter reads often in a cycle (each second, cycles of 5-15 s)
-        passwords=PASSWORDS,
-        meter_push_url=f"http://127.0.0.1:{svc.http_port}/api/meter" if push_meter else None,
-        operator_token=svc.operator_token,
-        warmup_s=0.5,
-        **kw,
+        **{
+            "speed": SPEED,
+            "tick_s": 0.05,
+            "meter_interval_s": 0.2,
+            "site_meter_interval_s": 0.05,  # a site meter reads often in a cycle (each second, cycles 5-15 s)
+            "passwords": PASSWORDS,
+            "meter_push_url": f"http://127.0.0.1:{svc.http_port}/api/meter" if push_meter else None,
+            "operator_token": svc.operator_token,
+            "warmup_s": 0.5,
+            **kw,
+        }
     )
     mapping = connector_map(svc.cfg, scenario.site)  # the stations as the service has them
     return SiteSimulator(scenario, f"ws://127.0.0.1:{svc.ocpp_port}", opts, mapping)
@@ -152,6 +154,30 @@ async def test_a_changed_limit_is_followed_by_a_reading_asked_for(tmp_path: Path
         assert c.station_id == "CP1" and after < arrived and any(t <= after for t, _ in c.limit_log)
     assert 'evdlm_messages_sent_total{action="TriggerMessage",outcome="not_implemented"} 1' in metrics
     assert 'evdlm_messages_sent_total{action="TriggerMessage",outcome="accepted"}' in metrics
+
+
+@pytest.mark.parametrize("trigger", [True, False])
+async def test_a_started_transaction_is_asked_for_its_reading(tmp_path: Path, trigger: bool) -> None:
+    """A transaction's start is followed by a TriggerMessage MeterValues, so its draw under the failsafe is
+    known before the station's own sample (here a minute away, and no cycle changes a limit): without
+    it, the next cycle counts that draw as base load. Switched off, no reading comes in the run."""
+    site = small_site()
+    svc = Service(_config(tmp_path, trigger_meter_values=trigger), site, FullPower(), PASSWORDS)
+    await svc.start(loop=False)
+    try:
+        sim = _sim(svc, small_scenario(site), version="mixed", meter_interval_s=60.0, duration_s=1.5)
+        await sim.run()
+        running = [c for c in svc.live.connectors if c.active]
+        read = [c for c in running if c.power_kw is not None]
+    finally:
+        await svc.stop()
+    assert len(running) >= 3  # both versions' stations started transactions
+    if trigger:
+        assert len(read) == len(running) and all(c.readings for c in read)
+        assert svc.metrics.count("start_triggers_total") == len(running)
+        assert all(k >= 1 for k in sim.triggers_received.values())
+    else:
+        assert read == [] and sum(sim.triggers_received.values()) == 0
 
 
 async def test_handshake_refuses_wrong_password_unknown_station_and_no_credentials(tmp_path: Path) -> None:
