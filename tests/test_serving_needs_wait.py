@@ -123,3 +123,35 @@ async def test_a_21_transaction_that_starts_after_a_cycle_is_decided_when_its_ne
         await svc.stop()
     assert second is not None and second is not first and second.cycle == first.cycle
     assert second.outcome.limits_kw[0] == pytest.approx(EV_MAX_A * 0.69, abs=0.1)
+
+
+async def test_the_step_decided_again_waits_for_a_site_meter_reading_after_the_start(tmp_path: Path) -> None:
+    """A site meter reading that may predate a start counts the new EV's draw as base load, and the EV is
+    also one of the decision: decided on it, the EVs would share what is left after counting that draw
+    twice. The step is decided again once the meter has read after the start (its reading arrived a slack,
+    a quarter control interval, after it), not as soon as the needs are in."""
+    cfg = serving_config(tmp_path, needs_wait_s=5.0, control_interval_s=2.0)  # slack 0.5 s
+    svc = Service(cfg, small_site(IMPORT_KW), FullPower(), PASSWORDS)
+    await svc.start(http=False, loop=False)
+    try:
+        svc.live.stations["CP1"].ocpp_version = "2.1"
+        svc.on_site_meter(BASE_KW, None)
+        first = await svc.run_cycle()
+        waiting = asyncio.create_task(pause(svc.loop, time.monotonic() + 5.0))
+        await svc.updater.transaction_started(
+            TransactionStarted("CP1", 1, "t1", "tag", 0.0, datetime.now(UTC))
+        )
+        svc.updater.charging_needs(_needs())
+        await asyncio.sleep(0.3)
+        svc.on_site_meter(BASE_KW, None)  # within the slack of the start: may have been read before it
+        await asyncio.sleep(0.3)
+        before = svc.loop.last
+        svc.on_site_meter(BASE_KW, None)  # 0.6 s after the start: read after it
+        await asyncio.sleep(0.3)
+        second = svc.loop.last
+        waiting.cancel()
+    finally:
+        await svc.stop()
+    assert before is first  # needs in, the meter not yet read after the start: nothing decided
+    assert second is not None and second is not first and second.cycle == first.cycle
+    assert second.outcome.limits_kw[0] == pytest.approx(EV_MAX_A * 0.69, abs=0.1)
