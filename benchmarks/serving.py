@@ -16,7 +16,8 @@ Figures are printed, never asserted. The site is generated here: groups of 20 ch
 feeders, a connection sized for about 45 % of the installed power, a constant base load.
 
 ``--v2g`` runs a fourth scenario instead of the three: a V2G site (``--v2g-stations`` OCPP 2.1 stations,
-bidirectional 11 kW chargers, an export limit that binds) with a tariff that is expensive for a few
+bidirectional 11 kW chargers, an export limit that binds, a site battery served over Modbus TCP unless
+``--v2g-no-battery``) with a tariff that is expensive for a few
 minutes in the middle; every EV allows V2X, and the EVs differ (what each asks, its state of charge, when
 it leaves: drawn from ``--v2g-seed``, :mod:`benchmarks.serving_v2g`). The service (rule-based DLM, the
 tariff from the scenario's CSV) and ``evdlm simulate --version 2.1`` run in real time on the scenario's
@@ -280,6 +281,9 @@ def run_phase(
             "calls_in_flight_at_end": report["calls_cancelled"],
             "messages_dropped_offline": report["messages_dropped_offline"],
             "profiles_sent": metric(metrics, "evdlm_profiles_sent_total"),
+            "battery_charged_live_kwh": report.get("battery_charged_kwh"),
+            "battery_discharged_live_kwh": report.get("battery_discharged_kwh"),
+            "battery_absent_cycles": metric(metrics, "evdlm_battery_absent_cycles_total"),
             "fallbacks": metric(metrics, "evdlm_fallbacks_total"),
             "violation_ticks": report["violation_ticks"],
             "node_violation_ticks": report["node_violation_ticks"],
@@ -321,18 +325,25 @@ def run_phase(
 
 
 def run_v2g(
-    work: Path, n: int, minutes: float, seed: int = 0, interval_s: float = V2G_STEP_S
+    work: Path, n: int, minutes: float, seed: int = 0, interval_s: float = V2G_STEP_S, battery: bool = True
 ) -> dict[str, Any]:
-    """The V2G scenario live (service + 2.1 simulator, real time) and through ``evaluate``."""
+    """The V2G scenario live (service + 2.1 simulator, real time) and through ``evaluate``; ``battery``:
+    with the site battery, served by the simulator over Modbus TCP (its register map) and driven by the
+    service as ``evdlm serve --battery-port`` drives it."""
     from envs.scenario import load_scenario
+    from evdlm.cli.serve import BatteryMapOption, battery_option
+    from serving.config import load_serving_config
     from training.evaluate import SHORT_KWH, EnvOptions, run_episode
 
     work.mkdir(parents=True, exist_ok=True)
     start = (pd.Timestamp.now(tz="UTC") + pd.Timedelta(seconds=V2G_LEAD_S + n / 10)).ceil("10s")
-    scenario = build_v2g_scenario(work / "scenario", n, start, minutes, seed)
-    ocpp, http = _free_port(), _free_port()
+    scenario = build_v2g_scenario(work / "scenario", n, start, minutes, seed, battery)
+    ocpp, http, modbus = _free_port(), _free_port(), _free_port()
     config = write_config(work, scenario, interval_s, ocpp, http, f"sqlite:///{work / 'serving.db'}")
     cfg = yaml.safe_load(config.read_text())
+    if battery:
+        section = battery_option(BatteryMapOption.registers, "127.0.0.1", modbus, load_serving_config(config))
+        cfg["battery"] = section.model_dump(mode="json", exclude_none=True)
     cfg["prices"] = {"csv": str(scenario / "timeseries.csv")}
     # the plan on the policy's step (the scenario's 10 s), 5 minutes ahead: a stay of minutes is shorter
     # than the default 15-minute period, whose first period may only discharge what a whole period allows
@@ -351,6 +362,8 @@ def run_v2g(
         cmd += ["--trace-csv", str(work / "trace.csv")]  # every tick, kept with --v2g-keep
         # the stations leave the machine's CPU to the service: no schema check of its (tested) profiles
         cmd += ["--no-schema-check"]
+        if battery:
+            cmd += ["--battery-port", str(modbus), "--battery-map", "registers"]
         cmd += [
             "--meter-url",
             f"http://127.0.0.1:{http}/api/meter",
@@ -409,6 +422,9 @@ def run_v2g(
         "calls_unanswered": report["calls_failed"],
         "sim_clock_behind_s": round(behind_s, 2),
         "profiles_sent": metric(metrics, "evdlm_profiles_sent_total"),
+        "battery_charged_live_kwh": report.get("battery_charged_kwh"),
+        "battery_discharged_live_kwh": report.get("battery_discharged_kwh"),
+        "battery_absent_cycles": metric(metrics, "evdlm_battery_absent_cycles_total"),
         "discharging_at_end": sum(1 for c in state["chargers"] if (c.get("discharge_kw") or 0) > 0),
     }
 
@@ -432,6 +448,10 @@ def main(argv: list[str] | None = None) -> None:
         "--v2g-seed", type=int, default=0, help="V2G: the seed of the EVs' draws (asks, SoC, departures)"
     )
     p.add_argument(
+        "--v2g-no-battery", action="store_true",
+        help="V2G: no site battery (the site of Rounds 1-15 of docs/serving.md)",
+    )  # fmt: skip
+    p.add_argument(
         "--v2g-keep", type=Path, metavar="DIR",
         help="V2G: run in DIR and keep it (scenario, service log and database, the simulator's trace.csv "
         "and report)",
@@ -442,11 +462,12 @@ def main(argv: list[str] | None = None) -> None:
         return
     results: dict[str, Any] = {}
     if args.v2g:
+        runs = (args.v2g_stations, args.v2g_minutes, args.v2g_seed)
         if args.v2g_keep is not None:
-            v = run_v2g(args.v2g_keep, args.v2g_stations, args.v2g_minutes, args.v2g_seed)
+            v = run_v2g(args.v2g_keep, *runs, battery=not args.v2g_no_battery)
         else:
             with tempfile.TemporaryDirectory(prefix="evdlm-bench-v2g-") as tmp:
-                v = run_v2g(Path(tmp), args.v2g_stations, args.v2g_minutes, args.v2g_seed)
+                v = run_v2g(Path(tmp), *runs, battery=not args.v2g_no_battery)
         if args.json:
             print(json.dumps({"v2g": v}))
             return

@@ -25,10 +25,14 @@ V2G_ARRIVAL_SOC = (0.3, 0.7)
 """each EV's state of charge on arrival (uniform)"""
 V2G_DEPARTURE_SPREAD = 0.2
 """each EV leaves 0 to round(this share) of the run's steps before its end (uniform integer)"""
+V2G_BATTERY_SHARE = 0.04
+"""the site battery's power, a share of the chargers' installed power (``battery=True``), kW"""
+V2G_BATTERY_HOURS = 0.5
+"""the site battery's capacity, in hours at its power"""
 
 
 def build_v2g_scenario(
-    folder: Path, n: int, start: pd.Timestamp, minutes: float, seed: int | None = 0
+    folder: Path, n: int, start: pd.Timestamp, minutes: float, seed: int | None = 0, battery: bool = False
 ) -> Path:
     """``n`` bidirectional chargers in groups of 20 on feeders (60 %), all EVs V2X and arriving at ``start``;
     from ``seed``, each EV leaves 0 to ``round(20 %)`` of the run's 10 s steps before ``start + minutes``
@@ -36,7 +40,9 @@ def build_v2g_scenario(
     arrives at a state of charge of 0.3-0.7 (uniform draws; ``seed=None``: identical EVs, as in Rounds
     1-11 of docs/serving.md: each asks a quarter, arrives at 0.5 and leaves at ``start + minutes``); the
     tariff is expensive (import 0.60, export 0.50) from 25 % to 60 % of the run, cheap (0.10 / 0.02)
-    otherwise; the export limit is a quarter of the installed discharge power."""
+    otherwise; the export limit is a quarter of the installed discharge power. ``battery``: a site battery
+    of 4 % of the chargers' installed power, half an hour of it, at half charge (the live run serves it
+    over Modbus)."""
     groups = max(1, (n + 19) // 20)
     charger_kw = 11.04
     nodes: list[dict[str, Any]] = [{"id": "transformer", "max_power_kw": 0.5 * n * charger_kw + 50}]
@@ -53,7 +59,13 @@ def build_v2g_scenario(
         "import_limit_kw": round(0.45 * n * charger_kw + 20, 1),
         "export_limit_kw": round(0.25 * n * 11.0, 1),
     }
-    site = site_from_dict({"name": f"bench-v2g-{n}", "grid": grid, "nodes": nodes, "chargers": chargers})
+    doc: dict[str, Any] = {"name": f"bench-v2g-{n}", "grid": grid, "nodes": nodes, "chargers": chargers}
+    if battery:
+        kw = round(V2G_BATTERY_SHARE * n * charger_kw, 1)
+        doc["battery"] = {
+            "capacity_kwh": round(kw * V2G_BATTERY_HOURS, 1), "max_charge_kw": kw, "max_discharge_kw": kw,
+        }  # fmt: skip
+    site = site_from_dict(doc)
     steps = int(minutes * 60 / V2G_STEP_S)
     idx = pd.date_range(start, periods=steps + 12, freq=f"{V2G_STEP_S}s")
     frac = (idx - start) / pd.Timedelta(minutes=minutes)

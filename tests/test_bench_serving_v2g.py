@@ -52,3 +52,12 @@ def test_no_seed_gives_the_identical_evs_of_the_earlier_rounds(tmp_path: Path) -
     assert s["energy_kwh"].nunique() == 1 and s["arrival_soc"].nunique() == 1
     assert float(s["energy_kwh"].iloc[0]) == round(0.25 * 11.04 * 0.95 * 8.0 / 60.0, 3)
     assert (s["departure"] == START + pd.Timedelta(minutes=8.0)).all()
+
+
+def test_the_site_battery_is_sized_on_the_chargers_and_absent_unless_asked(tmp_path: Path) -> None:
+    with_battery = load_scenario(build_v2g_scenario(tmp_path / "b", 50, START, 8.0, 0, battery=True)).site
+    b = with_battery.battery
+    assert b is not None
+    assert b.max_charge_kw == b.max_discharge_kw == pytest.approx(0.04 * 50 * 11.04, abs=0.05)
+    assert b.capacity_kwh == pytest.approx(0.5 * b.max_charge_kw, abs=0.05) and b.initial_soc == 0.5
+    assert load_scenario(build_v2g_scenario(tmp_path / "n", 50, START, 8.0, 0)).site.battery is None
