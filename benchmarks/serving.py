@@ -51,6 +51,8 @@ from benchmarks.serving_v2g import (
     V2G_LEAD_S,
     V2G_STEP_S,
     build_v2g_scenario,
+    env_step_kw,
+    live_step_kw,
     sim_clock_behind_s,
 )
 from envs.config import site_from_dict
@@ -385,6 +387,9 @@ def run_v2g(
     eff = float(sc.site.chargers[0].efficiency)
     floor = bool(cfg.get("departure_floor", True))
     row = run_episode("rule_based", sc, 0, EnvOptions(departure_floor=floor)).row
+    steps = int(minutes * 60 / V2G_STEP_S)
+    live_in, live_out = live_step_kw(work / "trace.csv", start, steps)
+    env_in, env_out = env_step_kw(scenario, floor)
     asked, got = report["energy_asked_kwh"], report["energy_delivered_kwh"]
     live_short = sum(asked[k] - got.get(k, 0.0) > SHORT_KWH for k in asked)
     live_kwh = report["energy_exported_kwh"] / eff  # battery side, as evaluate counts it
@@ -425,6 +430,9 @@ def run_v2g(
         "battery_charged_live_kwh": report.get("battery_charged_kwh"),
         "battery_discharged_live_kwh": report.get("battery_discharged_kwh"),
         "battery_absent_cycles": metric(metrics, "evdlm_battery_absent_cycles_total"),
+        # where live and the environment part: mean charging / discharging kW per 10 s step
+        "step_charging_kw": {"live": live_in, "evaluate": env_in[:steps]},
+        "step_discharging_kw": {"live": live_out, "evaluate": env_out[:steps]},
         "discharging_at_end": sum(1 for c in state["chargers"] if (c.get("discharge_kw") or 0) > 0),
     }
 

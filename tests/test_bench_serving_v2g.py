@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from benchmarks.serving_v2g import V2G_STEP_S, build_v2g_scenario
+from benchmarks.serving_v2g import V2G_STEP_S, build_v2g_scenario, env_step_kw, live_step_kw
 from envs.scenario import load_scenario
 
 START = pd.Timestamp("2026-01-05 12:00", tz="UTC")
@@ -61,3 +62,38 @@ def test_the_site_battery_is_sized_on_the_chargers_and_absent_unless_asked(tmp_p
     assert b.max_charge_kw == b.max_discharge_kw == pytest.approx(0.04 * 50 * 11.04, abs=0.05)
     assert b.capacity_kwh == pytest.approx(0.5 * b.max_charge_kw, abs=0.05) and b.initial_soc == 0.5
     assert load_scenario(build_v2g_scenario(tmp_path / "n", 50, START, 8.0, 0)).site.battery is None
+
+
+def test_the_live_trace_is_averaged_per_scenario_step(tmp_path: Path) -> None:
+    """Ticks grouped by the scenario's 10 s step of simulated time (the wall clock is not the grid)."""
+    ticks = [(0.2, 100.0, 0.0), (5.0, 300.0, 0.0), (10.1, 50.0, 20.0), (19.9, 50.0, 40.0), (31.0, 0.0, 7.0)]
+    rows = [
+        {"wall_utc": "x", "sim_time": (START + pd.Timedelta(seconds=s)).isoformat(), "charging_kw": c,
+         "discharging_kw": d}
+        for s, c, d in ticks
+    ]  # fmt: skip
+    pd.DataFrame(rows).to_csv(tmp_path / "trace.csv", index=False)
+    charge, discharge = live_step_kw(tmp_path / "trace.csv", START, 4)
+    assert charge[:2] == [200.0, 50.0] and discharge[:2] == [0.0, 30.0]
+    assert np.isnan(charge[2]) and charge[3] == 0.0 and discharge[3] == 7.0
+
+
+def test_the_environment_series_charge_before_the_window_and_discharge_in_it(tmp_path: Path) -> None:
+    """The environment's series, per step of the rule-based DLM: charging before the window, V2G inside it
+    (25-60 % of the run: steps 3-7 of 12), at least as long as the run."""
+    charge, discharge = env_step_kw(build_v2g_scenario(tmp_path, 20, START, 2.0, 0), departure_floor=True)
+    assert len(charge) >= 12 and len(discharge) == len(charge)
+    out = np.array(discharge[:12])
+    assert out[3:8].sum() > 10.0 and out[:3].sum() == 0 and min(charge[:3]) > 0
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known, not fixed: the projection's Euclidean shift (docs/projection.md: shifting everyone "
+    "down may start discharging an idle bidirectional EV) discharges an EV the policy asked 0 of at step 9, "
+    "a cheap step (-2.48 kW with the departure floor, which gives three EVs leaving in 10 s 11.04 kW where "
+    "4.14 were asked; -0.6 kW without it): a round trip EV to EV at no gain",
+)
+def test_the_environment_never_discharges_outside_the_expensive_window(tmp_path: Path) -> None:
+    _, discharge = env_step_kw(build_v2g_scenario(tmp_path, 20, START, 2.0, 0), departure_floor=True)
+    assert sum(discharge[8:12]) == 0
