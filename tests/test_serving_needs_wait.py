@@ -130,7 +130,7 @@ async def test_the_step_decided_again_waits_for_a_site_meter_reading_after_the_s
     also one of the decision: decided on it, the EVs would share what is left after counting that draw
     twice. The step is decided again once the meter has read after the start (its reading arrived a slack,
     a quarter control interval, after it), not as soon as the needs are in."""
-    cfg = serving_config(tmp_path, needs_wait_s=5.0, control_interval_s=2.0)  # slack 0.5 s
+    cfg = serving_config(tmp_path, needs_wait_s=5.0, control_interval_s=4.0)  # slack 1 s, waited <= 2 s
     svc = Service(cfg, small_site(IMPORT_KW), FullPower(), PASSWORDS)
     await svc.start(http=False, loop=False)
     try:
@@ -141,13 +141,15 @@ async def test_the_step_decided_again_waits_for_a_site_meter_reading_after_the_s
         await svc.updater.transaction_started(
             TransactionStarted("CP1", 1, "t1", "tag", 0.0, datetime.now(UTC))
         )
+        t0 = time.monotonic()
         svc.updater.charging_needs(_needs())
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(0.1)
         svc.on_site_meter(BASE_KW, None)  # within the slack of the start: may have been read before it
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(0.4)
         before = svc.loop.last
-        svc.on_site_meter(BASE_KW, None)  # 0.6 s after the start: read after it
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(max(t0 + 1.2 - time.monotonic(), 0.0))
+        svc.on_site_meter(BASE_KW, None)  # 1.2 s after the start: read after it
+        await asyncio.sleep(0.4)
         second = svc.loop.last
         waiting.cancel()
     finally:
