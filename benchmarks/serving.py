@@ -51,8 +51,8 @@ from benchmarks.serving_v2g import (
     V2G_LEAD_S,
     V2G_STEP_S,
     build_v2g_scenario,
-    env_step_kw,
     live_step_kw,
+    rounded_kw,
     sim_clock_behind_s,
 )
 from envs.config import site_from_dict
@@ -283,9 +283,6 @@ def run_phase(
             "calls_in_flight_at_end": report["calls_cancelled"],
             "messages_dropped_offline": report["messages_dropped_offline"],
             "profiles_sent": metric(metrics, "evdlm_profiles_sent_total"),
-            "battery_charged_live_kwh": report.get("battery_charged_kwh"),
-            "battery_discharged_live_kwh": report.get("battery_discharged_kwh"),
-            "battery_absent_cycles": metric(metrics, "evdlm_battery_absent_cycles_total"),
             "fallbacks": metric(metrics, "evdlm_fallbacks_total"),
             "violation_ticks": report["violation_ticks"],
             "node_violation_ticks": report["node_violation_ticks"],
@@ -386,10 +383,11 @@ def run_v2g(
     sc = load_scenario(scenario)
     eff = float(sc.site.chargers[0].efficiency)
     floor = bool(cfg.get("departure_floor", True))
-    row = run_episode("rule_based", sc, 0, EnvOptions(departure_floor=floor)).row
+    episode = run_episode("rule_based", sc, 0, EnvOptions(departure_floor=floor))
+    row = episode.row
     steps = int(minutes * 60 / V2G_STEP_S)
     live_in, live_out = live_step_kw(work / "trace.csv", start, steps)
-    env_in, env_out = env_step_kw(scenario, floor)
+    env_in, env_out = rounded_kw(episode.trace.charging_kw), rounded_kw(episode.trace.discharging_kw)
     asked, got = report["energy_asked_kwh"], report["energy_delivered_kwh"]
     live_short = sum(asked[k] - got.get(k, 0.0) > SHORT_KWH for k in asked)
     live_kwh = report["energy_exported_kwh"] / eff  # battery side, as evaluate counts it

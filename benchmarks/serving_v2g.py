@@ -114,24 +114,9 @@ def live_step_kw(trace_csv: Path, start: pd.Timestamp, steps: int) -> tuple[list
     at = pd.to_datetime(trace["sim_time"], format="ISO8601", utc=True)
     step = ((at - start).dt.total_seconds() // V2G_STEP_S).astype(int)
     mean = trace.groupby(step)[["charging_kw", "discharging_kw"]].mean().reindex(range(steps))
-    return _rounded(mean["charging_kw"]), _rounded(mean["discharging_kw"])
+    return rounded_kw(mean["charging_kw"]), rounded_kw(mean["discharging_kw"])
 
 
-def env_step_kw(scenario: Path, departure_floor: bool) -> tuple[list[float], list[float]]:
-    """The same two series from the environment: the rule-based DLM's chargers, as ``evaluate`` runs it."""
-    from agents.registry import load_policy
-    from agents.rollout import rollout
-    from envs.env import ChargingSiteEnv
-    from envs.scenario import load_scenario
-
-    sc = load_scenario(scenario)
-    env = ChargingSiteEnv(scenario=sc, step=None, departure_floor=departure_floor)
-    env.reset(seed=0)
-    policy = load_policy("rule_based")
-    policy.reset(env.site, sc)
-    kw = np.array([np.asarray(s.info["charger_power_kw"], dtype=float) for s in rollout(policy, env)])
-    return _rounded(pd.Series(np.clip(kw, 0, None).sum(1))), _rounded(pd.Series(-np.clip(kw, None, 0).sum(1)))
-
-
-def _rounded(kw: pd.Series) -> list[float]:
+def rounded_kw(kw: pd.Series | np.ndarray) -> list[float]:
+    """A per-step series as the benchmark's JSON gives it: kW rounded to 0.1."""
     return [round(float(x), 1) for x in kw]

@@ -45,14 +45,18 @@ class MeterTriggers:
         now. Until a reading comes, the snapshot counts what a new transaction draws under its failsafe as
         base load (its draw unknown, the base load's bracket takes its high side) and the policy shares
         out only what is left, until the station's own sample (the V2G benchmark: up to 5 s later)."""
-        if c.readings or c.trigger_sent_at is not None:
+        if c.readings or c.trigger_sent_at is not None or not self._asks(cp):
             return
         self.metrics.inc("start_triggers_total")
         self.after_change(cp, c)
 
+    def _asks(self, cp: Station) -> bool:
+        """Triggers are on and ``cp`` (this connection) has not answered NotImplemented."""
+        return self.enabled and self._refused.get(cp.id) is not cp
+
     def after_change(self, cp: Station, c: ConnectorLive) -> None:
         """``c``'s new limit was accepted and logged: ask ``cp`` for its MeterValues now."""
-        if not self.enabled or self._refused.get(cp.id) is cp:
+        if not self._asks(cp):
             return
         if c.trigger_sent_at is None:  # the oldest unanswered one: a triggered reading was taken after it
             c.trigger_sent_at = time.monotonic()

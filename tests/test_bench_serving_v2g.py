@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmarks.serving_v2g import V2G_STEP_S, build_v2g_scenario, env_step_kw, live_step_kw
+from benchmarks.serving_v2g import V2G_STEP_S, build_v2g_scenario, live_step_kw
 from envs.scenario import load_scenario
 
 START = pd.Timestamp("2026-01-05 12:00", tz="UTC")
@@ -81,7 +81,7 @@ def test_the_live_trace_is_averaged_per_scenario_step(tmp_path: Path) -> None:
 def test_the_environment_series_charge_before_the_window_and_discharge_in_it(tmp_path: Path) -> None:
     """The environment's series, per step of the rule-based DLM: charging before the window, V2G inside it
     (25-60 % of the run: steps 3-7 of 12), at least as long as the run."""
-    charge, discharge = env_step_kw(build_v2g_scenario(tmp_path, 20, START, 2.0, 0), departure_floor=True)
+    charge, discharge = _env_step_kw(tmp_path)
     assert len(charge) >= 12 and len(discharge) == len(charge)
     out = np.array(discharge[:12])
     assert out[3:8].sum() > 10.0 and out[:3].sum() == 0 and min(charge[:3]) > 0
@@ -92,5 +92,14 @@ def test_the_environment_never_discharges_outside_the_expensive_window(tmp_path:
     each EV's need (envs/_kernel.py ``_fleet_terms``), three EVs leaving in 10 s got 11.04 kW for 3-7 Wh
     at step 9 and the projection paid for it under the import limit by discharging an EV the policy asked
     0 of (-2.48 kW), a round trip at no gain."""
-    _, discharge = env_step_kw(build_v2g_scenario(tmp_path, 20, START, 2.0, 0), departure_floor=True)
+    _, discharge = _env_step_kw(tmp_path)
     assert sum(discharge[8:12]) == 0
+
+
+def _env_step_kw(folder: Path) -> tuple[list[float], list[float]]:
+    """The environment's per-step series the benchmark reports (run_episode's trace, departure floor on)."""
+    from training.evaluate import EnvOptions, run_episode
+
+    sc = load_scenario(build_v2g_scenario(folder, 20, START, 2.0, 0))
+    trace = run_episode("rule_based", sc, 0, EnvOptions(departure_floor=True)).trace
+    return list(trace.charging_kw), list(trace.discharging_kw)

@@ -90,6 +90,10 @@ class EpisodeTrace:
     pv_kw: FloatArray
     pv_curtailed_kw: FloatArray
     import_limit_kw: float
+    charging_kw: FloatArray
+    """the chargers' charging power, summed"""
+    discharging_kw: FloatArray
+    """the chargers' discharging (V2G) power, summed, >= 0"""
 
 
 @dataclass(frozen=True, eq=False)
@@ -226,6 +230,7 @@ def run_episode(
     T = ep.n_steps
     imports = np.zeros(T)
     curtailed = np.zeros(T)
+    charging, discharging = np.zeros(T), np.zeros(T)
     parts = {
         "energy": 0.0,
         "export_revenue": 0.0,
@@ -254,6 +259,7 @@ def run_episode(
             parts[k] += float(v)
         imports[t] = imp
         curtailed[t] = float(info["pv_curtailed_kw"])
+        charging[t], discharging[t] = float(applied[applied > 0].sum()), float(-applied[applied < 0].sum())
         v2g_kwh += float(info["ev_discharged_kwh"])
         pv_avail = float(ep.pv_kw[t]) - curtailed[t]
         pv_used_kwh += max(pv_avail - max(-imp, 0.0), 0.0) * dt
@@ -309,6 +315,8 @@ def run_episode(
         pv_kw=ep.pv_kw[:T].copy(),
         pv_curtailed_kw=curtailed,
         import_limit_kw=site.import_limit_kw,
+        charging_kw=charging,
+        discharging_kw=discharging,
     )
     return EpisodeResult(row, trace, session_short)
 
