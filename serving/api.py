@@ -3,7 +3,8 @@
 Routes (all JSON unless said): ``GET /health`` (no auth), ``GET /api/state`` (live site, see
 :func:`serving.view.site_state`), ``GET /api/decisions?limit=N``, ``GET /api/transactions``,
 ``GET /api/events`` (server-sent events: the state after every cycle), ``GET /metrics`` (Prometheus text)
-and ``POST /api/meter`` (site meter push: ``{"import_kw": float, "pv_kw": float?}``).
+and ``POST /api/meter`` (site meter push: ``{"import_kw": float, "pv_kw": float?, "timestamp": str?}``,
+the timestamp ISO 8601 UTC, when the meter read: :mod:`serving.taken`).
 
 Operator authentication: when a token is configured, every route but ``/health`` needs
 ``Authorization: Bearer <token>`` (or HTTP Basic with the token as password). :func:`build_app` returns the
@@ -20,6 +21,7 @@ import hmac
 import json
 import math
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -104,11 +106,17 @@ async def meter_push(request: web.Request) -> web.Response:
         import_kw = float(body["import_kw"])
         pv = body.get("pv_kw")
         pv_kw = None if pv is None else float(pv)
+        stamp = body.get("timestamp")
+        taken = None if stamp is None else datetime.fromisoformat(str(stamp).replace("Z", "+00:00"))
     except (ValueError, KeyError, TypeError):
-        raise web.HTTPBadRequest(text='expected {"import_kw": float, "pv_kw": float?}') from None
+        raise web.HTTPBadRequest(
+            text='expected {"import_kw": float, "pv_kw": float?, "timestamp": ISO 8601 string?}'
+        ) from None
     if not math.isfinite(import_kw) or (pv_kw is not None and not math.isfinite(pv_kw)):
         raise web.HTTPBadRequest(text="non-finite reading")
-    svc.push_site_meter(import_kw, pv_kw)
+    if taken is not None and taken.tzinfo is None:
+        raise web.HTTPBadRequest(text="timestamp without a UTC offset")
+    svc.push_site_meter(import_kw, pv_kw, taken)
     return _json({"accepted": True})
 
 

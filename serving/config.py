@@ -1,16 +1,13 @@
-"""Typed configuration of the live service (``evdlm serve``).
-
-A serving YAML names the site file, the OCPP stations and how their connectors map to the site's chargers,
-the control loop's timing, the site meter, the database and the listening addresses. Station passwords are
-never in the YAML: they come from a secrets file (``station_id: password`` per line, YAML) or from the
-environment (``EVDLM_OCPP_PASSWORD_<STATION_ID>``, the id upper-cased with non-alphanumerics as ``_``).
-
-Connector mapping: a station's ``connectors`` table maps an OCPP connector id (1.6) or EVSE id (2.0.1) to a
-charger id of the site. Without a table, a configured station ``S`` serves the charger whose id is ``S``
-(connector 1) and the chargers ``S-<k>`` (connector ``k``): the station id is never split, only a
-configured station's own id is looked for (``CP-00001`` is a station of its own, connector 1). A charger
-that two stations would claim, or two chargers one connector, is an error naming them.
-"""
+"""Typed configuration of the live service (``evdlm serve``): the site file, the OCPP stations and how
+their connectors map to the site's chargers, the control loop's timing, the site meter, the database and the
+listening addresses. Station passwords are never in the YAML: they come from a secrets file
+(``station_id: password`` per line, YAML) or from the environment (``EVDLM_OCPP_PASSWORD_<STATION_ID>``,
+the id upper-cased with non-alphanumerics as ``_``). Connector mapping: a station's ``connectors`` table
+maps an OCPP connector id (1.6) or EVSE id (2.0.1) to a charger id of the site. Without a table, a
+configured station ``S`` serves the charger whose id is ``S`` (connector 1) and the chargers ``S-<k>``
+(connector ``k``): the station id is never split, only a configured station's own id is looked for
+(``CP-00001`` is a station of its own, connector 1). A charger that two stations would claim, or two
+chargers one connector, is an error naming them."""
 
 from __future__ import annotations
 
@@ -294,6 +291,9 @@ class ServingConfig(_Frozen):
     station_meter_timeout_s: float = Field(
         default=60.0, gt=0, description="a charger measurement older than this counts as unknown"
     )
+    clock_tolerance_s: float | None = Field(
+        default=0.5, ge=0, description="a reading's own time narrows when it was taken, the clocks agreeing "
+        "within this, s; null: their times are not trusted (serving.taken)")  # fmt: skip
     assumed_base_load_kw: float = Field(
         default=0.0, ge=0, description="non-EV load assumed when there is no site meter, kW"
     )

@@ -291,7 +291,7 @@ class Controller:
         ``battery_room_kw``: a further bound on its charging (the loop's, from the site meter alone).
 
         ``base_low_kw``: the lowest base load the site meter allows (the snapshot's base load errs high
-        for the import limit, :func:`serving.live.draws_at_meter`); where the decision would take the
+        for the import limit, :func:`serving.at_meter.draws_at_meter`); where the decision would take the
         site past its export limit with that base load, it is decided again with no discharge at all
         (EVs and battery): a base load over-estimated while readings straddle a change must not make the
         projection discharge into an overload that is not there.

@@ -262,12 +262,15 @@ def _safe_label(action: str) -> str:
 def parse_meter_reading(
     station_id: str, connector_id: int, meter_value: list[dict[str, Any]] | None
 ) -> MeterReading:
-    """The typed reading of one MeterValues list (see :func:`sampled_values`)."""
+    """The typed reading of one MeterValues list (see :func:`sampled_values`), taken at its entries'
+    earliest ``timestamp``."""
     values = meter_value or []
     p_imp, p_exp, e_imp = sampled_values(values)
+    stamps = [t for mv in values if (t := parse_time(mv.get("timestamp"))) is not None]
     return MeterReading(
-        station_id, connector_id, p_imp, p_exp, e_imp, export_register(values), is_triggered(values)
-    )
+        station_id, connector_id, p_imp, p_exp, e_imp, export_register(values), is_triggered(values),
+        min(stamps, default=None),  # the earliest: the values may come from any of the entries
+    )  # fmt: skip
 
 
 def is_triggered(meter_value: list[dict[str, Any]]) -> bool:

@@ -54,6 +54,8 @@ class MeterReading:
     triggered: bool = False
     """sent because the central system asked for it (a sampled value's ``context`` is ``Trigger``): taken
     after that TriggerMessage went out"""
+    taken: datetime | None = None
+    """when the station took it (its meter values' earliest ``timestamp``; None: it sent no readable one)"""
 
 
 @dataclass(frozen=True)
@@ -213,4 +215,6 @@ class OperatorView(Protocol):
 
     def metrics_text(self) -> str: ...
 
-    def push_site_meter(self, import_kw: float, pv_kw: float | None) -> None: ...
+    def push_site_meter(
+        self, import_kw: float, pv_kw: float | None, taken: datetime | None = None
+    ) -> None: ...

@@ -43,6 +43,7 @@ from serving.plausibility import (
     site_meter_fault,
 )
 from serving.store import AsyncStore, MeterSample
+from serving.taken import taken_from
 from serving.v2g import choose_mode
 
 LOG = logging.getLogger("evdlm.serving")
@@ -175,7 +176,7 @@ class LiveUpdater:
             self.meter_reading(
                 MeterReading(
                     sid, known.connector_id, r.power_import_w, r.power_export_w, r.energy_import_wh,
-                    r.energy_export_wh, r.triggered,
+                    r.energy_export_wh, r.triggered, r.taken,
                 )
             )  # fmt: skip
 
@@ -203,11 +204,13 @@ class LiveUpdater:
         wall = datetime.now(UTC)
         if k == 0 and self.cfg.meter.source == "station" and sid == self.cfg.meter.station_id:
             if p_imp is not None or p_exp is not None:
-                self.site_meter(((p_imp or 0.0) - (p_exp or 0.0)) / 1000.0, None)
+                self.site_meter(((p_imp or 0.0) - (p_exp or 0.0)) / 1000.0, None, event.taken)
             return
         c = self.live.connector(sid, k)
-        if c is None:
+        st = self.live.stations.get(sid)
+        if c is None or st is None:
             return
+        taken, st.clock_ahead_s = taken_from(now, wall, event.taken, self.cfg, st.clock_ahead_s)
         if e_imp is not None and register_is_late(
             c.register_wh, e_imp, float(self.site.rated_kw[c.index]), self.cfg.meter_fault_rel_tol,
             self.cfg.station_meter_timeout_s * self.cfg.time_scale,
@@ -224,13 +227,13 @@ class LiveUpdater:
             LOG.info("%s: meter plausible again", c.charger_id)
             c.meter_fault = None
         if p_imp is not None or p_exp is not None:
-            c.power_kw, c.power_at = ((p_imp or 0.0) - (p_exp or 0.0)) / 1000.0, now
+            c.power_kw, c.power_at, c.power_from = ((p_imp or 0.0) - (p_exp or 0.0)) / 1000.0, now, taken
             if c.active:
                 taken_after = -np.inf
                 if event.triggered and c.trigger_sent_at is not None:
                     taken_after, c.trigger_sent_at = c.trigger_sent_at, None
                     self.metrics.inc("triggered_readings_total")
-                c.readings.append((now, c.power_kw, taken_after))
+                c.readings.append((now, c.power_kw, max(taken_after, taken)))
         if e_imp is not None:
             c.register_wh, c.register_at = e_imp, now
         if e_imp is not None and c.active and c.tx_pk is not None:
@@ -267,6 +270,7 @@ class LiveUpdater:
             c.meter_fault_since = now
         c.meter_fault = fault
         c.power_kw, c.power_at = (c.limit_kw, now) if c.limit_kw is not None else (None, -np.inf)
+        c.power_from = None
 
     def charging_needs(self, event: ChargingNeeds) -> None:
         self.seen(event.station_id)
@@ -325,8 +329,9 @@ class LiveUpdater:
 
     # ------------------------------------------------------------------ the site meter
 
-    def site_meter(self, import_kw: float, pv_kw: float | None) -> None:
-        """A site meter reading (from a station, the HTTP push endpoint or Modbus)."""
+    def site_meter(self, import_kw: float, pv_kw: float | None, taken: datetime | None = None) -> None:
+        """A site meter reading (from a station, the HTTP push endpoint or Modbus), taken at UTC ``taken``
+        by the meter's clock (None: unknown; :mod:`serving.taken`)."""
         if not np.isfinite(import_kw) or (pv_kw is not None and not np.isfinite(pv_kw)):
             self.metrics.inc("meter_rejected_total")
             return
@@ -341,6 +346,10 @@ class LiveUpdater:
             self.live.site_meter_fault = fault
             return
         self.live.site_meter_fault = None
-        self.live.meter = SiteMeterReading(import_kw, pv_kw, time.monotonic())
+        now, wall = time.monotonic(), datetime.now(UTC)
+        earliest, self.live.meter_clock_ahead_s = taken_from(
+            now, wall, taken, self.cfg, self.live.meter_clock_ahead_s
+        )
+        self.live.meter = SiteMeterReading(import_kw, pv_kw, now, earliest)
         self.metrics.set("site_import_kw", import_kw)
         self.journal.sample(MeterSample(datetime.now(UTC), "site", None, import_kw, None, pv_kw))

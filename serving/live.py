@@ -12,14 +12,16 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from envs.core import BoolArray, FloatArray, ForecastWindow, SiteArrays, SiteState, Snapshot
+from serving.at_meter import draws_at_meter
 from serving.base_ahead import base_ahead_kw
 from serving.config import ServingConfig
 from serving.events import V2XNeeds
+from serving.taken import reading_slack_s
 
 if TYPE_CHECKING:
     from serving.battery import BatteryStatus
@@ -52,6 +54,9 @@ class ConnectorLive:
     power_kw: float | None = None
     power_at: float = -np.inf
     """monotonic time of the last power measurement"""
+    power_from: float | None = None
+    """the earliest monotonic time it may have been taken (:mod:`serving.taken`); None: the reading slack
+    before ``power_at``"""
     energy_asked_kwh: float | None = None
     departure: datetime | None = None
     ev_max_kw: float | None = None
@@ -94,8 +99,9 @@ class ConnectorLive:
     limit_log: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=LIMIT_LOG_LEN))
     """(monotonic time it took effect, kW) of the last limits, for :meth:`draw_floor_kw`"""
     readings: deque[tuple[float, float, float]] = field(default_factory=lambda: deque(maxlen=READING_LOG_LEN))
-    """(monotonic time it arrived, kW, time it was taken after: its TriggerMessage's, else -inf) of the
-    last power readings in this transaction, for :meth:`draw_bounds_kw`"""
+    """(monotonic time it arrived, kW, time it was taken after: its TriggerMessage's or its own time's
+    (:mod:`serving.taken`), else -inf) of the last power readings in this transaction, for
+    :meth:`draw_bounds_kw`"""
     trigger_sent_at: float | None = None
     """monotonic time the oldest TriggerMessage not answered by a triggered reading went out, or None"""
 
@@ -160,9 +166,12 @@ class ConnectorLive:
         ``[since, until]`` where that is more (it may have drawn up to it). None without a measurement."""
         return None if self.power_kw is None else self._span_kw(self.power_kw, since, until)[1]
 
-    def draw_bounds_kw(self, at: float, slack: float) -> tuple[float, float] | None:
+    def draw_bounds_kw(
+        self, at: float, slack: float, at_from: float | None = None
+    ) -> tuple[float, float] | None:
         """The lowest and highest the draw may have been when a site meter reading arriving at monotonic
-        ``at`` was taken (readings arrive up to ``slack`` after they are taken). From the reading nearest
+        ``at`` was taken (readings arrive up to ``slack`` after they are taken; the site meter's no earlier
+        than ``at_from``, ``at - slack`` where None: :mod:`serving.taken`). From the reading nearest
         to it with no limit taking effect between the two: that reading (and the limit then in force,
         where the EV drew less). Where every reading of this transaction has a limit change between it
         and the site meter's, or the meter is implausible (its power is then the assumed limit), the last
@@ -174,16 +183,18 @@ class ConnectorLive:
         flapping 0 <-> 6.2 kW); a reading asked for after a change (:mod:`serving.calls`) is after it."""
         if self.power_kw is None:
             return None
+        at_from = at - slack if at_from is None else at_from
         clean: list[tuple[float, float, float]] = []
         for t, kw, taken_after in self.readings if self.meter_fault is None else ():
             # taken up to the slack before it arrived, and after the TriggerMessage it answers
-            since, until = min(at - slack, max(t - slack, taken_after)), max(at, t) + slack
+            since, until = min(at_from, max(t - slack, taken_after)), max(at, t) + slack
             if not any(since < t_lim <= until for t_lim, _ in self.limit_log):
                 clean.append((abs(at - t), *self._span_kw(kw, since, until)))
         if clean:
             _, lo, hi = min(clean)
             return lo, hi
-        since, until = min(at, self.power_at) - slack, max(at, self.power_at) + slack
+        power_from = self.power_at - slack if self.power_from is None else self.power_from
+        since, until = min(at_from, power_from), max(at, self.power_at) + slack
         return self._span_kw(self.power_kw, since, until)
 
     def clear_transaction(self) -> None:
@@ -246,6 +257,8 @@ class StationLive:
     last_seen: float = -np.inf
     operation_modes: tuple[str, ...] | None = None
     """2.1: the V2X operation modes the station reported (None until asked)"""
+    clock_ahead_s: float = 0.0
+    """how far its clock has shown itself ahead of ours, s (a reading stamped after it arrived)"""
 
 
 @dataclass
@@ -253,7 +266,14 @@ class SiteMeterReading:
     import_kw: float
     pv_kw: float | None
     at: float
-    """monotonic time"""
+    """monotonic time it arrived"""
+    taken_from: float | None = None
+    """the earliest monotonic time it may have been taken (:mod:`serving.taken`); None: the reading slack
+    before ``at``"""
+
+    def earliest(self, cfg: ServingConfig) -> float:
+        """The earliest monotonic time the reading may have been taken."""
+        return self.at - reading_slack_s(cfg) if self.taken_from is None else self.taken_from
 
 
 @dataclass
@@ -266,6 +286,8 @@ class LiveSite:
     """in site charger order"""
     meter: SiteMeterReading | None = None
     site_meter_fault: str | None = None
+    meter_clock_ahead_s: float = 0.0
+    """how far the site meter's clock has shown itself ahead of ours, s (:mod:`serving.taken`)"""
     """kind of the last implausible site meter reading, None once one is plausible"""
     peak_import_kw: float = 0.0
     base_settled_kw: float | None = None  # the last base load read in a narrow bracket (serving.base_ahead)
@@ -340,70 +362,6 @@ def _v2x_bounds(site: SiteArrays, c: ConnectorLive) -> tuple[float, float]:
     elif ev is not None and ev.max_discharge_a is not None:
         cap = min(cap, ev.max_discharge_a * float(site.kw_per_a[i]))
     return max(cap, 0.0), c.dischargeable_kwh(float(site.efficiency[i]))
-
-
-def reading_slack_s(cfg: ServingConfig) -> float:
-    """How long before its arrival a reading may have been taken (a quarter control interval), s."""
-    return 0.25 * cfg.control_interval_s
-
-
-class DrawsAtMeter(NamedTuple):
-    """The controllable draws to take off a site meter reading, kW: ``low`` sums err low (the base load
-    errs high: safe for the import limit), ``high`` sums err high (for the export limit)."""
-
-    chargers_kw: float
-    battery_kw: float
-    chargers_high_kw: float
-    battery_high_kw: float
-
-
-def _may_have_finished(
-    live: LiveSite, c: ConnectorLive, ceiling_kw: float, meter_at: float, cfg: ServingConfig
-) -> bool:
-    """Whether the EV on ``c`` may have received all it asked for (and stopped drawing) between its
-    last reading (taken up to :func:`reading_slack_s` before it arrived) and the site meter's (arrived at
-    monotonic ``meter_at``), charging at up to ``ceiling_kw``: its need at the reading (battery side) no
-    more than that. An EV finishing inside a control interval stops on its own; its reading from before
-    then is no draw when the site meter read (the base load erred 1.9 kW low in the V2G benchmark)."""
-    if ceiling_kw <= 0 or c.energy_asked_kwh is None:
-        return False
-    eff = float(live.site.efficiency[c.index])
-    need = max(c.energy_asked_kwh - c.received_kwh(eff), 0.0)
-    hours = max(meter_at - (c.power_at - reading_slack_s(cfg)), 0.0) * cfg.time_scale / 3600.0
-    return need <= ceiling_kw * eff * hours
-
-
-def draws_at_meter(
-    live: LiveSite, measured: FloatArray, meter_at: float, cfg: ServingConfig, battery: BatteryStatus | None
-) -> DrawsAtMeter:
-    """The chargers' and the battery's power as they may have been when the site meter read (monotonic
-    ``meter_at``), to find the base load: per measured charger (``measured`` finite) its
-    :meth:`ConnectorLive.draw_bounds_kw`, and the
-    battery's ``power_floor_kw`` (and ``power_ceiling_kw``). A reading older or newer than the
-    site meter's, across a limit or setpoint change, would otherwise make the base load look smaller
-    than it is."""
-    slack = reading_slack_s(cfg)
-    low = high = 0.0
-    for c in live.connectors:
-        if not c.active or not np.isfinite(measured[c.index]):
-            continue
-        kw = float(measured[c.index])  # its measurement: draw_bounds_kw has one
-        floor, ceiling = c.draw_bounds_kw(meter_at, slack) or (kw, kw)
-        if meter_at - slack < c.started_at:
-            # the site meter may have read before the transaction started drawing: a reading arrives up to
-            # the slack after it was taken (the V2G benchmark: 20 kW read before the EVs plugged in, pushed
-            # after their TransactionEvents, less one EV's first 4.14 kW: 272.5 kW on 268.4)
-            floor = min(floor, 0.0)
-        if _may_have_finished(live, c, ceiling, meter_at, cfg):
-            floor = min(floor, 0.0)  # its EV may have stopped since its reading, when full
-        low += floor
-        high += ceiling
-    b_low = b_high = 0.0
-    if battery is not None:
-        now = float(battery.power_kw or 0.0)
-        b_low = now if battery.power_floor_kw is None else battery.power_floor_kw
-        b_high = now if battery.power_ceiling_kw is None else battery.power_ceiling_kw
-    return DrawsAtMeter(low, b_low, high, b_high)
 
 
 def step_start(utc: datetime, cfg: ServingConfig) -> datetime:
@@ -542,7 +500,9 @@ def build_snapshot(
     elif fresh:
         assert meter is not None
         pv = meter.pv_kw or 0.0
-        then = draws_at_meter(live, measured, meter.at, cfg, battery if battery_on else None)
+        then = draws_at_meter(
+            live, measured, meter.at, cfg, battery if battery_on else None, meter.earliest(cfg)
+        )
         base = max(0.0, meter.import_kw + pv - then.chargers_kw - then.battery_kw)
         base_low = max(0.0, meter.import_kw + pv - then.chargers_high_kw - then.battery_high_kw)
         site_import = meter.import_kw

@@ -25,18 +25,20 @@ from typing import Any
 import numpy as np
 
 from envs.core import BoolArray, FloatArray, Snapshot
+from serving.at_meter import draws_at_meter
 from serving.battery import BatteryStatus, ModbusBattery
 from serving.config import ServingConfig
 from serving.control import Controller, CycleOutcome, FixedLoad, keeps_feasible
 from serving.dispatch import Dispatcher, PlanContext, select_updates
 from serving.forecast import LiveForecast
 from serving.journal import HISTORY_SOURCE, Journal, Publisher
-from serving.live import LiveSite, SnapshotInfo, build_snapshot, draws_at_meter, reading_slack_s, step_start
+from serving.live import LiveSite, SnapshotInfo, build_snapshot, step_start
 from serving.metrics import Metrics
 from serving.needs import awaiting_needs
 from serving.plans import follow_plans, plans_moved, plans_step_away
 from serving.step_decision import StepBasis, what_is_new
 from serving.store import DecisionRecord, MeterSample
+from serving.taken import reading_slack_s
 from serving.violations import TOLERANCE_KW, Violation, site_cause
 
 VIOLATIONS_KEPT = 20
@@ -249,7 +251,7 @@ class SiteLoop:
             if meter is None:
                 battery = self.battery.status(now)
             else:  # its power as it may have been when the site meter read
-                battery = self.battery.status(now, meter.at - slack, meter.at + slack)
+                battery = self.battery.status(now, meter.earliest(self.cfg), meter.at + slack)
         snapshot, info = build_snapshot(
             self.live, self.cfg, self.cycle, cap_kw, now, utc, self.correction_kw, self.forecast, battery,
             held,
@@ -283,7 +285,7 @@ class SiteLoop:
         self, info: SnapshotInfo, drawable: FloatArray, now: float, battery: BatteryStatus | None
     ) -> float | None:
         """The import limit less the base load the site meter shows (its import less the chargers' and
-        the battery's power as they were when it read: :func:`serving.live.draws_at_meter`, erring low),
+        the battery's power as they were when it read: :func:`serving.at_meter.draws_at_meter`, erring low),
         less what every charger may draw (the larger of its drawable power and its measured draw): a
         bound on the battery's charging with no closed-loop correction and no forecast in it, so no
         measurement older or newer than the site meter's can make room that is not there."""
@@ -291,7 +293,7 @@ class SiteLoop:
         if info.site_import_kw is None or not info.battery_present or meter is None:
             return None
         measured = self.live.measured_kw(now, self.cfg.station_meter_timeout_s)
-        then = draws_at_meter(self.live, measured, meter.at, self.cfg, battery)
+        then = draws_at_meter(self.live, measured, meter.at, self.cfg, battery, meter.earliest(self.cfg))
         measured = np.where(np.isfinite(measured), measured, 0.0)
         # each charger may draw the larger of its drawable power and its measured draw (V2G: as if it stops)
         may_draw = float(np.sum(np.maximum(np.maximum(drawable, 0.0), measured)))
@@ -316,7 +318,7 @@ class SiteLoop:
         meter, last = self.live.meter, self.last
         if meter is None or last is None or time.monotonic() - meter.at > self.cfg.meter_timeout_s:
             return
-        if meter.at - reading_slack_s(self.cfg) <= self._plan_in_force_at():
+        if meter.earliest(self.cfg) <= self._plan_in_force_at():
             return  # no reading since the last plan took effect: its error says nothing about the plan
         explained = float(np.sum((fixed.draw_kw - last.outcome.assumed_kw)[fixed.mask]))
         error = meter.import_kw - last.outcome.planned_import_kw - explained - started_kw

@@ -1,6 +1,7 @@
 """Site meter sources besides OCPP: Modbus TCP (pymodbus) polling; HTTP push lives in :mod:`serving.api`.
 
-Readings reach the service through one callback ``on_reading(import_kw, pv_kw)``; a source that stops
+Readings reach the service through one callback ``on_reading(import_kw, pv_kw, taken)`` (``taken``: UTC
+time the request went out, the reading is no older; :mod:`serving.taken`); a source that stops
 delivering simply stops calling it, and the controller treats the meter as stale after
 ``meter_timeout_s``.
 """
@@ -12,12 +13,13 @@ import logging
 import struct
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from serving.config import MeterConfig
 
 LOG = logging.getLogger("evdlm.serving.meter")
 
-OnReading = Callable[[float, float | None], None]
+OnReading = Callable[[float, float | None, datetime | None], None]
 
 
 def decode_float32(registers: Sequence[int]) -> float:
@@ -70,8 +72,9 @@ class ModbusMeter:
                 try:
                     if not client.connected:
                         await client.connect()
+                    asked = datetime.now(UTC)
                     reading = await self.read_once(client)
-                    self.on_reading(reading.import_kw, reading.pv_kw)
+                    self.on_reading(reading.import_kw, reading.pv_kw, asked)
                 except Exception as err:  # the meter going away must never stop the service
                     self.errors += 1
                     LOG.warning("modbus meter %s:%d: %s", self.cfg.host, self.cfg.port, err)

@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from envs.core import BoolArray
-from serving.live import LiveSite, reading_slack_s
+from serving.live import LiveSite
+from serving.taken import reading_slack_s
 
 if TYPE_CHECKING:
     from serving.loop import SiteLoop
@@ -61,7 +62,7 @@ def meter_before_starts(loop: SiteLoop, now: float) -> bool:
     """Whether the last site meter reading (fresh) may have been taken before a running transaction started
     drawing: it arrived less than the reading slack after the last start the service learnt of (for at
     most two slacks after that start). Decided on it, each such EV's draw is both in the base load's high
-    side (the meter may not show it: :func:`serving.live.draws_at_meter`) and an EV of the decision, and
+    side (the meter may not show it: :func:`serving.at_meter.draws_at_meter`) and an EV of the decision, and
     the EVs share out what is left after counting it twice. A thousand EVs arriving together (the V2G
     benchmark), learnt of over 4 s as their TransactionEvents were taken in: the step decided again with
     552 of them counted twice gave all 1,000 2.2 of the 4.97 MW the connection allowed, for the rest of
@@ -74,7 +75,7 @@ def meter_before_starts(loop: SiteLoop, now: float) -> bool:
         return False
     latest, slack = max(starts), reading_slack_s(loop.cfg)
     # waited for at most two slacks after the last start: a meter that reads less often is not waited for
-    return meter.at - slack < latest and now < latest + 2.0 * slack
+    return meter.earliest(loop.cfg) < latest and now < latest + 2.0 * slack
 
 
 def first_expiry(live: LiveSite, waiting: BoolArray, wait_s: float) -> float:

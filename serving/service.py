@@ -282,9 +282,10 @@ class Service:
     async def install_failsafe(self, sid: str) -> str | None:
         return await self.dispatcher.install_failsafe(sid)
 
-    def on_site_meter(self, import_kw: float, pv_kw: float | None) -> None:
-        """A site meter reading (from a station, the HTTP push endpoint or Modbus)."""
-        self.updater.site_meter(import_kw, pv_kw)
+    def on_site_meter(self, import_kw: float, pv_kw: float | None, taken: datetime | None = None) -> None:
+        """A site meter reading (from a station, the HTTP push endpoint or Modbus), taken at UTC ``taken``
+        where known."""
+        self.updater.site_meter(import_kw, pv_kw, taken)
 
     async def refresh_forecast(self, now: datetime | None = None) -> str:
         """:func:`serving.forecast_refresh.refresh_forecast` of this service's forecast."""
@@ -373,8 +374,8 @@ class Service:
     def metrics_text(self) -> str:
         return self.metrics.render()
 
-    def push_site_meter(self, import_kw: float, pv_kw: float | None) -> None:
-        self.on_site_meter(import_kw, pv_kw)
+    def push_site_meter(self, import_kw: float, pv_kw: float | None, taken: datetime | None = None) -> None:
+        self.on_site_meter(import_kw, pv_kw, taken)
 
 
 def starved_chargers(site: SiteArrays, safe_share_kw: FloatArray) -> list[str]:

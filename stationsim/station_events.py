@@ -93,6 +93,7 @@ async def meter_push(sim: SiteSimulator) -> None:
             body = {
                 "import_kw": round(sim.physics.site_import_kw, 4),
                 "pv_kw": sim.physics.pv_kw,
+                "timestamp": msg.now_iso(),  # its clock: the simulated site holds its power between ticks
             }
             with contextlib.suppress(Exception):
                 async with http.post(sim.opt.meter_push_url, data=json.dumps(body)) as resp:

@@ -608,7 +608,7 @@ def test_ocpp201_payloads_become_typed_events_at_the_edge() -> None:
     asyncio.run(cp.route_message(json.dumps([2, "t2", "NotifyEVChargingNeeds", needs])))
     assert [json.loads(m)[0] for m in conn.sent] == [3, 3]
     at = datetime(2026, 1, 1, 8, tzinfo=UTC)
-    reading = MeterReading("CP1", 2, 3500.0, None, 1234.5)
+    reading = MeterReading("CP1", 2, 3500.0, None, 1234.5, taken=at)
     assert events.events == [
         TransactionUpdated("CP1", "tx-1", 2, "TAG", 1234.5, at, reading),
         ChargingNeeds("CP1", 2, 20000.0, 16.0, None, datetime(2026, 1, 1, 17, tzinfo=UTC)),

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from serving.events import MeterReading, StatusChanged, TransactionStarted
-from serving.live import reading_slack_s
 from serving.service import Service
+from serving.taken import reading_slack_s
 from tests.test_serving_helpers import PASSWORDS, FullPower, serving_config, small_site
 
 BASE_KW = 5.0

@@ -25,7 +25,7 @@ from serving.battery import BatteryStatus, ModbusBattery
 from serving.battery_map import Register, SunSpecMap, decode, encode, walk_models
 from serving.config import BatteryConfig, connector_map, load_serving_config
 from serving.control import Controller
-from serving.live import LiveSite, build_snapshot
+from serving.live import LiveSite, SiteMeterReading, build_snapshot
 from serving.service import Service, check_site_matches
 from stationsim.battery import SIM_REGISTERS, BatteryServer, SimBattery
 from tests.test_serving_helpers import PASSWORDS, serving_config
@@ -352,7 +352,7 @@ def test_snapshot_takes_soc_and_the_battery_off_the_base_load(tmp_path: Path) ->
     site = SiteArrays.from_config(battery_site())
     cfg = serving_config(tmp_path)
     live = LiveSite.build(site, {}, ["CP1", "CP2"])
-    live.meter = type("M", (), {"import_kw": 12.0, "pv_kw": 1.0, "at": time.monotonic()})()
+    live.meter = SiteMeterReading(12.0, 1.0, time.monotonic())
     cap = np.full(site.n, np.inf)
     snap, info = build_snapshot(live, cfg, 1, cap, battery=_status(True))
     assert float(np.asarray(snap.state.battery_soc_kwh)) == pytest.approx(30.0)
@@ -368,7 +368,7 @@ async def test_the_projection_limits_the_battery_by_the_import_limit(tmp_path: P
     site = SiteArrays.from_config(battery_site(import_limit_kw=30.0))
     cfg = serving_config(tmp_path)
     live = LiveSite.build(site, {}, ["CP1", "CP2"])
-    live.meter = type("M", (), {"import_kw": 22.0, "pv_kw": 0.0, "at": time.monotonic()})()
+    live.meter = SiteMeterReading(22.0, 0.0, time.monotonic())
     policy = AskBattery(20.0)
     policy.reset(site)
     ctl = Controller(site, policy, None, np.zeros(site.n), 1.0)
@@ -552,7 +552,7 @@ def test_the_battery_never_charges_into_room_a_charger_may_take(
     live = LiveSite.build(site, {}, ["CP1", "CP2"])
     for c, p in zip(live.connectors, present, strict=True):
         c.tx_pk = 1 if p else None
-    live.meter = type("M", (), {"import_kw": base_kw, "pv_kw": 0.0, "at": time.monotonic()})()
+    live.meter = SiteMeterReading(base_kw, 0.0, time.monotonic())
     policy = AskBattery(ask_kw)
     policy.reset(site)
     ctl = Controller(site, policy, None, np.full(site.n, 6.21), 1.0)

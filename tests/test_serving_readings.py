@@ -11,8 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from envs.core import SiteArrays
+from serving.at_meter import draws_at_meter
 from serving.config import connector_map
-from serving.live import ConnectorLive, LiveSite, draws_at_meter
+from serving.live import ConnectorLive, LiveSite
 from tests.test_serving_helpers import serving_config, small_site
 
 SLACK_S = 0.05  # reading_slack_s at a 0.2 s control interval
