@@ -20,6 +20,7 @@ A TxProfile that moved a limit is followed by a request for a reading (:mod:`ser
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import time
@@ -49,7 +50,6 @@ from serving.failsafe_profiles import failsafe_requests
 from serving.hold import (
     hold_for_unsent,
     hold_rows,
-    increases_to_send,
     mark_pending,
     row_limits_kw,
     split_updates,
@@ -58,6 +58,7 @@ from serving.live import ConnectorLive, LiveSite, StationLive
 from serving.metrics import Metrics
 from serving.order import import_binds, plan_range, stages
 from serving.profiles import Purpose, set_charging_profile
+from serving.release import note_held, send_released, without_held
 from serving.schedule import period_starts
 
 LOG = logging.getLogger("evdlm.serving")
@@ -202,8 +203,8 @@ def stage_writes(
     period_s: float,
 ) -> tuple[list[Writes], list[FloatArray], tuple[Rounding, ...]]:
     """The profiles of one batch, stage by stage (:meth:`Dispatcher.send`), how far each charger's limit
-    moves in each stage, and the rounding of each period. ``chosen``: the connectors to write and their
-    limit now, kW."""
+    moves in each stage (kW, + up), and the rounding of each period. ``chosen``: the connectors to write
+    and their limit now, kW."""
     idx = np.array([c.index for c, _ in chosen])
     new = np.asarray(limits_kw, dtype=float)
     base = new if plan is None else np.asarray(plan.assumed_kw, dtype=float)
@@ -239,7 +240,7 @@ def stage_writes(
         step = np.where(np.isfinite(target), target, prev)
         if stage:
             writes.append(stage)
-            changes.append(np.abs(step - prev))
+            changes.append(step - prev)
             for items in stage.values():
                 for c, _, _ in items:
                     sent_any[c.index] = True
@@ -261,25 +262,6 @@ def plan_ranges(live: LiveSite, limit_kw: FloatArray, period_s: float) -> tuple[
         lo[c.index] = min(lo[c.index], near_lo)
         hi[c.index] = max(hi[c.index], near_hi)
     return lo, hi
-
-
-def without_held(
-    rows: FloatArray, stage: Writes, results: list[bool], moved: FloatArray, nxt: Writes, moves: FloatArray
-) -> tuple[Writes, int]:
-    """The next stage without the changes that would use the headroom the changes of ``stage`` not
-    accepted (``results`` per station) were to free (:mod:`serving.hold`), and how many were held.
-    ``moved``, ``moves`` (n,): how far each charger's limit moves in ``stage`` and in ``nxt``, >= 0."""
-    n = rows.shape[0]
-    failed = [c.index for (_, it), ok in zip(stage.items(), results, strict=True) if not ok for c, _, _ in it]
-    missing = np.zeros(n)
-    missing[failed] = moved[failed]
-    second = np.zeros(n)
-    for it in nxt.values():
-        for c, _, _ in it:
-            second[c.index] = moves[c.index]
-    go = increases_to_send(rows, missing, second)
-    held = sum(1 for it in nxt.values() for c, _, _ in it if not go[c.index])
-    return {s: kept for s, it in nxt.items() if (kept := [x for x in it if go[x[0].index]])}, held
 
 
 def tx_values(
@@ -521,14 +503,30 @@ class Dispatcher:
         stages after it wait for the next cycle. ``changes[k]`` (n,): each limit's move in stage k."""
         stations = {sid for stage in writes for sid in stage}  # busy until the batch is answered
         try:
-            for k, stage in enumerate(writes):
+            k = 0
+            while k < len(writes):
+                stage = writes[k]
+                if k + 1 < len(writes) and np.all(changes[k] <= 0) and np.all(changes[k + 1] >= 0):
+                    # decreases then increases: each increase once the decreases it counts on are in
+                    send = functools.partial(self._send_tx_profiles, batch=batch)
+                    ok, held = await send_released(
+                        self._rows, stage, changes[k], writes[k + 1], changes[k + 1], send
+                    )
+                    note_held(self.metrics, held)
+                    if not ok:
+                        break
+                    k += 2
+                    continue
+                k += 1
                 results = await asyncio.gather(
                     *(self._send_tx_profiles(s, it, batch) for s, it in stage.items())
                 )
                 if all(results):
                     continue
-                if k + 1 < len(writes):
-                    nxt = self._without_held(stage, results, changes[k], writes[k + 1], changes[k + 1])
+                if k < len(writes):
+                    moved, moves = np.abs(changes[k - 1]), np.abs(changes[k])
+                    nxt, held = without_held(self._rows, stage, results, moved, writes[k], moves)
+                    note_held(self.metrics, held)
                     await asyncio.gather(*(self._send_tx_profiles(sid, it, batch) for sid, it in nxt.items()))
                 break
         finally:
@@ -536,15 +534,6 @@ class Dispatcher:
             for sid in stations:
                 self._busy.discard(sid)
             self.settled_at = time.monotonic()
-
-    def _without_held(
-        self, stage: Writes, results: list[bool], moved: FloatArray, nxt: Writes, moves: FloatArray
-    ) -> Writes:
-        kept, held = without_held(self._rows, stage, results, moved, nxt, moves)
-        if held:
-            LOG.warning("a change was not accepted: %d other(s) held until next cycle", held)
-            self.metrics.inc("increases_held_total", float(held))
-        return kept
 
     async def _send_tx_profiles(self, sid: str, items: Writes1, batch: Batch | None = None) -> bool:
         """Send TxProfiles to one station, one after the other; True when every one was accepted. A
