@@ -34,7 +34,7 @@ from serving.forecast import LiveForecast
 from serving.journal import HISTORY_SOURCE, Journal, Publisher
 from serving.live import LiveSite, SnapshotInfo, build_snapshot, step_start
 from serving.metrics import Metrics
-from serving.needs import awaiting_needs
+from serving.needs import awaiting_meter, awaiting_needs
 from serving.plans import follow_plans, plans_moved, plans_step_away
 from serving.step_decision import StepBasis, what_is_new
 from serving.store import DecisionRecord, MeterSample
@@ -244,7 +244,9 @@ class SiteLoop:
         self._update_correction(fixed, started)
         if (held := awaiting_needs(self.live, now, self.cfg.needs_wait_s)).any():
             LOG.info("cycle %d: %d transaction(s) held for their EV's needs", self.cycle, int(held.sum()))
-        self.held = held
+        if (unseen := awaiting_meter(self.live, self.cfg, now) & ~held).any():
+            LOG.info("cycle %d: %d transaction(s) held for a meter reading", self.cycle, int(unseen.sum()))
+        held = self.held = held | unseen
         battery = None
         if self.battery is not None:
             meter, slack = self.live.meter, reading_slack_s(self.cfg)

@@ -157,3 +157,34 @@ async def test_the_step_decided_again_waits_for_a_site_meter_reading_after_the_s
     assert before is first  # needs in, the meter not yet read after the start: nothing decided
     assert second is not None and second is not first and second.cycle == first.cycle
     assert second.outcome.limits_kw[0] == pytest.approx(EV_MAX_A * 0.69, abs=0.1)
+
+
+async def test_a_start_the_site_meter_may_not_show_is_held_until_a_reading_does(tmp_path: Path) -> None:
+    """A step's regular cycle does not wait for the meter: a transaction whose start the reading may
+    predate is held at its failsafe share (no EV of the decision, no profile) rather than given what is
+    left after its draw was taken for base load (107 EVs at 0 kW for 5 s at 1,000 stations); a reading
+    stamped after the start (its time less the 0.5 s clock tolerance) shows it, and the cycle decides it.
+    A 2.0.1 station: never held for its needs."""
+    cfg = serving_config(tmp_path, control_interval_s=4.0)  # slack 1 s: held for at most 2 s
+    svc = Service(cfg, small_site(IMPORT_KW), FullPower(), PASSWORDS)
+    await svc.start(http=False, loop=False)
+    try:
+        svc.live.stations["CP1"].ocpp_version = "2.0.1"
+        await svc.updater.transaction_started(
+            TransactionStarted("CP1", 1, "t1", "tag", 0.0, datetime.now(UTC))
+        )
+        svc.on_site_meter(BASE_KW, None)  # no time of its own: up to the 1 s slack old
+        held = await svc.run_cycle()
+        held_mask = svc.loop.held.copy()
+        await asyncio.sleep(0.6)
+        svc.on_site_meter(BASE_KW, None)  # 0.6 s after the start, still maybe before it
+        still = await svc.run_cycle()
+        still_mask = svc.loop.held.copy()
+        svc.on_site_meter(BASE_KW, None, datetime.now(UTC))  # stamped: read after the start
+        decided = await svc.run_cycle()
+        decided_mask = svc.loop.held.copy()
+    finally:
+        await svc.stop()
+    assert held_mask[0] and still_mask[0] and not decided_mask[0]
+    assert held.outcome.limits_kw[0] == 0.0 and still.outcome.limits_kw[0] == 0.0
+    assert decided.outcome.limits_kw[0] > 5.0  # the idle chargers' shares kept free after a start

@@ -61,7 +61,7 @@ async def _start(tmp_path: Path, phase: float | None = 0.0, evs: int = 2) -> tup
     svc.live.stations["CP1"].ocpp_version = "1.6"
     for k in range(1, evs + 1):
         await _begin(svc, k)
-    svc.on_site_meter(BASE_KW, None)
+    svc.on_site_meter(BASE_KW, None, datetime.now(UTC))  # stamped: read after the starts
     return svc, policy
 
 
@@ -104,7 +104,7 @@ async def test_a_held_cycle_still_clips_to_a_higher_base_load(tmp_path: Path) ->
     svc, policy = await _start(tmp_path)
     try:
         await svc.run_cycle()
-        svc.on_site_meter(BASE_KW + 22.0, None)
+        svc.on_site_meter(BASE_KW + 22.0, None, datetime.now(UTC))
         out = await svc.run_cycle()
     finally:
         await svc.stop()
@@ -119,6 +119,7 @@ async def test_an_arrival_inside_the_step_asks_the_policy_again(tmp_path: Path) 
     try:
         await svc.run_cycle()
         await _begin(svc, 2)
+        svc.on_site_meter(BASE_KW, None, datetime.now(UTC))  # a reading that may show it
         out = await svc.run_cycle()
     finally:
         await svc.stop()
