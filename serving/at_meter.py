@@ -20,7 +20,7 @@ from serving.taken import reading_slack_s
 
 if TYPE_CHECKING:
     from serving.battery import BatteryStatus
-    from serving.live import ConnectorLive, LiveSite
+    from serving.live import ConnectorLive, LiveSite, SiteMeterReading
 
 
 class DrawsAtMeter(NamedTuple):
@@ -37,36 +37,32 @@ def _may_have_finished(
     live: LiveSite, c: ConnectorLive, ceiling_kw: float, meter_at: float, cfg: ServingConfig
 ) -> bool:
     """Whether the EV on ``c`` may have received all it asked for (and stopped drawing) between its
-    last reading (taken at the earliest :attr:`ConnectorLive.power_from`, else the reading slack before it
-    arrived) and the site meter's (arrived at monotonic ``meter_at``), charging at up to ``ceiling_kw``:
-    its need at the reading (battery side) no more than that. An EV finishing inside a control interval
-    stops on its own; its reading from before then is no draw when the site meter read (the base load
-    erred 1.9 kW low in the V2G benchmark)."""
+    last reading (taken at the earliest :meth:`ConnectorLive.power_taken_from`) and the site meter's
+    (arrived at monotonic ``meter_at``), charging at up to ``ceiling_kw``: its need at the reading (battery
+    side) no more than that. An EV finishing inside a control interval stops on its own; its reading from
+    before then is no draw when the site meter read (the base load erred 1.9 kW low in the V2G benchmark)."""
     if ceiling_kw <= 0 or c.energy_asked_kwh is None:
         return False
     eff = float(live.site.efficiency[c.index])
     need = max(c.energy_asked_kwh - c.received_kwh(eff), 0.0)
-    taken = c.power_at - reading_slack_s(cfg) if c.power_from is None else c.power_from
-    hours = max(meter_at - taken, 0.0) * cfg.time_scale / 3600.0
+    hours = max(meter_at - c.power_taken_from(reading_slack_s(cfg)), 0.0) * cfg.time_scale / 3600.0
     return need <= ceiling_kw * eff * hours
 
 
 def draws_at_meter(
     live: LiveSite,
     measured: FloatArray,
-    meter_at: float,
+    meter: SiteMeterReading,
     cfg: ServingConfig,
     battery: BatteryStatus | None,
-    meter_from: float | None = None,
 ) -> DrawsAtMeter:
-    """The chargers' and the battery's power as they may have been when the site meter read (arrived at
-    monotonic ``meter_at``, taken no earlier than ``meter_from``: the reading slack before where None), to
+    """The chargers' and the battery's power as they may have been when the site meter read (``meter``:
+    arrived at ``meter.at``, taken no earlier than :meth:`~serving.live.SiteMeterReading.earliest`), to
     find the base load: per measured charger (``measured`` finite) its :meth:`ConnectorLive.draw_bounds_kw`,
     and the battery's ``power_floor_kw`` (and ``power_ceiling_kw``). A reading older or newer than the
     site meter's, across a limit or setpoint change, would otherwise make the base load look smaller
     than it is."""
-    slack = reading_slack_s(cfg)
-    meter_from = meter_at - slack if meter_from is None else meter_from
+    slack, meter_at, meter_from = reading_slack_s(cfg), meter.at, meter.earliest(cfg)
     low = high = 0.0
     for c in live.connectors:
         if not c.active or not np.isfinite(measured[c.index]):

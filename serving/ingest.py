@@ -352,4 +352,4 @@ class LiveUpdater:
         )
         self.live.meter = SiteMeterReading(import_kw, pv_kw, now, earliest)
         self.metrics.set("site_import_kw", import_kw)
-        self.journal.sample(MeterSample(datetime.now(UTC), "site", None, import_kw, None, pv_kw))
+        self.journal.sample(MeterSample(wall, "site", None, import_kw, None, pv_kw))

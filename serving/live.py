@@ -166,6 +166,10 @@ class ConnectorLive:
         ``[since, until]`` where that is more (it may have drawn up to it). None without a measurement."""
         return None if self.power_kw is None else self._span_kw(self.power_kw, since, until)[1]
 
+    def power_taken_from(self, slack: float) -> float:
+        """The earliest monotonic time the last power measurement may have been taken."""
+        return self.power_at - slack if self.power_from is None else self.power_from
+
     def draw_bounds_kw(
         self, at: float, slack: float, at_from: float | None = None
     ) -> tuple[float, float] | None:
@@ -193,8 +197,7 @@ class ConnectorLive:
         if clean:
             _, lo, hi = min(clean)
             return lo, hi
-        power_from = self.power_at - slack if self.power_from is None else self.power_from
-        since, until = min(at_from, power_from), max(at, self.power_at) + slack
+        since, until = min(at_from, self.power_taken_from(slack)), max(at, self.power_at) + slack
         return self._span_kw(self.power_kw, since, until)
 
     def clear_transaction(self) -> None:
@@ -286,9 +289,9 @@ class LiveSite:
     """in site charger order"""
     meter: SiteMeterReading | None = None
     site_meter_fault: str | None = None
+    """kind of the last implausible site meter reading, None once one is plausible"""
     meter_clock_ahead_s: float = 0.0
     """how far the site meter's clock has shown itself ahead of ours, s (:mod:`serving.taken`)"""
-    """kind of the last implausible site meter reading, None once one is plausible"""
     peak_import_kw: float = 0.0
     base_settled_kw: float | None = None  # the last base load read in a narrow bracket (serving.base_ahead)
     by_tx: dict[tuple[str, str], ConnectorLive] = field(default_factory=dict)
@@ -500,9 +503,7 @@ def build_snapshot(
     elif fresh:
         assert meter is not None
         pv = meter.pv_kw or 0.0
-        then = draws_at_meter(
-            live, measured, meter.at, cfg, battery if battery_on else None, meter.earliest(cfg)
-        )
+        then = draws_at_meter(live, measured, meter, cfg, battery if battery_on else None)
         base = max(0.0, meter.import_kw + pv - then.chargers_kw - then.battery_kw)
         base_low = max(0.0, meter.import_kw + pv - then.chargers_high_kw - then.battery_high_kw)
         site_import = meter.import_kw

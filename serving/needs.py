@@ -79,22 +79,13 @@ def redecide_due(loop: SiteLoop, waiting: BoolArray) -> bool:
 
 def meter_before_starts(loop: SiteLoop, now: float) -> bool:
     """Whether the last site meter reading (fresh) may have been taken before a running transaction started
-    drawing: it arrived less than the reading slack after the last start the service learnt of (for at
-    most two slacks after that start). Decided on it, each such EV's draw is both in the base load's high
-    side (the meter may not show it: :func:`serving.at_meter.draws_at_meter`) and an EV of the decision, and
-    the EVs share out what is left after counting it twice. A thousand EVs arriving together (the V2G
-    benchmark), learnt of over 4 s as their TransactionEvents were taken in: the step decided again with
-    552 of them counted twice gave all 1,000 2.2 of the 4.97 MW the connection allowed, for the rest of
-    the step."""
-    meter = loop.live.meter
-    if meter is None or now - meter.at > loop.cfg.meter_timeout_s:
-        return False  # no reading to wait for: the base load is assumed, not measured
-    starts = [c.started_at for c in loop.live.connectors if c.active]
-    if not starts:
-        return False
-    latest, slack = max(starts), reading_slack_s(loop.cfg)
-    # waited for at most two slacks after the last start: a meter that reads less often is not waited for
-    return meter.earliest(loop.cfg) < latest and now < latest + 2.0 * slack
+    drawing (:func:`awaiting_meter` holds one, for at most two slacks after its start). Decided on it,
+    each such EV's draw is both in the base load's high side (the meter may not show it:
+    :func:`serving.at_meter.draws_at_meter`) and an EV of the decision, and the EVs share out what is left
+    after counting it twice. A thousand EVs arriving together (the V2G benchmark), learnt of over 4 s as
+    their TransactionEvents were taken in: the step decided again with 552 of them counted twice gave all
+    1,000 2.2 of the 4.97 MW the connection allowed, for the rest of the step."""
+    return bool(awaiting_meter(loop.live, loop.cfg, now).any())
 
 
 def first_expiry(live: LiveSite, waiting: BoolArray, wait_s: float) -> float:

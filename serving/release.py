@@ -130,11 +130,7 @@ def without_held(
     failed = [c.index for (_, it), ok in zip(stage.items(), results, strict=True) if not ok for c, _, _ in it]
     missing = np.zeros(n)
     missing[failed] = moved[failed]
-    second = np.zeros(n)
-    for it in nxt.values():
-        for c, _, _ in it:
-            second[c.index] = moves[c.index]
-    go = increases_to_send(rows, missing, second)
+    go = increases_to_send(rows, missing, moves_of(nxt, moves))
     held = sum(1 for it in nxt.values() for c, _, _ in it if not go[c.index])
     return {s: kept for s, it in nxt.items() if (kept := [x for x in it if go[x[0].index]])}, held
 

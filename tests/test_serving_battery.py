@@ -612,8 +612,9 @@ def test_the_base_load_takes_off_the_draws_as_they_were_when_the_site_meter_read
     assert battery.power_floor_kw(11.3) == 20.0
     assert battery.power_floor_kw(5.0) == 14.3
     st = BatteryStatus(True, "ok", 0.5, 20.0, 0.0, 20.0, battery.power_floor_kw(11.05))
-    then = draws_at_meter(live, measured, 11.1, cfg, st)
+    then = draws_at_meter(live, measured, SiteMeterReading(0.0, None, 11.1), cfg, st)
     assert (then.chargers_kw, then.battery_kw) == (0.0, 14.3)
     assert then.chargers_high_kw == 4.5  # the other side, for the export limit
     c.power_at = 11.8  # a reading since the limit came back: that is what it draws
-    assert draws_at_meter(live, live.measured_kw(12.0, 10.0), 12.0, cfg, None)[:2] == (4.5, 0.0)
+    meter = SiteMeterReading(0.0, None, 12.0)
+    assert draws_at_meter(live, live.measured_kw(12.0, 10.0), meter, cfg, None)[:2] == (4.5, 0.0)

@@ -55,7 +55,7 @@ def test_an_ev_that_may_have_finished_since_its_reading_counts_as_drawing_nothin
     c.note_limit(1.0)
     c.power_kw, c.power_at = 11.0, 100.0
     live.meter = SiteMeterReading(import_kw=31.0, pv_kw=None, at=104.0)
-    then = draws_at_meter(live, live.measured_kw(104.5, 60.0), 104.0, cfg, None)
+    then = draws_at_meter(live, live.measured_kw(104.5, 60.0), SiteMeterReading(0.0, None, 104.0), cfg, None)
     assert then.chargers_kw == (0.0 if finished else 11.0)
     assert then.chargers_high_kw == 11.0  # the export side keeps the highest it may have drawn
     _, info = build_snapshot(live, cfg, 1, np.full(4, np.inf), now_mono=104.5)

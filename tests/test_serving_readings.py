@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from envs.core import SiteArrays
 from serving.at_meter import draws_at_meter
 from serving.config import connector_map
-from serving.live import ConnectorLive, LiveSite
+from serving.live import ConnectorLive, LiveSite, SiteMeterReading
 from tests.test_serving_helpers import serving_config, small_site
 
 SLACK_S = 0.05  # reading_slack_s at a 0.2 s control interval
@@ -53,13 +53,13 @@ def test_a_site_meter_read_before_a_cut_takes_the_reading_before_it(tmp_path: Pa
     measured = live.measured_kw(11.0, 10.0)
     assert c.draw_floor_kw(10.3 - SLACK_S, 10.8 + SLACK_S) == 0.0  # the last reading's window: the cut
     assert c.draw_bounds_kw(10.3, SLACK_S) == (6.21, 6.21)
-    assert draws_at_meter(live, measured, 10.3, cfg, None).chargers_kw == 6.21
+    assert draws_at_meter(live, measured, SiteMeterReading(0.0, None, 10.3), cfg, None).chargers_kw == 6.21
     # read after the cut: the reading after it says what it drew, exactly
     assert c.draw_bounds_kw(10.7, SLACK_S) == (0.0, 0.0)
-    assert draws_at_meter(live, measured, 10.7, cfg, None)[::2] == (0.0, 0.0)
+    assert draws_at_meter(live, measured, SiteMeterReading(0.0, None, 10.7), cfg, None)[::2] == (0.0, 0.0)
     # read within the slack of the cut: no reading without the change between, the last one across both
     assert c.draw_bounds_kw(10.52, SLACK_S) == (0.0, 6.21)
-    then = draws_at_meter(live, measured, 10.52, cfg, None)
+    then = draws_at_meter(live, measured, SiteMeterReading(0.0, None, 10.52), cfg, None)
     assert (then.chargers_kw, then.chargers_high_kw) == (0.0, 6.21)
 
 

@@ -20,7 +20,7 @@ from serving.at_meter import draws_at_meter
 from serving.config import connector_map
 from serving.csms import parse_meter_reading
 from serving.events import MeterReading, TransactionStarted
-from serving.live import ConnectorLive, LiveSite
+from serving.live import ConnectorLive, LiveSite, SiteMeterReading
 from serving.service import Service
 from serving.taken import reading_slack_s, taken_from
 from tests.test_serving_helpers import PASSWORDS, FullPower, serving_config, small_site
@@ -93,15 +93,16 @@ def test_an_ev_read_just_before_the_site_meter_still_drew_when_it_read(tmp_path:
     live, c = _finishing(tmp_path, {"control_interval_s": 10.0})
     cfg = serving_config(tmp_path, control_interval_s=10.0)
     measured = live.measured_kw(100.5, 60.0)
-    assert draws_at_meter(live, measured, 100.0, cfg, None).chargers_kw == 0.0
+    assert draws_at_meter(live, measured, SiteMeterReading(0.0, None, 100.0), cfg, None).chargers_kw == 0.0
     c.power_from = taken_from(99.0, T0, T0 - timedelta(seconds=0.1), cfg)[0]
     c.readings[-1] = (99.0, 11.04, c.power_from)
     meter_from = taken_from(100.0, T0, T0 - timedelta(seconds=0.1), cfg)[0]
-    then = draws_at_meter(live, measured, 100.0, cfg, None, meter_from)
+    meter = SiteMeterReading(0.0, None, 100.0, meter_from)
+    then = draws_at_meter(live, measured, meter, cfg, None)
     assert (then.chargers_kw, then.chargers_high_kw) == (11.04, 11.04)
     # read 4 s before the meter, it may have finished in between: its draw is again no base load
     c.power_from = 96.0
-    assert draws_at_meter(live, measured, 100.0, cfg, None, meter_from).chargers_kw == 0.0
+    assert draws_at_meter(live, measured, meter, cfg, None).chargers_kw == 0.0
 
 
 def test_a_stamped_site_meter_read_after_a_cut_sees_it(tmp_path: Path) -> None:
@@ -120,7 +121,8 @@ def test_a_stamped_site_meter_read_after_a_cut_sees_it(tmp_path: Path) -> None:
     assert c.draw_bounds_kw(100.0, SLACK_S) == (4.14, 11.04)
     meter_from = taken_from(100.0, T0, T0 - timedelta(seconds=0.1), cfg)[0]
     assert c.draw_bounds_kw(100.0, SLACK_S, meter_from) == (4.14, 4.14)
-    assert draws_at_meter(live, measured, 100.0, cfg, None, meter_from)[::2] == (4.14, 4.14)
+    meter = SiteMeterReading(0.0, None, 100.0, meter_from)
+    assert draws_at_meter(live, measured, meter, cfg, None)[::2] == (4.14, 4.14)
 
 
 @settings(max_examples=300, deadline=None, derandomize=True)
