@@ -406,7 +406,8 @@ def run_v2g(
         else None,
         "evs_short_live": int(live_short),
         "evs_short_evaluate": row.evs_short,
-        "energy_delivered_live_kwh": round(sum(got.values()), 3),
+        # toward each EV's request, as evaluate counts it (an EV of known battery may take more)
+        "energy_delivered_live_kwh": round(sum(min(got.get(k, 0.0), a) for k, a in asked.items()), 3),
         "energy_delivered_evaluate_kwh": round(row.energy_delivered_kwh, 3),
         "violation_ticks_import_or_export": report["violation_ticks"],
         "node_violation_ticks": report["node_violation_ticks"],

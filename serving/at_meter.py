@@ -36,15 +36,17 @@ class DrawsAtMeter(NamedTuple):
 def _may_have_finished(
     live: LiveSite, c: ConnectorLive, ceiling_kw: float, meter_at: float, cfg: ServingConfig
 ) -> bool:
-    """Whether the EV on ``c`` may have received all it asked for (and stopped drawing) between its
-    last reading (taken at the earliest :meth:`ConnectorLive.power_taken_from`) and the site meter's
-    (arrived at monotonic ``meter_at``), charging at up to ``ceiling_kw``: its need at the reading (battery
-    side) no more than that. An EV finishing inside a control interval stops on its own; its reading from
-    before then is no draw when the site meter read (the base load erred 1.9 kW low in the V2G benchmark)."""
+    """Whether the EV on ``c`` may have become full (and stopped drawing) between its last reading (taken
+    at the earliest :meth:`ConnectorLive.power_taken_from`) and the site meter's (arrived at monotonic
+    ``meter_at``), charging at up to ``ceiling_kw``: its room at the reading (battery side: what it
+    declared to its maximum state of charge, else what it asked for) no more than that. An EV finishing
+    inside a control interval stops on its own; its reading from before then is no draw when the site
+    meter read (the base load erred 1.9 kW low in the V2G benchmark)."""
     if ceiling_kw <= 0 or c.energy_asked_kwh is None:
         return False
     eff = float(live.site.efficiency[c.index])
-    need = max(c.energy_asked_kwh - c.received_kwh(eff), 0.0)
+    room = c.room_kwh(eff)
+    need = max(c.energy_asked_kwh - c.received_kwh(eff), 0.0) if room is None else room
     hours = max(meter_at - c.power_taken_from(reading_slack_s(cfg)), 0.0) * cfg.time_scale / 3600.0
     return need <= ceiling_kw * eff * hours
 

@@ -233,13 +233,28 @@ class ConnectorLive:
         its V2X range (``-evMinV2XEnergyRequest``), moved by the net energy since (charged energy at
         ``efficiency``, discharged energy over it); without that declaration only what it received in
         this transaction."""
-        net = (self.meter_last_wh - self.meter_start_wh) / 1000.0 - self.exported_kwh
         ev = self.v2x
         if ev is None or ev.min_v2x_energy_wh is None:
-            return max(0.0, net) * efficiency
+            return max(0.0, self.delivered_kwh) * efficiency
+        return max(0.0, -ev.min_v2x_energy_wh / 1000.0 + self._moved_since_declared(efficiency))
+
+    def room_kwh(self, efficiency: float) -> float | None:
+        """Energy the EV may still take before it is full, kWh on its battery side: what it declared to its
+        maximum state of charge (``evMaxEnergyRequest``), less the net energy since; None where it declared
+        none (its room is then its need, as the environment counts an EV of unknown battery). An EV with a
+        known battery takes more than its request where the plan gives it (the rule-based DLM's top-up,
+        a V2G EV charged for the expensive hours), in the environment and live alike."""
+        ev = self.v2x
+        if ev is None or ev.max_energy_wh is None:
+            return None
+        return max(0.0, ev.max_energy_wh / 1000.0 - self._moved_since_declared(efficiency))
+
+    def _moved_since_declared(self, efficiency: float) -> float:
+        """Net energy into the EV's battery since it declared its V2X energies, kWh (charged energy at
+        ``efficiency``, discharged energy over it)."""
+        net = (self.meter_last_wh - self.meter_start_wh) / 1000.0 - self.exported_kwh
         delta = net - self.v2x_declared_net_kwh
-        moved = delta * efficiency if delta > 0 else delta / efficiency
-        return max(0.0, -ev.min_v2x_energy_wh / 1000.0 + moved)
+        return delta * efficiency if delta > 0 else delta / efficiency
 
 
 @dataclass
@@ -452,6 +467,7 @@ def build_snapshot(
     dis_max = np.zeros(n)
     dischargeable = np.zeros(n)
     need = np.zeros(n)
+    room = np.zeros(n)
     time_left = np.zeros(n)
     scale = cfg.time_scale
     dt_h = cfg.control_interval_s * scale / 3600.0
@@ -467,6 +483,8 @@ def build_snapshot(
         eff = float(site.efficiency[i])
         moved = 0.0 if step_mono is None else moved_since_reading_kwh(c, eff, step_mono, scale)
         need[i] = max(0.0, asked - c.received_kwh(eff) - moved)
+        declared_room = c.room_kwh(eff)
+        room[i] = need[i] if declared_room is None else max(need[i], declared_room - moved)
         if c.departure is not None:
             time_left[i] = max((c.departure - utc).total_seconds() * scale / 3600.0, 0.0)
         else:
@@ -523,7 +541,7 @@ def build_snapshot(
         ev_max_charge_kw=np.where(present, ev_max, 0.0),
         ev_max_discharge_kw=np.where(present, dis_max, 0.0),
         energy_needed_kwh=need,
-        energy_room_kwh=need.copy(),
+        energy_room_kwh=room,
         energy_dischargeable_kwh=np.where(present, dischargeable, 0.0),
         time_left_h=time_left,
         base_load_kw=base_eff,

@@ -209,12 +209,12 @@ def charging_needs201(
 
 
 def charging_needs21(
-    site: SiteArrays, c: SimConnector, departure: datetime, dischargeable_kwh: float
+    site: SiteArrays, c: SimConnector, departure: datetime, dischargeable_kwh: float, room_kwh: float
 ) -> call21.NotifyEVChargingNeeds:
     """The 2.1 EV's needs: those of 2.0.1 and, where the session may discharge (``c.v2x``), a
     bidirectional transfer mode with its V2X parameters: charge and discharge power (W), the energy to
-    its target (the session's energy) and to the bottom of its V2X range (negative: what it holds above
-    it, ``dischargeable_kwh``)."""
+    its target (the session's energy), to its maximum state of charge (``room_kwh``) and to the bottom of
+    its V2X range (negative: what it holds above it, ``dischargeable_kwh``)."""
     base = charging_needs201(site, c, departure).charging_needs
     if not c.v2x:
         return call21.NotifyEVChargingNeeds(evse_id=c.connector_id, charging_needs=base)
@@ -231,6 +231,7 @@ def charging_needs21(
         "max_charge_power": round(min(ev_max, rated) * 1000.0, 1),
         "max_discharge_power": round(dis * 1000.0, 1),
         "ev_target_energy_request": round(float(s["energy_kwh"]) * 1000.0, 1),
+        "ev_max_energy_request": round(room_kwh * 1000.0, 1),
         "ev_min_v2x_energy_request": round(-dischargeable_kwh * 1000.0, 1),
     }
     return call21.NotifyEVChargingNeeds(evse_id=c.connector_id, charging_needs=needs)

@@ -4,8 +4,9 @@
 stations receive and asks it to advance time. Each charging EV draws the minimum of what its profiles
 allow (the station maximum profile, the transaction profile or else the TxDefault profile; OCPP 1.6
 section 3.13) and what the EV can take, which is the core's charger box
-(:func:`envs.projection.charger_bounds`: rating, the EV's own limit, no charging past its need), so the
-double draws with the same physics as the simulator of ``envs/``. Energy goes in at ``p * efficiency *
+(:func:`envs.projection.charger_bounds`: rating, the EV's own limit, no charging past its room: a full
+battery where the session gives its battery and arrival SoC, else what it asked for), so the double draws
+with the same physics as the simulator of ``envs/``. Energy goes in at ``p * efficiency *
 dt``. The site (base load + chargers - PV from the scenario) is checked against the import limit and
 every node's limit at every tick.
 
@@ -172,6 +173,32 @@ class ProtectionTracker:
     def unprotected_now(self) -> int:
         """charging transactions that have had no profile in force so far"""
         return len(self._unprotected_since)
+
+
+def ev_dischargeable_kwh(c: SimConnector, v2g_min_soc: float) -> float:
+    """What the EV on ``c`` may still give back, kWh on its battery side (its own SoC floor: ``v2g_min_soc``,
+    or its arrival SoC if lower; without a known battery, only what it received in this session)."""
+    s = c.session
+    if s is None or not c.v2x:
+        return 0.0
+    battery, soc0 = float(s["battery_kwh"]), float(s["arrival_soc"])
+    if not (math.isfinite(battery) and math.isfinite(soc0)):
+        return max(c.delivered_kwh, 0.0)
+    floor = min(v2g_min_soc, soc0)
+    return max(battery * (soc0 - floor) + c.delivered_kwh, 0.0)
+
+
+def ev_room_kwh(c: SimConnector) -> float:
+    """What the EV on ``c`` may still take before it is full, kWh on its battery side, as the environment
+    counts it (:mod:`envs.episode`): to a full battery where the session gives its battery and arrival SoC
+    (at least what it asked for), else what it asked for; less the net energy it received."""
+    s = c.session
+    if s is None:
+        return 0.0
+    asked = float(s["energy_kwh"])
+    battery, soc0 = float(s["battery_kwh"]), float(s["arrival_soc"])
+    full = max(battery * (1.0 - soc0), asked) if math.isfinite(battery) and math.isfinite(soc0) else asked
+    return max(full - c.delivered_kwh, 0.0)
 
 
 class PhysicalSite:
@@ -422,30 +449,20 @@ class PhysicalSite:
             return float(min(lo, 0.0))
         return charge_cap_kw
 
-    def dischargeable_kwh(self, c: SimConnector) -> float:
-        """What the EV may still give back, kWh on its battery side (its own SoC floor)."""
-        s = c.session
-        if s is None or not c.v2x:
-            return 0.0
-        battery, soc0 = float(s["battery_kwh"]), float(s["arrival_soc"])
-        if not (math.isfinite(battery) and math.isfinite(soc0)):
-            return max(c.delivered_kwh, 0.0)
-        floor = min(self.v2g_min_soc, soc0)
-        return max(battery * (soc0 - floor) + c.delivered_kwh, 0.0)
-
     def can_take_kw(self, conns: list[SimConnector], dt_h: float) -> FloatArray:
         """(n,) what each charging EV can take this tick, kW (the upper side of :meth:`ev_box_kw`)."""
         return self.ev_box_kw(conns, dt_h)[1]
 
     def ev_box_kw(self, conns: list[SimConnector], dt_h: float) -> tuple[FloatArray, FloatArray]:
         """``(lo, hi)`` (n,) of each charging EV this tick, kW: the core's charger box
-        (:func:`envs.projection.charger_bounds`: rating, the EV's own limit, no charging past its need,
-        discharge only for a V2X session down to its SoC floor). A tick of no duration (``dt_h`` 0) only
-        bounds by rating and EV limit."""
+        (:func:`envs.projection.charger_bounds`: rating, the EV's own limit, no charging past its room
+        (:func:`ev_room_kwh`), discharge only for a V2X session down to its SoC floor). A tick of no
+        duration (``dt_h`` 0) only bounds by rating and EV limit."""
         n = self.site.n
         present = np.zeros(n, dtype=bool)
         ev_max = np.zeros(n)
         need = np.zeros(n)
+        room = np.zeros(n)
         dis_max = np.zeros(n)
         dischargeable = np.zeros(n)
         for c in conns:
@@ -456,10 +473,11 @@ class PhysicalSite:
             top = float(s["max_power_kw"])
             ev_max[i] = top if math.isfinite(top) else np.inf
             need[i] = max(float(s["energy_kwh"]) - c.delivered_kwh, 0.0)
+            room[i] = ev_room_kwh(c)
             if c.v2x:
                 dis_max[i] = min(self._max_discharge_kw[i], ev_max[i])
-                dischargeable[i] = self.dischargeable_kwh(c)
-        room = need if dt_h > 0 else np.where(present, np.inf, 0.0)
+                dischargeable[i] = ev_dischargeable_kwh(c, self.v2g_min_soc)
+        room = room if dt_h > 0 else np.where(present, np.inf, 0.0)
         state = SiteState(
             ev_present=present,
             ev_max_charge_kw=ev_max,
