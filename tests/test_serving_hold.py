@@ -56,3 +56,18 @@ def test_a_failed_decrease_holds_only_the_increases_that_share_its_rows() -> Non
     # more missing than all increases can cover: all of them wait, as before
     missing[0] = 100.0
     assert not increases_to_send(rows, missing, increase).any()
+
+
+def test_a_feeder_its_increases_cannot_cover_holds_its_own_not_the_sites() -> None:
+    """Feeder A: 10 kW of decreases still on their way, one 2 kW increase; feeder B: 3 and 9 kW increases.
+    A cannot be covered: its increase waits (A then carries no more than before); the site's 10 kW are
+    covered by it and B's 9 kW; B's 3 kW goes out. (All were held before: a 1,000-station step dipped
+    from 4,968 to 2,226 kW for two seconds while every increase waited for a feeder's decreases.)"""
+    # rows: feeder A, feeder B, the import
+    rows = np.array([[1.0, 0.0, 1.0], [1.0, 0.0, 1.0], [0.0, 1.0, 1.0], [0.0, 1.0, 1.0]])
+    missing = np.array([10.0, 0.0, 0.0, 0.0])
+    increase = np.array([0.0, 2.0, 3.0, 9.0])
+    assert increases_to_send(rows, missing, increase).tolist() == [False, False, True, False]
+    # A covered by a larger increase of its own: the largest-first rule as before
+    increase[1] = 12.0
+    assert increases_to_send(rows, missing, increase).tolist() == [False, False, True, True]
