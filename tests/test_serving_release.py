@@ -135,3 +135,20 @@ async def test_a_profile_that_only_changes_its_plan_goes_after_every_decrease() 
     refused = Stations(site, old, {"S0": 0.02}, {"S0"})
     assert await send_released(hold_rows(site), down, moves, up, moves, refused.send) == (False, 2)
     assert ("sent", "S1") not in refused.log
+
+
+async def test_decreases_go_a_few_at_a_time_and_the_increases_follow_each() -> None:
+    """One station at a time (``in_flight=1``), four chargers: the largest cut goes first, alone, and a
+    raise it frees goes out while the next cut is still on its way. The site stays within its limits."""
+    site, conns = _site(feeder=False)
+    old, new = np.array([11.04, 8.0, 3.9, 3.9]), np.array([4.14, 7.0, 10.8, 4.8])
+    down, up, moves = _stages(conns, old, new)
+    stations = Stations(site, old, {"S1": 0.1}, set())
+    ok, held = await send_released(hold_rows(site), down, moves, up, moves, stations.send, in_flight=1)
+    assert (ok, held) == (True, 0)
+    log = stations.log
+    assert log[:2] == [("sent", "S0"), ("answered", "S0")]  # the largest cut first, alone
+    # S1's 1 kW cut on its way is covered by holding S2's 6.9 kW raise: S3's goes before S1 answers
+    assert log.index(("sent", "S1")) < log.index(("sent", "S3")) < log.index(("answered", "S1"))
+    assert log.index(("answered", "S1")) < log.index(("sent", "S2"))
+    assert stations.worst_excess <= 1e-9
