@@ -144,6 +144,12 @@ class PlanContext:
         return tuple("down" if import_binds(site, self.other_kw + t) else "up" for t in totals)
 
 
+LAG_WEIGHT = 0.05
+"""weight of each accepted profile in :attr:`Dispatcher.lag_s`, the moving average of how long a profile
+takes from its batch's start to its acceptance: until then its charger draws its old limit
+(:func:`serving.live.build_snapshot`'s ``lag_s``)"""
+
+
 @dataclass(frozen=True)
 class Batch:
     """One cycle's profiles: one start for every schedule, the rounding of each period."""
@@ -307,6 +313,7 @@ class Dispatcher:
         """monotonic time the last batch of profiles was answered (what a site meter reading taken
         before it shows is not yet the plan that batch carried)"""
         self.period_s = 900.0
+        self.lag_s = 0.0  # from a batch's start to its profiles' acceptance, s (:data:`LAG_WEIGHT`)
         self.failsafe_retry_s = failsafe_retry_s
         """first wait before the failsafe is tried again; doubles up to :data:`FAILSAFE_RETRY_MAX_S`"""
         self._rows = hold_rows(site)
@@ -443,8 +450,6 @@ class Dispatcher:
                     cap[c.index] = share[c.index]
         return cap
 
-    # ------------------------------------------------------------------ transaction profiles
-
     @property
     def in_flight(self) -> bool:
         """profiles of this or an earlier cycle are still on their way (no increase may go out)"""
@@ -566,6 +571,7 @@ class Dispatcher:
                 c.limit_value = value
                 c.limit_kw = kw if ch.rate_unit == "W" else profile_to_kw_one(self.site, c.index, value)
                 c.limit_sent_at = time.monotonic()
+                self.lag_s += LAG_WEIGHT * (c.limit_sent_at - batch.start_mono - self.lag_s)
                 c.plan_kw = None
                 if periods is not None:
                     c.plan_kw = profile_to_kw_at(self.site, c.index, np.array([v for _, v in periods]))

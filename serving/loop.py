@@ -256,7 +256,7 @@ class SiteLoop:
                 battery = self.battery.status(now, meter.earliest(self.cfg), meter.at + slack)
         snapshot, info = build_snapshot(
             self.live, self.cfg, self.cycle, cap_kw, now, utc, self.correction_kw, self.forecast, battery,
-            held,
+            held, self.dispatcher.lag_s,
         )  # fmt: skip
         if self.forecast is not None:
             done = self.forecast.observe(utc, info.measured_base_load_kw, info.measured_pv_kw)

@@ -1,6 +1,9 @@
-"""On the grid the step's snapshot has each EV's energy at the step's start, not at its last MeterValues
-(issue 15: a station reports every 10 s at a phase of its own, and the rule-based policy saw the EVs up
-to 10 s of charge behind the environment's, and charged them ahead of it before the V2G window)."""
+"""On the grid the step's snapshot has each EV's energy when the decision takes effect (the cycle, plus the
+dispatcher's measured lag), not at its last MeterValues (issue 15: a station reports every 10 s at a
+phase of its own, and the rule-based policy saw the EVs up to 10 s of charge behind the environment's, and
+charged them ahead of it before the V2G window; at 1,000 stations the EVs then charged on for 1.5 s into
+the window while the step's profiles went out, and the discharge was decided on needs 1.8 kWh above
+what they had)."""
 
 from __future__ import annotations
 
@@ -58,13 +61,13 @@ def test_no_reading_in_this_transaction_moves_nothing() -> None:
     assert moved_since_reading_kwh(c, EFF, 105.0, 1.0) == 0.0
 
 
-@pytest.mark.parametrize(("phase", "moved_s"), [(1.0, 5.0), (None, 0.0)])
-def test_the_steps_snapshot_has_the_energy_at_the_steps_start(
-    tmp_path: Path, phase: float | None, moved_s: float
+@pytest.mark.parametrize(("phase", "lag_s", "moved_s"), [(1.0, 0.0, 6.0), (1.0, 0.5, 6.5), (None, 0.5, 0.0)])
+def test_the_steps_snapshot_has_the_energy_when_the_decision_takes_effect(
+    tmp_path: Path, phase: float | None, lag_s: float, moved_s: float
 ) -> None:
-    """A reading 5 s before the step's start, a cycle 1 s into it: on the grid the EV's need is 5 s of
-    its draw less than the reading says (to the step's start, not to the cycle); off the grid it is the
-    reading's, as before."""
+    """A reading 5 s before the step's start, a cycle 1 s into it, profiles taking ``lag_s`` to be
+    accepted: on the grid the EV's need is 6 s and the lag of its draw less than the reading says; off
+    the grid it is the reading's, as before."""
     cfg = serving_config(tmp_path, control_interval_s=10.0, cycle_phase_s=phase)
     site = SiteArrays.from_config(site_from_dict(small_site().model_dump()))
     live = LiveSite.build(site, connector_map(cfg, site.config), ["CP1", "CP2"])
@@ -75,8 +78,26 @@ def test_the_steps_snapshot_has_the_energy_at_the_steps_start(
     c.power_kw, c.power_at, c.register_at = 7.36, 95.0, 95.0
     # the cycle at monotonic 101 is 1 s into its step (wall GRID + 1 s): the step started at 100
     snap, _ = build_snapshot(
-        live, cfg, 1, np.full(4, np.inf), now_mono=101.0, now_utc=GRID + timedelta(seconds=1)
+        live, cfg, 1, np.full(4, np.inf), now_mono=101.0, now_utc=GRID + timedelta(seconds=1), lag_s=lag_s
     )
     eff = float(site.efficiency[0])
     want = 5.0 - 1.0 * eff - 7.36 * moved_s / 3600 * eff
     assert float(snap.state.energy_needed_kwh[0]) == pytest.approx(want)
+
+
+def test_an_ev_leaving_within_the_step_is_taken_at_the_steps_start(tmp_path: Path) -> None:
+    """Its decision covers only the part of the step it is there for: the lag's energy counted too would
+    leave it short by that (no later step makes it up), so its need is the one at the step's start."""
+    cfg = serving_config(tmp_path, control_interval_s=10.0, cycle_phase_s=1.0)
+    site = SiteArrays.from_config(site_from_dict(small_site().model_dump()))
+    live = LiveSite.build(site, connector_map(cfg, site.config), ["CP1", "CP2"])
+    c = live.connectors[0]
+    c.tx_pk, c.ocpp_tx_id, c.energy_asked_kwh, c.tx_start = 1, "1", 5.0, GRID
+    c.departure = GRID + timedelta(seconds=8)
+    c.started_at, c.meter_start_wh, c.meter_last_wh = 0.0, 0.0, 1000.0
+    c.power_kw, c.power_at, c.register_at = 7.36, 95.0, 95.0
+    snap, _ = build_snapshot(
+        live, cfg, 1, np.full(4, np.inf), now_mono=101.0, now_utc=GRID + timedelta(seconds=1), lag_s=0.5
+    )
+    eff = float(site.efficiency[0])
+    assert float(snap.state.energy_needed_kwh[0]) == pytest.approx(5.0 - 1.0 * eff - 7.36 * 5.0 / 3600 * eff)

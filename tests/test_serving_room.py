@@ -91,8 +91,10 @@ async def test_a_v2x_ev_live_takes_what_the_plan_gives_past_its_request(tmp_path
     try:
         v2g = {"CP1-1": True, "CP1-2": False, "CP2-1": True, "CP2-2": False}
         rep = await _sim(svc, v2g_scenario(site, v2g, 0.05), duration_s=3.0).run()
+        lag_s = svc.dispatcher.lag_s  # how long its profiles took to be accepted: over loopback, ms
     finally:
         await svc.stop()
+    assert 0.0 < lag_s < 0.5
     got = rep.energy_delivered_kwh
     assert got["s0"] > 0.15 and got["s2"] > 0.15  # V2X: three times its request and more
     assert got["s1"] < 0.1 and got["s3"] < 0.1  # charge-only: its request, a cycle's overshoot at most
