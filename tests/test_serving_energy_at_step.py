@@ -61,43 +61,39 @@ def test_no_reading_in_this_transaction_moves_nothing() -> None:
     assert moved_since_reading_kwh(c, EFF, 105.0, 1.0) == 0.0
 
 
-@pytest.mark.parametrize(("phase", "lag_s", "moved_s"), [(1.0, 0.0, 6.0), (1.0, 0.5, 6.5), (None, 0.5, 0.0)])
-def test_the_steps_snapshot_has_the_energy_when_the_decision_takes_effect(
-    tmp_path: Path, phase: float | None, lag_s: float, moved_s: float
-) -> None:
-    """A reading 5 s before the step's start, a cycle 1 s into it, profiles taking ``lag_s`` to be
-    accepted: on the grid the EV's need is 6 s and the lag of its draw less than the reading says; off
-    the grid it is the reading's, as before."""
+def _need_now(tmp_path: Path, phase: float | None, lag_s: float, stay_s: float) -> float:
+    """The snapshot's need (kWh) of an EV that asked 5 kWh, took 1 kWh through the meter, read drawing
+    7.36 kW 5 s before the step's start, leaving ``stay_s`` after it; the cycle 1 s into the step (the step
+    started at monotonic 100, wall ``GRID``), profiles taking ``lag_s`` to be accepted."""
     cfg = serving_config(tmp_path, control_interval_s=10.0, cycle_phase_s=phase)
     site = SiteArrays.from_config(site_from_dict(small_site().model_dump()))
     live = LiveSite.build(site, connector_map(cfg, site.config), ["CP1", "CP2"])
     c = live.connectors[0]
     c.tx_pk, c.ocpp_tx_id, c.energy_asked_kwh, c.tx_start = 1, "1", 5.0, GRID
-    c.departure = GRID + timedelta(seconds=600)
+    c.departure = GRID + timedelta(seconds=stay_s)
     c.started_at, c.meter_start_wh, c.meter_last_wh = 0.0, 0.0, 1000.0
     c.power_kw, c.power_at, c.register_at = 7.36, 95.0, 95.0
-    # the cycle at monotonic 101 is 1 s into its step (wall GRID + 1 s): the step started at 100
     snap, _ = build_snapshot(
         live, cfg, 1, np.full(4, np.inf), now_mono=101.0, now_utc=GRID + timedelta(seconds=1), lag_s=lag_s
     )
-    eff = float(site.efficiency[0])
-    want = 5.0 - 1.0 * eff - 7.36 * moved_s / 3600 * eff
-    assert float(snap.state.energy_needed_kwh[0]) == pytest.approx(want)
+    return float(snap.state.energy_needed_kwh[0])
+
+
+def _moved_need(moved_s: float) -> float:
+    eff = float(SiteArrays.from_config(small_site()).efficiency[0])
+    return 5.0 - 1.0 * eff - 7.36 * moved_s / 3600 * eff
+
+
+@pytest.mark.parametrize(("phase", "lag_s", "moved_s"), [(1.0, 0.0, 6.0), (1.0, 0.5, 6.5), (None, 0.5, 0.0)])
+def test_the_steps_snapshot_has_the_energy_when_the_decision_takes_effect(
+    tmp_path: Path, phase: float | None, lag_s: float, moved_s: float
+) -> None:
+    """On the grid the EV's need is the 6 s to the cycle and the lag of its draw less than the reading
+    says; off the grid it is the reading's, as before."""
+    assert _need_now(tmp_path, phase, lag_s, 600.0) == pytest.approx(_moved_need(moved_s))
 
 
 def test_an_ev_leaving_within_the_step_is_taken_at_the_steps_start(tmp_path: Path) -> None:
     """Its decision covers only the part of the step it is there for: the lag's energy counted too would
     leave it short by that (no later step makes it up), so its need is the one at the step's start."""
-    cfg = serving_config(tmp_path, control_interval_s=10.0, cycle_phase_s=1.0)
-    site = SiteArrays.from_config(site_from_dict(small_site().model_dump()))
-    live = LiveSite.build(site, connector_map(cfg, site.config), ["CP1", "CP2"])
-    c = live.connectors[0]
-    c.tx_pk, c.ocpp_tx_id, c.energy_asked_kwh, c.tx_start = 1, "1", 5.0, GRID
-    c.departure = GRID + timedelta(seconds=8)
-    c.started_at, c.meter_start_wh, c.meter_last_wh = 0.0, 0.0, 1000.0
-    c.power_kw, c.power_at, c.register_at = 7.36, 95.0, 95.0
-    snap, _ = build_snapshot(
-        live, cfg, 1, np.full(4, np.inf), now_mono=101.0, now_utc=GRID + timedelta(seconds=1), lag_s=0.5
-    )
-    eff = float(site.efficiency[0])
-    assert float(snap.state.energy_needed_kwh[0]) == pytest.approx(5.0 - 1.0 * eff - 7.36 * 5.0 / 3600 * eff)
+    assert _need_now(tmp_path, 1.0, 0.5, 8.0) == pytest.approx(_moved_need(5.0))
