@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -21,8 +22,13 @@ def test_readme_and_environment_doc_show_the_same_training_example() -> None:
     assert _training_example("README.md") == _training_example("docs/environment.md")
 
 
-def test_the_training_example_runs_and_is_what_training_builds() -> None:
+def test_the_training_example_runs_and_is_what_training_builds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from training.learner import make_env
+
+    # SB3's learn() without a logger of ours makes a log folder: in the test's own, not /tmp/SB3-<date>
+    monkeypatch.setenv("SB3_LOGDIR", str(tmp_path / "sb3"))
     from training.rl_config import load_train_config, shipped_config
 
     code = _training_example("README.md").replace("total_timesteps=200_000", "total_timesteps=64")
