@@ -282,12 +282,10 @@ def _compile_sessions(
     known = np.isfinite(battery) & np.isfinite(arrival_soc)
     with np.errstate(invalid="ignore", divide="ignore"):
         start_soc = np.where(known, np.minimum(arrival_soc + (energy - request) / battery, 1.0), np.nan)
+    full_room, above_floor = battery_energies_kwh(battery, start_soc, request, v2g_min_soc)
     # an unknown battery takes what was asked or declared, whichever is more
-    room = np.where(
-        known, np.maximum(battery * (1.0 - start_soc), request), np.maximum(request, declared_request)
-    )
-    floor_soc = np.minimum(v2g_min_soc, start_soc)
-    dischargeable = np.where(known & v2g, np.maximum(battery * (start_soc - floor_soc), 0.0), 0.0)
+    room = np.where(known, full_room, np.maximum(request, declared_request))
+    dischargeable = np.where(known & v2g, above_floor, 0.0)
     max_charge = np.where(np.isfinite(session_max_kw), session_max_kw, np.inf)
     max_discharge = np.where(v2g, np.minimum(site.max_discharge_kw[slot], max_charge), 0.0)
 
@@ -323,6 +321,18 @@ def _compile_sessions(
         declared_departure_steps=dd_x,
     )
     return slot_session, table, dropped
+
+
+def battery_energies_kwh(
+    battery_kwh: FloatArray, soc: FloatArray, request_kwh: FloatArray, v2g_min_soc: float
+) -> tuple[FloatArray, FloatArray]:
+    """``(room, dischargeable)`` of EVs of known battery at state of charge ``soc``, kWh on the battery
+    side: the room to a full battery (at least the request) and the energy above the SoC floor
+    (``v2g_min_soc``, or ``soc`` if lower). NaN where the battery or the SoC is unknown. The environment's
+    sessions and the station simulator's EVs (:mod:`stationsim.physics`) both count them so."""
+    battery, soc = np.asarray(battery_kwh, dtype=float), np.asarray(soc, dtype=float)
+    room = np.maximum(battery * (1.0 - soc), request_kwh)
+    return room, np.maximum(battery * (soc - np.minimum(v2g_min_soc, soc)), 0.0)
 
 
 def _after_previous(arrival: FloatArray, departure: FloatArray, slot: IntArray) -> FloatArray:

@@ -46,9 +46,9 @@ def _may_have_finished(
         return False
     eff = float(live.site.efficiency[c.index])
     room = c.room_kwh(eff)
-    need = max(c.energy_asked_kwh - c.received_kwh(eff), 0.0) if room is None else room
+    left = max(c.energy_asked_kwh - c.received_kwh(eff), 0.0) if room is None else room
     hours = max(meter_at - c.power_taken_from(reading_slack_s(cfg)), 0.0) * cfg.time_scale / 3600.0
-    return need <= ceiling_kw * eff * hours
+    return left <= ceiling_kw * eff * hours
 
 
 def draws_at_meter(

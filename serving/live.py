@@ -496,8 +496,10 @@ def build_snapshot(
             start = c.tx_start or utc
             stay_h = max((utc - start).total_seconds(), 0.0) * scale / 3600.0
             time_left[i] = max(cfg.default_dwell_h - stay_h, dt_h)
-        until = step_mono if time_left[i] <= dt_h + 1e-12 else effect_mono
-        moved = 0.0 if until is None or effect_mono is None else moved_since_reading_kwh(c, eff, until, scale)
+        moved = 0.0
+        if effect_mono is not None:  # an EV leaving within the step: at the step's start (above)
+            until = step_mono if time_left[i] <= dt_h + 1e-12 else effect_mono
+            moved = moved_since_reading_kwh(c, eff, until, scale)
         need[i] = max(0.0, asked - c.received_kwh(eff) - moved)
         declared_room = c.room_kwh(eff)
         room[i] = need[i] if declared_room is None else max(need[i], declared_room - moved)

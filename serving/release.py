@@ -68,8 +68,8 @@ async def send_released(
     limit moves in either stage. Returns whether every decrease was accepted and how many of the second
     stage were held (never sent)."""
     pending = moves_of(decreases, down_kw)
-    queue = sorted(decreases.items(), key=lambda kv: -sum(float(pending[c.index]) for c, _, _ in kv[1]))
-    queue.reverse()  # popped from the end: the largest first
+    # popped from the end: the largest first
+    queue = sorted(decreases.items(), key=lambda kv: sum(float(pending[c.index]) for c, _, _ in kv[1]))
     queued = {sid for sid, _ in queue}  # a station's increases go after its own decreases
     held_up = moves_of(increases, up_kw)
     still = held_up <= 0  # in the stage for its plan alone (its limit now unchanged): after every decrease

@@ -35,6 +35,7 @@ import numpy as np
 import pandas as pd
 
 from envs.core import FloatArray, SiteArrays, SiteState
+from envs.episode import battery_energies_kwh
 from envs.projection import charger_bounds
 from envs.scenario import Scenario
 from envs.share import profile_to_kw_one
@@ -175,30 +176,23 @@ class ProtectionTracker:
         return len(self._unprotected_since)
 
 
-def ev_dischargeable_kwh(c: SimConnector, v2g_min_soc: float) -> float:
-    """What the EV on ``c`` may still give back, kWh on its battery side (its own SoC floor: ``v2g_min_soc``,
-    or its arrival SoC if lower; without a known battery, only what it received in this session)."""
-    s = c.session
-    if s is None or not c.v2x:
-        return 0.0
-    battery, soc0 = float(s["battery_kwh"]), float(s["arrival_soc"])
-    if not (math.isfinite(battery) and math.isfinite(soc0)):
-        return max(c.delivered_kwh, 0.0)
-    floor = min(v2g_min_soc, soc0)
-    return max(battery * (soc0 - floor) + c.delivered_kwh, 0.0)
-
-
-def ev_room_kwh(c: SimConnector) -> float:
-    """What the EV on ``c`` may still take before it is full, kWh on its battery side, as the environment
-    counts it (:mod:`envs.episode`): to a full battery where the session gives its battery and arrival SoC
-    (at least what it asked for), else what it asked for; less the net energy it received."""
-    s = c.session
-    if s is None:
-        return 0.0
-    asked = float(s["energy_kwh"])
-    battery, soc0 = float(s["battery_kwh"]), float(s["arrival_soc"])
-    full = max(battery * (1.0 - soc0), asked) if math.isfinite(battery) and math.isfinite(soc0) else asked
-    return max(full - c.delivered_kwh, 0.0)
+def ev_energies_kwh(conns: list[SimConnector], v2g_min_soc: float) -> tuple[FloatArray, FloatArray]:
+    """``(room, dischargeable)`` of the EVs on ``conns`` now, kWh on their battery side, as the environment
+    counts them (:func:`envs.episode.battery_energies_kwh`): room to a full battery where the session gives
+    its battery and arrival SoC (at least what it asked for), else what it asked for; a V2X session's
+    energy above its SoC floor (``v2g_min_soc``, or its arrival SoC if lower; without a known battery, only
+    what it received). Both moved by the net energy it received."""
+    sessions = [c.session or {} for c in conns]
+    battery = np.array([float(s.get("battery_kwh", np.nan)) for s in sessions])
+    soc = np.array([float(s.get("arrival_soc", np.nan)) for s in sessions])
+    asked = np.array([float(s.get("energy_kwh", 0.0)) for s in sessions])
+    got = np.array([c.delivered_kwh for c in conns])
+    v2x = np.array([c.session is not None and c.v2x for c in conns], dtype=bool)
+    with np.errstate(invalid="ignore"):
+        full, above = battery_energies_kwh(battery, soc, asked, v2g_min_soc)
+    room = np.maximum(np.where(np.isfinite(full), full, asked) - got, 0.0)
+    held = np.where(np.isfinite(above), above, 0.0)
+    return room, np.where(v2x, np.maximum(held + got, 0.0), 0.0)
 
 
 class PhysicalSite:
@@ -456,7 +450,7 @@ class PhysicalSite:
     def ev_box_kw(self, conns: list[SimConnector], dt_h: float) -> tuple[FloatArray, FloatArray]:
         """``(lo, hi)`` (n,) of each charging EV this tick, kW: the core's charger box
         (:func:`envs.projection.charger_bounds`: rating, the EV's own limit, no charging past its room
-        (:func:`ev_room_kwh`), discharge only for a V2X session down to its SoC floor). A tick of no
+        (:func:`ev_energies_kwh`), discharge only for a V2X session down to its SoC floor). A tick of no
         duration (``dt_h`` 0) only bounds by rating and EV limit."""
         n = self.site.n
         present = np.zeros(n, dtype=bool)
@@ -473,10 +467,10 @@ class PhysicalSite:
             top = float(s["max_power_kw"])
             ev_max[i] = top if math.isfinite(top) else np.inf
             need[i] = max(float(s["energy_kwh"]) - c.delivered_kwh, 0.0)
-            room[i] = ev_room_kwh(c)
             if c.v2x:
                 dis_max[i] = min(self._max_discharge_kw[i], ev_max[i])
-                dischargeable[i] = ev_dischargeable_kwh(c, self.v2g_min_soc)
+        at = [c.charger for c in conns]
+        room[at], dischargeable[at] = ev_energies_kwh(conns, self.v2g_min_soc)
         room = room if dt_h > 0 else np.where(present, np.inf, 0.0)
         state = SiteState(
             ev_present=present,

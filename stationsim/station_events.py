@@ -10,7 +10,7 @@ import time
 from typing import TYPE_CHECKING
 
 from stationsim import messages as msg
-from stationsim.physics import SimConnector, ev_dischargeable_kwh, ev_room_kwh
+from stationsim.physics import SimConnector, ev_energies_kwh
 from stationsim.stations import SimCP
 
 if TYPE_CHECKING:
@@ -42,8 +42,8 @@ async def handle_event(sim: SiteSimulator, cp: SimCP, kind: str, c: SimConnector
             if c.session is s and c.tx_id == tx:
                 departure = sim.wall_of(s["departure"])
                 if v21:
-                    dis, room = ev_dischargeable_kwh(c, sim.physics.v2g_min_soc), ev_room_kwh(c)
-                    await sim._call(cp, msg.charging_needs21(sim.site, c, departure, dis, room))
+                    (room,), (dis,) = ev_energies_kwh([c], sim.physics.v2g_min_soc)
+                    await sim._call(cp, msg.charging_needs21(sim.site, c, departure, float(dis), float(room)))
                 else:
                     await sim._call(cp, msg.charging_needs201(sim.site, c, departure))
     elif kind == "depart":

@@ -17,7 +17,7 @@ from serving.events import V2XNeeds
 from serving.live import SiteMeterReading, build_snapshot
 from serving.service import Service
 from stationsim import messages as msg
-from stationsim.physics import SimConnector, ev_dischargeable_kwh, ev_room_kwh
+from stationsim.physics import SimConnector, ev_energies_kwh
 from tests.test_serving_helpers import PASSWORDS, FullPower, drawing_live, serving_config
 from tests.test_serving_v2g import _sim, v2g_scenario, v2g_site
 
@@ -30,6 +30,14 @@ def _connector(energy_kwh: float, battery_kwh: float, soc: float, delivered_kwh:
         "max_power_kw": np.nan,
     }
     return SimConnector(0, "CP1", 1, [], session=session, delivered_kwh=delivered_kwh, v2x=True)
+
+
+def ev_room_kwh(c: SimConnector) -> float:
+    return float(ev_energies_kwh([c], 0.4)[0][0])
+
+
+def ev_dischargeable_kwh(c: SimConnector, v2g_min_soc: float) -> float:
+    return float(ev_energies_kwh([c], v2g_min_soc)[1][0])
 
 
 def test_a_simulated_ev_of_known_battery_may_take_past_its_request_up_to_full() -> None:
