@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from envs.core import BoolArray, FloatArray, ForecastWindow, SiteArrays, SiteState, Snapshot
-from serving.at_meter import draws_at_meter
+from serving.at_meter import DrawsAtMeter, draws_at_meter
 from serving.base_ahead import base_ahead_kw
 from serving.config import ServingConfig
 from serving.events import V2XNeeds
@@ -188,15 +188,18 @@ class ConnectorLive:
         if self.power_kw is None:
             return None
         at_from = at - slack if at_from is None else at_from
-        clean: list[tuple[float, float, float]] = []
-        for t, kw, taken_after in self.readings if self.meter_fault is None else ():
+        best: tuple[float, float, float] | None = None
+        # nearest first: the first clean one decides (others as near only break a tie), once a cycle for
+        # every charger, so the limit log is not scanned for readings that cannot win
+        for dist, t, kw, taken_after in sorted((abs(at - t), t, kw, ta) for t, kw, ta in self.readings):
+            if self.meter_fault is not None or (best is not None and dist > best[0]):
+                break
             # taken up to the slack before it arrived, and after the TriggerMessage it answers
             since, until = min(at_from, max(t - slack, taken_after)), max(at, t) + slack
             if not any(since < t_lim <= until for t_lim, _ in self.limit_log):
-                clean.append((abs(at - t), *self._span_kw(kw, since, until)))
-        if clean:
-            _, lo, hi = min(clean)
-            return lo, hi
+                best = min(best or (np.inf, 0.0, 0.0), (dist, *self._span_kw(kw, since, until)))
+        if best is not None:
+            return best[1], best[2]
         since, until = min(at_from, self.power_taken_from(slack)), max(at, self.power_at) + slack
         return self._span_kw(self.power_kw, since, until)
 
@@ -367,6 +370,8 @@ class SnapshotInfo:
     """the site battery may be used this cycle (a fresh reading over a working link)"""
     base_load_low_kw: float | None = None
     """the lowest base load the site meter allows (readings straddling a change), None without one"""
+    draws: DrawsAtMeter | None = None
+    """the chargers' and the battery's draws taken off the site meter's reading, None without a fresh one"""
 
 
 def _v2x_bounds(site: SiteArrays, c: ConnectorLive) -> tuple[float, float]:
@@ -524,6 +529,7 @@ def build_snapshot(
         soc_kwh = battery.soc_frac * site.battery_capacity_kwh
     measured_base: float | None = None
     measured_pv: float | None = None
+    then: DrawsAtMeter | None = None
     base_low: float | None = None
     if source_none:
         pv = 0.0
@@ -586,6 +592,7 @@ def build_snapshot(
         battery_kw_last=battery_kw,
     )
     info = SnapshotInfo(
-        stale, site_import, base_eff, pv, overdraw, measured_base, measured_pv, source, battery_on, base_low
-    )
+        stale, site_import, base_eff, pv, overdraw, measured_base, measured_pv, source, battery_on, base_low,
+        then,
+    )  # fmt: skip
     return snap, info

@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from envs.core import SiteArrays
@@ -128,3 +128,50 @@ def test_the_bounds_hold_the_draw_when_the_site_meter_read(
     bounds = c.draw_bounds_kw(arrived, SLACK_S)
     assert bounds is not None
     assert bounds[0] <= drew(arrived - lag * SLACK_S) <= bounds[1]
+
+
+def _bounds_from_every_reading(c: ConnectorLive, at: float, slack: float) -> tuple[float, float] | None:
+    """:meth:`ConnectorLive.draw_bounds_kw` as first written: every reading's window and span, then the
+    nearest clean one (its lowest span on a tie)."""
+    if c.power_kw is None:
+        return None
+    clean = []
+    for t, kw, taken_after in c.readings:
+        since, until = min(at - slack, max(t - slack, taken_after)), max(at, t) + slack
+        if not any(since < t_lim <= until for t_lim, _ in c.limit_log):
+            limits = c.limits_in_force(since, until)
+            clean.append((abs(at - t), min([kw, *limits]), max([kw, *limits])))
+    if clean:
+        _, lo, hi = min(clean)
+        return lo, hi
+    since, until = min(at - slack, c.power_taken_from(slack)), max(at, c.power_at) + slack
+    limits = c.limits_in_force(since, until)
+    return min([c.power_kw, *limits]), max([c.power_kw, *limits])
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(
+    changes=st.lists(
+        st.tuples(st.floats(0.0, 2.0), st.sampled_from([0.0, 1.4, 6.21])), min_size=0, max_size=10
+    ),
+    reads=st.lists(
+        st.tuples(
+            st.sampled_from([0.0, 0.5, 0.9, 1.0, 1.1, 1.5, 2.0]), st.sampled_from([0.0, 3.5, 6.21]),
+            st.sampled_from([-np.inf, 0.4, 1.0]),
+        ),
+        min_size=0,
+        max_size=8,
+    ),
+    at=st.sampled_from([0.0, 0.7, 1.0, 1.3, 2.5]),
+)  # fmt: skip
+@example(changes=[], reads=[(0.5, 6.21, -np.inf), (1.5, 3.5, -np.inf)], at=1.0)  # one either side: the later
+def test_the_nearest_clean_reading_is_found_without_scanning_every_one(
+    changes: list[tuple[float, float]], reads: list[tuple[float, float, float]], at: float
+) -> None:
+    """The bounds search stops at the nearest clean reading: the same bounds as scanning every reading,
+    ties in distance (a reading either side of the meter's, two at one time) included."""
+    _, c = _live(Path("never-written"))
+    _limits(c, sorted(changes))
+    for t, kw, taken_after in reads:
+        _read(c, t, kw, taken_after)
+    assert c.draw_bounds_kw(at, 0.1) == _bounds_from_every_reading(c, at, 0.1)
