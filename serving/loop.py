@@ -31,6 +31,7 @@ from serving.config import ServingConfig
 from serving.control import Controller, CycleOutcome, FixedLoad, keeps_feasible
 from serving.dispatch import Dispatcher, PlanContext, select_updates
 from serving.forecast import LiveForecast
+from serving.gc_pause import collection_paused
 from serving.journal import HISTORY_SOURCE, Journal, Publisher
 from serving.live import LiveSite, SnapshotInfo, build_snapshot, step_start
 from serving.metrics import Metrics
@@ -222,7 +223,8 @@ class SiteLoop:
     async def run_cycle(self, redecide: bool = False) -> CycleSummary:
         """One cycle; ``redecide``: the step of the last one again (:mod:`serving.needs`), same index."""
         t0, cpu0, policy0 = time.perf_counter(), time.thread_time(), self.controller.policy_cpu_s
-        with self.journal.store.held():  # the database thread waits: no writes in turns with the cycle
+        # the database thread waits (no writes in turns with the cycle); no garbage collection inside it
+        with self.journal.store.held(), collection_paused():
             reading = self.read(redecide)
             outcome = await self.decide(reading)
             sent = self.write(reading, outcome)

@@ -237,6 +237,7 @@ def register(app: typer.Typer) -> None:
         from envs.config import ConfigError, format_validation_error, load_site
         from evdlm.tracking_uri import use_tracking_store
         from serving.config import check_auth, load_operator_token, load_passwords, load_serving_config
+        from serving.gc_pause import freeze_start_up
         from serving.service import PolicyLoadError, Service, check_site_matches, load_policy_strict
 
         level = log_level.upper()
@@ -317,6 +318,7 @@ def register(app: typer.Typer) -> None:
             except (ConfigError, OSError) as err:
                 raise bad_input(str(err)) from None
             await svc.start()
+            freeze_start_up()  # start-up's objects out of every later collection's way (serving.gc_pause)
             typer.echo(
                 f"evdlm serving {site_cfg.name}: OCPP ws{'s' if cfg.tls else ''}://{cfg.ocpp_host}:{svc.ocpp_port}/"
                 f"<station>, API http://{cfg.http_host}:{svc.http_port}/api/state, policy "
