@@ -226,8 +226,13 @@ class SiteLoop:
         # the database thread waits (no writes in turns with the cycle); no garbage collection inside it
         with self.journal.store.held(), collection_paused():
             reading = self.read(redecide)
+            t_read = time.perf_counter()
             outcome = await self.decide(reading)
+            t_decide = time.perf_counter()
             sent = self.write(reading, outcome)
+        for phase, since, until in (("read", t0, t_read), ("decide", t_read, t_decide)):
+            self.metrics.inc("loop_phase_seconds_total", until - since, phase=phase)
+        self.metrics.inc("loop_phase_seconds_total", time.perf_counter() - t_decide, phase="write")
         self.metrics.loop_cpu_s.observe(time.thread_time() - cpu0 + self.controller.policy_cpu_s - policy0)
         return self.record(reading, outcome, sent, time.perf_counter() - t0)
 

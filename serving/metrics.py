@@ -74,6 +74,8 @@ class Metrics:
             "import_limit_kw": "site import limit, kW",
             "loop_latency_seconds": "control loop latency, read to profiles queued",
             "loop_cpu_seconds": "control loop CPU time (loop thread and policy worker thread)",
+            "loop_phase_seconds_total": "control loop wall time by phase (read: the snapshot, decide: the "
+            "policy and the projection, write: the profiles and the battery's setpoint)",
             "forecast_refreshes_total": "forecast refreshes, by outcome (model or why it fell back)",
             "forecast_fallbacks_total": "forecast refreshes that fell back to persistence, by reason",
             "forecast_cycles_total": "control cycles by where the forecast window came from",

@@ -204,6 +204,12 @@ async def test_loop_cpu_time_counts_the_policy_worker_and_stays_within_the_wall_
         assert BURN_S <= c <= w + 1e-3  # the worker's CPU is in it; no more CPU than the cycle's wall time
     assert state["loop"]["p99_cpu_ms"] >= 1000 * BURN_S
     assert f"evdlm_loop_cpu_seconds_count {cpu.n}" in text
+    # the wall time by phase: the policy's in decide, the phases within the cycles' wall time
+    phases = {p: svc.metrics.count("loop_phase_seconds_total", phase=p) for p in ("read", "decide", "write")}
+    assert phases["decide"] >= BURN_S * cpu.n
+    assert phases["read"] > 0 and phases["write"] > 0
+    assert sum(phases.values()) <= wall.total + 1e-3
+    assert 'evdlm_loop_phase_seconds_total{phase="decide"}' in text
 
 
 # --------------------------------------------------------------------------- simulated stations
