@@ -174,6 +174,14 @@ def battery_gauges(battery: ModbusBattery, metrics: Metrics, outcome: CycleOutco
         metrics.set("battery_power_kw", st.power_kw)
 
 
+def count_phases(metrics: Metrics, start: float, read: float, decided: float, written: float) -> None:
+    """Add a cycle's wall time by phase to ``loop_phase_seconds_total``: read (the snapshot), decide (the
+    policy and the projection), write (the profiles, the battery's setpoint); ``perf_counter`` times."""
+    spans = (("read", start, read), ("decide", read, decided), ("write", decided, written))
+    for phase, since, until in spans:
+        metrics.inc("loop_phase_seconds_total", until - since, phase=phase)
+
+
 class SiteLoop:
     """One site's control cycle (one event loop; the policy runs on the controller's thread)."""
 
@@ -225,14 +233,10 @@ class SiteLoop:
         t0, cpu0, policy0 = time.perf_counter(), time.thread_time(), self.controller.policy_cpu_s
         # the database thread waits (no writes in turns with the cycle); no garbage collection inside it
         with self.journal.store.held(), collection_paused():
-            reading = self.read(redecide)
-            t_read = time.perf_counter()
-            outcome = await self.decide(reading)
-            t_decide = time.perf_counter()
+            reading, t_read = self.read(redecide), time.perf_counter()
+            outcome, t_decide = await self.decide(reading), time.perf_counter()
             sent = self.write(reading, outcome)
-        for phase, since, until in (("read", t0, t_read), ("decide", t_read, t_decide)):
-            self.metrics.inc("loop_phase_seconds_total", until - since, phase=phase)
-        self.metrics.inc("loop_phase_seconds_total", time.perf_counter() - t_decide, phase="write")
+        count_phases(self.metrics, t0, t_read, t_decide, time.perf_counter())
         self.metrics.loop_cpu_s.observe(time.thread_time() - cpu0 + self.controller.policy_cpu_s - policy0)
         return self.record(reading, outcome, sent, time.perf_counter() - t0)
 
