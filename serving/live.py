@@ -189,15 +189,17 @@ class ConnectorLive:
             return None
         at_from = at - slack if at_from is None else at_from
         best: tuple[float, float, float] | None = None
-        # nearest first: the first clean one decides (others as near only break a tie), once a cycle for
-        # every charger, so the limit log is not scanned for readings that cannot win
-        for dist, t, kw, taken_after in sorted((abs(at - t), t, kw, ta) for t, kw, ta in self.readings):
-            if self.meter_fault is not None or (best is not None and dist > best[0]):
+        # nearest first, stopping past the first clean one (an equally near one only breaks a tie)
+        readings = self.readings if self.meter_fault is None else ()
+        nearest = sorted((abs(at - t), t, kw, ta) for t, kw, ta in readings)
+        for dist, t, kw, taken_after in nearest:
+            if best is not None and dist > best[0]:
                 break
             # taken up to the slack before it arrived, and after the TriggerMessage it answers
             since, until = min(at_from, max(t - slack, taken_after)), max(at, t) + slack
             if not any(since < t_lim <= until for t_lim, _ in self.limit_log):
-                best = min(best or (np.inf, 0.0, 0.0), (dist, *self._span_kw(kw, since, until)))
+                span = (dist, *self._span_kw(kw, since, until))
+                best = span if best is None else min(best, span)
         if best is not None:
             return best[1], best[2]
         since, until = min(at_from, self.power_taken_from(slack)), max(at, self.power_at) + slack

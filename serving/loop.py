@@ -306,7 +306,8 @@ class SiteLoop:
         if info.site_import_kw is None or not info.battery_present or meter is None:
             return None
         measured = self.live.measured_kw(now, self.cfg.station_meter_timeout_s)
-        then = info.draws or draws_at_meter(self.live, measured, meter, self.cfg, battery)  # the snapshot's
+        # the snapshot found them where its meter was fresh (not with no meter source configured)
+        then = info.draws or draws_at_meter(self.live, measured, meter, self.cfg, battery)
         measured = np.where(np.isfinite(measured), measured, 0.0)
         # each charger may draw the larger of its drawable power and its measured draw (V2G: as if it stops)
         may_draw = float(np.sum(np.maximum(np.maximum(drawable, 0.0), measured)))
