@@ -116,6 +116,8 @@ class LPData:
     """grid-side discharge limit of V2G slots, kW (defaults to 0)"""
     peak_floor_kw: FloatArray | None = None
     """(P,) peak import already reached in each billing period (defaults to 0)"""
+    peak_cap_kw: FloatArray | None = None
+    """(P,) cap on each billing period's peak, none by default (the optimum: its relaxation's peak)"""
     battery_initial_kwh: float = 0.0
     terminal_battery_value_per_kwh: float = 0.0
     """value of energy left in the battery at the end (MPC: keeps it from emptying at the horizon)"""
@@ -135,8 +137,7 @@ class LPData:
     window (MPC: among equally cheap steps the EVs nearer their departure charge first, so that no EV is
     planned into its last steps with no slack left)"""
     missing_penalty_per_kwh: FloatArray | None = None
-    """(K,) penalty per kWh each slot misses (defaults to the tariff's; MPC: lower for the EVs it only
-    expects, so that the EVs present come first)"""
+    """(K,) penalty per kWh each slot misses (default: the tariff's; MPC: lower for EVs only expected)"""
 
 
 @dataclass(frozen=True, eq=False)
@@ -567,7 +568,7 @@ def _bounds_and_costs(
     if lp.has_peak:
         floor_kw = np.zeros(lp.P) if d.peak_floor_kw is None else np.asarray(d.peak_floor_kw, dtype=float)
         lo[c["pk"] : c["pk"] + lp.P] = floor_kw
-        hi[c["pk"] : c["pk"] + lp.P] = INF
+        hi[c["pk"] : c["pk"] + lp.P] = INF if d.peak_cap_kw is None else np.maximum(d.peak_cap_kw, floor_kw)
         demand = tariff.demand_charge_per_kw if d.demand_charge_per_kw is None else d.demand_charge_per_kw
         cost[c["pk"] : c["pk"] + lp.P] = demand
     cost[c["miss"] : c["miss"] + lp.K] = (

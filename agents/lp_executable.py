@@ -58,12 +58,19 @@ def grid_bound(lp: SiteLP, data: LPData, departs: np.ndarray | None = None) -> f
     rest for the EVs that leave within the scenario (``departs``; default all), which no policy escapes.
     (Adding that penalty to the plain relaxation would count it twice where the relaxation leaves the
     slot short anyway.)"""
+    return grid_relaxation(lp, data, departs)[0]
+
+
+def grid_relaxation(lp: SiteLP, data: LPData, departs: np.ndarray | None = None) -> tuple[float, FloatArray]:
+    """:func:`grid_bound` and the peak of each billing period in that relaxation, kW (P,): the peak the
+    search holds its plans to once the plain search is not within :data:`GOOD_ENOUGH`
+    (:func:`best_executable_plan`'s ``peak_cap_kw``)."""
     need_q, residue = quantised_need(lp, data)
     need = np.where(residue > 0, need_q, np.maximum(np.asarray(data.need_kwh, dtype=float), 0.0))
     lp._highs = None
     sol = lp.solve(replace(data, need_kwh=need, room_kwh=_room(data, need)))
     lp._highs = None
-    return sol.objective + _residue_cost(residue, departs, lp)
+    return sol.objective + _residue_cost(residue, departs, lp), np.asarray(sol.peak_kw, dtype=float)
 
 
 def executable_plan(
@@ -172,20 +179,27 @@ def best_executable_plan(
     neighbourhood_nodes: int = 500,
     bound: float | None = None,
     good_enough: float = GOOD_ENOUGH,
+    peak_cap_kw: FloatArray | None = None,
 ) -> tuple[LPSolution, float]:
     """:func:`executable_plan` for each repair of ``repairs`` and :func:`neighbourhood_plan` after the
     first; the cheapest (its objective is what it costs executed, so no replay is needed to compare). The
     search stops once a plan is within ``good_enough`` of ``bound`` (:func:`grid_bound`). Then the EVs the
     cheapest leaves short are finished (:func:`finish_plan`, kept where cheaper): the search itself runs
-    without it, so it stops where it did and the plan never costs more than the one it found.
+    without it, so it stops where it did and the plan never costs more than the one it found. With
+    ``peak_cap_kw`` (:func:`grid_relaxation`'s peak) a plan not within ``good_enough`` whose peak is above
+    it is searched again held to it (:func:`agents.lp_peak.held_to_peak`).
     Deterministic: the same variants in the same order, ties to the first, no clock."""
     best: Unfinished | None = None
     # (-1, 0), (-2, 0): the neighbourhood MILP, after the first repair (-2: serving the short EVs it
     # discharges rather than banning their discharge)
     tries: list[tuple[float, int]] = [*repairs[:1], (-1.0, 0), (-2.0, 0), *repairs[1:]]
+
+    def good(objective: float) -> bool:  # within a hair of the relaxation: no other plan gains more
+        return bound is not None and objective - bound <= good_enough * abs(bound)
+
     for up_share, passes in tries:
-        if best is not None and bound is not None and best.plan.objective - bound <= good_enough * abs(bound):
-            break  # within a hair of the relaxation: no other plan can gain more than that
+        if best is not None and good(best.plan.objective):
+            break
         if up_share < 0 and neighbourhood_nodes <= 0:
             continue
         try:
@@ -196,7 +210,14 @@ def best_executable_plan(
             best = u
     if best is None:
         raise LPError("no executable plan")
-    return finish_plan(lp, best, departs, node_limit)
+    out = finish_plan(lp, best, departs, node_limit)
+    if peak_cap_kw is None or good(out[0].objective):
+        return out
+    from agents.lp_peak import held_to_peak  # it builds on this module's variants
+
+    return held_to_peak(
+        lp, data, rate_kw, out, peak_cap_kw, departs, node_limit, neighbourhood_nodes, tries, good
+    )
 
 
 def _variant(

@@ -29,7 +29,7 @@ import numpy as np
 
 from agents.base import Decision
 from agents.lp import LPData, LPError, LPSolution, SiteLP
-from agents.lp_executable import GOOD_ENOUGH, best_executable_plan, grid_bound
+from agents.lp_executable import GOOD_ENOUGH, best_executable_plan, grid_relaxation
 from agents.lp_repair import solve_min_current
 from envs.core import BoolArray, FloatArray, SiteArrays, Snapshot
 from envs.projection import floor_to_grid
@@ -130,16 +130,17 @@ class PerfectForesightOptimum:
         physics, replayed as it is), the relaxation's schedule and, with ``repair_passes``, the one
         repaired for the minimum current (:func:`solve_min_current` with ``settle``, replayed with
         catch-up): each replayed through the environment, the cheapest kept (``replayed_costs``, in that
-        order; the executable plan alone where it is within ``GOOD_ENOUGH`` of the bound). ``bound``:
+        order; the executable plan alone where it is within ``GOOD_ENOUGH`` of the bound; the search held to
+        the relaxation's peak where rounding lifted it, :mod:`agents.lp_peak`). ``bound``:
         :func:`agents.lp_executable.grid_bound`."""
         if self.repair_passes <= 0:
             relaxed = lp.solve(data)
             self.bound = relaxed.objective
             return relaxed
         try:
-            self.bound = grid_bound(lp, data, slots.departs)
+            self.bound, relaxed_peak = grid_relaxation(lp, data, slots.departs)
             executable, _ = best_executable_plan(
-                lp, data, slots.rate_kw, departs=slots.departs, bound=self.bound
+                lp, data, slots.rate_kw, departs=slots.departs, bound=self.bound, peak_cap_kw=relaxed_peak
             )
         except LPError:
             relaxed = lp.solve(data)

@@ -243,3 +243,32 @@ def test_the_optimum_switches_on_a_column_for_an_ev_a_sliver_short() -> None:
         other = run_episode(policy, sc).row
         assert other.energy_delivered_kwh <= row.energy_delivered_kwh + 1e-6, policy
         assert other.cost_total >= row.cost_total, policy
+
+
+def test_the_optimum_holds_the_relaxations_peak_where_rounding_lifts_it() -> None:
+    """A generated workplace (10 chargers x 2 days, seed 8) whose peak is the building's own: rounding to
+    the minimum current lifted the plan's peak above the relaxation's (35.666 against 35.575 kW), the
+    plan left 1.66 kWh short at 1 EUR/kWh, and the rule-based DLM, whose fills stay under its peak
+    target, served every EV for 0.25 % less. Held to the relaxation's peak (:mod:`agents.lp_peak`), the
+    optimum is within a hair of the bound, serves every EV and no policy is cheaper."""
+    from agents.lp_executable import GOOD_ENOUGH, best_executable_plan, grid_relaxation
+    from envs.env import ChargingSiteEnv
+
+    sc = generate_scenario("workplace", chargers=10, days=2, seed=8)
+    lp, data, slots = build_scenario_lp(ChargingSiteEnv(scenario=sc, step=None, forecast_horizon=1).site, sc)
+    bound, peak = grid_relaxation(lp, data, slots.departs)
+    plain, _ = best_executable_plan(lp, data, slots.rate_kw, departs=slots.departs, bound=bound)
+    assert plain.peak_kw[0] > peak[0] + 0.05  # the rounding's lift
+    assert plain.objective > bound * (1.0 + 2e-3)
+    opt = PerfectForesightOptimum()
+    row = run_episode(opt, sc).row
+    assert opt.plan_kind == "executable" and opt.solution is not None
+    assert row.cost_total == pytest.approx(opt.solution.objective, rel=1e-9)  # executed as planned
+    assert row.peak_import_kw <= peak[0] + 1e-6
+    assert opt.bound == pytest.approx(bound, rel=1e-12)
+    assert bound <= row.cost_total <= bound * (1.0 + GOOD_ENOUGH)
+    assert row.evs_short == 0
+    for policy in ("rule_based", "mpc", "llf"):
+        other = run_episode(policy, sc).row
+        assert other.cost_total >= row.cost_total, policy
+        assert other.energy_delivered_kwh <= row.energy_delivered_kwh + 1e-6, policy
