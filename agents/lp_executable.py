@@ -186,8 +186,8 @@ def best_executable_plan(
     search stops once a plan is within ``good_enough`` of ``bound`` (:func:`grid_bound`). Then the EVs the
     cheapest leaves short are finished (:func:`finish_plan`, kept where cheaper): the search itself runs
     without it, so it stops where it did and the plan never costs more than the one it found. With
-    ``peak_cap_kw`` (:func:`grid_relaxation`'s peak) a plan not within ``good_enough`` whose peak is above
-    it is searched again held to it (:func:`agents.lp_peak.held_to_peak`).
+    ``peak_cap_kw`` (:func:`grid_relaxation`'s peak) a plan that a policy could beat by more than the
+    optimum is held to, whose peak is above it, is searched again held to it (:mod:`agents.lp_peak`).
     Deterministic: the same variants in the same order, ties to the first, no clock."""
     best: Unfinished | None = None
     # (-1, 0), (-2, 0): the neighbourhood MILP, after the first repair (-2: serving the short EVs it
@@ -216,7 +216,7 @@ def best_executable_plan(
     from agents.lp_peak import held_to_peak  # it builds on this module's variants
 
     return held_to_peak(
-        lp, data, rate_kw, out, peak_cap_kw, departs, node_limit, neighbourhood_nodes, tries, good
+        lp, data, rate_kw, out, peak_cap_kw, departs, node_limit, neighbourhood_nodes, tries, bound, good
     )
 
 

@@ -36,6 +36,7 @@ def test_the_sweep_finds_no_policy_beating_the_exact_optimum(capsys: pytest.Capt
     assert sc["scenario"] == "residential-2c-1d-s0" and sc["plan_kind"] == "exact"
     assert sc["bound"] <= sc["optimum_cost"] + 1e-9
     assert res["beaten"] == 0 and sc["cheaper"] == []
+    assert res["off_plan"] == 0 and sc["optimum_cost"] == pytest.approx(sc["plan_objective"], rel=1e-6)
     assert res["out_delivered"] == 0 and sc["delivers_more"] == []
     assert "residential-2c-1d-s0: optimum" in captured.err  # progress
     # the real weeks' penalty reaches the tariff the optimum is priced at (the same plan, all delivered)
