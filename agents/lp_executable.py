@@ -62,8 +62,8 @@ def grid_bound(lp: SiteLP, data: LPData, departs: np.ndarray | None = None) -> f
 
 
 def grid_relaxation(lp: SiteLP, data: LPData, departs: np.ndarray | None = None) -> tuple[float, FloatArray]:
-    """:func:`grid_bound` and the peak of each billing period in that relaxation, kW (P,): the peak the
-    search holds its plans to once the plain search is not within :data:`GOOD_ENOUGH`
+    """:func:`grid_bound` and the peak of each billing period in that relaxation, kW (P,): the peak a
+    plan more than :data:`agents.lp_peak.HOLD_FROM` above the bound is held to
     (:func:`best_executable_plan`'s ``peak_cap_kw``)."""
     need_q, residue = quantised_need(lp, data)
     need = np.where(residue > 0, need_q, np.maximum(np.asarray(data.need_kwh, dtype=float), 0.0))
