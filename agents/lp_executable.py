@@ -20,6 +20,7 @@ the peak); :class:`agents.optimum.PerfectForesightOptimum` measures both (``repl
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import NamedTuple
 
@@ -52,18 +53,13 @@ def quantised_need(lp: SiteLP, data: LPData) -> tuple[FloatArray, FloatArray]:
     return out, np.where(over, 0.0, need - floored)
 
 
-def grid_bound(lp: SiteLP, data: LPData, departs: np.ndarray | None = None) -> float:
-    """A lower bound on every policy's cost: the relaxation with each slot asking only what its grid can
-    deliver (:func:`quantised_need`, rounded down; the others ask their request) plus the penalty on the
-    rest for the EVs that leave within the scenario (``departs``; default all), which no policy escapes.
-    (Adding that penalty to the plain relaxation would count it twice where the relaxation leaves the
-    slot short anyway.)"""
-    return grid_relaxation(lp, data, departs)[0]
-
-
 def grid_relaxation(lp: SiteLP, data: LPData, departs: np.ndarray | None = None) -> tuple[float, FloatArray]:
-    """:func:`grid_bound` and the peak of each billing period in that relaxation, kW (P,): the peak a
-    plan more than :data:`agents.lp_peak.HOLD_FROM` above the bound is held to
+    """A lower bound on every policy's cost, and the peak of each billing period in that relaxation, kW
+    (P,). The bound: the relaxation with each slot asking only what its grid can deliver
+    (:func:`quantised_need`, rounded down; the others ask their request) plus the penalty on the rest for
+    the EVs that leave within the scenario (``departs``; default all), which no policy escapes. (Adding
+    that penalty to the plain relaxation would count it twice where the relaxation leaves the slot short
+    anyway.) The peak: what a plan more than :data:`agents.lp_peak.HOLD_FROM` above the bound is held to
     (:func:`best_executable_plan`'s ``peak_cap_kw``)."""
     need_q, residue = quantised_need(lp, data)
     need = np.where(residue > 0, need_q, np.maximum(np.asarray(data.need_kwh, dtype=float), 0.0))
@@ -165,7 +161,7 @@ generated depot with a high minimum and demand charge)"""
 
 
 GOOD_ENOUGH = 5e-4
-"""a plan within this share of the bound (:func:`grid_bound`) is kept without searching further: no
+"""a plan within this share of the bound (:func:`grid_relaxation`) is kept without searching further: no
 policy can beat it by more (a fifth of the 0.1 % the optimum is held to)"""
 
 
@@ -183,9 +179,9 @@ def best_executable_plan(
 ) -> tuple[LPSolution, float]:
     """:func:`executable_plan` for each repair of ``repairs`` and :func:`neighbourhood_plan` after the
     first; the cheapest (its objective is what it costs executed, so no replay is needed to compare). The
-    search stops once a plan is within ``good_enough`` of ``bound`` (:func:`grid_bound`). Then the EVs the
-    cheapest leaves short are finished (:func:`finish_plan`, kept where cheaper): the search itself runs
-    without it, so it stops where it did and the plan never costs more than the one it found. With
+    search stops once a plan is within ``good_enough`` of ``bound`` (:func:`grid_relaxation`). Then the
+    EVs the cheapest leaves short are finished (:func:`finish_plan`, kept where cheaper): the search
+    itself runs without it, so it stops where it did and the plan never costs more than it found. With
     ``peak_cap_kw`` (:func:`grid_relaxation`'s peak) a plan that a policy could beat by more than the
     optimum is held to, whose peak is above it, is searched again held to it (:mod:`agents.lp_peak`).
     Deterministic: the same variants in the same order, ties to the first, no clock."""
@@ -197,27 +193,43 @@ def best_executable_plan(
     def good(objective: float) -> bool:  # within a hair of the relaxation: no other plan gains more
         return bound is not None and objective - bound <= good_enough * abs(bound)
 
-    for up_share, passes in tries:
-        if best is not None and good(best.plan.objective):
-            break
-        if up_share < 0 and neighbourhood_nodes <= 0:
-            continue
-        try:
-            u = _variant(lp, data, rate_kw, departs, node_limit, neighbourhood_nodes, (up_share, passes))
-        except LPError:
-            continue
+    for u in variants(lp, data, rate_kw, departs, node_limit, neighbourhood_nodes, tries):
         if best is None or u.plan.objective < best.plan.objective - 1e-9:
             best = u
+        if good(best.plan.objective):
+            break
     if best is None:
         raise LPError("no executable plan")
     out = finish_plan(lp, best, departs, node_limit)
-    if peak_cap_kw is None or good(out[0].objective):
+    if peak_cap_kw is None:
         return out
     from agents.lp_peak import held_to_peak  # it builds on this module's variants
 
     return held_to_peak(
         lp, data, rate_kw, out, peak_cap_kw, departs, node_limit, neighbourhood_nodes, tries, bound, good
     )
+
+
+def variants(
+    lp: SiteLP,
+    data: LPData,
+    rate_kw: FloatArray,
+    departs: np.ndarray | None,
+    node_limit: int,
+    neighbourhood_nodes: int,
+    tries: Sequence[tuple[float, int]],
+) -> Iterator[Unfinished]:
+    """The plan of each variant of ``tries`` that finds one (:func:`_variant`; the neighbourhood MILP's
+    only with ``neighbourhood_nodes``), in order, each solved only when asked for: a search that has what
+    it needs stops asking."""
+    for up_share, passes in tries:
+        if up_share < 0 and neighbourhood_nodes <= 0:
+            continue
+        try:
+            u = _variant(lp, data, rate_kw, departs, node_limit, neighbourhood_nodes, (up_share, passes))
+        except LPError:
+            continue
+        yield u
 
 
 def _variant(

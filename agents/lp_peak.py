@@ -17,7 +17,7 @@ from dataclasses import replace
 import numpy as np
 
 from agents.lp import LPData, LPError, LPSolution, SiteLP
-from agents.lp_executable import _variant, finish_plan
+from agents.lp_executable import finish_plan, variants
 from envs.core import FloatArray
 
 HOLD_FROM = 1e-3
@@ -56,13 +56,8 @@ def held_to_peak(
     if close or not np.any(np.asarray(out[0].peak_kw) > cap + 1e-6):
         return out
     held = replace(data, peak_cap_kw=cap)
-    for variant in tries:
-        if good(out[0].objective):
-            break
-        if variant[0] < 0 and neighbourhood_nodes <= 0:
-            continue
+    for u in variants(lp, held, rate_kw, departs, node_limit, neighbourhood_nodes, tries):
         try:
-            u = _variant(lp, held, rate_kw, departs, node_limit, neighbourhood_nodes, variant)
             cand = finish_plan(lp, u, departs, node_limit)
         except LPError:
             continue
@@ -71,6 +66,8 @@ def held_to_peak(
             and short_kwh(cand[0], departs) <= short_kwh(out[0], departs) + 1e-6
         ):
             out = cand
+        if good(out[0].objective):
+            break
     return out
 
 

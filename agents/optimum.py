@@ -132,7 +132,7 @@ class PerfectForesightOptimum:
         catch-up): each replayed through the environment, the cheapest kept (``replayed_costs``, in that
         order; the executable plan alone where it is within ``GOOD_ENOUGH`` of the bound; the search held to
         the relaxation's peak where rounding lifted it, :mod:`agents.lp_peak`). ``bound``:
-        :func:`agents.lp_executable.grid_bound`."""
+        :func:`agents.lp_executable.grid_relaxation`."""
         if self.repair_passes <= 0:
             relaxed = lp.solve(data)
             self.bound = relaxed.objective
