@@ -219,37 +219,24 @@ def variants(
     neighbourhood_nodes: int,
     tries: Sequence[tuple[float, int]],
 ) -> Iterator[Unfinished]:
-    """The plan of each variant of ``tries`` that finds one (:func:`_variant`; the neighbourhood MILP's
-    only with ``neighbourhood_nodes``), in order, each solved only when asked for: a search that has what
-    it needs stops asking."""
+    """The plan of each variant of ``tries`` that finds one, in order, each solved only when asked for (a
+    search that has what it needs stops asking): ``(up_share, passes)`` the fix-and-resolve repair
+    (:func:`executable_plan`), up_share -1 and -2 the neighbourhood MILP (-2 serving, with
+    ``SERVE_NODES`` times the nodes; none without ``neighbourhood_nodes``)."""
     for up_share, passes in tries:
         if up_share < 0 and neighbourhood_nodes <= 0:
             continue
+        lp._highs = None
         try:
-            u = _variant(lp, data, rate_kw, departs, node_limit, neighbourhood_nodes, (up_share, passes))
+            if up_share < 0:
+                serve = up_share < -1.5
+                nodes = neighbourhood_nodes * (SERVE_NODES if serve else 1)
+                u = _neighbourhood_plan(lp, data, rate_kw, departs, nodes, serve)
+            else:
+                u = _executable(lp, data, rate_kw, passes, departs, node_limit, up_share)
         except LPError:
             continue
         yield u
-
-
-def _variant(
-    lp: SiteLP,
-    data: LPData,
-    rate_kw: FloatArray,
-    departs: np.ndarray | None,
-    node_limit: int,
-    neighbourhood_nodes: int,
-    variant: tuple[float, int],
-) -> Unfinished:
-    """One variant of :func:`best_executable_plan`: ``(up_share, passes)``, up_share -1 and -2 the
-    neighbourhood MILP (-2 serving)."""
-    up_share, passes = variant
-    lp._highs = None
-    if up_share < 0:
-        serve = up_share < -1.5
-        nodes = neighbourhood_nodes * (SERVE_NODES if serve else 1)
-        return _neighbourhood_plan(lp, data, rate_kw, departs, nodes, serve)
-    return _executable(lp, data, rate_kw, passes, departs, node_limit, up_share)
 
 
 def neighbourhood_plan(
