@@ -382,7 +382,7 @@ class ModelPredictiveControl:
         floor_kw = float(snapshot.peak_import_kw)
         if self.peak_reference and lp.has_peak and self._reference is not None:
             floor_kw = self._reference.floor_kw(
-                snapshot, self._demand, self._episode_end, need, rate, steps_left
+                snapshot, self._demand, self._episode_end, need, rate, steps_left, H
             )
         data = LPData(
             base_load_kw=base,

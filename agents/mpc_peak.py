@@ -202,6 +202,7 @@ class PeakReference:
         need_kwh: FloatArray,
         rate_kw: FloatArray,
         steps_left: IntArray,
+        horizon: int | None = None,
     ) -> float:
         """The peak below which the MPC's plan pays no demand charge: the peak reached, or the coarse
         plan's where it is higher (the EVs present: their need, rate and whole steps left)."""
@@ -220,7 +221,8 @@ class PeakReference:
         st = snapshot.state
         self._seen_kw[tod] += float(np.asarray(st.base_load_kw)) - float(np.asarray(st.pv_kw))
         self._seen_n[tod] += 1
-        if demand is None or left_h is None or fc.horizon < day_steps or left_h <= fc.horizon * dt_h:
+        H = fc.horizon if horizon is None else min(horizon, fc.horizon)
+        if demand is None or left_h is None or fc.horizon < day_steps or left_h <= H * dt_h:
             return peak_kw  # no forecast to plan the period on, or the MPC's own horizon sees it all
         if day == self._day:
             return max(peak_kw, self._peak_kw)
@@ -267,7 +269,7 @@ class PeakReference:
             r * dt_h,
             peak_kw,
             float(np.asarray(snapshot.state.battery_soc_kwh)),
-            later_from=h // r,
+            later_from=H // r,
         )
         self.solves += 1
         return max(peak_kw, self._peak_kw)

@@ -76,6 +76,18 @@ def test_a_day_plans_under_the_peak_a_later_day_will_set() -> None:
     assert plain.cost_energy > row.cost_energy + 1.0
 
 
+def test_a_forecast_longer_than_the_mpcs_horizon_still_plans_the_days_after_it() -> None:
+    # the forecast covers the whole three days, the MPC's plan one: the reference once took the window for
+    # the plan's horizon ("the MPC sees it all") and switched off; it plans the days after the plan's day
+    sc = three_day_scenario()
+    opts = EnvOptions(forecast_horizon=72)
+    mpc = ModelPredictiveControl(horizon=24, peak_reference=True)
+    row = run_episode(mpc, sc, options=opts).row
+    assert mpc._reference is not None and mpc._reference.solves >= 1
+    optimum = run_episode("optimum", sc, options=opts).row
+    assert row.evs_short == 0 and row.cost_total <= optimum.cost_total * 1.001
+
+
 def test_without_a_demand_forecast_or_a_day_of_forecast_the_mpc_plans_as_before() -> None:
     sc = three_day_scenario()
     for mpc, horizon in (
