@@ -140,11 +140,13 @@ def _executable(
     need_q, residue = quantised_need(lp, data)
     hi_kw, frac = held_kw(lp, data, rate_kw)
     qdata = replace(data, need_kwh=need_q, room_kwh=_room(data, need_q), present_fraction=frac)
-    sol = solve_min_current(lp, qdata, passes=passes, settle=True, up_share=up_share)
+    # strict: a plan whose minima do not fit the limits together is no plan (seen held to a peak cap:
+    # columns left below their minimum, replayed 1 % dearer than its objective)
+    sol = solve_min_current(lp, qdata, passes=passes, settle=True, up_share=up_share, strict=True)
     short_dis = _short_discharging(lp, lp.last_v, sol.missing_kwh)
     if short_dis.any():
         qdata = _no_discharge(lp, qdata, short_dis)
-        sol = solve_min_current(lp, qdata, passes=passes, settle=True, up_share=up_share)
+        sol = solve_min_current(lp, qdata, passes=passes, settle=True, up_share=up_share, strict=True)
     v = lp.last_v.copy()
     x = round_to_grid(lp, qdata, v, hi_kw)
     # the polish fails (LPError) where rounding cannot keep the plan within the limits and the V2G

@@ -27,6 +27,7 @@ def solve_min_current(
     settle: bool = False,
     up_share: float = 0.5,
     on: BoolArray | None = None,
+    strict: bool = False,
 ) -> LPSolution:
     """Solve ``lp``, then re-solve with the charging columns that came out between 0 and the charger's minimum
     forced to 0, up to ``passes`` times (a fix-and-resolve heuristic for the minimum-current rule the LP
@@ -35,16 +36,36 @@ def solve_min_current(
     the minimum on at it, where the slot's room takes it), so that no column is left below its minimum.
     ``up_share``: a column goes on at the minimum from this share of it (else off).
     ``on``: columns on at the minimum from the start (MPC: an EV that cannot get its need after this step).
+    ``strict``: where the settling solve finds the minima do not fit the limits together, raise
+    :class:`~agents.lp.LPError` (else the plan before it is returned, some columns below their minimum).
     Returns the last solution; its ``solve_s`` is the total."""
     forced = np.zeros(lp.sizes["x"], dtype=bool) if on is None else np.asarray(on, dtype=bool).copy()
+    x_on = forced if forced.any() else None
+    sol = lp.solve(data, warm=warm, time_limit_s=time_limit_s, x_on=x_on)
+    args = (passes, columns, time_limit_s, settle, up_share, forced, strict)
+    return _repair(lp, data, sol, *args)
+
+
+def _repair(
+    lp: SiteLP,
+    data: LPData,
+    sol: LPSolution,
+    passes: int,
+    columns: BoolArray | None,
+    time_limit_s: float | None,
+    settle: bool,
+    up_share: float,
+    forced: BoolArray,
+    strict: bool,
+) -> LPSolution:
+    """The passes and the settling solve of :func:`solve_min_current` after its first solve (``sol``)."""
     must_on = forced.copy()
-    sol = lp.solve(data, warm=warm, time_limit_s=time_limit_s, x_on=forced if forced.any() else None)
     total = sol.solve_s
     min_x = lp.min_x_kw(data)
     eff_dt = lp._eff_x * lp.dt_h
     need, room = need_room_kwh(data)
     off = np.zeros(lp.sizes["x"], dtype=bool)
-    on = forced
+    on = forced.copy()
     for _ in range(passes):
         small = (lp.last_x > 1e-6) & (lp.last_x < min_x - 1e-6)
         if columns is not None:
@@ -88,6 +109,8 @@ def solve_min_current(
                     x_on=on | big | fits,
                 )
             except LPError:  # the minima do not fit the limits together: keep the last plan (solved already)
+                if strict:
+                    raise
                 lp.last_x, lp.last_v = kept_x, kept_v
                 return replace(kept, solve_s=total)
             total += sol.solve_s
