@@ -1,6 +1,7 @@
 """The MPC's execution of its plan (agents/mpc.py): an EV leaving mid-step is charged in the part of its
-last step it is still plugged in; a remainder of a few Wh is not served at the charger's minimum; and on a
-small depot, where the night runs at the peak, no van leaves short that the optimum serves."""
+last step it is still plugged in; a remainder of a few Wh is not served at the charger's minimum; on a
+small depot, where the night runs at the peak, no van leaves short that the optimum serves; and rounding the
+whole plan to the minimum current does not lift the peak the relaxation kept."""
 
 from __future__ import annotations
 
