@@ -127,6 +127,29 @@ def present_penalty(
     return np.asarray(np.where(tight, np.maximum(penalty, dominant), penalty), dtype=float), tight
 
 
+def repair_args(lp: SiteLP, whole: bool) -> dict[str, object]:
+    """How the MPC's plan is repaired for the minimum current: the whole plan of the EVs present kept
+    executable (one repair pass, then every column settled on or off), or only its first step (two passes;
+    the steps after it relaxed)."""
+    first = lp.x_step == 0
+    columns = first | (lp.x_slot < lp.site.n) if whole else first
+    return {"passes": 1 if whole else 2, "columns": columns, "settle": whole}
+
+
+def repaired_plan(
+    lp: SiteLP, data: LPData, on: BoolArray, repair: dict[str, object], hold_peak: bool
+) -> LPSolution:
+    """The plan repaired as ``repair`` says (:func:`repair_args`), the columns ``on`` on at the minimum;
+    with ``hold_peak``, held to the relaxation's peak where rounding lifts it (the columns it puts on at
+    the minimum land on the peak's steps), the EVs present missing no more (see the module docstring)."""
+    hold = (np.arange(lp.K) < lp.site.n) if hold_peak else None
+    try:
+        return solve_min_current(lp, data, warm=True, on=on, hold=hold, **repair)  # type: ignore[arg-type]
+    except LPError:
+        args = {k: v for k, v in repair.items() if k != "settle"}
+        return solve_min_current(lp, data, warm=False, **args)  # type: ignore[arg-type]
+
+
 def second_repair(
     lp: SiteLP,
     data: LPData,
@@ -424,30 +447,13 @@ class ModelPredictiveControl:
         must = present & (need_in > cap_after + 1e-6)
         must |= tight & present & (need_plan > MUST_SHARE * cap_in) & (need_in > 1e-9)
         on = first & (lp.x_slot < site.n) & must[np.minimum(lp.x_slot, site.n - 1)]
-        # the whole plan of the EVs present kept executable (one repair pass, then every column settled on
-        # or off), or only its first step (two passes; the steps after it relaxed)
-        repair = first | (lp.x_slot < site.n) if self.plan_min_current else first
-        passes = 1 if self.plan_min_current else 2
-        # with the whole plan repaired, rounding it may lift its peak above the relaxation's (the columns
-        # it puts on at the minimum land on the peak's steps): held there, the EVs present missing no more
-        hold = (np.arange(lp.K) < site.n) if self.plan_min_current and self.hold_peak else None
-        try:
-            sol = solve_min_current(
-                lp,
-                data,
-                passes=passes,
-                warm=True,
-                columns=repair,
-                on=on,
-                settle=self.plan_min_current,
-                hold=hold,
-            )
-        except LPError:
-            sol = solve_min_current(lp, data, passes=passes, warm=False, columns=repair)
+        repair = repair_args(lp, self.plan_min_current)
+        sol = repaired_plan(lp, data, on, repair, self.plan_min_current and self.hold_peak)
         if lp.has_peak and sol.missing_kwh[: site.n].sum() > 1e-3 and sol.peak_kw[0] <= floor_kw + 1e-6:
             kw_min = np.minimum(site.min_kw, rate * frac[:, 0])
-            args = dict(passes=passes, warm=True, columns=repair, settle=self.plan_min_current)
-            sol = second_repair(lp, data, sol, on, present & (need_in > 1e-9), kw_min, floor_kw, **args)
+            sol = second_repair(
+                lp, data, sol, on, present & (need_in > 1e-9), kw_min, floor_kw, warm=True, **repair
+            )
         self.solve_s.append(sol.solve_s)
         plan_kw = sol.charger_kw[:, 0]
         last = present & (steps_left <= 1)
