@@ -75,7 +75,8 @@ class PerfectForesightOptimum:
         as it is), ``relaxed`` or ``repaired`` (replayed with catch-up)"""
         self.bound = float("nan")
         """a lower bound on every policy's cost: the relaxation's objective (with the energy no policy can
-        deliver on the chargers' grid) or the exact model's proven bound"""
+        deliver on the chargers' grid) or the exact model's proven bound; where the plan at the service price
+        is kept (:func:`service_priced`), the bound of that model: on the cost of the plans serving as much"""
         self.replayed_costs: tuple[float, ...] = ()
         """executed costs of the candidate schedules where the exact model is not used (relaxed, repaired)"""
         self._site: SiteArrays | None = None
