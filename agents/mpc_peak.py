@@ -202,10 +202,11 @@ class PeakReference:
         need_kwh: FloatArray,
         rate_kw: FloatArray,
         steps_left: IntArray,
-        horizon: int | None = None,
+        horizon: int,
     ) -> float:
         """The peak below which the MPC's plan pays no demand charge: the peak reached, or the coarse
-        plan's where it is higher (the EVs present: their need, rate and whole steps left)."""
+        plan's where it is higher (the EVs present: their need, rate and whole steps left; ``horizon``: the
+        steps the MPC's own plan covers, the coarse plan's from there on)."""
         site = self.site
         now = pd.Timestamp(snapshot.timestamp, tz="UTC")
         left_h = period_left_h(site, now, episode_end)
@@ -221,7 +222,7 @@ class PeakReference:
         st = snapshot.state
         self._seen_kw[tod] += float(np.asarray(st.base_load_kw)) - float(np.asarray(st.pv_kw))
         self._seen_n[tod] += 1
-        H = fc.horizon if horizon is None else min(horizon, fc.horizon)
+        H = min(horizon, fc.horizon)
         if demand is None or left_h is None or fc.horizon < day_steps or left_h <= H * dt_h:
             return peak_kw  # no forecast to plan the period on, or the MPC's own horizon sees it all
         if day == self._day:

@@ -178,7 +178,7 @@ class PerfectForesightOptimum:
             # day: they cost 20 of 43 s CPU and lost by 0.4-2 %), the executable plan is replayed alone
             self.plan_kind, self._finish = "executable", False
             self._follow(executable, lp, data, slots, site)
-            self.replayed_costs = (self._replayed_cost(executable, scenario),)
+            self.replayed_costs = (self._replay(scenario)[0],)
             return executable
         relaxed = lp.solve(data)
         try:
@@ -190,7 +190,6 @@ class PerfectForesightOptimum:
             self.plan_kind = kind
             self._finish = kind == "repaired"
             self._follow(sol, lp, data, slots, site)
-            self.solution = sol
             runs.append(self._replay(scenario))
         costs = [c for c, _ in runs]
         self.replayed_costs = tuple(costs)
@@ -200,14 +199,9 @@ class PerfectForesightOptimum:
         self._finish = self.plan_kind == "repaired"
         return (executable, relaxed, repaired)[best]
 
-    def _replayed_cost(self, solution: LPSolution, scenario: Scenario) -> float:
-        """What :meth:`act` following ``solution`` costs through the environment (as evaluation runs it)."""
-        self.solution = solution
-        return self._replay(scenario)[0]
-
     def _replay(self, scenario: Scenario) -> tuple[float, float]:
-        """What :meth:`act` following the plan in use costs through the environment, and the kWh the EVs
-        that left missed (kept in ``_replayed``)."""
+        """What :meth:`act` following the plan in use (:meth:`_follow`) costs through the environment (as
+        evaluation runs it), and the kWh the EVs that left missed (kept in ``_replayed``)."""
         from agents.rollout import rollout
         from envs.env import ChargingSiteEnv
 
