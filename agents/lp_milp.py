@@ -18,6 +18,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from agents.lp import LPError, LPSolution, SiteLP, _highs_lp, _new_highs, _solution
+from agents.lp_exact import on_grid
 from envs.core import BoolArray, FloatArray
 
 _SEMI = 2
@@ -68,7 +69,7 @@ def run_milp(
     if status != highspy.HighsModelStatus.kOptimal and info.primal_solution_status != 2:
         raise LPError(f"site MILP not solved: {h.modelStatusToString(status)}")
     value[free] = np.asarray(h.getSolution().col_value)
-    col = value * scale
+    col = on_grid(value, kinds) * scale
     lp._highs = None
     lp.last_v = col
     lp.last_x = col[lp.col["x"] : lp.col["x"] + lp.sizes["x"]].copy()
