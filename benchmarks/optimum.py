@@ -1,7 +1,8 @@
-"""Time the perfect-foresight optimum: ``python -m benchmarks.optimum [--json] [--sizes 50x7,1000x1]``.
+"""Time the perfect-foresight optimum: ``python -m benchmarks.optimum [--json] [--sizes 50x7,1000x1]
+[--kind depot|residential|workplace]``.
 
-For generated sites of ``chargers x days`` (15-minute steps; a depot, or a workplace for one day) it
-reports the site LP's size and, in process CPU time:
+For generated sites of ``chargers x days`` (15-minute steps; a depot, or a workplace for one day, unless
+``--kind`` names the site) it reports the site LP's size and, in process CPU time:
 
 * ``bound_s``: the LP relaxation (the documented lower bound on every policy's cost, ``bound``);
 * ``plan_s``: the executable plan (:func:`agents.lp_executable.best_executable_plan`: the repairs, the
@@ -33,9 +34,11 @@ KIND = {(50, 7): "depot", (1000, 1): "workplace"}
 TARGET_S = {(50, 7): 3.0, (1000, 1): 15.0}
 
 
-def measure(chargers: int, days: int, seed: int = 0, reset: bool = True) -> dict[str, Any]:
-    """The figures of one ``chargers x days`` depot (see the module docstring)."""
-    kind = KIND.get((chargers, days), "workplace" if days == 1 else "depot")
+def measure(
+    chargers: int, days: int, seed: int = 0, reset: bool = True, kind: str | None = None
+) -> dict[str, Any]:
+    """The figures of one ``chargers x days`` generated site (see the module docstring)."""
+    kind = kind or KIND.get((chargers, days), "workplace" if days == 1 else "depot")
     sc = generate_scenario(kind, chargers=chargers, days=days, seed=seed)  # type: ignore[arg-type]
     site = ChargingSiteEnv(scenario=sc, step=None, forecast_horizon=1).site
     t0 = time.process_time()
@@ -83,15 +86,21 @@ def main(argv: list[str] | None = None) -> None:
         "--sizes", default=",".join(f"{c}x{d}" for c, d in SIZES), help="chargers x days, comma-separated"
     )
     parser.add_argument("--no-reset", action="store_true", help="skip the full reset (with its replays)")
+    parser.add_argument(
+        "--kind",
+        choices=("depot", "residential", "workplace"),
+        help="the generated site (default: a depot, a workplace for one day; the targets were set on those)",
+    )
     args = parser.parse_args(argv)
     sizes = [tuple(int(v) for v in s.split("x")) for s in args.sizes.split(",") if s]
-    rows = [measure(c, d, reset=not args.no_reset) for c, d in sizes]
+    rows = [measure(c, d, reset=not args.no_reset, kind=args.kind) for c, d in sizes]
     if args.json:
         print(json.dumps(rows, indent=2))
         return
     for r in rows:
         print(
-            f"{r['chargers']:>5} chargers x {r['days']} d: {r['charging_columns']:>6} charging columns, "
+            f"{r['chargers']:>5} chargers x {r['days']} d ({r['kind']}): {r['charging_columns']:>6} charging "
+            f"columns, "
             f"bound {r['bound']:.2f} in {r['bound_s']:.2f} s, "
             f"plan {r['plan']:.2f} (+{r['plan_gap_pct']:.2f} %) in {r['plan_s']:.2f} s"
             + (f", reset {r['reset_s']:.2f} s ({r['plan_kind']})" if "reset_s" in r else "")

@@ -22,4 +22,8 @@ def test_the_benchmark_reports_the_bound_and_the_executable_plan(capsys: pytest.
     assert row["target_s"] is None  # only 50 x 7 and 1,000 x 1 have targets
     optimum.main(["--sizes", "4x1", "--no-reset"])
     out = capsys.readouterr().out
-    assert "4 chargers x 1 d:" in out and "bound" in out and "reset" not in out
+    assert "4 chargers x 1 d (workplace):" in out and "bound" in out and "reset" not in out
+    optimum.main(["--sizes", "4x2", "--no-reset", "--kind", "residential", "--json"])
+    (row,) = json.loads(capsys.readouterr().out)
+    assert (row["kind"], row["chargers"], row["days"]) == ("residential", 4, 2)
+    assert row["bound"] <= row["plan"] + 1e-6 and "reset_s" not in row
