@@ -99,8 +99,8 @@ def main(argv: list[str] | None = None) -> None:
         return
     for r in rows:
         print(
-            f"{r['chargers']:>5} chargers x {r['days']} d ({r['kind']}): {r['charging_columns']:>6} charging "
-            f"columns, "
+            f"{r['chargers']:>5} chargers x {r['days']} d ({r['kind']}): "
+            f"{r['charging_columns']:>6} charging columns, "
             f"bound {r['bound']:.2f} in {r['bound_s']:.2f} s, "
             f"plan {r['plan']:.2f} (+{r['plan_gap_pct']:.2f} %) in {r['plan_s']:.2f} s"
             + (f", reset {r['reset_s']:.2f} s ({r['plan_kind']})" if "reset_s" in r else "")

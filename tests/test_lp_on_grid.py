@@ -14,6 +14,7 @@ import pytest
 from agents.lp_exact import on_grid
 from agents.optimum import PerfectForesightOptimum
 from agents.registry import NON_LEARNED
+from envs.core import SiteArrays
 from envs.generate import generate_scenario
 from envs.physics import floor_to_grid
 from training.evaluate import run_episode
@@ -34,7 +35,7 @@ def test_the_executable_plan_is_executed_as_planned_on_a_binding_phase_limit() -
     row = run_episode(opt, sc).row
     assert opt.solution is not None and opt.plan_kind == "executable"
     kw = np.abs(opt.solution.charger_kw)
-    res = np.broadcast_to(opt._site.resolution_kw[:, None], kw.shape)  # type: ignore[union-attr]
+    res = np.broadcast_to(SiteArrays.from_config(sc.site).resolution_kw[:, None], kw.shape)
     # every column a grid point, as the projection reads it (it floors)
     assert np.array_equal(floor_to_grid(kw, res), np.where(res > 0, np.round(kw / res) * res, kw))
     assert row.cost_total == pytest.approx(opt.solution.objective, rel=1e-9)
